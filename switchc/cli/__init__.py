@@ -1,0 +1,49 @@
+"""The `switchc` command line. Commands only parse arguments and call the library.
+
+A user mistake (a bad spec, a missing file) prints a located message and exits with status 2,
+never a traceback. Anything else that escapes is a bug in switchc and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from switchc import __version__
+from switchc.errors import PlainUserError, UserError
+
+EXIT_USER_ERROR = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (UserError, PlainUserError) as err:
+            click.echo(err.render(), err=True)
+            ctx.exit(EXIT_USER_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="switchc")
+def main() -> None:
+    """switchc compiles Switch Transformer specs into cost reports and training programs.
+
+    A SPEC is a YAML file (see specs/) or the name of a built-in spec such as switch-tiny.
+    Any value can be overridden with --set KEY=VALUE, validated like the file itself.
+    """
+
+
+def _register() -> None:
+    from switchc.cli import spec_commands
+
+    for command in spec_commands.COMMANDS:
+        main.add_command(command)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

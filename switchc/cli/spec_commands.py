@@ -1,0 +1,144 @@
+"""`switchc check`, `switchc explain`, `switchc schema`: the spec itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from switchc.cli.options import example, overrides
+from switchc.errors import PlainUserError, UserError
+from switchc.spec import Spec, load_spec
+from switchc.spec.load import OVERRIDE_SOURCE_NAME
+from switchc.spec.schema import field_docs, json_schema
+
+
+def summary(spec: Spec) -> str:
+    """One line saying what the spec is: dense or Switch, shape, mesh."""
+    model = spec.model
+    shape = (
+        f"d_model {model.d_model}, d_ff {model.d_ff}, {model.num_heads} heads, "
+        f"{model.encoder_layers}+{model.decoder_layers} blocks, {model.ffn_activation}"
+    )
+    if spec.moe is None:
+        kind = "dense T5"
+    else:
+        moe = spec.moe
+        routing = "Switch (top-1)" if moe.top_k == 1 else f"MoE (top-{moe.top_k})"
+        kind = f"{routing}, {moe.num_experts} experts every {moe.expert_every} FFN block(s)"
+    mesh = " x ".join(f"{axis}={size}" for axis, size in spec.mesh.axes.items())
+    return f"{kind}; {shape}; mesh {mesh} ({spec.mesh.num_devices} devices)"
+
+
+@click.command(epilog=example("switchc check specs/*.yaml", "switchc check switch-tiny --set moe.num_experts=16"))
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@overrides
+def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Validate specs: exit 0 when all are valid, 2 when any is not (errors go to stderr)."""
+    failed = 0
+    for name in specs:
+        try:
+            spec = load_spec(name, overrides)
+        except (UserError, PlainUserError) as err:
+            click.echo(err.render(), err=True)
+            failed += 1
+            continue
+        click.echo(f"ok  {name}: {summary(spec)}")
+    if failed:
+        click.echo(f"{failed} of {len(specs)} spec(s) invalid", err=True)
+        raise SystemExit(2)
+
+
+def _origin_label(spec: Spec, path: str) -> str:
+    if spec.is_default(path):
+        return "default"
+    span = spec.span(path)
+    if span.source.name == OVERRIDE_SOURCE_NAME:
+        return "--set"
+    return f"line {span.line}"
+
+
+def explain_rows(spec: Spec) -> list[dict[str, Any]]:
+    """Every resolved key with its value, whether it was defaulted, and what it means."""
+    docs = field_docs()
+    rows = []
+    for path, value in spec.leaves():
+        rows.append(
+            {
+                "key": path,
+                "value": value,
+                "default": spec.is_default(path),
+                "from": _origin_label(spec, path),
+                "description": docs.get(path, ""),
+            }
+        )
+    if spec.moe is not None:  # the effective sharding, not only what the spec wrote
+        rules = spec.mesh.logical_rules()
+        rows.append(
+            {
+                "key": "mesh.rules (resolved)",
+                "value": {axis: list(mesh_axes) for axis, mesh_axes in rules.items() if mesh_axes},
+                "default": False,
+                "from": "derived",
+                "description": "Standard rules for the axes present, then the spec's own.",
+            }
+        )
+    return rows
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+@click.command(epilog=example("switchc explain specs/switch-base.yaml", "switchc explain switch-tiny --format json"))
+@click.argument("spec", metavar="SPEC")
+@overrides
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def explain(spec: str, overrides: tuple[str, ...], fmt: str) -> None:
+    """Print the resolved spec: every key, its value, and whether it came from the file or a default."""
+    resolved = load_spec(spec, overrides)
+    rows = explain_rows(resolved)
+    if fmt == "json":
+        payload = {"name": resolved.name, "summary": summary(resolved), "keys": rows}
+        click.echo(json.dumps(payload, indent=2))
+        return
+    table = Table(title=f"{resolved.name}: {summary(resolved)}", title_justify="left", expand=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", no_wrap=True)
+    table.add_column("from", no_wrap=True)
+    table.add_column("meaning")
+    for row in rows:
+        style = "dim" if row["default"] else ""
+        table.add_row(row["key"], _show(row["value"]), row["from"], row["description"], style=style)
+    Console(width=max(100, Console().width)).print(table)
+
+
+@click.command(epilog=example("switchc schema -o switchc-spec.schema.json"))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+def schema(output: Path | None) -> None:
+    """Write the JSON Schema of the spec format (point your editor's YAML plugin at it)."""
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if not output.parent.is_dir():
+        raise PlainUserError(f"{output.parent} is not a directory")
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)  # atomic: never a half-written schema
+    click.echo(f"wrote {output}", err=True)
+
+
+COMMANDS = (check, explain, schema)

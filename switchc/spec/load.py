@@ -1,0 +1,292 @@
+"""Spec text -> `Spec`: parse, apply command-line overrides, validate types, then cross-check.
+
+Every failure is a `UserError` whose diagnostics point into the spec file or the override that
+caused it. All mistakes found in one pass are reported together.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from switchc.errors import Diagnostic, PlainUserError, Source, Span, UserError, did_you_mean
+from switchc.spec import yamltree
+from switchc.spec.checks import cross_check
+from switchc.spec.schema import SECTIONS, SpecBody, section_type, strip_annotated
+from switchc.spec.spec import Origin, Spec
+from switchc.spec.yamltree import Entry, Mapping, Scalar
+
+OVERRIDE_SOURCE_NAME = "<command line>"
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@cache
+def _adapter() -> TypeAdapter[SpecBody]:
+    return TypeAdapter(SpecBody)
+
+
+def builtin_spec_names() -> list[str]:
+    """Names of the specs shipped with switchc (specs/ in the repo), usable instead of a path."""
+    root = resources.files("switchc.specs")
+    return sorted(p.name.rsplit(".", 1)[0] for p in root.iterdir() if p.name.endswith(SPEC_SUFFIXES))
+
+
+def read_source(spec: str) -> Source:
+    """The text of `spec`: a path to a file, or the name of a built-in spec."""
+    path = Path(spec)
+    if path.is_file():
+        try:
+            return Source(str(path), path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise PlainUserError(f"{path}: not UTF-8 text ({err.reason})") from None
+    if path.is_dir():
+        raise PlainUserError(f"{path} is a directory", "pass a spec file such as specs/switch-tiny.yaml")
+    names = builtin_spec_names()
+    if spec in names:
+        resource = resources.files("switchc.specs") / f"{spec}.yaml"
+        return Source(f"<builtin>/{spec}.yaml", resource.read_text(encoding="utf-8"))
+    hint = did_you_mean(spec, names) or f"built-in specs: {', '.join(names)}"
+    raise PlainUserError(f"no such spec file or built-in spec: {spec}", hint)
+
+
+def load_spec(spec: str, overrides: Sequence[str] = ()) -> Spec:
+    """Read, override and validate a spec given as a path or a built-in name."""
+    source = read_source(spec)
+    name = Path(source.name).name.rsplit(".", 1)[0]
+    return parse_spec(source, overrides, name=name)
+
+
+def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None = None) -> Spec:
+    """Validate spec text (and `--set KEY=VALUE` overrides applied on top of it)."""
+    tree = yamltree.parse(source)
+    if tree is None:
+        raise UserError.at(
+            source.start(),
+            "the spec is empty",
+            "a spec needs at least a 'model' section; `switchc explain switch-tiny` prints a full one",
+        )
+    if not isinstance(tree, Mapping):
+        raise UserError.at(
+            tree.span,
+            "the top level of a spec must be a mapping of sections",
+            f"start with section names: {', '.join(SECTIONS)}",
+        )
+    tree = apply_overrides(tree, overrides)
+    body = _validate(tree)
+    origin = Origin(
+        name=name or source.name,
+        source=source,
+        value_spans={path: span for path, span, _ in yamltree.leaf_spans(tree)},
+        key_spans={path: key for path, _, key in yamltree.leaf_spans(tree) if key is not None},
+    )
+    spec = Spec(body.model, body.moe, body.mesh, body.train, body.data, origin=origin)
+    problems = list(cross_check(spec))
+    if problems:
+        raise UserError(problems)
+    return spec
+
+
+def _validate(tree: Mapping) -> SpecBody:
+    try:
+        return _adapter().validate_python(yamltree.to_python(tree))
+    except ValidationError as err:
+        found = [_diagnostic(tree, e) for e in err.errors()]
+        found.sort(key=lambda d: (d.span.line, d.span.column))
+        raise UserError(found) from None
+
+
+# ---- command-line overrides ---------------------------------------------------------------------
+
+_OVERRIDE = re.compile(r"(?P<key>[^=\s]+)=(?P<value>.*)", re.DOTALL)
+
+
+def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
+    """`tree` with each `KEY=VALUE` set; spans of overridden values point at the command line.
+
+    VALUE is YAML (`64`, `geglu`, `{data: 2, expert: 4}`); KEY is a dotted path that must exist
+    in the schema. A key given twice with different values is an error, as in MaxText.
+    """
+    if not overrides:
+        return tree
+    lines = [f"--set {item}" for item in overrides]
+    source = Source(OVERRIDE_SOURCE_NAME, "\n".join(lines))
+    prefix = len("--set ")
+    errors: list[Diagnostic] = []
+    seen: dict[str, tuple[str, Span]] = {}
+    for index, item in enumerate(overrides):
+        line_no = index + 1
+        whole = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(item))
+        match = _OVERRIDE.fullmatch(item)
+        if match is None:
+            errors.append(Diagnostic("an override is KEY=VALUE", whole, "e.g. --set moe.num_experts=64"))
+            continue
+        key, value_text = match["key"], match["value"]
+        key_span = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(key))
+        problem = _check_override_key(key, key_span)
+        if problem is not None:
+            errors.append(problem)
+            continue
+        previous = seen.get(key)
+        if previous is not None and previous[0] != value_text.strip():
+            errors.append(
+                Diagnostic(
+                    f"'{key}' is set twice with different values",
+                    key_span,
+                    "keep one of the two --set options",
+                    notes=(("first set here", previous[1]),),
+                )
+            )
+            continue
+        seen[key] = (value_text.strip(), key_span)
+        value_column = prefix + len(key) + 1  # 0-based column of VALUE on its line
+        padded = "\n" * index + " " * value_column + value_text
+        value = yamltree.parse(source, padded)
+        if value is None:  # `key=` sets null, like an empty YAML value
+            value = Scalar("", True, Span(source, line_no, value_column + 1, line_no, value_column + 2))
+        tree = _set_path(tree, key.split("."), key_span, value)
+    if errors:
+        raise UserError(errors)
+    return tree
+
+
+def _check_override_key(key: str, span: Span) -> Diagnostic | None:
+    parts = key.split(".")
+    cls: Any = SpecBody
+    for depth, part in enumerate(parts):
+        if cls is None:  # under a free-form mapping (mesh.axes, mesh.rules): any name
+            return None
+        names = [f.name for f in fields(cls)]
+        if part not in names:
+            where = ".".join(parts[:depth]) or "the spec"
+            return Diagnostic(
+                f"unknown key '{part}' in {where}",
+                span,
+                did_you_mean(part, names) or f"keys here: {', '.join(names)}",
+            )
+        cls = _field_dataclass(cls, part)
+        if cls is False and depth < len(parts) - 1:
+            return Diagnostic(f"'{'.'.join(parts[: depth + 1])}' is a value, not a section", span)
+    return None
+
+
+def _set_path(node: Mapping, parts: list[str], key_span: Span, value: yamltree.Node) -> Mapping:
+    head, rest = parts[0], parts[1:]
+    key = Scalar(head, True, key_span)
+    if not rest:
+        return node.with_entry(Entry(key, value))
+    entry = node.get(head)
+    child = entry.value if entry is not None and isinstance(entry.value, Mapping) else Mapping((), key_span)
+    return node.with_entry(Entry(entry.key if entry else key, _set_path(child, rest, key_span, value)))
+
+
+# ---- pydantic errors -> located diagnostics ------------------------------------------------------
+
+
+def _field_dataclass(cls: Any, name: str) -> Any:
+    """The section class of field `name` of `cls`; None for a free-form mapping; False for a value."""
+    hint = typing.get_type_hints(cls, include_extras=True)[name]
+    section = section_type(hint)
+    if section is not None:
+        return section
+    return None if typing.get_origin(strip_annotated(hint)) is dict else False
+
+
+def _section_keys(loc: tuple[Any, ...]) -> list[str]:
+    cls: Any = SpecBody
+    for part in loc:
+        if not (is_dataclass(cls) and isinstance(part, str)) or part not in {f.name for f in fields(cls)}:
+            return []
+        cls = _field_dataclass(cls, part)
+    return [f.name for f in fields(cls)] if is_dataclass(cls) else []
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return repr(value)
+
+
+def _diagnostic(tree: Mapping, error: Any) -> Diagnostic:
+    loc = tuple(p for p in error["loc"] if p != "[key]")
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    dotted = ".".join(str(p) for p in loc)
+    node, key = yamltree.find(tree, loc)
+    span = node.span if node is not None else yamltree.nearest(tree, loc)
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        section = ".".join(str(p) for p in loc[:-1])
+        where = f"section '{section}'" if section else "the spec"
+        candidates = _section_keys(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), candidates) or (
+            f"keys allowed here: {', '.join(candidates)}" if candidates else None
+        )
+        return Diagnostic(f"unknown key '{loc[-1]}' in {where}", key.span if key else span, hint)
+    if error["loc"][-1:] == ("[key]",):  # a mapping key failed (mesh axis names, rule names)
+        span = key.span if key is not None else span
+        return _key_diagnostic(loc, kind, value, ctx, span)
+    if kind == "int_type":
+        hint = None
+        if isinstance(value, float) and value.is_integer():
+            hint = f"write it without a decimal point: {int(value)}"
+        return Diagnostic(f"{dotted}: expected an integer, got {_describe(value)}", span, hint)
+    if kind == "float_type":
+        return Diagnostic(f"{dotted}: expected a number, got {_describe(value)}", span)
+    if kind == "bool_type":
+        return Diagnostic(f"{dotted}: expected true or false, got {_describe(value)}", span)
+    if kind == "string_type":
+        return Diagnostic(f"{dotted}: expected text, got {_describe(value)}", span, "quote it: \"...\"")
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        hint = did_you_mean(str(value), choices) or f"choose one of: {', '.join(choices)}"
+        return Diagnostic(f"{dotted}: unknown choice {_describe(value)}", span, hint)
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = f"{next(iter(ctx.values())):g}"
+        return Diagnostic(
+            f"{dotted}: {_describe(value)} is out of range, it must be {bounds[kind]} {limit}", span
+        )
+    if kind == "string_pattern_mismatch":
+        return Diagnostic(
+            f"{dotted}: {_describe(value)} contains control characters or line breaks",
+            span,
+            "write it on one line with printable characters",
+        )
+    if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type"):
+        return Diagnostic(
+            f"{dotted or 'the spec'}: expected a mapping of keys, got {_describe(value)}",
+            span,
+            "write the keys indented under it, one 'key: value' per line",
+        )
+    if kind in ("tuple_type", "list_type"):
+        return Diagnostic(f"{dotted}: expected a list of mesh axis names, got {_describe(value)}", span)
+    message = error["msg"].removeprefix("Value error, ")
+    return Diagnostic(f"{dotted}: {message}", span)
+
+
+def _key_diagnostic(loc: tuple[Any, ...], kind: str, value: Any, ctx: Any, span: Span) -> Diagnostic:
+    where = ".".join(str(p) for p in loc[:-1])
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        hint = did_you_mean(str(value), choices) or f"logical axes: {', '.join(choices)}"
+        return Diagnostic(f"{where}: unknown logical axis {_describe(value)}", span, hint)
+    return Diagnostic(
+        f"{where}: {_describe(value)} is not a valid mesh axis name",
+        span,
+        "a mesh axis is a Python identifier that is not a keyword: letters, digits and '_', "
+        "not starting with a digit, at most 32 characters",
+    )

@@ -1,0 +1,351 @@
+"""The spec format, v1: one frozen dataclass per section, one field per key.
+
+This file is the single source of truth for the format. Every field carries its type, its range,
+its default (taken from the paper, shared/PAPER.md, unless stated) and a description that says
+why; validation, `switchc explain` and `switchc schema` (JSON Schema) are all derived from it.
+
+Sections: `model` (the T5 backbone), `moe` (absent or null = a dense model), `mesh` (device axes
+and the logical-axis rules that map tensors onto them), `train`, `data`.
+"""
+
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass, field, is_dataclass
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    with_config,
+)
+
+SPEC_VERSION = 1
+
+_SECTION = ConfigDict(extra="forbid", validate_default=False)
+
+# Sizes are bounded so that a typo (an extra zero or ten) fails here, not in an allocator.
+_MAX_DIM = 2**24
+Dim = Annotated[StrictInt, Field(ge=1, le=_MAX_DIM)]
+Count = Annotated[StrictInt, Field(ge=0, le=_MAX_DIM)]
+Positive = Annotated[StrictFloat, Field(gt=0)]
+Probability = Annotated[StrictFloat, Field(ge=0, lt=1)]
+NonNegative = Annotated[StrictFloat, Field(ge=0)]
+
+# Free text that may later be written into generated code: printable, one line, bounded.
+# Generated programs still quote it with repr(); this keeps control characters out entirely.
+SafeText = Annotated[
+    str, Field(strict=True), StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=4096)
+]
+
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
+
+
+def _not_keyword(name: str) -> str:
+    if keyword.iskeyword(name):
+        raise ValueError(f"'{name}' is a Python keyword")
+    return name
+
+
+# A name that becomes an identifier in generated code (mesh axes): checked, never escaped.
+Identifier = Annotated[
+    str,
+    Field(strict=True),
+    StringConstraints(pattern=IDENTIFIER_PATTERN),
+    AfterValidator(_not_keyword),
+]
+
+Activation = Literal["relu", "gelu", "geglu", "swiglu"]
+DType = Literal["float32", "bfloat16"]
+LogicalAxis = Literal["batch", "length", "embed", "heads", "kv", "mlp", "vocab", "experts"]
+LOGICAL_AXES: tuple[str, ...] = get_args(LogicalAxis)
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class ModelConfig:
+    """The T5 encoder-decoder backbone (PAPER.md Sec. 1). Defaults: T5-Base / Switch-Base."""
+
+    vocab_size: Annotated[Dim, Field(description="Vocabulary size; T5's SentencePiece has 32,128.")] = 32128
+    d_model: Annotated[Dim, Field(description="Width of the residual stream.")] = 768
+    d_ff: Annotated[Dim, Field(description="Hidden width of each FFN and each expert.")] = 2048
+    d_kv: Annotated[Dim, Field(description="Width of one attention head (T5 decouples it from d_model / heads).")] = 64
+    num_heads: Annotated[Dim, Field(description="Attention heads per layer.")] = 12
+    encoder_layers: Annotated[Dim, Field(description="Blocks in the encoder stack.")] = 12
+    decoder_layers: Annotated[Dim, Field(description="Blocks in the decoder stack.")] = 12
+    ffn_activation: Annotated[
+        Activation,
+        Field(description="FFN nonlinearity; geglu/swiglu are gated (two input matrices), Table 9's FFN_GEGLU."),
+    ] = "geglu"
+    tie_embeddings: Annotated[
+        StrictBool,
+        Field(description="Share input and output embeddings (T5 v1.0, logits scaled by d_model^-0.5); false is T5 v1.1."),
+    ] = False
+    dropout_rate: Annotated[
+        Probability, Field(description="Dropout outside experts; T5 v1.1 pre-trains with 0, Table 4 fine-tunes with 0.1.")
+    ] = 0.0
+    dtype: Annotated[DType, Field(description="Activation and parameter dtype; the paper trains in bfloat16.")] = "bfloat16"
+    relative_attention_num_buckets: Annotated[
+        Dim, Field(description="Buckets of the relative position bias (one table per stack, shared by its layers).")
+    ] = 32
+    relative_attention_max_distance: Annotated[
+        Dim, Field(description="Distance beyond which relative positions share the last bucket.")
+    ] = 128
+    layer_norm_epsilon: Annotated[Positive, Field(description="Epsilon of the scale-only RMS norm.")] = 1e-6
+    init_scale: Annotated[
+        Positive,
+        Field(description="Truncated-normal init, std = sqrt(init_scale / fan_in); Sec. 2.4 recommends 0.1 over 1.0."),
+    ] = 0.1
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class CapacityFactor:
+    """Expert capacity = ceil(tokens_per_group / num_experts * factor), eq. 3."""
+
+    train: Annotated[Positive, Field(description="Capacity factor while training (Switch-Base 1.25).")] = 1.25
+    eval: Annotated[Positive, Field(description="Capacity factor at evaluation (2.0 in the reference code).")] = 2.0
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class MoEConfig:
+    """Switch / MoE layers replacing FFN blocks (PAPER.md Sec. 1-3). Defaults: Switch-Base."""
+
+    num_experts: Annotated[Dim, Field(description="Experts per Switch layer.")] = 128
+    expert_every: Annotated[
+        Dim,
+        Field(description="FFN block i of a stack is a Switch layer when i % expert_every == expert_every - 1 (1 = all, Switch-C; 2 = every other, Switch-Base/Large/XXL)."),
+    ] = 2
+    top_k: Annotated[Dim, Field(description="Experts per token: 1 is Switch, 2 is the MoE baseline of Table 1.")] = 1
+    capacity_factor: Annotated[
+        CapacityFactor, Field(description="Capacity factors for training and evaluation.")
+    ] = field(default_factory=CapacityFactor)
+    min_capacity: Annotated[Count, Field(description="Floor on expert capacity (4 in Mesh-TF and flaxformer).")] = 4
+    group_size: Annotated[
+        Dim, Field(description="Most tokens in one routing group; capacity is computed per group.")
+    ] = 4096
+    batch_prioritized_routing: Annotated[
+        StrictBool, Field(description="Claim expert slots in order of router probability instead of position.")
+    ] = False
+    aux_loss_coef: Annotated[NonNegative, Field(description="Load-balancing loss weight alpha (eq. 4), 1e-2 in the paper.")] = 1e-2
+    z_loss_coef: Annotated[
+        NonNegative, Field(description="Router z-loss weight (ST-MoE, 1e-3 there); the paper's Switch has none.")
+    ] = 0.0
+    jitter_eps: Annotated[
+        Probability, Field(description="Router input jitter U(1-eps, 1+eps) in training (App. C: 1e-2).")
+    ] = 1e-2
+    router_dtype: Annotated[
+        DType, Field(description="Router precision; float32 is the paper's selective precision (Table 2).")
+    ] = "float32"
+    expert_dropout_rate: Annotated[
+        Probability, Field(description="Dropout on the expert hidden activation (Table 4: 0.4 when fine-tuning).")
+    ] = 0.0
+    init_scale: Annotated[Positive, Field(description="init_scale for router and expert weights (Sec. 2.4).")] = 0.1
+
+
+def _as_axis_tuple(value: Any) -> Any:
+    """A rule may name one mesh axis, a list of them, or null (replicated)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+MeshAxes = Annotated[
+    tuple[Identifier, ...], BeforeValidator(_as_axis_tuple, json_schema_input_type=str | list[str] | None)
+]
+
+# Logical axis -> mesh axes, before the mesh is known. Axes the mesh lacks are dropped, so the
+# same rules serve a data-only mesh and a data x expert x model one. Tokens are split over the
+# expert axis too: in Switch's expert parallelism every core routes its own tokens (Sec. 6).
+STANDARD_RULES: dict[str, tuple[str, ...]] = {
+    "batch": ("data", "expert"),
+    "experts": ("expert",),
+    "mlp": ("model",),
+    "heads": ("model",),
+    "vocab": ("model",),
+}
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class MeshConfig:
+    """Devices as a named mesh, and which tensor dimensions are split over which axes (Sec. 6)."""
+
+    axes: Annotated[
+        dict[Identifier, Dim],
+        Field(
+            description="Ordered mesh axes, name -> size, e.g. {data: 2, expert: 4, model: 1}.",
+            json_schema_extra={"additionalProperties": False},  # names must match the pattern
+        ),
+    ] = field(default_factory=lambda: {"data": 1})
+    rules: Annotated[
+        dict[LogicalAxis, MeshAxes],
+        Field(description="Logical axis -> mesh axes (a name, a list, or null), overriding the standard rules."),
+    ] = field(default_factory=dict)
+
+    @property
+    def num_devices(self) -> int:
+        total = 1
+        for size in self.axes.values():
+            total *= size
+        return total
+
+    def logical_rules(self) -> dict[str, tuple[str, ...]]:
+        """Every logical axis -> the mesh axes it is split over: standard rules, then the spec's."""
+        resolved = {axis: () for axis in LOGICAL_AXES}
+        for axis, mesh_axes in STANDARD_RULES.items():
+            resolved[axis] = tuple(a for a in mesh_axes if a in self.axes)
+        resolved.update(self.rules)
+        return resolved
+
+    def shards(self, logical_axis: str) -> int:
+        """How many pieces a dimension with this logical axis is split into."""
+        total = 1
+        for mesh_axis in self.logical_rules()[logical_axis]:
+            total *= self.axes[mesh_axis]
+        return total
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule (Sec. 4: Adafactor with an inverse-square-root schedule)."""
+
+    name: Annotated[Literal["adafactor", "adam"], Field(description="adafactor (factored second moments) or adam.")] = "adafactor"
+    learning_rate: Annotated[
+        Positive, Field(description="Peak learning rate; rsqrt gives 1/sqrt(max(step, warmup)) scaled so the peak is this.")
+    ] = 1e-2
+    schedule: Annotated[
+        Literal["rsqrt", "constant", "cosine"], Field(description="rsqrt (T5), constant, or cosine decay to zero.")
+    ] = "rsqrt"
+    warmup_steps: Annotated[Count, Field(description="Steps at the constant peak (rsqrt) or of linear warm-up.")] = 10000
+    beta1: Annotated[Probability, Field(description="First-moment decay (Adam; Adafactor momentum, 0 = none).")] = 0.0
+    beta2: Annotated[Probability, Field(description="Second-moment decay (Adam).")] = 0.999
+    weight_decay: Annotated[NonNegative, Field(description="Decoupled weight decay.")] = 0.0
+    clip_grad_norm: Annotated[
+        NonNegative, Field(description="Clip the global gradient norm to this; 0 disables clipping.")
+    ] = 0.0
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: batch shape, length, steps (Sec. 4: 2^20 tokens per batch)."""
+
+    batch_size: Annotated[Dim, Field(description="Sequences per step, over all devices.")] = 2048
+    inputs_length: Annotated[Dim, Field(description="Encoder tokens per sequence (512 in pre-training).")] = 512
+    targets_length: Annotated[
+        Dim, Field(description="Decoder tokens per sequence (114 for 512 inputs with 15% noise, mean span 3).")
+    ] = 114
+    steps: Annotated[Dim, Field(description="Training steps (Table 1 compares at 100k).")] = 100000
+    optimizer: Annotated[OptimizerConfig, Field(description="Optimizer and schedule.")] = field(
+        default_factory=OptimizerConfig
+    )
+    remat: Annotated[
+        Literal["none", "full"], Field(description="Recompute each block's activations in the backward pass.")
+    ] = "none"
+    seed: Annotated[Count, Field(description="Seed for init, data order, dropout and jitter.")] = 0
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class DataConfig:
+    """Where text comes from and how it becomes (inputs, targets) pairs (Sec. 4)."""
+
+    source: Annotated[
+        Literal["shakespeare", "text", "jsonl"],
+        Field(description="shakespeare (built in, no download), text files, or JSONL records."),
+    ] = "shakespeare"
+    path: Annotated[
+        SafeText | None, Field(description="File or directory for source text/jsonl.")
+    ] = None
+    jsonl_field: Annotated[Identifier, Field(description="Field of each JSONL record that holds the text.")] = "text"
+    tokenizer: Annotated[
+        Literal["byte", "sentencepiece"],
+        Field(description="byte (no files) or SentencePiece trained on the corpus and cached."),
+    ] = "sentencepiece"
+    objective: Annotated[
+        Literal["span_corruption", "prefix_lm"], Field(description="T5 span corruption, or prefix LM.")
+    ] = "span_corruption"
+    noise_density: Annotated[Probability, Field(description="Fraction of input tokens corrupted (0.15).")] = 0.15
+    mean_noise_span: Annotated[Positive, Field(description="Mean corrupted span length in tokens (3).")] = 3.0
+    eval_fraction: Annotated[Probability, Field(description="Share of the corpus held out for evaluation.")] = 0.05
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "moe": MoEConfig,
+    "mesh": MeshConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+}
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True)
+class SpecBody:
+    """What a spec file says: the five sections. `moe` None means a dense model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    moe: MoEConfig | None = None
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of the spec format, for editors and other tools."""
+    schema = TypeAdapter(SpecBody).json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://switchc.dev/schema/spec-v{SPEC_VERSION}.json",
+        "title": f"switchc spec, format v{SPEC_VERSION}",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def field_docs() -> dict[str, str]:
+    """Dotted path -> description, for every key of the format (sections included)."""
+    docs: dict[str, str] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, hint in get_type_hints(cls, include_extras=True).items():
+            path = f"{prefix}{name}"
+            described = [m for m in getattr(hint, "__metadata__", ()) if getattr(m, "description", None)]
+            if described:
+                docs[path] = described[0].description
+            inner = section_type(hint)
+            if inner is not None:
+                docs.setdefault(path, (inner.__doc__ or "").strip())
+                walk(inner, path + ".")
+
+    walk(SpecBody, "")
+    return docs
+
+
+def strip_annotated(hint: Any) -> Any:
+    while get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    return hint
+
+
+def section_type(hint: Any) -> type | None:
+    """The section dataclass a field holds (unwrapping Annotated and Optional), else None."""
+    hint = strip_annotated(hint)
+    candidates = [a for a in get_args(hint) if a is not type(None)] or [hint]
+    for candidate in candidates:
+        if is_dataclass(candidate) and isinstance(candidate, type):
+            return candidate
+    return None

@@ -1,0 +1,289 @@
+"""YAML text -> a tree of located nodes, and that tree -> plain Python data.
+
+PyYAML's loaders are not used: they keep the last of two equal keys without a word, construct
+Python objects from tags, expand aliases, and resolve scalars by YAML 1.1 rules (`no` is false,
+`1e-2` is a string). Instead this module reads PyYAML's event stream and builds its own tree in
+which every node keeps its span. Specs are data: explicit tags, anchors and aliases are errors.
+Scalars are resolved with the YAML 1.2 core schema.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from switchc.errors import Diagnostic, Source, Span, UserError
+
+
+@dataclass(frozen=True)
+class Scalar:
+    text: str
+    plain: bool  # False when quoted or a block scalar: then it is always a string
+    span: Span
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: Scalar
+    value: Node
+
+
+@dataclass(frozen=True)
+class Mapping:
+    entries: tuple[Entry, ...]
+    span: Span
+
+    def get(self, key: str) -> Entry | None:
+        return next((e for e in self.entries if e.key.text == key), None)
+
+    def keys(self) -> list[str]:
+        return [e.key.text for e in self.entries]
+
+    def with_entry(self, entry: Entry) -> Mapping:
+        """A copy with `entry` replacing the entry of the same key, or appended."""
+        if self.get(entry.key.text) is None:
+            return Mapping((*self.entries, entry), self.span)
+        entries = tuple(entry if e.key.text == entry.key.text else e for e in self.entries)
+        return Mapping(entries, self.span)
+
+
+@dataclass(frozen=True)
+class Sequence:
+    items: tuple[Node, ...]
+    span: Span
+
+
+Node = Scalar | Mapping | Sequence
+
+
+def _span(source: Source, start: yaml.Mark, end: yaml.Mark, line_offset: int = 0) -> Span:
+    return Span(
+        source,
+        start.line + 1 + line_offset,
+        start.column + 1,
+        end.line + 1 + line_offset,
+        end.column + 1,
+    )
+
+
+def parse(source: Source, text: str | None = None) -> Node | None:
+    """Parse `text` (default: the whole source) into a located tree; None for an empty document.
+
+    `text` lets a caller parse a fragment that was padded to sit at its place in `source`
+    (how command-line override values get columns that point into the command line).
+    """
+    events = _events(source, source.text if text is None else text)
+    builder = _Builder(source, events)
+    return builder.document()
+
+
+def _events(source: Source, text: str) -> Iterator[yaml.Event]:
+    try:
+        yield from yaml.parse(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = err.problem or err.context or "invalid YAML"
+        span = Span(source, line, column, line, column + 1)
+        raise UserError.at(span, f"YAML syntax error: {problem}", _syntax_hint(problem)) from None
+    except yaml.YAMLError as err:  # reader errors: bad bytes, control characters
+        raise UserError.at(source.start(), f"cannot read YAML: {err}") from None
+
+
+def _syntax_hint(problem: str) -> str:
+    if "mapping values are not allowed" in problem:
+        return "a value that contains ': ' must be quoted, or a nested key is mis-indented"
+    if "found character '\\t'" in problem:
+        return "YAML indents with spaces, never tabs"
+    if "could not find expected ':'" in problem:
+        return "every line in a section is 'key: value'"
+    return "check the indentation and the brackets around this place"
+
+
+class _Builder:
+    def __init__(self, source: Source, events: Iterator[yaml.Event]) -> None:
+        self.source = source
+        self.events = events
+        self.errors: list[Diagnostic] = []
+
+    def _next(self) -> yaml.Event:
+        return next(self.events)
+
+    def document(self) -> Node | None:
+        assert isinstance(self._next(), yaml.StreamStartEvent)
+        event = self._next()
+        if isinstance(event, yaml.StreamEndEvent):
+            return None
+        assert isinstance(event, yaml.DocumentStartEvent)
+        root = self._node(self._next())
+        assert isinstance(self._next(), yaml.DocumentEndEvent)
+        extra = self._next()
+        if not isinstance(extra, yaml.StreamEndEvent):
+            span = _span(self.source, extra.start_mark, extra.end_mark)
+            self.errors.append(
+                Diagnostic(
+                    "a spec is one YAML document, this file holds more",
+                    span,
+                    "remove the '---' separator and everything after it",
+                )
+            )
+        if self.errors:
+            raise UserError(self.errors)
+        return root
+
+    def _reject_tag_and_anchor(self, event: yaml.NodeEvent) -> None:
+        span = _span(self.source, event.start_mark, event.end_mark)
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag != "!":
+            self.errors.append(
+                Diagnostic(
+                    f"YAML tag '{tag}' is not allowed in a spec",
+                    span,
+                    "specs are plain data: remove the tag and write the value itself",
+                )
+            )
+        if event.anchor is not None:
+            self.errors.append(
+                Diagnostic(
+                    f"YAML anchor '&{event.anchor}' is not allowed in a spec",
+                    span,
+                    "write each value out where it is used",
+                )
+            )
+
+    def _node(self, event: yaml.Event) -> Node:
+        if isinstance(event, yaml.AliasEvent):
+            span = _span(self.source, event.start_mark, event.end_mark)
+            self.errors.append(
+                Diagnostic(
+                    f"YAML alias '*{event.anchor}' is not allowed in a spec",
+                    span,
+                    "write the value out in full",
+                )
+            )
+            return Scalar("", True, span)
+        assert isinstance(event, yaml.NodeEvent)
+        self._reject_tag_and_anchor(event)
+        if isinstance(event, yaml.ScalarEvent):
+            plain = event.style is None
+            return Scalar(event.value, plain, _span(self.source, event.start_mark, event.end_mark))
+        if isinstance(event, yaml.SequenceStartEvent):
+            items = []
+            while not isinstance(nxt := self._next(), yaml.SequenceEndEvent):
+                items.append(self._node(nxt))
+            return Sequence(tuple(items), _span(self.source, event.start_mark, nxt.end_mark))
+        assert isinstance(event, yaml.MappingStartEvent)
+        entries: list[Entry] = []
+        seen: dict[str, Scalar] = {}
+        while not isinstance(nxt := self._next(), yaml.MappingEndEvent):
+            key_node = self._node(nxt)
+            value = self._node(self._next())
+            if not isinstance(key_node, Scalar):
+                self.errors.append(
+                    Diagnostic("a key must be a plain name", key_node.span, "write 'name: value'")
+                )
+                continue
+            first = seen.get(key_node.text)
+            if first is not None:
+                self.errors.append(
+                    Diagnostic(
+                        f"duplicate key '{key_node.text}'",
+                        key_node.span,
+                        "a key may appear once in a section: delete one of the two",
+                        notes=(("first set here", first.span),),
+                    )
+                )
+                continue
+            seen[key_node.text] = key_node
+            entries.append(Entry(key_node, value))
+        return Mapping(tuple(entries), _span(self.source, event.start_mark, nxt.end_mark))
+
+
+# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
+_NULL = re.compile(r"~|null|Null|NULL|")
+_TRUE = re.compile(r"true|True|TRUE")
+_FALSE = re.compile(r"false|False|FALSE")
+_INT = re.compile(r"[-+]?[0-9]+")
+_INT_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_INT_OCT = re.compile(r"0o[0-7]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
+_NAN = re.compile(r"\.(nan|NaN|NAN)")
+
+
+def resolve_scalar(node: Scalar) -> Any:
+    """A scalar's value: None, bool, int, float or str, by the YAML 1.2 core schema."""
+    text = node.text
+    if not node.plain:
+        return text
+    if _NULL.fullmatch(text):
+        return None
+    if _TRUE.fullmatch(text):
+        return True
+    if _FALSE.fullmatch(text):
+        return False
+    if _INT.fullmatch(text):
+        return int(text)
+    if _INT_HEX.fullmatch(text):
+        return int(text, 16)
+    if _INT_OCT.fullmatch(text):
+        return int(text[2:], 8)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if _INF.fullmatch(text):
+        return -math.inf if text.startswith("-") else math.inf
+    if _NAN.fullmatch(text):
+        return math.nan
+    return text
+
+
+def to_python(node: Node) -> Any:
+    """Plain Python data (dict, list, scalars) with the located tree's values."""
+    if isinstance(node, Scalar):
+        return resolve_scalar(node)
+    if isinstance(node, Sequence):
+        return [to_python(item) for item in node.items]
+    return {entry.key.text: to_python(entry.value) for entry in node.entries}
+
+
+def find(node: Node, path: tuple[str | int, ...]) -> tuple[Node | None, Scalar | None]:
+    """The node at `path` and the key that names it; (None, key) where the path ends early."""
+    current: Node | None = node
+    key: Scalar | None = None
+    for part in path:
+        if isinstance(current, Mapping) and isinstance(part, str):
+            entry = current.get(part)
+            if entry is None:
+                return None, key
+            key, current = entry.key, entry.value
+        elif isinstance(current, Sequence) and isinstance(part, int) and part < len(current.items):
+            current = current.items[part]
+        else:
+            return None, key
+    return current, key
+
+
+def nearest(node: Node, path: tuple[str | int, ...]) -> Span:
+    """The span of the deepest node along `path` that exists (for errors about absent keys)."""
+    best = node.span
+    for depth in range(1, len(path) + 1):
+        found, _ = find(node, path[:depth])
+        if found is None:
+            break
+        best = found.span
+    return best
+
+
+def leaf_spans(node: Node, prefix: str = "") -> Iterator[tuple[str, Span, Span | None]]:
+    """(dotted path, value span, key span) for every mapping entry in the tree."""
+    if not isinstance(node, Mapping):
+        return
+    for entry in node.entries:
+        path = f"{prefix}{entry.key.text}"
+        yield path, entry.value.span, entry.key.span
+        yield from leaf_spans(entry.value, path + ".")
