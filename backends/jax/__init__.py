@@ -1,6 +1,6 @@
 """The JAX backend: jit + NamedSharding over a Mesh from the spec, shard_map all-to-all for experts."""
 
-from switchc.backends import Target
+from .. import Target
 
 TARGET = Target(
     name="jax",

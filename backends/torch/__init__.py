@@ -1,6 +1,6 @@
 """The PyTorch backend: a DeviceMesh from the spec, all_to_all_single expert dispatch, torchrun."""
 
-from switchc.backends import Target
+from .. import Target
 
 TARGET = Target(
     name="torch",

@@ -29,9 +29,16 @@ def summary(spec: Spec) -> str:
     else:
         moe = spec.moe
         routing = "Switch (top-1)" if moe.top_k == 1 else f"MoE (top-{moe.top_k})"
-        kind = f"{routing}, {moe.num_experts} experts every {moe.expert_every} FFN block(s)"
+        where = "every FFN block" if moe.expert_every == 1 else f"every {_ordinal(moe.expert_every)} FFN block"
+        kind = f"{routing}, {moe.num_experts} experts in {where}"
     mesh = " x ".join(f"{axis}={size}" for axis, size in spec.mesh.axes.items())
-    return f"{kind}; {shape}; mesh {mesh} ({spec.mesh.num_devices} devices)"
+    devices = spec.mesh.num_devices
+    return f"{kind}; {shape}; mesh {mesh} ({devices} device{'s' if devices > 1 else ''})"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 @click.command(epilog=example("switchc check specs/*.yaml", "switchc check switch-tiny --set moe.num_experts=16"))
@@ -122,7 +129,10 @@ def explain(spec: str, overrides: tuple[str, ...], fmt: str) -> None:
     for row in rows:
         style = "dim" if row["default"] else ""
         table.add_row(row["key"], _show(row["value"]), row["from"], row["description"], style=style)
-    Console(width=max(100, Console().width)).print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: don't squeeze the descriptions into 80 columns
+        console = Console(width=160)
+    console.print(table)
 
 
 @click.command(epilog=example("switchc schema -o switchc-spec.schema.json"))

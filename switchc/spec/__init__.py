@@ -1,7 +1,7 @@
 """Spec: the declarative description of a Switch Transformer (format v1), parsed and validated.
 
-    from switchc.spec import load_spec
-    spec = load_spec("specs/switch-base.yaml", overrides=["moe.num_experts=64"])
+from switchc.spec import load_spec
+spec = load_spec("specs/switch-base.yaml", overrides=["moe.num_experts=64"])
 """
 
 from switchc.spec.load import builtin_spec_names, load_spec, parse_spec, read_source
@@ -23,8 +23,8 @@ __all__ = [
     "CapacityFactor",
     "DataConfig",
     "MeshConfig",
-    "ModelConfig",
     "MoEConfig",
+    "ModelConfig",
     "OptimizerConfig",
     "Origin",
     "Spec",

@@ -249,17 +249,17 @@ def _diagnostic(tree: Mapping, error: Any) -> Diagnostic:
     if kind == "bool_type":
         return Diagnostic(f"{dotted}: expected true or false, got {_describe(value)}", span)
     if kind == "string_type":
-        return Diagnostic(f"{dotted}: expected text, got {_describe(value)}", span, "quote it: \"...\"")
+        return Diagnostic(f"{dotted}: expected text, got {_describe(value)}", span, 'quote it: "..."')
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         hint = did_you_mean(str(value), choices) or f"choose one of: {', '.join(choices)}"
         return Diagnostic(f"{dotted}: unknown choice {_describe(value)}", span, hint)
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
-        limit = f"{next(iter(ctx.values())):g}"
-        return Diagnostic(
-            f"{dotted}: {_describe(value)} is out of range, it must be {bounds[kind]} {limit}", span
-        )
+        limit = next(iter(ctx.values()))
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        return Diagnostic(f"{dotted}: {_describe(value)} is out of range, it must be {bounds[kind]} {limit}", span)
     if kind == "string_pattern_mismatch":
         return Diagnostic(
             f"{dotted}: {_describe(value)} contains control characters or line breaks",

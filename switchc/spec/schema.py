@@ -41,9 +41,7 @@ NonNegative = Annotated[StrictFloat, Field(ge=0)]
 
 # Free text that may later be written into generated code: printable, one line, bounded.
 # Generated programs still quote it with repr(); this keeps control characters out entirely.
-SafeText = Annotated[
-    str, Field(strict=True), StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=4096)
-]
+SafeText = Annotated[str, Field(strict=True), StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=4096)]
 
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
 
@@ -86,12 +84,17 @@ class ModelConfig:
     ] = "geglu"
     tie_embeddings: Annotated[
         StrictBool,
-        Field(description="Share input and output embeddings (T5 v1.0, logits scaled by d_model^-0.5); false is T5 v1.1."),
+        Field(
+            description="Share input and output embeddings (T5 v1.0, logits scaled by d_model^-0.5); false is T5 v1.1."
+        ),
     ] = False
     dropout_rate: Annotated[
-        Probability, Field(description="Dropout outside experts; T5 v1.1 pre-trains with 0, Table 4 fine-tunes with 0.1.")
+        Probability,
+        Field(description="Dropout outside experts; T5 v1.1 pre-trains with 0, Table 4 fine-tunes with 0.1."),
     ] = 0.0
-    dtype: Annotated[DType, Field(description="Activation and parameter dtype; the paper trains in bfloat16.")] = "bfloat16"
+    dtype: Annotated[DType, Field(description="Activation and parameter dtype; the paper trains in bfloat16.")] = (
+        "bfloat16"
+    )
     relative_attention_num_buckets: Annotated[
         Dim, Field(description="Buckets of the relative position bias (one table per stack, shared by its layers).")
     ] = 32
@@ -122,12 +125,15 @@ class MoEConfig:
     num_experts: Annotated[Dim, Field(description="Experts per Switch layer.")] = 128
     expert_every: Annotated[
         Dim,
-        Field(description="FFN block i of a stack is a Switch layer when i % expert_every == expert_every - 1 (1 = all, Switch-C; 2 = every other, Switch-Base/Large/XXL)."),
+        Field(
+            description="FFN block i of a stack is a Switch layer when i % expert_every == expert_every - 1 "
+            "(1 = all, Switch-C; 2 = every other, Switch-Base/Large/XXL)."
+        ),
     ] = 2
     top_k: Annotated[Dim, Field(description="Experts per token: 1 is Switch, 2 is the MoE baseline of Table 1.")] = 1
-    capacity_factor: Annotated[
-        CapacityFactor, Field(description="Capacity factors for training and evaluation.")
-    ] = field(default_factory=CapacityFactor)
+    capacity_factor: Annotated[CapacityFactor, Field(description="Capacity factors for training and evaluation.")] = (
+        field(default_factory=CapacityFactor)
+    )
     min_capacity: Annotated[Count, Field(description="Floor on expert capacity (4 in Mesh-TF and flaxformer).")] = 4
     group_size: Annotated[
         Dim, Field(description="Most tokens in one routing group; capacity is computed per group.")
@@ -135,7 +141,9 @@ class MoEConfig:
     batch_prioritized_routing: Annotated[
         StrictBool, Field(description="Claim expert slots in order of router probability instead of position.")
     ] = False
-    aux_loss_coef: Annotated[NonNegative, Field(description="Load-balancing loss weight alpha (eq. 4), 1e-2 in the paper.")] = 1e-2
+    aux_loss_coef: Annotated[
+        NonNegative, Field(description="Load-balancing loss weight alpha (eq. 4), 1e-2 in the paper.")
+    ] = 1e-2
     z_loss_coef: Annotated[
         NonNegative, Field(description="Router z-loss weight (ST-MoE, 1e-3 there); the paper's Switch has none.")
     ] = 0.0
@@ -163,7 +171,7 @@ def _as_axis_tuple(value: Any) -> Any:
 
 
 MeshAxes = Annotated[
-    tuple[Identifier, ...], BeforeValidator(_as_axis_tuple, json_schema_input_type=str | list[str] | None)
+    tuple[Identifier, ...], BeforeValidator(_as_axis_tuple, json_schema_input_type=Identifier | list[Identifier] | None)
 ]
 
 # Logical axis -> mesh axes, before the mesh is known. Axes the mesh lacks are dropped, so the
@@ -204,10 +212,11 @@ class MeshConfig:
 
     def logical_rules(self) -> dict[str, tuple[str, ...]]:
         """Every logical axis -> the mesh axes it is split over: standard rules, then the spec's."""
-        resolved = {axis: () for axis in LOGICAL_AXES}
+        resolved: dict[str, tuple[str, ...]] = {axis: () for axis in LOGICAL_AXES}
         for axis, mesh_axes in STANDARD_RULES.items():
             resolved[axis] = tuple(a for a in mesh_axes if a in self.axes)
-        resolved.update(self.rules)
+        for axis, mesh_axes in self.rules.items():
+            resolved[axis] = mesh_axes
         return resolved
 
     def shards(self, logical_axis: str) -> int:
@@ -223,14 +232,19 @@ class MeshConfig:
 class OptimizerConfig:
     """Optimizer and learning-rate schedule (Sec. 4: Adafactor with an inverse-square-root schedule)."""
 
-    name: Annotated[Literal["adafactor", "adam"], Field(description="adafactor (factored second moments) or adam.")] = "adafactor"
+    name: Annotated[Literal["adafactor", "adam"], Field(description="adafactor (factored second moments) or adam.")] = (
+        "adafactor"
+    )
     learning_rate: Annotated[
-        Positive, Field(description="Peak learning rate; rsqrt gives 1/sqrt(max(step, warmup)) scaled so the peak is this.")
+        Positive,
+        Field(description="Peak learning rate; rsqrt gives 1/sqrt(max(step, warmup)) scaled so the peak is this."),
     ] = 1e-2
     schedule: Annotated[
         Literal["rsqrt", "constant", "cosine"], Field(description="rsqrt (T5), constant, or cosine decay to zero.")
     ] = "rsqrt"
-    warmup_steps: Annotated[Count, Field(description="Steps at the constant peak (rsqrt) or of linear warm-up.")] = 10000
+    warmup_steps: Annotated[Count, Field(description="Steps at the constant peak (rsqrt) or of linear warm-up.")] = (
+        10000
+    )
     beta1: Annotated[Probability, Field(description="First-moment decay (Adam; Adafactor momentum, 0 = none).")] = 0.0
     beta2: Annotated[Probability, Field(description="Second-moment decay (Adam).")] = 0.999
     weight_decay: Annotated[NonNegative, Field(description="Decoupled weight decay.")] = 0.0
@@ -268,9 +282,7 @@ class DataConfig:
         Literal["shakespeare", "text", "jsonl"],
         Field(description="shakespeare (built in, no download), text files, or JSONL records."),
     ] = "shakespeare"
-    path: Annotated[
-        SafeText | None, Field(description="File or directory for source text/jsonl.")
-    ] = None
+    path: Annotated[SafeText | None, Field(description="File or directory for source text/jsonl.")] = None
     jsonl_field: Annotated[Identifier, Field(description="Field of each JSONL record that holds the text.")] = "text"
     tokenizer: Annotated[
         Literal["byte", "sentencepiece"],

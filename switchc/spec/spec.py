@@ -43,15 +43,19 @@ class Spec(SpecBody):
         return self.moe is not None
 
     def span(self, path: str) -> Span:
-        """Where `path` was written, or else the nearest enclosing section, or the file start."""
+        """Where `path` was written; for a default, the key of the nearest section written, else the file start."""
+        exact = self.origin.value_spans.get(path)
+        if exact is not None:
+            return exact
         parts = path.split(".")
-        for depth in range(len(parts), 0, -1):
-            span = self.origin.value_spans.get(".".join(parts[:depth]))
-            if span is not None:
-                return span
+        for depth in range(len(parts) - 1, 0, -1):
+            section = self.origin.key_spans.get(".".join(parts[:depth]))
+            if section is not None:
+                return section
         return self.origin.source.start()
 
     def key_span(self, path: str) -> Span:
+        """Where the key of `path` was written (falls back like `span`)."""
         return self.origin.key_spans.get(path) or self.span(path)
 
     def is_default(self, path: str) -> bool:

@@ -61,14 +61,11 @@ class Sequence:
 Node = Scalar | Mapping | Sequence
 
 
-def _span(source: Source, start: yaml.Mark, end: yaml.Mark, line_offset: int = 0) -> Span:
-    return Span(
-        source,
-        start.line + 1 + line_offset,
-        start.column + 1,
-        end.line + 1 + line_offset,
-        end.column + 1,
-    )
+def _span(source: Source, event: yaml.Event, end_event: yaml.Event | None = None) -> Span:
+    """The span from `event`'s start to `end_event`'s end (default: `event`'s own end)."""
+    start, end = event.start_mark, (end_event or event).end_mark
+    assert start is not None and end is not None  # the parser marks every event
+    return Span(source, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
 
 
 def parse(source: Source, text: str | None = None) -> Node | None:
@@ -124,7 +121,7 @@ class _Builder:
         assert isinstance(self._next(), yaml.DocumentEndEvent)
         extra = self._next()
         if not isinstance(extra, yaml.StreamEndEvent):
-            span = _span(self.source, extra.start_mark, extra.end_mark)
+            span = _span(self.source, extra)
             self.errors.append(
                 Diagnostic(
                     "a spec is one YAML document, this file holds more",
@@ -137,7 +134,7 @@ class _Builder:
         return root
 
     def _reject_tag_and_anchor(self, event: yaml.NodeEvent) -> None:
-        span = _span(self.source, event.start_mark, event.end_mark)
+        span = _span(self.source, event)
         tag = getattr(event, "tag", None)
         if tag is not None and tag != "!":
             self.errors.append(
@@ -158,7 +155,7 @@ class _Builder:
 
     def _node(self, event: yaml.Event) -> Node:
         if isinstance(event, yaml.AliasEvent):
-            span = _span(self.source, event.start_mark, event.end_mark)
+            span = _span(self.source, event)
             self.errors.append(
                 Diagnostic(
                     f"YAML alias '*{event.anchor}' is not allowed in a spec",
@@ -171,12 +168,12 @@ class _Builder:
         self._reject_tag_and_anchor(event)
         if isinstance(event, yaml.ScalarEvent):
             plain = event.style is None
-            return Scalar(event.value, plain, _span(self.source, event.start_mark, event.end_mark))
+            return Scalar(event.value, plain, _span(self.source, event))
         if isinstance(event, yaml.SequenceStartEvent):
             items = []
             while not isinstance(nxt := self._next(), yaml.SequenceEndEvent):
                 items.append(self._node(nxt))
-            return Sequence(tuple(items), _span(self.source, event.start_mark, nxt.end_mark))
+            return Sequence(tuple(items), _span(self.source, event, nxt))
         assert isinstance(event, yaml.MappingStartEvent)
         entries: list[Entry] = []
         seen: dict[str, Scalar] = {}
@@ -184,9 +181,7 @@ class _Builder:
             key_node = self._node(nxt)
             value = self._node(self._next())
             if not isinstance(key_node, Scalar):
-                self.errors.append(
-                    Diagnostic("a key must be a plain name", key_node.span, "write 'name: value'")
-                )
+                self.errors.append(Diagnostic("a key must be a plain name", key_node.span, "write 'name: value'"))
                 continue
             first = seen.get(key_node.text)
             if first is not None:
@@ -201,7 +196,7 @@ class _Builder:
                 continue
             seen[key_node.text] = key_node
             entries.append(Entry(key_node, value))
-        return Mapping(tuple(entries), _span(self.source, event.start_mark, nxt.end_mark))
+        return Mapping(tuple(entries), _span(self.source, event, nxt))
 
 
 # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution).

@@ -1,0 +1,116 @@
+"""`switchc check`, `explain`, `schema` as a user runs them (click's runner, real files)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from switchc.cli import main
+from tests.conftest import SPEC_FILES
+from tests.spec.test_errors import MISTAKES
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("check", "explain", "schema"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_help_ends_with_an_example(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    tail = result.output.rstrip().splitlines()
+    assert "Examples:" in result.output
+    assert tail[-1].strip().startswith("switchc ")
+
+
+def test_check_accepts_the_library() -> None:
+    result = run("check", *map(str, SPEC_FILES))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok  ") == len(SPEC_FILES)
+
+
+@pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
+def test_check_reports_mistakes_with_status_2_and_no_traceback(case, write_spec) -> None:
+    path = write_spec(case.text)
+    result = run("check", path)
+    assert result.exit_code == 2
+    assert f"{path}:{case.line}:{case.column}: error: " in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_check_goes_on_after_an_invalid_spec(write_spec) -> None:
+    bad = write_spec("model:\n  d_model: x\n", "bad.yaml")
+    result = run("check", bad, str(SPEC_FILES[0]))
+    assert result.exit_code == 2
+    assert "ok  " in result.stdout and "1 of 2 spec(s) invalid" in result.stderr
+
+
+def test_check_override_error_points_at_the_command_line() -> None:
+    result = run("check", "switch-tiny", "--set", "moe.top_k=3.5")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("<command line>:1:17: error: moe.top_k: expected an integer, got 3.5")
+
+
+def test_missing_file_is_a_user_error() -> None:
+    result = run("explain", "no/such/spec.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no such spec file or built-in spec: no/such/spec.yaml")
+
+
+def test_explain_marks_defaults_and_sources() -> None:
+    result = run("explain", "switch-tiny", "--set", "moe.top_k=2", "--format", "json")
+    assert result.exit_code == 0
+    rows = {row["key"]: row for row in json.loads(result.output)["keys"]}
+    assert rows["model.d_model"]["value"] == 128 and rows["model.d_model"]["from"] == "line 7"
+    assert rows["model.tie_embeddings"]["default"] is True and rows["model.tie_embeddings"]["from"] == "default"
+    assert rows["moe.top_k"]["value"] == 2 and rows["moe.top_k"]["from"] == "--set"
+    assert "Sec. 2.4" in rows["model.init_scale"]["description"]
+
+
+def test_explain_table_names_every_key() -> None:
+    result = run("explain", "switch-tiny")
+    assert result.exit_code == 0
+    for key in ("model.d_model", "moe.capacity_factor.train", "train.optimizer.name", "mesh.axes"):
+        assert key in result.output
+    assert "default" in result.output
+
+
+def test_schema_validates_every_spec_in_the_library(tmp_path) -> None:
+    out = tmp_path / "schema.json"
+    result = run("schema", "-o", str(out))
+    assert result.exit_code == 0
+    schema = json.loads(out.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in SPEC_FILES:
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert errors == [], (path, errors)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model: {num_head: 4}\n",
+        "model: {ffn_activation: gelux}\n",
+        "mesh: {axes: {2nd: 1}}\n",
+        "mesh: {rules: {expertz: data}}\n",
+        "train: {optimizer: {name: sgd}}\n",
+        "model: {d_model: 0}\n",
+    ],
+)
+def test_schema_rejects_what_the_validator_rejects(text: str) -> None:
+    validator = jsonschema.Draft202012Validator(json.loads(run("schema").output))
+    assert list(validator.iter_errors(yaml.safe_load(text)))

@@ -1,0 +1,305 @@
+"""Every user mistake is reported at the exact line and column, with a message and a hint.
+
+Each case is a spec text, the position the first diagnostic must point at, words its message must
+contain, and (where one is promised) words of its hint. Positions are 1-based, as printed.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import pytest
+
+from switchc.errors import Source, UserError
+from switchc.spec import parse_spec
+
+
+@dataclass(frozen=True)
+class Mistake:
+    name: str
+    text: str
+    line: int
+    column: int
+    message: str
+    hint: str | None = None
+
+
+MISTAKES = [
+    Mistake("yaml syntax: unclosed bracket", "model:\n  d_model: [1, 2\n", 3, 1, "YAML syntax error"),
+    Mistake(
+        "yaml syntax: bad indentation",
+        "model:\n  d_model: 8\n    d_ff: 16\n",
+        3,
+        9,
+        "YAML syntax error",
+        "quoted",
+    ),
+    Mistake("yaml syntax: tab indentation", "model:\n\td_model: 8\n", 2, 1, "YAML syntax error", "tabs"),
+    Mistake("empty file", "", 1, 1, "the spec is empty", "switchc explain"),
+    Mistake("comments only", "# nothing here\n", 1, 1, "the spec is empty"),
+    Mistake("top level is a list", "- model\n- moe\n", 1, 1, "must be a mapping of sections", "model, moe"),
+    Mistake("top level is a scalar", "hello\n", 1, 1, "must be a mapping of sections"),
+    Mistake("unknown section", "model: {}\ntrian:\n  steps: 1\n", 2, 1, "unknown key 'trian'", "did you mean 'train'"),
+    Mistake(
+        "unknown key in a section",
+        "model:\n  d_model: 8\n  num_head: 4\n",
+        3,
+        3,
+        "unknown key 'num_head' in section 'model'",
+        "did you mean 'num_heads'",
+    ),
+    Mistake(
+        "unknown nested key",
+        "moe:\n  capacity_factor:\n    trian: 1.0\n",
+        3,
+        5,
+        "unknown key 'trian' in section 'moe.capacity_factor'",
+        "did you mean 'train'",
+    ),
+    Mistake(
+        "duplicate key",
+        "model:\n  d_model: 8\n  d_ff: 16\n  d_model: 16\n",
+        4,
+        3,
+        "duplicate key 'd_model'",
+        "appear once",
+    ),
+    Mistake("duplicate section", "model: {}\nmoe: {}\nmodel: {}\n", 3, 1, "duplicate key 'model'"),
+    Mistake("string for an integer", "model:\n  d_model: wide\n", 2, 12, "expected an integer, got 'wide'"),
+    Mistake(
+        "float for an integer",
+        "model:\n  d_model: 768.0\n",
+        2,
+        12,
+        "expected an integer, got 768.0",
+        "without a decimal point: 768",
+    ),
+    Mistake("fractional integer", "train:\n  batch_size: 12.5\n", 2, 15, "expected an integer, got 12.5"),
+    Mistake("bool for an integer", "model:\n  num_heads: true\n", 2, 14, "expected an integer, got true"),
+    Mistake("yes is not a bool", "model:\n  tie_embeddings: yes\n", 2, 19, "expected true or false, got 'yes'"),
+    Mistake("string for a float", "moe:\n  aux_loss_coef: lots\n", 2, 18, "expected a number, got 'lots'"),
+    Mistake("negative dimension", "model:\n  d_ff: -5\n", 2, 9, "out of range, it must be >= 1"),
+    Mistake("huge dimension", "model:\n  d_model: 100000000000\n", 2, 12, "it must be <= 16777216"),
+    Mistake("dropout of 1", "model:\n  dropout_rate: 1.0\n", 2, 17, "it must be < 1"),
+    Mistake(
+        "unknown choice",
+        "model:\n  ffn_activation: gelux\n",
+        2,
+        19,
+        "unknown choice 'gelux'",
+        "did you mean 'gelu'",
+    ),
+    Mistake(
+        "unknown choice far from any",
+        "train:\n  optimizer:\n    name: sgd\n",
+        3,
+        11,
+        "unknown choice 'sgd'",
+        "choose one of: adafactor, adam",
+    ),
+    Mistake("section is a scalar", "model: 12\n", 1, 8, "expected a mapping of keys, got 12"),
+    Mistake(
+        "top_k above num_experts",
+        "moe:\n  num_experts: 4\n  top_k: 8\n",
+        3,
+        10,
+        "top_k 8 is larger than num_experts 4",
+    ),
+    Mistake(
+        "capacity factor zero",
+        "moe:\n  capacity_factor: {train: 0, eval: 2.0}\n",
+        2,
+        28,
+        "moe.capacity_factor.train: 0 is out of range, it must be > 0",
+    ),
+    Mistake(
+        "capacity factor negative",
+        "moe:\n  capacity_factor:\n    eval: -1.5\n",
+        3,
+        11,
+        "moe.capacity_factor.eval: -1.5 is out of range",
+    ),
+    Mistake("expert_every zero", "moe:\n  expert_every: 0\n", 2, 17, "moe.expert_every: 0 is out of range"),
+    Mistake(
+        "expert_every beyond the stacks",
+        "model:\n  encoder_layers: 2\n  decoder_layers: 2\nmoe:\n  expert_every: 3\n",
+        5,
+        17,
+        "no block would be a Switch layer",
+    ),
+    Mistake(
+        "experts not divisible by the expert axis",
+        "moe:\n  num_experts: 6\nmesh:\n  axes: {data: 1, expert: 4}\ntrain:\n  batch_size: 8\n",
+        2,
+        16,
+        "num_experts (6) is not divisible by the 4 shards of mesh axes expert=4",
+    ),
+    Mistake(
+        "batch not divisible by the data shards",
+        "mesh:\n  axes: {data: 3}\ntrain:\n  batch_size: 32\n",
+        4,
+        15,
+        "the global batch (32) is not divisible by the 3 shards of mesh axes data=3",
+    ),
+    Mistake(
+        "heads not divisible by the model axis",
+        "model:\n  num_heads: 6\nmesh:\n  axes: {data: 1, model: 4}\ntrain:\n  batch_size: 8\n",
+        2,
+        14,
+        "num_heads (6) is not divisible by the 4 shards of mesh axes model=4",
+    ),
+    Mistake(
+        "mesh axis name starts with a digit",
+        "mesh:\n  axes: {data: 1, 2nd: 1}\n",
+        2,
+        19,
+        "'2nd' is not a valid mesh axis name",
+        "Python identifier",
+    ),
+    Mistake(
+        "mesh axis name is code",
+        "mesh:\n  axes:\n    data: 1\n    'os.system(\"rm -rf /\")': 1\n",
+        4,
+        5,
+        "is not a valid mesh axis name",
+    ),
+    Mistake("mesh axis name is a keyword", "mesh:\n  axes: {class: 1}\n", 2, 10, "'class' is not a valid mesh axis"),
+    Mistake("mesh axis of size zero", "mesh:\n  axes: {data: 0}\n", 2, 16, "mesh.axes.data: 0 is out of range"),
+    Mistake(
+        "rule names a missing mesh axis",
+        "mesh:\n  axes: {data: 1, expert: 1}\n  rules:\n    batch: [data, expertt]\n",
+        4,
+        12,
+        "names mesh axis 'expertt', which mesh.axes does not define",
+        "did you mean 'expert'",
+    ),
+    Mistake(
+        "rule for an unknown logical axis",
+        "mesh:\n  rules:\n    expertz: data\n",
+        3,
+        5,
+        "unknown logical axis 'expertz'",
+        "did you mean 'experts'",
+    ),
+    Mistake(
+        "jsonl without a path",
+        "data:\n  source: jsonl\n",
+        2,
+        11,
+        "data.source 'jsonl' needs data.path",
+    ),
+    Mistake(
+        "control characters in a path",
+        'data:\n  source: text\n  path: "a\\nb.txt"\n',
+        3,
+        9,
+        "control characters or line breaks",
+    ),
+    Mistake("python object tag", "model: !!python/object:os.system {}\n", 1, 8, "YAML tag", "plain data"),
+    Mistake("custom tag", "model:\n  d_model: !big 8\n", 2, 12, "YAML tag '!big' is not allowed"),
+    Mistake("anchor", "model: &m\n  d_model: 8\n", 1, 8, "YAML anchor '&m' is not allowed"),
+    Mistake("two documents", "model: {}\n---\nmodel: {}\n", 2, 1, "one YAML document", "'---'"),
+    Mistake("non-scalar key", "model:\n  ? [a, b]\n  : 1\n", 2, 5, "a key must be a plain name"),
+]
+
+
+def _first(text: str, overrides: tuple[str, ...] = ()) -> UserError:
+    with pytest.raises(UserError) as info:
+        parse_spec(Source("spec.yaml", textwrap.dedent(text)), overrides)
+    return info.value
+
+
+@pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
+def test_mistake_is_located(case: Mistake) -> None:
+    first = _first(case.text).diagnostics[0]
+    assert (first.span.line, first.span.column) == (case.line, case.column), first.render()
+    assert case.message in first.message, first.render()
+    if case.hint is not None:
+        assert first.hint is not None and case.hint in first.hint, first.render()
+
+
+def test_at_least_twenty_distinct_mistakes() -> None:
+    assert len({case.name for case in MISTAKES}) == len(MISTAKES) >= 20
+
+
+def test_rendering_shows_location_line_caret_and_hint() -> None:
+    error = _first("model:\n  d_model: 8\n  num_head: 4\n")
+    assert error.render() == (
+        "spec.yaml:3:3: error: unknown key 'num_head' in section 'model'\n"
+        "    3 |   num_head: 4\n"
+        "      |   ^^^^^^^^\n"
+        "hint: did you mean 'num_heads'?"
+    )
+
+
+def test_duplicate_key_notes_the_first_occurrence() -> None:
+    diagnostic = _first("model:\n  d_model: 8\n  d_model: 16\n").diagnostics[0]
+    ((note_text, note_span),) = diagnostic.notes
+    assert note_text == "first set here" and (note_span.line, note_span.column) == (2, 3)
+
+
+def test_all_mistakes_in_a_file_are_reported_together_in_order() -> None:
+    error = _first("model:\n  d_model: 1.5\n  d_ff: -1\n  bogus: 1\n")
+    positions = [(d.span.line, d.span.column) for d in error.diagnostics]
+    assert positions == [(2, 12), (3, 9), (4, 3)]
+    assert error.render().endswith("3 errors")
+
+
+# ---- command-line overrides are validated the same way and point at the override ---------------
+
+
+@dataclass(frozen=True)
+class OverrideMistake:
+    name: str
+    overrides: tuple[str, ...]
+    line: int  # which --set (1-based)
+    column: int  # column in the line "--set KEY=VALUE"
+    message: str
+    hint: str | None = None
+
+
+OVERRIDE_MISTAKES = [
+    OverrideMistake("wrong type", ("moe.num_experts=sixty",), 1, 23, "expected an integer, got 'sixty'"),
+    OverrideMistake("unknown key", ("moe.num_expert=8",), 1, 7, "unknown key 'num_expert' in moe", "num_experts"),
+    OverrideMistake("unknown section", ("mdoel.d_model=8",), 1, 7, "unknown key 'mdoel' in the spec", "'model'"),
+    OverrideMistake("no equals sign", ("moe.num_experts",), 1, 7, "an override is KEY=VALUE"),
+    OverrideMistake("value below range", ("model.d_model=8", "moe.top_k=0"), 2, 17, "moe.top_k: 0 is out of range"),
+    OverrideMistake(
+        "set twice differently",
+        ("moe.top_k=1", "moe.top_k=2"),
+        2,
+        7,
+        "'moe.top_k' is set twice with different values",
+    ),
+    OverrideMistake("into a value", ("model.d_model.x=1",), 1, 7, "'model.d_model' is a value, not a section"),
+    OverrideMistake(
+        "cross-check against the file",
+        ("moe.top_k=16",),
+        1,
+        17,
+        "top_k 16 is larger than num_experts 8",
+    ),
+    OverrideMistake("bad mesh axis", ("mesh.axes={data: 1, 9x: 1}",), 1, 27, "'9x' is not a valid mesh axis name"),
+]
+
+SWITCH = "model:\n  d_model: 64\nmoe:\n  num_experts: 8\ntrain:\n  batch_size: 8\n"
+
+
+@pytest.mark.parametrize("case", OVERRIDE_MISTAKES, ids=lambda case: case.name)
+def test_override_mistake_points_at_the_override(case: OverrideMistake) -> None:
+    first = _first(SWITCH, case.overrides).diagnostics[0]
+    assert first.span.source.name == "<command line>"
+    assert (first.span.line, first.span.column) == (case.line, case.column), first.render()
+    assert case.message in first.message, first.render()
+    if case.hint is not None:
+        assert first.hint is not None and case.hint in first.hint
+
+
+def test_override_error_renders_the_command_line() -> None:
+    rendered = _first(SWITCH, ("moe.num_experts=sixty",)).render()
+    assert rendered.splitlines()[:3] == [
+        "<command line>:1:23: error: moe.num_experts: expected an integer, got 'sixty'",
+        "    1 | --set moe.num_experts=sixty",
+        "      |                       ^^^^^",
+    ]

@@ -1,0 +1,70 @@
+"""Specs are data. Nothing in one constructs objects, runs code, or smuggles text into programs."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchc.errors import Source, UserError
+from switchc.spec import parse_spec
+
+HOSTILE = [
+    "model: !!python/object/apply:os.system ['touch /tmp/switchc-pwned']\n",
+    "model: !!python/name:os.system\n",
+    "model:\n  d_model: !!int 8\n",
+    "base: &base {d_model: 8}\nmodel: *base\n",
+    # billion laughs: aliases are refused before anything is expanded
+    "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_tags_anchors_and_aliases_are_refused(text: str, tmp_path) -> None:
+    with pytest.raises(UserError):
+        parse_spec(Source("evil.yaml", text))
+
+
+def test_no_object_was_constructed(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    with pytest.raises(UserError):
+        parse_spec(Source("evil.yaml", f"model: !!python/object/apply:os.system ['touch {marker}']\n"))
+    assert not marker.exists()
+
+
+IDENTIFIER_ATTACKS = ["x; import os", "__import__('os')", "a b", "é", "a" * 33, "None", "lambda", ""]
+
+
+@pytest.mark.parametrize("name", IDENTIFIER_ATTACKS)
+def test_mesh_axis_names_must_be_plain_identifiers(name: str) -> None:
+    with pytest.raises(UserError, match="not a valid mesh axis name"):
+        parse_spec(Source("s.yaml", f"mesh:\n  axes: {{{name!r}: 1}}\n"))
+
+
+@pytest.mark.parametrize("value", ['"a\\u0000b"', '"line\\nbreak"', '"bell\\a"', '"del\\x7f"'])
+def test_free_text_has_no_control_characters(value: str) -> None:
+    with pytest.raises(UserError, match="control characters"):
+        parse_spec(Source("s.yaml", f"data:\n  source: text\n  path: {value}\n"))
+
+
+def test_jsonl_field_is_an_identifier() -> None:
+    with pytest.raises(UserError, match="jsonl_field"):
+        parse_spec(Source("s.yaml", "data:\n  jsonl_field: \"text']; import os; x=['\"\n"))
+
+
+def test_every_string_in_the_format_is_a_choice_or_a_pattern() -> None:
+    """A new free-text field must be a choice, an identifier or SafeText; the schema shows which."""
+    from switchc.spec.schema import json_schema
+
+    unconstrained: list[str] = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "string" and not ({"enum", "pattern", "const"} & node.keys()):
+                unconstrained.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index}")
+
+    walk(json_schema(), "#")
+    assert unconstrained == []
