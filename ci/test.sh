@@ -7,7 +7,7 @@ venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
 # The constraints file pins torch to the CPU wheel when any extra pulls it in.
-"$py" -m pip install --quiet --disable-pip-version-check -c ci/constraints.txt -e '.[test]'
+"$py" -m pip install --quiet --disable-pip-version-check -c ci/constraints.txt -e '.[test,jax]'
 echo "== ruff"
 "$py" -m ruff check .
 "$py" -m ruff format --check .

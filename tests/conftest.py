@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# JAX tests run meshes of up to 8 devices; on a CPU host XLA fakes them. This must be set before
+# anything imports jax, and collection imports test modules after this file.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import pytest
 

@@ -245,8 +245,14 @@ class OptimizerConfig:
     warmup_steps: Annotated[Count, Field(description="Steps at the constant peak (rsqrt) or of linear warm-up.")] = (
         10000
     )
-    beta1: Annotated[Probability, Field(description="First-moment decay (Adam; Adafactor momentum, 0 = none).")] = 0.0
-    beta2: Annotated[Probability, Field(description="Second-moment decay (Adam).")] = 0.999
+    beta1: Annotated[
+        Probability | None,
+        Field(description="First-moment decay; null = the optimizer's default (Adafactor: no momentum, Adam: 0.9)."),
+    ] = None
+    beta2: Annotated[
+        Probability | None,
+        Field(description="Second-moment decay; null = the optimizer's default (Adafactor: 0.8 decay, Adam: 0.999)."),
+    ] = None
     weight_decay: Annotated[NonNegative, Field(description="Decoupled weight decay.")] = 0.0
     clip_grad_norm: Annotated[
         NonNegative, Field(description="Clip the global gradient norm to this; 0 disables clipping.")

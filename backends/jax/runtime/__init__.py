@@ -1,0 +1,1 @@
+"""Runtime support copied verbatim into generated JAX programs; depends only on jax (and optax)."""

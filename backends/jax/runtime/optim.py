@@ -1,0 +1,60 @@
+"""Optimizers and learning-rate schedules (PAPER.md Sec. 4), on optax. Runtime support.
+
+The T5 recipe is Adafactor with an inverse-square-root schedule, lr(step) = 1/sqrt(max(step, w)):
+constant for w warm-up steps, then decaying. `peak` rescales it so its maximum is the spec's
+learning rate.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+
+def schedule(kind: str, peak: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+    """rsqrt (T5), constant, or cosine (linear warm-up, then cosine decay to zero)."""
+    if kind == "constant":
+        return optax.constant_schedule(peak)
+    if kind == "rsqrt":
+        warmup = max(warmup_steps, 1)
+
+        def rsqrt(step: jnp.ndarray) -> jnp.ndarray:
+            return peak * jnp.sqrt(warmup / jnp.maximum(step + 1, warmup))
+
+        return rsqrt
+    if kind == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup_steps, 1), max(total_steps, warmup_steps + 1))
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
+def optimizer(
+    name: str,
+    learning_rate: optax.Schedule,
+    *,
+    beta1: float | None,
+    beta2: float | None,
+    weight_decay: float,
+    clip_grad_norm: float,
+) -> optax.GradientTransformation:
+    """adafactor (factored second moments, T5's choice) or adam, with optional clipping.
+
+    A beta of None takes the optimizer's own default (Adafactor: no momentum, decay 0.8; Adam:
+    0.9 and 0.999).
+    """
+    if name == "adafactor":
+        core = optax.adafactor(
+            learning_rate,
+            decay_rate=0.8 if beta2 is None else beta2,
+            multiply_by_parameter_scale=False,  # the schedule sets the step size, as in T5X
+            momentum=beta1,
+            weight_decay_rate=weight_decay or None,
+        )
+    elif name == "adam":
+        b1 = 0.9 if beta1 is None else beta1
+        b2 = 0.999 if beta2 is None else beta2
+        core = optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}")
+    if clip_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(clip_grad_norm), core)
+    return core

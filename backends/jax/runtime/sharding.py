@@ -1,0 +1,57 @@
+"""Mesh construction and logical-axis sharding (runtime support, copied into generated programs).
+
+A generated program names every tensor dimension with a logical axis (batch, embed, heads, mlp,
+experts, ...). `Rules` maps each logical axis to the mesh axes it is split over; this module turns
+a tuple of logical axes into a PartitionSpec / NamedSharding, so the model code never mentions
+the mesh.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+def fake_cpu_devices(count: int) -> None:
+    """Ask XLA for `count` CPU devices; must run before jax initialises its backends."""
+    flag = f"--xla_force_host_platform_device_count={count}"
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, flag])
+
+
+def make_mesh(axes: Mapping[str, int]) -> Mesh:
+    """A mesh with the spec's axes, in order, over the first prod(sizes) devices."""
+    needed = int(np.prod(list(axes.values())))
+    devices = jax.devices()
+    if len(devices) < needed:
+        raise SystemExit(
+            f"error: the mesh {dict(axes)} needs {needed} devices, this host has {len(devices)}.\n"
+            f"hint: on a CPU host pass --devices {needed} to fake them; on accelerators run on more hosts."
+        )
+    grid = np.array(devices[:needed]).reshape(tuple(axes.values()))
+    return Mesh(grid, tuple(axes))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Logical axis -> mesh axes. Logical axes not listed are replicated."""
+
+    table: Mapping[str, tuple[str, ...]]
+
+    def spec(self, logical_axes: Sequence[str | None]) -> PartitionSpec:
+        parts: list[str | tuple[str, ...] | None] = []
+        for axis in logical_axes:
+            mesh_axes = self.table.get(axis, ()) if axis is not None else ()
+            parts.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else tuple(mesh_axes))
+        return PartitionSpec(*parts)
+
+    def sharding(self, mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
+        return NamedSharding(mesh, self.spec(logical_axes))
+
+    def axes(self, logical_axis: str) -> tuple[str, ...]:
+        return tuple(self.table.get(logical_axis, ()))

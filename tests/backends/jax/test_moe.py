@@ -1,0 +1,153 @@
+"""The JAX Switch layer against a plain per-token reference, on one device and sharded meshes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+from switchc.backends.jax.runtime.moe import MoESettings, expert_capacity, routing_group_size, switch_ffn
+
+
+def settings(**overrides) -> MoESettings:
+    base = dict(
+        num_experts=8,
+        top_k=1,
+        capacity_factor=1.25,
+        min_capacity=1,
+        group_size=16,
+        jitter_eps=0.0,
+        router_dtype=jnp.float32,
+        batch_prioritized=False,
+        expert_dropout_rate=0.0,
+        activation="relu",
+    )
+    base.update(overrides)
+    return MoESettings(**base)
+
+
+def make_params(rng: np.random.Generator, d: int, f: int, e: int, gated: bool = False) -> dict:
+    params = {"router": rng.normal(size=(d, e)).astype(np.float32)}
+    names = ["wi_0", "wi_1"] if gated else ["wi"]
+    for name in names:
+        params[name] = (rng.normal(size=(e, d, f)) / np.sqrt(d)).astype(np.float32)
+    params["wo"] = (rng.normal(size=(e, f, d)) / np.sqrt(f)).astype(np.float32)
+    return params
+
+
+def reference(params: dict, x: np.ndarray, s: MoESettings) -> np.ndarray:
+    """Token by token, in order: route, queue, drop when the expert is full (top-k, no priority)."""
+    batch, length, d = x.shape
+    tokens = x.reshape(-1, d)
+    group = routing_group_size(len(tokens), s.group_size)
+    cap = expert_capacity(group, s.num_experts, s.top_k, s.capacity_factor, s.min_capacity)
+    out = np.zeros_like(tokens)
+    for start in range(0, len(tokens), group):
+        chunk = tokens[start : start + group]
+        logits = chunk @ params["router"]
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        choices = np.argsort(-probs, axis=-1, kind="stable")[:, : s.top_k]
+        load = np.zeros(s.num_experts, int)
+        for choice in range(s.top_k):
+            for i, row in enumerate(chunk):
+                e = choices[i, choice]
+                if load[e] >= cap:
+                    continue
+                load[e] += 1
+                if "wi" in params:
+                    hidden = np.maximum(row @ params["wi"][e], 0)
+                else:
+                    h = row @ params["wi_0"][e]
+                    gelu = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+                    hidden = gelu * (row @ params["wi_1"][e])
+                out[start + i] += probs[i, e] * (hidden @ params["wo"][e])
+    return out.reshape(batch, length, d)
+
+
+def test_capacity_and_group_size() -> None:
+    assert expert_capacity(1024, 128, 1, 1.25, 4) == 10  # ceil(1024 / 128 * 1.25)
+    assert expert_capacity(1024, 128, 2, 1.0, 4) == 16  # top-2 doubles the slots
+    assert expert_capacity(64, 64, 1, 1.0, 4) == 4  # the floor
+    assert expert_capacity(2, 1, 1, 2.0, 4) == 2  # never more than the group
+    assert routing_group_size(4096, 1024) == 1024
+    assert routing_group_size(96, 64) == 48  # largest divisor within the limit
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"top_k": 2, "capacity_factor": 2.0},
+        {"capacity_factor": 0.5},  # many tokens dropped
+        {"activation": "geglu"},
+    ],
+    ids=["top1", "top2", "dropping", "geglu"],
+)
+def test_matches_reference_on_one_device(overrides: dict) -> None:
+    s = settings(**overrides)
+    rng = np.random.default_rng(0)
+    params = make_params(rng, 16, 32, 8, gated=s.activation == "geglu")
+    x = rng.normal(size=(4, 8, 16)).astype(np.float32)
+    y, metrics = jax.jit(lambda p, x: switch_ffn(p, x, s, train=False))(params, x)
+    np.testing.assert_allclose(np.asarray(y), reference(params, x, s), rtol=2e-5, atol=2e-5)
+    if overrides.get("capacity_factor") == 0.5:
+        assert float(metrics["dropped_fraction"]) > 0.3
+    assert float(metrics["tokens_per_expert"].sum()) == 32
+
+
+def test_aux_loss_is_one_at_uniform_routing() -> None:
+    s = settings(num_experts=4, group_size=8)
+    params = {
+        "router": np.zeros((4, 4), np.float32),  # every probability 1/E
+        "wi": np.ones((4, 4, 4), np.float32),
+        "wo": np.ones((4, 4, 4), np.float32),
+    }
+    x = np.eye(4, dtype=np.float32)[None].repeat(2, 0)  # [2, 4, 4]
+    _, metrics = switch_ffn(params, jnp.asarray(x), s, train=False)
+    np.testing.assert_allclose(float(metrics["aux_loss"]), 1.0, rtol=1e-6)
+
+
+def sharded(mesh: Mesh, s: MoESettings, batch_axes, expert_axes, mlp_axes):
+    def local(params, x):
+        return switch_ffn(params, x, s, train=False, expert_axes=expert_axes, mlp_axes=mlp_axes, batch_axes=batch_axes)
+
+    expert_spec = P(expert_axes or None, None, mlp_axes or None)
+    param_specs = {"router": P(), "wi": expert_spec, "wo": P(expert_axes or None, mlp_axes or None, None)}
+    metric_specs = {k: P() for k in ("aux_loss", "z_loss", "dropped_fraction", "tokens_per_expert", "top1_gate")}
+    return jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(param_specs, P(batch_axes)),
+            out_specs=(P(batch_axes), metric_specs),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "axes, batch_axes, expert_axes, mlp_axes",
+    [
+        ({"data": 2, "expert": 4}, ("data", "expert"), ("expert",), ()),
+        ({"data": 2, "expert": 2, "model": 2}, ("data", "expert"), ("expert",), ("model",)),
+        ({"expert": 8}, ("expert",), ("expert",), ()),
+        ({"data": 8}, ("data",), (), ()),
+    ],
+    ids=["data x expert", "data x expert x model", "expert", "data"],
+)
+def test_sharded_matches_one_device(axes, batch_axes, expert_axes, mlp_axes) -> None:
+    if len(jax.devices()) < 8:
+        pytest.skip("needs 8 (fake) devices")
+    s = settings(top_k=2, capacity_factor=1.0)
+    rng = np.random.default_rng(1)
+    params = make_params(rng, 16, 32, 8)
+    x = rng.normal(size=(8, 8, 16)).astype(np.float32)  # 8 tokens per device: 4 groups of 16 overall
+    s = settings(top_k=2, capacity_factor=1.0, group_size=8)
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(tuple(axes.values())), tuple(axes))
+    y, metrics = sharded(mesh, s, batch_axes, expert_axes, mlp_axes)(params, x)
+    y_ref, metrics_ref = switch_ffn(params, jnp.asarray(x), s, train=False)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-5, atol=1e-5)
+    for key in ("aux_loss", "dropped_fraction", "tokens_per_expert"):
+        np.testing.assert_allclose(np.asarray(metrics[key]), np.asarray(metrics_ref[key]), rtol=1e-5)
