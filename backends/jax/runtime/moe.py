@@ -1,13 +1,14 @@
 """The Switch / MoE feed-forward layer: routing, capacity, dispatch, experts, combine (PAPER.md Sec. 2-3).
 
 This file is runtime support: it is copied verbatim into every generated JAX program and depends
-only on jax. It is written per device: `switch_ffn` is meant to run inside `jax.shard_map`, where
-each device routes its own tokens, an all-to-all over the expert mesh axes moves each expert's
-slots to the device that holds that expert, and a second all-to-all brings the results back.
+only on jax. It has one function per IR op of a Switch layer (Router, Dispatch, ExpertFFN,
+Combine, AuxLoss, RouterZLoss); `switch_ffn` composes them on one device's tokens and runs inside
+`jax.shard_map` (see parallel.py): each device routes its own tokens, an all-to-all over the
+expert mesh axes moves each expert's slots to the device holding that expert, and a second
+all-to-all brings the results back (PAPER.md Sec. 6).
 
-Shapes (per device):
-    G groups of S tokens (S = routing group size), D = d_model, F = d_ff (or d_ff / model shards),
-    E experts (E_local on this device), C = expert capacity, k = experts per token.
+Shapes: G groups of S tokens (S = routing group size), D = d_model, F = d_ff (or d_ff / model
+shards), E experts (E_local on one device), C = expert capacity, k = experts per token.
 
 Dispatch is index-based: each expert slot gathers the token that claimed it, and each token
 gathers its slots' outputs back. That costs O(G * E * C * D) data movement and no matmul, where the
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -96,124 +97,175 @@ def _slot_positions(experts: jax.Array, gates: jax.Array, num_experts: int, prio
     return jnp.stack(positions, axis=-1)
 
 
+class Route(NamedTuple):
+    """Routing decisions of one Switch layer (a pytree, so it can cross jit boundaries)."""
+
+    experts: jax.Array  # [G, S, k] int32: chosen experts, best first
+    gates: jax.Array  # [G, S, k] router dtype: their probabilities
+    slot: jax.Array  # [G, S, k] int32: expert * C + position, or E * C when dropped
+    kept: jax.Array  # [G, S, k] bool: False where the expert was full (the token is dropped)
+
+
+def router_logits(w: jax.Array, x: jax.Array, router_dtype: Any, jitter: jax.Array | None = None) -> jax.Array:
+    """Router op: [G, S, D] -> [G, S, E] logits in the router's precision (float32: Table 2).
+
+    jitter: multiplicative input noise like x (App. C), drawn by the caller for the global batch so
+    that a run gives the same numbers on any mesh; None at evaluation.
+    """
+    x = x.astype(router_dtype)
+    if jitter is not None:
+        x = x * jitter.astype(router_dtype)
+    return x @ w.astype(router_dtype)
+
+
+def route(logits: jax.Array, top_k: int, capacity: int, batch_prioritized: bool) -> Route:
+    """Top-k experts per token and each (token, choice)'s slot; beyond capacity it is dropped."""
+    num_experts = logits.shape[-1]
+    probs = jax.nn.softmax(logits, axis=-1)
+    gates, experts = lax.top_k(probs, top_k)
+    positions = _slot_positions(experts, gates, num_experts, batch_prioritized)
+    kept = positions < capacity
+    slot = jnp.where(kept, experts * capacity + positions, num_experts * capacity)
+    return Route(experts, gates, slot, kept)
+
+
+def dispatch(x: jax.Array, routing: Route, num_experts: int, capacity: int) -> jax.Array:
+    """Dispatch op: [G, S, D] -> [G, E, C, D]; each slot gathers the token that claimed it."""
+    groups, group, d_model = x.shape
+    slots = num_experts * capacity
+    token = jnp.broadcast_to(jnp.arange(group)[None, :, None], routing.slot.shape)
+    source = jnp.full((groups, slots + 1), group, jnp.int32)  # `group` indexes a zero pad row
+    source = source.at[jnp.arange(groups)[:, None, None], routing.slot].set(token)[:, :slots]
+    padded = jnp.concatenate([x, jnp.zeros((groups, 1, d_model), x.dtype)], axis=1)
+    gathered = jnp.take_along_axis(padded, source[..., None], axis=1)
+    return gathered.reshape(groups, num_experts, capacity, d_model)
+
+
+def expert_ffn(
+    params: Params,
+    slots: jax.Array,
+    activation: str,
+    *,
+    dropout_rate: float = 0.0,
+    rng: jax.Array | None = None,
+    expert_axes: Sequence[str] = (),
+    mlp_axes: Sequence[str] = (),
+) -> jax.Array:
+    """ExpertFFN op: every expert's FFN on its slots, [G, E, C, D] -> [G, E, C, D].
+
+    Inside shard_map, `expert_axes` names the mesh axes the experts are split over: an all-to-all
+    trades this device's groups of every expert for everyone's groups of its own experts, and back.
+    params: wi (or wi_0, wi_1) [E_local, D, F]; wo [E_local, F, D].
+    """
+    if expert_axes:  # [G, E, C, D] -> [G * n, E / n, C, D]
+        slots = lax.all_to_all(slots, tuple(expert_axes), 1, 0, tiled=True)
+    if "wi" in params:
+        hidden = activate(jnp.einsum("gecd,edf->gecf", slots, params["wi"]), None, activation)
+    else:
+        h = jnp.einsum("gecd,edf->gecf", slots, params["wi_0"])
+        h_gate = jnp.einsum("gecd,edf->gecf", slots, params["wi_1"])
+        hidden = activate(h, h_gate, activation)
+    if dropout_rate > 0 and rng is not None:  # expert dropout (Table 4), training only
+        keep = 1.0 - dropout_rate
+        hidden = jnp.where(jax.random.bernoulli(rng, keep, hidden.shape), hidden / keep, 0.0).astype(hidden.dtype)
+    out = jnp.einsum("gecf,efd->gecd", hidden, params["wo"])
+    if mlp_axes:  # d_ff is split over the model axes: each device holds a partial sum
+        out = lax.psum(out, tuple(mlp_axes))
+    if expert_axes:
+        out = lax.all_to_all(out, tuple(expert_axes), 0, 1, tiled=True)
+    return out
+
+
+def combine(slots: jax.Array, routing: Route, dtype: Any) -> jax.Array:
+    """Combine op: [G, E, C, D] -> [G, S, D]; each token sums its slots' outputs times its gates.
+
+    Gates are cast to the model dtype first, so no float32 tensor is multiplied into activations.
+    """
+    groups, num_experts, capacity, d_model = slots.shape
+    group, top_k = routing.slot.shape[1:]
+    flat = slots.reshape(groups, num_experts * capacity, d_model)
+    flat = jnp.concatenate([flat, jnp.zeros((groups, 1, d_model), flat.dtype)], axis=1)  # dropped -> 0
+    picked = jnp.take_along_axis(flat, routing.slot.reshape(groups, group * top_k)[..., None], axis=1)
+    weights = jnp.where(routing.kept, routing.gates, 0.0).astype(dtype)
+    return jnp.einsum("gskd,gsk->gsd", picked.reshape(groups, group, top_k, d_model), weights)
+
+
+def load_balancing_loss(logits: jax.Array, routing: Route) -> jax.Array:
+    """AuxLoss op (eq. 4-6): N * sum_i f_i * P_i per group, averaged; 1.0 at uniform routing."""
+    num_experts = logits.shape[-1]
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    fraction = jnp.mean(jax.nn.one_hot(routing.experts[..., 0], num_experts, dtype=jnp.float32), axis=1)
+    return num_experts * jnp.mean(jnp.sum(fraction * jnp.mean(probs, axis=1), axis=-1))
+
+
+def router_z_loss(logits: jax.Array) -> jax.Array:
+    """RouterZLoss op (ST-MoE): mean squared log-partition of the router logits."""
+    return jnp.mean(jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)))
+
+
+def routing_metrics(routing: Route, num_experts: int) -> dict[str, jax.Array]:
+    """Share of (token, choice) pairs dropped, tokens whose first choice is each expert, top-1 gate."""
+    return {
+        "dropped_fraction": 1.0 - jnp.mean(routing.kept.astype(jnp.float32)),
+        "tokens_per_expert": jnp.sum(jax.nn.one_hot(routing.experts[..., 0], num_experts, dtype=jnp.int32), (0, 1)),
+        "top1_gate": jnp.mean(routing.gates[..., 0].astype(jnp.float32)),
+    }
+
+
 def switch_ffn(
     params: Params,
     x: jax.Array,
     settings: MoESettings,
     *,
-    train: bool,
     jitter: jax.Array | None = None,
     rng: jax.Array | None = None,
+    batch_axes: Sequence[str] = (),
     expert_axes: Sequence[str] = (),
     mlp_axes: Sequence[str] = (),
-    batch_axes: Sequence[str] = (),
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """One Switch layer on this device's tokens x: [B, L, D] -> ([B, L, D], metrics).
+    """A whole Switch layer on one device's tokens: x [B, L, D] -> ([B, L, D], losses and metrics).
 
-    params: router [D, E]; wi (or wi_0, wi_1 for gated FFNs) [E_local, D, F]; wo [E_local, F, D].
-    jitter: multiplicative router-input noise like x, drawn by the caller over the global batch so
-    that a run gives the same numbers on any mesh (None: no jitter). rng: for expert dropout.
-    `expert_axes` / `mlp_axes` / `batch_axes` name the mesh axes that experts, d_ff and tokens are
-    split over (empty outside shard_map). Metrics are averaged over `batch_axes`.
+    params: router [D, E]; wi (or wi_0, wi_1) [E_local, D, F]; wo [E_local, F, D]. Inside
+    shard_map, `batch_axes` / `expert_axes` / `mlp_axes` name the mesh axes that split tokens,
+    experts and d_ff; losses and metrics are then averaged over the devices that split tokens.
+    Routing runs per device on purpose: XLA's partitioner would gather the logits of every device
+    to run top_k and the slot scatter if they were left to jit.
     """
     batch, length, d_model = x.shape
-    num_experts, top_k = settings.num_experts, settings.top_k
-    tokens = batch * length
-    group = routing_group_size(tokens, settings.group_size)
-    groups = tokens // group
-    capacity = expert_capacity(group, num_experts, top_k, settings.capacity_factor, settings.min_capacity)
-    x_groups = x.reshape(groups, group, d_model)
-
-    # Router in its own precision (float32: "selective precision", Table 2), with input jitter.
-    router_in = x_groups.astype(settings.router_dtype)
-    if train and jitter is not None:
-        router_in = router_in * jitter.reshape(router_in.shape).astype(settings.router_dtype)
-    logits = router_in @ params["router"].astype(settings.router_dtype)  # [G, S, E]
-    probs = jax.nn.softmax(logits, axis=-1)
-    gates, experts = lax.top_k(probs, top_k)  # [G, S, k]
-
-    # Load balancing (eq. 4-6): f = share of tokens whose top-1 is expert i, P = mean probability.
-    top1 = jax.nn.one_hot(experts[..., 0], num_experts, dtype=jnp.float32)
-    fraction = jnp.mean(top1, axis=1)  # [G, E]
-    mean_prob = jnp.mean(probs.astype(jnp.float32), axis=1)  # [G, E]
-    aux_loss = num_experts * jnp.mean(jnp.sum(fraction * mean_prob, axis=-1))
-    z_loss = jnp.mean(jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)))
-
-    positions = _slot_positions(experts, gates, num_experts, settings.batch_prioritized)
-    kept = positions < capacity  # [G, S, k]; a dropped token rides the residual
-    slots = num_experts * capacity
-    slot = jnp.where(kept, experts * capacity + positions, slots)  # `slots` is a discard bin
-
-    # Dispatch by gather: slot j of group g holds token source[g, j] (S = the zero pad row).
-    token_index = jnp.broadcast_to(jnp.arange(group)[None, :, None], slot.shape)
-    source = jnp.full((groups, slots + 1), group, jnp.int32)
-    source = source.at[jnp.arange(groups)[:, None, None], slot].set(token_index)[:, :slots]
-    padded = jnp.concatenate([x_groups, jnp.zeros((groups, 1, d_model), x.dtype)], axis=1)
-    dispatched = jnp.take_along_axis(padded, source[..., None], axis=1)  # [G, E*C, D]
-    dispatched = dispatched.reshape(groups, num_experts, capacity, d_model)
-
-    if expert_axes:  # [G, E, C, D] -> [G * n, E / n, C, D]: this device's experts, everyone's slots
-        dispatched = lax.all_to_all(dispatched, tuple(expert_axes), 1, 0, tiled=True)
+    group = routing_group_size(batch * length, settings.group_size)
+    capacity = expert_capacity(
+        group, settings.num_experts, settings.top_k, settings.capacity_factor, settings.min_capacity
+    )
+    grouped = x.reshape(-1, group, d_model)
+    if jitter is not None:
+        jitter = jitter.reshape(grouped.shape)
+    logits = router_logits(params["router"], grouped, settings.router_dtype, jitter)
+    routing = route(logits, settings.top_k, capacity, settings.batch_prioritized)
+    slots = dispatch(grouped, routing, settings.num_experts, capacity)
     if rng is not None:  # each device drops its own units
         for axis in dict.fromkeys((*batch_axes, *expert_axes)):
             rng = jax.random.fold_in(rng, lax.axis_index(axis))
-    expert_out = _experts(params, dispatched, settings, train=train, rng=rng, mlp_axes=mlp_axes)
-    if expert_axes:
-        expert_out = lax.all_to_all(expert_out, tuple(expert_axes), 0, 1, tiled=True)
-
-    # Combine by gather: each (token, choice) reads its slot, weighted by its router probability.
-    flat = expert_out.reshape(groups, slots, d_model)
-    flat = jnp.concatenate([flat, jnp.zeros((groups, 1, d_model), flat.dtype)], axis=1)
-    picked = jnp.take_along_axis(flat, slot.reshape(groups, group * top_k)[..., None], axis=1)
-    picked = picked.reshape(groups, group, top_k, d_model)
-    weights = jnp.where(kept, gates, 0.0).astype(x.dtype)  # cast back: no float32 crosses the mesh
-    y = jnp.einsum("gskd,gsk->gsd", picked, weights).reshape(batch, length, d_model)
-
+    expert_params = {name: value for name, value in params.items() if name != "router"}
+    slots = expert_ffn(
+        expert_params,
+        slots,
+        settings.activation,
+        dropout_rate=settings.expert_dropout_rate,
+        rng=rng,
+        expert_axes=expert_axes,
+        mlp_axes=mlp_axes,
+    )
+    y = combine(slots, routing, x.dtype).reshape(batch, length, d_model)
     metrics = {
-        "aux_loss": aux_loss,
-        "z_loss": z_loss,
-        "dropped_fraction": 1.0 - jnp.mean(kept.astype(jnp.float32)),
-        "tokens_per_expert": jnp.sum(top1, axis=(0, 1)),
-        "top1_gate": jnp.mean(gates[..., 0].astype(jnp.float32)),
+        "aux_loss": load_balancing_loss(logits, routing),
+        "z_loss": router_z_loss(logits),
+        **routing_metrics(routing, settings.num_experts),
     }
     if batch_axes:
-        metrics = {k: lax.pmean(v, tuple(batch_axes)) for k, v in metrics.items()}
-        metrics["tokens_per_expert"] = metrics["tokens_per_expert"] * _axis_size(batch_axes)
+        counts = metrics.pop("tokens_per_expert")
+        metrics = {name: lax.pmean(value, tuple(batch_axes)) for name, value in metrics.items()}
+        metrics["tokens_per_expert"] = lax.psum(counts, tuple(batch_axes))
     return y, metrics
-
-
-def _axis_size(axes: Sequence[str]) -> int:
-    size = 1
-    for axis in axes:
-        size *= lax.axis_size(axis)
-    return size
-
-
-def _experts(
-    params: Params,
-    slots: jax.Array,
-    settings: MoESettings,
-    *,
-    train: bool,
-    rng: jax.Array | None,
-    mlp_axes: Sequence[str],
-) -> jax.Array:
-    """Every local expert's FFN on its slots: [G', E_local, C, D] -> [G', E_local, C, D]."""
-    if "wi" in params:
-        hidden = activate(jnp.einsum("gecd,edf->gecf", slots, params["wi"]), None, settings.activation)
-    else:
-        h = jnp.einsum("gecd,edf->gecf", slots, params["wi_0"])
-        h_gate = jnp.einsum("gecd,edf->gecf", slots, params["wi_1"])
-        hidden = activate(h, h_gate, settings.activation)
-    if train and settings.expert_dropout_rate > 0:
-        assert rng is not None, "expert dropout needs an rng"
-        keep = 1.0 - settings.expert_dropout_rate
-        mask = jax.random.bernoulli(rng, keep, hidden.shape)
-        hidden = jnp.where(mask, hidden / keep, 0.0).astype(hidden.dtype)
-    out = jnp.einsum("gecf,efd->gecd", hidden, params["wo"])
-    if mlp_axes:  # d_ff is split over the model axis: each device holds a partial sum
-        out = lax.psum(out, tuple(mlp_axes))
-    return out
 
 
 def jitter_noise(rng: jax.Array, shape: Sequence[int], eps: float, dtype: Any = jnp.float32) -> jax.Array:
