@@ -88,7 +88,8 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
             try:
                 documents.append(str(json.loads(line)[jsonl_field]))
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise SystemExit(f"error: {file}:{number}: not a JSON record with a {jsonl_field!r} field ({err})")
+                message = f"error: {file}:{number}: not a JSON record with a {jsonl_field!r} field ({err})"
+                raise SystemExit(message) from None
     return documents
 
 
@@ -118,7 +119,7 @@ def raw_length_for(inputs_length: int, noise_density: float, mean_noise_span: fl
 
 def _segment(rng: np.random.Generator, total: int, pieces: int) -> np.ndarray:
     """Split `total` items into `pieces` non-empty runs, uniformly at random; returns run lengths."""
-    cuts = np.sort(rng.choice(np.arange(1, total), size=pieces - 1, replace=False)) if pieces > 1 else []
+    cuts = np.sort(rng.choice(np.arange(1, total), size=pieces - 1, replace=False)) if pieces > 1 else np.array([], int)
     return np.diff(np.concatenate([[0], cuts, [total]])).astype(np.int64)
 
 

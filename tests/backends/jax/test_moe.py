@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
 from switchc.backends.jax.runtime.moe import (
     MoESettings,
     expert_capacity,
