@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -228,3 +229,23 @@ def train_eval_split(tokens: np.ndarray, eval_fraction: float) -> tuple[np.ndarr
     """The last `eval_fraction` of the stream is held out for evaluation."""
     cut = len(tokens) - math.floor(len(tokens) * eval_fraction)
     return tokens[:cut], tokens[cut:]
+
+
+def dataset(config: Any) -> SpanCorruption:
+    """The training examples a generated program's CONFIG describes (byte tokens for now)."""
+    if config.tokenizer != "byte":
+        raise SystemExit(f"error: tokenizer {config.tokenizer!r} is not supported by this program; use byte")
+    tokenizer = ByteTokenizer(config.vocab_size)
+    documents = read_documents(config.source, config.path, config.jsonl_field)
+    train_tokens, _ = train_eval_split(token_stream(documents, tokenizer), config.eval_fraction)
+    data = SpanCorruption(
+        train_tokens,
+        config.inputs_length,
+        config.targets_length,
+        config.vocab_size,
+        config.noise_density,
+        config.mean_noise_span,
+        config.seed,
+    )
+    data.check()
+    return data

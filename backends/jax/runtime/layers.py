@@ -74,11 +74,14 @@ def attention(
     memory: jax.Array,
     bias: jax.Array | None,
     mask: jax.Array | None,
+    dropout_rate: float = 0.0,
+    rng: jax.Array | None = None,
 ) -> jax.Array:
     """Multi-head attention of x [B, L, D] over memory [B, M, D].
 
     params: q, k, v [D, H, K]; o [H, K, D]. bias: [H, L, M] or None. mask: bool, broadcastable to
     [B, H, L, M], True where attending is allowed. T5 does not scale logits by 1/sqrt(K).
+    Dropout (training only) applies to the attention weights.
     """
     q = jnp.einsum("bld,dhk->bhlk", x, params["q"])
     k = jnp.einsum("bmd,dhk->bhmk", memory, params["k"])
@@ -88,23 +91,92 @@ def attention(
         logits = logits + bias.astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
+    weights = dropout(jax.nn.softmax(logits, axis=-1).astype(x.dtype), dropout_rate, rng)
     context = jnp.einsum("bhlm,bhmk->bhlk", weights, v)
     return jnp.einsum("bhlk,hkd->bld", context, params["o"])
 
 
-def dense_ffn(params: Params, x: jax.Array, activation: str) -> jax.Array:
-    """T5 FFN: wi (or wi_0 and wi_1 when gated) [D, F], wo [F, D]."""
+def dense_ffn(
+    params: Params, x: jax.Array, activation: str, dropout_rate: float = 0.0, rng: jax.Array | None = None
+) -> jax.Array:
+    """T5 FFN: wi (or wi_0 and wi_1 when gated) [D, F], wo [F, D]; dropout on the hidden units."""
     if "wi" in params:
         hidden = activate(x @ params["wi"], None, activation)
     else:
         hidden = activate(x @ params["wi_0"], x @ params["wi_1"], activation)
-    return hidden @ params["wo"]
+    return dropout(hidden, dropout_rate, rng) @ params["wo"]
 
 
-def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean token cross-entropy (nats) over positions with weight 1, and the weight sum."""
+def embed(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """[V, D] table, [B, L] ids -> [B, L, D]."""
+    return jnp.take(table, ids, axis=0)
+
+
+def shift_right(targets: jax.Array) -> jax.Array:
+    """Decoder inputs: the targets one step late, starting from id 0 (T5's decoder start token)."""
+    return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+
+
+def padding_mask(ids: jax.Array) -> jax.Array:
+    """[B, 1, 1, M]: True at real (non-pad) key positions."""
+    return (ids > 0)[:, None, None, :]
+
+
+def causal_mask(length: int) -> jax.Array:
+    """[1, 1, L, L]: True where the key position is not after the query position."""
+    return jnp.tril(jnp.ones((length, length), bool))[None, None]
+
+
+def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """[B, L] cross-entropy in nats of each target token, computed in float32."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    token_loss = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    total = jnp.sum(weights)
-    return jnp.sum(token_loss * weights) / jnp.maximum(total, 1.0), total
+    return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of `values` where `mask` is true (pad targets carry no loss)."""
+    weights = mask.astype(values.dtype)
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def sub(params: Params, prefix: str) -> Params:
+    """The parameters under `prefix/`, keyed by the rest of their names ("encoder/0/ffn" -> wi, wo)."""
+    start = len(prefix) + 1
+    return {name[start:]: value for name, value in params.items() if name.startswith(prefix + "/")}
+
+
+def init(rng: jax.Array, shape: tuple[int, ...], std: float, dtype: Any) -> jax.Array:
+    """Truncated normal (2 std), mean 0, standard deviation `std` (Sec. 2.4); std 0 means ones."""
+    if std == 0.0:
+        return jnp.ones(shape, dtype)
+    # a normal truncated to [-2, 2] has std 0.8796; rescale so the result has std `std`
+    return (jax.random.truncated_normal(rng, -2.0, 2.0, shape, jnp.float32) * (std / 0.87962566)).astype(dtype)
+
+
+class Noise:
+    """Independent random streams for one step: stream i is the same on every mesh (None: eval)."""
+
+    def __init__(self, rng: jax.Array | None) -> None:
+        self.rng = rng
+
+    def key(self, stream: int) -> jax.Array | None:
+        return None if self.rng is None else jax.random.fold_in(self.rng, stream)
+
+    def jitter(self, stream: int, shape: tuple[int, ...], eps: float) -> jax.Array | None:
+        """Router input jitter U(1 - eps, 1 + eps) (App. C), for the global batch."""
+        if self.rng is None or eps == 0.0:
+            return None
+        return jax.random.uniform(jax.random.fold_in(self.rng, stream), shape, jnp.float32, 1.0 - eps, 1.0 + eps)
+
+
+def summarize(cross_entropy: jax.Array, moe: dict[str, dict[str, jax.Array]]) -> dict[str, Any]:
+    """Step metrics: the token loss, router losses and routing statistics (mean over Switch layers
+    and per layer), so a run shows how each layer routes."""
+    metrics: dict[str, Any] = {"cross_entropy": cross_entropy}
+    if moe:
+        for key in ("aux_loss", "z_loss", "dropped_fraction", "top1_gate"):
+            metrics[key] = sum(layer[key] for layer in moe.values()) / len(moe)
+        for name, layer in moe.items():
+            metrics[f"dropped_fraction/{name}"] = layer["dropped_fraction"]
+            metrics[f"tokens_per_expert/{name}"] = layer["tokens_per_expert"]
+    return metrics

@@ -1,8 +1,8 @@
 """The training loop of a generated JAX program. Runtime support, copied verbatim.
 
-The generated `model` module provides: CONFIG (sizes, mesh axes, logical rules, train settings),
-PARAM_AXES (a pytree of logical-axis tuples shaped like the parameters), init_params(rng), and
-loss_fn(params, batch, rng, train, experts) -> (loss, metrics). This module places everything on
+The generated `model` module provides: CONFIG (sizes and train settings), MESH_AXES and RULES
+(the mesh and the logical-axis rules), PARAM_AXES (logical axes of each parameter),
+init_params(rng), and loss_fn(params, batch, rng, train, experts) -> (loss, metrics). This module places everything on
 the mesh with NamedSharding (pjit semantics), jits one train step (forward + backward + optimizer
 update), and runs it.
 """
@@ -29,6 +29,11 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
     parser.add_argument("--log-every", type=int, default=10, help="print metrics every N steps")
     parser.add_argument("--out", type=Path, default=None, help="write metrics.jsonl here")
     parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process per host: call jax.distributed.initialize() (coordinator from the cluster's environment)",
+    )
+    parser.add_argument(
         "--dump-hlo",
         type=Path,
         default=None,
@@ -50,7 +55,7 @@ def _shardings(model: ModuleType, mesh: Any) -> Any:
 
     from .sharding import Rules
 
-    rules = Rules(model.CONFIG.rules)
+    rules = Rules(model.RULES)
     return jax.tree.map(
         lambda axes: rules.sharding(mesh, axes),
         model.PARAM_AXES,
@@ -68,8 +73,8 @@ def build(model: ModuleType, seed: int) -> dict[str, Any]:
     from .sharding import Rules, make_mesh
 
     config = model.CONFIG
-    mesh = make_mesh(config.mesh_axes)
-    rules = Rules(config.rules)
+    mesh = make_mesh(model.MESH_AXES)
+    rules = Rules(model.RULES)
     param_sharding = _shardings(model, mesh)
     batch_sharding = rules.sharding(mesh, ("batch", None))
     replicated = rules.sharding(mesh, ())
@@ -85,8 +90,13 @@ def build(model: ModuleType, seed: int) -> dict[str, Any]:
         weight_decay=config.weight_decay,
         clip_grad_norm=config.clip_grad_norm,
     )
+    # Optimizer state follows its parameters where jit propagated a mesh sharding; what it left on
+    # one device (step counters, scalars) is replicated over the mesh.
     opt_state = jax.jit(tx.init)(params)
-    opt_sharding = jax.tree.map(lambda leaf: leaf.sharding, opt_state)
+    opt_sharding = jax.tree.map(
+        lambda leaf: leaf.sharding if len(leaf.sharding.device_set) == mesh.size else replicated, opt_state
+    )
+    opt_state = jax.device_put(opt_state, opt_sharding)
 
     def train_step(params: Any, opt_state: Any, batch: dict[str, Any], rng: Any) -> Any:
         def loss(p: Any) -> Any:
@@ -108,6 +118,19 @@ def build(model: ModuleType, seed: int) -> dict[str, Any]:
     return {"mesh": mesh, "params": params, "opt_state": opt_state, "step": step, "batch_sharding": batch_shardings}
 
 
+def _global_batch(data: Any, step: int, batch_size: int, shardings: dict[str, Any]) -> dict[str, Any]:
+    """Batch `step` as global arrays; with several processes each one reads only its own rows."""
+    import jax
+
+    processes, index = jax.process_count(), jax.process_index()
+    if processes == 1:
+        batch = data.batch(step, batch_size)
+        return {name: jax.device_put(getattr(batch, name), shardings[name]) for name in shardings}
+    per_process = batch_size // processes
+    local = data.batch(step, batch_size, slice(index * per_process, (index + 1) * per_process))
+    return {name: jax.make_array_from_process_local_data(shardings[name], getattr(local, name)) for name in shardings}
+
+
 def dump_hlo(state: dict[str, Any], batch: dict[str, Any], rng: Any, directory: Path) -> None:
     """The compiled train step's optimized HLO and XLA's cost analysis of it."""
     compiled = state["step"].lower(state["params"], state["opt_state"], batch, rng).compile()
@@ -127,6 +150,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace) -> list[dict[str
     import numpy as np
 
     config = model.CONFIG
+    if args.distributed:
+        jax.distributed.initialize()
     state = build(model, args.seed)
     step_fn = state["step"]
     params, opt_state = state["params"], state["opt_state"]
@@ -142,11 +167,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace) -> list[dict[str
     start = time.perf_counter()
     window_start, window_steps = start, 0
     for step in range(args.steps):
-        batch = data.batch(step, config.batch_size)
-        arrays = {
-            "inputs": jax.device_put(batch.inputs, state["batch_sharding"]["inputs"]),
-            "targets": jax.device_put(batch.targets, state["batch_sharding"]["targets"]),
-        }
+        arrays = _global_batch(data, step, config.batch_size, state["batch_sharding"])
         rng = jax.random.fold_in(base_rng, step)
         if args.dump_hlo is not None:
             dump_hlo({**state, "params": params, "opt_state": opt_state}, arrays, rng, args.dump_hlo)

@@ -266,8 +266,3 @@ def switch_ffn(
         metrics = {name: lax.pmean(value, tuple(batch_axes)) for name, value in metrics.items()}
         metrics["tokens_per_expert"] = lax.psum(counts, tuple(batch_axes))
     return y, metrics
-
-
-def jitter_noise(rng: jax.Array, shape: Sequence[int], eps: float, dtype: Any = jnp.float32) -> jax.Array:
-    """Router input jitter U(1 - eps, 1 + eps) (App. C), drawn for the whole global batch."""
-    return jax.random.uniform(rng, tuple(shape), dtype, 1.0 - eps, 1.0 + eps)
