@@ -11,6 +11,7 @@ for the profile field it fills:
 - memory bandwidth: the best of several copies of a 256 MiB float32 array (bytes read + written).
 - interconnect bandwidth: JAX's fake CPU devices (--xla_force_host_platform_device_count) are
   threads of one process, so a collective is a memory copy: the same copy bandwidth.
+- memory capacity: the machine's physical memory (os.sysconf).
 - latency: half a round trip between two Python threads (Event ping-pong), what one step of a
   collective's rendezvous costs at most here (XLA's own C++ rendezvous is faster).
 """
@@ -80,10 +81,13 @@ def main() -> None:
     latency = thread_latency()
     today = datetime.date.today().isoformat()
     cores = os.cpu_count()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     print(f"# measured {today} by `.venv/bin/python benchmarks/measure_hardware.py`")
-    print(f"# on {platform.processor() or platform.machine()}, {cores} cores, numpy {np.__version__}")
     print("cpu:")
-    print(f"  peak_flops: {{float32: {flops:.3e}, bfloat16: {flops:.3e}}}")
+    print(f"  description: this machine ({platform.machine()}, {cores} cores), numpy {np.__version__}")
+    print(f"  source: measured {today} by benchmarks/measure_hardware.py")
+    print(f"  peak_flops: {{bfloat16: {flops:.3e}, float32: {flops:.3e}}}")
+    print(f"  memory_bytes: {memory:.3e}")
     print(f"  memory_bandwidth: {bandwidth:.3e}")
     print(f"  interconnect_bandwidth: {bandwidth:.3e}")
     print(f"  latency: {latency:.3e}")

@@ -56,6 +56,8 @@ def test_regular_install_ships_backends_and_specs(tmp_path: Path) -> None:
         f"assert switchc.__file__.startswith({str(target)!r}), switchc.__file__\n"
         "assert 'switch-c' in builtin_spec_names()\n"
         "print(load_spec('switch-tiny').moe.num_experts)\n"
+        "from switchc.backends.jax.program import generate\n"
+        "assert 'runtime/moe.py' in generate(load_spec('switch-tiny'))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -66,3 +68,17 @@ def test_regular_install_ships_backends_and_specs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "8"
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    """A package folder missing from pyproject works in the editable install and breaks in a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {"switchc": REPO / "switchc", "switchc.backends": REPO / "backends", "switchc.specs": REPO / "specs"}
+    found = set()
+    for package, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            parts = init.parent.relative_to(root).parts
+            found.add(".".join((package, *parts)))
+    assert found == listed

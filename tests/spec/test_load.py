@@ -111,3 +111,14 @@ def test_spec_is_frozen() -> None:
     spec = parse("model: {}\n")
     with pytest.raises(AttributeError):
         spec.model.d_model = 1  # type: ignore[misc]
+
+
+def test_resolved_yaml_loads_back_into_an_equal_spec() -> None:
+    from switchc.spec.emit import to_yaml
+    from tests.conftest import SPEC_FILES
+
+    for path in SPEC_FILES:
+        spec = load_spec(str(path))
+        again = parse_spec(Source("resolved.yaml", to_yaml(spec)))
+        assert again == spec, path
+        assert not any(again.is_default(p) for p, _ in again.leaves()), path  # every key is written

@@ -1,0 +1,174 @@
+"""Communication per train step: every collective of a sharded graph, its bytes and its time.
+
+Each collective node (switchc.passes.shard) becomes one entry per pass it runs in: `forward`,
+`backward` (the transpose the backward pass needs: an all-to-all's is an all-to-all, an
+all-gather's a reduce-scatter, a model-parallel input's an all-reduce), `recompute` (forward
+collectives inside blocks run again under train.remat = full) and `gradient` (parameter
+gradient all-reduces, once per step). `bytes_per_device` is the buffer one device contributes.
+
+Time per collective, for a group of n devices, S bytes per device, bandwidth B (bytes/s one way,
+per device) and latency a (the standard ring / pairwise-exchange costs of Thakur, Rabenseifner
+and Gropp, "Optimization of collective communication operations in MPICH", 2005):
+
+    all-reduce        2 (n-1)/n * S/B + 2 (n-1) a      (ring: reduce-scatter then all-gather)
+    reduce-scatter      (n-1)/n * S/B +   (n-1) a
+    all-gather          (n-1)/n * S/B +   (n-1) a
+    all-to-all          (n-1)/n * S/B +   (n-1) a      (pairwise exchange; full bisection assumed)
+
+Gradient all-reduces over the same mesh axes are timed as one combined all-reduce (see
+_bucket_gradients); every other collective waits on the one before it and is timed alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from switchc.analysis.hardware import HardwareProfile
+from switchc.ir import ops
+from switchc.ir.graph import Graph, all_ops, info
+
+
+def _all_reduce(n: int, size: float, hw: HardwareProfile) -> float:
+    """Legend: n group size, size bytes per device; hw gives bandwidth and latency."""
+    return 2 * (n - 1) / n * size / hw.interconnect_bandwidth + 2 * (n - 1) * hw.latency
+
+
+def _one_pass(n: int, size: float, hw: HardwareProfile) -> float:
+    """Reduce-scatter, all-gather, all-to-all: every device sends (n-1)/n of its buffer once."""
+    return (n - 1) / n * size / hw.interconnect_bandwidth + (n - 1) * hw.latency
+
+
+CollectiveTime = Callable[[int, float, HardwareProfile], float]
+
+COLLECTIVE_TIME: dict[str, CollectiveTime] = {
+    "all-reduce": _all_reduce,
+    "reduce-scatter": _one_pass,
+    "all-gather": _one_pass,
+    "all-to-all": _one_pass,
+}
+
+PHASES = ("forward", "backward", "recompute", "gradient")
+
+
+@dataclass(frozen=True)
+class CollectiveCost:
+    """One collective in one phase of a train step."""
+
+    kind: str
+    mesh_axes: tuple[str, ...]
+    group_size: int
+    phase: str
+    count: int  # times per train step
+    bytes_per_device: int  # per occurrence
+    seconds: float  # all occurrences
+    purpose: str
+    source: str  # the op it serves
+    layer: str
+    span: str  # file:line:col of the spec value that op came from
+    node: str
+
+
+@dataclass(frozen=True)
+class CollectiveSummary:
+    kind: str
+    mesh_axes: tuple[str, ...]
+    phase: str
+    count: int
+    bytes_per_device: int  # all occurrences
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CommReport:
+    collectives: tuple[CollectiveCost, ...]
+    summary: tuple[CollectiveSummary, ...]
+    bytes_per_device: int  # per train step, all phases
+    seconds: float  # per train step if nothing overlapped
+    seconds_by_phase: dict[str, float]
+
+
+def _cost(node: str, op: ops.Op, kind: str, phase: str, size: int, hw: HardwareProfile, purpose: str) -> CollectiveCost:
+    assert isinstance(op, ops.Collective | ops.GradientAllReduce)
+    seconds = COLLECTIVE_TIME[kind](op.group_size, size, hw)
+    return CollectiveCost(
+        kind=kind,
+        mesh_axes=op.mesh_axes,
+        group_size=op.group_size,
+        phase=phase,
+        count=1,
+        bytes_per_device=size,
+        seconds=seconds,
+        purpose=purpose,
+        source=op.source,
+        layer=op.layer,
+        span=str(op.span),
+        node=node,
+    )
+
+
+def _bucket_gradients(entries: list[CollectiveCost], hw: HardwareProfile) -> list[CollectiveCost]:
+    """Gradient all-reduces over the same mesh axes run as one combined all-reduce (XLA's
+    all-reduce combiner, DDP's buckets): the latency is paid once per group of axes, and each
+    entry's seconds are its share of that combined all-reduce, by bytes."""
+    totals: dict[tuple[str, ...], int] = defaultdict(int)
+    for entry in entries:
+        if entry.phase == "gradient":
+            totals[entry.mesh_axes] += entry.bytes_per_device
+    out = []
+    for entry in entries:
+        if entry.phase == "gradient" and totals[entry.mesh_axes] > 0:
+            combined = COLLECTIVE_TIME[entry.kind](entry.group_size, totals[entry.mesh_axes], hw)
+            entry = dataclasses.replace(entry, seconds=combined * entry.bytes_per_device / totals[entry.mesh_axes])
+        out.append(entry)
+    return out
+
+
+def count_comm(graph: Graph, hw: HardwareProfile) -> CommReport:
+    remat = info(graph).train.remat == "full"
+    entries: list[CollectiveCost] = []
+    for op in all_ops(graph):
+        if isinstance(op, ops.GradientAllReduce):
+            names = ", ".join(p.name.rsplit("/", 1)[-1] for p in op.params_reduced)
+            entries.append(
+                _cost(op.name, op, "all-reduce", "gradient", op.bytes_per_device, hw, f"gradients of {names}")
+            )
+            continue
+        if not isinstance(op, ops.Collective):
+            continue
+        if op.FORWARD is not None:
+            entries.append(_cost(op.name, op, op.FORWARD, "forward", op.bytes_per_device, hw, op.purpose))
+            if remat and op.in_block:
+                entries.append(_cost(op.name, op, op.FORWARD, "recompute", op.bytes_per_device, hw, op.purpose))
+        if op.BACKWARD is not None:
+            entries.append(
+                _cost(op.name, op, op.BACKWARD, "backward", op.bytes_per_device, hw, f"backward of: {op.purpose}")
+            )
+
+    entries = _bucket_gradients(entries, hw)
+    grouped: dict[tuple[str, tuple[str, ...], str], list[CollectiveCost]] = defaultdict(list)
+    for entry in entries:
+        grouped[(entry.kind, entry.mesh_axes, entry.phase)].append(entry)
+    summary = tuple(
+        CollectiveSummary(
+            kind=kind,
+            mesh_axes=axes,
+            phase=phase,
+            count=sum(e.count for e in found),
+            bytes_per_device=sum(e.bytes_per_device * e.count for e in found),
+            seconds=sum(e.seconds for e in found),
+        )
+        for (kind, axes, phase), found in sorted(
+            grouped.items(), key=lambda item: (PHASES.index(item[0][2]), item[0][0], item[0][1])
+        )
+    )
+    by_phase = {phase: sum((e.seconds for e in entries if e.phase == phase), 0.0) for phase in PHASES}
+    return CommReport(
+        collectives=tuple(entries),
+        summary=summary,
+        bytes_per_device=sum(e.bytes_per_device * e.count for e in entries),
+        seconds=sum(e.seconds for e in entries),
+        seconds_by_phase=by_phase,
+    )

@@ -1,0 +1,150 @@
+"""Hardware profiles: peak FLOP/s, memory, bandwidths and latency of one device and its links.
+
+Built-in profiles live in hardware.yaml beside this file (datasheet numbers, each with its
+source). Users add their own with `--hardware-file FILE.yaml` in the same format: a mapping of
+profile name -> fields. Files are read with the spec's located YAML reader, so a mistake points
+at its line and column; a user profile with a built-in's name replaces the built-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError, with_config
+
+from switchc.errors import Diagnostic, PlainUserError, Source, UserError, did_you_mean
+from switchc.spec import yamltree
+
+PositiveNumber = Annotated[StrictFloat | StrictInt, Field(gt=0)]
+ProfileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True)
+class PeakFlops:
+    """Peak dense matmul FLOP/s of one device, per dtype."""
+
+    bfloat16: PositiveNumber
+    float32: PositiveNumber
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True)
+class HardwareProfile:
+    """One device and its links. Bandwidths are bytes per second, one direction, per device."""
+
+    description: Annotated[str, Field(max_length=200)]
+    source: Annotated[str, Field(max_length=400)]
+    peak_flops: PeakFlops
+    memory_bytes: PositiveNumber  # device memory (HBM) capacity
+    memory_bandwidth: PositiveNumber
+    interconnect_bandwidth: PositiveNumber  # what one device can send to its collective peers
+    latency: PositiveNumber  # seconds per step of a collective (a ring hop, an all-to-all round)
+
+    def peak(self, dtype: str) -> float:
+        return float(self.peak_flops.bfloat16 if dtype == "bfloat16" else self.peak_flops.float32)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """A named profile."""
+
+    name: str
+    profile: HardwareProfile
+
+
+_ADAPTER: TypeAdapter[dict[str, HardwareProfile]] = TypeAdapter(dict[ProfileName, HardwareProfile])
+BUILTIN_FILE = "hardware.yaml"
+DEFAULT_HARDWARE = "tpuv3"  # the paper trained on TPUv3 (Table 1)
+
+
+def parse_profiles(source: Source) -> dict[str, Hardware]:
+    """Profiles from YAML text; every mistake is a located UserError."""
+    tree = yamltree.parse(source)
+    if tree is None:
+        raise UserError.at(source.start(), "the hardware file is empty", "write 'name: {peak_flops: ..., ...}'")
+    if not isinstance(tree, yamltree.Mapping):
+        raise UserError.at(tree.span, "a hardware file is a mapping of profile names to profiles")
+    try:
+        found = _ADAPTER.validate_python(yamltree.to_python(tree))
+    except ValidationError as err:
+        # One message per place: a union reports each of its members' failures.
+        unique = {d.render(): d for d in (_diagnostic(tree, e) for e in err.errors())}
+        problems = list(unique.values())
+        problems.sort(key=lambda d: (d.span.line, d.span.column))
+        raise UserError(problems) from None
+    return {name: Hardware(name, profile) for name, profile in found.items()}
+
+
+_FIELDS = [
+    "description",
+    "source",
+    "peak_flops",
+    "memory_bytes",
+    "memory_bandwidth",
+    "interconnect_bandwidth",
+    "latency",
+]
+
+
+def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
+    # Union members ("float", "int") name themselves in the location; they are not keys.
+    loc = tuple(p for p in error["loc"] if p not in ("[key]", "float", "int"))
+    node, key = yamltree.find(tree, loc)
+    span = node.span if node is not None else yamltree.nearest(tree, loc)
+    dotted = ".".join(str(p) for p in loc)
+    parent = ".".join(str(p) for p in loc[:-1])
+    kind = error["type"]
+    choices = ["bfloat16", "float32"] if len(loc) == 3 else _FIELDS
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        hint = did_you_mean(str(loc[-1]), choices) or f"keys here: {', '.join(choices)}"
+        return Diagnostic(f"unknown key '{loc[-1]}' in {parent}", key.span if key else span, hint)
+    if kind in ("missing", "missing_argument"):
+        _, owner = yamltree.find(tree, loc[:-1])
+        return Diagnostic(
+            f"{parent}: missing '{loc[-1]}'", owner.span if owner else span, f"set all of: {', '.join(choices)}"
+        )
+    if kind == "greater_than":
+        return Diagnostic(f"{dotted}: must be > 0", span)
+    if kind in ("float_type", "int_type"):
+        return Diagnostic(f"{dotted}: expected a number", span, "write it plainly, e.g. 1.5e12")
+    if kind == "string_pattern_mismatch":
+        hint = "letters, digits, '.', '_', '-'"
+        return Diagnostic(f"'{loc[0]}' is not a valid profile name", key.span if key else span, hint)
+    if kind in ("dataclass_type", "dataclass_args_type", "dict_type"):
+        return Diagnostic(f"{dotted or 'the file'}: expected a mapping", span)
+    return Diagnostic(f"{dotted}: {error['msg']}", span)
+
+
+@cache
+def builtin_profiles() -> dict[str, Hardware]:
+    text = (resources.files("switchc.analysis") / BUILTIN_FILE).read_text(encoding="utf-8")
+    return parse_profiles(Source(f"<builtin>/{BUILTIN_FILE}", text))
+
+
+def load_profiles(files: Sequence[str] = ()) -> dict[str, Hardware]:
+    """Built-in profiles, then each file's (a later name replaces an earlier one)."""
+    profiles = dict(builtin_profiles())
+    for file in files:
+        path = Path(file)
+        if not path.is_file():
+            raise PlainUserError(
+                f"no such hardware file: {file}", "pass a YAML file of profiles (see `switchc report --help`)"
+            )
+        profiles.update(parse_profiles(Source(str(path), path.read_text(encoding="utf-8"))))
+    return profiles
+
+
+def hardware(name: str, files: Sequence[str] = ()) -> Hardware:
+    """The profile called `name` among the built-ins and `files`."""
+    profiles = load_profiles(files)
+    found = profiles.get(name) or profiles.get(name.lower())
+    if found is None:
+        hint = did_you_mean(name, profiles) or f"profiles: {', '.join(sorted(profiles))}"
+        raise PlainUserError(f"unknown hardware profile '{name}'", hint)
+    return found

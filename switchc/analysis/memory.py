@@ -1,0 +1,255 @@
+"""Memory per device: parameters, gradients, optimizer state, and activations kept for backward.
+
+- Parameters and gradients are in the model dtype (model.dtype), each device holding its shard.
+- Optimizer state is float32. Adafactor keeps factored second moments as optax does: for a weight
+  whose two largest dims are both >= 128, a row and a column vector (the weight with one of those
+  dims removed, each); otherwise a full second moment; plus a full first moment when it has
+  momentum (train.optimizer.beta1 > 0). Adam keeps two full moments.
+- Activations: each op's rule says which of its inputs its backward pass reads and how many bytes
+  of its own intermediates it keeps. A tensor read by several ops is kept once. With
+  train.remat = full, only the tensors entering each block are kept between the passes, and one
+  block's activations exist again while its backward runs (the largest block counts).
+XLA's buffer sharing, fusion temporaries and allocator overheads are not modelled.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from switchc.analysis.common import Sizes, local_sizes, rule_for
+from switchc.ir import ops
+from switchc.ir.graph import Graph, all_ops, data_inputs, info, layout_of, op_of
+from switchc.ir.tensor import DTYPE_BYTES, Layout, Mesh, Param, local_bytes, local_numel
+
+OPTIMIZER_STATE_DTYPE = "float32"
+# optax.adafactor's default: dims smaller than this are not worth factoring.
+ADAFACTOR_MIN_DIM_TO_FACTOR = 128
+MASK_BYTES = 1  # a dropout mask keeps one byte per element
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What an op's backward pass reads: some of its inputs, and bytes of its own intermediates."""
+
+    inputs: tuple[int, ...] = ()
+    internal: int = 0
+
+
+NOTHING = Saved()
+
+
+def _nothing(op: ops.Op, n: Sizes) -> Saved:
+    return NOTHING
+
+
+def _rms_norm(op: ops.Op, n: Sizes) -> Saved:
+    """Its input and one float32 reciprocal RMS per token."""
+    return Saved((0,), n("batch") * n("length") * 4)
+
+
+def _dropout(op: ops.Op, n: Sizes) -> Saved:
+    return Saved((), n("batch") * n("length") * n("embed") * MASK_BYTES)
+
+
+def _attention(op: ops.Op, n: Sizes) -> Saved:
+    """Legend: B batch, L query length, M key length, H heads, K d_kv, b dtype bytes.
+
+    Keeps q, k, v, the attention weights and the context (weights v) besides its inputs.
+    """
+    assert isinstance(op, ops.Attention)
+    B, L, M, H, K, b = n("batch"), n("length"), n("kv_length"), n("heads"), n("kv"), DTYPE_BYTES[op.dtype]
+    kept = (B * L * H * K * 2 + B * M * H * K * 2 + B * H * L * M) * b
+    if op.dropout_rate > 0:
+        kept += B * H * L * M * MASK_BYTES
+    return Saved((0, 1) if op.cross else (0,), kept)
+
+
+def _ffn_hidden(count: int, activation: str, rate: float, b: int) -> int:
+    """Bytes of an FFN's hidden activations for `count` hidden units: pre-activations and output."""
+    pre = 2 if activation in ops.GATED else 1
+    return count * (pre + 1) * b + (count * MASK_BYTES if rate > 0 else 0)
+
+
+def _dense_ffn(op: ops.Op, n: Sizes) -> Saved:
+    assert isinstance(op, ops.DenseFFN)
+    hidden = n("batch") * n("length") * n("mlp")
+    return Saved((0,), _ffn_hidden(hidden, op.activation, op.dropout_rate, DTYPE_BYTES[op.dtype]))
+
+
+def _experts(op: ops.Op, n: Sizes) -> Saved:
+    assert isinstance(op, ops.ExpertFFN)
+    hidden = n("groups") * n("experts") * n("capacity") * n("mlp")
+    return Saved((0,), _ffn_hidden(hidden, op.activation, op.dropout_rate, DTYPE_BYTES[op.dtype]))
+
+
+def _router(op: ops.Op, n: Sizes) -> Saved:
+    """Its input and the float32 router probabilities."""
+    return Saved((0,), n("groups") * n("group_tokens") * n("experts") * 4)
+
+
+def _dispatch(op: ops.Op, n: Sizes) -> Saved:
+    """The int32 token index of every slot (the backward scatters slot gradients back)."""
+    return Saved((), n("groups") * n("experts") * n("capacity") * 4)
+
+
+def _combine(op: ops.Op, n: Sizes) -> Saved:
+    """Expert outputs (for the gate gradient) and router logits (for the output gradient)."""
+    return Saved((0, 1), 0)
+
+
+def _router_loss(op: ops.Op, n: Sizes) -> Saved:
+    return Saved((0,), 0)
+
+
+def _logits(op: ops.Op, n: Sizes) -> Saved:
+    return Saved((0,), 0)
+
+
+def _cross_entropy(op: ops.Op, n: Sizes) -> Saved:
+    """The float32 log-probabilities over the (local) vocabulary."""
+    return Saved((), n("batch") * n("length") * n("vocab") * 4)
+
+
+ActivationRule = Callable[[ops.Op, Sizes], Saved]
+
+ACTIVATION_RULES: dict[type[ops.Op], ActivationRule] = {
+    ops.Input: _nothing,
+    ops.Embed: _nothing,  # its backward needs only the token ids
+    ops.RelativeBias: _nothing,
+    ops.RMSNorm: _rms_norm,
+    ops.Attention: _attention,
+    ops.DenseFFN: _dense_ffn,
+    ops.Group: _nothing,
+    ops.Router: _router,
+    ops.Dispatch: _dispatch,
+    ops.ExpertFFN: _experts,
+    ops.Combine: _combine,
+    ops.Ungroup: _nothing,
+    ops.AuxLoss: _router_loss,
+    ops.RouterZLoss: _router_loss,
+    ops.Residual: _nothing,
+    ops.Dropout: _dropout,
+    ops.Logits: _logits,
+    ops.CrossEntropy: _cross_entropy,
+    ops.Loss: _nothing,
+    ops.Output: _nothing,
+    ops.AllReduce: _nothing,
+    ops.ReduceScatter: _nothing,
+    ops.AllGather: _nothing,
+    ops.AllToAll: _nothing,
+    ops.Shard: _nothing,
+    ops.BackwardAllReduce: _nothing,
+    ops.GradientAllReduce: _nothing,
+}
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    optimizer: str
+    activations_bytes: int  # for the spec's train.remat
+    activations_no_remat_bytes: int
+    activations_full_remat_bytes: int
+    remat: str
+    per_device_bytes: int  # params + grads + optimizer + activations
+    device_capacity_bytes: float | None = None  # of the hardware profile, when one is given
+    fits: bool | None = None  # per_device_bytes <= device_capacity_bytes
+
+
+def optimizer_state_elements(param: Param, layout: Layout, mesh: Mesh, optimizer: str, momentum: bool) -> int:
+    """float32 elements of optimizer state for one parameter on one device."""
+    local = local_numel(param.tensor, layout, mesh)
+    if optimizer == "adam":
+        return 2 * local
+    shape = [d.size for d in param.tensor.dims]
+    local_shape = [d.size // mesh.size(axes) for d, axes in zip(param.tensor.dims, layout.axes, strict=True)]
+    second = local
+    if len(shape) >= 2:
+        smaller, larger = sorted(range(len(shape)), key=lambda i: shape[i])[-2:]
+        if shape[smaller] >= ADAFACTOR_MIN_DIM_TO_FACTOR:
+            second = local // local_shape[larger] + local // local_shape[smaller]
+    return second + (local if momentum else 0)
+
+
+def _params_memory(graph: Graph) -> tuple[int, int]:
+    """(parameter bytes, optimizer bytes) on one device."""
+    meta = info(graph)
+    optimizer = meta.train.optimizer
+    momentum = optimizer.name == "adafactor" and bool(optimizer.beta1)
+    seen: set[str] = set()
+    params = state = 0
+    for op in all_ops(graph):
+        for param, layout in zip(op.params(), layout_of(graph, op.name).params, strict=True):
+            if param.name in seen:
+                continue
+            seen.add(param.name)
+            params += local_numel(param.tensor, layout, meta.mesh) * DTYPE_BYTES[param.tensor.dtype]
+            state += optimizer_state_elements(param, layout, meta.mesh, optimizer.name, momentum)
+    return params, state * DTYPE_BYTES[OPTIMIZER_STATE_DTYPE]
+
+
+def _activations(graph: Graph) -> tuple[int, int]:
+    """(bytes kept without remat, bytes kept with full remat) on one device."""
+    mesh = info(graph).mesh
+    kept_outputs: dict[str, int] = {}  # producer -> bytes of its output, counted once
+    internal: dict[str, int] = {}
+    block_of: dict[str, str | None] = {}
+    for node in graph.nodes:
+        op = op_of(graph, node)
+        layout = layout_of(graph, node)
+        block_of[node] = op.layer if op.in_block else None
+        saved = rule_for(ACTIVATION_RULES, "memory", op)(op, local_sizes(op, layout, mesh))
+        internal[node] = saved.internal
+        inputs = dict(data_inputs(graph, node))
+        for port in saved.inputs:
+            producer = inputs[port]
+            produced = op_of(graph, producer).output()
+            out_layout = layout_of(graph, producer).output
+            assert produced is not None and out_layout is not None
+            kept_outputs[producer] = local_bytes(produced, out_layout, mesh)
+
+    no_remat = sum(internal.values()) + sum(kept_outputs.values())
+
+    # Full remat: ops outside blocks keep what they kept; between the passes a block keeps only
+    # the tensors that enter it; while one block's backward runs, its activations exist again.
+    outside_internal = sum(size for node, size in internal.items() if block_of[node] is None)
+    between = {src: size for src, size in kept_outputs.items() if block_of[src] is None}
+    for src, dst, edge in graph.edges(data=True):
+        block = block_of[dst]
+        if edge.get("gradient") or block is None or block_of[src] == block:
+            continue
+        produced = op_of(graph, src).output()
+        out_layout = layout_of(graph, src).output
+        assert produced is not None and out_layout is not None
+        between[src] = local_bytes(produced, out_layout, mesh)
+    per_block: dict[str, int] = defaultdict(int)
+    for node, size in internal.items():
+        if block_of[node] is not None:
+            per_block[str(block_of[node])] += size
+    for src, size in kept_outputs.items():
+        if block_of[src] is not None:
+            per_block[str(block_of[src])] += size
+    full_remat = outside_internal + sum(between.values()) + max(per_block.values(), default=0)
+    return no_remat, full_remat
+
+
+def count_memory(graph: Graph) -> MemoryReport:
+    meta = info(graph)
+    params, optimizer = _params_memory(graph)
+    no_remat, full_remat = _activations(graph)
+    activations = full_remat if meta.train.remat == "full" else no_remat
+    return MemoryReport(
+        params_bytes=params,
+        grads_bytes=params,
+        optimizer_bytes=optimizer,
+        optimizer=meta.train.optimizer.name,
+        activations_bytes=activations,
+        activations_no_remat_bytes=no_remat,
+        activations_full_remat_bytes=full_remat,
+        remat=meta.train.remat,
+        per_device_bytes=2 * params + optimizer + activations,
+    )

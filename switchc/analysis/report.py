@@ -1,0 +1,339 @@
+"""The Report: every analysis of one spec in one frozen value, and its JSON, markdown, table and plot.
+
+    from switchc.analysis import report_for
+    report = report_for(load_spec("specs/switch-base.yaml"), hardware("tpuv3"))
+    json.dumps(report.to_json())
+
+JSON shape (version REPORT_VERSION; docs/cost-model.md describes every field): `version`,
+`spec`, `conventions`, `params`, `flops` (`model`, `executed`, `by_layer`, `by_op_kind`),
+`memory`, `comm` (`collectives[]`, `summary[]`), `time`, `layers[]`. Fields are added in later
+versions, never renamed or removed without a version bump.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+
+from switchc.analysis.comm import CommReport, count_comm
+from switchc.analysis.flops import FlopsReport, count_flops
+from switchc.analysis.hardware import Hardware
+from switchc.analysis.memory import MemoryReport, count_memory
+from switchc.analysis.params import ParamsReport, count_params
+from switchc.analysis.step_time import DEFAULT_MFU, TimeReport, estimate_time
+from switchc.ir.graph import Graph, GraphInfo, info
+from switchc.passes import lower
+from switchc.spec import Spec
+
+REPORT_VERSION = 1
+
+MEMORY_CONVENTIONS: tuple[str, ...] = (
+    "parameters and gradients in the model dtype; optimizer state in float32 (Adafactor: factored row and "
+    "column second moments for weights whose two largest dims are >= 128, as optax; Adam: two full moments)",
+    "activations: what each op's backward reads, each tensor once; with train.remat = full only block inputs "
+    "plus one block's activations",
+)
+COMM_CONVENTIONS: tuple[str, ...] = (
+    "bytes_per_device: the buffer one device contributes (the partial tensor of an all-reduce, the gathered "
+    "tensor of an all-gather, either side of an all-to-all); expert dispatch moves [groups, experts, capacity, "
+    "d_model] in the model dtype",
+    "time: ring all-reduce 2(n-1)/n*S/B + 2(n-1)*latency; reduce-scatter, all-gather and all-to-all "
+    "(n-1)/n*S/B + (n-1)*latency; full bisection bandwidth assumed; gradient all-reduces over the same "
+    "mesh axes are timed as one combined all-reduce",
+)
+
+
+@dataclass(frozen=True)
+class StackRouting:
+    stack: str
+    tokens_on_device: int
+    tokens_per_group: int
+    groups_per_device: int
+    capacity: int
+
+
+@dataclass(frozen=True)
+class SpecSummary:
+    name: str
+    description: str
+    devices: int
+    mesh: dict[str, int]
+    batch_size: int
+    inputs_length: int
+    targets_length: int
+    dtype: str
+    num_experts: int  # 0 for a dense model
+    top_k: int
+    capacity_factor: float
+    routing: tuple[StackRouting, ...]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    layer: str
+    params: int
+    model_forward_flops: int
+    executed_forward_flops_per_device: int
+    comm_bytes_per_device: int  # per train step, all phases
+
+
+@dataclass(frozen=True)
+class Report:
+    version: int
+    spec: SpecSummary
+    conventions: tuple[str, ...]
+    params: ParamsReport
+    flops: FlopsReport
+    memory: MemoryReport
+    comm: CommReport
+    time: TimeReport
+    layers: tuple[LayerRow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (the documented, versioned shape)."""
+        data: dict[str, Any] = dataclasses.asdict(self)
+        data["flops"].pop("conventions")  # listed once, at the top
+        return data
+
+
+def describe(meta: GraphInfo) -> str:
+    """One line: dense or Switch, shape, mesh."""
+    model = meta.model
+    blocks = f"{model.encoder_layers}+{model.decoder_layers} blocks"
+    shape = f"d_model {model.d_model}, d_ff {model.d_ff}, {model.num_heads} heads, {blocks}"
+    mesh = " x ".join(f"{axis}={size}" for axis, size in meta.mesh.axes)
+    if meta.moe is None:
+        return f"dense T5; {shape}; mesh {mesh}"
+    moe = meta.moe
+    routing = "Switch" if moe.top_k == 1 else f"MoE top-{moe.top_k}"
+    return f"{routing}, {moe.num_experts} experts every {moe.expert_every} FFN; {shape}; mesh {mesh}"
+
+
+def _spec_summary(meta: GraphInfo) -> SpecSummary:
+    moe = meta.moe
+    routing = tuple(
+        StackRouting(stack, r.tokens_on_device, r.tokens_per_group, r.groups_per_device, r.capacity)
+        for stack, r in meta.routing.items()
+    )
+    return SpecSummary(
+        name=meta.name,
+        description=describe(meta),
+        devices=meta.num_devices,
+        mesh=dict(meta.mesh.axes),
+        batch_size=meta.train.batch_size,
+        inputs_length=meta.train.inputs_length,
+        targets_length=meta.train.targets_length,
+        dtype=meta.model.dtype,
+        num_experts=moe.num_experts if moe else 0,
+        top_k=moe.top_k if moe else 0,
+        capacity_factor=moe.capacity_factor.train if moe else 0.0,
+        routing=routing,
+    )
+
+
+def analyse(graph: Graph, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
+    """Every analysis of a sharded graph, on hardware `hw` at matmul efficiency `mfu`."""
+    meta = info(graph)
+    params = count_params(graph)
+    flops = count_flops(graph)
+    found = count_memory(graph)
+    capacity = float(hw.profile.memory_bytes)
+    memory = dataclasses.replace(found, device_capacity_bytes=capacity, fits=found.per_device_bytes <= capacity)
+    comm = count_comm(graph, hw.profile)
+    time = estimate_time(flops, comm, hw, meta.model.dtype, mfu, meta.train.batch_size)
+    layer_params = {row.layer: row.params for row in params.by_layer}
+    layer_bytes: dict[str, int] = defaultdict(int)
+    for entry in comm.collectives:
+        layer_bytes[entry.layer] += entry.bytes_per_device * entry.count
+    layers = tuple(
+        LayerRow(
+            layer=row.layer,
+            params=layer_params.get(row.layer, 0),
+            model_forward_flops=row.model_forward,
+            executed_forward_flops_per_device=row.executed_forward_per_device,
+            comm_bytes_per_device=layer_bytes.get(row.layer, 0),
+        )
+        for row in flops.by_layer
+    )
+    conventions = (*flops.conventions, *MEMORY_CONVENTIONS, *COMM_CONVENTIONS, f"step time: {time.overlap}")
+    return Report(REPORT_VERSION, _spec_summary(meta), conventions, params, flops, memory, comm, time, layers)
+
+
+def report_for(spec: Spec, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
+    """Build, shard and verify the graph of `spec`, then analyse it."""
+    return analyse(lower(spec), hw, mfu)
+
+
+# ---- human-readable forms -----------------------------------------------------------------------
+
+
+def _count(value: float) -> str:
+    """1234567 -> '1.23M': three significant digits with an SI suffix."""
+    for suffix, scale in (("P", 1e15), ("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _bytes(value: float) -> str:
+    for suffix, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {suffix}"
+    return f"{value:.0f} B"
+
+
+def _seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value * 1e6:.3g} us"
+
+
+def summary_rows(report: Report) -> list[tuple[str, str]]:
+    """(metric, value) rows: what `switchc report` prints for one spec."""
+    p, f, m, c, t, s = report.params, report.flops, report.memory, report.comm, report.time, report.spec
+    fits = "fits" if m.fits else "does not fit"
+    rows = [
+        ("model", s.description),
+        ("devices", f"{s.devices}"),
+        ("params total", _count(p.total)),
+        ("params experts / other", f"{_count(p.experts)} / {_count(p.non_expert)}"),
+        ("params active per token", _count(p.active_per_token)),
+        ("FLOPs/seq forward, model", _count(f.model.forward_per_sequence)),
+        ("FLOPs/seq forward, Table 9 convention", _count(f.model.paper_forward_per_sequence)),
+        ("FLOPs/seq forward, executed", _count(f.executed.forward_per_sequence)),
+        ("FLOPs/step/device, model", _count(f.model.train_step_per_device)),
+        ("FLOPs/step/device, executed", _count(f.executed.train_step_per_device)),
+        (
+            "  forward / backward / recompute",
+            " / ".join(
+                _count(x)
+                for x in (
+                    f.executed.forward_per_device,
+                    f.executed.backward_per_device,
+                    f.executed.recompute_per_device,
+                )
+            ),
+        ),
+    ]
+    for r in s.routing:
+        rows.append(
+            (
+                f"routing {r.stack}",
+                f"groups/device {r.groups_per_device} x {r.tokens_per_group} tokens, capacity {r.capacity}",
+            )
+        )
+    rows += [
+        ("memory/device", f"{_bytes(m.per_device_bytes)} ({fits} in {_bytes(m.device_capacity_bytes or 0)})"),
+        (
+            "  params / grads / optimizer",
+            " / ".join(_bytes(x) for x in (m.params_bytes, m.grads_bytes, m.optimizer_bytes)),
+        ),
+        (f"  activations (remat {m.remat})", _bytes(m.activations_bytes)),
+        (
+            "  activations no remat / full remat",
+            f"{_bytes(m.activations_no_remat_bytes)} / {_bytes(m.activations_full_remat_bytes)}",
+        ),
+        ("comm/step/device", f"{_bytes(c.bytes_per_device)} in {sum(x.count for x in c.summary)} collectives"),
+    ]
+    for entry in c.summary:
+        rows.append(
+            (
+                f"  {entry.phase} {entry.kind} over {','.join(entry.mesh_axes)}",
+                f"{entry.count} x, {_bytes(entry.bytes_per_device)}, {_seconds(entry.seconds)}",
+            )
+        )
+    rows += [
+        (f"step time on {t.hardware} at {t.mfu:.0%} of peak", _seconds(t.step_seconds)),
+        (
+            "  compute fwd / bwd / recompute",
+            " / ".join(_seconds(x) for x in (t.forward_seconds, t.backward_seconds, t.recompute_seconds)),
+        ),
+        ("  exposed communication", _seconds(t.exposed_comm_seconds)),
+        ("sequences per second", f"{t.sequences_per_second:.4g}"),
+    ]
+    return rows
+
+
+def rich_table(reports: Sequence[Report]) -> Table:
+    """One column per report: several reports compare side by side."""
+    title = reports[0].spec.name if len(reports) == 1 else "comparison"
+    table = Table(title=f"switchc report: {title}", title_justify="left")
+    table.add_column("metric", no_wrap=True)
+    for report in reports:
+        table.add_column(report.spec.name, overflow="fold")
+    for metric, values in _aligned(reports):
+        table.add_row(metric, *values)
+    return table
+
+
+def _aligned(reports: Sequence[Report]) -> list[tuple[str, list[str]]]:
+    """Rows keyed by metric across reports, in first-seen order; '-' where a report lacks one."""
+    order: list[str] = []
+    values: dict[str, dict[int, str]] = defaultdict(dict)
+    for index, report in enumerate(reports):
+        previous: str | None = None
+        for metric, value in summary_rows(report):
+            if metric not in values:
+                # A metric only some reports have goes after the one it follows in theirs.
+                order.insert(order.index(previous) + 1 if previous else 0, metric)
+            values[metric][index] = value
+            previous = metric
+    return [(metric, [values[metric].get(i, "-") for i in range(len(reports))]) for metric in order]
+
+
+def to_markdown(reports: Sequence[Report]) -> str:
+    names = [r.spec.name for r in reports]
+    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for metric, values in _aligned(reports):
+        cells = [v.replace("|", "\\|") for v in values]
+        lines.append(f"| {metric.strip()} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Conventions:")
+    lines += [f"- {c}" for c in reports[0].conventions]
+    return "\n".join(lines) + "\n"
+
+
+def plot(reports: Sequence[Report], path: str) -> None:
+    """Per-layer FLOPs (model and executed per device) and communication bytes, one line per spec."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=False)
+    for report in reports:
+        rows = report.layers
+        x = range(len(rows))
+        top.plot(
+            x,
+            [r.model_forward_flops / report.spec.devices for r in rows],
+            marker=".",
+            label=f"{report.spec.name} model / devices",
+        )
+        top.plot(
+            x,
+            [r.executed_forward_flops_per_device for r in rows],
+            marker="x",
+            linestyle="--",
+            label=f"{report.spec.name} executed",
+        )
+        bottom.plot(x, [r.comm_bytes_per_device for r in rows], marker=".", label=report.spec.name)
+    labels = [r.layer for r in reports[0].layers]
+    for axis in (top, bottom):
+        axis.set_xticks(range(len(labels)))
+        axis.set_xticklabels(labels, rotation=90, fontsize=6)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    top.set_ylabel("forward FLOPs per device")
+    bottom.set_ylabel("bytes per device per step")
+    top.set_title("per layer: forward FLOPs (top), collective bytes (bottom)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,140 @@
+"""`switchc report` and `switchc graph`: what a model costs, and what its IR looks like."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from switchc.analysis import (
+    DEFAULT_HARDWARE,
+    DEFAULT_MFU,
+    REPORT_VERSION,
+    Report,
+    builtin_profiles,
+    hardware,
+    plot,
+    report_for,
+    rich_table,
+    to_markdown,
+)
+from switchc.cli.options import example, overrides
+from switchc.errors import PlainUserError
+from switchc.ir.build import build_graph
+from switchc.ir.dot import FORMATS, write_drawing
+from switchc.passes import lower, verify
+from switchc.spec import load_spec
+
+
+@click.command(
+    epilog=example(
+        "switchc report specs/switch-base.yaml",
+        "switchc report t5-base switch-base moe-base --hardware a100",
+        "switchc report switch-c --format json",
+        "switchc report switch-tiny --hardware cpu --plot layers.png",
+        "switchc report switch-base --set mesh.axes='{data: 4, expert: 8}' --mfu 0.4",
+        "switchc report switch-base --hardware-file my-gpus.yaml --hardware my-gpu",
+    )
+)
+@click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+@overrides
+@click.option(
+    "--hardware",
+    "hardware_name",
+    default=DEFAULT_HARDWARE,
+    show_default=True,
+    help=f"Hardware profile for the step time: {', '.join(builtin_profiles())}, or one from --hardware-file.",
+)
+@click.option(
+    "--hardware-file",
+    "hardware_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="YAML file of extra hardware profiles (the format of switchc/analysis/hardware.yaml); repeatable.",
+)
+@click.option(
+    "--mfu",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=DEFAULT_MFU,
+    show_default=True,
+    help="Fraction of peak FLOP/s the matmuls reach.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write per-layer FLOPs and bytes to this PNG.",
+)
+def report(
+    specs: tuple[str, ...],
+    overrides: tuple[str, ...],
+    hardware_name: str,
+    hardware_files: tuple[str, ...],
+    mfu: float,
+    fmt: str,
+    plot_path: Path | None,
+) -> None:
+    """Parameters, FLOPs, memory, communication and step time of each SPEC, side by side.
+
+    The conventions behind every number are listed in --format json and markdown output.
+    """
+    hw = hardware(hardware_name, hardware_files)
+    reports: list[Report] = [report_for(load_spec(name, overrides), hw, mfu) for name in specs]
+    if plot_path is not None:
+        _plot(reports, plot_path)
+    if fmt == "json":
+        if len(reports) == 1:
+            click.echo(json.dumps(reports[0].to_json(), indent=2))
+        else:
+            click.echo(json.dumps({"version": REPORT_VERSION, "reports": [r.to_json() for r in reports]}, indent=2))
+    elif fmt == "markdown":
+        click.echo(to_markdown(reports), nl=False)
+    else:
+        console = Console()
+        if not console.is_terminal:  # piped: keep long values on one line
+            console = Console(width=200)
+        console.print(rich_table(reports))
+
+
+def _plot(reports: list[Report], path: Path) -> None:
+    if not path.parent.is_dir():
+        raise PlainUserError(f"{path.parent} is not a directory")
+    try:
+        plot(reports, str(path))
+    except ImportError:
+        raise PlainUserError("--plot needs matplotlib", "pip install 'switchc[plot]'") from None
+    click.echo(f"wrote {path}", err=True)
+
+
+@click.command(
+    epilog=example(
+        "switchc graph switch-tiny -o switch-tiny.dot",
+        "switchc graph specs/switch-base.yaml -o switch-base.svg",
+        "switchc graph switch-tiny --set mesh.axes='{data: 2, expert: 4}' -o sharded.png",
+        "switchc graph switch-tiny --unsharded -o logical.dot",
+    )
+)
+@click.argument("spec", metavar="SPEC")
+@overrides
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Where to draw: {', '.join(FORMATS)} (.svg and .png need Graphviz's `dot`).",
+)
+@click.option("--unsharded", is_flag=True, help="Draw the graph before the sharding pass (no collectives).")
+def graph(spec: str, overrides: tuple[str, ...], output: Path, unsharded: bool) -> None:
+    """Draw the IR graph of SPEC: every op, and every collective once sharded."""
+    resolved = load_spec(spec, overrides)
+    drawn = verify(build_graph(resolved)) if unsharded else lower(resolved)
+    if not output.parent.is_dir():
+        raise PlainUserError(f"{output.parent} is not a directory")
+    write_drawing(drawn, output)
+    click.echo(f"wrote {output} ({drawn.number_of_nodes()} nodes)", err=True)
+
+
+COMMANDS = (report, graph)

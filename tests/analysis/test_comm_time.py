@@ -1,0 +1,120 @@
+"""Collective time formulas, gradient bucketing, the step-time breakdown, and hardware profiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchc.analysis import DEFAULT_HARDWARE, builtin_profiles, hardware, load_profiles, report_for
+from switchc.analysis.comm import COLLECTIVE_TIME, count_comm
+from switchc.analysis.flops import count_flops
+from switchc.analysis.step_time import estimate_time
+from switchc.errors import PlainUserError, UserError
+from switchc.passes import lower
+from tests.ir.tiny import tiny
+
+CPU = hardware("cpu")
+
+
+def test_ring_and_all_to_all_formulas() -> None:
+    hw = CPU.profile
+    bw, lat = hw.interconnect_bandwidth, hw.latency
+    size = 8 * 2**20
+    assert COLLECTIVE_TIME["all-reduce"](4, size, hw) == pytest.approx(2 * 3 / 4 * size / bw + 2 * 3 * lat)
+    for kind in ("all-gather", "reduce-scatter", "all-to-all"):
+        assert COLLECTIVE_TIME[kind](4, size, hw) == pytest.approx(3 / 4 * size / bw + 3 * lat)
+    assert COLLECTIVE_TIME["all-reduce"](1, size, hw) == 0
+
+
+def test_gradient_all_reduces_over_the_same_axes_pay_latency_once() -> None:
+    graph = lower(tiny("mesh.axes={data: 4}"))
+    comm = count_comm(graph, CPU.profile)
+    gradients = [e for e in comm.collectives if e.phase == "gradient"]
+    total = sum(e.bytes_per_device for e in gradients)
+    assert sum(e.seconds for e in gradients) == pytest.approx(COLLECTIVE_TIME["all-reduce"](4, total, CPU.profile))
+    assert comm.seconds_by_phase["gradient"] == pytest.approx(sum(e.seconds for e in gradients))
+    assert comm.bytes_per_device == sum(e.bytes_per_device * e.count for e in comm.collectives)
+
+
+def test_remat_runs_block_collectives_again() -> None:
+    plain = count_comm(lower(tiny("mesh.axes={data: 2, expert: 4}")), CPU.profile)
+    remat = count_comm(lower(tiny("mesh.axes={data: 2, expert: 4}", "train.remat=full")), CPU.profile)
+    recompute = [e for e in remat.collectives if e.phase == "recompute"]
+    assert len(recompute) == 4 and all(e.kind == "all-to-all" for e in recompute)
+    assert len(remat.collectives) == len(plain.collectives) + 4
+
+
+def test_step_time_is_compute_at_the_efficiency_plus_exposed_communication() -> None:
+    graph = lower(tiny("mesh.axes={data: 2, expert: 4}"))
+    flops, comm = count_flops(graph), count_comm(graph, CPU.profile)
+    time = estimate_time(flops, comm, CPU, "float32", 0.25, 32)
+    rate = CPU.profile.peak_flops.float32 * 0.25
+    assert time.compute_seconds == pytest.approx(flops.executed.train_step_per_device / rate)
+    phases = comm.seconds_by_phase
+    hidden = max(0.0, phases["gradient"] - time.backward_seconds - time.recompute_seconds)
+    assert time.exposed_comm_seconds == pytest.approx(
+        phases["forward"] + phases["backward"] + phases["recompute"] + hidden
+    )
+    assert time.step_seconds == pytest.approx(time.compute_seconds + time.exposed_comm_seconds)
+    assert time.sequences_per_second == pytest.approx(32 / time.step_seconds)
+    with pytest.raises(ValueError):
+        estimate_time(flops, comm, CPU, "float32", 0.0, 32)
+
+
+def test_builtin_profiles() -> None:
+    profiles = builtin_profiles()
+    assert {"tpuv3", "a100", "h100", "h200", "cpu"} <= set(profiles)
+    assert DEFAULT_HARDWARE in profiles
+    assert profiles["tpuv3"].profile.peak("bfloat16") == 123e12
+    assert profiles["h200"].profile.memory_bytes == 141e9
+    for found in profiles.values():
+        assert found.profile.source and found.profile.peak("float32") > 0
+
+
+USER = """\
+my-gpu:
+  description: a made-up accelerator
+  source: my own measurements
+  peak_flops: {bfloat16: 100.0e12, float32: 25.0e12}
+  memory_bytes: 64.0e9
+  memory_bandwidth: 2.0e12
+  interconnect_bandwidth: 100.0e9
+  latency: 4.0e-6
+"""
+
+
+def test_a_user_profile_is_used_by_name(tmp_path) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(USER)
+    found = hardware("my-gpu", [str(path)])
+    assert found.profile.peak("float32") == 25e12
+    assert set(load_profiles([str(path)])) >= {"my-gpu", "cpu"}
+    report = report_for(tiny(), found)
+    assert report.time.hardware == "my-gpu"
+
+
+@pytest.mark.parametrize(
+    "text,message,line,column",
+    [
+        (USER.replace("latency:", "latncy:"), "unknown key 'latncy' in my-gpu", 8, 3),
+        (USER.replace("4.0e-6", "-1"), "my-gpu.latency: must be > 0", 8, 12),
+        (USER.replace("64.0e9", "lots"), "my-gpu.memory_bytes: expected a number", 5, 17),
+        (USER.replace("  latency: 4.0e-6\n", ""), "my-gpu: missing 'latency'", 1, 1),
+        (USER.replace("float32: 25.0e12", "fp32: 25.0e12"), "unknown key 'fp32'", 4, 36),
+    ],
+)
+def test_a_user_profile_error_is_located(tmp_path, text: str, message: str, line: int, column: int) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        hardware("my-gpu", [str(path)])
+    diagnostic = next(d for d in info.value.diagnostics if message in d.message)
+    assert (diagnostic.span.line, diagnostic.span.column) == (line, column)
+    assert str(diagnostic.span).startswith(str(path))
+
+
+def test_unknown_profiles_and_files_are_plain_errors() -> None:
+    with pytest.raises(PlainUserError, match="unknown hardware profile 'h10'") as info:
+        hardware("h10")
+    assert info.value.hint == "did you mean 'h100'?"
+    with pytest.raises(PlainUserError, match="no such hardware file"):
+        hardware("cpu", ["/nonexistent/gpus.yaml"])

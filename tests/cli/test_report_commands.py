@@ -1,0 +1,152 @@
+"""`switchc report` and `switchc graph` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+from tests.ir.tiny import TINY
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def tiny_file(tmp_path: Path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return str(path)
+
+
+CONTRACT = [
+    ("params", "total"),
+    ("params", "active_per_token"),
+    ("flops", "model", "forward_per_sequence"),
+    ("flops", "model", "train_step_per_device"),
+    ("flops", "executed", "train_step_per_device"),
+    ("memory", "per_device_bytes"),
+    ("time", "step_seconds"),
+]
+
+
+def test_json_holds_the_documented_contract(tiny_file: str) -> None:
+    result = run(
+        "report", tiny_file, "--set", "mesh.axes={data: 2, expert: 4}", "--format", "json", "--hardware", "cpu"
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["version"] == 1
+    assert data["conventions"] and all(isinstance(c, str) for c in data["conventions"])
+    for path in CONTRACT:
+        value = data
+        for key in path:
+            value = value[key]
+        assert isinstance(value, (int, float)) and value > 0, path
+    collectives = data["comm"]["collectives"]
+    assert {"all-to-all", "all-reduce"} <= {c["kind"] for c in collectives}
+    for entry in collectives:
+        assert {"kind", "mesh_axes", "count", "bytes_per_device", "source", "layer", "span", "phase"} <= set(entry)
+    dispatch = next(c for c in collectives if c["kind"] == "all-to-all")
+    assert dispatch["mesh_axes"] == ["expert"] and dispatch["span"].startswith(tiny_file)
+
+
+def test_several_specs_compare_side_by_side(tiny_file: str) -> None:
+    result = run("report", "t5-base", "switch-base", "moe-base")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "metric" in line)
+    assert all(name in header for name in ("t5-base", "switch-base", "moe-base"))
+    assert "FLOPs/seq forward, Table 9 convention" in result.output
+    data = json.loads(run("report", "t5-base", tiny_file, "--format", "json").output)
+    assert [r["spec"]["name"] for r in data["reports"]] == ["t5-base", "tiny"]
+
+
+def test_markdown_lists_the_conventions(tiny_file: str) -> None:
+    result = run("report", tiny_file, "--format", "markdown", "--hardware", "h100")
+    assert result.exit_code == 0
+    assert result.output.startswith("| metric | tiny |")
+    assert "Conventions:" in result.output and "no causal halving" in result.output
+    assert "step time on h100" in result.output
+
+
+def test_plot_writes_a_png(tiny_file: str, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "layers.png"
+    result = run("report", tiny_file, "--plot", str(out))
+    assert result.exit_code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_user_hardware_file(tiny_file: str, tmp_path: Path) -> None:
+    profile = tmp_path / "hw.yaml"
+    profile.write_text(
+        "lab:\n  description: x\n  source: y\n  peak_flops: {bfloat16: 1.0e12, float32: 1.0e12}\n"
+        "  memory_bytes: 1.0e9\n  memory_bandwidth: 1.0e9\n  interconnect_bandwidth: 1.0e9\n  latency: 1.0e-6\n"
+    )
+    result = run("report", tiny_file, "--hardware-file", str(profile), "--hardware", "lab", "--format", "json")
+    assert json.loads(result.output)["time"]["hardware"] == "lab"
+    profile.write_text("lab:\n  description: x\n  peak_flop: 3\n")
+    result = run("report", tiny_file, "--hardware-file", str(profile), "--hardware", "lab")
+    assert result.exit_code == 2
+    assert f"{profile}:3:3: error: unknown key 'peak_flop'" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--hardware", "tpu3"], "unknown hardware profile 'tpu3'"),
+        (["--set", "moe.num_experts=7", "--set", "mesh.axes={expert: 2}"], "num_experts (7) is not divisible"),
+        (["--mfu", "1.5"], "1.5"),
+    ],
+)
+def test_user_errors_exit_2_without_a_traceback(tiny_file: str, args: list[str], message: str) -> None:
+    result = run("report", tiny_file, *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_graph_writes_dot(tiny_file: str, tmp_path: Path) -> None:
+    out = tmp_path / "g.dot"
+    result = run("graph", tiny_file, "--set", "mesh.axes={data: 2, expert: 4}", "-o", str(out))
+    assert result.exit_code == 0
+    text = out.read_text()
+    assert text.startswith('digraph "tiny" {')
+    assert '"encoder/1/experts" [label="ExpertFFN' in text
+    assert "AllToAll" in text and "style=dashed" in text
+    logical = tmp_path / "logical.dot"
+    run("graph", tiny_file, "--unsharded", "-o", str(logical))
+    assert "AllToAll" not in logical.read_text()
+
+
+@pytest.mark.parametrize("suffix,magic", [(".svg", b"<?xml"), (".png", b"\x89PNG")])
+def test_graph_renders_with_graphviz(tiny_file: str, tmp_path: Path, suffix: str, magic: bytes) -> None:
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+    out = tmp_path / f"g{suffix}"
+    result = run("graph", tiny_file, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(magic)
+
+
+def test_graph_without_graphviz_says_how_to_install_it(
+    tiny_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    result = run("graph", tiny_file, "-o", str(tmp_path / "g.svg"))
+    assert result.exit_code == 2
+    assert "apt-get install graphviz" in result.output
+
+
+def test_graph_rejects_an_unknown_format(tiny_file: str, tmp_path: Path) -> None:
+    result = run("graph", tiny_file, "-o", str(tmp_path / "g.pdf"))
+    assert result.exit_code == 2
+    assert "unknown format '.pdf'" in result.output
