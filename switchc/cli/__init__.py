@@ -37,9 +37,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from switchc.cli import report_commands, spec_commands
+    from switchc.cli import compile_commands, report_commands, spec_commands
 
-    for command in (*spec_commands.COMMANDS, *report_commands.COMMANDS):
+    for command in (*spec_commands.COMMANDS, *report_commands.COMMANDS, *compile_commands.COMMANDS):
         main.add_command(command)
 
 

@@ -1,0 +1,77 @@
+"""`switchc compile`: write a standalone training program for a spec."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from switchc.backends import BACKEND_NAMES, target
+from switchc.cli.options import example, overrides
+from switchc.errors import PlainUserError
+from switchc.spec import load_spec
+
+MARKER = ".switchc-program"  # marks a directory switchc wrote, which compile may replace
+
+
+def write_program(files: dict[str, str], output: Path) -> None:
+    """Write all files into `output` atomically: the directory appears complete or not at all.
+
+    An existing directory is replaced only if switchc wrote it; anything else is left alone.
+    """
+    if output.exists() and not (output / MARKER).is_file():
+        raise PlainUserError(
+            f"{output} exists and was not written by switchc compile",
+            "choose a new directory, or remove this one yourself",
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        for relative, text in files.items():
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        (staging / MARKER).write_text("written by switchc compile; the directory may be replaced\n")
+        if output.exists():
+            retired = output.with_name(f".{output.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            output.rename(retired)
+            staging.rename(output)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@click.command(
+    "compile",
+    epilog=example(
+        "switchc compile switch-tiny --backend jax -o out/switch-tiny   # then: python out/switch-tiny/train.py",
+        "switchc compile switch-tiny -o out/ep --set 'mesh.axes={data: 2, expert: 4}'",
+    ),
+)
+@click.argument("spec", metavar="SPEC")
+@overrides
+@click.option("--backend", type=click.Choice(BACKEND_NAMES), default="jax", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Program dir.")
+def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) -> None:
+    """Generate a standalone training program (model, launcher, runtime, resolved spec) into a directory.
+
+    The program needs only jax, optax and numpy: run it with `python DIR/train.py` (add
+    `--devices N` on a CPU host to fake the mesh's N devices; `--help` lists every flag).
+    """
+    resolved = load_spec(spec, overrides)
+    if backend != "jax":
+        raise PlainUserError(f"the {backend} backend cannot compile programs yet", "use --backend jax")
+    target(backend)  # the package exists; the generated program itself needs the framework at run time
+    from switchc.backends.jax.program import generate
+
+    files = generate(resolved)
+    write_program(files, output)
+    click.echo(f"wrote {len(files)} files to {output}; run: python {output / 'train.py'} --help")
+
+
+COMMANDS = (compile_,)
