@@ -20,7 +20,7 @@ _INSTRUCTION = re.compile(
 _ARRAY = re.compile(r"\b(?P<dtype>[a-z]+[0-9]*)\[(?P<dims>[0-9,]*)\]")
 _GROUPS_LIST = re.compile(r"replica_groups=\{(?P<groups>(?:\{[0-9,]*\},?)*)\}")
 _GROUPS_IOTA = re.compile(r"replica_groups=\[(?P<count>[0-9]+),(?P<size>[0-9]+)\]")
-_GROUPS_MESH = re.compile(r"replica_groups=mesh\[(?P<axes>[^\]]*)\]\s*\{(?P<over>[^}]*)\}")
+_GROUPS_MESH = re.compile(r"replica_groups=mesh\[(?P<axes>[^\]]*)\][^{]*\{(?P<over>[^}]*)\}")
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,43 @@ def collectives(hlo: str) -> list[HloCollective]:
             )
         )
     return found
+
+
+_DEFINITION = re.compile(r"^\s*(?:ROOT\s+)?%(?P<name>[\w.\-]+) = (?P<type>\S+?)(?:\{[^}]*\})? (?P<op>[\w\-]+)\(")
+_DOT = re.compile(r"dot\(%(?P<lhs>[\w.\-]+), %(?P<rhs>[\w.\-]+)\).*lhs_contracting_dims=\{(?P<contract>[0-9,]*)\}")
+
+
+def _dims(type_text: str) -> list[int]:
+    match = _ARRAY.search(type_text)
+    if match is None:
+        return []
+    return [int(d) for d in match["dims"].split(",") if d]
+
+
+def dot_flops(hlo: str) -> float:
+    """2 x multiply-adds of every dot in the module, fusions included (2 * |output| * |contraction|).
+
+    XLA's own cost analysis also counts elementwise work; this isolates the matmuls, which is
+    what the report's executed FLOPs count.
+    """
+    shapes: dict[str, list[int]] = {}
+    total = 0.0
+    for line in hlo.splitlines():
+        definition = _DEFINITION.match(line)
+        if definition is None:
+            continue
+        shapes[definition["name"]] = _dims(definition["type"])
+        if definition["op"] != "dot":
+            continue
+        dot = _DOT.search(line)
+        if dot is None:
+            raise ValueError(f"unreadable dot instruction: {line.strip()[:200]}")
+        lhs = shapes[dot["lhs"]]
+        contraction = 1
+        for index in filter(None, dot["contract"].split(",")):
+            contraction *= lhs[int(index)]
+        output = 1
+        for size in shapes[definition["name"]]:
+            output *= size
+        total += 2.0 * output * contraction
+    return total

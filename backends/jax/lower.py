@@ -139,12 +139,30 @@ def _input(low: _Lowering, node: str, op: ir.Op) -> None:
 
 
 def _embed(low: _Lowering, node: str, op: ir.Op) -> None:
+    """Embed. When both stacks read one shared table, the first lookup fetches both stacks' tokens
+    at once and each stack takes its slice: the table's gradient is then one scatter and one
+    all-reduce, where two lookups would be all-reduced one by one."""
     assert isinstance(op, ir.Embed)
-    (ids,) = low.inputs(node)
-    if _stack(op) == "decoder":
-        ids = f"layers.shift_right({ids})"
+    sharing = [n for n in low.graph.nodes if isinstance(e := op_of(low.graph, n), ir.Embed) and e.table == op.table]
     var = low.names.bind(node, _stream_var(op))
-    low.call(var, "layers.embed", f'params["{op.table}"]', ids)
+    if len(sharing) == 1:
+        low.call(var, "layers.embed", f'params["{op.table}"]', _embed_ids(low, node, op))
+        return
+    if node == sharing[0]:
+        ids = ", ".join(_embed_ids(low, n, op_of(low.graph, n)) for n in sharing)
+        low.emit("# One lookup for both stacks: the shared table's gradient is then reduced once.")
+        low.call("embedded", "layers.embed", f'params["{op.table}"]', f"jnp.concatenate([{ids}], axis=1)")
+    start = sum(op_of(low.graph, n).length for n in sharing[: sharing.index(node)])  # type: ignore[attr-defined]
+    low.emit(f"{var} = embedded[:, {start}:{start + op.length}]")
+
+
+def _embed_ids(low: _Lowering, node: str, op: ir.Op) -> str:
+    """The token ids an Embed reads, written from the batch (they may be read before their Input)."""
+    ((_, source),) = data_inputs(low.graph, node)
+    input_op = op_of(low.graph, source)
+    assert isinstance(input_op, ir.Input)
+    ids = f'batch["{input_op.source}"]'
+    return f"layers.shift_right({ids})" if _stack(op) == "decoder" else ids
 
 
 def _relative_bias(low: _Lowering, node: str, op: ir.Op) -> None:
@@ -154,6 +172,7 @@ def _relative_bias(low: _Lowering, node: str, op: ir.Op) -> None:
         var,
         "layers.position_bias",
         f'params["{op.name}/table"]',
+        'batch["inputs"].shape[0]',
         str(op.length),
         str(op.kv_length),
         f"bidirectional={op.bidirectional}",

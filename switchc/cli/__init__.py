@@ -37,9 +37,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from switchc.cli import compile_commands, report_commands, spec_commands
+    from switchc.cli import compile_commands, report_commands, spec_commands, verify_commands
 
-    for command in (*spec_commands.COMMANDS, *report_commands.COMMANDS, *compile_commands.COMMANDS):
+    commands = (spec_commands, report_commands, compile_commands, verify_commands)
+    for command in (c for module in commands for c in module.COMMANDS):
         main.add_command(command)
 
 

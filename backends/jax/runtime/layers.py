@@ -49,15 +49,22 @@ def relative_position_bucket(
 
 
 def position_bias(
-    table: jax.Array, query_length: int, key_length: int, *, bidirectional: bool, max_distance: int
+    table: jax.Array, batch: int, query_length: int, key_length: int, *, bidirectional: bool, max_distance: int
 ) -> jax.Array:
-    """[H, L, M] additive attention bias from a [buckets, H] table."""
+    """[B, H, L, M] additive attention bias from a [buckets, H] table.
+
+    The bias is the same for every row, yet it is gathered per row on purpose: its gradient then
+    flows back into a per-row copy of the small table, and the sum over rows (and devices) happens
+    on [buckets, H]. Gathered once for all rows, XLA would all-reduce the [H, L, M] gradient of
+    every layer before scattering it into the table, hundreds of times more bytes.
+    """
     query = jnp.arange(query_length)[:, None]
     key = jnp.arange(key_length)[None, :]
     buckets = relative_position_bucket(
         key - query, bidirectional=bidirectional, num_buckets=table.shape[0], max_distance=max_distance
     )
-    return jnp.transpose(table[buckets], (2, 0, 1))
+    rows = jnp.broadcast_to(table, (batch, *table.shape))  # [B, buckets, H]
+    return jnp.transpose(rows[:, buckets], (0, 3, 1, 2))
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
@@ -79,7 +86,7 @@ def attention(
 ) -> jax.Array:
     """Multi-head attention of x [B, L, D] over memory [B, M, D].
 
-    params: q, k, v [D, H, K]; o [H, K, D]. bias: [H, L, M] or None. mask: bool, broadcastable to
+    params: q, k, v [D, H, K]; o [H, K, D]. bias: [B, H, L, M], [H, L, M] or None. mask: bool, broadcastable to
     [B, H, L, M], True where attending is allowed. T5 does not scale logits by 1/sqrt(K).
     Dropout (training only) applies to the attention weights.
     """

@@ -63,6 +63,20 @@ def _shardings(model: ModuleType, mesh: Any) -> Any:
     )
 
 
+def _state_sharding(path: Any, shape: tuple[int, ...], model: ModuleType, rules: Any, mesh: Any) -> Any:
+    """The sharding of one optimizer-state leaf, from the parameter it belongs to (see build)."""
+    keys = [getattr(entry, "key", None) for entry in path]
+    name = next((key for key in reversed(keys) if key in model.PARAMS), None)
+    if name is not None:
+        param_shape, axes, _ = model.PARAMS[name]
+        if tuple(shape) == tuple(param_shape):
+            return rules.sharding(mesh, axes)
+        for dropped in range(len(param_shape)):
+            if tuple(shape) == tuple(param_shape[:dropped]) + tuple(param_shape[dropped + 1 :]):
+                return rules.sharding(mesh, axes[:dropped] + axes[dropped + 1 :])
+    return rules.sharding(mesh, ())
+
+
 def build(model: ModuleType, seed: int) -> dict[str, Any]:
     """Mesh, parameters, optimizer state and the jitted train step, all placed on the mesh."""
     import jax
@@ -90,13 +104,15 @@ def build(model: ModuleType, seed: int) -> dict[str, Any]:
         weight_decay=config.weight_decay,
         clip_grad_norm=config.clip_grad_norm,
     )
-    # Optimizer state follows its parameters where jit propagated a mesh sharding; what it left on
-    # one device (step counters, scalars) is replicated over the mesh.
-    opt_state = jax.jit(tx.init)(params)
-    opt_sharding = jax.tree.map(
-        lambda leaf: leaf.sharding if len(leaf.sharding.device_set) == mesh.size else replicated, opt_state
+    # Optimizer state lives where its parameter lives: a moment shaped like its parameter takes
+    # the parameter's sharding, a factored one (Adafactor's row or column statistics) the
+    # parameter's minus the dim it averages out, and scalars (step counts) are replicated.
+    # Left to jit, the moments come out replicated and every step all-gathers the gradients.
+    state_shapes = jax.eval_shape(tx.init, params)
+    opt_sharding = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: _state_sharding(path, leaf.shape, model, rules, mesh), state_shapes
     )
-    opt_state = jax.device_put(opt_state, opt_sharding)
+    opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
 
     def train_step(params: Any, opt_state: Any, batch: dict[str, Any], rng: Any) -> Any:
         def loss(p: Any) -> Any:

@@ -1,0 +1,164 @@
+"""`switchc verify --backend jax`: hold the cost report against XLA's own compiled program.
+
+The generated program compiles its train step (value_and_grad with every layer written out, so
+XLA's counts are whole) on the spec's mesh with fake CPU devices and dumps the optimized HLO and
+XLA's cost analysis (`train.py --dump-hlo`). This module compares:
+
+- FLOPs: the report's executed FLOPs per device (matmuls only, by its convention) with the
+  matmuls of XLA's optimized module (every `dot`, fusions included), and with
+  `compiled.cost_analysis()["flops"]`, which also counts elementwise work (norms, softmax,
+  activations, the optimizer update): a few percent more on small models, so it gets a looser
+  tolerance.
+- Collectives, per kind and group size (the devices that take part in each one): the all-to-all
+  count exactly and bytes within the tolerance; all-reduce, all-gather and reduce-scatter by total
+  bytes, since XLA combines many small gradient all-reduces into a few large ones. Collectives of
+  a few bytes (the step's scalar metrics) are listed but not held against the report.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .hlo import HloCollective, collectives, dot_flops
+
+SMALL_BYTES = 4096  # metrics and loss scalars: below this a collective is not compared
+
+
+@dataclass(frozen=True)
+class Comparison:
+    what: str  # "FLOPs per device", "all-to-all x4 (count)", ...
+    report: float
+    xla: float
+    tolerance: float  # relative; 0 means exact
+    note: str = ""
+
+    @property
+    def relative_error(self) -> float:
+        if self.report == self.xla:
+            return 0.0
+        return abs(self.xla - self.report) / max(abs(self.report), 1e-30)
+
+    @property
+    def ok(self) -> bool:
+        return self.relative_error <= self.tolerance
+
+
+@dataclass(frozen=True)
+class Verification:
+    spec_name: str
+    devices: int
+    comparisons: tuple[Comparison, ...]
+    xla_collectives: tuple[HloCollective, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.comparisons)
+
+
+def dump(program: Path, devices: int, out: Path, timeout: int = 900) -> tuple[str, dict[str, float]]:
+    """Run the program's --dump-hlo on `devices` fake CPU devices; (HLO text, cost analysis)."""
+    command = [sys.executable, "train.py", "--devices", str(devices), "--dump-hlo", str(out)]
+    result = subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` failed in {program}:\n{result.stderr[-4000:]}")
+    cost = json.loads((out / "cost_analysis.json").read_text())
+    return (out / "train_step.hlo.txt").read_text(), cost
+
+
+def _by_key(items: Sequence[tuple[str, int, int, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(kind, group size) -> (count, total bytes)."""
+    totals: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for kind, group, count, size in items:
+        totals[(kind, group)][0] += count
+        totals[(kind, group)][1] += count * size
+    return {key: (count, size) for key, (count, size) in totals.items()}
+
+
+def compare(
+    report: Mapping[str, Any],
+    hlo: str,
+    cost: Mapping[str, float],
+    *,
+    flops_tolerance: float,
+    total_flops_tolerance: float,
+    bytes_tolerance: float,
+) -> tuple[list[Comparison], list[HloCollective]]:
+    found = collectives(hlo)
+    executed = float(report["flops"]["executed"]["train_step_per_device"])
+    results = [
+        Comparison("matmul FLOPs per device (train step)", executed, dot_flops(hlo), flops_tolerance, "every dot"),
+        Comparison(
+            "all FLOPs per device (cost_analysis)",
+            executed,
+            float(cost["flops"]),
+            total_flops_tolerance,
+            "XLA adds elementwise work",
+        ),
+    ]
+    predicted = _by_key(
+        [
+            (c["kind"], int(c["group_size"]), int(c["count"]), int(c["bytes_per_device"]))
+            for c in report["comm"]["collectives"]
+            if int(c["group_size"]) > 1
+        ]
+    )
+    measured = _by_key(
+        [(c.kind, c.group_size, 1, c.bytes_per_device) for c in found if c.bytes_per_device > SMALL_BYTES]
+    )
+    for key in sorted(set(predicted) | set(measured)):
+        kind, group = key
+        want_count, want_bytes = predicted.get(key, (0, 0))
+        got_count, got_bytes = measured.get(key, (0, 0))
+        label = f"{kind} over {group} devices"
+        if kind == "all-to-all":
+            results.append(Comparison(f"{label}: count", want_count, got_count, 0.0))
+        results.append(
+            Comparison(
+                f"{label}: bytes per device",
+                want_bytes,
+                got_bytes,
+                bytes_tolerance,
+                f"{want_count} in the report, {got_count} in XLA's HLO",
+            )
+        )
+    return results, found
+
+
+def verify(
+    spec: Any,
+    report: Mapping[str, Any],
+    *,
+    flops_tolerance: float = 0.05,
+    total_flops_tolerance: float = 0.10,
+    bytes_tolerance: float = 0.02,
+    keep: Path | None = None,
+) -> Verification:
+    """Generate the spec's program, dump its compiled step, and compare it with `report`."""
+    from .program import generate
+
+    devices = spec.mesh.num_devices
+    with tempfile.TemporaryDirectory(prefix="switchc-verify-") as scratch:
+        work = keep or Path(scratch)
+        program = work / "program"
+        for relative, text in generate(spec).items():
+            path = program / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        hlo, cost = dump(program, devices, work / "hlo")
+    comparisons, found = compare(
+        report,
+        hlo,
+        cost,
+        flops_tolerance=flops_tolerance,
+        total_flops_tolerance=total_flops_tolerance,
+        bytes_tolerance=bytes_tolerance,
+    )
+    return Verification(spec.name, devices, tuple(comparisons), tuple(found))
