@@ -133,9 +133,9 @@ Rule = Callable[[_Lowering, str, ir.Op], None]
 
 
 def _input(low: _Lowering, node: str, op: ir.Op) -> None:
+    """Input: the batch's int32 [batch, length] token ids, read where they are used."""
     assert isinstance(op, ir.Input)
-    var = low.names.bind(node, op.source)
-    low.emit(f'{var} = batch["{op.source}"]  # int32 [batch, {op.source}_length]')
+    low.names.alias(node, f'batch["{op.source}"]')
 
 
 def _embed(low: _Lowering, node: str, op: ir.Op) -> None:
