@@ -37,9 +37,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from switchc.cli import compile_commands, report_commands, spec_commands, verify_commands
+    from switchc.cli import compile_commands, report_commands, spec_commands, train_commands, verify_commands
 
-    commands = (spec_commands, report_commands, compile_commands, verify_commands)
+    commands = (spec_commands, report_commands, compile_commands, verify_commands, train_commands)
     for command in (c for module in commands for c in module.COMMANDS):
         main.add_command(command)
 

@@ -1,0 +1,5 @@
+"""`python -m switchc` is the `switchc` command."""
+
+from switchc.cli import main
+
+main()
