@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
 import click
 
+from switchc.analysis import DEFAULT_HARDWARE, hardware, report_for
 from switchc.backends import BACKEND_NAMES, target
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
-from switchc.spec import load_spec
+from switchc.spec import Spec, load_spec
 
 MARKER = ".switchc-program"  # marks a directory switchc wrote, which compile may replace
+
+
+def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
+    """The generated program's files plus report.json, the cost report it was compiled with."""
+    if backend != "jax":
+        raise PlainUserError(f"the {backend} backend cannot compile programs yet", "use --backend jax")
+    target(backend)  # the package exists; the program itself needs the framework only to run
+    from switchc.backends.jax.program import generate
+
+    files = generate(spec)
+    report = report_for(spec, hardware(DEFAULT_HARDWARE)).to_json()
+    files["report.json"] = json.dumps(report, indent=2) + "\n"
+    return dict(sorted(files.items()))
 
 
 def write_program(files: dict[str, str], output: Path) -> None:
@@ -58,18 +73,12 @@ def write_program(files: dict[str, str], output: Path) -> None:
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="jax", show_default=True)
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Program dir.")
 def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) -> None:
-    """Generate a standalone training program (model, launcher, runtime, resolved spec) into a directory.
+    """Generate a standalone training program (model, launcher, runtime, resolved spec, cost report).
 
     The program needs only jax, optax and numpy: run it with `python DIR/train.py` (add
     `--devices N` on a CPU host to fake the mesh's N devices; `--help` lists every flag).
     """
-    resolved = load_spec(spec, overrides)
-    if backend != "jax":
-        raise PlainUserError(f"the {backend} backend cannot compile programs yet", "use --backend jax")
-    target(backend)  # the package exists; the generated program itself needs the framework at run time
-    from switchc.backends.jax.program import generate
-
-    files = generate(resolved)
+    files = program_files(load_spec(spec, overrides), backend)
     write_program(files, output)
     click.echo(f"wrote {len(files)} files to {output}; run: python {output / 'train.py'} --help")
 

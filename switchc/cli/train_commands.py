@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from switchc.backends import target
-from switchc.cli.compile_commands import write_program
+from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
 from switchc.spec import load_spec
@@ -39,12 +39,10 @@ def train(
     """Compile SPEC (default: the built-in switch-tiny) and train it on its data, printing progress."""
     resolved = load_spec(spec, overrides)
     target(backend).require()
-    from switchc.backends.jax.program import generate
-
     program = out / "program"
     if out.exists() and not (program / "train.py").is_file() and any(out.iterdir()):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
-    write_program(generate(resolved), program)
+    write_program(program_files(resolved, backend), program)
     command = [sys.executable, "train.py", "--out", str(out.resolve())]
     if steps is not None:
         command += ["--steps", str(steps)]

@@ -69,10 +69,13 @@ def test_output_is_formatted_and_lint_clean(tmp_path: Path) -> None:
     assert lint.returncode == 0, lint.stdout.decode()
 
 
-def test_resolved_spec_sits_beside_the_program_and_loads_back(tmp_path: Path) -> None:
+def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None:
     program = compile_program(tmp_path)
     beside = load_spec(str(program / "spec.yaml"))
     assert beside == load_spec("switch-tiny", [TINY[1], TINY[3]])
+    report = json.loads((program / "report.json").read_text())
+    assert report["spec"]["name"] == "switch-tiny"
+    assert report["flops"]["executed"]["train_step_per_device"] > 0
 
 
 def test_generated_code_never_imports_switchc(tmp_path: Path) -> None:
