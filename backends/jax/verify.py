@@ -111,7 +111,11 @@ def compare(
         ]
     )
     measured = _by_key(
-        [(c.kind, c.group_size, 1, c.bytes_per_device) for c in found if c.bytes_per_device > SMALL_BYTES]
+        [
+            (c.kind, c.group_size, 1, c.bytes_per_device)
+            for c in found
+            if c.bytes_per_device > SMALL_BYTES and c.group_size > 1  # singleton groups move nothing
+        ]
     )
     for key in sorted(set(predicted) | set(measured)):
         kind, group = key

@@ -86,13 +86,21 @@ def attention(
 ) -> jax.Array:
     """Multi-head attention of x [B, L, D] over memory [B, M, D].
 
-    params: q, k, v [D, H, K]; o [H, K, D]. bias: [B, H, L, M], [H, L, M] or None. mask: bool, broadcastable to
-    [B, H, L, M], True where attending is allowed. T5 does not scale logits by 1/sqrt(K).
-    Dropout (training only) applies to the attention weights.
+    params: q, k, v [D, H, K]; o [H, K, D]. bias: [B, H, L, M], [H, L, M] or None. mask: bool,
+    broadcastable to [B, H, L, M], True where attending is allowed. T5 does not scale logits by
+    1/sqrt(K). Dropout (training only) applies to the attention weights.
+
+    The projections that read the same input run as one einsum over stacked weights: with heads
+    split over a model axis, the input's gradient is then one partial sum, all-reduced once
+    (separate einsums leave one partial sum each, and XLA reduces each on its own).
     """
-    q = jnp.einsum("bld,dhk->bhlk", x, params["q"])
-    k = jnp.einsum("bmd,dhk->bhmk", memory, params["k"])
-    v = jnp.einsum("bmd,dhk->bhmk", memory, params["v"])
+    if memory is x:  # self-attention: q, k and v all read x
+        qkv = jnp.stack([params["q"], params["k"], params["v"]], axis=1)  # [D, 3, H, K]
+        q, k, v = jnp.einsum("bld,dthk->tbhlk", x, qkv)
+    else:  # cross-attention: q reads x, k and v read the memory
+        q = jnp.einsum("bld,dhk->bhlk", x, params["q"])
+        kv = jnp.stack([params["k"], params["v"]], axis=1)  # [D, 2, H, K]
+        k, v = jnp.einsum("bmd,dthk->tbhmk", memory, kv)
     logits = jnp.einsum("bhlk,bhmk->bhlm", q, k).astype(jnp.float32)
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
@@ -109,8 +117,9 @@ def dense_ffn(
     """T5 FFN: wi (or wi_0 and wi_1 when gated) [D, F], wo [F, D]; dropout on the hidden units."""
     if "wi" in params:
         hidden = activate(x @ params["wi"], None, activation)
-    else:
-        hidden = activate(x @ params["wi_0"], x @ params["wi_1"], activation)
+    else:  # gated: both input matrices in one einsum, so x's gradient is one partial sum (see attention)
+        h, h_gate = jnp.einsum("...d,dtf->t...f", x, jnp.stack([params["wi_0"], params["wi_1"]], axis=1))
+        hidden = activate(h, h_gate, activation)
     return dropout(hidden, dropout_rate, rng) @ params["wo"]
 
 

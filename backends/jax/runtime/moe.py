@@ -161,9 +161,9 @@ def expert_ffn(
         slots = lax.all_to_all(slots, tuple(expert_axes), 1, 0, tiled=True)
     if "wi" in params:
         hidden = activate(jnp.einsum("gecd,edf->gecf", slots, params["wi"]), None, activation)
-    else:
-        h = jnp.einsum("gecd,edf->gecf", slots, params["wi_0"])
-        h_gate = jnp.einsum("gecd,edf->gecf", slots, params["wi_1"])
+    else:  # gated: both input matrices in one einsum, so the slots' gradient is one partial sum
+        stacked = jnp.stack([params["wi_0"], params["wi_1"]], axis=1)  # [E, 2, D, F]
+        h, h_gate = jnp.einsum("gecd,etdf->tgecf", slots, stacked)
         hidden = activate(h, h_gate, activation)
     if dropout_rate > 0 and rng is not None:  # expert dropout (Table 4), training only
         keep = 1.0 - dropout_rate

@@ -56,17 +56,19 @@ def test_report_matches_xla(name: str, overrides: list[str], mesh: str) -> None:
     assert matmuls["what"].startswith("matmul FLOPs") and matmuls["relative_error"] <= 0.01
 
 
-def test_model_parallel_flops_and_all_to_all_match() -> None:
-    """With a model axis, FLOPs and all-to-alls agree; XLA's model-parallel all-reduces don't yet:
-    XLA (on CPU) all-reduces each partial input gradient on its own (the k and v paths of a
-    cross-attention, each decoder layer's share of the encoder output's gradient) where the report
-    sums them first and reduces once."""
-    found = verify(["moe.expert_every=1"], "{data: 1, expert: 2, model: 2}")
-    rows = {row["what"]: row for row in found["rows"]}
-    assert rows["matmul FLOPs per device (train step)"]["ok"]
-    assert rows["all FLOPs per device (cost_analysis)"]["ok"]
-    assert rows["all-to-all over 2 devices: count"]["ok"]
-    assert rows["all-to-all over 2 devices: bytes per device"]["ok"]
+MODEL_PARALLEL = [
+    ("top-1 every block, expert x model", ["moe.expert_every=1"], "{expert: 2, model: 2}"),
+    ("dense geglu, data x model", ["moe=null", "model.ffn_activation=geglu"], "{data: 2, model: 2}"),
+]
+
+
+@pytest.mark.parametrize("name, overrides, mesh", MODEL_PARALLEL, ids=[m[0] for m in MODEL_PARALLEL])
+def test_model_parallel_matches_xla(name: str, overrides: list[str], mesh: str) -> None:
+    """Heads, d_ff and the vocabulary split over a model axis: the forward and backward
+    all-reduces of Megatron-style model parallelism, counted and sized as XLA runs them."""
+    found = verify(overrides, mesh)
+    assert found["ok"], json.dumps([row for row in found["rows"] if not row["ok"]], indent=1)
+    assert any(row["what"].startswith("all-reduce over 2 devices") for row in found["rows"])
 
 
 def test_a_wrong_report_fails_with_status_1(monkeypatch: pytest.MonkeyPatch) -> None:
