@@ -1,0 +1,739 @@
+"""Time one training step of switchc's generated JAX program against Hugging Face's Switch Transformer.
+
+    .venv/bin/pip install -c ci/constraints.txt torch==2.13.0 transformers   # for this benchmark only
+    .venv/bin/python benchmarks/bench_step.py --json bench_step.json          # the full run (~7 min on 2 cores)
+    .venv/bin/python benchmarks/bench_step.py --quick                         # smoke test of the pipeline (1.5-2 min)
+
+One run measures, on this CPU (its speed drifts 15% or more between runs, so only ratios within
+one run mean anything):
+
+1. the float32 matmul peak (numpy and jax.jit, square 2048 matrices, median of 7) and the copy
+   bandwidth (256 MiB, read + write), at the start and again at the end of the run;
+2. the generated JAX program's train step (forward + backward + Adam, jitted as
+   runtime/loop.py builds it, one CPU device) for 1, 16 and 64 experts and a dense twin: the
+   program is made by `switchc compile` from a spec written here, compiled once ahead of time,
+   warmed up, then the median of --steps steps, each ended by block_until_ready;
+3. transformers' SwitchTransformersForConditionalGeneration (and T5ForConditionalGeneration as the
+   dense twin: HF's Switch config cannot express zero sparse layers) with the same sizes, in torch
+   eager on all cores: zero_grad + forward + backward + torch.optim.Adam step, median of --steps.
+
+The fixed config: d_model 512, d_ff 2048, 8 heads of d_kv 64, 4 + 4 blocks, a Switch layer in every
+2nd block, ReLU, vocabulary 8192, batch 8 x (256 inputs + 64 targets) random tokens, float32,
+dropout 0, Adam (lr 1e-3, betas 0.9/0.999) with a constant schedule.
+
+MFU = FLOPs per step / step time / the measured peak. For JAX the FLOPs are what the program
+executes, `flops.executed.train_step_per_device` of `switchc report` (experts over all
+capacity slots, padding included); XLA's own count from cost_analysis() is printed beside it.
+HF runs each expert on the tokens routed to it only (no padding), so its rows use switchc's
+model FLOPs (`flops.model.train_step_per_device`). Both drop tokens over capacity, HF far more at
+its default init, and an HF expert that no token reached gets no gradient and no Adam update, so
+the table also shows each side's dropped share and experts hit. Each measurement runs in its own
+subprocess (each program has its own `model` and `runtime` modules; memory is returned between cases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SWITCHC = Path(sys.executable).parent / "switchc"
+EXPERT_COUNTS = (1, 16, 64)
+REFERENCE_EXPERTS = 16  # the HF row every ratio is taken against
+STEP_SLOWDOWN_TARGET = 1.25  # issue: 16 experts at most 25% slower per step than 1
+BYTES_PER_PARAM_STEP = 40  # float32: forward reads W, backward reads W and writes dW, Adam reads p g m v, writes p m v
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The benchmarked model and batch; the fields are the spec's names."""
+
+    vocab_size: int = 8192
+    d_model: int = 512
+    d_ff: int = 2048
+    d_kv: int = 64
+    num_heads: int = 8
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    expert_every: int = 2
+    capacity_factor: float = 1.25  # switchc's training default (moe.capacity_factor.train)
+    min_capacity: int = 4  # switchc's default (moe.min_capacity)
+    batch_size: int = 8
+    inputs_length: int = 256
+    targets_length: int = 64
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * (self.inputs_length + self.targets_length)
+
+
+FULL = Shape()
+# --quick: the same pipeline on a model small enough to compile and run in seconds.
+QUICK = Shape(
+    vocab_size=512, d_model=64, d_ff=256, d_kv=16, num_heads=4, encoder_layers=2, decoder_layers=2, batch_size=2
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: write specs, compile programs, run every measurement in a subprocess, report.
+# ---------------------------------------------------------------------------------------------
+
+
+def spec_yaml(shape: Shape, num_experts: int | None) -> str:
+    """A spec for the benchmark; no moe section when num_experts is None (the dense twin)."""
+    moe = ""
+    if num_experts is not None:
+        moe = f"""
+moe:
+  num_experts: {num_experts}
+  expert_every: {shape.expert_every}
+  top_k: 1
+  capacity_factor: {{train: {shape.capacity_factor}, eval: 2.0}}
+  min_capacity: {shape.min_capacity}
+"""
+    return f"""# Written by benchmarks/bench_step.py; group_size is left at switchc's default.
+model:
+  vocab_size: {shape.vocab_size}
+  d_model: {shape.d_model}
+  d_ff: {shape.d_ff}
+  d_kv: {shape.d_kv}
+  num_heads: {shape.num_heads}
+  encoder_layers: {shape.encoder_layers}
+  decoder_layers: {shape.decoder_layers}
+  ffn_activation: relu
+  dropout_rate: 0.0
+  dtype: float32
+{moe}
+mesh:
+  axes: {{data: 1}}
+
+train:
+  batch_size: {shape.batch_size}
+  inputs_length: {shape.inputs_length}
+  targets_length: {shape.targets_length}
+  optimizer: {{name: adam, learning_rate: 0.001, schedule: constant}}
+
+data:  # not read: the benchmark feeds random tokens
+  source: shakespeare
+  tokenizer: byte
+"""
+
+
+def run_checked(command: list[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def prepare_case(workdir: Path, shape: Shape, num_experts: int | None) -> dict[str, Any]:
+    """Spec -> `switchc compile` program dir and `switchc report` JSON for one case."""
+    name = "dense" if num_experts is None else f"e{num_experts}"
+    spec = workdir / f"bench-{name}.yaml"
+    spec.write_text(spec_yaml(shape, num_experts), encoding="utf-8")
+    program = workdir / name
+    run_checked([str(SWITCHC), "compile", str(spec), "-o", str(program)])
+    report = json.loads(run_checked([str(SWITCHC), "report", str(spec), "--format", "json"]))
+    return {"experts": num_experts, "spec": spec, "program": program, "report": report}
+
+
+def run_worker(kind: str, config: dict[str, Any], xla_flags: str = "") -> dict[str, Any]:
+    """Run one measurement in a fresh Python; a failure is recorded, not raised."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if xla_flags:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--worker-config", json.dumps(config)]
+    print(f"  {kind} {config.get('label', '')} ...", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - start
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        tail = (result.stdout + result.stderr)[-2000:]
+        print(f"  {kind} {config.get('label', '')}: FAILED (exit {result.returncode})\n{tail}", flush=True)
+        return {"failed": True, "exit": result.returncode, "error_tail": tail, "wall_s": wall}
+    return {**json.loads(lines[-1][len("RESULT ") :]), "wall_s": wall}
+
+
+def resolved_moe(program: Path) -> dict[str, Any]:
+    """The moe section of the program's resolved spec.yaml (every default filled in by switchc)."""
+    import yaml
+
+    return yaml.safe_load((program / "spec.yaml").read_text(encoding="utf-8"))["moe"]
+
+
+def hf_expert_capacity(shape: Shape, num_experts: int) -> int:
+    """HF routes each sequence as its own group: switchc's capacity formula (eq. 3) on one input sequence."""
+    capacity = math.ceil(shape.inputs_length / num_experts * shape.capacity_factor)
+    return min(max(capacity, shape.min_capacity), shape.inputs_length)
+
+
+def timing_tasks(cases: dict[str, dict[str, Any]], shape: Shape, steps: int, warmup: int) -> list[tuple[str, dict]]:
+    """(worker, config) per row; each JAX case runs next to its HF twin, so a pair sees one machine speed."""
+    tasks: list[tuple[str, dict]] = []
+    for experts in (REFERENCE_EXPERTS, 1, 64, None):
+        case = cases["dense" if experts is None else f"e{experts}"]
+        label = "dense" if experts is None else str(experts)
+        common = {"experts": experts, "label": label, "steps": steps, "warmup": warmup}
+        tasks.append(("jax", {**common, "program": str(case["program"])}))
+        hf = {**common, "shape": asdict(shape)}
+        if experts is not None:
+            hf["expert_capacity"] = hf_expert_capacity(shape, experts)
+        tasks.append(("hf", hf))
+    return tasks
+
+
+def make_row(kind: str, config: dict[str, Any], result: dict[str, Any], case: dict[str, Any], shape: Shape) -> dict:
+    """One table row: the measurement plus the FLOPs it is divided by (see the module docstring)."""
+    experts = config["experts"]
+    if kind == "jax":
+        label, flops = "switchc JAX", case["report"]["flops"]["executed"]["train_step_per_device"]
+    else:
+        label = "HF SwitchTransformers" if experts is not None else "HF T5 (dense twin)"
+        flops = case["report"]["flops"]["model"]["train_step_per_device"]
+    row = {"kind": kind, "label": label, "experts": experts, "experts_label": config["label"], **result}
+    if not row.get("failed"):
+        row["flops"] = float(flops)
+        row["tokens_per_s"] = shape.tokens_per_step / row["step_s"]
+    return row
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def source_state() -> str:
+    """The commit benchmarked, and whether the generator had uncommitted edits."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
+        return result.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "switchc", "backends").splitlines()
+    return f"{head}" + (f" + uncommitted edits in {len(dirty)} file(s) of switchc/ and backends/" if dirty else "")
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("switchc", "jax", "jaxlib", "optax", "numpy", "torch", "transformers"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def fmt_load(load: tuple[float, float, float]) -> str:
+    return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)"
+
+
+def print_table(rows: list[dict[str, Any]], reference: dict[str, Any] | None, peak: float) -> None:
+    header = (
+        f"{'implementation':<22} {'experts':>7} {'step ms':>9} {'tokens/s':>9} {'vs HF-16':>8} "
+        f"{'GFLOP/step':>10} {'XLA GFLOP':>9} {'MFU':>6} {'setup s':>8} {'dropped':>7} {'experts hit':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        if row.get("failed"):
+            print(f"{row['label']:<22} {row['experts_label']:>7}  failed (exit {row['exit']})")
+            continue
+        ratio = row["tokens_per_s"] / reference["tokens_per_s"] if reference else float("nan")
+        xla = f"{row['xla_flops'] / 1e9:9.1f}" if row.get("xla_flops") else f"{'-':>9}"
+        mfu = row["flops"] / row["step_s"] / peak
+        step_ms, tokens = row["step_s"] * 1e3, fmt_rate(row["tokens_per_s"])
+        dropped = f"{row['dropped_fraction']:7.1%}" if "dropped_fraction" in row else f"{'-':>7}"
+        used = row.get("experts_used")
+        hit = f"{min(used)}-{max(used)}/{row['experts']}" if used else "-"
+        print(
+            f"{row['label']:<22} {row['experts_label']:>7} {step_ms:9.1f} {tokens:>9} {ratio:8.2f} "
+            f"{row['flops'] / 1e9:10.1f} {xla} {mfu:6.1%} {row['setup_s']:8.1f} {dropped} {hit:>11}"
+        )
+
+
+def routing_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    experts = report["spec"]["num_experts"]
+    for group in report["spec"]["routing"]:
+        tokens = group["tokens_per_group"]
+        lines.append(
+            f"    {group['stack']:<8} {group['groups_per_device']} group(s) of S = {tokens} tokens: "
+            f"S/E = {tokens / experts:g} tokens per expert on average, capacity C = {group['capacity']}, "
+            f"E*C = {experts * group['capacity']} slots"
+        )
+    return lines
+
+
+def print_semantics(cases: dict[str, dict[str, Any]], shape: Shape) -> None:
+    moe = resolved_moe(cases[f"e{REFERENCE_EXPERTS}"]["program"])
+    factor = moe["capacity_factor"]["train"]
+    print(
+        f"switchc: default moe.group_size = {moe['group_size']} (a routing group is the largest divisor of a "
+        "stack's tokens up to that);"
+    )
+    print(
+        f"  capacity C = min(max(ceil(S / E * {factor}), {moe['min_capacity']}), S) slots per expert and group "
+        "of S tokens (eq. 3); every expert runs on all its C slots, filled or not:"
+    )
+    for experts in EXPERT_COUNTS:
+        print(f"  E = {experts}:")
+        for line in routing_lines(cases[f"e{experts}"]["report"]):
+            print(line)
+    capacities = ", ".join(f"{hf_expert_capacity(shape, e)} (E={e})" for e in EXPERT_COUNTS)
+    print(
+        "HF: capacity counts per sequence (cumsum over the sequence axis) with one expert_capacity for encoder and "
+        f"decoder: min(max(ceil({shape.inputs_length} / E * {shape.capacity_factor}), {shape.min_capacity}), "
+        f"{shape.inputs_length}) = {capacities}; each expert runs on its routed tokens only"
+    )
+    print(
+        f"HF: torch eager, torch.set_num_threads({os.cpu_count()}) (all cores), torch.optim.Adam defaults "
+        "(for-loop implementation on CPU), loss with router z- and aux losses (output_router_logits=True)"
+    )
+    print(
+        "HF: its own init (router normal(0, 1); switchc: std sqrt(0.1 / d_model)); the scale does not change "
+        "which expert a token picks (argmax), so routing balance comes from the hidden states"
+    )
+
+
+def explain_many_experts(
+    cases: dict[str, dict[str, Any]], rows: dict[int | None, dict], shape: Shape, peak: float, bandwidth: float
+) -> list[str]:
+    """Why the 64-expert step is slow: tiny matmuls per expert and parameter traffic, in numbers."""
+    report, row = cases["e64"]["report"], rows[64]
+    params, expert_params = report["params"]["total"], report["params"]["experts"]
+    d, f = shape.d_model, shape.d_ff
+    balance = peak / bandwidth
+    lines = [f"64 experts, arithmetic (peak {peak / 1e9:.1f} GFLOP/s, copy bandwidth {bandwidth / 1e9:.1f} GB/s):"]
+    lines += routing_lines(report)
+    for group in report["spec"]["routing"]:
+        c = group["capacity"]
+        # One expert's first matmul on its C slots: [C, D] x [D, F], float32 weights and activations.
+        intensity = 2 * c * d * f / (4 * (d * f + c * d + c * f))
+        # A whole step per expert weight: 6 FLOPs per slot (fwd, bwd data, bwd weight) over its bytes moved.
+        per_weight = 6 * c / BYTES_PER_PARAM_STEP
+        lines.append(
+            f"    {group['stack']} expert matmul [C={c}, {d}] x [{d}, {f}]: 2CDF / 4(DF + CD + CF) B = "
+            f"{intensity:.1f} FLOP/B; whole step per expert weight: 6C FLOP / {BYTES_PER_PARAM_STEP} B = "
+            f"{per_weight:.1f} FLOP/B; machine balance peak / bandwidth = {balance:.1f} FLOP/B"
+        )
+    traffic = BYTES_PER_PARAM_STEP * params
+    lines += [
+        f"    parameters {params / 1e6:.1f}M, experts {expert_params / 1e6:.1f}M ({expert_params * 4 / 2**30:.2f} GiB "
+        "float32); gradients and Adam's two moments add 3x that",
+        f"    parameter traffic ~ {BYTES_PER_PARAM_STEP} B/param/step (fwd reads W; bwd reads W, writes dW; Adam reads "
+        f"p g m v, writes p m v) = {traffic / 1e9:.1f} GB = {traffic / bandwidth * 1e3:.0f} ms at the copy bandwidth",
+        f"    compute: {row['flops'] / 1e9:.1f} GFLOP executed = {row['flops'] / peak * 1e3:.0f} ms at peak; "
+        f"measured step {row['step_s'] * 1e3:.0f} ms",
+    ]
+    reference = rows.get(REFERENCE_EXPERTS)
+    if reference is not None and not reference.get("failed"):
+        extra_params = params - cases[f"e{REFERENCE_EXPERTS}"]["report"]["params"]["total"]
+        extra_flops = row["flops"] - reference["flops"]
+        predicted = BYTES_PER_PARAM_STEP * extra_params / bandwidth + extra_flops / peak
+        lines.append(
+            f"    64 vs 16 experts: +{extra_params / 1e6:.0f}M parameters -> +{predicted * 1e3:.0f} ms predicted "
+            f"(traffic at bandwidth, +{extra_flops / 1e9:.1f} GFLOP at peak); measured "
+            f"{(row['step_s'] - reference['step_s']) * 1e3:+.0f} ms"
+        )
+    return lines
+
+
+def print_targets(jax_rows: dict[int | None, dict], reference: dict[str, Any] | None) -> dict[str, bool]:
+    results: dict[str, bool] = {}
+    jax16, jax1 = jax_rows[REFERENCE_EXPERTS], jax_rows[1]
+    print("targets:")
+    if reference is None or jax16.get("failed"):
+        print("  [----] generated JAX >= HF tokens/s at 16 experts: not measured")
+    else:
+        ok = results["jax_ge_hf_at_16"] = jax16["tokens_per_s"] >= reference["tokens_per_s"]
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] generated JAX >= HF tokens/s at 16 experts: "
+            f"{fmt_rate(jax16['tokens_per_s'])} vs {fmt_rate(reference['tokens_per_s'])} tokens/s "
+            f"(x{jax16['tokens_per_s'] / reference['tokens_per_s']:.2f})"
+        )
+    if jax16.get("failed") or jax1.get("failed"):
+        print(f"  [----] JAX step with 16 experts <= {STEP_SLOWDOWN_TARGET} x with 1 expert: not measured")
+    else:
+        slowdown = jax16["step_s"] / jax1["step_s"]
+        ok = results["jax_16_within_25pct_of_1"] = slowdown <= STEP_SLOWDOWN_TARGET
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] JAX step with 16 experts <= {STEP_SLOWDOWN_TARGET} x with 1 expert: "
+            f"{jax16['step_s'] * 1e3:.0f} ms / {jax1['step_s'] * 1e3:.0f} ms = {slowdown:.2f}"
+        )
+    return results
+
+
+def print_peaks(peak_start: dict[str, Any], peak_end: dict[str, Any]) -> tuple[float, float]:
+    """Both measurements, and the mean of start and end used for MFU and the arithmetic."""
+    measured = [p for p in (peak_start, peak_end) if not p.get("failed")]
+    for name, p in (("start", peak_start), ("end", peak_end)):
+        if p.get("failed"):
+            print(f"matmul peak ({name}): failed")
+            continue
+        print(
+            f"matmul peak ({name}): numpy {p['numpy_flops'] / 1e9:.1f}, jax {p['jax_flops'] / 1e9:.1f} GFLOP/s "
+            f"(float32 {p['matmul_size']}^3, median of {p['repeats']}); "
+            f"copy bandwidth {p['copy_bandwidth'] / 1e9:.1f} GB/s"
+        )
+    if not measured:
+        raise SystemExit("the matmul peak could not be measured")
+    peak = statistics.mean(p["peak_flops"] for p in measured)
+    bandwidth = statistics.mean(p["copy_bandwidth"] for p in measured)
+    print(f"peak used for MFU: {peak / 1e9:.1f} GFLOP/s (mean of start and end, each the faster library's median)")
+    return peak, bandwidth
+
+
+def main_parent(args: argparse.Namespace) -> None:
+    shape = QUICK if args.quick else FULL
+    steps = args.steps if args.steps is not None else (2 if args.quick else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    # --quick checks the pipeline only: XLA skips its backend optimizations to compile faster.
+    xla_flags = "--xla_backend_optimization_level=0" if args.quick else ""
+    load_before, started = os.getloadavg(), time.perf_counter()
+    mode = f" --quick (small sizes, XLA_FLAGS={xla_flags}: the timings mean nothing)" if args.quick else ""
+    print(f"bench_step{mode}: {steps} timed steps after {warmup} warm-up steps per case")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+    print(f"source: {source_state()}")
+    print(f"load average before: {fmt_load(load_before)}")
+    print(f"config: {asdict(shape)}; {shape.tokens_per_step} tokens/step")
+
+    print("measuring matmul peak and copy bandwidth (start)", flush=True)
+    peak_start = run_worker("peak", {"quick": args.quick, "label": "start"})
+    with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
+        cases = {("dense" if e is None else f"e{e}"): prepare_case(Path(tmp), shape, e) for e in (*EXPERT_COUNTS, None)}
+        print_semantics(cases, shape)
+        print("timing, one case at a time, each in its own process (compile, warm up, timed steps):", flush=True)
+        tasks = timing_tasks(cases, shape, steps, warmup)
+        results = [run_worker(kind, config, xla_flags if kind == "jax" else "") for kind, config in tasks]
+    print("measuring matmul peak and copy bandwidth (end)", flush=True)
+    peak_end = run_worker("peak", {"quick": args.quick, "label": "end"})
+    load_after, elapsed = os.getloadavg(), time.perf_counter() - started
+
+    rows = []
+    for (kind, config), result in zip(tasks, results, strict=True):
+        case = cases["dense" if config["experts"] is None else f"e{config['experts']}"]
+        rows.append(make_row(kind, config, result, case, shape))
+    jax_rows = {row["experts"]: row for row in rows if row["kind"] == "jax"}
+    hf_rows = {row["experts"]: row for row in rows if row["kind"] == "hf"}
+    reference = hf_rows[REFERENCE_EXPERTS] if not hf_rows[REFERENCE_EXPERTS].get("failed") else None
+
+    print()
+    peak, bandwidth = print_peaks(peak_start, peak_end)
+    print()
+    order = (None, *EXPERT_COUNTS)
+    print_table([jax_rows[e] for e in order] + [hf_rows[e] for e in order], reference, peak)
+    print(
+        "GFLOP/step: switchc JAX = flops.executed (all capacity slots); HF = flops.model (routed tokens only). "
+        "XLA GFLOP = compiled.cost_analysis()['flops']. setup s = JAX init + ahead-of-time compile, HF model build. "
+        "tokens/s counts inputs + targets. dropped: tokens over capacity (JAX: the last timed step; HF: one more "
+        "forward pass after it), mean over Switch layers; experts hit: experts that got a token, fewest-most over "
+        "Switch layers."
+    )
+    updated = [(e, hf_rows[e].get("expert_params_updated")) for e in EXPERT_COUNTS]
+    if any(share is not None for _, share in updated):
+        shares = ", ".join(f"E={e}: {share:.0%}" for e, share in updated if share is not None)
+        print(f"HF expert weights with a gradient in the last step (torch's Adam skips the others): {shares}")
+    print()
+    targets = print_targets(jax_rows, reference)
+    if not jax_rows[64].get("failed"):
+        print()
+        print("\n".join(explain_many_experts(cases, jax_rows, shape, peak, bandwidth)))
+    print()
+    print(f"load average after: {fmt_load(load_after)}")
+    print(f"total wall time {elapsed:.0f} s")
+
+    if args.json is not None:
+        payload = {
+            "command": " ".join(sys.argv),
+            "source": source_state(),
+            "quick": args.quick,
+            "steps": steps,
+            "warmup": warmup,
+            "shape": asdict(shape),
+            "versions": versions(),
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "peak_start": peak_start,
+            "peak_end": peak_end,
+            "peak_flops_used": peak,
+            "copy_bandwidth_used": bandwidth,
+            "hf_expert_capacity": {e: hf_expert_capacity(shape, e) for e in EXPERT_COUNTS},
+            "routing": {key: case["report"]["spec"].get("routing") for key, case in cases.items()},
+            "rows": rows,
+            "targets": targets,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: each runs in its own process and prints one `RESULT {json}` line.
+# ---------------------------------------------------------------------------------------------
+
+
+def median_time(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float]]:
+    """Median wall time of `steps` calls after `warmup` untimed ones; run_once must block until done."""
+    for _ in range(warmup):
+        run_once()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def random_batch(shape: dict[str, int], seed: int = 0) -> dict[str, Any]:
+    """Token ids in [1, vocab): no padding (0), so every position counts in both implementations."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab, batch = shape["vocab_size"], shape["batch_size"]
+    return {
+        "inputs": rng.integers(1, vocab, (batch, shape["inputs_length"]), dtype=np.int32),
+        "targets": rng.integers(1, vocab, (batch, shape["targets_length"]), dtype=np.int32),
+    }
+
+
+def worker_peak(config: dict[str, Any]) -> dict[str, Any]:
+    """float32 matmul FLOP/s (numpy's BLAS and XLA's dot) and copy bandwidth: medians of several reps."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    size, repeats, mebibytes = (1024, 3, 64) if config["quick"] else (2048, 7, 256)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    numpy_s, _ = median_time(lambda: a @ b, repeats, warmup=1)
+
+    matmul = jax.jit(jnp.dot)
+    ja, jb = jax.device_put(a), jax.device_put(b)
+    jax_s, _ = median_time(lambda: matmul(ja, jb).block_until_ready(), repeats, warmup=1)
+
+    src = np.ones(mebibytes * 2**20 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    copy_s, _ = median_time(lambda: np.copyto(dst, src), repeats, warmup=1)
+
+    flops = 2 * size**3
+    numpy_flops, jax_flops = flops / numpy_s, flops / jax_s
+    return {
+        "matmul_size": size,
+        "repeats": repeats,
+        "numpy_flops": numpy_flops,
+        "jax_flops": jax_flops,
+        "peak_flops": max(numpy_flops, jax_flops),
+        "copy_bandwidth": 2 * src.nbytes / copy_s,  # every byte read once and written once
+    }
+
+
+def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
+    """The generated program's jitted train step (runtime/loop.py build()) on one CPU device."""
+    sys.path.insert(0, config["program"])
+    import jax
+    import model  # the generated program's model.py
+    from runtime import loop  # and its runtime package
+
+    setup_start = time.perf_counter()
+    state = loop.build(model, seed=0)
+    params, opt_state = state["params"], state["opt_state"]
+    cfg = model.CONFIG
+    shape = {name: getattr(cfg, name) for name in ("vocab_size", "batch_size", "inputs_length", "targets_length")}
+    batch = {name: jax.device_put(value, state["batch_sharding"][name]) for name, value in random_batch(shape).items()}
+    rng = jax.random.key(1)
+    compiled = state["step"].lower(params, opt_state, batch, rng).compile()
+    setup_s = time.perf_counter() - setup_start
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older jax: one dict per program
+        cost = cost[0]
+
+    step_index = 0
+    metrics: dict[str, Any] = {}
+
+    def step() -> None:
+        nonlocal params, opt_state, metrics, step_index
+        params, opt_state, metrics = compiled(params, opt_state, batch, jax.random.fold_in(rng, step_index))
+        jax.block_until_ready((params, opt_state, metrics))
+        step_index += 1
+
+    step_s, times = median_time(step, config["steps"], config["warmup"])
+    return {
+        "step_s": step_s,
+        "times_s": times,
+        "setup_s": setup_s,
+        "xla_flops": float(cost.get("flops", 0.0)),
+        "loss": float(metrics["loss"]),
+        "devices": len(jax.devices()),
+        **jax_routing(metrics),
+    }
+
+
+def jax_routing(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The last step's routing: share of tokens over capacity, and experts that got a token, per layer."""
+    import numpy as np
+
+    if "dropped_fraction" not in metrics:
+        return {}
+    counts = [np.asarray(value) for name, value in sorted(metrics.items()) if name.startswith("tokens_per_expert/")]
+    return {
+        "dropped_fraction": float(metrics["dropped_fraction"]),
+        "experts_used": [int((count > 0).sum()) for count in counts],
+    }
+
+
+def hf_model(shape: dict[str, Any], experts: int | None, expert_capacity: int | None) -> Any:
+    """HF's Switch Transformer with the benchmark's sizes; T5 (v1.1-style, ReLU) when experts is None."""
+    from transformers import (
+        SwitchTransformersConfig,
+        SwitchTransformersForConditionalGeneration,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    common = {
+        "vocab_size": shape["vocab_size"],
+        "d_model": shape["d_model"],
+        "d_kv": shape["d_kv"],
+        "d_ff": shape["d_ff"],
+        "num_layers": shape["encoder_layers"],
+        "num_decoder_layers": shape["decoder_layers"],
+        "num_heads": shape["num_heads"],
+        "dropout_rate": 0.0,
+        "tie_word_embeddings": False,  # switchc's default (T5 v1.1): a separate output projection
+        "decoder_start_token_id": 0,
+    }
+    if experts is None:
+        return T5ForConditionalGeneration(T5Config(**common, feed_forward_proj="relu"))
+    config = SwitchTransformersConfig(
+        **common,
+        num_experts=experts,
+        expert_capacity=expert_capacity,
+        # HF places a sparse block at i % (layers // sparse_layers) == 1: blocks 1 and 3 of 4, as expert_every 2.
+        num_sparse_encoder_layers=shape["encoder_layers"] // shape["expert_every"],
+        num_sparse_decoder_layers=shape["decoder_layers"] // shape["expert_every"],
+        dense_act_fn="relu",
+    )
+    return SwitchTransformersForConditionalGeneration(config)
+
+
+def worker_hf(config: dict[str, Any]) -> dict[str, Any]:
+    """HF in torch eager: zero_grad, forward (loss incl. router losses), backward, Adam step."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    shape, experts = config["shape"], config["experts"]
+    setup_start = time.perf_counter()
+    model = hf_model(shape, experts, config.get("expert_capacity"))
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    setup_s = time.perf_counter() - setup_start
+    batch = {name: torch.from_numpy(value).long() for name, value in random_batch(shape).items()}
+    extra = {"output_router_logits": True} if experts is not None else {}
+    losses: list[float] = []
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        out = model(input_ids=batch["inputs"], labels=batch["targets"], **extra)
+        out.loss.backward()
+        optimizer.step()
+        losses.append(float(out.loss.detach()))
+
+    step_s, times = median_time(step, config["steps"], config["warmup"])
+    sparse = [
+        i for i, block in enumerate(model.encoder.block) if getattr(block.layer[-1], "is_sparse", False)
+    ]  # which encoder blocks hold experts
+    # Expert weights that got a gradient in the last step: an expert no token reached has none,
+    # and torch's Adam skips a parameter without a gradient.
+    expert_weights = [p for name, p in model.named_parameters() if ".experts." in name]
+    updated = sum(p.numel() for p in expert_weights if p.grad is not None)
+    routing = hf_routing(model, batch) if experts is not None else {}
+    return {
+        "step_s": step_s,
+        "times_s": times,
+        "setup_s": setup_s,
+        "loss": losses[-1],
+        "threads": torch.get_num_threads(),
+        "attn_implementation": model.config._attn_implementation,
+        "sparse_encoder_blocks": sparse,
+        "params": sum(p.numel() for p in model.parameters()),
+        "expert_params_updated": updated / max(sum(p.numel() for p in expert_weights), 1),
+        **routing,
+    }
+
+
+def hf_routing(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """One more forward pass after the timed steps, with hooks on the routers: the share of tokens
+    over capacity (HF's router zeroes their one-hot row) and the experts that got a token, per layer."""
+    import torch
+    from transformers.models.switch_transformers.modeling_switch_transformers import SwitchTransformersTop1Router
+
+    routed, used = [], []
+
+    def record(module: Any, inputs: Any, output: Any) -> None:
+        expert_index = output[0]  # [batch, length, experts] one-hot, all zero where the token was dropped
+        counts = expert_index.sum(dim=(0, 1))
+        routed.append(float(counts.sum()) / (expert_index.shape[0] * expert_index.shape[1]))
+        used.append(int((counts > 0).sum()))
+
+    routers = [m for m in model.modules() if isinstance(m, SwitchTransformersTop1Router)]
+    hooks = [router.register_forward_hook(record) for router in routers]
+    with torch.no_grad():
+        model(input_ids=batch["inputs"], labels=batch["targets"])
+    for hook in hooks:
+        hook.remove()
+    return {"dropped_fraction": 1.0 - statistics.mean(routed), "experts_used": used}
+
+
+WORKERS = {"peak": worker_peak, "jax": worker_jax, "hf": worker_hf}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default 10; --quick 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 2; --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: smoke-test the pipeline in about a minute")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every number here")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-config", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        result = WORKERS[args.worker](json.loads(args.worker_config))
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    for name in ("steps", "warmup"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name == "steps" else 0):
+            parser.error(f"--{name} is too small")
+    main_parent(args)
+
+
+if __name__ == "__main__":
+    main()
