@@ -31,15 +31,23 @@ class _Group(click.Group):
 def main() -> None:
     """switchc compiles Switch Transformer specs into cost reports and training programs.
 
-    A SPEC is a YAML file (see specs/) or the name of a built-in spec such as switch-tiny.
+    A SPEC is a YAML (.yaml) or DSL (.switch) file, see specs/ and docs/dsl.md, or the name of a
+    built-in spec such as switch-tiny.
     Any value can be overridden with --set KEY=VALUE, validated like the file itself.
     """
 
 
 def _register() -> None:
-    from switchc.cli import compile_commands, report_commands, spec_commands, train_commands, verify_commands
+    from switchc.cli import (
+        compile_commands,
+        fmt_commands,
+        report_commands,
+        spec_commands,
+        train_commands,
+        verify_commands,
+    )
 
-    commands = (spec_commands, report_commands, compile_commands, verify_commands, train_commands)
+    commands = (spec_commands, fmt_commands, report_commands, compile_commands, verify_commands, train_commands)
     for command in (c for module in commands for c in module.COMMANDS):
         main.add_command(command)
 

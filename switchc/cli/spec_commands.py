@@ -14,7 +14,7 @@ from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, UserError
 from switchc.spec import Spec, load_spec
 from switchc.spec.load import OVERRIDE_SOURCE_NAME
-from switchc.spec.schema import field_docs, json_schema
+from switchc.spec.schema import STACKS, field_docs, json_schema
 
 
 def summary(spec: Spec) -> str:
@@ -29,7 +29,16 @@ def summary(spec: Spec) -> str:
     else:
         moe = spec.moe
         routing = "Switch (top-1)" if moe.top_k == 1 else f"MoE (top-{moe.top_k})"
-        where = "every FFN block" if moe.expert_every == 1 else f"every {_ordinal(moe.expert_every)} FFN block"
+        if all(spec.layout.placement(stack) is None for stack in STACKS):
+            every = moe.expert_every
+            where = "every FFN block" if every == 1 else f"every {_ordinal(every)} FFN block"
+        else:  # a layout places them: say where, stack by stack
+            where = ", ".join(
+                f"{stack} blocks {list(spec.switch_blocks(stack))}"
+                if spec.switch_blocks(stack)
+                else f"no {stack} block"
+                for stack in STACKS
+            )
         kind = f"{routing}, {moe.num_experts} experts in {where}"
     mesh = " x ".join(f"{axis}={size}" for axis, size in spec.mesh.axes.items())
     devices = spec.mesh.num_devices

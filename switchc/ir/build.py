@@ -123,7 +123,7 @@ class _Builder:
         prefix = f"{stack.name}/{index}"
         layer = f"{stack.name}.{index}"
         normed = self.tokenwise(ops.RMSNorm, f"{prefix}/ffn_norm", layer, stack.length, "model.d_model", x)
-        if self.spec.is_switch_layer(index):
+        if self.spec.is_switch_layer(stack.name, index):
             out = self.switch(stack, index, normed)
         else:
             model = self.spec.model

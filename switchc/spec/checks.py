@@ -9,11 +9,18 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from switchc.errors import Diagnostic, did_you_mean
+from switchc.spec.schema import STACKS, parse_every
 
 if TYPE_CHECKING:
     from switchc.spec.spec import Spec
 
 Check = Callable[["Spec"], Iterator[Diagnostic]]
+OVERRIDE_SOURCE_NAME = "<command line>"  # as in load.py, which imports this module
+
+
+def _written(spec: Spec, yaml_text: str, dsl_text: str) -> str:
+    """A snippet in the spec's own format, for hints (a .switch file is DSL, anything else YAML)."""
+    return dsl_text if spec.origin.source.name.endswith(".switch") else yaml_text
 
 
 def _check_routing(spec: Spec) -> Iterator[Diagnostic]:
@@ -26,14 +33,114 @@ def _check_routing(spec: Spec) -> Iterator[Diagnostic]:
             spec.span("moe.top_k"),
             "a token cannot be routed to more experts than there are: lower top_k or add experts",
         )
-    deepest = max(spec.model.encoder_layers, spec.model.decoder_layers)
-    if moe.expert_every > deepest:
+    if any(spec.switch_blocks(stack) for stack in STACKS) or _out_of_range(spec):
+        return
+    by_rule = [stack for stack in STACKS if spec.layout.placement(stack) is None]
+    if len(by_rule) == len(STACKS):
+        deepest = max(spec.stack_depth(stack) for stack in STACKS)
         yield Diagnostic(
             f"expert_every {moe.expert_every} exceeds the deepest stack ({deepest} blocks): "
             "no block would be a Switch layer",
             spec.span("moe.expert_every"),
             "use expert_every <= the number of blocks, or remove the moe section for a dense model",
         )
+        return
+    yield Diagnostic(
+        "the spec has a moe section but its layout places no Switch layer",
+        spec.key_span("layout"),
+        f"place Switch layers (e.g. `{_written(spec, 'switch: every 2', 'switch = every 2')}`), "
+        "or remove the moe section for a dense model",
+    )
+
+
+def _out_of_range(spec: Spec) -> bool:
+    """Whether a layout list names a block past its stack (reported by _check_layout)."""
+    for stack in STACKS:
+        placement = spec.layout.placement(stack)
+        if isinstance(placement, tuple) and any(i >= spec.stack_depth(stack) for i in placement):
+            return True
+    return False
+
+
+def _check_layout(spec: Spec) -> Iterator[Diagnostic]:
+    """Block indices in range, listed once, ascending; Switch layers need a moe section; expert_every agrees."""
+    for stack in STACKS:
+        placement = spec.layout.placement(stack)
+        if placement is None:
+            continue
+        path = f"layout.{stack}.switch"
+        depth = spec.stack_depth(stack)
+        if isinstance(placement, str):
+            every = parse_every(placement)
+            if every > depth:
+                yield Diagnostic(
+                    f"'{placement}' places no Switch layer in the {depth}-block {stack}",
+                    spec.span(path),
+                    f"write `{_written(spec, 'switch: []', 'switch = []')}` for a dense stack, or use a smaller K",
+                )
+            continue
+        yield from _check_block_list(spec, stack, placement, depth)
+        if spec.moe is None and placement:
+            yield Diagnostic(
+                f"the layout places Switch layers in the {stack}, but the spec has no moe section",
+                spec.span(f"{path}.0"),
+                f"add a moe section (e.g. `{_written(spec, 'moe: {num_experts: 8}', 'moe { num_experts = 8 }')}`), "
+                f"or make the stack dense ({_written(spec, '`switch: []`', 'blocks with `ffn`')})",
+            )
+    yield from _check_expert_every_agrees(spec)
+
+
+def _check_block_list(spec: Spec, stack: str, blocks: tuple[int, ...], depth: int) -> Iterator[Diagnostic]:
+    path = f"layout.{stack}.switch"
+    first: dict[int, int] = {}
+    for position, index in enumerate(blocks):
+        span = spec.span(f"{path}.{position}")
+        if index >= depth:
+            yield Diagnostic(
+                f"block {index} is out of range: the {stack} has {depth} blocks (0 to {depth - 1})",
+                span,
+                f"blocks are numbered from 0; set model.{stack}_layers for a deeper {stack}",
+            )
+        elif index in first:
+            yield Diagnostic(
+                f"block {index} is listed twice in {path}",
+                span,
+                "list each Switch block once",
+                notes=(("first listed here", spec.span(f"{path}.{first[index]}")),),
+            )
+        elif position and index < blocks[position - 1]:
+            yield Diagnostic(
+                f"block {index} comes after block {blocks[position - 1]}: list the blocks in ascending order",
+                span,
+                f"write [{', '.join(str(i) for i in sorted(set(blocks)))}]",
+            )
+        first.setdefault(index, position)
+
+
+def _check_expert_every_agrees(spec: Spec) -> Iterator[Diagnostic]:
+    """With a layout, expert_every only covers the stacks the layout leaves out. Written beside the
+    layout, it must agree with every stack the layout names; a layout given with --set overrides
+    what the file's expert_every says about the stacks it names."""
+    moe = spec.moe
+    if moe is None or spec.is_default("moe.expert_every"):
+        return
+    every_source = spec.span("moe.expert_every").source
+    for stack in STACKS:
+        placement = spec.layout.placement(stack)
+        if placement is None:
+            continue
+        layout_source = spec.span(f"layout.{stack}.switch").source
+        if layout_source.name == OVERRIDE_SOURCE_NAME and every_source is not layout_source:
+            continue
+        if not spec.expert_every_agrees(stack):
+            yield Diagnostic(
+                f"moe.expert_every {moe.expert_every} disagrees with layout.{stack}.switch",
+                spec.span("moe.expert_every"),
+                "the layout says where Switch layers sit in the stacks it names: remove moe.expert_every, "
+                "or make the two agree",
+                notes=((f"the {stack} layout is written here", spec.span(f"layout.{stack}.switch")),),
+            )
+            return
 
 
 def _check_rules(spec: Spec) -> Iterator[Diagnostic]:
@@ -101,7 +208,7 @@ def _check_data(spec: Spec) -> Iterator[Diagnostic]:
         )
 
 
-CHECKS: tuple[Check, ...] = (_check_routing, _check_rules, _check_sharding, _check_data)
+CHECKS: tuple[Check, ...] = (_check_layout, _check_routing, _check_rules, _check_sharding, _check_data)
 
 
 def cross_check(spec: Spec) -> Iterator[Diagnostic]:

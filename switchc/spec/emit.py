@@ -1,7 +1,8 @@
-"""Spec -> YAML text: the resolved spec written beside generated programs (and by `switchc fmt`).
+"""Spec -> YAML text: the resolved spec written beside generated programs (`switchc fmt` uses printer.py).
 
 Every key is written, defaults included, in schema order, so the file says exactly what the
-program was built from and loads back into an equal Spec.
+program was built from and loads back into an equal Spec (one exception, the same model: a
+--set layout that overrides the file's moe.expert_every, see `consistent_dict`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from switchc.spec.schema import SPEC_VERSION
+from switchc.spec.schema import SPEC_VERSION, STACKS, MoEConfig
 from switchc.spec.spec import Spec
 
 
@@ -31,8 +32,26 @@ _Dumper.add_representer(dict, _represent_dict)
 _Dumper.add_representer(list, _represent_list)
 
 
+def consistent_dict(spec: Spec) -> dict[str, Any]:
+    """`spec.to_dict()` that loads back without contradicting itself.
+
+    moe.expert_every may disagree with a layout when it took its default (then it is left out:
+    the default comes back) or when a --set layout overrides the file's value (then every stack
+    gets its placement written out and expert_every is left out: the same model comes back).
+    """
+    data = spec.to_dict()
+    if spec.moe is None or spec.expert_every_agrees():
+        return data
+    every = data["moe"].pop("expert_every")
+    if every != MoEConfig().expert_every:
+        for stack in STACKS:
+            if data["layout"][stack] is None:
+                data["layout"][stack] = {"switch": f"every {every}"}
+    return data
+
+
 def to_yaml(spec: Spec, header: str | None = None) -> str:
-    """The whole resolved spec as YAML, with an optional comment header."""
+    """The whole resolved spec as YAML (see `consistent_dict`), with an optional comment header."""
     top = header or f"{spec.name}: resolved spec (format v{SPEC_VERSION}); every key, defaults included"
-    body = yaml.dump(spec.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
+    body = yaml.dump(consistent_dict(spec), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
     return f"# {top}\n{body}"

@@ -1,7 +1,9 @@
 """Spec text -> `Spec`: parse, apply command-line overrides, validate types, then cross-check.
 
-Every failure is a `UserError` whose diagnostics point into the spec file or the override that
-caused it. All mistakes found in one pass are reported together.
+A spec is YAML (`.yaml`, `.yml`) or the switchc DSL (`.switch`, see dsl.py), told apart by the
+file name. Both become the same located tree (yamltree), so overrides, validation and every
+error message below are shared. Every failure is a `UserError` whose diagnostics point into the
+spec file or the override that caused it. All mistakes found in one pass are reported together.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from switchc.errors import Diagnostic, PlainUserError, Source, Span, UserError, did_you_mean
-from switchc.spec import yamltree
-from switchc.spec.checks import cross_check
+from switchc.spec import dsl, yamltree
+from switchc.spec.checks import OVERRIDE_SOURCE_NAME, cross_check
 from switchc.spec.schema import SECTIONS, SpecBody, section_type, strip_annotated
 from switchc.spec.spec import Origin, Spec
 from switchc.spec.yamltree import Entry, Mapping, Scalar
 
-OVERRIDE_SOURCE_NAME = "<command line>"
-SPEC_SUFFIXES = (".yaml", ".yml")
+YAML_SUFFIXES = (".yaml", ".yml")
+DSL_SUFFIX = ".switch"
+SPEC_SUFFIXES = (*YAML_SUFFIXES, DSL_SUFFIX)
 
 
 @cache
@@ -34,13 +37,21 @@ def _adapter() -> TypeAdapter[SpecBody]:
 
 
 def builtin_spec_names() -> list[str]:
-    """Names of the specs shipped with switchc (specs/ in the repo), usable instead of a path."""
+    """Names of the specs shipped with switchc (specs/ in the repo), usable instead of a path.
+
+    Each ships as YAML and as its DSL twin; the name alone reads the YAML, `NAME.switch` the twin.
+    """
     root = resources.files("switchc.specs")
-    return sorted(p.name.rsplit(".", 1)[0] for p in root.iterdir() if p.name.endswith(SPEC_SUFFIXES))
+    return sorted({p.name.rsplit(".", 1)[0] for p in root.iterdir() if p.name.endswith(SPEC_SUFFIXES)})
+
+
+def is_dsl(source: Source) -> bool:
+    """Whether a source is DSL text: its name ends in .switch (anything else is read as YAML)."""
+    return source.name.endswith(DSL_SUFFIX)
 
 
 def read_source(spec: str) -> Source:
-    """The text of `spec`: a path to a file, or the name of a built-in spec."""
+    """The text of `spec`: a path to a file, or the name of a built-in spec (NAME, NAME.yaml, NAME.switch)."""
     path = Path(spec)
     if path.is_file():
         try:
@@ -50,11 +61,16 @@ def read_source(spec: str) -> Source:
     if path.is_dir():
         raise PlainUserError(f"{path} is a directory", "pass a spec file such as specs/switch-tiny.yaml")
     names = builtin_spec_names()
+    stem, dot, suffix = spec.rpartition(".")
     if spec in names:
-        resource = resources.files("switchc.specs") / f"{spec}.yaml"
-        return Source(f"<builtin>/{spec}.yaml", resource.read_text(encoding="utf-8"))
-    hint = did_you_mean(spec, names) or f"built-in specs: {', '.join(names)}"
-    raise PlainUserError(f"no such spec file or built-in spec: {spec}", hint)
+        stem, suffix = spec, "yaml"
+    elif not (dot and stem in names and f".{suffix}" in SPEC_SUFFIXES):
+        hint = did_you_mean(spec, names) or f"built-in specs: {', '.join(names)}"
+        raise PlainUserError(f"no such spec file or built-in spec: {spec}", hint)
+    resource = resources.files("switchc.specs") / f"{stem}.{suffix}"
+    if not resource.is_file():
+        raise PlainUserError(f"built-in spec {stem} has no .{suffix} version", f"use {stem}")
+    return Source(f"<builtin>/{stem}.{suffix}", resource.read_text(encoding="utf-8"))
 
 
 def load_spec(spec: str, overrides: Sequence[str] = ()) -> Spec:
@@ -65,8 +81,8 @@ def load_spec(spec: str, overrides: Sequence[str] = ()) -> Spec:
 
 
 def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None = None) -> Spec:
-    """Validate spec text (and `--set KEY=VALUE` overrides applied on top of it)."""
-    tree = yamltree.parse(source)
+    """Validate spec text, YAML or DSL by its name (and `--set KEY=VALUE` overrides applied on top of it)."""
+    tree = dsl.parse(source) if is_dsl(source) else yamltree.parse(source)
     if tree is None:
         raise UserError.at(
             source.start(),
@@ -80,25 +96,25 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
             f"start with section names: {', '.join(SECTIONS)}",
         )
     tree = apply_overrides(tree, overrides)
-    body = _validate(tree)
+    body = _validate(tree, is_dsl(source))
     origin = Origin(
         name=name or source.name,
         source=source,
         value_spans={path: span for path, span, _ in yamltree.leaf_spans(tree)},
         key_spans={path: key for path, _, key in yamltree.leaf_spans(tree) if key is not None},
     )
-    spec = Spec(body.model, body.moe, body.mesh, body.train, body.data, origin=origin)
+    spec = Spec(body.model, body.moe, body.layout, body.mesh, body.train, body.data, origin=origin)
     problems = list(cross_check(spec))
     if problems:
         raise UserError(problems)
     return spec
 
 
-def _validate(tree: Mapping) -> SpecBody:
+def _validate(tree: Mapping, dsl_text: bool = False) -> SpecBody:
     try:
         return _adapter().validate_python(yamltree.to_python(tree))
     except ValidationError as err:
-        found = [_diagnostic(tree, e) for e in err.errors()]
+        found = [_diagnostic(tree, e, dsl_text) for e in err.errors()]
         found.sort(key=lambda d: (d.span.line, d.span.column))
         raise UserError(found) from None
 
@@ -220,7 +236,7 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _diagnostic(tree: Mapping, error: Any) -> Diagnostic:
+def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic:
     loc = tuple(p for p in error["loc"] if p != "[key]")
     kind = error["type"]
     value = error.get("input")
@@ -235,7 +251,17 @@ def _diagnostic(tree: Mapping, error: Any) -> Diagnostic:
         hint = did_you_mean(str(loc[-1]), candidates) or (
             f"keys allowed here: {', '.join(candidates)}" if candidates else None
         )
+        if section and loc[-1] in SECTIONS:  # a section inside another: a brace or indentation slipped
+            hint = (
+                f"'{loc[-1]}' is a top-level block: is a '}}' missing above it?"
+                if dsl_text
+                else f"'{loc[-1]}' is a top-level section: un-indent it"
+            )
         return Diagnostic(f"unknown key '{loc[-1]}' in {where}", key.span if key else span, hint)
+    if kind in ("missing", "missing_argument"):
+        where = ".".join(str(p) for p in loc[:-1])
+        example = "switch = every 2" if dsl_text else "switch: every 2"
+        return Diagnostic(f"{where}: '{loc[-1]}' is required", span, f"e.g. {example}" if loc[-1] == "switch" else None)
     if error["loc"][-1:] == ("[key]",):  # a mapping key failed (mesh axis names, rule names)
         span = key.span if key is not None else span
         return _key_diagnostic(loc, kind, value, ctx, span)
@@ -270,12 +296,18 @@ def _diagnostic(tree: Mapping, error: Any) -> Diagnostic:
         return Diagnostic(
             f"{dotted or 'the spec'}: expected a mapping of keys, got {_describe(value)}",
             span,
-            "write the keys indented under it, one 'key: value' per line",
+            f"write it as a block: {loc[-1] if loc else 'name'} {{ key = value }}"
+            if dsl_text
+            else "write the keys indented under it, one 'key: value' per line",
         )
     if kind in ("tuple_type", "list_type"):
         return Diagnostic(f"{dotted}: expected a list of mesh axis names, got {_describe(value)}", span)
     message = error["msg"].removeprefix("Value error, ")
-    return Diagnostic(f"{dotted}: {message}", span)
+    hint = None
+    if loc[:1] == ("layout",) and loc[-1:] == ("switch",):
+        said = "switch =" if dsl_text else "switch:"
+        hint = f"write `{said} every 2`, `{said} [1, 3]` (0-based blocks) or `{said} []` (a dense stack)"
+    return Diagnostic(f"{dotted}: {message}", span, hint)
 
 
 def _key_diagnostic(loc: tuple[Any, ...], kind: str, value: Any, ctx: Any, span: Span) -> Diagnostic:

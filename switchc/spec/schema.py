@@ -4,13 +4,15 @@ This file is the single source of truth for the format. Every field carries its 
 its default (taken from the paper, shared/PAPER.md, unless stated) and a description that says
 why; validation, `switchc explain` and `switchc schema` (JSON Schema) are all derived from it.
 
-Sections: `model` (the T5 backbone), `moe` (absent or null = a dense model), `mesh` (device axes
+Sections: `model` (the T5 backbone), `moe` (absent or null = a dense model), `layout` (which FFN
+blocks of each stack are Switch layers; absent = moe.expert_every decides), `mesh` (device axes
 and the logical-axis rules that map tensors onto them), `train`, `data`.
 """
 
 from __future__ import annotations
 
 import keyword
+import re
 from dataclasses import dataclass, field, is_dataclass
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
@@ -19,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -127,7 +130,8 @@ class MoEConfig:
         Dim,
         Field(
             description="FFN block i of a stack is a Switch layer when i % expert_every == expert_every - 1 "
-            "(1 = all, Switch-C; 2 = every other, Switch-Base/Large/XXL)."
+            "(1 = all, Switch-C; 2 = every other, Switch-Base/Large/XXL). A stack named in `layout` follows "
+            "the layout instead."
         ),
     ] = 2
     top_k: Annotated[Dim, Field(description="Experts per token: 1 is Switch, 2 is the MoE baseline of Table 1.")] = 1
@@ -157,6 +161,99 @@ class MoEConfig:
         Probability, Field(description="Dropout on the expert hidden activation (Table 4: 0.4 when fine-tuning).")
     ] = 0.0
     init_scale: Annotated[Positive, Field(description="init_scale for router and expert weights (Sec. 2.4).")] = 0.1
+
+
+# ---- layout: where the Switch layers sit ---------------------------------------------------------
+
+STACKS: tuple[str, ...] = ("encoder", "decoder")
+_EVERY = re.compile(r"every ([1-9][0-9]{0,7})")
+
+
+def parse_every(placement: str) -> int:
+    """K of a placement written 'every K' (already validated)."""
+    match = _EVERY.fullmatch(placement)
+    if match is None:
+        raise ValueError(f"not an 'every K' placement: {placement!r}")
+    return int(match[1])
+
+
+def every_blocks(every: int, depth: int) -> tuple[int, ...]:
+    """The blocks the expert_every rule makes Switch layers: i % every == every - 1."""
+    return tuple(range(every - 1, depth, every))
+
+
+def placement_blocks(placement: str | tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """The Switch blocks (ascending, each < depth) of a placement: 'every K' or a list of blocks."""
+    if isinstance(placement, str):
+        return every_blocks(parse_every(placement), depth)
+    return tuple(sorted({index for index in placement if index < depth}))
+
+
+def _placement(value: Any) -> str | tuple[int, ...]:
+    """'every K' (K >= 1) or a list of block indices (integers >= 0); ranges are checked per stack."""
+    if isinstance(value, str):
+        if _EVERY.fullmatch(value):
+            return value
+        raise ValueError(f"expected 'every K' or a list of block indices, got '{value}'")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < _MAX_DIM:
+                shown = "true" if item is True else "false" if item is False else repr(item)
+                raise ValueError(f"block indices are integers >= 0, got {shown}")
+        return tuple(value)
+    shown = "null" if value is None else repr(value)
+    raise ValueError(f"expected 'every K' or a list of block indices, got {shown}")
+
+
+SwitchPlacement = Annotated[
+    str | tuple[int, ...],
+    PlainValidator(
+        _placement,
+        json_schema_input_type=Annotated[str, StringConstraints(pattern=_EVERY.pattern)]
+        | list[Annotated[int, Field(ge=0)]],
+    ),
+]
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class StackLayout:
+    """Which FFN blocks of one stack are Switch layers."""
+
+    switch: Annotated[
+        SwitchPlacement,
+        Field(
+            description="'every K' (blocks K-1, 2K-1, ...: the expert_every rule) or a list of 0-based "
+            "block indices in ascending order; [] is a dense stack."
+        ),
+    ]
+
+
+def _null_is_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True)
+class LayoutConfig:
+    """Where Switch layers sit in each stack; a stack left out follows moe.expert_every.
+
+    moe.expert_every, when written beside a layout, must agree with every stack the layout names.
+    """
+
+    encoder: Annotated[
+        StackLayout | None, Field(description="Switch layers of the encoder; absent = moe.expert_every.")
+    ] = None
+    decoder: Annotated[
+        StackLayout | None, Field(description="Switch layers of the decoder; absent = moe.expert_every.")
+    ] = None
+
+    def placement(self, stack: str) -> str | tuple[int, ...] | None:
+        """The stack's placement as written, or None when the layout leaves the stack out."""
+        if stack not in STACKS:
+            raise ValueError(f"unknown stack {stack!r}; stacks are {', '.join(STACKS)}")
+        found: StackLayout | None = getattr(self, stack)
+        return None if found is None else found.switch
 
 
 def _as_axis_tuple(value: Any) -> Any:
@@ -305,6 +402,7 @@ class DataConfig:
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "moe": MoEConfig,
+    "layout": LayoutConfig,
     "mesh": MeshConfig,
     "train": TrainConfig,
     "data": DataConfig,
@@ -314,10 +412,13 @@ SECTIONS: dict[str, type] = {
 @with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
 class SpecBody:
-    """What a spec file says: the five sections. `moe` None means a dense model."""
+    """What a spec file says: the six sections. `moe` None means a dense model."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     moe: MoEConfig | None = None
+    layout: Annotated[LayoutConfig, BeforeValidator(_null_is_empty, json_schema_input_type=LayoutConfig | None)] = (
+        field(default_factory=LayoutConfig)
+    )
     mesh: MeshConfig = field(default_factory=MeshConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)

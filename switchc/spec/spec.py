@@ -1,4 +1,4 @@
-"""The validated spec: the five sections plus where each value came from."""
+"""The validated spec: the six sections plus where each value came from."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchc.errors import Source, Span
-from switchc.spec.schema import SpecBody
+from switchc.spec.schema import STACKS, SpecBody, every_blocks, parse_every, placement_blocks
 
 
 @dataclass(frozen=True)
@@ -61,21 +61,66 @@ class Spec(SpecBody):
     def is_default(self, path: str) -> bool:
         return path not in self.origin.value_spans
 
-    def is_switch_layer(self, index: int) -> bool:
-        """Whether FFN block `index` (0-based, within either stack) is a Switch layer."""
+    def stack_depth(self, stack: str) -> int:
+        """How many blocks `stack` ("encoder" or "decoder") has."""
+        if stack not in STACKS:
+            raise ValueError(f"unknown stack {stack!r}; stacks are {', '.join(STACKS)}")
+        depth: int = getattr(self.model, f"{stack}_layers")
+        return depth
+
+    def switch_blocks(self, stack: str) -> tuple[int, ...]:
+        """The FFN blocks of `stack` (0-based, ascending) that are Switch layers; () for a dense model.
+
+        The layout decides for a stack it names; otherwise moe.expert_every does.
+        """
+        depth = self.stack_depth(stack)
         if self.moe is None:
+            return ()
+        placement = self.layout.placement(stack)
+        if placement is None:
+            return every_blocks(self.moe.expert_every, depth)
+        return placement_blocks(placement, depth)
+
+    def is_switch_layer(self, stack: str, index: int) -> bool:
+        """Whether FFN block `index` (0-based) of `stack` ("encoder" or "decoder") is a Switch layer."""
+        depth = self.stack_depth(stack)
+        if self.moe is None or not 0 <= index < depth:
             return False
-        every = self.moe.expert_every
+        placement = self.layout.placement(stack)
+        if placement is None:
+            every = self.moe.expert_every
+        elif isinstance(placement, str):
+            every = parse_every(placement)
+        else:
+            return index in placement
         return index % every == every - 1
 
+    def expert_every_agrees(self, stack: str | None = None) -> bool:
+        """Whether moe.expert_every gives the same Switch blocks as the layout, for `stack` or every
+        stack the layout names (always true for a dense model or a stack the layout leaves out)."""
+        if self.moe is None:
+            return True
+        for name in STACKS if stack is None else (stack,):
+            placement = self.layout.placement(name)
+            depth = self.stack_depth(name)
+            if placement is not None and placement_blocks(placement, depth) != every_blocks(
+                self.moe.expert_every, depth
+            ):
+                return False
+        return True
+
     def body(self) -> SpecBody:
-        return SpecBody(self.model, self.moe, self.mesh, self.train, self.data)
+        return SpecBody(self.model, self.moe, self.layout, self.mesh, self.train, self.data)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data in spec-file form (rules as lists); moe is None for a dense model."""
+        """Plain data in spec-file form (rules and block lists as lists); moe is None for a dense model."""
         out = dataclasses.asdict(self.body())
         rules = out["mesh"]["rules"]
         out["mesh"]["rules"] = {axis: list(axes) for axis, axes in rules.items()}
+        for stack in STACKS:
+            placement = out["layout"][stack]
+            if placement is not None and isinstance(placement["switch"], tuple):
+                placement["switch"] = list(placement["switch"])
         return out
 
     def leaves(self) -> Iterator[tuple[str, Any]]:

@@ -275,7 +275,16 @@ def nearest(node: Node, path: tuple[str | int, ...]) -> Span:
 
 
 def leaf_spans(node: Node, prefix: str = "") -> Iterator[tuple[str, Span, Span | None]]:
-    """(dotted path, value span, key span) for every mapping entry in the tree."""
+    """(dotted path, value span, key span) for every mapping entry and list item in the tree.
+
+    List items are numbered from 0 (`layout.encoder.switch.2`) and have no key span.
+    """
+    if isinstance(node, Sequence):
+        for index, item in enumerate(node.items):
+            path = f"{prefix}{index}"
+            yield path, item.span, None
+            yield from leaf_spans(item, path + ".")
+        return
     if not isinstance(node, Mapping):
         return
     for entry in node.entries:

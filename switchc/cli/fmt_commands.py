@@ -1,0 +1,102 @@
+"""`switchc fmt`: pretty-print a spec, or convert it between YAML and the DSL."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import click
+
+from switchc.cli.options import example
+from switchc.errors import PlainUserError
+from switchc.spec import parse_spec, read_source
+from switchc.spec.printer import FORMATS, SUFFIX, Format, format_of, format_spec
+from switchc.spec.spec import Spec
+
+EXIT_CHECK_FAILED = 1
+
+
+def formatted(name: str, to: Format | None) -> tuple[str, Format, Spec]:
+    """The text `switchc fmt` makes of spec `name`, and the format it is in; checked to be lossless."""
+    source = read_source(name)
+    spec = parse_spec(source)
+    target = to or format_of(source)
+    text = format_spec(spec, target)
+    again = parse_spec(type(source)(f"formatted{SUFFIX[target]}", text))
+    if again != spec:  # a printer bug, never a user mistake: keep the traceback
+        raise AssertionError(f"switchc fmt would change the meaning of {source.name}")
+    return text, target, spec
+
+
+def _destination(name: str, target: Format, output: Path | None) -> Path | None:
+    """Where --write or --check puts the text: -o, else the file itself, else its sibling in the new format."""
+    if output is not None:
+        return output
+    path = Path(name)
+    if not path.is_file():
+        return None  # a built-in spec
+    if format_of(read_source(name)) == target:
+        return path
+    return path.with_suffix(SUFFIX[target])
+
+
+@click.command(
+    epilog=example(
+        "switchc fmt specs/switch-tiny.switch",
+        "switchc fmt specs/switch-base.yaml --to dsl -o switch-base.switch",
+        "switchc fmt --write specs/*.switch",
+        "switchc fmt --check specs/*.yaml specs/*.switch",
+    )
+)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--to", "to", type=click.Choice(FORMATS), help="Convert to this format (default: the file's own).")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file differs from its formatted text.")
+@click.option("-w", "--write", is_flag=True, help="Rewrite the file (or write its sibling, FILE.switch / FILE.yaml).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (one FILE).")
+def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, output: Path | None) -> None:
+    """Pretty-print spec files, or convert them between YAML (.yaml) and the DSL (.switch).
+
+    Prints the formatted text unless told to write it. Only what the file wrote is kept (no
+    defaults added), in its order, with the comments on or above its keys; converting is
+    lossless: the result always loads into the same spec. --check compares with the file that
+    --write would write (the file itself, or its sibling when converting) and exits 1 on a
+    difference; an invalid spec exits 2.
+    """
+    if output is not None and len(files) > 1:
+        raise PlainUserError("-o/--output takes one FILE", "use --write to format several files in place")
+    if write and output is not None:
+        raise PlainUserError("give --write or -o/--output, not both")
+    if not (check or write or output) and len(files) > 1:
+        raise PlainUserError("give one FILE to print, or --write / --check for several")
+    differ = 0
+    for name in files:
+        text, target, _ = formatted(name, to)
+        if not (check or write or output):
+            click.echo(text, nl=False)
+            continue
+        destination = _destination(name, target, output)
+        if destination is None:
+            raise PlainUserError(f"{name} is a built-in spec, not a file", "print it, or write it with -o PATH")
+        current = destination.read_text(encoding="utf-8") if destination.is_file() else None
+        if check:
+            if current != text:
+                differ += 1
+                said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
+                click.echo(said, err=True)
+                if current is not None:
+                    diff = difflib.unified_diff(
+                        current.splitlines(keepends=True), text.splitlines(keepends=True), str(destination), "formatted"
+                    )
+                    click.echo("".join(diff), err=True, nl=False)
+            continue
+        if current == text:
+            click.echo(f"unchanged {destination}", err=True)
+            continue
+        destination.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {destination}", err=True)
+    if differ:
+        click.echo(f"{differ} of {len(files)} file(s) would change", err=True)
+        raise SystemExit(EXIT_CHECK_FAILED)
+
+
+COMMANDS = (fmt,)

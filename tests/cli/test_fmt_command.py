@@ -1,0 +1,195 @@
+"""`switchc fmt` as a user runs it, and every spec command taking a `.switch` file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+from switchc.spec import load_spec
+from tests.conftest import SPECS_DIR
+
+runner = CliRunner()
+
+MESSY = """\
+# a small Switch model
+model {d_model=64;d_ff=128
+  num_heads = 4    # four heads
+encoder_layers=2}
+moe{num_experts=4}
+decoder {  # Switch layers in the decoder only
+  block{attention,cross_attention,switch} block { attention, cross_attention, switch }
+}
+encoder { switch = [] }
+train{batch_size=8}
+"""
+
+# The blocks say the depth (encoder_layers moves into them); a padded comment keeps its column.
+TIDY = """\
+# a small Switch model
+model {
+  d_model = 64
+  d_ff = 128
+  num_heads = 4    # four heads
+}
+
+moe { num_experts = 4 }
+
+decoder {  # Switch layers in the decoder only
+  repeat 2 { block { attention, cross_attention, switch } }
+}
+
+encoder {
+  repeat 2 { block { attention, ffn } }
+}
+
+train { batch_size = 8 }
+"""
+
+AS_YAML = """\
+# a small Switch model
+model:
+  d_model: 64
+  d_ff: 128
+  num_heads: 4     # four heads
+  encoder_layers: 2
+  decoder_layers: 2
+
+moe: {num_experts: 4}
+
+layout:  # Switch layers in the decoder only
+  decoder:
+    switch: [0, 1]
+  encoder: {switch: []}
+
+train: {batch_size: 8}
+"""
+
+
+def run(*args: str):
+    return runner.invoke(main, ["fmt", *args], catch_exceptions=False)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_pretty_prints_to_stdout(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.switch", MESSY)
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == TIDY
+    assert path.read_text() == MESSY  # printing never writes
+
+
+def test_converts_both_ways_and_keeps_comments(tmp_path: Path) -> None:
+    dsl = write(tmp_path, "m.switch", MESSY)
+    to_yaml = run(str(dsl), "--to", "yaml")
+    assert to_yaml.exit_code == 0 and to_yaml.stdout == AS_YAML
+    yml = write(tmp_path, "m.yaml", to_yaml.stdout)
+    back = run(str(yml), "--to", "dsl")
+    assert back.exit_code == 0 and back.stdout == TIDY
+    assert load_spec(str(yml)) == load_spec(str(dsl))
+
+
+def test_write_in_place_and_to_a_sibling(tmp_path: Path) -> None:
+    dsl = write(tmp_path, "m.switch", MESSY)
+    result = run("--write", str(dsl))
+    assert result.exit_code == 0 and f"wrote {dsl}" in result.stderr
+    assert dsl.read_text() == TIDY
+    assert "unchanged" in run("--write", str(dsl)).stderr
+    result = run("--write", "--to", "yaml", str(dsl))
+    assert result.exit_code == 0
+    assert dsl.read_text() == TIDY  # the original stays
+    assert (tmp_path / "m.yaml").read_text() == run(str(dsl), "--to", "yaml").stdout
+    assert load_spec(str(tmp_path / "m.yaml")) == load_spec(str(dsl))
+
+
+def test_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "base.switch"
+    out.parent.mkdir()
+    result = run(str(SPECS_DIR / "switch-base.yaml"), "--to", "dsl", "-o", str(out))
+    assert result.exit_code == 0
+    assert load_spec(str(out)) == load_spec("switch-base")
+
+
+def test_check_passes_on_formatted_files_and_fails_with_a_diff(tmp_path: Path) -> None:
+    assert run("--check", *map(str, sorted(SPECS_DIR.glob("*.switch")))).exit_code == 0
+    assert run("--check", *map(str, sorted(SPECS_DIR.glob("*.yaml")))).exit_code == 0
+    messy = write(tmp_path, "m.switch", MESSY)
+    result = run("--check", str(messy))
+    assert result.exit_code == 1
+    assert f"would reformat {messy}" in result.stderr and "+  d_model = 64" in result.stderr
+    assert "1 of 1 file(s) would change" in result.stderr
+    assert messy.read_text() == MESSY
+
+
+def test_check_of_a_conversion_compares_with_the_sibling(tmp_path: Path) -> None:
+    yml = write(tmp_path, "m.yaml", AS_YAML)
+    missing = run("--check", "--to", "dsl", str(yml))
+    assert missing.exit_code == 1 and f"{tmp_path / 'm.switch'} is missing" in missing.stderr
+    write(tmp_path, "m.switch", TIDY)
+    assert run("--check", "--to", "dsl", str(yml)).exit_code == 0
+
+
+def test_builtin_specs_print_but_are_not_rewritten() -> None:
+    result = run("switch-tiny", "--to", "dsl")
+    assert result.exit_code == 0 and "num_experts = 8" in result.stdout
+    refused = run("--write", "switch-tiny")
+    assert refused.exit_code == 2 and "is a built-in spec" in refused.stderr
+
+
+def test_an_invalid_spec_exits_2_with_a_located_error(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.switch", "model {\n  d_model = 8\n\nmoe {\n  num_experts = 4\n}\n")
+    result = run(str(bad), "--to", "yaml")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{bad}:4:1: error: missing '}}'")
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_usage_mistakes_exit_2(tmp_path: Path) -> None:
+    a, b = write(tmp_path, "a.switch", TIDY), write(tmp_path, "b.switch", TIDY)
+    assert run(str(a), str(b)).exit_code == 2
+    assert run(str(a), str(b), "-o", str(tmp_path / "c.switch")).exit_code == 2
+    assert run("--write", "-o", str(tmp_path / "c.switch"), str(a)).exit_code == 2
+
+
+# ---- every command that takes a SPEC takes either format -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check"],
+        ["explain", "--format", "json"],
+        ["report", "--format", "json"],
+        ["graph", "-o", "TMP/graph.dot"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_spec_commands_accept_the_dsl(command: list[str], tmp_path: Path) -> None:
+    command = [part.replace("TMP", str(tmp_path)) for part in command]
+    for spec in (str(SPECS_DIR / "switch-tiny.switch"), "switch-tiny.switch"):
+        result = runner.invoke(main, [*command, spec, "--set", "moe.num_experts=16"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output + result.stderr
+
+
+def test_explain_points_at_lines_of_the_switch_file() -> None:
+    result = runner.invoke(main, ["explain", str(SPECS_DIR / "switch-tiny.switch"), "--format", "json"])
+    rows = {row["key"]: row for row in json.loads(result.stdout)["keys"]}
+    assert rows["model.d_model"]["from"] == "line 7"
+    assert rows["layout.encoder.switch"]["value"] == [1] and rows["model.encoder_layers"]["from"] == "line 24"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the JAX backend needs jax")
+def test_compile_accepts_the_dsl(tmp_path: Path) -> None:
+    result = runner.invoke(main, ["compile", str(SPECS_DIR / "switch-tiny.switch"), "-o", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output + result.stderr
+    resolved = load_spec(str(tmp_path / "p" / "spec.yaml"))
+    assert resolved == load_spec("switch-tiny.switch")

@@ -1,0 +1,330 @@
+"""Every mistake in a `.switch` file is reported at its exact line and column, with a hint.
+
+Each case is DSL text, the position the first diagnostic must point at (1-based, as printed),
+words its message must contain, and words of its hint where one is promised. The CLI test runs
+every case through `switchc check`: exit status 2, `file:line:col: error:`, no traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+from switchc.errors import Source, UserError
+from switchc.spec import parse_spec
+
+
+@dataclass(frozen=True)
+class Mistake:
+    name: str
+    text: str
+    line: int
+    column: int
+    message: str
+    hint: str | None = None
+
+
+MOE = "moe { num_experts = 4 }\n"
+
+MISTAKES = [
+    # -- braces --
+    Mistake(
+        "missing closing brace before the next block",
+        "model {\n  d_model = 8\n\nmoe {\n  num_experts = 4\n}\n",
+        4,
+        1,
+        "missing '}': 'model {' (line 1) is not closed before this line",
+        "add '}'",
+    ),
+    Mistake(
+        "missing closing brace of a nested block",
+        "moe {\n  capacity_factor {\n    train = 1.5\n  num_experts = 4\n}\n",
+        4,
+        3,
+        "missing '}': 'capacity_factor {' (line 2)",
+    ),
+    Mistake("missing closing brace at the end", "model { d_model = 8\n", 1, 20, "missing '}'", "close 'model'"),
+    Mistake("missing opening brace", "model\n  d_model = 8\n}\n", 1, 6, "missing '{' after 'model'", "model { ... }"),
+    Mistake(
+        "missing opening brace of a nested block",
+        "moe {\n  capacity_factor\n    train = 1.5\n  }\n}\n",
+        2,
+        18,
+        "missing '{' after 'capacity_factor'",
+    ),
+    Mistake("stray closing brace", "model { d_model = 8 }\n}\n", 2, 1, "unmatched '}'", "delete it"),
+    Mistake(
+        "a section inside another",
+        "model {\n  d_model = 8\n  moe { num_experts = 4 }\n}\n",
+        3,
+        3,
+        "unknown key 'moe' in section 'model'",
+        "is a '}' missing above it?",
+    ),
+    # -- unknown words, with the nearest known one --
+    Mistake("unknown block", "modle { d_model = 8 }\n", 1, 1, "unknown block 'modle'", "did you mean 'model'?"),
+    Mistake(
+        "unknown setting",
+        "model { num_head = 4 }\n",
+        1,
+        9,
+        "unknown key 'num_head' in section 'model'",
+        "did you mean 'num_heads'?",
+    ),
+    Mistake(
+        "unknown choice",
+        "model { ffn_activation = gelux }\n",
+        1,
+        26,
+        "model.ffn_activation: unknown choice 'gelux'",
+        "did you mean 'gelu'?",
+    ),
+    Mistake(
+        "unknown block in a stack",
+        MOE + "encoder { blok { attention, ffn } }\n",
+        2,
+        11,
+        "unknown block 'blok' in 'encoder'",
+        "did you mean 'block'?",
+    ),
+    Mistake(
+        "unknown sublayer",
+        MOE + "encoder { block { atention, ffn } }\n",
+        2,
+        19,
+        "unknown sublayer 'atention'",
+        "did you mean 'attention'?",
+    ),
+    Mistake(
+        "unknown placement word",
+        MOE + "encoder { switch = evry 2 }\n",
+        2,
+        20,
+        "expected 'every K' or a list of block indices, got 'evry 2'",
+        "switch = every 2",
+    ),
+    Mistake("unknown top-level word", "modl\n", 1, 1, "unexpected word 'modl'", "did you mean 'model'?"),
+    # -- duplicates --
+    Mistake(
+        "duplicate setting",
+        "model {\n  d_model = 8\n  d_ff = 16\n  d_model = 16\n}\n",
+        4,
+        3,
+        "duplicate setting 'd_model' in 'model'",
+        "delete one of the two",
+    ),
+    Mistake("duplicate block", "model { d_model = 8 }\nmodel { d_ff = 8 }\n", 2, 1, "duplicate block 'model'"),
+    Mistake(
+        "depth given twice",
+        "model { encoder_layers = 4 }\nencoder { block { attention, ffn } }\n",
+        2,
+        1,
+        "encoder_layers is given twice",
+        "delete encoder_layers from 'model'",
+    ),
+    Mistake(
+        "placement given twice",
+        MOE + "encoder {\n  switch = every 2\n  switch = [1]\n}\n",
+        4,
+        3,
+        "duplicate setting 'switch' in 'encoder'",
+    ),
+    # -- numbers and values --
+    Mistake("bad number: letters", "model { d_model = 7o8 }\n", 1, 19, "bad number '7o8'", "768, -5, 0.1 or 1e-2"),
+    Mistake("bad number: two points", "model { d_model = 1.2.3 }\n", 1, 19, "bad number '1.2.3'"),
+    Mistake("bad number: separators", "model { vocab_size = 32_128 }\n", 1, 22, "bad number '32_128'", "'_'"),
+    Mistake(
+        "float for an integer",
+        "model { d_model = 768.0 }\n",
+        1,
+        19,
+        "expected an integer, got 768.0",
+        "without a decimal point: 768",
+    ),
+    Mistake("out of range", "model { dropout_rate = 1.0 }\n", 1, 24, "it must be < 1"),
+    Mistake("True is not a keyword", "model { tie_embeddings = True }\n", 1, 26, "expected true or false, got 'True'"),
+    Mistake("missing value", "model { d_model = }\n", 1, 17, "'d_model =' has no value"),
+    Mistake("missing value before the next line", "model {\n  d_model =\n  d_ff = 16\n}\n", 2, 11, "has no value"),
+    Mistake("missing equals sign", "model { d_model 768 }\n", 1, 17, "missing '=' between 'd_model' and '768'"),
+    Mistake("YAML colon", "model {\n  d_model: 8\n}\n", 2, 10, "unexpected ':'", "name the file .yaml"),
+    Mistake("a block written with =", "model = { d_model = 8 }\n", 1, 7, "a block is written without '='"),
+    Mistake("two values", "model { d_model = 8 9 }\n", 1, 21, "unexpected number '9' after a value"),
+    Mistake("list without commas", "mesh { rules { batch = [data expert] } }\n", 1, 30, "expected ',' or ']'"),
+    Mistake("unterminated string", 'data { path = "abc }\n', 1, 15, "unterminated string"),
+    Mistake("single quotes", "data { path = 'abc' }\n", 1, 15, "strings are written in double quotes"),
+    Mistake("bad escape", 'data { source = text, path = "a\\qb" }\n', 1, 30, "bad escape in a string"),
+    Mistake(
+        "control character in a path",
+        'data { source = text, path = "a\\nb.txt" }\n',
+        1,
+        30,
+        "control characters or line breaks",
+    ),
+    Mistake("empty file", "", 1, 1, "the spec is empty"),
+    # -- stacks and blocks --
+    Mistake(
+        "decoder block without cross-attention",
+        MOE + "decoder { block { attention, switch } }\n",
+        2,
+        30,
+        "expected 'cross_attention' here, not 'switch'",
+        "not supported yet by the IR",
+    ),
+    Mistake(
+        "cross-attention in the encoder",
+        MOE + "encoder { block { attention, cross_attention, ffn } }\n",
+        2,
+        30,
+        "an encoder block has no cross_attention",
+    ),
+    Mistake(
+        "block without an FFN",
+        MOE + "encoder { block { attention } }\n",
+        2,
+        29,
+        "this encoder block lacks 'ffn' or 'switch'",
+        "not supported yet by the IR",
+    ),
+    Mistake("two FFNs", MOE + "encoder { block { attention, ffn, switch } }\n", 2, 35, "'switch' after the FFN"),
+    Mistake(
+        "Switch attention",
+        MOE + "encoder { block { switch_attention, ffn } }\n",
+        2,
+        19,
+        "Switch attention (PAPER.md App. A) is not supported yet by the IR",
+    ),
+    Mistake(
+        "per-layer Switch settings",
+        MOE + "encoder { block { attention, switch(num_experts = 64, top_k = 2) } }\n",
+        2,
+        36,
+        "per-layer Switch settings (experts, top_k, capacity) are not supported yet by the IR",
+        "from the moe section",
+    ),
+    Mistake("sublayer outside a block", MOE + "encoder { attention }\n", 2, 11, "'attention' is a sublayer"),
+    Mistake(
+        "repeat without a count", MOE + "encoder { repeat { block { attention, ffn } } }\n", 2, 11, "needs a count"
+    ),
+    Mistake("repeat zero times", MOE + "encoder { repeat 0 { block { attention, ffn } } }\n", 2, 18, "at least 1"),
+    Mistake("empty stack", MOE + "encoder { }\n", 2, 1, "'encoder' is empty"),
+    Mistake(
+        "blocks and a placement",
+        MOE + "encoder {\n  switch = every 2\n  block { attention, ffn }\n}\n",
+        3,
+        3,
+        "gives both `switch = ...` and a list of blocks",
+    ),
+    Mistake("layout block", "layout { encoder { switch = every 2 } }\n", 1, 1, "the DSL has no 'layout' block"),
+    Mistake("layers in a stack", MOE + "encoder { layers = 12 }\n", 2, 11, "unknown setting 'layers'", "_layers"),
+    # -- layout checks (shared with YAML), pointing into the .switch file --
+    Mistake(
+        "block out of range",
+        "model { encoder_layers = 2 }\n" + MOE + "encoder { switch = [0, 2] }\n",
+        3,
+        24,
+        "block 2 is out of range: the encoder has 2 blocks (0 to 1)",
+    ),
+    Mistake(
+        "block listed twice",
+        "model { encoder_layers = 4 }\n" + MOE + "encoder { switch = [1, 1] }\n",
+        3,
+        24,
+        "block 1 is listed twice",
+    ),
+    Mistake(
+        "Switch layers without a moe section",
+        "decoder { block { attention, cross_attention, switch } }\n",
+        1,
+        47,
+        "the layout places Switch layers in the decoder, but the spec has no moe section",
+        "moe { num_experts = 8 }",
+    ),
+    Mistake(
+        "expert_every disagrees with the blocks",
+        "moe { num_experts = 4, expert_every = 1 }\n"
+        "encoder { block { attention, ffn }  block { attention, switch } }\n",
+        1,
+        39,
+        "moe.expert_every 1 disagrees with layout.encoder.switch",
+    ),
+]
+
+
+def _first(text: str, overrides: tuple[str, ...] = ()) -> UserError:
+    with pytest.raises(UserError) as info:
+        parse_spec(Source("spec.switch", text), overrides)
+    return info.value
+
+
+@pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
+def test_mistake_is_located(case: Mistake) -> None:
+    first = _first(case.text).diagnostics[0]
+    assert first.span.source.name == "spec.switch"
+    assert (first.span.line, first.span.column) == (case.line, case.column), first.render()
+    assert case.message in first.message, first.render()
+    if case.hint is not None:
+        assert first.hint is not None and case.hint in first.hint, first.render()
+
+
+def test_at_least_fifteen_distinct_mistakes() -> None:
+    assert len({case.name for case in MISTAKES}) == len(MISTAKES) >= 15
+
+
+def test_rendering_shows_location_line_caret_and_hint() -> None:
+    error = _first("model {\n  d_model = 8\n  num_head = 4\n}\n")
+    assert error.render() == (
+        "spec.switch:3:3: error: unknown key 'num_head' in section 'model'\n"
+        "    3 |   num_head = 4\n"
+        "      |   ^^^^^^^^\n"
+        "hint: did you mean 'num_heads'?"
+    )
+
+
+def test_missing_brace_renders_where_it_was_opened() -> None:
+    rendered = _first("model {\n  d_model = 8\n\nmoe {\n  num_experts = 4\n}\n").render()
+    assert rendered == (
+        "spec.switch:4:1: error: missing '}': 'model {' (line 1) is not closed before this line\n"
+        "    4 | moe {\n"
+        "      | ^^^^^\n"
+        "spec.switch:1:7: note: opened here\n"
+        "    1 | model {\n"
+        "      |       ^\n"
+        "hint: add '}' at the end of 'model', on the line above"
+    )
+
+
+def test_all_mistakes_after_parsing_are_reported_together_in_order() -> None:
+    text = "model { d_model = 1.2.3, d_model = 8 }\n" + MOE + "encoder { block { atention, ffn } }\nfoo { }\n"
+    error = _first(text)
+    positions = [(d.span.line, d.span.column) for d in error.diagnostics]
+    assert positions == [(1, 19), (1, 26), (3, 19), (4, 1)]
+    assert error.render().endswith("4 errors")
+
+
+def test_override_mistakes_on_a_dsl_spec_point_at_the_command_line() -> None:
+    text = "model { d_model = 64 }\nmoe { num_experts = 8 }\ntrain { batch_size = 8 }\n"
+    first = _first(text, ("moe.num_experts=sixty",)).diagnostics[0]
+    assert first.span.source.name == "<command line>"
+    assert (first.span.line, first.span.column) == (1, 23)
+    assert "expected an integer, got 'sixty'" in first.message
+
+
+def test_an_override_can_break_the_blocks_and_the_error_points_into_the_file() -> None:
+    text = MOE + "encoder {\n  block { attention, ffn }\n  block { attention, switch }\n}\n"
+    first = _first(text, ("model.encoder_layers=1",)).diagnostics[0]
+    assert first.span.source.name == "spec.switch"
+    assert (first.span.line, first.span.column) == (4, 22)  # the `switch` of block 1
+    assert "block 1 is out of range: the encoder has 1 blocks" in first.message
+
+
+@pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
+def test_check_reports_mistakes_with_status_2_and_no_traceback(case: Mistake, tmp_path) -> None:
+    path = tmp_path / "bad.switch"
+    path.write_text(case.text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", str(path)], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert f"{path}:{case.line}:{case.column}: error: " in result.stderr
+    assert "Traceback" not in result.output + result.stderr
