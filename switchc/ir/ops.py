@@ -447,7 +447,9 @@ class Router(_RoutedOp):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Dispatch(_RoutedOp):
+class _SlottedOp(_RoutedOp):
+    """Dispatch and Combine: each group's tokens against every expert's `capacity` slots."""
+
     capacity: int
     top_k: int
 
@@ -460,10 +462,8 @@ class Dispatch(_RoutedOp):
             embed_dim(self.d_model),
         )
 
-    def inputs(self) -> tuple[TensorType, ...]:
-        return (self._grouped(), self._logits())
-
-    def output(self) -> TensorType:
+    def _slots(self) -> TensorType:
+        """[groups, experts, capacity, embed] with the experts whole (before the all-to-all)."""
         dims = (
             groups_dim(self.groups),
             experts_dim(self.num_experts, False),
@@ -471,6 +471,15 @@ class Dispatch(_RoutedOp):
             embed_dim(self.d_model),
         )
         return TensorType(dims, self.dtype)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dispatch(_SlottedOp):
+    def inputs(self) -> tuple[TensorType, ...]:
+        return (self._grouped(), self._logits())
+
+    def output(self) -> TensorType:
+        return self._slots()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -510,27 +519,9 @@ class ExpertFFN(Op):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Combine(_RoutedOp):
-    capacity: int
-    top_k: int
-
-    def loop(self) -> tuple[Dim, ...]:
-        return (
-            groups_dim(self.groups),
-            Dim("group_tokens", self.group_tokens),
-            experts_dim(self.num_experts, False),
-            Dim("capacity", self.capacity),
-            embed_dim(self.d_model),
-        )
-
+class Combine(_SlottedOp):
     def inputs(self) -> tuple[TensorType, ...]:
-        dims = (
-            groups_dim(self.groups),
-            experts_dim(self.num_experts, False),
-            Dim("capacity", self.capacity),
-            embed_dim(self.d_model),
-        )
-        return (TensorType(dims, self.dtype), self._logits())
+        return (self._slots(), self._logits())
 
     def output(self) -> TensorType:
         return self._grouped()
