@@ -26,7 +26,8 @@ from switchc.analysis.hardware import Hardware
 from switchc.analysis.memory import MemoryReport, count_memory
 from switchc.analysis.params import ParamsReport, count_params
 from switchc.analysis.step_time import DEFAULT_MFU, TimeReport, estimate_time
-from switchc.ir.graph import Graph, GraphInfo, info
+from switchc.ir import ops
+from switchc.ir.graph import Graph, all_ops, info
 from switchc.passes import lower
 from switchc.spec import Spec
 
@@ -101,8 +102,9 @@ class Report:
         return data
 
 
-def describe(meta: GraphInfo) -> str:
-    """One line: dense or Switch, shape, mesh."""
+def describe(graph: Graph) -> str:
+    """One line: dense or Switch (and in how many FFN blocks, read from the graph), shape, mesh."""
+    meta = info(graph)
     model = meta.model
     blocks = f"{model.encoder_layers}+{model.decoder_layers} blocks"
     shape = f"d_model {model.d_model}, d_ff {model.d_ff}, {model.num_heads} heads, {blocks}"
@@ -111,10 +113,14 @@ def describe(meta: GraphInfo) -> str:
         return f"dense T5; {shape}; mesh {mesh}"
     moe = meta.moe
     routing = "Switch" if moe.top_k == 1 else f"MoE top-{moe.top_k}"
-    return f"{routing}, {moe.num_experts} experts every {moe.expert_every} FFN; {shape}; mesh {mesh}"
+    switch_layers = sum(isinstance(op, ops.ExpertFFN) for op in all_ops(graph))
+    blocks_total = model.encoder_layers + model.decoder_layers
+    where = f"in {switch_layers} of {blocks_total} FFN blocks"
+    return f"{routing}, {moe.num_experts} experts {where}; {shape}; mesh {mesh}"
 
 
-def _spec_summary(meta: GraphInfo) -> SpecSummary:
+def _spec_summary(graph: Graph) -> SpecSummary:
+    meta = info(graph)
     moe = meta.moe
     routing = tuple(
         StackRouting(stack, r.tokens_on_device, r.tokens_per_group, r.groups_per_device, r.capacity)
@@ -122,7 +128,7 @@ def _spec_summary(meta: GraphInfo) -> SpecSummary:
     )
     return SpecSummary(
         name=meta.name,
-        description=describe(meta),
+        description=describe(graph),
         devices=meta.num_devices,
         mesh=dict(meta.mesh.axes),
         batch_size=meta.train.batch_size,
@@ -161,7 +167,7 @@ def analyse(graph: Graph, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
         for row in flops.by_layer
     )
     conventions = (*flops.conventions, *MEMORY_CONVENTIONS, *COMM_CONVENTIONS, f"step time: {time.overlap}")
-    return Report(REPORT_VERSION, _spec_summary(meta), conventions, params, flops, memory, comm, time, layers)
+    return Report(REPORT_VERSION, _spec_summary(graph), conventions, params, flops, memory, comm, time, layers)
 
 
 def report_for(spec: Spec, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
