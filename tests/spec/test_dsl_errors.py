@@ -7,25 +7,12 @@ every case through `switchc check`: exit status 2, `file:line:col: error:`, no t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from click.testing import CliRunner
 
 from switchc.cli import main
-from switchc.errors import Source, UserError
-from switchc.spec import parse_spec
-
-
-@dataclass(frozen=True)
-class Mistake:
-    name: str
-    text: str
-    line: int
-    column: int
-    message: str
-    hint: str | None = None
-
+from switchc.errors import UserError
+from tests.spec.located import Mistake, assert_located, first_error
 
 MOE = "moe { num_experts = 4 }\n"
 
@@ -254,19 +241,14 @@ MISTAKES = [
 
 
 def _first(text: str, overrides: tuple[str, ...] = ()) -> UserError:
-    with pytest.raises(UserError) as info:
-        parse_spec(Source("spec.switch", text), overrides)
-    return info.value
+    return first_error("spec.switch", text, overrides)
 
 
 @pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
 def test_mistake_is_located(case: Mistake) -> None:
     first = _first(case.text).diagnostics[0]
     assert first.span.source.name == "spec.switch"
-    assert (first.span.line, first.span.column) == (case.line, case.column), first.render()
-    assert case.message in first.message, first.render()
-    if case.hint is not None:
-        assert first.hint is not None and case.hint in first.hint, first.render()
+    assert_located(first, case)
 
 
 def test_at_least_fifteen_distinct_mistakes() -> None:

@@ -11,19 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from switchc.errors import Source, UserError
-from switchc.spec import parse_spec
-
-
-@dataclass(frozen=True)
-class Mistake:
-    name: str
-    text: str
-    line: int
-    column: int
-    message: str
-    hint: str | None = None
-
+from switchc.errors import UserError
+from tests.spec.located import Mistake, assert_located, first_error
 
 MISTAKES = [
     Mistake("yaml syntax: unclosed bracket", "model:\n  d_model: [1, 2\n", 3, 1, "YAML syntax error"),
@@ -205,18 +194,13 @@ MISTAKES = [
 
 
 def _first(text: str, overrides: tuple[str, ...] = ()) -> UserError:
-    with pytest.raises(UserError) as info:
-        parse_spec(Source("spec.yaml", textwrap.dedent(text)), overrides)
-    return info.value
+    return first_error("spec.yaml", textwrap.dedent(text), overrides)
 
 
 @pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
 def test_mistake_is_located(case: Mistake) -> None:
     first = _first(case.text).diagnostics[0]
-    assert (first.span.line, first.span.column) == (case.line, case.column), first.render()
-    assert case.message in first.message, first.render()
-    if case.hint is not None:
-        assert first.hint is not None and case.hint in first.hint, first.render()
+    assert_located(first, case)
 
 
 def test_at_least_twenty_distinct_mistakes() -> None:
