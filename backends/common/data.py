@@ -8,16 +8,29 @@ same examples for the same seed. The pipeline:
          targets [targets_length] (padded with 0)
 
 Token ids follow T5: 0 pad, 1 EOS, 2 UNK; sentinels count down from the top of the vocabulary
-(vocab_size - 1 is <extra_id_0>). The byte tokenizer maps byte b to 3 + b, as ByT5 does.
-Example i of an epoch depends only on (seed, epoch, i): any number of data-parallel ranks, and a
-resumed run, see the same examples.
+(vocab_size - 1 is <extra_id_0>). Two tokenizers:
+
+- byte: byte b is id 3 + b, as ByT5 does; every id above 258 is a sentinel. Needs no files.
+- sentencepiece: a unigram model trained on the training split at first use and cached (see
+  `sentencepiece_tokenizer`). The top EXTRA_IDS = 100 ids are sentinels, as T5's extra_ids; the
+  pieces take ids 0 .. vocab_size - 101 (fewer when the corpus cannot support that many). Needs
+  the `sentencepiece` package, imported only when this tokenizer is used.
+
+The last `eval_fraction` of the corpus's characters is held out before anything is tokenized, so
+a SentencePiece model never sees evaluation text. Example i of an epoch depends only on
+(seed, epoch, i): any number of data-parallel ranks, and a resumed run, see the same examples.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
+import os
 import sys
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +40,7 @@ import numpy as np
 
 PAD, EOS, UNK = 0, 1, 2
 BYTE_OFFSET = 3
+EXTRA_IDS = 100  # SentencePiece sentinels, as T5's extra_ids (<extra_id_0> .. <extra_id_99>)
 
 
 class ByteTokenizer:
@@ -49,6 +63,163 @@ class ByteTokenizer:
     @property
     def num_sentinels(self) -> int:
         return self.vocab_size - BYTE_OFFSET - 256
+
+
+# ---- SentencePiece ---------------------------------------------------------------------------
+
+# How the model is trained; part of the cache key. T5's conventions for the ids (bos unused), and
+# exact round trips for this pipeline's text: no NFKC, whitespace kept as written, newlines a
+# piece of their own ("\n" would otherwise become a space). No dummy prefix: training sentences are
+# lines and a line's first word follows a newline when documents are encoded, so both see it
+# without a leading "▁". A corpus too small for the pieces asked gets fewer (hard_vocab_limit off).
+# One thread and no sampling inside SentencePiece (we sample lines ourselves, seeded): the same
+# text gives a byte-identical model.
+SPM_OPTIONS: dict[str, Any] = {
+    "model_type": "unigram",
+    "pad_id": PAD,
+    "eos_id": EOS,
+    "unk_id": UNK,
+    "bos_id": -1,
+    "character_coverage": 1.0,
+    "normalization_rule_name": "identity",
+    "remove_extra_whitespaces": False,
+    "add_dummy_prefix": False,
+    "user_defined_symbols": ["\n"],
+    "hard_vocab_limit": False,
+    "num_threads": 1,
+    "shuffle_input_sentence": False,
+    "input_sentence_size": 0,
+}
+SPM_MAX_SENTENCES = 1_000_000  # lines sampled for training (seeded); Shakespeare has ~150k
+SPM_SAMPLE_SEED = 0  # fixed, not train.seed: one tokenizer serves runs with any seed
+SPM_KEY_VERSION = 1  # bump when the training recipe changes in a way SPM_OPTIONS does not show
+
+
+def _sentencepiece() -> Any:
+    try:
+        import sentencepiece
+    except ImportError:
+        raise SystemExit(
+            "error: tokenizer sentencepiece needs the `sentencepiece` package.\n"
+            "hint: pip install sentencepiece (or use tokenizer: byte)"
+        ) from None
+    return sentencepiece
+
+
+class SentencePieceTokenizer:
+    """A SentencePiece model with T5's ids: pieces from 0 up, EXTRA_IDS sentinels at the top."""
+
+    def __init__(self, model: bytes, vocab_size: int, name: str = "<memory>") -> None:
+        self.processor = _sentencepiece().SentencePieceProcessor(model_proto=model)
+        self.vocab_size = vocab_size
+        self.num_pieces = int(self.processor.get_piece_size())
+        ids = (self.processor.pad_id(), self.processor.eos_id(), self.processor.unk_id())
+        if ids != (PAD, EOS, UNK):
+            raise SystemExit(f"error: SentencePiece model {name} has pad, eos, unk ids {ids}; T5 needs (0, 1, 2)")
+        if self.num_pieces > vocab_size - EXTRA_IDS:
+            raise SystemExit(
+                f"error: SentencePiece model {name} has {self.num_pieces} pieces; with {EXTRA_IDS} sentinels "
+                f"model.vocab_size must be at least {self.num_pieces + EXTRA_IDS}, not {vocab_size}"
+            )
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.processor.encode(text), np.int32)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of the pieces in `ids`; pad, EOS and sentinels are dropped, as the byte tokenizer does."""
+        return str(self.processor.decode([int(i) for i in ids if EOS < int(i) < self.num_pieces]))
+
+    @property
+    def num_sentinels(self) -> int:
+        return EXTRA_IDS
+
+
+def training_sentences(documents: Sequence[str]) -> list[str]:
+    """The non-empty lines SentencePiece trains on: all of them, or a seeded sample in corpus order."""
+    lines = [line for doc in documents for line in doc.split("\n") if line.strip()]
+    if len(lines) <= SPM_MAX_SENTENCES:
+        return lines
+    keep = np.random.default_rng(SPM_SAMPLE_SEED).choice(len(lines), SPM_MAX_SENTENCES, replace=False)
+    return [lines[i] for i in np.sort(keep)]
+
+
+def train_sentencepiece(sentences: Sequence[str], pieces: int) -> bytes:
+    """A serialized SentencePiece model of at most `pieces` pieces (SPM_OPTIONS), trained on `sentences`."""
+    spm = _sentencepiece()
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model, vocab_size=pieces, minloglevel=2, **SPM_OPTIONS
+        )
+    except RuntimeError as err:
+        raise SystemExit(
+            f"error: SentencePiece could not train {pieces} pieces: {str(err).splitlines()[-1]}\n"
+            f"hint: model.vocab_size sets the pieces (vocab_size - {EXTRA_IDS} sentinels); "
+            "it must leave room for every character of the corpus"
+        ) from None
+    return model.getvalue()
+
+
+def cache_dir() -> Path:
+    """$SWITCHC_CACHE, else $XDG_CACHE_HOME/switchc, else ~/.cache/switchc."""
+    if os.environ.get("SWITCHC_CACHE"):
+        return Path(os.environ["SWITCHC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "switchc"
+
+
+def sentencepiece_key(sentences: Sequence[str], pieces: int) -> str:
+    """Cache key: a hash of the training lines, the size asked, the recipe and the library version."""
+    recipe = {
+        "key_version": SPM_KEY_VERSION,
+        "sentencepiece": _sentencepiece().__version__,
+        "pieces": pieces,
+        "options": SPM_OPTIONS,
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
+    for line in sentences:
+        digest.update(line.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:32]
+
+
+def sentencepiece_tokenizer(
+    train_documents: Sequence[str], vocab_size: int, cache: Path | None = None
+) -> SentencePieceTokenizer:
+    """The model for these documents from the cache, trained and cached first if it is not there.
+
+    The file is written to a temporary name and renamed into place, so processes that start
+    together never read half a file: at worst each trains the same bytes and the last rename wins.
+    """
+    pieces = vocab_size - EXTRA_IDS
+    if pieces < 4:
+        raise SystemExit(f"error: tokenizer sentencepiece needs model.vocab_size > {EXTRA_IDS + 3}; got {vocab_size}")
+    sentences = training_sentences(train_documents)
+    path = (cache or cache_dir()) / "sentencepiece" / f"{sentencepiece_key(sentences, pieces)}.model"
+    if path.is_file():
+        tokenizer = SentencePieceTokenizer(path.read_bytes(), vocab_size, str(path))
+        _say(f"sentencepiece: using cached {path} ({tokenizer.num_pieces} pieces)")
+        return tokenizer
+    start = time.perf_counter()
+    model = train_sentencepiece(sentences, pieces)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False) as tmp:
+        tmp.write(model)
+    os.chmod(tmp.name, 0o644)  # readable like any cache file (a temporary file starts private)
+    os.replace(tmp.name, path)
+    tokenizer = SentencePieceTokenizer(model, vocab_size, str(path))
+    seconds = time.perf_counter() - start
+    _say(
+        f"sentencepiece: trained {tokenizer.num_pieces} pieces (asked {pieces}) on {len(sentences)} lines "
+        f"in {seconds:.1f}s, cached {path}"
+    )
+    return tokenizer
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+Tokenizer = ByteTokenizer | SentencePieceTokenizer
 
 
 # ---- corpora ---------------------------------------------------------------------------------
@@ -94,19 +265,48 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
     return documents
 
 
-def token_stream(documents: Sequence[str], tokenizer: ByteTokenizer) -> np.ndarray:
+def split_documents(documents: Sequence[str], eval_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, eval) documents: the last `eval_fraction` of all characters is held out for evaluation.
+
+    Split on text, before tokenizing, so that a tokenizer trained on the train part never sees
+    evaluation text. The document the cut falls in is split in two.
+    """
+    total = sum(len(doc) for doc in documents)
+    cut = total - math.floor(total * eval_fraction)
+    train: list[str] = []
+    held_out: list[str] = []
+    position = 0
+    for doc in documents:
+        if position + len(doc) <= cut:
+            train.append(doc)
+        elif position >= cut:
+            held_out.append(doc)
+        else:
+            train.append(doc[: cut - position])
+            held_out.append(doc[cut - position :])
+        position += len(doc)
+    return train, held_out
+
+
+def token_stream(documents: Sequence[str], tokenizer: Tokenizer) -> np.ndarray:
     """All documents as one token array, each followed by EOS."""
     eos = np.array([EOS], np.int32)
-    return np.concatenate([piece for doc in documents for piece in (tokenizer.encode(doc), eos)])
+    pieces = [piece for doc in documents for piece in (tokenizer.encode(doc), eos)]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
 
 
 # ---- span corruption (T5) --------------------------------------------------------------------
 
 
+def noise_spans(length: int, noise_density: float, mean_noise_span: float) -> tuple[int, int]:
+    """(noise tokens, noise spans) that corrupting `length` tokens makes; each span takes a sentinel."""
+    noise = max(1, round(length * noise_density))
+    return noise, max(1, round(noise / mean_noise_span))
+
+
 def corrupted_lengths(raw_length: int, noise_density: float, mean_noise_span: float) -> tuple[int, int]:
     """(inputs, targets) lengths, EOS included, after corrupting `raw_length` tokens."""
-    noise = max(1, round(raw_length * noise_density))
-    spans = max(1, round(noise / mean_noise_span))
+    noise, spans = noise_spans(raw_length, noise_density, mean_noise_span)
     return raw_length - noise + spans + 1, noise + spans + 1
 
 
@@ -126,8 +326,7 @@ def _segment(rng: np.random.Generator, total: int, pieces: int) -> np.ndarray:
 
 def noise_mask(rng: np.random.Generator, length: int, noise_density: float, mean_noise_span: float) -> np.ndarray:
     """T5's random_spans_noise_mask: alternating clean / noise runs, starting clean."""
-    noise = max(1, round(length * noise_density))
-    spans = max(1, round(noise / mean_noise_span))
+    noise, spans = noise_spans(length, noise_density, mean_noise_span)
     spans = min(spans, noise, length - noise)
     noise_runs = _segment(rng, noise, spans)
     clean_runs = _segment(rng, length - noise, spans)
@@ -226,20 +425,38 @@ def _pad(ids: np.ndarray, length: int) -> np.ndarray:
 
 
 def train_eval_split(tokens: np.ndarray, eval_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The last `eval_fraction` of the stream is held out for evaluation."""
+    """The last `eval_fraction` of a token stream (`dataset` splits the text instead: split_documents)."""
     cut = len(tokens) - math.floor(len(tokens) * eval_fraction)
     return tokens[:cut], tokens[cut:]
 
 
-def dataset(config: Any) -> SpanCorruption:
-    """The training examples a generated program's CONFIG describes (byte tokens for now)."""
-    if config.tokenizer != "byte":
-        raise SystemExit(f"error: tokenizer {config.tokenizer!r} is not supported by this program; use byte")
-    tokenizer = ByteTokenizer(config.vocab_size)
+def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
+    """The tokenizer a CONFIG names: bytes, a given SentencePiece model, or one trained and cached."""
+    if config.tokenizer == "byte":
+        return ByteTokenizer(config.vocab_size)
+    if config.tokenizer != "sentencepiece":
+        raise SystemExit(f"error: tokenizer {config.tokenizer!r} is not supported; use byte or sentencepiece")
+    given = getattr(config, "spm_model", None)
+    if given is None:
+        return sentencepiece_tokenizer(train_documents, config.vocab_size)
+    path = Path(given)
+    if not path.is_file():
+        raise SystemExit(f"error: SentencePiece model {path} does not exist")
+    tokenizer = SentencePieceTokenizer(path.read_bytes(), config.vocab_size, str(path))
+    _say(f"sentencepiece: using {path} ({tokenizer.num_pieces} pieces)")
+    return tokenizer
+
+
+def dataset(config: Any, split: str = "train") -> SpanCorruption:
+    """The examples of one split ("train" or "eval") that a generated program's CONFIG describes."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     documents = read_documents(config.source, config.path, config.jsonl_field)
-    train_tokens, _ = train_eval_split(token_stream(documents, tokenizer), config.eval_fraction)
+    train_documents, eval_documents = split_documents(documents, config.eval_fraction)
+    tokenizer = tokenizer_for(config, train_documents)
+    tokens = token_stream(train_documents if split == "train" else eval_documents, tokenizer)
     data = SpanCorruption(
-        train_tokens,
+        tokens,
         config.inputs_length,
         config.targets_length,
         config.vocab_size,
@@ -248,4 +465,11 @@ def dataset(config: Any) -> SpanCorruption:
         config.seed,
     )
     data.check()
+    _, spans = noise_spans(data.raw_length, data.noise_density, data.mean_noise_span)
+    if spans > tokenizer.num_sentinels:
+        raise SystemExit(
+            f"error: span corruption of {data.raw_length} tokens makes up to {spans} spans, "
+            f"but the {config.tokenizer} tokenizer has {tokenizer.num_sentinels} sentinels.\n"
+            "hint: shorten train.inputs_length, or raise data.mean_noise_span"
+        )
     return data

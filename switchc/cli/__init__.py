@@ -41,13 +41,22 @@ def _register() -> None:
     from switchc.cli import (
         compile_commands,
         fmt_commands,
+        plot_commands,
         report_commands,
         spec_commands,
         train_commands,
         verify_commands,
     )
 
-    commands = (spec_commands, fmt_commands, report_commands, compile_commands, verify_commands, train_commands)
+    commands = (
+        spec_commands,
+        fmt_commands,
+        report_commands,
+        compile_commands,
+        verify_commands,
+        train_commands,
+        plot_commands,
+    )
     for command in (c for module in commands for c in module.COMMANDS):
         main.add_command(command)
 

@@ -206,6 +206,12 @@ def _check_data(spec: Spec) -> Iterator[Diagnostic]:
             spec.span("data.path"),
             "set data.source to 'text' or 'jsonl' to read your own files",
         )
+    if data.spm_model is not None and data.tokenizer != "sentencepiece":
+        yield Diagnostic(
+            f"data.spm_model is set but data.tokenizer is '{data.tokenizer}'",
+            spec.span("data.spm_model"),
+            "set data.tokenizer to 'sentencepiece', or remove data.spm_model",
+        )
 
 
 CHECKS: tuple[Check, ...] = (_check_layout, _check_routing, _check_rules, _check_sharding, _check_data)

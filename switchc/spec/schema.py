@@ -389,8 +389,18 @@ class DataConfig:
     jsonl_field: Annotated[Identifier, Field(description="Field of each JSONL record that holds the text.")] = "text"
     tokenizer: Annotated[
         Literal["byte", "sentencepiece"],
-        Field(description="byte (no files) or SentencePiece trained on the corpus and cached."),
+        Field(
+            description="byte (no files) or SentencePiece: a unigram model trained on the training split at first "
+            "use and cached under $SWITCHC_CACHE (default ~/.cache/switchc); its top 100 ids are sentinels."
+        ),
     ] = "sentencepiece"
+    spm_model: Annotated[
+        SafeText | None,
+        Field(
+            description="An existing SentencePiece .model to use instead of training one (pad 0, eos 1, unk 2; "
+            "at most vocab_size - 100 pieces)."
+        ),
+    ] = None
     objective: Annotated[
         Literal["span_corruption", "prefix_lm"], Field(description="T5 span corruption, or prefix LM.")
     ] = "span_corruption"

@@ -179,6 +179,14 @@ MISTAKES = [
         "data.source 'jsonl' needs data.path",
     ),
     Mistake(
+        "a SentencePiece model for the byte tokenizer",
+        "data:\n  tokenizer: byte\n  spm_model: t5.model\n",
+        3,
+        14,
+        "data.spm_model is set but data.tokenizer is 'byte'",
+        "set data.tokenizer to 'sentencepiece'",
+    ),
+    Mistake(
         "control characters in a path",
         'data:\n  source: text\n  path: "a\\nb.txt"\n',
         3,

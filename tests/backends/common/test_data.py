@@ -1,0 +1,192 @@
+"""The shared data pipeline (backends/common/data.py): tokenizers, the split, span corruption.
+
+SentencePiece tests train small models (412 pieces) on a slice of Shakespeare, about a second each.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from switchc.backends.common import data
+
+VOCAB = 512  # 412 SentencePiece pieces + 100 sentinels
+
+
+@functools.cache
+def plays() -> tuple[str, ...]:
+    return tuple(data.read_documents("shakespeare", None, "text"))
+
+
+def corpus_slice(characters: int = 200_000) -> list[str]:
+    """The first `characters` of the corpus as two documents."""
+    text = "".join(plays())[:characters]
+    return [text[: characters // 2], text[characters // 2 :]]
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SWITCHC_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def spm_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> data.SentencePieceTokenizer:
+    pytest.importorskip("sentencepiece")
+    return data.sentencepiece_tokenizer(corpus_slice(), VOCAB, tmp_path_factory.mktemp("cache"))
+
+
+# ---- ids ---------------------------------------------------------------------------------------
+
+
+def test_byte_tokenizer_ids() -> None:
+    tokenizer = data.ByteTokenizer(VOCAB)
+    assert tokenizer.encode("A").tolist() == [3 + ord("A")]
+    assert tokenizer.num_sentinels == VOCAB - 259
+    assert tokenizer.decode(tokenizer.encode("to be, or not")) == "to be, or not"
+
+
+def test_sentencepiece_follows_t5_ids(spm_tokenizer: data.SentencePieceTokenizer) -> None:
+    processor = spm_tokenizer.processor
+    assert (processor.pad_id(), processor.eos_id(), processor.unk_id(), processor.bos_id()) == (0, 1, 2, -1)
+    assert [processor.id_to_piece(i) for i in range(4)] == ["<pad>", "</s>", "<unk>", "\n"]
+    assert spm_tokenizer.num_pieces == VOCAB - data.EXTRA_IDS
+    assert spm_tokenizer.num_sentinels == data.EXTRA_IDS
+    ids = spm_tokenizer.encode("".join(plays())[:20_000])
+    assert ids.dtype == np.int32 and ids.min() > data.UNK and ids.max() < VOCAB - data.EXTRA_IDS
+    assert spm_tokenizer.encode("\u4e2d").tolist()[-1] == data.UNK  # a character never seen in training
+
+
+def test_sentencepiece_round_trips_shakespeare(spm_tokenizer: data.SentencePieceTokenizer) -> None:
+    """Lines, blank lines, markdown and trailing double spaces all survive encode -> decode."""
+    text = plays()[0][:5000]
+    assert spm_tokenizer.decode(spm_tokenizer.encode(text)) == text
+    for line in plays()[1].splitlines()[:200]:
+        assert spm_tokenizer.decode(spm_tokenizer.encode(line)) == line
+    assert len(spm_tokenizer.encode(text)) < 0.6 * len(text.encode())  # it compresses, even with 412 pieces
+
+
+def test_sentencepiece_decode_drops_pad_eos_and_sentinels(spm_tokenizer: data.SentencePieceTokenizer) -> None:
+    ids = spm_tokenizer.encode("Good night").tolist()
+    assert spm_tokenizer.decode([*ids[:1], VOCAB - 1, *ids[1:], data.EOS, data.PAD]) == "Good night"
+
+
+# ---- training and the cache --------------------------------------------------------------------
+
+
+def test_training_is_deterministic() -> None:
+    pytest.importorskip("sentencepiece")
+    sentences = data.training_sentences(corpus_slice(100_000))
+    assert data.train_sentencepiece(sentences, 300) == data.train_sentencepiece(sentences, 300)
+
+
+def test_second_call_uses_the_cache(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sentencepiece")
+    documents = corpus_slice(100_000)
+    first = data.sentencepiece_tokenizer(documents, 400)
+    assert "sentencepiece: trained 300 pieces" in capsys.readouterr().err
+    (model,) = (cache / "sentencepiece").glob("*.model")
+    assert not list((cache / "sentencepiece").glob(".*"))  # no temporary file left behind
+    os.utime(model, (1, 1))  # a retrain would replace the file and so its mtime
+    second = data.sentencepiece_tokenizer(documents, 400)
+    assert "sentencepiece: using cached" in capsys.readouterr().err
+    assert model.stat().st_mtime == 1
+    assert second.processor.serialized_model_proto() == first.processor.serialized_model_proto()
+    data.sentencepiece_tokenizer(documents, 410)  # another size is another model
+    data.sentencepiece_tokenizer(corpus_slice(90_000), 400)  # and so is other text
+    assert len(list((cache / "sentencepiece").glob("*.model"))) == 3
+
+
+def test_a_given_model_is_checked(tmp_path: Path, spm_tokenizer: data.SentencePieceTokenizer) -> None:
+    path = tmp_path / "given.model"
+    path.write_bytes(spm_tokenizer.processor.serialized_model_proto())
+    config = SimpleNamespace(tokenizer="sentencepiece", spm_model=str(path), vocab_size=VOCAB)
+    assert data.tokenizer_for(config, []).num_pieces == VOCAB - data.EXTRA_IDS
+    small = SimpleNamespace(tokenizer="sentencepiece", spm_model=str(path), vocab_size=VOCAB - 1)
+    with pytest.raises(SystemExit, match=r"model\.vocab_size must be at least 512"):
+        data.tokenizer_for(small, [])
+
+
+def test_too_small_a_vocabulary_is_a_clear_error(cache: Path) -> None:
+    pytest.importorskip("sentencepiece")
+    with pytest.raises(SystemExit, match="could not train 20 pieces"):
+        data.sentencepiece_tokenizer(corpus_slice(50_000), 120)
+
+
+# ---- split and span corruption -----------------------------------------------------------------
+
+
+def test_split_holds_out_the_last_characters() -> None:
+    train, held_out = data.split_documents(["abcdef", "ghij", "klmnopqrst"], 0.3)
+    assert "".join(train) == "abcdefghijklmn" and "".join(held_out) == "opqrst"
+    assert train[-1] == "klmn" and held_out == ["opqrst"]
+    assert data.split_documents(["abc"], 0.0) == (["abc"], [])
+
+
+def config(**changes: object) -> SimpleNamespace:
+    values: dict[str, object] = {
+        "source": "shakespeare",
+        "path": None,
+        "jsonl_field": "text",
+        "tokenizer": "byte",
+        "spm_model": None,
+        "vocab_size": VOCAB,
+        "inputs_length": 64,
+        "targets_length": 24,
+        "noise_density": 0.15,
+        "mean_noise_span": 3.0,
+        "eval_fraction": 0.05,
+        "seed": 0,
+    }
+    return SimpleNamespace(**(values | changes))
+
+
+def test_span_corruption_with_sentencepiece_keeps_lengths(tmp_path: Path, cache: Path) -> None:
+    pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(corpus_slice(100_000)))
+    spm = config(tokenizer="sentencepiece", source="text", path=str(corpus))
+    train = data.dataset(spm)
+    held_out = data.dataset(spm, "eval")
+    assert len(list((cache / "sentencepiece").glob("*.model"))) == 1  # both splits share one model
+    assert held_out.num_examples < train.num_examples / 10
+    tokenizer = data.tokenizer_for(spm, data.split_documents(data.read_documents("text", str(corpus), "text"), 0.05)[0])
+    inputs_length, targets_length = data.corrupted_lengths(train.raw_length, 0.15, 3.0)
+    batch = train.batch(0, 8)
+    assert batch.inputs.shape == (8, 64) and batch.targets.shape == (8, 24)
+    sentinel_floor = VOCAB - data.EXTRA_IDS
+    for inputs, targets in zip(batch.inputs, batch.targets, strict=True):
+        assert np.count_nonzero(inputs) == inputs_length and np.count_nonzero(targets) == targets_length
+        sentinels = [int(t) for t in targets if t >= sentinel_floor]
+        assert sentinels == list(range(VOCAB - 1, VOCAB - 1 - len(sentinels), -1))  # <extra_id_0>, 1, ...
+        assert [int(i) for i in inputs if i >= sentinel_floor] == sentinels
+        assert all(data.UNK < t < tokenizer.num_pieces for t in inputs if 0 < t < sentinel_floor and t != data.EOS)
+        # putting the spans back gives the original tokens
+        assert tokenizer.decode(_uncorrupt(inputs, targets, sentinel_floor)) in "".join(corpus_slice(100_000))
+
+
+def _uncorrupt(inputs: np.ndarray, targets: np.ndarray, sentinel_floor: int) -> list[int]:
+    spans: dict[int, list[int]] = {}
+    current = -1
+    for token in targets.tolist():
+        if token >= sentinel_floor:
+            current = token
+            spans[current] = []
+        elif token not in (data.PAD, data.EOS):
+            spans[current].append(token)
+    out: list[int] = []
+    for token in inputs.tolist():
+        if token >= sentinel_floor:
+            out += spans[token]
+        elif token not in (data.PAD, data.EOS):
+            out.append(token)
+    return out
+
+
+def test_too_few_sentinels_for_the_spans_is_a_clear_error() -> None:
+    with pytest.raises(SystemExit, match="makes up to 7 spans, but the byte tokenizer has 3 sentinels"):
+        data.dataset(config(vocab_size=262, inputs_length=128, targets_length=32))
