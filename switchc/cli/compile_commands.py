@@ -20,10 +20,11 @@ MARKER = ".switchc-program"  # marks a directory switchc wrote, which compile ma
 
 def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
     """The generated program's files plus report.json, the cost report it was compiled with."""
-    if backend != "jax":
-        raise PlainUserError(f"the {backend} backend cannot compile programs yet", "use --backend jax")
     target(backend)  # the package exists; the program itself needs the framework only to run
-    from switchc.backends.jax.program import generate
+    if backend == "torch":
+        from switchc.backends.torch.program import generate
+    else:
+        from switchc.backends.jax.program import generate
 
     files = generate(spec)
     report = report_for(spec, hardware(DEFAULT_HARDWARE)).to_json()
@@ -66,6 +67,7 @@ def write_program(files: dict[str, str], output: Path) -> None:
     epilog=example(
         "switchc compile switch-tiny --backend jax -o out/switch-tiny   # then: python out/switch-tiny/train.py",
         "switchc compile switch-tiny -o out/ep --set 'mesh.axes={data: 2, expert: 4}'",
+        "switchc compile switch-tiny --backend torch -o out/pt   # then: torchrun --nproc-per-node 1 out/pt/train.py",
     ),
 )
 @click.argument("spec", metavar="SPEC")
@@ -75,8 +77,10 @@ def write_program(files: dict[str, str], output: Path) -> None:
 def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) -> None:
     """Generate a standalone training program (model, launcher, runtime, resolved spec, cost report).
 
-    The program needs only jax, optax and numpy: run it with `python DIR/train.py` (add
-    `--devices N` on a CPU host to fake the mesh's N devices; `--help` lists every flag).
+    A JAX program needs only jax, optax and numpy: run it with `python DIR/train.py` (add
+    `--devices N` on a CPU host to fake the mesh's N devices). A PyTorch program (--backend torch)
+    needs torch and numpy: run it with `torchrun --standalone --nproc-per-node N DIR/train.py`, one
+    process per mesh device. `--help` lists every flag.
     """
     files = program_files(load_spec(spec, overrides), backend)
     write_program(files, output)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -26,18 +27,24 @@ def _number(value: float) -> str:
     epilog=example(
         "switchc verify switch-tiny --set 'mesh.axes={data: 2, expert: 4}'",
         "switchc verify specs/switch-tiny.yaml --format json",
+        "switchc verify switch-tiny --backend torch --set 'mesh.axes={data: 2}'",
     )
 )
 @click.argument("spec", metavar="SPEC")
 @overrides
-@click.option("--backend", type=click.Choice(["jax"]), default="jax", show_default=True)
-@click.option("--flops-tolerance", type=float, default=0.05, show_default=True, help="Relative, matmul FLOPs.")
+@click.option("--backend", type=click.Choice(["jax", "torch"]), default="jax", show_default=True)
+@click.option(
+    "--flops-tolerance",
+    type=float,
+    default=None,
+    help="Relative, matmul FLOPs.  [default: 0.05 for jax, 0.01 for torch]",
+)
 @click.option(
     "--total-flops-tolerance",
     type=float,
     default=0.10,
     show_default=True,
-    help="Relative, against cost_analysis (which adds elementwise work).",
+    help="Relative, against cost_analysis (which adds elementwise work; jax only).",
 )
 @click.option("--bytes-tolerance", type=float, default=0.02, show_default=True, help="Relative, for bytes.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program and HLO here.")
@@ -46,36 +53,57 @@ def verify(
     spec: str,
     overrides: tuple[str, ...],
     backend: str,
-    flops_tolerance: float,
+    flops_tolerance: float | None,
     total_flops_tolerance: float,
     bytes_tolerance: float,
     keep: Path | None,
     fmt: str,
 ) -> None:
-    """Compile the spec's train step on its mesh (fake CPU devices) and compare XLA's FLOPs and
-    collectives with the report. Exit 0 when all agree within the tolerances, 1 when not."""
+    """Run the spec's train step on its mesh and compare its FLOPs and collectives with the report.
+
+    jax: XLA's compiled step on fake CPU devices (its HLO and cost analysis). torch: one step of
+    the PyTorch program on one gloo process per device, under FlopCounterMode, with every
+    torch.distributed collective recorded (docs/verify.md). Exit 0 when all agree within the
+    tolerances, 1 when not."""
     resolved = load_spec(spec, overrides)
     target(backend).require()
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise PlainUserError(f"{keep} is not empty", "--keep needs a new or empty directory")
-    from switchc.backends.jax.verify import verify as run_verify
-
     report = report_for(resolved, hardware(DEFAULT_HARDWARE)).to_json()
-    click.echo(f"compiling {resolved.name}'s train step on {resolved.mesh.num_devices} fake device(s)...", err=True)
-    result = run_verify(
-        resolved,
-        report,
-        flops_tolerance=flops_tolerance,
-        total_flops_tolerance=total_flops_tolerance,
-        bytes_tolerance=bytes_tolerance,
-        keep=keep,
-    )
+    devices = resolved.mesh.num_devices
+    result: Any
+    if backend == "torch":
+        from switchc.backends.torch.verify import verify as run_torch_verify
+
+        plural = "es" if devices > 1 else ""
+        click.echo(f"running {resolved.name}'s train step on {devices} gloo process{plural}...", err=True)
+        result = run_torch_verify(
+            resolved,
+            report,
+            flops_tolerance=0.01 if flops_tolerance is None else flops_tolerance,
+            bytes_tolerance=bytes_tolerance,
+            keep=keep,
+        )
+        measured_column = "torch"
+    else:
+        from switchc.backends.jax.verify import verify as run_verify
+
+        click.echo(f"compiling {resolved.name}'s train step on {devices} fake device(s)...", err=True)
+        result = run_verify(
+            resolved,
+            report,
+            flops_tolerance=0.05 if flops_tolerance is None else flops_tolerance,
+            total_flops_tolerance=total_flops_tolerance,
+            bytes_tolerance=bytes_tolerance,
+            keep=keep,
+        )
+        measured_column = "xla"
     if fmt == "json":
         rows = [
             {
                 "what": c.what,
                 "report": c.report,
-                "xla": c.xla,
+                measured_column: getattr(c, measured_column),
                 "relative_error": c.relative_error,
                 "tolerance": c.tolerance,
                 "ok": c.ok,
@@ -83,16 +111,19 @@ def verify(
             }
             for c in result.comparisons
         ]
-        click.echo(json.dumps({"spec": result.spec_name, "devices": result.devices, "ok": result.ok, "rows": rows}))
+        summary = {"spec": result.spec_name, "devices": result.devices, "backend": backend, "ok": result.ok}
+        click.echo(json.dumps({**summary, "rows": rows}))
     else:
-        table = Table(title=f"switchc verify {result.spec_name} ({result.devices} devices, jax)", title_justify="left")
-        for column in ("quantity", "report", "XLA", "error", "tolerance", "", "note"):
-            table.add_column(column, justify="right" if column in ("report", "XLA", "error") else "left")
+        title = f"switchc verify {result.spec_name} ({result.devices} devices, {backend})"
+        table = Table(title=title, title_justify="left")
+        heading = "XLA" if backend == "jax" else "torch"
+        for column in ("quantity", "report", heading, "error", "tolerance", "", "note"):
+            table.add_column(column, justify="right" if column in ("report", heading, "error") else "left")
         for c in result.comparisons:
             table.add_row(
                 c.what,
                 _number(c.report),
-                _number(c.xla),
+                _number(getattr(c, measured_column)),
                 f"{c.relative_error:.2%}",
                 "exact" if c.tolerance == 0 else f"{c.tolerance:.0%}",
                 "ok" if c.ok else "MISMATCH",

@@ -1,39 +1,19 @@
-"""Routing groups and expert capacity: the one definition the cost model and the backends share.
+"""Routing groups and expert capacity of each Switch layer, for the graph and the cost model.
 
-The rule (PAPER.md Sec. 2.2, eq. 3, with the floor of the reference code):
-
-    tokens_per_group = the largest divisor of the tokens on one device that is <= moe.group_size
-    capacity         = min(tokens_per_group,
-                           max(min_capacity, ceil(top_k * tokens_per_group / num_experts * factor)))
-
-Groups are made from one device's tokens (each device routes its own tokens, Sec. 6), so a device
-holding fewer tokens than group_size routes them as one group. A divisor keeps every group the
-same size with no padding tokens. top_k scales the capacity because each token claims k slots
-(GShard); capacity never exceeds the group, since a group cannot fill more slots than it has
-tokens (per choice). The float arithmetic is exactly that of the generated JAX program
-(backends/jax/runtime/moe.py, which cannot import switchc), so both agree on every shape.
+The rule itself (largest divisor of a device's tokens within moe.group_size; eq. 3 capacity with
+its floor and ceiling) has one definition: backends/common/routing.py, pure Python, which every
+generated program carries as runtime/routing.py and which switchc imports here. The cost model
+and the generated JAX and PyTorch programs therefore agree on every shape by construction.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from switchc.backends.common.routing import expert_capacity
+from switchc.backends.common.routing import routing_group_size as tokens_per_group
 
-def tokens_per_group(tokens_on_device: int, group_size: int) -> int:
-    """Tokens in one routing group: the largest divisor of `tokens_on_device` that is <= group_size."""
-    if tokens_on_device < 1 or group_size < 1:
-        raise ValueError(f"tokens_on_device ({tokens_on_device}) and group_size ({group_size}) must be positive")
-    size = min(tokens_on_device, group_size)
-    while tokens_on_device % size:
-        size -= 1
-    return size
-
-
-def expert_capacity(group_tokens: int, num_experts: int, top_k: int, capacity_factor: float, min_capacity: int) -> int:
-    """Slots per expert in one group: ceil(k * S / E * factor) (eq. 3), at least min_capacity, at most S."""
-    capacity = max(math.ceil(top_k * group_tokens / num_experts * capacity_factor), min_capacity)
-    return min(capacity, group_tokens)
+__all__ = ["Routing", "expert_capacity", "routing", "tokens_per_group"]
 
 
 @dataclass(frozen=True)

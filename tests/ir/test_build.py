@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
-
-import pytest
+from importlib import resources
 
 from switchc.ir import build_graph, op_of
 from switchc.ir import ops as irops
@@ -83,19 +83,15 @@ def test_routing_groups_and_capacity_follow_the_documented_rule() -> None:
     assert (plan.tokens_per_group, plan.groups_per_device, plan.capacity) == (3648, 2, 36)
 
 
-@pytest.mark.parametrize(
-    "tokens,group,experts,k,factor,floor",
-    [
-        (32768, 4096, 128, 1, 1.25, 4),
-        (7296, 4096, 64, 2, 2.0, 4),
-        (114, 4096, 2048, 1, 1.0, 4),
-        (1000, 64, 8, 1, 1.1, 0),
-    ],
-)
-def test_routing_matches_the_generated_jax_program(
-    tokens: int, group: int, experts: int, k: int, factor: float, floor: int
-) -> None:
-    runtime = pytest.importorskip("switchc.backends.jax.runtime.moe")
-    size = tokens_per_group(tokens, group)
-    assert size == runtime.routing_group_size(tokens, group)
-    assert expert_capacity(size, experts, k, factor, floor) == runtime.expert_capacity(size, experts, k, factor, floor)
+def test_routing_is_the_one_rule_every_generated_program_carries() -> None:
+    """The cost model's rule is backends/common/routing.py, which both programs copy and import."""
+    from switchc.backends.common import routing as shared
+
+    assert tokens_per_group is shared.routing_group_size
+    assert expert_capacity is shared.expert_capacity
+    for backend in ("jax", "torch"):
+        program = importlib.import_module(f"switchc.backends.{backend}.program")
+        assert "routing.py" in program.COMMON_MODULES
+        moe = (resources.files(f"switchc.backends.{backend}.runtime") / "moe.py").read_text(encoding="utf-8")
+        assert "from .routing import MoESettings" in moe
+        assert "def expert_capacity" not in moe and "def routing_group_size" not in moe

@@ -1,11 +1,13 @@
 """The Switch / MoE feed-forward layer: routing, capacity, dispatch, experts, combine (PAPER.md Sec. 2-3).
 
 This file is runtime support: it is copied verbatim into every generated JAX program and depends
-only on jax. It has one function per IR op of a Switch layer (Router, Dispatch, ExpertFFN,
-Combine, AuxLoss, RouterZLoss); `switch_ffn` composes them on one device's tokens and runs inside
-`jax.shard_map` (see parallel.py): each device routes its own tokens, an all-to-all over the
-expert mesh axes moves each expert's slots to the device holding that expert, and a second
-all-to-all brings the results back (PAPER.md Sec. 6).
+only on jax and runtime/routing.py (routing group size, expert capacity and MoESettings: pure
+Python shared with the PyTorch program and switchc's cost model). It has one function per IR op
+of a Switch layer (Router, Dispatch, ExpertFFN, Combine, AuxLoss, RouterZLoss); `switch_ffn`
+composes them on one device's tokens and runs inside `jax.shard_map` (see parallel.py): each
+device routes its own tokens, an all-to-all over the expert mesh axes moves each expert's slots
+to the device holding that expert, and a second all-to-all brings the results back (PAPER.md
+Sec. 6).
 
 Shapes: G groups of S tokens (S = routing group size), D = d_model, F = d_ff (or d_ff / model
 shards), E experts (E_local on one device), C = expert capacity, k = experts per token.
@@ -17,46 +19,22 @@ one-hot einsum of Mesh-TF costs 2 * G * S * E * C * D FLOPs (quadratic in tokens
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+if TYPE_CHECKING:
+    from ...common.routing import MoESettings
+else:
+    try:  # a generated program: runtime/routing.py is a copy of backends/common/routing.py
+        from .routing import MoESettings
+    except ImportError:  # inside the switchc package
+        from ...common.routing import MoESettings
+
 Params = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class MoESettings:
-    """What the generated program fixes about one Switch layer."""
-
-    num_experts: int
-    top_k: int
-    capacity_factor: float  # the train or eval factor, chosen by the caller
-    min_capacity: int
-    group_size: int  # most tokens per routing group
-    jitter_eps: float
-    router_dtype: Any
-    batch_prioritized: bool
-    expert_dropout_rate: float
-    activation: str  # relu | gelu | geglu | swiglu
-
-
-def routing_group_size(tokens: int, group_size: int) -> int:
-    """Tokens per routing group: the largest divisor of `tokens` that is at most `group_size`."""
-    size = min(tokens, group_size)
-    while tokens % size:
-        size -= 1
-    return size
-
-
-def expert_capacity(group_tokens: int, num_experts: int, top_k: int, factor: float, min_capacity: int) -> int:
-    """Slots per expert and group: ceil(k * S / E * factor) (eq. 3), at least `min_capacity`, at most S."""
-    capacity = max(math.ceil(top_k * group_tokens / num_experts * factor), min_capacity)
-    return min(capacity, group_tokens)
 
 
 def activate(h: jax.Array, h_gate: jax.Array | None, activation: str) -> jax.Array:
@@ -237,10 +215,7 @@ def switch_ffn(
     to run top_k and the slot scatter if they were left to jit.
     """
     batch, length, d_model = x.shape
-    group = routing_group_size(batch * length, settings.group_size)
-    capacity = expert_capacity(
-        group, settings.num_experts, settings.top_k, settings.capacity_factor, settings.min_capacity
-    )
+    group, capacity = settings.groups(batch * length)
     grouped = x.reshape(-1, group, d_model)
     if jitter is not None:
         jitter = jitter.reshape(grouped.shape)

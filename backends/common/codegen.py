@@ -1,0 +1,209 @@
+"""Backend-neutral pieces of code generation: literals and ruff-style line layout, variable naming,
+the parameter table of a graph, the Config dataclass of a spec, and MFU's constants.
+
+Every backend writes the same PARAMS table (IR name -> shape, logical axes, init std) and the same
+Config fields, so weights and settings mean the same thing in a JAX and a PyTorch program.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field, fields
+from math import prod
+from typing import Any
+
+from switchc.analysis import DEFAULT_HARDWARE, builtin_profiles
+from switchc.analysis.flops import count_flops
+from switchc.ir import Graph, Param, op_of
+from switchc.passes import lower
+from switchc.spec import Spec
+
+INDENT = "    "
+LINE_LENGTH = 120  # generated code is formatted as `ruff format --line-length 120` would
+
+
+def literal(value: object) -> str:
+    """A Python literal in the formatter's style (double quotes; spec strings are printable)."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        items = [literal(v) for v in value]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    if isinstance(value, list):
+        return f"[{', '.join(literal(v) for v in value)}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def call_lines(head: str, args: list[str], indent: str = INDENT) -> list[str]:
+    """`head(args)` as ruff lays it out: on one line, else the args on one line, else one per line."""
+    one = f"{indent}{head}({', '.join(args)})"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    inner = f"{indent}{INDENT}{', '.join(args)}"
+    if len(inner) <= LINE_LENGTH:
+        return [f"{indent}{head}(", inner, f"{indent})"]
+    return [f"{indent}{head}(", *(f"{indent}{INDENT}{arg}," for arg in args), f"{indent})"]
+
+
+def sum_lines(target: str, terms: list[str], indent: str = INDENT) -> list[str]:
+    """`target = a + b + ...`, split before the operators inside parentheses when too long."""
+    one = f"{indent}{target} = {' + '.join(terms)}"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    body = [f"{indent}{INDENT}{terms[0]}", *(f"{indent}{INDENT}+ {term}" for term in terms[1:])]
+    return [f"{indent}{target} = (", *body, f"{indent})"]
+
+
+@dataclass
+class Names:
+    """Variable names for node outputs; a name is reused only once its value is dead."""
+
+    graph: Graph
+    order: dict[str, int]
+    holder: dict[str, str] = field(default_factory=dict)  # variable -> node whose value it holds
+    var: dict[str, str] = field(default_factory=dict)  # node -> variable
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # node -> nodes that read its variable
+
+    def last_use(self, node: str) -> int:
+        readers = [node, *self.aliases.get(node, [])]
+        users = [self.order[v] for r in readers for v in self.graph.successors(r) if v in self.order]
+        return max(users, default=self.order[node])
+
+    def bind(self, node: str, preferred: str) -> str:
+        name, suffix = preferred, 1
+        while name in self.holder and self.last_use(self.holder[name]) > self.order[node]:
+            suffix += 1
+            name = f"{preferred}{suffix}"
+        self.holder[name] = node
+        self.var[node] = name
+        return name
+
+    def alias(self, node: str, expression: str, of: str | None = None) -> None:
+        """`node`'s value is `expression` (no statement); it reads the variable of node `of`, if any."""
+        self.var[node] = expression
+        if of is not None:
+            self.aliases.setdefault(of, []).append(node)
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+
+
+def fan_in(param: Param) -> int:
+    """Input size of a weight, for std = sqrt(init_scale / fan_in) (Sec. 2.4)."""
+    dims = [d.size for d in param.tensor.dims]
+    if param.kind == "expert":
+        dims = dims[1:]  # the experts dim is a batch of independent matrices
+    if param.name.endswith("/o"):
+        return dims[0] * dims[1]  # [heads, d_kv, d_model]: heads and d_kv are both summed over
+    return dims[0]
+
+
+def init_std(param: Param, spec: Spec) -> float:
+    """0 means ones (norm scales); the embedding table is N(0, 1) as in T5."""
+    if param.kind == "norm":
+        return 0.0
+    if param.kind == "embedding":
+        return 1.0
+    scale = spec.model.init_scale
+    if param.kind in ("expert", "router") and spec.moe is not None:
+        scale = spec.moe.init_scale
+    return float((scale / fan_in(param)) ** 0.5)
+
+
+def parameters(graph: Graph) -> dict[str, Param]:
+    """Every parameter of the graph by name, in first-use order (a shared table appears once)."""
+    found: dict[str, Param] = {}
+    for node in graph.nodes:
+        for param in op_of(graph, node).params():
+            found.setdefault(param.name, param)
+    return found
+
+
+def param_axes(param: Param) -> tuple[str | None, ...]:
+    return tuple(d.logical[0] if d.logical else None for d in param.tensor.dims)
+
+
+def param_table(spec: Spec, graph: Graph) -> list[str]:
+    """The PARAMS literal: name -> (shape, logical axes, init std)."""
+    lines = []
+    for name, param in parameters(graph).items():
+        shape = tuple(d.size for d in param.tensor.dims)
+        std = init_std(param, spec)
+        lines.append(f"    {literal(name)}: ({literal(shape)}, {literal(param_axes(param))}, {std!r}),")
+    return lines
+
+
+def parameter_count(graph: Graph) -> int:
+    return sum(prod(d.size for d in p.tensor.dims) for p in parameters(graph).values())
+
+
+# ---- the Config dataclass -------------------------------------------------------------------------
+
+
+def config_fields(spec: Spec) -> list[str]:
+    """Config's fields: every scalar the model, the loop and the data pipeline read."""
+    optimizer = spec.train.optimizer
+    groups: list[tuple[str, list[tuple[str, Any]]]] = [
+        ("model (PAPER.md Sec. 1)", [(f.name, getattr(spec.model, f.name)) for f in fields(spec.model)]),
+        (
+            "training (Sec. 4)",
+            [
+                ("batch_size", spec.train.batch_size),
+                ("inputs_length", spec.train.inputs_length),
+                ("targets_length", spec.train.targets_length),
+                ("steps", spec.train.steps),
+                ("seed", spec.train.seed),
+                ("optimizer", optimizer.name),
+                ("learning_rate", optimizer.learning_rate),
+                ("schedule", optimizer.schedule),
+                ("warmup_steps", optimizer.warmup_steps),
+                ("beta1", optimizer.beta1),
+                ("beta2", optimizer.beta2),
+                ("weight_decay", optimizer.weight_decay),
+                ("clip_grad_norm", optimizer.clip_grad_norm),
+            ],
+        ),
+        ("data", [(f.name, getattr(spec.data, f.name)) for f in fields(spec.data)]),
+    ]
+    lines: list[str] = []
+    for title, items in groups:
+        lines.append(f"    # {title}")
+        for name, value in items:
+            annotation = type(value).__name__ if value is not None else "str | None"
+            if name in ("beta1", "beta2"):
+                annotation = "float | None"
+            lines.append(f"    {name}: {annotation} = {literal(value)}")
+    return lines
+
+
+# ---- MFU ----------------------------------------------------------------------------------------
+
+
+def cost_lines(spec: Spec) -> list[str]:
+    """MFU's numerator and denominators, as model.py lines: the step's model FLOPs, and peak FLOP/s
+    per hardware profile (runtime/metrics.py divides them; the same in every backend's program)."""
+    flops = count_flops(lower(spec)).model.train_step
+    devices = spec.mesh.num_devices
+    dtype = spec.model.dtype
+    peaks = sorted((name, hw.profile.peak(dtype)) for name, hw in builtin_profiles().items())
+    return [
+        "# Model FLOPs of one train step of the global batch, all devices together (switchc's cost model;",
+        f"# report.json: flops.model.train_step, and flops.model.train_step_per_device = this / {devices}): the",
+        "# model's math, each token through top_k experts, no capacity padding, no router, no recomputation;",
+        "# multiply-add = 2, backward = 2 x forward. The numerator of MFU (runtime/metrics.py).",
+        f"MODEL_FLOPS_PER_STEP = {flops}",
+        f"# Peak dense matmul FLOP/s of one device in {dtype} (the model's dtype), per switchc hardware profile",
+        "# (switchc/analysis/hardware.yaml; `cpu` was measured). --hardware picks one; MFU =",
+        "# MODEL_FLOPS_PER_STEP / (step seconds x devices x PEAK_FLOPS[hardware]).",
+        "PEAK_FLOPS = {",
+        *(f"    {literal(name)}: {float(peak)!r}," for name, peak in peaks),
+        "}",
+        f"DEFAULT_HARDWARE = {literal(DEFAULT_HARDWARE)}  # off CPU, when the device's name matches no profile",
+    ]
+
+
+def wrap(text: str, width: int = 100) -> str:
+    """A docstring paragraph wrapped to `width` columns."""
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))

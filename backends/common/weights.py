@@ -1,0 +1,152 @@
+"""Model weights as a file of flat arrays keyed by IR parameter name. Runtime support, numpy only.
+
+Copied verbatim into every generated program (JAX and PyTorch alike), so a weights file written
+by one backend loads into the other: `train.py --export-init FILE` writes the step-0 weights,
+`train.py --init-from FILE` starts training from them.
+
+The format is safetensors (https://github.com/huggingface/safetensors): a small JSON header of
+names, dtypes, shapes and offsets, then the raw little-endian data; framework-neutral, mmap-able,
+and loaded without executing code. In a switchc weights file:
+
+- every tensor is named by its IR parameter name, the key of the program's PARAMS table in
+  model.py (e.g. "encoder/0/attention/q"), and has the shape PARAMS gives it: the same in the JAX
+  and the PyTorch program of a spec (per-head attention kernels [d_model, heads, d_kv], expert
+  kernels [experts, d_model, d_ff], ...). Nothing else is in the file, and nothing is missing.
+- every tensor is float32. A bfloat16 model's weights are widened on save (losslessly) and
+  narrowed back by the program that loads them, so numpy needs no bfloat16 type.
+- the header's metadata holds {"format": "switchc-weights", "version": "1"} and whatever the
+  writer adds (the programs add the spec name and the seed).
+
+`save(path, params)` writes a file; `load(path, params_table)` reads one and checks it against a
+PARAMS table, naming every missing, unexpected or misshapen tensor. Needs the `safetensors`
+package (imported only when a weights file is read or written).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+FORMAT = "switchc-weights"
+VERSION = "1"
+# How many names an error lists before it says "... and N more".
+_SHOWN = 8
+
+
+class WeightsError(ValueError):
+    """A weights file that does not fit the program: wrong names, shapes or format."""
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.numpy
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "reading or writing a weights file needs the safetensors package: pip install safetensors"
+        ) from e
+    return safetensors.numpy
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f", ... and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+
+
+def check(params: Mapping[str, Any], params_table: Mapping[str, Any], source: str = "weights") -> None:
+    """Raise WeightsError unless `params` has exactly the names of `params_table`, at its shapes.
+
+    params_table: a program's PARAMS, name -> (shape, logical axes, init std); only the shape is
+    read (an entry may also be the bare shape).
+    """
+    problems = []
+    missing = [name for name in params_table if name not in params]
+    unexpected = [name for name in params if name not in params_table]
+    if missing:
+        problems.append(f"missing {len(missing)} parameter(s): {_listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected name(s): {_listed(unexpected)}")
+    misshapen = []
+    for name, entry in params_table.items():
+        if name not in params:
+            continue
+        want = tuple(entry[0]) if entry and isinstance(entry[0], tuple | list) else tuple(entry)
+        got = tuple(np.shape(params[name]))
+        if got != want:
+            misshapen.append(f"{name} is {list(got)}, the model wants {list(want)}")
+    if misshapen:
+        problems.append(f"{len(misshapen)} shape mismatch(es): {_listed(misshapen)}")
+    if problems:
+        raise WeightsError(
+            f"{source} do not fit this model ({len(params_table)} parameters in PARAMS): " + "; ".join(problems)
+        )
+
+
+def save(
+    path: str | os.PathLike[str],
+    params: Mapping[str, Any],
+    params_table: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write `params` (IR name -> array: numpy, JAX or anything np.asarray takes) to `path`.
+
+    Arrays are written as float32 in PARAMS order when `params_table` is given (then the names and
+    shapes are checked first), else in the dict's order. metadata: extra header strings.
+    """
+    if params_table is not None:
+        check(params, params_table, source="the weights to save")
+        names = list(params_table)
+    else:
+        names = list(params)
+    arrays = {name: np.ascontiguousarray(np.asarray(params[name], dtype=np.float32)) for name in names}
+    header = {"format": FORMAT, "version": VERSION, **dict(metadata or {})}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    _safetensors().save_file(arrays, tmp, metadata=header)
+    os.replace(tmp, path)  # never a half-written file at `path`
+
+
+def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The header metadata of a weights file (format, version and what the writer added)."""
+    return _open(path)[0]
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata, arrays) of a safetensors file; WeightsError when it is not one."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no weights file at {path}")
+    _safetensors()
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+            arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - not a dict
+    except Exception as e:  # safetensors raises its own SafetensorError (and OSError, ValueError)
+        if not isinstance(e, OSError | ValueError) and type(e).__name__ != "SafetensorError":
+            raise
+        raise WeightsError(f"{path} is not a safetensors file: {e}") from e
+    return meta, arrays
+
+
+def load(path: str | os.PathLike[str], params_table: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Read a weights file: IR name -> float32 array, in PARAMS order, checked against `params_table`.
+
+    Raises WeightsError (naming the file and each problem) when the file is not a switchc weights
+    file or its names or shapes differ from the table's; FileNotFoundError when there is no file.
+    """
+    meta, arrays = _open(path)
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"{path} is a safetensors file but not switchc weights (metadata: {meta})")
+    if meta.get("version") != VERSION:
+        raise WeightsError(f"{path} has switchc weights format version {meta.get('version')}; this reads {VERSION}")
+    check(arrays, params_table, source=f"the weights in {path}")
+    out = {}
+    for name in params_table:
+        array = arrays[name]
+        if array.dtype != np.float32:
+            raise WeightsError(f"{path}: {name} is {array.dtype}; switchc weights are float32")
+        out[name] = array
+    return out

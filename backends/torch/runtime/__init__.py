@@ -1,0 +1,1 @@
+"""Runtime support copied verbatim into generated PyTorch programs; depends only on torch and numpy."""

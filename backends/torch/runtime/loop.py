@@ -1,0 +1,449 @@
+"""The training loop of a generated PyTorch program. Runtime support, copied verbatim.
+
+The generated `model` module provides: CONFIG (sizes and train settings), MESH_AXES and RULES
+(the mesh and the logical-axis rules), PARAMS (IR name -> shape, logical axes, init std),
+PARAM_AXES, build(seed) -> an initialised Transformer whose forward(batch, noise) returns
+(loss, metrics), and for MFU MODEL_FLOPS_PER_STEP, PEAK_FLOPS and DEFAULT_HARDWARE. This module
+joins the torchrun job, builds the DeviceMesh, hands the model to parallel.parallelize, and runs
+forward, backward, gradient reduction and the optimizer step:
+
+    every step          train step; the loss and the gradients are checked for NaN/Inf before
+                        the optimizer applies them (every rank reaches the same verdict)
+    every --log-every   a train record (metrics.py has the schema, the JAX program's) to the
+                        progress display, OUT/metrics.jsonl and OUT/tensorboard (rank 0)
+    every --eval-every  an eval record: --eval-batches batches of the held-out split, in eval
+                        mode (the eval capacity factor, no jitter, no dropout)
+    every --checkpoint-every   a checkpoint in OUT/checkpoints (checkpoint.py: DCP, each rank
+                        writes its own shards, committed atomically)
+    --resume            continue from the latest checkpoint, at the same step; on CPU the losses
+                        are bit-identical to a run that was never interrupted
+    --init-from FILE    start from the weights in a safetensors file keyed by IR names (weights.py)
+
+The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
+stops training on every rank with the step and the quantity, and exit status 3
+(metrics.NON_FINITE_EXIT); the bad step is never applied nor saved.
+
+Every rank reads only its rows of each global batch (the data pipeline is deterministic per
+(seed, epoch, index)); records are means over batch shards (per-expert counts: sums).
+
+Testing hook: SWITCHC_FAIL_AT="RANK:STEP" makes that rank raise at that step, and
+SWITCHC_FAIL_AT="RANK:STEP:hang" makes it stop there without exiting, to check that the other
+ranks then fail with an error (at once, or after --timeout seconds) instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .checkpoint import Checkpoints, load_training_state, prime_optimizer, training_state
+from .layers import Noise, ir_name, load_flat, module_path
+from .optim import clip_by_global_norm, optimizer, schedule
+from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
+
+if TYPE_CHECKING:
+    from ...common import metrics, weights
+else:
+    try:  # a generated program: runtime/metrics.py and weights.py are copies of backends/common's
+        from . import metrics, weights
+    except ImportError:  # inside the switchc package
+        from ...common import metrics, weights
+
+
+def parse_args(argv: Sequence[str], description: str, default_steps: int, default_seed: int) -> argparse.Namespace:
+    """Flags shared by every generated PyTorch program (the JAX program's, where they apply)."""
+    every = max(1, default_steps // 10)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
+    parser.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
+    parser.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory: metrics.jsonl, tensorboard/ and checkpoints/ (default: none written)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=every,
+        metavar="N",
+        help=f"evaluate on the held-out split every N steps and at the end; 0: never (default: {every})",
+    )
+    parser.add_argument("--eval-batches", type=int, default=10, help="batches per evaluation (default: 10)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=every,
+        metavar="N",
+        help=f"with --out, save a checkpoint every N steps and at the end; 0: never (default: {every})",
+    )
+    parser.add_argument("--keep", type=int, default=3, metavar="K", help="keep the newest K checkpoints (default: 3)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in OUT/checkpoints, at its step (needs --out)",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="start from the weights in FILE (safetensors keyed by IR names; runtime/weights.py), not from --seed",
+    )
+    parser.add_argument(
+        "--hardware",
+        default=None,
+        metavar="NAME",
+        help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's)",
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available (default)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds any collective may wait for the other ranks before failing (default: 120)",
+    )
+    args = parser.parse_args(argv)
+    if args.steps < 0:
+        parser.error("--steps must be >= 0")
+    for flag in ("log_every", "eval_batches", "keep"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag in ("eval_every", "checkpoint_every"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
+    if args.timeout <= 0:
+        parser.error("--timeout must be > 0")
+    return args
+
+
+def _inject_failure(rank: int, step: int) -> None:
+    """SWITCHC_FAIL_AT="RANK:STEP[:hang]" (testing): this rank raises, or hangs, at this step."""
+    value = os.environ.get("SWITCHC_FAIL_AT")
+    if not value:
+        return
+    fail_rank, fail_step, *mode = value.split(":")
+    if (int(fail_rank), int(fail_step)) != (rank, step):
+        return
+    if mode == ["hang"]:
+        print(f"SWITCHC_FAIL_AT: rank {rank} hangs at step {step} (testing)", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
+    raise RuntimeError(f"SWITCHC_FAIL_AT: rank {rank} fails at step {step} (testing)")
+
+
+def _local_batch(data: Any, step: int, config: Any, parallel: Parallel, device: torch.device) -> dict[str, Any]:
+    """This rank's rows of global batch `step`, and the share of the global target count that
+    makes each shard's loss its part of the global mean (see layers.masked_mean)."""
+    local = data.batch(step, config.batch_size, parallel.batch_rows(config.batch_size))
+    batch = {
+        "inputs": torch.from_numpy(local.inputs).long().to(device),
+        "targets": torch.from_numpy(local.targets).long().to(device),
+    }
+    count = (batch["targets"] > 0).sum().float()
+    batch["targets_per_shard"] = parallel.mean_over_batch(count)
+    return batch
+
+
+def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any = None) -> list[dict[str, Any]]:
+    """Train until step args.steps; returns the records (rank 0 also shows them and writes --out).
+
+    `data` and `eval_data` give batch(step, batch_size, rows) (data.SpanCorruption); without
+    eval_data (or with --eval-every 0) nothing is evaluated.
+    """
+    mesh, device = init_distributed(model_module.MESH_AXES, args.timeout, args.device)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    try:
+        return _train(model_module, data, eval_data, args, mesh, device, rank)
+    except Exception as error:
+        # A failed collective usually means another rank died first: say so, then leave without
+        # waiting on the process group (its teardown could block on the dead peer).
+        print(f"error: rank {rank}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            print(
+                f"error: rank {rank}: exiting; if this is a communication error, see the other ranks' logs",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(1)
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _hardware(args: argparse.Namespace, model_module: ModuleType, device: torch.device) -> str:
+    """The hardware profile MFU is measured against (metrics.choose_hardware)."""
+    if device.type == "cuda":
+        platform, kind = "gpu", torch.cuda.get_device_name(device)
+    else:
+        platform, kind = device.type, device.type
+    return metrics.choose_hardware(
+        args.hardware, platform, kind, model_module.PEAK_FLOPS, model_module.DEFAULT_HARDWARE
+    )
+
+
+def _initial_weights(model: torch.nn.Module, model_module: ModuleType, path: Path) -> None:
+    """--init-from: every parameter from a weights file (whole tensors; parallelize shards them)."""
+    try:
+        flat = weights.load(path, model_module.PARAMS)
+    except (OSError, ValueError) as error:  # FileNotFoundError, weights.WeightsError
+        raise SystemExit(f"error: --init-from: {error}") from None
+    load_flat(model, flat)
+
+
+def _train(
+    model_module: ModuleType,
+    data: Any,
+    eval_data: Any,
+    args: argparse.Namespace,
+    mesh: Mesh,
+    device: torch.device,
+    rank: int,
+) -> list[dict[str, Any]]:
+    config = model_module.CONFIG
+    primary = rank == 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+
+    def say(text: str) -> None:
+        if primary:
+            print(text, flush=True)
+
+    checkpoints = None
+    if args.out is not None and (args.checkpoint_every or args.resume):
+        checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary)
+        found = checkpoints.latest_step()
+        if found is not None and not args.resume:
+            raise SystemExit(
+                f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
+                "hint: pass --resume to continue that run, or choose another --out"
+            )
+        if found is None and args.resume:
+            raise SystemExit(
+                f"error: --resume: no checkpoint in {checkpoints.directory}\nhint: start the run without --resume"
+            )
+        checkpoints.clean()
+
+    hardware = _hardware(args, model_module, device)
+    peak = model_module.PEAK_FLOPS[hardware]
+    model = model_module.build(args.seed)
+    if args.init_from is not None and not args.resume:
+        _initial_weights(model, model_module, args.init_from)
+    parallel = parallelize(model, mesh, model_module.RULES, model_module.PARAM_AXES, device)
+    params = list(model.parameters())
+    by_param = {model.get_parameter(module_path(name)): parallel.placements[name] for name in model_module.PARAMS}
+    opt = optimizer(
+        config.optimizer,
+        params,
+        beta1=config.beta1,
+        beta2=config.beta2,
+        weight_decay=config.weight_decay,
+        mesh=mesh,
+        placements=by_param,
+    )
+    learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
+
+    start = 0
+    if args.resume:
+        assert checkpoints is not None
+        latest = checkpoints.latest_step()
+        assert latest is not None
+        meta = checkpoints.meta(latest)
+        if meta["seed"] != args.seed:
+            raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
+        prime_optimizer(opt, params)
+        state = training_state(model, parallel.placements, opt, mesh)
+        checkpoints.restore(latest, state)
+        load_training_state(model, opt, state)
+        start = int(meta["step"])
+
+    devices = mesh.size(mesh.axes)
+    shape = " x ".join(f"{axis}={size}" for axis, size in model_module.MESH_AXES.items())
+    say(
+        f"mesh {shape} on {devices} {device.type} process(es); steps {start}..{args.steps}; "
+        f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
+    )
+    if args.resume:
+        ignored = f" (not from --init-from {args.init_from}: the checkpoint has the weights)" if args.init_from else ""
+        say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
+    elif args.init_from is not None:
+        say(f"initialised from {args.init_from}")
+
+    tokens_per_step = config.batch_size * (config.inputs_length + config.targets_length)
+    evaluating = eval_data is not None and args.eval_every > 0
+    eval_batches = []
+    if evaluating:
+        eval_batches = [_local_batch(eval_data, i, config, parallel, device) for i in range(args.eval_batches)]
+    saving = checkpoints is not None and args.checkpoint_every > 0
+
+    log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
+    if log is not None and log.note:
+        say(log.note)
+    progress = metrics.Progress(args.steps, start) if primary else None
+    records: list[dict[str, Any]] = []
+
+    def emit(entry: dict[str, Any]) -> None:
+        records.append(entry)
+        if log is not None:
+            log.write(entry)
+        if progress is not None:
+            progress.show(entry)
+
+    began = time.perf_counter()
+    window_start, window_steps, paused = began, 0, 0.0
+    parallel.module.train()
+    try:
+        for index in range(start, args.steps):
+            number = index + 1  # steps done once this one is
+            _inject_failure(rank, index)
+            batch = _local_batch(data, index, config, parallel, device)
+            noise = Noise(
+                args.seed + 1,
+                index,
+                rows=parallel.batch_rows(config.batch_size),
+                global_batch=config.batch_size,
+                shard=parallel.batch_shard,
+            )
+            loss, step_metrics = parallel.module(batch, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            parallel.finish_gradients()
+            grad_norm = parallel.grad_norm()
+            _check_finite(number, loss, grad_norm, parallel)
+            clip_by_global_norm(params, grad_norm, config.clip_grad_norm)
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(index)
+            opt.step()
+            window_steps += 1
+            if progress is not None:
+                progress.advance()
+            last = number == args.steps
+            log_now = number % args.log_every == 0 or last
+            eval_now = evaluating and (number % args.eval_every == 0 or last)
+            save_now = saving and (number % args.checkpoint_every == 0 or last)
+            if log_now:
+                values = _reduce_over_batch({**step_metrics, "loss": loss}, parallel)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                seconds = (time.perf_counter() - window_start - paused) / window_steps
+                window_start, window_steps, paused = time.perf_counter(), 0, 0.0
+                emit(
+                    metrics.record(
+                        number,
+                        "train",
+                        values,
+                        grad_norm=float(grad_norm),
+                        learning_rate=learning_rate(index),
+                        step_seconds=seconds,
+                        tokens_per_second=tokens_per_step / seconds,
+                        mfu=metrics.model_flops_utilization(model_module.MODEL_FLOPS_PER_STEP, seconds, devices, peak),
+                    )
+                )
+            interrupted = time.perf_counter()
+            if eval_now:
+                emit(metrics.record(number, "eval", _evaluate(parallel, eval_batches)))
+            if save_now:
+                assert checkpoints is not None
+                meta = {
+                    "step": number,
+                    "seed": args.seed,
+                    "examples_seen": number * config.batch_size,
+                    "mesh": dict(model_module.MESH_AXES),
+                }
+                checkpoints.save(number, training_state(model, parallel.placements, opt, mesh), meta)
+            paused += time.perf_counter() - interrupted
+    except metrics.NonFiniteError as err:
+        if progress is not None:
+            progress.close()
+        kept = checkpoints.latest_step() if checkpoints is not None else None
+        where = f"the latest checkpoint is step {kept}, from before it" if kept else "no checkpoint was saved"
+        who = f"rank {rank}: " if world > 1 else ""
+        print(f"error: {who}{err}; training stopped ({where}).", file=sys.stderr, flush=True)
+        raise SystemExit(metrics.NON_FINITE_EXIT) from None
+    finally:
+        if progress is not None:
+            progress.close()
+        if log is not None:
+            log.close()
+    say(f"done: step {args.steps} in {time.perf_counter() - began:.1f}s")
+    return records
+
+
+def _check_finite(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, parallel: Parallel) -> None:
+    """Raise metrics.NonFiniteError on every rank if the step's loss or a gradient has a NaN or Inf.
+
+    The verdict is the same everywhere: the loss is averaged over batch shards (ranks that share
+    a batch shard compute the same loss) and the gradient norm is global. Only when one of them is
+    not finite are the bad elements counted per parameter (summed over its shards) to name it.
+    """
+    loss_mean = parallel.mean_over_batch(loss.detach().float())
+    if bool(torch.isfinite(loss_mean)) and bool(torch.isfinite(grad_norm)):
+        return
+    by_axes: dict[tuple[str, ...], list[tuple[str, torch.Tensor]]] = {}
+    for path, param in parallel.model.named_parameters():
+        name = ir_name(path)
+        grad = param.grad if param.grad is not None else torch.zeros(())
+        bad = (~torch.isfinite(grad)).sum().double()
+        by_axes.setdefault(split_axes(parallel.placements[name]), []).append((name, bad))
+    counts: dict[str, int] = {}
+    for axes, entries in by_axes.items():  # the same order on every rank (named_parameters')
+        totals = torch.stack([bad for _, bad in entries])
+        group = parallel.mesh.group(axes)
+        if group is not None:
+            dist.all_reduce(totals, group=group)
+        counts.update({name: int(total) for (name, _), total in zip(entries, totals.cpu().tolist(), strict=True)})
+    ordered = {name: counts[name] for name in parallel.placements if name in counts}
+    metrics.check_finite(step, loss_mean.cpu(), ordered)
+    # finite elements whose squares overflow the norm: the update is clipped to nothing, not NaN
+
+
+def _reduce_over_batch(values: Mapping[str, Any], parallel: Parallel) -> dict[str, np.ndarray]:
+    """Metrics of the global batch from each rank's: scalars are means over batch shards (each
+    shard's loss is its share of the global mean), tokens_per_expert/<layer> counts are sums.
+    One all-reduce (float64) for all of them."""
+    arrays = {key: np.asarray(torch.as_tensor(value).detach().cpu().double().numpy()) for key, value in values.items()}
+    flat = torch.from_numpy(np.concatenate([array.reshape(-1) for array in arrays.values()]))
+    group = parallel.mesh.group(parallel.plan.batch)
+    if group is not None:
+        flat = flat.to(next(parallel.model.parameters()).device)  # nccl: on the GPU
+        dist.all_reduce(flat, group=group)
+        flat = flat.cpu()
+    total = flat.numpy()
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for key, array in arrays.items():
+        piece = total[offset : offset + array.size].reshape(array.shape)
+        offset += array.size
+        out[key] = piece if key.startswith(metrics.PER_EXPERT) else piece / parallel.batch_shards
+    return out
+
+
+def _evaluate(parallel: Parallel, batches: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Metrics over the eval batches in eval mode (no noise, eval capacity): means, counts summed."""
+    parallel.module.eval()
+    try:
+        with torch.no_grad():
+            outputs = []
+            for batch in batches:
+                loss, values = parallel.model(batch)  # the model itself: DDP has nothing to do here
+                outputs.append(
+                    {key: torch.as_tensor(v).cpu().double().numpy() for key, v in {**values, "loss": loss}.items()}
+                )
+    finally:
+        parallel.module.train()
+    return _reduce_over_batch(metrics.average(outputs), parallel)

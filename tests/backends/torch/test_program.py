@@ -1,0 +1,268 @@
+"""`switchc compile --backend torch`: the generated program is deterministic, formatted, standalone,
+trains on real text, gives the same losses on 1, 2 and 4 gloo processes, and never hangs when a
+rank dies."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+from switchc.spec import load_spec
+
+# No dropout and a routing group that divides every process's tokens: the loss must then be the
+# same on every mesh (jitter is drawn for the global batch, so it is the same too).
+TINY = ("--set", "moe.group_size=128", "--set", "train.batch_size=16")
+# Never let a stuck run hang the suite (the machine is small and shared: be generous).
+RUN_TIMEOUT = 240
+
+
+def compile_program(tmp_path: Path, *args: str, name: str = "prog") -> Path:
+    out = tmp_path / name
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "--backend", "torch", "-o", str(out), *TINY, *args])
+    assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+LAUNCHER = (
+    "import runpy, sys\n"
+    "sys.modules['switchc'] = None  # the program must not need switchc\n"
+    "sys.argv = ['train.py', *sys.argv[1:]]\n"
+    "runpy.run_path('train.py', run_name='__main__')\n"
+)
+
+
+def launch(program: Path, *args: str, processes: int = 1, env: dict[str, str] | None = None) -> list[str]:
+    """The command that runs train.py as a user would (torchrun for several processes), with
+    `import switchc` made impossible."""
+    if processes == 1:
+        return [sys.executable, "-c", LAUNCHER, *args]
+    (program / "launch.py").write_text(LAUNCHER)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    return [*torchrun, "launch.py", *args]
+
+
+def run_program(
+    program: Path, *args: str, processes: int = 1, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        launch(program, *args, processes=processes),
+        cwd=program,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def losses(program: Path, *args: str, processes: int = 1) -> list[float]:
+    """Run the program and read the full-precision losses rank 0 logged to metrics.jsonl."""
+    quiet = ("--eval-every", "0", "--checkpoint-every", "0")  # train records only (test_training.py has the rest)
+    result = run_program(program, *args, *quiet, "--out", "run", processes=processes)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    records = (program / "run" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in records if json.loads(line)["split"] == "train"]
+
+
+def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
+    first = compile_program(tmp_path, name="a")
+    second = compile_program(tmp_path, name="b")
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    expected = ("model.py", "train.py", "spec.yaml", "report.json", "runtime/parallel.py", "runtime/data.py")
+    for path in (*expected, "runtime/routing.py"):
+        assert Path(path) in files
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ("--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001", "--set", "moe.expert_dropout_rate=0.2"),
+        ("--set", "model.tie_embeddings=true", "--set", "model.ffn_activation=geglu", "--set", "moe.top_k=2"),
+        ("--set", "mesh.axes={data: 2, expert: 2, model: 2}", "--set", "model.dtype=bfloat16"),
+    ],
+)
+def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
+    program = compile_program(tmp_path, *settings)
+    ruff = [sys.executable, "-m", "ruff"]
+    fmt = subprocess.run(
+        [*ruff, "format", "--check", "--line-length", "120", str(program)], capture_output=True, timeout=60
+    )
+    assert fmt.returncode == 0, fmt.stdout.decode() + fmt.stderr.decode()
+    lint = subprocess.run(
+        [*ruff, "check", "--line-length", "120", "--select", "E,F,W,B", "--no-cache", str(program)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert lint.returncode == 0, lint.stdout.decode()
+
+
+def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None:
+    program = compile_program(tmp_path)
+    assert load_spec(str(program / "spec.yaml")) == load_spec("switch-tiny", [TINY[1], TINY[3]])
+    report = json.loads((program / "report.json").read_text())
+    assert report["spec"]["name"] == "switch-tiny"
+
+
+def test_generated_code_never_imports_switchc_or_jax(tmp_path: Path) -> None:
+    program = compile_program(tmp_path)
+    for path in program.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & {"switchc", "jax", "optax"}, path
+
+
+def test_parameters_are_the_ir_table_of_the_jax_program(tmp_path: Path) -> None:
+    """Same names, shapes, logical axes and init std as the JAX program's PARAMS: weights can move."""
+    from switchc.backends.jax.program import generate as generate_jax
+
+    program = compile_program(tmp_path)
+    spec = load_spec("switch-tiny", [TINY[1], TINY[3]])
+
+    def table(text: str) -> object:
+        tree = ast.parse(text)
+        (node,) = [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PARAMS"]
+        return ast.literal_eval(node.value)
+
+    assert table((program / "model.py").read_text()) == table(generate_jax(spec)["model.py"])
+
+
+def test_unsupported_choices_are_located_errors(tmp_path: Path) -> None:
+    out = str(tmp_path / "p")
+    result = CliRunner().invoke(
+        main, ["compile", "switch-tiny", "--backend", "torch", "-o", out, "--set", "data.objective=prefix_lm"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("<command line>:1:22: error: the PyTorch backend supports span_corruption only")
+    result = CliRunner().invoke(
+        main,
+        ["compile", "switch-tiny", "--backend", "torch", "-o", out, "--set", "mesh.rules={embed: data}"],
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("<command line>:1:26: error: the PyTorch backend cannot split the embed axis")
+    assert not (tmp_path / "p").exists()
+
+
+def test_help_documents_the_flags_and_launch_commands(tmp_path: Path) -> None:
+    result = run_program(compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 2}"), "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--steps", "--seed", "--log-every", "--out", "--timeout", "--device"):
+        assert flag in result.stdout
+    assert "torchrun --standalone --nproc-per-node 4 train.py" in result.stdout
+    assert "--rdzv-endpoint" in result.stdout  # several hosts
+
+
+def test_a_mesh_needs_its_number_of_processes(tmp_path: Path) -> None:
+    result = run_program(compile_program(tmp_path, "--set", "mesh.axes={expert: 2}"), "--steps", "1")
+    assert result.returncode != 0
+    assert "needs 2 processes, this job has 1" in result.stderr
+    assert "torchrun --nproc-per-node 2 train.py" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory) -> list[float]:
+    """30 steps on one process: the reference losses, and a run on real text."""
+    program = compile_program(tmp_path_factory.mktemp("one"))
+    return losses(program, "--steps", "30", "--log-every", "1")
+
+
+def test_trains_on_real_text(one_process: list[float]) -> None:
+    assert len(one_process) == 30
+    assert one_process[-1] < one_process[0] - 0.5, one_process  # Shakespeare bytes: from ~ln(512) down
+
+
+@pytest.mark.parametrize(
+    ("mesh", "processes"),
+    [("{expert: 2}", 2), ("{data: 2, expert: 2}", 4), ("{data: 2, model: 2}", 4)],
+    ids=["expert", "data-expert", "data-model"],
+)
+def test_every_mesh_matches_one_process(tmp_path: Path, one_process: list[float], mesh: str, processes: int) -> None:
+    program = compile_program(tmp_path, "--set", f"mesh.axes={mesh}")
+    found = losses(program, "--steps", "3", "--log-every", "1", processes=processes)
+    # The same sums in another order: fp32 rounding, then Adam magnifies last-bit differences.
+    assert found[0] == pytest.approx(one_process[0], rel=2e-5), mesh
+    assert found == pytest.approx(one_process[:3], rel=2e-4), mesh
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_crashed_rank_makes_every_rank_exit(tmp_path: Path) -> None:
+    """Rank 1 raises at step 1; started as independent processes (no torchrun to kill the rest),
+    every rank must still exit non-zero, well within the bound."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    port = str(_free_port())
+    processes = []
+    start = time.monotonic()
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "SWITCHC_FAIL_AT": "1:1",
+            **{"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"},
+            **{"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+        }
+        command = [sys.executable, "-c", LAUNCHER, "--steps", "5", "--log-every", "1", "--timeout", "30"]
+        processes.append(
+            subprocess.Popen(command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=RUN_TIMEOUT))
+    finally:
+        for process in processes:
+            process.kill()
+    elapsed = time.monotonic() - start
+    assert all(p.returncode != 0 for p in processes), [p.returncode for p in processes]
+    assert "SWITCHC_FAIL_AT: rank 1 fails at step 1" in outputs[1][1]
+    assert "error: rank 0:" in outputs[0][1]
+    assert elapsed < 120, elapsed
+
+
+def test_a_hung_rank_times_out_under_torchrun(tmp_path: Path) -> None:
+    """Rank 1 stops at step 1 without exiting: the others fail after --timeout seconds and torchrun
+    ends the job with an error."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    start = time.monotonic()
+    result = run_program(program, "--steps", "5", "--timeout", "5", processes=2, env={"SWITCHC_FAIL_AT": "1:1:hang"})
+    assert result.returncode != 0
+    assert "error: rank 0:" in result.stderr and "Timed out" in result.stderr
+    assert time.monotonic() - start < 120
+
+
+@pytest.mark.slow
+def test_switchc_train_runs_torchrun(tmp_path: Path) -> None:
+    mesh = ("--set", "mesh.axes={expert: 2}")
+    command = [
+        "train",
+        "switch-tiny",
+        "--backend",
+        "torch",
+        *TINY,
+        *mesh,
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0, result.output
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(records[-1])["step"] == 2

@@ -1,0 +1,342 @@
+"""A generated PyTorch program's training run: metrics (JSONL, TensorBoard, progress lines) with the
+JAX program's schema, held-out evaluation, torch.distributed.checkpoint checkpoints that survive a
+process killed mid-save, bit-identical resume on 1 and 2 gloo processes, a clean stop on NaN on
+every rank, and --init-from. Each test runs the real program in a subprocess (torchrun for two
+processes), on a model shrunk to step in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+
+SMALL = {  # one encoder and one decoder block, each with a Switch FFN; dropout on, so that its
+    # random streams are part of what resume must reproduce (router jitter is on by default)
+    "model.encoder_layers": "1",
+    "model.decoder_layers": "1",
+    "moe.expert_every": "1",
+    "model.d_model": "32",
+    "model.d_ff": "64",
+    "model.num_heads": "2",
+    "model.d_kv": "16",
+    "model.dropout_rate": "0.1",
+    "train.batch_size": "4",
+    "train.inputs_length": "32",
+    "train.targets_length": "8",
+    "moe.group_size": "32",
+}
+# Checkpoints at 2, 4, 6 (the newest two kept); evaluations at 3 and 6; a train record every step.
+FLAGS = ("--log-every", "1", "--eval-every", "3", "--eval-batches", "2", "--checkpoint-every", "2", "--keep", "2")
+TIMING = ("step_seconds", "tokens_per_second", "mfu")  # wall-clock: differ between any two runs
+RUN_TIMEOUT = 240  # seconds; the machine is small and shared
+
+
+def compile_small(tmp_path: Path, name: str, **settings: str) -> Path:
+    out = tmp_path / name
+    pairs = {**SMALL, **settings}
+    args = [arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "--backend", "torch", "-o", str(out), *args])
+    assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+def run_program(
+    program: Path, *args: str, processes: int = 1, prelude: str = "", timeout: int = RUN_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """train.py as a user runs it (stdout a pipe, not a terminal; torchrun for several processes),
+    with `import switchc` impossible and `prelude` run first in every process."""
+    launcher = (
+        "import runpy, sys\n"
+        "sys.modules['switchc'] = None\n"
+        f"{prelude}"
+        "sys.argv = ['train.py', *sys.argv[1:]]\n"
+        "runpy.run_path('train.py', run_name='__main__')\n"
+    )
+    (program / "launch.py").write_text(launcher)
+    if processes == 1:
+        command = [sys.executable, "launch.py", *args]
+    else:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        command = [*torchrun, "launch.py", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:
+    found = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in found if split is None or r["split"] == split]
+
+
+def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in entry.items() if k not in TIMING} for entry in entries]
+
+
+def checkpoint_dirs(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: 6 steps in one uninterrupted run; returns the program directory (run in ./run)."""
+    program = compile_small(tmp_path_factory.mktemp("straight"), "prog")
+    result = run_program(program, "--steps", "6", *FLAGS, "--out", "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (program / "stdout.txt").write_text(result.stdout)
+    return program
+
+
+def test_metrics_follow_the_schema(straight: Path) -> None:
+    run = straight / "run"
+    train, evals = records(run, "train"), records(run, "eval")
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in evals] == [3, 6]
+    layers = ("encoder/0", "decoder/0")
+    for entry in train + evals:
+        assert list(entry)[:5] == ["step", "split", "loss", "cross_entropy", "neg_log_perplexity"]
+        assert entry["neg_log_perplexity"] == -entry["cross_entropy"]
+        for key in ("aux_loss", "z_loss", "dropped_fraction", "top1_gate"):
+            assert isinstance(entry[key], float), key
+        for layer in layers:
+            assert 0 <= entry[f"dropped_fraction/{layer}"] <= 1
+            counts = entry[f"tokens_per_expert/{layer}"]
+            assert len(counts) == 8 and all(isinstance(c, int) for c in counts)
+    for entry in train:
+        # every token is routed to one expert: encoder 4 x 32 tokens, decoder 4 x 8 per step
+        assert sum(entry["tokens_per_expert/encoder/0"]) == 4 * 32
+        assert sum(entry["tokens_per_expert/decoder/0"]) == 4 * 8
+        assert entry["tokens_per_second"] == pytest.approx(4 * 40 / entry["step_seconds"])
+        assert 0 < entry["mfu"] < 1 and entry["grad_norm"] > 0 and entry["learning_rate"] == pytest.approx(1e-3)
+        assert list(entry)[-5:] == ["grad_norm", "learning_rate", "step_seconds", "tokens_per_second", "mfu"]
+    for entry in evals:
+        assert not {*TIMING, "grad_norm", "learning_rate"} & set(entry)
+        assert sum(entry["tokens_per_expert/encoder/0"]) == 2 * 4 * 32  # summed over the 2 eval batches
+    # eval mode: the eval capacity factor (2.0 vs 1.25) drops fewer tokens than training does
+    assert evals[-1]["dropped_fraction"] < max(r["dropped_fraction"] for r in train)
+    # a pipe is not a terminal: one plain line per record, no progress-bar control characters
+    stdout = (straight / "stdout.txt").read_text()
+    assert "train step 1/6  loss " in stdout and "eval  step 6/6  loss " in stdout
+    assert "\r" not in stdout and "MFU against cpu" in stdout
+
+
+def tensorboard_events(directory: Path) -> list[Any]:
+    """Every event of the TFRecord files in `directory` (length, crc, event proto, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event()
+            event.ParseFromString(data[offset + 12 : offset + 12 + length])
+            events.append(event)
+            offset += 12 + length + 4
+    return events
+
+
+def test_tensorboard_events_hold_the_records(straight: Path) -> None:
+    pytest.importorskip("tensorboardX")
+    events = tensorboard_events(straight / "run" / "tensorboard")
+    scalars = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value if v.HasField("simple_value")}
+    histograms = {(e.step, v.tag): v.histo for e in events for v in e.summary.value if v.HasField("histo")}
+    for entry in records(straight / "run"):
+        step, split = entry["step"], entry["split"]
+        assert scalars[(step, f"{split}/loss")] == pytest.approx(entry["loss"], rel=1e-6)
+        assert scalars[(step, f"{split}/dropped_fraction/encoder/0")] == pytest.approx(
+            entry["dropped_fraction/encoder/0"], rel=1e-6
+        )
+        histogram = histograms[(step, f"{split}/tokens_per_expert/encoder/0")]
+        assert list(histogram.bucket) == entry["tokens_per_expert/encoder/0"]
+
+
+KILL_BEFORE_COMMIT = """\
+import os, signal
+_rename = os.rename
+def _rename_or_die(src, dst, *args, **kwargs):
+    # rank 0 commits a checkpoint by renaming <step>.tmp to <step>: die just before step 4's
+    if os.path.basename(os.fspath(dst)) == "4" and os.fspath(src).endswith("4.tmp"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _rename(src, dst, *args, **kwargs)
+os.rename = _rename_or_die
+"""
+
+
+def test_killed_mid_save_resumes_bit_identical(straight: Path, tmp_path: Path) -> None:
+    """SIGKILL in the middle of saving step 4 (every file written, not yet committed): the step-2
+    checkpoint stays the latest, and resuming from it reproduces the uninterrupted run exactly."""
+    program = compile_small(tmp_path, "prog")
+    killed = run_program(program, "--steps", "6", *FLAGS, "--out", "run", prelude=KILL_BEFORE_COMMIT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = program / "run"
+    assert checkpoint_dirs(run) == ["2", "4.tmp"]
+    assert (run / "checkpoints" / "4.tmp" / ".metadata").is_file()  # DCP had finished writing
+
+    resumed = run_program(program, "--steps", "6", *FLAGS, "--out", "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed at step 2" in resumed.stdout
+    # train and eval records of steps 1-2 come from the first process, 3-6 from the resumed one
+    assert without_timing(records(run)) == without_timing(records(straight / "run"))
+    assert checkpoint_dirs(run) == ["4", "6"]  # --keep 2; the unfinished save was cleaned up
+
+
+def test_two_processes_save_their_shards_and_resume_bit_identical(tmp_path: Path) -> None:
+    """Two gloo processes, experts split over them: each rank writes its own experts, and resuming
+    from step 2 (a copy of the run as it stood then) gives the uninterrupted run's records exactly."""
+    import torch.distributed.checkpoint as dcp
+
+    program = compile_small(tmp_path, "prog", **{"mesh.axes": "{expert: 2}"})
+    flags = ("--log-every", "1", "--eval-every", "2", "--eval-batches", "2", "--checkpoint-every", "2")
+    result = run_program(program, "--steps", "4", *flags, "--out", "straight", processes=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    step2 = program / "straight" / "checkpoints" / "2"
+    assert sorted(p.name for p in step2.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.json"]
+    index = dcp.FileSystemReader(str(step2)).read_metadata().state_dict_metadata
+    for key in ("model/encoder/0/experts/wi", "optimizer/encoder/0/experts/wi/exp_avg"):
+        chunks = sorted((tuple(c.offsets), tuple(c.sizes)) for c in index[key].chunks)  # type: ignore[union-attr]
+        assert chunks == [((0, 0, 0), (4, 32, 64)), ((4, 0, 0), (4, 32, 64))], key  # 4 experts per rank
+    assert json.loads((step2 / "meta.json").read_text()) == {
+        "step": 2,
+        "seed": 0,
+        "examples_seen": 8,
+        "mesh": {"expert": 2},
+    }
+
+    # the run as a crash after step 3 would have left it: records to step 3, checkpoints to step 2
+    shutil.copytree(program / "straight", program / "resumed")
+    shutil.rmtree(program / "resumed" / "checkpoints" / "4")
+    kept = (program / "straight" / "metrics.jsonl").read_text().splitlines()[:4]
+    (program / "resumed" / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    result = run_program(program, "--steps", "4", *flags, "--out", "resumed", "--resume", processes=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed at step 2" in result.stdout
+    straight_records = without_timing(records(program / "straight"))
+    assert [(r["step"], r["split"]) for r in straight_records] == [
+        (1, "train"),
+        (2, "train"),
+        (2, "eval"),
+        (3, "train"),
+        (4, "train"),
+        (4, "eval"),
+    ]
+    assert without_timing(records(program / "resumed")) == straight_records
+
+
+def test_nan_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    """A learning rate of 1e30 makes step 1's update overflow the weights: step 2's loss is NaN."""
+    settings = {"train.optimizer.learning_rate": "1e30", "mesh.axes": "{expert: 2}"}
+    program = compile_small(tmp_path, "prog", **settings)
+    flags = ("--steps", "5", "--log-every", "1", "--checkpoint-every", "1", "--eval-every", "0")
+    result = run_program(program, *flags, "--out", "run", processes=2)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        message = f"error: rank {rank}: step 2: the loss is nan; training stopped (the latest checkpoint is step 1"
+        assert message in result.stderr, result.stderr[-3000:]
+    assert "exitcode  : 3" in result.stderr  # torchrun's report: both ranks exited with status 3
+    assert "loop.py" not in result.stderr  # no worker traceback (torchrun prints its own)
+    assert checkpoint_dirs(program / "run") == ["1"]
+    assert [r["step"] for r in records(program / "run")] == [1]
+
+
+@pytest.mark.slow
+def test_nan_on_one_process_exits_3_and_the_kept_checkpoint_loads(tmp_path: Path) -> None:
+    program = compile_small(tmp_path, "prog", **{"train.optimizer.learning_rate": "1e30"})
+    flags = ("--steps", "5", "--log-every", "1", "--eval-every", "0")
+    result = run_program(program, *flags, "--checkpoint-every", "1", "--out", "run")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "error: step 2: the loss is nan; training stopped (the latest checkpoint is step 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    # the kept checkpoint loads: resuming replays step 2 and stops there again
+    again = run_program(program, *flags, "--out", "run", "--resume")
+    assert again.returncode == 3 and "step 2: the loss is nan" in again.stderr, again.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_resume_after_a_finished_run_is_bit_identical(straight: Path, tmp_path: Path) -> None:
+    """3 steps (the last one checkpointed), then --resume to 6: the same records as 6 steps straight."""
+    program = compile_small(tmp_path, "prog")
+    first = run_program(program, "--steps", "3", *FLAGS, "--out", "run")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_program(program, "--steps", "6", *FLAGS, "--out", "run", "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert without_timing(records(program / "run")) == without_timing(records(straight / "run"))
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(straight: Path) -> None:
+    result = run_program(straight, "--steps", "1", "--out", "run")
+    assert result.returncode == 1
+    assert "has checkpoints already (the latest: step 6)" in result.stderr and "--resume" in result.stderr
+
+
+def test_init_from_a_weights_file(tmp_path: Path) -> None:
+    """Weights written by weights.save (those of seed 7) train exactly as seed 7's own init does;
+    a file that does not fit is a one-line error."""
+    pytest.importorskip("safetensors")
+    quiet = {"moe.jitter_eps": "0.0", "model.dropout_rate": "0.0"}  # --seed then changes the init only
+    program = compile_small(tmp_path, "prog", **quiet)
+    export = (
+        "import model\n"
+        "from runtime import layers, weights\n"
+        "flat = {name: value.numpy() for name, value in layers.flat_params(model.build(7)).items()}\n"
+        "weights.save('seven.safetensors', flat, model.PARAMS)\n"
+        "weights.save('bad.safetensors', {'shared/embedding': flat['shared/embedding']})\n"
+    )
+    exported = subprocess.run([sys.executable, "-c", export], cwd=program, capture_output=True, timeout=RUN_TIMEOUT)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    flags = ("--steps", "2", "--log-every", "1", "--eval-every", "0")
+    loaded = run_program(program, *flags, "--out", "loaded", "--init-from", "seven.safetensors")
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "initialised from seven.safetensors" in loaded.stdout
+    seeded = run_program(program, *flags, "--out", "seeded", "--seed", "7")
+    assert seeded.returncode == 0, seeded.stderr[-3000:]
+    losses = [r["loss"] for r in records(program / "loaded")]
+    assert losses == [r["loss"] for r in records(program / "seeded")]
+    bad = run_program(program, *flags, "--init-from", "bad.safetensors")
+    assert bad.returncode == 1
+    assert "error: --init-from: the weights in bad.safetensors do not fit this model" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(
+        [*command, "--steps", "2", "--out", str(out)], capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [(r["step"], r["split"]) for r in records(out)] == [(2, "train"), (2, "eval")]  # eval at the end
+    assert (out / "checkpoints" / "2" / ".metadata").is_file() and list((out / "tensorboard").glob("events.*"))
+    resumed = subprocess.run(
+        [*command, "--steps", "3", "--out", str(out), "--resume", "--eval-every", "0"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [(r["step"], r["split"]) for r in records(out)] == [(2, "train"), (2, "eval"), (3, "train")]
+    assert checkpoint_dirs(out) == ["2", "3"]
+
+
+def test_help_lists_the_training_flags(straight: Path) -> None:
+    result = run_program(straight, "--help")
+    assert result.returncode == 0
+    for flag in ("--eval-every", "--eval-batches", "--checkpoint-every", "--keep", "--resume", "--hardware"):
+        assert flag in result.stdout
+    assert "--init-from" in result.stdout
+    for module in ("metrics.py", "checkpoint.py", "weights.py"):
+        assert (straight / "runtime" / module).is_file()

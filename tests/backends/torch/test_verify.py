@@ -1,0 +1,116 @@
+"""`switchc verify --backend torch` holds the cost report against the PyTorch program's train step.
+
+The step runs on one gloo process per mesh device, under FlopCounterMode, with every collective
+recorded (backends/torch/verify.py). A small grid (dense, top-1, top-2, Switch layers in every
+block or every other one, ReLU and GEGLU; one process, and two processes split over the expert
+or the data axis) runs by default; data x expert and expert x model meshes of 4 processes are
+@slow. Matmul FLOPs per device within 1% (exact for top_k >= 2), the all-to-all count exact,
+bytes per device within 2%.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+
+SMALL = [
+    "train.batch_size=8",
+    "train.inputs_length=64",
+    "train.targets_length=16",
+    "moe.num_experts=4",
+    "moe.group_size=64",
+]
+
+GRID = [
+    ("dense relu, 1 process", ["moe=null"], "{data: 1}"),
+    ("top-1 relu every 2nd, 1 process", [], "{data: 1}"),
+    (
+        "top-2 geglu every block, expert 2",
+        ["moe.top_k=2", "moe.expert_every=1", "model.ffn_activation=geglu"],
+        "{expert: 2}",
+    ),
+    ("top-1 relu every 2nd, experts replicated, data 2", [], "{data: 2}"),
+]
+SLOW_GRID = [
+    ("top-1 relu every 2nd, data x expert", [], "{data: 2, expert: 2}"),
+    (
+        "top-2 geglu every block, data x expert",
+        ["moe.top_k=2", "moe.expert_every=1", "model.ffn_activation=geglu"],
+        "{data: 2, expert: 2}",
+    ),
+    ("dense geglu, data 4", ["moe=null", "model.ffn_activation=geglu"], "{data: 4}"),
+    pytest.param(
+        "top-1 every block, expert x model",
+        ["moe.expert_every=1"],
+        "{expert: 2, model: 2}",
+        # The standard rules split the vocabulary over a model axis; the PyTorch program keeps the
+        # embedding and the logits whole (runtime/parallel.py), so it runs the whole logits matmul
+        # (+2.2% FLOPs here) and DDP reduces whole embedding and lm_head gradients. docs/verify.md.
+        marks=pytest.mark.xfail(reason="the torch program does not split vocab (known)", strict=True),
+    ),
+]
+
+SLOW_IDS = ["data x expert", "top-2 geglu data x expert", "dense geglu data 4", "expert x model"]
+
+
+def verify(overrides: list[str], mesh: str) -> dict:
+    args = ["verify", "switch-tiny", "--backend", "torch", "--format", "json"]
+    for item in [*SMALL, *overrides, f"mesh.axes={mesh}"]:
+        args += ["--set", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in (0, 1), result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+def check(found: dict, overrides: list[str], mesh: str) -> None:
+    failures = [row for row in found["rows"] if not row["ok"]]
+    assert found["ok"], json.dumps(failures, indent=1)
+    assert found["backend"] == "torch"
+    matmuls = found["rows"][0]
+    assert matmuls["what"].startswith("matmul FLOPs") and matmuls["relative_error"] <= 0.001
+    if "moe.top_k=2" in overrides or "moe=null" in overrides:
+        assert matmuls["relative_error"] == 0.0  # see backends/torch/verify.py on top-1's combine
+    kinds = {row["what"].split(" over ")[0] for row in found["rows"][1:]}
+    if "expert" in mesh and "moe=null" not in overrides:
+        assert "all-to-all" in kinds
+    if "data: 2" in mesh or "data: 4" in mesh or "expert" in mesh:
+        assert "all-reduce" in kinds  # DDP's gradient buckets, seen through the comm hook
+    if mesh == "{data: 1}":
+        assert kinds == set()
+
+
+@pytest.mark.parametrize("name, overrides, mesh", GRID, ids=[g[0] for g in GRID])
+def test_report_matches_torch(name: str, overrides: list[str], mesh: str) -> None:
+    check(verify(overrides, mesh), overrides, mesh)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, overrides, mesh", SLOW_GRID, ids=SLOW_IDS)
+def test_report_matches_torch_on_bigger_meshes(name: str, overrides: list[str], mesh: str) -> None:
+    check(verify(overrides, mesh), overrides, mesh)
+
+
+def test_compare_flags_a_wrong_report() -> None:
+    """compare() alone, on made-up counts: an inflated FLOP count, a missing all-to-all."""
+    from switchc.backends.torch.verify import compare
+
+    def collective(kind: str, size: int, count: int = 1) -> dict:
+        return {"kind": kind, "group_size": 2, "count": count, "bytes_per_device": size}
+
+    report = {
+        "flops": {"executed": {"train_step_per_device": 2000.0}},
+        "comm": {"collectives": [collective("all-to-all", 8192, 4), collective("all-reduce", 100_000)]},
+    }
+    a2a = {"kind": "all-to-all", "group_size": 2, "bytes_per_device": 8192}
+    reduces = [{"kind": "all-reduce", "group_size": 2, "bytes_per_device": 50_000}] * 2  # two DDP buckets
+    tiny = [{"kind": "all-reduce", "group_size": 2, "bytes_per_device": 4}]  # the loss divisor: ignored
+    rank = {"rank": 0, "flops": 1000, "collectives": [a2a] * 3 + reduces + tiny}
+    rows = {row.what: row for row in compare(report, [rank], flops_tolerance=0.01, bytes_tolerance=0.02)}
+    assert not rows["matmul FLOPs per device (train step)"].ok  # half the FLOPs
+    assert not rows["all-to-all over 2 devices: count"].ok  # 3 of 4
+    assert rows["all-reduce over 2 devices: bytes per device"].ok  # 2 buckets = 1 reduce, by bytes
+    assert "all-reduce over 2 devices: count" not in rows
