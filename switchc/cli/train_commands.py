@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,36 +20,66 @@ from switchc.spec import load_spec
     epilog=example(
         "switchc train switch-tiny --steps 200",
         "switchc train switch-tiny --set 'mesh.axes={data: 2, expert: 4}' --out runs/ep",
+        "switchc train switch-tiny --backend torch --set 'mesh.axes={data: 2, expert: 2}'   # 4 torchrun processes",
     )
 )
 @click.argument("spec", metavar="SPEC", default="switch-tiny")
 @overrides
-@click.option("--backend", type=click.Choice(["jax"]), default="jax", show_default=True)
+@click.option("--backend", type=click.Choice(["jax", "torch"]), default="jax", show_default=True)
 @click.option("--steps", type=click.IntRange(min=0), help="Override train.steps for this run.")
-@click.option("--devices", type=click.IntRange(min=1), help="Fake this many CPU devices (default: the mesh's).")
+@click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    help="jax: fake this many CPU devices; torch: start this many processes (default: the mesh's).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("runs/latest"),
     show_default=True,
-    help="Run directory: the program in OUT/program, metrics in OUT/metrics.jsonl.",
+    help="Run directory: the program in OUT/program, OUT/metrics.jsonl, OUT/tensorboard, OUT/checkpoints.",
 )
+@click.option("--resume", is_flag=True, help="Continue the run in OUT from its latest checkpoint (else start afresh).")
+@click.option("--eval-every", type=click.IntRange(min=0), help="Evaluate every N steps (0: never; default: steps/10).")
 def train(
-    spec: str, overrides: tuple[str, ...], backend: str, steps: int | None, devices: int | None, out: Path
+    spec: str,
+    overrides: tuple[str, ...],
+    backend: str,
+    steps: int | None,
+    devices: int | None,
+    out: Path,
+    resume: bool,
+    eval_every: int | None,
 ) -> None:
-    """Compile SPEC (default: the built-in switch-tiny) and train it on its data, printing progress."""
+    """Compile SPEC (default: the built-in switch-tiny) and train it on its data, printing progress.
+
+    Both backends take the same flags and write the same run directory (docs/training.md). Without
+    --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an earlier
+    run are removed first.
+    """
     resolved = load_spec(spec, overrides)
     target(backend).require()
     program = out / "program"
     if out.exists() and not (program / "train.py").is_file() and any(out.iterdir()):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
     write_program(program_files(resolved, backend), program)
+    if not resume:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        for folder in ("tensorboard", "checkpoints"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    wanted = devices or resolved.mesh.num_devices
     command = [sys.executable, "train.py", "--out", str(out.resolve())]
+    if backend == "torch" and wanted > 1:  # one process per device, started by torchrun
+        torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(wanted)]
+        command[1:1] = torchrun
     if steps is not None:
         command += ["--steps", str(steps)]
-    wanted = devices or resolved.mesh.num_devices
-    if wanted > 1:
+    if backend == "jax" and wanted > 1:
         command += ["--devices", str(wanted)]
+    if resume:
+        command += ["--resume"]
+    if eval_every is not None:
+        command += ["--eval-every", str(eval_every)]
     click.echo(f"running {' '.join(command[1:])} in {program}", err=True)
     result = subprocess.run(command, cwd=program)
     if result.returncode:

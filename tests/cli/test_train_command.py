@@ -15,8 +15,9 @@ pytest.importorskip("jax")
 
 def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     out = tmp_path / "run"
+    command = [sys.executable, "-m", "switchc", "train"]
     result = subprocess.run(
-        [sys.executable, "-m", "switchc", "train", "--steps", "4", "--out", str(out), "--set", "train.batch_size=8"],
+        [*command, "--steps", "4", "--out", str(out), "--set", "train.batch_size=8"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -25,8 +26,21 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "program" / "train.py").is_file() and (out / "program" / "spec.yaml").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [4]
+    assert [(r["step"], r["split"]) for r in records] == [(4, "train"), (4, "eval")]  # eval at the end
     assert 0 < records[0]["cross_entropy"] < 10
+    assert (out / "checkpoints" / "4").is_dir() and list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+    resumed = subprocess.run(
+        [*command, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--resume", "--eval-every", "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "XLA_FLAGS": ""},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in records] == [(4, "train"), (4, "eval"), (6, "train")]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4", "6"]
 
 
 def test_train_refuses_a_foreign_run_directory(tmp_path: Path) -> None:

@@ -1,33 +1,90 @@
 """The training loop of a generated JAX program. Runtime support, copied verbatim.
 
 The generated `model` module provides: CONFIG (sizes and train settings), MESH_AXES and RULES
-(the mesh and the logical-axis rules), PARAM_AXES (logical axes of each parameter),
-init_params(rng), and loss_fn(params, batch, rng, train, experts) -> (loss, metrics). This module places everything on
-the mesh with NamedSharding (pjit semantics), jits one train step (forward + backward + optimizer
-update), and runs it.
+(the mesh and the logical-axis rules), PARAMS and PARAM_AXES (each parameter's shape and logical
+axes), init_params(rng), loss_fn(params, batch, rng, train, experts) -> (loss, metrics), and for
+MFU MODEL_FLOPS_PER_STEP, PEAK_FLOPS and DEFAULT_HARDWARE. This module places everything on the
+mesh with NamedSharding (pjit semantics), jits one train step (forward + backward + optimizer
+update) and one eval step (forward with train=False), and runs them:
+
+    every step          train step; its NaN/Inf check runs one step behind, so the host never
+                        stalls the device (see _Health)
+    every --log-every   a train record (metrics.py has the schema) to the progress display,
+                        OUT/metrics.jsonl and OUT/tensorboard
+    every --eval-every  an eval record: --eval-batches batches of the held-out split
+    every --checkpoint-every   a checkpoint in OUT/checkpoints (checkpoint.py), after the steps
+                        before it are known to be finite: a NaN never reaches a checkpoint
+    --resume            continue from the latest checkpoint, at the same step (or start afresh if
+                        there is none yet); on CPU the losses are bit-identical to a run that
+                        was never interrupted
+
+The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
+stops training with the step and the quantity, and exit status 3 (metrics.NON_FINITE_EXIT).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .sharding import fake_cpu_devices
+
+if TYPE_CHECKING:
+    from ...common import metrics
+else:
+    try:  # a generated program: runtime/metrics.py is a copy of backends/common/metrics.py
+        from . import metrics
+    except ImportError:  # inside the switchc package
+        from ...common import metrics
 
 
 def parse_args(argv: Sequence[str], description: str, default_steps: int, default_seed: int) -> argparse.Namespace:
     """Flags shared by every generated program; parsed before jax is imported (see --devices)."""
+    every = max(1, default_steps // 10)
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=default_steps, help="training steps (default: the spec's)")
+    parser.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
     parser.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
     parser.add_argument("--devices", type=int, default=None, help="fake this many CPU devices (CPU hosts only)")
-    parser.add_argument("--log-every", type=int, default=10, help="print metrics every N steps")
-    parser.add_argument("--out", type=Path, default=None, help="write metrics.jsonl here")
+    parser.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory: metrics.jsonl, tensorboard/ and checkpoints/ (default: none written)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=every,
+        metavar="N",
+        help=f"evaluate on the held-out split every N steps and at the end; 0: never (default: {every})",
+    )
+    parser.add_argument("--eval-batches", type=int, default=10, help="batches per evaluation (default: 10)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=every,
+        metavar="N",
+        help=f"with --out, save a checkpoint every N steps and at the end; 0: never (default: {every})",
+    )
+    parser.add_argument("--keep", type=int, default=3, metavar="K", help="keep the newest K checkpoints (default: 3)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
+    )
+    parser.add_argument(
+        "--hardware",
+        default=None,
+        metavar="NAME",
+        help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's)",
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -40,9 +97,33 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
         metavar="DIR",
         help="write DIR/train_step.hlo.txt and DIR/cost_analysis.json for the compiled step, then exit",
     )
+    parser.add_argument(
+        "--export-init",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the step-0 weights (for --seed) to FILE (safetensors, by IR name: runtime/weights.py), then exit",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="start from the weights in FILE (from --export-init of this or the PyTorch program) instead of --seed's",
+    )
     args = parser.parse_args(argv)
+    if args.init_from is not None and args.resume:
+        parser.error("--init-from and --resume exclude each other (a resumed run takes its checkpoint's weights)")
     if args.steps < 0:
         parser.error("--steps must be >= 0")
+    for flag in ("log_every", "eval_batches", "keep"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    for flag in ("eval_every", "checkpoint_every"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
     if args.devices is not None:
         if args.devices < 1:
             parser.error("--devices must be >= 1")
@@ -77,9 +158,48 @@ def _state_sharding(path: Any, shape: tuple[int, ...], model: ModuleType, rules:
     return rules.sharding(mesh, ())
 
 
-def build(model: ModuleType, seed: int) -> dict[str, Any]:
-    """Mesh, parameters, optimizer state and the jitted train step, all placed on the mesh."""
+def _weights() -> Any:
+    """runtime/weights.py of a generated program (a copy of backends/common/weights.py)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__package__}.weights")
+    except ImportError:  # inside the switchc package
+        return importlib.import_module("...common.weights", __package__)
+
+
+def _load_weights(model: ModuleType, path: Path, param_sharding: Any) -> dict[str, Any]:
+    """--init-from: the weights of a file (runtime/weights.py), checked against PARAMS and placed."""
     import jax
+
+    def place(name: str, value: Any) -> Any:
+        value = value.astype(model.DTYPE)
+        return jax.make_array_from_callback(value.shape, param_sharding[name], lambda index: value[index])
+
+    return {name: place(name, value) for name, value in _weights().load(path, model.PARAMS).items()}
+
+
+def export_weights(model: ModuleType, params: dict[str, Any], path: Path, seed: int) -> None:
+    """--export-init: every process gathers the whole weights; the first one writes them."""
+    import jax
+    import numpy as np
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    arrays = {name: np.asarray(jax.device_get(value), np.float32) for name, value in params.items()}
+    if jax.process_index() == 0:
+        _weights().save(path, arrays, model.PARAMS, {"backend": "jax", "seed": str(seed)})
+        print(f"wrote the step-0 weights (seed {seed}) to {path}", flush=True)
+
+
+def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[str, Any]:
+    """Mesh, parameters, optimizer state, the jitted train and eval steps, all placed on the mesh.
+
+    The parameters are init_params(seed)'s, or with `init_from` a weights file's."""
+    import jax
+    import jax.numpy as jnp
     import optax
 
     from .optim import optimizer, schedule
@@ -94,7 +214,10 @@ def build(model: ModuleType, seed: int) -> dict[str, Any]:
     replicated = rules.sharding(mesh, ())
     experts = ExpertParallel(mesh, rules)
 
-    params = jax.jit(model.init_params, out_shardings=param_sharding)(jax.random.key(seed))
+    if init_from is not None:
+        params = _load_weights(model, init_from, param_sharding)
+    else:
+        params = jax.jit(model.init_params, out_shardings=param_sharding)(jax.random.key(seed))
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
     tx = optimizer(
         config.optimizer,
@@ -122,16 +245,35 @@ def build(model: ModuleType, seed: int) -> dict[str, Any]:
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics = {**metrics, "loss": total, "grad_norm": optax.global_norm(grads)}
-        return params, opt_state, metrics
+        # Per parameter, how many gradient elements are NaN or Inf (a global norm could overflow
+        # to Inf on large finite gradients, and would not say where); the host reads `finite`
+        # alone unless it is false.
+        non_finite = {name: jnp.sum(~jnp.isfinite(g)) for name, g in grads.items()}
+        finite = jnp.isfinite(total) & (sum(non_finite.values()) == 0)
+        health = {"finite": finite, "loss": total, "gradient_non_finite": non_finite}
+        return params, opt_state, metrics, health
+
+    def eval_step(params: Any, batch: dict[str, Any], rng: Any) -> Any:
+        total, metrics = model.loss_fn(params, batch, rng, train=False, experts=experts)
+        return {**metrics, "loss": total}
 
     batch_shardings = {"inputs": batch_sharding, "targets": batch_sharding}
     step = jax.jit(
         train_step,
         in_shardings=(param_sharding, opt_sharding, batch_shardings, replicated),
-        out_shardings=(param_sharding, opt_sharding, replicated),
+        out_shardings=(param_sharding, opt_sharding, replicated, replicated),
         donate_argnums=(0, 1),
     )
-    return {"mesh": mesh, "params": params, "opt_state": opt_state, "step": step, "batch_sharding": batch_shardings}
+    evaluate = jax.jit(eval_step, in_shardings=(param_sharding, batch_shardings, replicated), out_shardings=replicated)
+    return {
+        "mesh": mesh,
+        "params": params,
+        "opt_state": opt_state,
+        "step": step,
+        "evaluate": evaluate,
+        "learning_rate": learning_rate,
+        "batch_sharding": batch_shardings,
+    }
 
 
 def _global_batch(data: Any, step: int, batch_size: int, shardings: dict[str, Any]) -> dict[str, Any]:
@@ -160,49 +302,193 @@ def dump_hlo(state: dict[str, Any], batch: dict[str, Any], rng: Any, directory: 
     print(f"wrote {directory / 'train_step.hlo.txt'} and {directory / 'cost_analysis.json'}")
 
 
-def run(model: ModuleType, data: Any, args: argparse.Namespace) -> list[dict[str, float]]:
-    """Train for args.steps steps; returns the logged metrics (also printed, and written to --out)."""
+class _Health:
+    """The NaN/Inf check of each train step, read one step late.
+
+    Reading a step's flag on the host waits for that step to finish; reading the previous
+    step's flag right after dispatching the next one keeps the device busy meanwhile. `settle`
+    checks whatever is pending (before a record, an evaluation or a checkpoint is made).
+    """
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, Any] | None = None
+
+    def push(self, step: int, health: Any) -> None:
+        self.settle()
+        self.pending = (step, health)
+
+    def settle(self) -> None:
+        if self.pending is None:
+            return
+        step, health = self.pending
+        self.pending = None
+        if not bool(health["finite"]):
+            metrics.check_finite(step, health["loss"], health["gradient_non_finite"])
+            raise metrics.NonFiniteError(step, "the loss or a gradient", "not finite")  # not reached: named above
+
+
+def _restore(checkpoints: Any, state: dict[str, Any], seed: int) -> int:
+    """Load the latest checkpoint into `state`; returns its step (0 when there is none yet)."""
+    latest = checkpoints.latest_step()
+    if latest is None:  # a run stopped before its first checkpoint: nothing to resume, start afresh
+        print(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0", flush=True)
+        return 0
+    params, opt_state, meta = checkpoints.restore(latest, state["params"], state["opt_state"])
+    if meta["seed"] != seed:
+        raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
+    state["params"], state["opt_state"] = params, opt_state
+    return latest
+
+
+def _evaluate(state: dict[str, Any], params: Any, batches: list[dict[str, Any]], rng: Any) -> dict[str, Any]:
+    """Metrics over the eval batches: means, and per-expert counts summed."""
     import jax
-    import numpy as np
+
+    outputs = [state["evaluate"](params, batch, rng) for batch in batches]
+    return metrics.average([jax.device_get(out) for out in outputs])
+
+
+def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any = None) -> list[dict[str, Any]]:
+    """Train until step args.steps; returns the records (also shown, and written to --out).
+
+    `data` and `eval_data` give batch(step, batch_size[, rows]) (data.SpanCorruption); without
+    eval_data (or with --eval-every 0) nothing is evaluated.
+    """
+    import jax
+
+    from .checkpoint import Checkpoints
 
     config = model.CONFIG
     if args.distributed:
         jax.distributed.initialize()
-    state = build(model, args.seed)
-    step_fn = state["step"]
-    params, opt_state = state["params"], state["opt_state"]
+    primary = jax.process_index() == 0
+    state = build(model, args.seed, getattr(args, "init_from", None))
+    if getattr(args, "export_init", None) is not None:
+        export_weights(model, state["params"], args.export_init, args.seed)
+        return []
     mesh = state["mesh"]
-    print(f"mesh {dict(mesh.shape)} on {mesh.size} {jax.devices()[0].platform} device(s); {args.steps} steps")
+    device = jax.devices()[0]
+    hardware = metrics.choose_hardware(
+        args.hardware, device.platform, device.device_kind, model.PEAK_FLOPS, model.DEFAULT_HARDWARE
+    )
+    peak = model.PEAK_FLOPS[hardware]
+
+    checkpoints = None
+    if args.out is not None and (args.checkpoint_every or args.resume):
+        checkpoints = Checkpoints(args.out / "checkpoints", args.keep)
+        found = checkpoints.latest_step()
+        if found is not None and not args.resume:
+            raise SystemExit(
+                f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
+                "hint: pass --resume to continue that run, or choose another --out"
+            )
+    start = _restore(checkpoints, state, args.seed) if checkpoints is not None and args.resume else 0
+    params, opt_state = state["params"], state["opt_state"]
+
+    def say(text: str) -> None:
+        if primary:
+            print(text, flush=True)
+
+    say(
+        f"mesh {dict(mesh.shape)} on {mesh.size} {device.platform} device(s); steps {start}..{args.steps}; "
+        f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
+    )
+    if start:
+        say(f"resumed at step {start} from {args.out / 'checkpoints'}")
+
     base_rng = jax.random.key(args.seed + 1)
     tokens_per_step = config.batch_size * (config.inputs_length + config.targets_length)
-    history: list[dict[str, float]] = []
-    log = None
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        log = (args.out / "metrics.jsonl").open("w", encoding="utf-8")
-    start = time.perf_counter()
-    window_start, window_steps = start, 0
-    for step in range(args.steps):
-        arrays = _global_batch(data, step, config.batch_size, state["batch_sharding"])
-        rng = jax.random.fold_in(base_rng, step)
-        if args.dump_hlo is not None:
-            dump_hlo({**state, "params": params, "opt_state": opt_state}, arrays, rng, args.dump_hlo)
-            return history
-        params, opt_state, metrics = step_fn(params, opt_state, arrays, rng)
-        window_steps += 1
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            values = {k: float(np.mean(np.asarray(v))) for k, v in metrics.items() if np.ndim(v) == 0}
-            now = time.perf_counter()
-            values["tokens_per_second"] = tokens_per_step * window_steps / (now - window_start)
-            window_start, window_steps = now, 0
-            record = {"step": step + 1, **values}
-            history.append(record)
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-            print(f"step {step + 1:>6}  {shown}", flush=True)
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-    if log is not None:
-        log.close()
-    print(f"done: {args.steps} steps in {time.perf_counter() - start:.1f}s")
-    return history
+    if args.dump_hlo is not None:
+        arrays = _global_batch(data, start, config.batch_size, state["batch_sharding"])
+        dump_hlo(state, arrays, jax.random.fold_in(base_rng, start), args.dump_hlo)
+        return []
+    evaluating = eval_data is not None and args.eval_every > 0
+    shardings = state["batch_sharding"]
+    eval_batches = []
+    if evaluating:
+        eval_batches = [_global_batch(eval_data, i, config.batch_size, shardings) for i in range(args.eval_batches)]
+    eval_rng = jax.random.key(0)  # unused with train=False (no jitter, no dropout)
+    saving = checkpoints is not None and args.checkpoint_every > 0
+
+    log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
+    if log is not None and log.note:
+        say(log.note)
+    progress = metrics.Progress(args.steps, start) if primary else None
+    health = _Health()
+    records: list[dict[str, Any]] = []
+    train_step = state["step"]
+    if start < args.steps:  # compile ahead, so that the first record's step time is a step's
+        compiling = time.perf_counter()
+        first = _global_batch(data, start, config.batch_size, shardings)
+        train_step = train_step.lower(params, opt_state, first, jax.random.fold_in(base_rng, start)).compile()
+        say(f"compiled the train step in {time.perf_counter() - compiling:.1f}s")
+
+    def emit(entry: dict[str, Any]) -> None:
+        records.append(entry)
+        if log is not None:
+            log.write(entry)
+        if progress is not None:
+            progress.show(entry)
+
+    began = time.perf_counter()
+    window_start, window_steps, paused = began, 0, 0.0
+    try:
+        for index in range(start, args.steps):
+            number = index + 1  # steps done once this one is
+            arrays = _global_batch(data, index, config.batch_size, shardings)
+            rng = jax.random.fold_in(base_rng, index)
+            params, opt_state, step_metrics, step_health = train_step(params, opt_state, arrays, rng)
+            health.push(number, step_health)
+            window_steps += 1
+            if progress is not None:
+                progress.advance()
+            last = number == args.steps
+            log_now = number % args.log_every == 0 or last
+            eval_now = evaluating and (number % args.eval_every == 0 or last)
+            save_now = saving and (number % args.checkpoint_every == 0 or last)
+            if not (log_now or eval_now or save_now):
+                continue
+            health.settle()
+            if log_now:
+                values = jax.device_get(step_metrics)
+                seconds = (time.perf_counter() - window_start - paused) / window_steps
+                window_start, window_steps, paused = time.perf_counter(), 0, 0.0
+                emit(
+                    metrics.record(
+                        number,
+                        "train",
+                        values,
+                        learning_rate=float(state["learning_rate"](index)),
+                        step_seconds=seconds,
+                        tokens_per_second=tokens_per_step / seconds,
+                        mfu=metrics.model_flops_utilization(model.MODEL_FLOPS_PER_STEP, seconds, mesh.size, peak),
+                    )
+                )
+            interrupted = time.perf_counter()
+            if eval_now:
+                emit(metrics.record(number, "eval", _evaluate(state, params, eval_batches, eval_rng)))
+            if save_now:
+                assert checkpoints is not None
+                meta = {"step": number, "seed": args.seed, "examples_seen": number * config.batch_size}
+                checkpoints.save(number, params, opt_state, meta)
+            paused += time.perf_counter() - interrupted
+        health.settle()
+    except metrics.NonFiniteError as err:
+        if progress is not None:
+            progress.close()
+        kept = None
+        if checkpoints is not None:
+            checkpoints.wait()  # a save in flight is of a step before the bad one
+            kept = checkpoints.latest_step()
+        where = f"the latest checkpoint is step {kept}, from before it" if kept else "no checkpoint was saved"
+        print(f"error: {err}; training stopped ({where}).", file=sys.stderr, flush=True)
+        raise SystemExit(metrics.NON_FINITE_EXIT) from None
+    finally:
+        if progress is not None:
+            progress.close()
+        if checkpoints is not None:
+            checkpoints.close()
+        if log is not None:
+            log.close()
+    say(f"done: step {args.steps} in {time.perf_counter() - began:.1f}s")
+    return records

@@ -41,11 +41,14 @@ def run_program(program: Path, *args: str, timeout: int = 300) -> subprocess.Com
 
 
 def losses(program: Path, *args: str) -> list[float]:
-    """Run the program and read the full-precision losses it logged to metrics.jsonl."""
-    result = run_program(program, *args, "--out", "run")
+    """Run the program and read the full-precision train losses it logged to metrics.jsonl.
+
+    No evaluation or checkpoints: test_training.py covers those, and they would only add time here.
+    """
+    result = run_program(program, *args, "--out", "run", "--eval-every", "0", "--checkpoint-every", "0")
     assert result.returncode == 0, result.stderr[-3000:]
-    records = (program / "run" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["loss"] for line in records]
+    records = [json.loads(line) for line in (program / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [record["loss"] for record in records if record["split"] == "train"]
 
 
 def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
@@ -53,6 +56,7 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
     second = compile_program(tmp_path, name="b")
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert Path("model.py") in files and Path("train.py") in files and Path("spec.yaml") in files
+    assert Path("runtime/moe.py") in files and Path("runtime/routing.py") in files
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
 
@@ -123,10 +127,10 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
 
 def test_unsupported_choices_are_located_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        main, ["compile", "switch-tiny", "-o", str(tmp_path / "p"), "--set", "data.tokenizer=sentencepiece"]
+        main, ["compile", "switch-tiny", "-o", str(tmp_path / "p"), "--set", "data.objective=prefix_lm"]
     )
     assert result.exit_code == 2
-    assert result.stderr.startswith("<command line>:1:22: error: the JAX backend does not train a SentencePiece")
+    assert result.stderr.startswith("<command line>:1:22: error: the JAX backend supports span_corruption only")
     assert not (tmp_path / "p").exists()
 
 
@@ -135,6 +139,38 @@ def test_trains_on_real_text(tmp_path: Path) -> None:
     found = losses(program, "--steps", "30", "--log-every", "10")
     assert len(found) == 3
     assert found[-1] < found[0] - 0.5, found  # Shakespeare bytes: from ~ln(512) towards ~3 nats
+
+
+def test_trains_with_a_sentencepiece_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SentencePiece is trained on the program's first run and cached; the second run reuses it."""
+    monkeypatch.setenv("SWITCHC_CACHE", str(tmp_path / "cache"))  # inherited by the program
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(shakespeare_text(300_000))
+    program = compile_program(
+        tmp_path,
+        "--set",
+        "data.tokenizer=sentencepiece",
+        "--set",
+        "data.source=text",
+        "--set",
+        f"data.path={json.dumps(str(corpus))}",
+    )
+    first = run_program(program, "--steps", "20", "--log-every", "10", "--out", "run")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "sentencepiece: trained" in first.stderr
+    records = [json.loads(line) for line in (program / "run" / "metrics.jsonl").read_text().splitlines()]
+    found = [r["loss"] for r in records if r.get("split", "train") == "train"]
+    assert len(found) == 2 and found[-1] < found[0], found
+    again = run_program(program, "--steps", "1", "--log-every", "1", "--out", "run2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "sentencepiece: using cached" in again.stderr
+    assert len(list((tmp_path / "cache" / "sentencepiece").glob("*.model"))) == 1
+
+
+def shakespeare_text(characters: int) -> str:
+    from switchc.backends.common.data import read_documents
+
+    return "".join(read_documents("shakespeare", None, "text"))[:characters]
 
 
 MESHES = ["{data: 2, expert: 4}", "{data: 4, model: 2}", "{data: 2, expert: 2, model: 2}"]
@@ -165,6 +201,6 @@ def test_dump_hlo_writes_the_compiled_step_and_its_cost(tmp_path: Path) -> None:
 def test_help_documents_the_flags(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path), "--help")
     assert result.returncode == 0
-    for flag in ("--steps", "--devices", "--seed", "--dump-hlo", "--distributed", "--out"):
+    for flag in ("--steps", "--devices", "--seed", "--dump-hlo", "--distributed", "--out", "--resume", "--eval-every"):
         assert flag in result.stdout
     assert "python train.py --devices 1" in result.stdout  # the docstring's launch commands

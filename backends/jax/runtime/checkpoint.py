@@ -1,0 +1,71 @@
+"""Checkpoints of a generated JAX program, on orbax. Runtime support, copied verbatim.
+
+One checkpoint per saved step, OUT/checkpoints/<step>/:
+
+    state/   parameters and optimizer state as the sharded arrays they are in training (OCDBT +
+             tensorstore; each process writes the shards it holds, and a restore places each
+             shard straight onto the device the mesh gives it)
+    meta/    JSON: the step, the seed and the data position (examples seen)
+
+Nothing else is needed to resume: batch `step` of the data is a function of (seed, step) (see
+data.py) and the step's randomness is fold_in(key(seed + 1), step), so a resumed run sees the
+same batches and the same noise as an uninterrupted one and, on CPU, computes the same bits.
+
+Saves are atomic: orbax writes a checkpoint into <step>.orbax-checkpoint-tmp-<n>/, writes
+commit_success.txt into it, and only then renames it to <step>/. A process killed during a save
+leaves the temporary directory behind, which latest_step() ignores and the next run deletes: the
+previous checkpoint stays the latest. Saves are asynchronous: save() returns once the arrays are
+copied to host memory and the files are written in the background while training goes on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class Checkpoints:
+    """The checkpoints of one run: keep the newest `keep`, save, find the latest, restore."""
+
+    def __init__(self, directory: Path, keep: int) -> None:
+        import orbax.checkpoint as ocp
+
+        self.directory = directory.absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,  # what a killed save left behind
+            enable_async_checkpointing=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        """The newest complete checkpoint's step (temporary directories of unfinished saves are not)."""
+        step = self.manager.latest_step()
+        return None if step is None else int(step)
+
+    def save(self, step: int, params: Any, opt_state: Any, meta: dict[str, Any]) -> None:
+        """Start saving; the arrays may be donated to the next step as soon as this returns."""
+        import orbax.checkpoint as ocp
+
+        state = ocp.args.StandardSave({"params": params, "opt_state": opt_state})
+        self.manager.save(step, args=ocp.args.Composite(state=state, meta=ocp.args.JsonSave(meta)))
+
+    def restore(self, step: int, params: Any, opt_state: Any) -> tuple[Any, Any, dict[str, Any]]:
+        """The saved state of `step`, placed like `params` and `opt_state` (shapes, dtypes, shardings)."""
+        import jax
+        import orbax.checkpoint as ocp
+
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        restored = self.manager.restore(step, args=args)
+        return restored.state["params"], restored.state["opt_state"], dict(restored.meta)
+
+    def wait(self) -> None:
+        """Block until a save in flight is committed (or has failed)."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for a save in flight to be committed, then release the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()

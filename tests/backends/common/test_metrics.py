@@ -1,0 +1,200 @@
+"""backends/common/metrics.py: the records both backends write, their files, MFU and NaN checks."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from switchc.backends.common import metrics
+
+STEP = {
+    "loss": np.float32(2.5),
+    "cross_entropy": np.array(2.25, np.float32),
+    "z_loss": np.float32(4.0),
+    "aux_loss": np.float32(1.0),
+    "top1_gate": np.float32(0.5),
+    "dropped_fraction": np.float32(0.25),
+    "dropped_fraction/encoder/1": np.float32(0.5),
+    "dropped_fraction/decoder/1": np.float32(0.0),
+    "tokens_per_expert/encoder/1": np.array([3, 0, 1], np.int32),
+    "tokens_per_expert/decoder/1": np.array([1, 1, 2], np.int32),
+    "grad_norm": np.float32(1.5),
+}
+
+
+def test_a_record_is_flat_json_in_schema_order() -> None:
+    entry = metrics.record(7, "train", STEP, learning_rate=1e-3, step_seconds=0.5, tokens_per_second=10.0, mfu=0.1)
+    assert list(entry) == [
+        "step",
+        "split",
+        "loss",
+        "cross_entropy",
+        "neg_log_perplexity",
+        "aux_loss",
+        "z_loss",
+        "dropped_fraction",
+        "top1_gate",
+        "dropped_fraction/decoder/1",
+        "dropped_fraction/encoder/1",
+        "tokens_per_expert/decoder/1",
+        "tokens_per_expert/encoder/1",
+        "grad_norm",
+        "learning_rate",
+        "step_seconds",
+        "tokens_per_second",
+        "mfu",
+    ]
+    assert entry["step"] == 7 and entry["split"] == "train" and entry["neg_log_perplexity"] == -2.25
+    assert entry["tokens_per_expert/encoder/1"] == [3, 0, 1]
+    assert json.loads(json.dumps(entry)) == entry  # plain JSON types only
+    assert all(type(value) in (int, str, float, list) for value in entry.values())
+
+
+def test_a_dense_model_has_no_router_keys() -> None:
+    entry = metrics.record(1, "eval", {"loss": 3.0, "cross_entropy": 3.0})
+    assert entry == {"step": 1, "split": "eval", "loss": 3.0, "cross_entropy": 3.0, "neg_log_perplexity": -3.0}
+
+
+def test_record_rejects_what_the_schema_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="split"):
+        metrics.record(1, "test", {"loss": 1.0, "cross_entropy": 1.0})
+    with pytest.raises(ValueError, match="only tokens_per_expert"):
+        metrics.record(1, "train", {"loss": 1.0, "cross_entropy": 1.0, "grad_norm": np.ones(3)})
+    with pytest.raises(ValueError, match="cross_entropy"):
+        metrics.record(1, "train", {"loss": 1.0})
+
+
+def test_average_means_values_and_sums_expert_counts() -> None:
+    other = {**STEP, "loss": np.float32(3.5), "tokens_per_expert/encoder/1": np.array([1, 1, 1], np.int32)}
+    mean = metrics.average([STEP, other])
+    assert mean["loss"] == pytest.approx(3.0)
+    assert list(mean["tokens_per_expert/encoder/1"]) == [4, 1, 2]
+
+
+def test_mfu_is_model_flops_over_devices_times_peak() -> None:
+    # 6e12 FLOPs in 0.5 s on 4 devices of 10 TFLOP/s each: 6e12 / (0.5 * 4 * 1e13) = 0.3
+    assert metrics.model_flops_utilization(6e12, 0.5, 4, 1e13) == pytest.approx(0.3)
+    assert math.isnan(metrics.model_flops_utilization(6e12, 0.0, 4, 1e13))
+
+
+PROFILES = ("a100", "cpu", "h100", "h200", "tpuv3")
+
+
+@pytest.mark.parametrize(
+    ("requested", "platform", "kind", "chosen"),
+    [
+        (None, "cpu", "cpu", "cpu"),
+        (None, "gpu", "NVIDIA H200", "h200"),
+        (None, "gpu", "NVIDIA A100-SXM4-80GB", "a100"),
+        (None, "tpu", "TPU v3", "tpuv3"),
+        (None, "gpu", "NVIDIA GeForce RTX 4090", "tpuv3"),  # unknown: the default
+        ("h100", "cpu", "cpu", "h100"),
+    ],
+)
+def test_hardware_choice(requested: str | None, platform: str, kind: str, chosen: str) -> None:
+    assert metrics.choose_hardware(requested, platform, kind, PROFILES, "tpuv3") == chosen
+
+
+def test_an_unknown_hardware_profile_is_an_error() -> None:
+    with pytest.raises(SystemExit, match="unknown hardware profile 'v100'; profiles: a100, cpu"):
+        metrics.choose_hardware("v100", "gpu", "Tesla V100", PROFILES, "tpuv3")
+
+
+def test_check_finite_names_the_step_and_the_quantity() -> None:
+    metrics.check_finite(3, np.float32(1.0), {"a": 0, "b": np.int32(0)})
+    with pytest.raises(metrics.NonFiniteError, match=r"^step 3: the loss is nan$"):
+        metrics.check_finite(3, np.float32("nan"), {"a": 5})
+    with pytest.raises(metrics.NonFiniteError, match=r"^step 4: the loss is inf$"):
+        metrics.check_finite(4, np.inf, {})
+    with pytest.raises(metrics.NonFiniteError) as caught:
+        metrics.check_finite(5, 1.0, {"a": 0, "encoder/0/ffn/wi": np.int32(7), "c": 1})
+    assert str(caught.value) == (
+        "step 5: the gradient of encoder/0/ffn/wi (and of 1 more parameters) is not finite (7 NaN/Inf elements)"
+    )
+
+
+def test_metrics_module_needs_only_numpy() -> None:
+    tree = ast.parse(Path(metrics.__file__).read_text())
+    top = {
+        alias.name.split(".")[0]
+        for node in tree.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
+    assert top <= {"__future__", "json", "math", "os", "sys", "time", "collections", "pathlib", "typing", "numpy"}
+
+
+def _events(directory: Path) -> list[Any]:
+    from tensorboardX.proto.event_pb2 import Event
+
+    found = []
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event()
+            event.ParseFromString(data[offset + 12 : offset + 12 + length])
+            found.append(event)
+            offset += 12 + length + 4
+    return found
+
+
+def test_metrics_log_writes_jsonl_and_tensorboard(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboardX")
+    with metrics.MetricsLog(tmp_path) as log:
+        log.write(metrics.record(1, "train", STEP))
+        log.write(metrics.record(1, "eval", STEP))
+    assert [r["split"] for r in metrics.read_jsonl(tmp_path / "metrics.jsonl")] == ["train", "eval"]
+    values = [(e.step, v) for e in _events(tmp_path / "tensorboard") for v in e.summary.value]
+    tags = {v.tag for _, v in values}
+    assert {"train/loss", "eval/loss", "train/neg_log_perplexity", "train/dropped_fraction/encoder/1"} <= tags
+    histogram = next(v.histo for _, v in values if v.tag == "train/tokens_per_expert/encoder/1")
+    assert list(histogram.bucket) == [3, 0, 1] and histogram.num == 4 and histogram.sum == 2  # experts 0,0,0,2
+
+
+def test_resuming_drops_records_after_the_checkpoint(tmp_path: Path) -> None:
+    with metrics.MetricsLog(tmp_path, tensorboard=False) as log:
+        for step in (1, 2, 3):
+            log.write(metrics.record(step, "train", STEP))
+        log.write(metrics.record(2, "eval", STEP))
+    with (tmp_path / "metrics.jsonl").open("a") as file:
+        file.write('{"step": 4, "split": "tr')  # a line cut short by a killed process
+    with metrics.MetricsLog(tmp_path, resume_step=2, tensorboard=False) as log:
+        log.write(metrics.record(3, "train", STEP))
+    found = [(r["step"], r["split"]) for r in metrics.read_jsonl(tmp_path / "metrics.jsonl")]
+    assert found == [(1, "train"), (2, "train"), (2, "eval"), (3, "train")]
+
+
+def test_progress_prints_plain_lines_off_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = metrics.Progress(total=20, stream=stream)
+    progress.advance()
+    entry = metrics.record(10, "train", STEP, tokens_per_second=12345.0, mfu=0.0123)
+    progress.show(entry)
+    progress.show(metrics.record(20, "eval", STEP))
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "train step 10/20  loss 2.5  ce 2.25  aux 1  z 4  dropped 0.25  gnorm 1.5  tok/s 12.3k  mfu 1.23%",
+        "eval  step 20/20  loss 2.5  ce 2.25  aux 1  z 4  dropped 0.25  gnorm 1.5",
+    ]
+
+
+def test_progress_draws_a_bar_on_a_terminal() -> None:
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    progress = metrics.Progress(total=4, initial=2, stream=stream, bar=True)
+    progress.advance()
+    progress.show(metrics.record(3, "train", STEP))
+    progress.show(metrics.record(3, "eval", STEP))
+    progress.close()
+    text = stream.getvalue()
+    assert "\r" in text and "3/4" in text and "loss 2.5" in text
+    assert "eval  step 3/4  loss 2.5" in text

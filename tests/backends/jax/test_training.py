@@ -1,0 +1,234 @@
+"""A generated JAX program's training run: metrics (JSONL, TensorBoard, progress lines), held-out
+evaluation, orbax checkpoints that survive a process killed mid-save, bit-identical resume, and a
+clean stop on NaN. Each test runs the real program in a subprocess, on a model shrunk to compile
+and step quickly.
+
+The runs share a persistent XLA compilation cache (one per test module): the first run of each
+program compiles, later runs of the same program load the same executable, which computes the
+same bits. Resume's bit-identity with a fresh compile is the same claim: XLA on CPU is
+deterministic for a given program.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+
+pytest.importorskip("jax")
+pytest.importorskip("orbax.checkpoint")
+
+SMALL = {  # one encoder and one decoder block, each with a Switch FFN
+    "model.encoder_layers": "1",
+    "model.decoder_layers": "1",
+    "moe.expert_every": "1",
+    "model.d_model": "32",
+    "model.d_ff": "64",
+    "model.num_heads": "2",
+    "model.d_kv": "16",
+    "train.batch_size": "4",
+    "train.inputs_length": "32",
+    "train.targets_length": "8",
+    "moe.group_size": "32",
+}
+# Checkpoints at 2, 4, 6 (the newest two kept); evaluations at 3 and 6; a train record every step.
+FLAGS = ("--log-every", "1", "--eval-every", "3", "--eval-batches", "2", "--checkpoint-every", "2", "--keep", "2")
+TIMING = ("step_seconds", "tokens_per_second", "mfu")  # wall-clock: differ between any two runs
+
+
+def compile_small(tmp_path: Path, name: str, **settings: str) -> Path:
+    out = tmp_path / name
+    pairs = {**SMALL, **settings}
+    args = [arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out), *args])
+    assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every program run of this module shares one persistent XLA compilation cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        yield
+
+
+def run_program(program: Path, *args: str, prelude: str = "", timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """train.py as a user runs it (stdout a pipe, not a terminal), with `import switchc` impossible."""
+    launcher = (
+        "import runpy, sys\n"
+        "sys.modules['switchc'] = None\n"
+        f"{prelude}"
+        f"sys.argv = ['train.py', *{list(args)!r}]\n"
+        "runpy.run_path('train.py', run_name='__main__')\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", launcher], cwd=program, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:
+    found = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in found if split is None or r["split"] == split]
+
+
+def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in entry.items() if k not in TIMING} for entry in entries]
+
+
+def checkpoint_dirs(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory, compilation_cache: None) -> Path:
+    """The reference: 6 steps in one uninterrupted run; returns the program directory (run in ./run)."""
+    program = compile_small(tmp_path_factory.mktemp("straight"), "prog")
+    result = run_program(program, "--steps", "6", *FLAGS, "--out", "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (program / "stdout.txt").write_text(result.stdout)
+    return program
+
+
+def test_metrics_follow_the_schema(straight: Path) -> None:
+    run = straight / "run"
+    train, evals = records(run, "train"), records(run, "eval")
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in evals] == [3, 6]
+    layers = ("encoder/0", "decoder/0")
+    for entry in train + evals:
+        assert list(entry)[:5] == ["step", "split", "loss", "cross_entropy", "neg_log_perplexity"]
+        assert entry["neg_log_perplexity"] == -entry["cross_entropy"]
+        for key in ("aux_loss", "z_loss", "dropped_fraction", "top1_gate"):
+            assert isinstance(entry[key], float), key
+        for layer in layers:
+            assert 0 <= entry[f"dropped_fraction/{layer}"] <= 1
+            counts = entry[f"tokens_per_expert/{layer}"]
+            assert len(counts) == 8 and all(isinstance(c, int) for c in counts)
+    for entry in train:
+        # every token is routed to one expert: encoder 4 x 32 tokens, decoder 4 x 8 per step
+        assert sum(entry["tokens_per_expert/encoder/0"]) == 4 * 32
+        assert sum(entry["tokens_per_expert/decoder/0"]) == 4 * 8
+        assert entry["tokens_per_second"] == pytest.approx(4 * 40 / entry["step_seconds"])
+        assert 0 < entry["mfu"] < 1 and entry["grad_norm"] > 0 and entry["learning_rate"] == pytest.approx(1e-3)
+    for entry in evals:
+        assert not {*TIMING, "grad_norm", "learning_rate"} & set(entry)
+        assert sum(entry["tokens_per_expert/encoder/0"]) == 2 * 4 * 32  # summed over the 2 eval batches
+    # a pipe is not a terminal: one plain line per record, no progress-bar control characters
+    stdout = (straight / "stdout.txt").read_text()
+    assert "train step 1/6  loss " in stdout and "eval  step 6/6  loss " in stdout
+    assert "\r" not in stdout and "MFU against cpu" in stdout
+
+
+def tensorboard_events(directory: Path) -> list[Any]:
+    """Every event of the TFRecord files in `directory` (length, crc, event proto, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event()
+            event.ParseFromString(data[offset + 12 : offset + 12 + length])
+            events.append(event)
+            offset += 12 + length + 4
+    return events
+
+
+def test_tensorboard_events_hold_the_records(straight: Path) -> None:
+    pytest.importorskip("tensorboardX")
+    events = tensorboard_events(straight / "run" / "tensorboard")
+    scalars = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value if v.HasField("simple_value")}
+    histograms = {(e.step, v.tag): v.histo for e in events for v in e.summary.value if v.HasField("histo")}
+    for entry in records(straight / "run"):
+        step, split = entry["step"], entry["split"]
+        assert scalars[(step, f"{split}/loss")] == pytest.approx(entry["loss"], rel=1e-6)
+        assert scalars[(step, f"{split}/dropped_fraction/encoder/0")] == pytest.approx(
+            entry["dropped_fraction/encoder/0"], rel=1e-6
+        )
+        histogram = histograms[(step, f"{split}/tokens_per_expert/encoder/0")]
+        assert list(histogram.bucket) == entry["tokens_per_expert/encoder/0"]
+
+
+KILL_BEFORE_COMMIT = """\
+import os, signal
+_rename = os.rename
+def _rename_or_die(src, dst, *args, **kwargs):
+    # orbax commits a checkpoint by renaming <step>.orbax-checkpoint-tmp-<n> to <step>: die just before
+    if os.path.basename(os.fspath(dst)) == "4" and "orbax-checkpoint-tmp" in os.fspath(src):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _rename(src, dst, *args, **kwargs)
+os.rename = _rename_or_die
+"""
+
+
+def test_killed_mid_save_resumes_bit_identical(straight: Path, tmp_path: Path) -> None:
+    """SIGKILL in the middle of saving step 4 (every file written, not yet committed): the step-2
+    checkpoint stays the latest, and resuming from it reproduces the uninterrupted run exactly."""
+    program = compile_small(tmp_path, "prog")
+    killed = run_program(program, "--steps", "6", *FLAGS, "--out", "run", prelude=KILL_BEFORE_COMMIT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = program / "run"
+    left = checkpoint_dirs(run)
+    assert left[0] == "2" and len(left) == 2 and left[1].startswith("4.orbax-checkpoint-tmp"), left
+
+    resumed = run_program(program, "--steps", "6", *FLAGS, "--out", "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed at step 2" in resumed.stdout
+    # train and eval records of steps 1-2 come from the first process, 3-6 from the resumed one
+    assert without_timing(records(run)) == without_timing(records(straight / "run"))
+    assert checkpoint_dirs(run) == ["4", "6"]  # --keep 2; the unfinished save was cleaned up
+
+
+@pytest.mark.slow
+def test_resume_after_a_finished_run_is_bit_identical(straight: Path, tmp_path: Path) -> None:
+    """3 steps (the last one checkpointed), then --resume to 6: the same records as 6 steps straight."""
+    program = compile_small(tmp_path, "prog")
+    first = run_program(program, "--steps", "3", *FLAGS, "--out", "run")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_program(program, "--steps", "6", *FLAGS, "--out", "run", "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    train = without_timing(records(program / "run", "train"))
+    assert train == without_timing(records(straight / "run", "train"))
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(straight: Path) -> None:
+    result = run_program(straight, "--steps", "1", "--out", "run")
+    assert result.returncode == 1
+    assert "has checkpoints already (the latest: step 6)" in result.stderr and "--resume" in result.stderr
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    """A learning rate of 1e30 makes step 1's update overflow the weights: step 2's loss is NaN."""
+    program = compile_small(tmp_path, "prog", **{"train.optimizer.learning_rate": "1e30"})
+    result = run_program(program, "--steps", "5", "--log-every", "1", "--checkpoint-every", "1", "--out", "run")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "error: step 2: the loss is nan; training stopped (the latest checkpoint is step 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert checkpoint_dirs(program / "run") == ["1"]
+    assert [r["step"] for r in records(program / "run")] == [1]
+    # the kept checkpoint loads: resuming replays step 2 and stops there again
+    again = run_program(program, "--steps", "5", "--log-every", "1", "--out", "run", "--resume")
+    assert again.returncode == 3 and "step 2: the loss is nan" in again.stderr, again.stderr[-3000:]
+
+
+def test_help_lists_the_training_flags(straight: Path) -> None:
+    result = run_program(straight, "--help")
+    assert result.returncode == 0
+    for flag in ("--eval-every", "--eval-batches", "--checkpoint-every", "--keep", "--resume", "--hardware"):
+        assert flag in result.stdout
+    assert os.path.exists(straight / "runtime" / "metrics.py")
