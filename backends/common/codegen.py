@@ -1,13 +1,16 @@
 """Backend-neutral pieces of code generation: literals and ruff-style line layout, variable naming,
-the parameter table of a graph, the Config dataclass of a spec, and MFU's constants.
+the parameter table of a graph, the Config dataclass of a spec, the Switch layers' settings, and
+MFU's constants.
 
-Every backend writes the same PARAMS table (IR name -> shape, logical axes, init std) and the same
-Config fields, so weights and settings mean the same thing in a JAX and a PyTorch program.
+Every backend writes the same PARAMS table (IR name -> shape, logical axes, init std), the same
+Config fields and the same MoESettings, so weights and settings mean the same thing in a JAX and a
+PyTorch program; only the framework's dtype names differ (`dtypes`: spec dtype -> expression).
 """
 
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from math import prod
 from typing import Any
@@ -139,6 +142,18 @@ def parameter_count(graph: Graph) -> int:
     return sum(prod(d.size for d in p.tensor.dims) for p in parameters(graph).values())
 
 
+def params_lines(spec: Spec, graph: Graph) -> list[str]:
+    """model.py's PARAMS table and PARAM_AXES, after a blank line."""
+    return [
+        "",
+        f"# Every parameter ({parameter_count(graph):,} in all): shape, logical axes, init std (0: ones).",
+        "PARAMS = {",
+        *param_table(spec, graph),
+        "}",
+        "PARAM_AXES = {name: axes for name, (_, axes, _) in PARAMS.items()}",
+    ]
+
+
 # ---- the Config dataclass -------------------------------------------------------------------------
 
 
@@ -176,6 +191,54 @@ def config_fields(spec: Spec) -> list[str]:
                 annotation = "float | None"
             lines.append(f"    {name}: {annotation} = {literal(value)}")
     return lines
+
+
+def config_lines(spec: Spec, dtypes: Mapping[str, str]) -> list[str]:
+    """model.py's Config dataclass, CONFIG and DTYPE (the model's dtype, as the framework names it)."""
+    return [
+        "@dataclass(frozen=True)",
+        "class Config:",
+        '    """What the spec fixed (see spec.yaml beside this file for every value and its meaning)."""',
+        "",
+        *config_fields(spec),
+        "",
+        "",
+        "CONFIG = Config()",
+        f"DTYPE = {dtypes[spec.model.dtype]}",
+    ]
+
+
+# ---- Switch layers --------------------------------------------------------------------------------
+
+
+def _switch_settings(spec: Spec, factor: float, dtypes: Mapping[str, str]) -> str:
+    moe = spec.moe
+    assert moe is not None
+    return (
+        "MoESettings(\n"
+        f"    num_experts={moe.num_experts},\n"
+        f"    top_k={moe.top_k},\n"
+        f"    capacity_factor={factor!r},\n"
+        f"    min_capacity={moe.min_capacity},\n"
+        f"    group_size={moe.group_size},\n"
+        f"    jitter_eps={moe.jitter_eps!r},\n"
+        f"    router_dtype={dtypes[moe.router_dtype]},\n"
+        f"    batch_prioritized={moe.batch_prioritized_routing},\n"
+        f"    expert_dropout_rate={moe.expert_dropout_rate!r},\n"
+        f'    activation="{spec.model.ffn_activation}",\n'
+        ")"
+    )
+
+
+def switch_lines(spec: Spec, dtypes: Mapping[str, str]) -> list[str]:
+    """model.py's SWITCH and SWITCH_EVAL (runtime/routing.py's MoESettings); none for a dense model."""
+    if spec.moe is None:
+        return []
+    return [
+        "# Switch layers in training and in evaluation (they differ in capacity factor only).",
+        f"SWITCH = {_switch_settings(spec, spec.moe.capacity_factor.train, dtypes)}",
+        f"SWITCH_EVAL = {_switch_settings(spec, spec.moe.capacity_factor.eval, dtypes)}",
+    ]
 
 
 # ---- MFU ----------------------------------------------------------------------------------------

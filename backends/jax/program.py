@@ -7,19 +7,15 @@ backends/common). Everything is deterministic: the same spec gives byte-identica
 
 from __future__ import annotations
 
-import textwrap
-from dataclasses import fields
-from importlib import resources
-from typing import Any
-
 from switchc import __version__
-from switchc.errors import UserError
 from switchc.ir import Graph, build_graph
 from switchc.spec import Spec
-from switchc.spec.emit import to_yaml
 
-from ..common.codegen import cost_lines
-from .lower import check_layout, forward_body, literal, param_table, parameter_count
+from ..common.codegen import config_lines, cost_lines, literal, params_lines, switch_lines, wrap
+from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
+from ..common.program import check_objective, program_files, runtime_files
+from ..common.program import train_script as launcher
+from .lower import check_layout, forward_body
 
 RUNTIME_MODULES = (
     "__init__.py",
@@ -31,75 +27,13 @@ RUNTIME_MODULES = (
     "checkpoint.py",
     "loop.py",
 )
-COMMON_MODULES = ("data.py", "metrics.py", "weights.py", "routing.py")
-
-
-def _config_fields(spec: Spec) -> list[str]:
-    """Config's fields: every scalar the model, the loop and the data pipeline read."""
-    optimizer = spec.train.optimizer
-    groups: list[tuple[str, list[tuple[str, Any]]]] = [
-        ("model (PAPER.md Sec. 1)", [(f.name, getattr(spec.model, f.name)) for f in fields(spec.model)]),
-        (
-            "training (Sec. 4)",
-            [
-                ("batch_size", spec.train.batch_size),
-                ("inputs_length", spec.train.inputs_length),
-                ("targets_length", spec.train.targets_length),
-                ("steps", spec.train.steps),
-                ("seed", spec.train.seed),
-                ("optimizer", optimizer.name),
-                ("learning_rate", optimizer.learning_rate),
-                ("schedule", optimizer.schedule),
-                ("warmup_steps", optimizer.warmup_steps),
-                ("beta1", optimizer.beta1),
-                ("beta2", optimizer.beta2),
-                ("weight_decay", optimizer.weight_decay),
-                ("clip_grad_norm", optimizer.clip_grad_norm),
-            ],
-        ),
-        ("data", [(f.name, getattr(spec.data, f.name)) for f in fields(spec.data)]),
-    ]
-    lines: list[str] = []
-    for title, items in groups:
-        lines.append(f"    # {title}")
-        for name, value in items:
-            annotation = type(value).__name__ if value is not None else "str | None"
-            if name in ("beta1", "beta2"):
-                annotation = "float | None"
-            lines.append(f"    {name}: {annotation} = {literal(value)}")
-    return lines
-
-
-def _wrap(text: str, width: int = 100) -> str:
-    """A docstring paragraph wrapped to `width` columns."""
-    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
-
-
-def _switch_settings(spec: Spec, factor: float) -> str:
-    moe = spec.moe
-    assert moe is not None
-    dtype = {"float32": "jnp.float32", "bfloat16": "jnp.bfloat16"}[moe.router_dtype]
-    return (
-        "MoESettings(\n"
-        f"    num_experts={moe.num_experts},\n"
-        f"    top_k={moe.top_k},\n"
-        f"    capacity_factor={factor!r},\n"
-        f"    min_capacity={moe.min_capacity},\n"
-        f"    group_size={moe.group_size},\n"
-        f"    jitter_eps={moe.jitter_eps!r},\n"
-        f"    router_dtype={dtype},\n"
-        f"    batch_prioritized={moe.batch_prioritized_routing},\n"
-        f"    expert_dropout_rate={moe.expert_dropout_rate!r},\n"
-        f'    activation="{spec.model.ffn_activation}",\n'
-        ")"
-    )
+JAX_DTYPES = {"float32": "jnp.float32", "bfloat16": "jnp.bfloat16"}
 
 
 def model_module(spec: Spec, graph: Graph) -> str:
     check_layout(graph)
     body, switch_layers = forward_body(spec, graph)
     rules = {axis: axes for axis, axes in spec.mesh.logical_rules().items() if axes}
-    dtype = {"float32": "jnp.float32", "bfloat16": "jnp.bfloat16"}[spec.model.dtype]
     out = [
         f'"""{spec.name}: the model of a switchc-generated JAX program (switchc {__version__}).',
         "",
@@ -107,7 +41,7 @@ def model_module(spec: Spec, graph: Graph) -> str:
         "the spec's IR graph; parameters are a flat dict keyed by IR names, each with the logical axes",
         "that RULES map onto the mesh.",
         "",
-        _wrap(f"Switch layers: {', '.join(switch_layers)}." if switch_layers else "A dense model: no Switch layers."),
+        wrap(f"Switch layers: {', '.join(switch_layers)}." if switch_layers else "A dense model: no Switch layers."),
         '"""',
         "",
         "from __future__ import annotations",
@@ -126,33 +60,15 @@ def model_module(spec: Spec, graph: Graph) -> str:
         "from runtime.parallel import ExpertParallel",
         "",
         "",
-        "@dataclass(frozen=True)",
-        "class Config:",
-        '    """What the spec fixed (see spec.yaml beside this file for every value and its meaning)."""',
-        "",
-        *_config_fields(spec),
-        "",
-        "",
-        "CONFIG = Config()",
-        f"DTYPE = {dtype}",
+        *config_lines(spec, JAX_DTYPES),
         "# Mesh axes (name -> size) and which mesh axes each logical axis is split over (pjit-style rules).",
         f"MESH_AXES = {literal(spec.mesh.axes)}",
         f"RULES = {literal(rules)}",
     ]
-    if spec.moe is not None:
-        out += [
-            "# Switch layers in training and in evaluation (they differ in capacity factor only).",
-            f"SWITCH = {_switch_settings(spec, spec.moe.capacity_factor.train)}",
-            f"SWITCH_EVAL = {_switch_settings(spec, spec.moe.capacity_factor.eval)}",
-        ]
+    out += switch_lines(spec, JAX_DTYPES)
     out += cost_lines(spec)
+    out += params_lines(spec, graph)
     out += [
-        "",
-        f"# Every parameter ({parameter_count(graph):,} in all): shape, logical axes, init std (0: ones).",
-        "PARAMS = {",
-        *param_table(spec, graph),
-        "}",
-        "PARAM_AXES = {name: axes for name, (_, axes, _) in PARAMS.items()}",
         "",
         "",
         "def init_params(rng: jax.Array) -> dict[str, jax.Array]:",
@@ -179,7 +95,7 @@ def model_module(spec: Spec, graph: Graph) -> str:
 
 def train_script(spec: Spec) -> str:
     devices = spec.mesh.num_devices
-    return f'''"""{spec.name}: train a Switch Transformer (generated by switchc {__version__}).
+    docstring = f"""{spec.name}: train a Switch Transformer (generated by switchc {__version__}).
 
 Made by `switchc compile` from {spec.origin.source.name}; spec.yaml beside this file is the resolved spec.
 
@@ -199,56 +115,26 @@ Flags: --steps, --seed, --log-every, --eval-every, --eval-batches, --checkpoint-
 --hardware (MFU's profile). `python train.py --help` lists all. runtime/metrics.py documents
 metrics.jsonl. Exit status 3: a NaN or Inf in the loss or the gradients stopped training.
 """
-
-import sys
-
-from runtime.loop import parse_args
-
-
-def main(argv: list[str]) -> None:
-    args = parse_args(argv, __doc__, default_steps={spec.train.steps}, default_seed={spec.train.seed})
-    import model  # after parse_args: --devices must be set before jax starts
-    from runtime import data, loop
-
-    evaluate = args.eval_every > 0 and model.CONFIG.eval_fraction > 0 and args.dump_hlo is None
-    eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
-    loop.run(model, data.dataset(model.CONFIG), args, eval_data)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
-'''
-
-
-def _runtime_files() -> dict[str, str]:
-    files = {}
-    runtime = resources.files("switchc.backends.jax.runtime")
-    for name in RUNTIME_MODULES:
-        files[f"runtime/{name}"] = (runtime / name).read_text(encoding="utf-8")
-    common = resources.files("switchc.backends.common")
-    for name in COMMON_MODULES:
-        files[f"runtime/{name}"] = (common / name).read_text(encoding="utf-8")
-    return files
+    return launcher(
+        spec,
+        docstring,
+        import_note="after parse_args: --devices must be set before jax starts",
+        evaluate_also="args.dump_hlo is None",
+    )
 
 
 def check_supported(spec: Spec) -> None:
     """What the spec format allows but this backend does not do yet: a located error, not a crash."""
-    if spec.data.objective != "span_corruption":
-        raise UserError.at(
-            spec.span("data.objective"),
-            f"the JAX backend supports span_corruption only, not {spec.data.objective}",
-            "use `objective: span_corruption`",
-        )
+    check_objective(spec, "JAX")
 
 
 def generate(spec: Spec) -> dict[str, str]:
     """Every file of the program, path -> text."""
     check_supported(spec)
     graph = build_graph(spec)
-    files = {
-        "train.py": train_script(spec),
-        "model.py": model_module(spec, graph),
-        "spec.yaml": to_yaml(spec),
-        **_runtime_files(),
-    }
-    return dict(sorted(files.items()))
+    return program_files(
+        spec,
+        train=train_script(spec),
+        model=model_module(spec, graph),
+        runtime=runtime_files("switchc.backends.jax.runtime", RUNTIME_MODULES),
+    )

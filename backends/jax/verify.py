@@ -21,34 +21,13 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..common.verify import Comparison, collective_comparisons, write_program
 from .hlo import HloCollective, collectives, dot_flops
-
-SMALL_BYTES = 4096  # metrics and loss scalars: below this a collective is not compared
-
-
-@dataclass(frozen=True)
-class Comparison:
-    what: str  # "FLOPs per device", "all-to-all x4 (count)", ...
-    report: float
-    xla: float
-    tolerance: float  # relative; 0 means exact
-    note: str = ""
-
-    @property
-    def relative_error(self) -> float:
-        if self.report == self.xla:
-            return 0.0
-        return abs(self.xla - self.report) / max(abs(self.report), 1e-30)
-
-    @property
-    def ok(self) -> bool:
-        return self.relative_error <= self.tolerance
 
 
 @dataclass(frozen=True)
@@ -73,15 +52,6 @@ def dump(program: Path, devices: int, out: Path, timeout: int = 900) -> tuple[st
     return (out / "train_step.hlo.txt").read_text(), cost
 
 
-def _by_key(items: Sequence[tuple[str, int, int, int]]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(kind, group size) -> (count, total bytes)."""
-    totals: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for kind, group, count, size in items:
-        totals[(kind, group)][0] += count
-        totals[(kind, group)][1] += count * size
-    return {key: (count, size) for key, (count, size) in totals.items()}
-
-
 def compare(
     report: Mapping[str, Any],
     hlo: str,
@@ -103,36 +73,8 @@ def compare(
             "XLA adds elementwise work",
         ),
     ]
-    predicted = _by_key(
-        [
-            (c["kind"], int(c["group_size"]), int(c["count"]), int(c["bytes_per_device"]))
-            for c in report["comm"]["collectives"]
-            if int(c["group_size"]) > 1
-        ]
-    )
-    measured = _by_key(
-        [
-            (c.kind, c.group_size, 1, c.bytes_per_device)
-            for c in found
-            if c.bytes_per_device > SMALL_BYTES and c.group_size > 1  # singleton groups move nothing
-        ]
-    )
-    for key in sorted(set(predicted) | set(measured)):
-        kind, group = key
-        want_count, want_bytes = predicted.get(key, (0, 0))
-        got_count, got_bytes = measured.get(key, (0, 0))
-        label = f"{kind} over {group} devices"
-        if kind == "all-to-all":
-            results.append(Comparison(f"{label}: count", want_count, got_count, 0.0))
-        results.append(
-            Comparison(
-                f"{label}: bytes per device",
-                want_bytes,
-                got_bytes,
-                bytes_tolerance,
-                f"{want_count} in the report, {got_count} in XLA's HLO",
-            )
-        )
+    measured = [(c.kind, c.group_size, c.bytes_per_device) for c in found]
+    results += collective_comparisons(report, measured, bytes_tolerance=bytes_tolerance, source="XLA's HLO")
     return results, found
 
 
@@ -151,11 +93,7 @@ def verify(
     devices = spec.mesh.num_devices
     with tempfile.TemporaryDirectory(prefix="switchc-verify-") as scratch:
         work = keep or Path(scratch)
-        program = work / "program"
-        for relative, text in generate(spec).items():
-            path = program / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+        program = write_program(generate(spec), work / "program")
         hlo, cost = dump(program, devices, work / "hlo")
     comparisons, found = compare(
         report,

@@ -46,14 +46,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SMALL_BYTES = 4096  # the loss divisor, gradient-norm partial sums, metrics: below this not compared
+from ..common.verify import Comparison, collective_comparisons, write_program
+
 KINDS = {  # torch.distributed function -> the report's kind
     "all_reduce": "all-reduce",
     "all_to_all_single": "all-to-all",
@@ -64,29 +64,6 @@ KINDS = {  # torch.distributed function -> the report's kind
     "reduce_scatter": "reduce-scatter",
     "broadcast": "broadcast",
 }
-
-
-@dataclass(frozen=True)
-class Comparison:
-    what: str  # "matmul FLOPs per device (train step)", "all-to-all over 2 devices: count", ...
-    report: float
-    torch: float  # what the PyTorch program did (FlopCounterMode, recorded collectives)
-    tolerance: float  # relative; 0 means exact
-    note: str = ""
-
-    @property
-    def measured(self) -> float:
-        return self.torch
-
-    @property
-    def relative_error(self) -> float:
-        if self.report == self.torch:
-            return 0.0
-        return abs(self.torch - self.report) / max(abs(self.report), 1e-30)
-
-    @property
-    def ok(self) -> bool:
-        return self.relative_error <= self.tolerance
 
 
 @dataclass(frozen=True)
@@ -211,18 +188,7 @@ def _worker(program: Path, out: Path, seed: int, timeout: float) -> None:
             group = placed.mesh.group(placed.plan.batch)
             placed.module.register_comm_hook(group, allreduce_hook)
         params = list(placed.model.parameters())
-        by_param = {
-            placed.model.get_parameter(layers.module_path(name)): placed.placements[name] for name in model.PARAMS
-        }
-        opt = optim.optimizer(
-            config.optimizer,
-            params,
-            beta1=config.beta1,
-            beta2=config.beta2,
-            weight_decay=config.weight_decay,
-            mesh=mesh,
-            placements=by_param,
-        )
+        opt = optim.optimizer_for(config, placed.model, placed.placements, mesh)
         # The global batch: random ids (FLOPs and collectives do not depend on the values; capacity
         # padding fixes every shape), with padding as real batches have; this rank's rows of it.
         rng = np.random.default_rng(seed)
@@ -317,15 +283,6 @@ def run_step(program: Path, devices: int, out: Path, *, seed: int = 0, timeout: 
     return [json.loads((out / f"rank{rank}.json").read_text(encoding="utf-8")) for rank in range(devices)]
 
 
-def _by_key(items: Sequence[tuple[str, int, int, int]]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(kind, group size) -> (count, total bytes)."""
-    totals: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for kind, group, count, size in items:
-        totals[(kind, group)][0] += count
-        totals[(kind, group)][1] += count * size
-    return {key: (count, size) for key, (count, size) in totals.items()}
-
-
 def compare(
     report: Mapping[str, Any],
     ranks: Sequence[Mapping[str, Any]],
@@ -351,31 +308,14 @@ def compare(
             results.append(
                 Comparison(f"matmul FLOPs on rank {other['rank']}", executed, float(other["flops"]), flops_tolerance)
             )
-    predicted = _by_key(
-        [
-            (c["kind"], int(c["group_size"]), int(c["count"]), int(c["bytes_per_device"]))
-            for c in report["comm"]["collectives"]
-            if int(c["group_size"]) > 1
-        ]
+    measured = [(c["kind"], int(c["group_size"]), int(c["bytes_per_device"])) for c in first["collectives"]]
+    results += collective_comparisons(
+        report,
+        measured,
+        bytes_tolerance=bytes_tolerance,
+        source="torch",
+        notes={"all-reduce": " (DDP buckets: bytes compared)"},
     )
-    measured = _by_key(
-        [
-            (c["kind"], int(c["group_size"]), 1, int(c["bytes_per_device"]))
-            for c in first["collectives"]
-            if int(c["bytes_per_device"]) > SMALL_BYTES and int(c["group_size"]) > 1
-        ]
-    )
-    for key in sorted(set(predicted) | set(measured)):
-        kind, group = key
-        want_count, want_bytes = predicted.get(key, (0, 0))
-        got_count, got_bytes = measured.get(key, (0, 0))
-        label = f"{kind} over {group} devices"
-        if kind == "all-to-all":
-            results.append(Comparison(f"{label}: count", want_count, got_count, 0.0))
-        note = f"{want_count} in the report, {got_count} in torch"
-        if kind == "all-reduce":
-            note += " (DDP buckets: bytes compared)"
-        results.append(Comparison(f"{label}: bytes per device", want_bytes, got_bytes, bytes_tolerance, note))
     return results
 
 
@@ -394,11 +334,7 @@ def verify(
     devices = spec.mesh.num_devices
     with tempfile.TemporaryDirectory(prefix="switchc-verify-") as scratch:
         work = keep or Path(scratch)
-        program = work / "program"
-        for relative, text in generate(spec).items():
-            path = program / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+        program = write_program(generate(spec), work / "program")
         ranks = run_step(program, devices, work / "counts", seed=spec.train.seed, timeout=timeout)
     comparisons = compare(report, ranks, flops_tolerance=flops_tolerance, bytes_tolerance=bytes_tolerance)
     collectives = tuple(TorchCollective(**c) for c in ranks[0]["collectives"])

@@ -17,6 +17,8 @@ from switchc.errors import PlainUserError
 from switchc.spec import load_spec
 
 EXIT_MISMATCH = 1
+DEFAULT_FLOPS_TOLERANCE = {"jax": 0.05, "torch": 0.01}  # relative, matmul FLOPs (torch counts the same ops)
+MEASURED = {"jax": "xla", "torch": "torch"}  # the JSON key of the measured value
 
 
 def _number(value: float) -> str:
@@ -71,39 +73,30 @@ def verify(
         raise PlainUserError(f"{keep} is not empty", "--keep needs a new or empty directory")
     report = report_for(resolved, hardware(DEFAULT_HARDWARE)).to_json()
     devices = resolved.mesh.num_devices
-    result: Any
     if backend == "torch":
-        from switchc.backends.torch.verify import verify as run_torch_verify
+        from switchc.backends.torch.verify import verify as run_verify
 
         plural = "es" if devices > 1 else ""
-        click.echo(f"running {resolved.name}'s train step on {devices} gloo process{plural}...", err=True)
-        result = run_torch_verify(
-            resolved,
-            report,
-            flops_tolerance=0.01 if flops_tolerance is None else flops_tolerance,
-            bytes_tolerance=bytes_tolerance,
-            keep=keep,
-        )
-        measured_column = "torch"
+        starting = f"running {resolved.name}'s train step on {devices} gloo process{plural}..."
+        options: dict[str, float] = {}
     else:
         from switchc.backends.jax.verify import verify as run_verify
 
-        click.echo(f"compiling {resolved.name}'s train step on {devices} fake device(s)...", err=True)
-        result = run_verify(
-            resolved,
-            report,
-            flops_tolerance=0.05 if flops_tolerance is None else flops_tolerance,
-            total_flops_tolerance=total_flops_tolerance,
-            bytes_tolerance=bytes_tolerance,
-            keep=keep,
-        )
-        measured_column = "xla"
+        starting = f"compiling {resolved.name}'s train step on {devices} fake device(s)..."
+        options = {"total_flops_tolerance": total_flops_tolerance}
+    click.echo(starting, err=True)
+    if flops_tolerance is None:
+        flops_tolerance = DEFAULT_FLOPS_TOLERANCE[backend]
+    result: Any = run_verify(
+        resolved, report, flops_tolerance=flops_tolerance, bytes_tolerance=bytes_tolerance, keep=keep, **options
+    )
+    measured_column = MEASURED[backend]
     if fmt == "json":
         rows = [
             {
                 "what": c.what,
                 "report": c.report,
-                measured_column: getattr(c, measured_column),
+                measured_column: c.measured,
                 "relative_error": c.relative_error,
                 "tolerance": c.tolerance,
                 "ok": c.ok,
@@ -123,7 +116,7 @@ def verify(
             table.add_row(
                 c.what,
                 _number(c.report),
-                _number(getattr(c, measured_column)),
+                _number(c.measured),
                 f"{c.relative_error:.2%}",
                 "exact" if c.tolerance == 0 else f"{c.tolerance:.0%}",
                 "ok" if c.ok else "MISMATCH",

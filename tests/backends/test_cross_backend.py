@@ -41,6 +41,7 @@ pytest.importorskip("jax")
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
+from switchc.backends.common.verify import write_program
 from switchc.backends.jax.program import generate as generate_jax
 from switchc.backends.torch.program import generate as generate_torch
 
@@ -118,14 +119,6 @@ class Step:
     loss: float
     metrics: dict[str, np.ndarray]
     grads: dict[str, np.ndarray]
-
-
-def _write(files: dict[str, str], root: Path) -> Path:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
 
 
 def _forget_program() -> None:
@@ -219,8 +212,8 @@ def _compare(variant: Variant, tmp_path: Path) -> dict[str, float]:
     if spec.moe is not None:
         assert spec.moe.jitter_eps == 0.0, "jitter cannot agree bit-wise: turn it off (see the docstring)"
     assert spec.model.dropout_rate == 0.0
-    jax_program = _write(generate_jax(spec), tmp_path / "jax")
-    torch_program = _write(generate_torch(spec), tmp_path / "torch")
+    jax_program = write_program(generate_jax(spec), tmp_path / "jax")
+    torch_program = write_program(generate_torch(spec), tmp_path / "torch")
     weights_file = tmp_path / "init.safetensors"
     exporter = export_jax if variant.exporter == "jax" else export_torch
     exporter(jax_program if variant.exporter == "jax" else torch_program, weights_file, seed=3)
@@ -278,8 +271,8 @@ def test_programs_export_and_start_from_weights(tmp_path: Path) -> None:
     import subprocess
 
     spec = load_spec("switch-tiny", [*SMALL, *MOE_SMALL])
-    jax_program = _write(generate_jax(spec), tmp_path / "jax")
-    torch_program = _write(generate_torch(spec), tmp_path / "torch")
+    jax_program = write_program(generate_jax(spec), tmp_path / "jax")
+    torch_program = write_program(generate_torch(spec), tmp_path / "torch")
     exported, reference = tmp_path / "exported.safetensors", tmp_path / "reference.safetensors"
     command = [sys.executable, "train.py", "--export-init", str(exported), "--seed", "5"]
     subprocess.run(command, cwd=jax_program, check=True, capture_output=True, timeout=300)

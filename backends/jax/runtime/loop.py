@@ -36,55 +36,25 @@ from typing import TYPE_CHECKING, Any
 from .sharding import fake_cpu_devices
 
 if TYPE_CHECKING:
-    from ...common import metrics
+    from ...common import flags, metrics
 else:
-    try:  # a generated program: runtime/metrics.py is a copy of backends/common/metrics.py
-        from . import metrics
+    try:  # a generated program: runtime/flags.py and metrics.py are copies of backends/common's
+        from . import flags, metrics
     except ImportError:  # inside the switchc package
-        from ...common import metrics
+        from ...common import flags, metrics
 
 
 def parse_args(argv: Sequence[str], description: str, default_steps: int, default_seed: int) -> argparse.Namespace:
-    """Flags shared by every generated program; parsed before jax is imported (see --devices)."""
-    every = max(1, default_steps // 10)
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
-    parser.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
+    """The shared flags (flags.py) and the JAX program's own; parsed before jax is imported (see --devices)."""
+    parser = flags.parser(
+        description,
+        default_steps,
+        default_seed,
+        resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
+        init_from_help="start from the weights in FILE (from --export-init of this or the PyTorch program) "
+        "instead of --seed's",
+    )
     parser.add_argument("--devices", type=int, default=None, help="fake this many CPU devices (CPU hosts only)")
-    parser.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="run directory: metrics.jsonl, tensorboard/ and checkpoints/ (default: none written)",
-    )
-    parser.add_argument(
-        "--eval-every",
-        type=int,
-        default=every,
-        metavar="N",
-        help=f"evaluate on the held-out split every N steps and at the end; 0: never (default: {every})",
-    )
-    parser.add_argument("--eval-batches", type=int, default=10, help="batches per evaluation (default: 10)")
-    parser.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=every,
-        metavar="N",
-        help=f"with --out, save a checkpoint every N steps and at the end; 0: never (default: {every})",
-    )
-    parser.add_argument("--keep", type=int, default=3, metavar="K", help="keep the newest K checkpoints (default: 3)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
-    )
-    parser.add_argument(
-        "--hardware",
-        default=None,
-        metavar="NAME",
-        help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's)",
-    )
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -104,26 +74,10 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
         metavar="FILE",
         help="write the step-0 weights (for --seed) to FILE (safetensors, by IR name: runtime/weights.py), then exit",
     )
-    parser.add_argument(
-        "--init-from",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="start from the weights in FILE (from --export-init of this or the PyTorch program) instead of --seed's",
-    )
     args = parser.parse_args(argv)
     if args.init_from is not None and args.resume:
         parser.error("--init-from and --resume exclude each other (a resumed run takes its checkpoint's weights)")
-    if args.steps < 0:
-        parser.error("--steps must be >= 0")
-    for flag in ("log_every", "eval_batches", "keep"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    for flag in ("eval_every", "checkpoint_every"):
-        if getattr(args, flag) < 0:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
+    flags.check(parser, args)
     if args.devices is not None:
         if args.devices < 1:
             parser.error("--devices must be >= 1")

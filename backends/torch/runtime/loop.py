@@ -47,65 +47,28 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import Checkpoints, load_training_state, prime_optimizer, training_state
-from .layers import Noise, ir_name, load_flat, module_path
-from .optim import clip_by_global_norm, optimizer, schedule
+from .layers import Noise, ir_name, load_flat
+from .optim import clip_by_global_norm, optimizer_for, schedule
 from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
 
 if TYPE_CHECKING:
-    from ...common import metrics, weights
+    from ...common import flags, metrics, weights
 else:
-    try:  # a generated program: runtime/metrics.py and weights.py are copies of backends/common's
-        from . import metrics, weights
+    try:  # a generated program: runtime/flags.py, metrics.py and weights.py are copies of backends/common's
+        from . import flags, metrics, weights
     except ImportError:  # inside the switchc package
-        from ...common import metrics, weights
+        from ...common import flags, metrics, weights
 
 
 def parse_args(argv: Sequence[str], description: str, default_steps: int, default_seed: int) -> argparse.Namespace:
-    """Flags shared by every generated PyTorch program (the JAX program's, where they apply)."""
-    every = max(1, default_steps // 10)
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
-    parser.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
-    parser.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="run directory: metrics.jsonl, tensorboard/ and checkpoints/ (default: none written)",
-    )
-    parser.add_argument(
-        "--eval-every",
-        type=int,
-        default=every,
-        metavar="N",
-        help=f"evaluate on the held-out split every N steps and at the end; 0: never (default: {every})",
-    )
-    parser.add_argument("--eval-batches", type=int, default=10, help="batches per evaluation (default: 10)")
-    parser.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=every,
-        metavar="N",
-        help=f"with --out, save a checkpoint every N steps and at the end; 0: never (default: {every})",
-    )
-    parser.add_argument("--keep", type=int, default=3, metavar="K", help="keep the newest K checkpoints (default: 3)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the latest checkpoint in OUT/checkpoints, at its step (needs --out)",
-    )
-    parser.add_argument(
-        "--init-from",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="start from the weights in FILE (safetensors keyed by IR names; runtime/weights.py), not from --seed",
-    )
-    parser.add_argument(
-        "--hardware",
-        default=None,
-        metavar="NAME",
-        help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's)",
+    """The shared flags (flags.py, the JAX program's where they apply) and the PyTorch program's own."""
+    parser = flags.parser(
+        description,
+        default_steps,
+        default_seed,
+        resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (needs --out)",
+        init_from_help="start from the weights in FILE (safetensors keyed by IR names; runtime/weights.py), "
+        "not from --seed",
     )
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available (default)"
@@ -117,16 +80,7 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
         help="seconds any collective may wait for the other ranks before failing (default: 120)",
     )
     args = parser.parse_args(argv)
-    if args.steps < 0:
-        parser.error("--steps must be >= 0")
-    for flag in ("log_every", "eval_batches", "keep"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    for flag in ("eval_every", "checkpoint_every"):
-        if getattr(args, flag) < 0:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 0")
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
+    flags.check(parser, args)
     if args.timeout <= 0:
         parser.error("--timeout must be > 0")
     return args
@@ -207,6 +161,43 @@ def _initial_weights(model: torch.nn.Module, model_module: ModuleType, path: Pat
     load_flat(model, flat)
 
 
+def build(
+    model_module: ModuleType, seed: int, mesh: Mesh, device: torch.device, init_from: Path | None = None
+) -> tuple[Parallel, torch.optim.Optimizer]:
+    """The model, initialised from `seed` (or from the weights file `init_from`), placed on the
+    mesh by parallel.parallelize, and the optimizer model.CONFIG names over its parameters."""
+    model = model_module.build(seed)
+    if init_from is not None:
+        _initial_weights(model, model_module, init_from)
+    parallel = parallelize(model, mesh, model_module.RULES, model_module.PARAM_AXES, device)
+    return parallel, optimizer_for(model_module.CONFIG, model, parallel.placements, mesh)
+
+
+def train_step(
+    parallel: Parallel,
+    opt: torch.optim.Optimizer,
+    batch: dict[str, Any],
+    noise: Noise,
+    learning_rate: float,
+    clip_grad_norm: float,
+    number: int,
+) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor]:
+    """One training step: forward, backward, gradient reduction, the NaN/Inf check (raises
+    metrics.NonFiniteError, naming step `number`, before anything is applied), clipping and the
+    optimizer step at `learning_rate`. Returns (loss, the model's metrics, global gradient norm)."""
+    loss, step_metrics = parallel.module(batch, noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    parallel.finish_gradients()
+    grad_norm = parallel.grad_norm()
+    _check_finite(number, loss, grad_norm, parallel)
+    clip_by_global_norm(parallel.model.parameters(), grad_norm, clip_grad_norm)
+    for group in opt.param_groups:
+        group["lr"] = learning_rate
+    opt.step()
+    return loss, step_metrics, grad_norm
+
+
 def _train(
     model_module: ModuleType,
     data: Any,
@@ -241,21 +232,9 @@ def _train(
 
     hardware = _hardware(args, model_module, device)
     peak = model_module.PEAK_FLOPS[hardware]
-    model = model_module.build(args.seed)
-    if args.init_from is not None and not args.resume:
-        _initial_weights(model, model_module, args.init_from)
-    parallel = parallelize(model, mesh, model_module.RULES, model_module.PARAM_AXES, device)
+    parallel, opt = build(model_module, args.seed, mesh, device, None if args.resume else args.init_from)
+    model = parallel.model
     params = list(model.parameters())
-    by_param = {model.get_parameter(module_path(name)): parallel.placements[name] for name in model_module.PARAMS}
-    opt = optimizer(
-        config.optimizer,
-        params,
-        beta1=config.beta1,
-        beta2=config.beta2,
-        weight_decay=config.weight_decay,
-        mesh=mesh,
-        placements=by_param,
-    )
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
 
     start = 0
@@ -319,16 +298,9 @@ def _train(
                 global_batch=config.batch_size,
                 shard=parallel.batch_shard,
             )
-            loss, step_metrics = parallel.module(batch, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            parallel.finish_gradients()
-            grad_norm = parallel.grad_norm()
-            _check_finite(number, loss, grad_norm, parallel)
-            clip_by_global_norm(params, grad_norm, config.clip_grad_norm)
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(index)
-            opt.step()
+            loss, step_metrics, grad_norm = train_step(
+                parallel, opt, batch, noise, learning_rate(index), config.clip_grad_norm, number
+            )
             window_steps += 1
             if progress is not None:
                 progress.advance()

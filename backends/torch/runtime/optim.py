@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .layers import module_path
 from .parallel import Mesh
 
 Schedule = Callable[[int], float]
@@ -207,3 +208,20 @@ def clip_by_global_norm(params: Iterable[torch.nn.Parameter], norm: torch.Tensor
     for param in params:
         if param.grad is not None:
             param.grad.mul_(scale)
+
+
+def optimizer_for(
+    config: Any, model: torch.nn.Module, placements: Mapping[str, Placement], mesh: Mesh
+) -> torch.optim.Optimizer:
+    """The optimizer model.CONFIG names, over every parameter of `model` once parallel.parallelize
+    has split it (`placements`: IR name -> the mesh axes splitting each dim, Parallel.placements)."""
+    by_param = {model.get_parameter(module_path(name)): placement for name, placement in placements.items()}
+    return optimizer(
+        config.optimizer,
+        list(model.parameters()),
+        beta1=config.beta1,
+        beta2=config.beta2,
+        weight_decay=config.weight_decay,
+        mesh=mesh,
+        placements=by_param,
+    )

@@ -6,13 +6,13 @@ import ast
 import io
 import json
 import math
-import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from switchc.backends.common import metrics
+
+from tests.backends.programs import tensorboard_events
 
 STEP = {
     "loss": np.float32(2.5),
@@ -131,28 +131,13 @@ def test_metrics_module_needs_only_numpy() -> None:
     assert top <= {"__future__", "json", "math", "os", "sys", "time", "collections", "pathlib", "typing", "numpy"}
 
 
-def _events(directory: Path) -> list[Any]:
-    from tensorboardX.proto.event_pb2 import Event
-
-    found = []
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data, offset = path.read_bytes(), 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = Event()
-            event.ParseFromString(data[offset + 12 : offset + 12 + length])
-            found.append(event)
-            offset += 12 + length + 4
-    return found
-
-
 def test_metrics_log_writes_jsonl_and_tensorboard(tmp_path: Path) -> None:
     pytest.importorskip("tensorboardX")
     with metrics.MetricsLog(tmp_path) as log:
         log.write(metrics.record(1, "train", STEP))
         log.write(metrics.record(1, "eval", STEP))
     assert [r["split"] for r in metrics.read_jsonl(tmp_path / "metrics.jsonl")] == ["train", "eval"]
-    values = [(e.step, v) for e in _events(tmp_path / "tensorboard") for v in e.summary.value]
+    values = [(e.step, v) for e in tensorboard_events(tmp_path / "tensorboard") for v in e.summary.value]
     tags = {v.tag for _, v in values}
     assert {"train/loss", "eval/loss", "train/neg_log_perplexity", "train/dropped_fraction/encoder/1"} <= tags
     histogram = next(v.histo for _, v in values if v.tag == "train/tokens_per_expert/encoder/1")

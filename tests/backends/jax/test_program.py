@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,8 @@ from click.testing import CliRunner
 
 from switchc.cli import main
 from switchc.spec import load_spec
+from tests.backends import programs
+from tests.backends.programs import run_program, train_losses
 
 # No dropout and a routing group that divides every device's tokens: the loss must then be the
 # same on every mesh (jitter is drawn for the global batch, so it is the same too).
@@ -21,34 +21,7 @@ TINY = ("--set", "moe.group_size=128", "--set", "train.batch_size=16")
 
 
 def compile_program(tmp_path: Path, *args: str, name: str = "prog") -> Path:
-    out = tmp_path / name
-    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out), *TINY, *args])
-    assert result.exit_code == 0, result.output + result.stderr
-    return out
-
-
-def run_program(program: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """Run train.py the way a user would, with `import switchc` made impossible."""
-    launcher = (
-        "import runpy, sys\n"
-        "sys.modules['switchc'] = None  # the program must not need switchc\n"
-        f"sys.argv = ['train.py', *{list(args)!r}]\n"
-        "runpy.run_path('train.py', run_name='__main__')\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", launcher], cwd=program, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def losses(program: Path, *args: str) -> list[float]:
-    """Run the program and read the full-precision train losses it logged to metrics.jsonl.
-
-    No evaluation or checkpoints: test_training.py covers those, and they would only add time here.
-    """
-    result = run_program(program, *args, "--out", "run", "--eval-every", "0", "--checkpoint-every", "0")
-    assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads(line) for line in (program / "run" / "metrics.jsonl").read_text().splitlines()]
-    return [record["loss"] for record in records if record["split"] == "train"]
+    return programs.compile_program(tmp_path / name, *TINY, *args)
 
 
 def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
@@ -63,14 +36,7 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
 
 def test_output_is_formatted_and_lint_clean(tmp_path: Path) -> None:
     program = compile_program(tmp_path, "--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001")
-    ruff = [sys.executable, "-m", "ruff"]
-    fmt = subprocess.run([*ruff, "format", "--check", "--line-length", "120", str(program)], capture_output=True)
-    assert fmt.returncode == 0, fmt.stdout.decode() + fmt.stderr.decode()
-    lint = subprocess.run(
-        [*ruff, "check", "--line-length", "120", "--select", "E,F,W,B", "--no-cache", str(program)],
-        capture_output=True,
-    )
-    assert lint.returncode == 0, lint.stdout.decode()
+    assert programs.ruff_findings(program) == []
 
 
 def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None:
@@ -85,12 +51,7 @@ def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None
 def test_generated_code_never_imports_switchc(tmp_path: Path) -> None:
     program = compile_program(tmp_path)
     for path in program.rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        imported = {
-            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-        }
-        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        assert "switchc" not in imported, path
+        assert "switchc" not in programs.imported_modules(path), path
 
 
 def test_hostile_strings_stay_data(tmp_path: Path) -> None:
@@ -136,7 +97,7 @@ def test_unsupported_choices_are_located_errors(tmp_path: Path) -> None:
 
 def test_trains_on_real_text(tmp_path: Path) -> None:
     program = compile_program(tmp_path)
-    found = losses(program, "--steps", "30", "--log-every", "10")
+    found = train_losses(program, "--steps", "30", "--log-every", "10")
     assert len(found) == 3
     assert found[-1] < found[0] - 0.5, found  # Shakespeare bytes: from ~ln(512) towards ~3 nats
 
@@ -177,10 +138,10 @@ MESHES = ["{data: 2, expert: 4}", "{data: 4, model: 2}", "{data: 2, expert: 2, m
 
 
 def test_every_mesh_matches_one_device(tmp_path: Path) -> None:
-    reference = losses(compile_program(tmp_path, name="one"), "--steps", "3", "--log-every", "1")
+    reference = train_losses(compile_program(tmp_path, name="one"), "--steps", "3", "--log-every", "1")
     for index, mesh in enumerate(MESHES):
         program = compile_program(tmp_path, "--set", f"mesh.axes={mesh}", name=f"mesh{index}")
-        found = losses(program, "--steps", "3", "--log-every", "1", "--devices", "8")
+        found = train_losses(program, "--steps", "3", "--log-every", "1", "--devices", "8")
         # The first loss is the same forward pass summed in another order: equal to fp32 rounding
         # (seen: up to 5e-6 relative). Later ones follow Adam updates, which divide by
         # sqrt(v) + 1e-8 and so magnify last-bit differences of near-zero gradients (seen: 4e-5).

@@ -11,20 +11,23 @@ deterministic for a given program.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from switchc.cli import main
+from tests.backends.programs import (
+    TIMING,
+    checkpoint_dirs,
+    compile_program,
+    records,
+    run_program,
+    set_args,
+    tensorboard_values,
+    without_timing,
+)
 
 pytest.importorskip("jax")
 pytest.importorskip("orbax.checkpoint")
@@ -44,16 +47,10 @@ SMALL = {  # one encoder and one decoder block, each with a Switch FFN
 }
 # Checkpoints at 2, 4, 6 (the newest two kept); evaluations at 3 and 6; a train record every step.
 FLAGS = ("--log-every", "1", "--eval-every", "3", "--eval-batches", "2", "--checkpoint-every", "2", "--keep", "2")
-TIMING = ("step_seconds", "tokens_per_second", "mfu")  # wall-clock: differ between any two runs
 
 
 def compile_small(tmp_path: Path, name: str, **settings: str) -> Path:
-    out = tmp_path / name
-    pairs = {**SMALL, **settings}
-    args = [arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}")]
-    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out), *args])
-    assert result.exit_code == 0, result.output + result.stderr
-    return out
+    return compile_program(tmp_path / name, *set_args({**SMALL, **settings}), backend="jax")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,33 +60,6 @@ def compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
         patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         yield
-
-
-def run_program(program: Path, *args: str, prelude: str = "", timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """train.py as a user runs it (stdout a pipe, not a terminal), with `import switchc` impossible."""
-    launcher = (
-        "import runpy, sys\n"
-        "sys.modules['switchc'] = None\n"
-        f"{prelude}"
-        f"sys.argv = ['train.py', *{list(args)!r}]\n"
-        "runpy.run_path('train.py', run_name='__main__')\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", launcher], cwd=program, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in found if split is None or r["split"] == split]
-
-
-def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in entry.items() if k not in TIMING} for entry in entries]
-
-
-def checkpoint_dirs(run: Path) -> list[str]:
-    return sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
 
 
 @pytest.fixture(scope="module")
@@ -132,28 +102,9 @@ def test_metrics_follow_the_schema(straight: Path) -> None:
     assert "\r" not in stdout and "MFU against cpu" in stdout
 
 
-def tensorboard_events(directory: Path) -> list[Any]:
-    """Every event of the TFRecord files in `directory` (length, crc, event proto, crc)."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    events = []
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = Event()
-            event.ParseFromString(data[offset + 12 : offset + 12 + length])
-            events.append(event)
-            offset += 12 + length + 4
-    return events
-
-
 def test_tensorboard_events_hold_the_records(straight: Path) -> None:
     pytest.importorskip("tensorboardX")
-    events = tensorboard_events(straight / "run" / "tensorboard")
-    scalars = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value if v.HasField("simple_value")}
-    histograms = {(e.step, v.tag): v.histo for e in events for v in e.summary.value if v.HasField("histo")}
+    scalars, histograms = tensorboard_values(straight / "run" / "tensorboard")
     for entry in records(straight / "run"):
         step, split = entry["step"], entry["split"]
         assert scalars[(step, f"{split}/loss")] == pytest.approx(entry["loss"], rel=1e-6)

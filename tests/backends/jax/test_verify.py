@@ -10,17 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from switchc.cli import main
-
-SMALL = [
-    "train.batch_size=8",
-    "train.inputs_length=64",
-    "train.targets_length=16",
-    "moe.num_experts=4",
-    "moe.group_size=64",
-]
+from tests.backends import programs
 
 GRID = [
     ("dense relu, data", ["moe=null"], "{data: 4}"),
@@ -36,12 +27,7 @@ GRID = [
 
 
 def verify(overrides: list[str], mesh: str) -> dict:
-    args = ["verify", "switch-tiny", "--format", "json"]
-    for item in [*SMALL, *overrides, f"mesh.axes={mesh}"]:
-        args += ["--set", item]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code in (0, 1), result.output + result.stderr
-    return json.loads(result.stdout)
+    return programs.verify("jax", overrides, mesh)
 
 
 @pytest.mark.parametrize("name, overrides, mesh", GRID, ids=[g[0] for g in GRID])
@@ -82,9 +68,5 @@ def test_a_wrong_report_fails_with_status_1(monkeypatch: pytest.MonkeyPatch) -> 
         return data
 
     monkeypatch.setattr(report_module.Report, "to_json", inflated)
-    args = ["verify", "switch-tiny", "--format", "json"]
-    for item in [*SMALL, "mesh.axes={data: 4}"]:
-        args += ["--set", item]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1
-    assert json.loads(result.stdout)["rows"][0]["ok"] is False
+    found = programs.verify("jax", [], "{data: 4}", exit_codes=(1,))
+    assert found["rows"][0]["ok"] is False

@@ -18,59 +18,16 @@ from click.testing import CliRunner
 
 from switchc.cli import main
 from switchc.spec import load_spec
+from tests.backends import programs
+from tests.backends.programs import RUN_TIMEOUT, run_program, train_losses
 
 # No dropout and a routing group that divides every process's tokens: the loss must then be the
 # same on every mesh (jitter is drawn for the global batch, so it is the same too).
 TINY = ("--set", "moe.group_size=128", "--set", "train.batch_size=16")
-# Never let a stuck run hang the suite (the machine is small and shared: be generous).
-RUN_TIMEOUT = 240
 
 
 def compile_program(tmp_path: Path, *args: str, name: str = "prog") -> Path:
-    out = tmp_path / name
-    result = CliRunner().invoke(main, ["compile", "switch-tiny", "--backend", "torch", "-o", str(out), *TINY, *args])
-    assert result.exit_code == 0, result.output + result.stderr
-    return out
-
-
-LAUNCHER = (
-    "import runpy, sys\n"
-    "sys.modules['switchc'] = None  # the program must not need switchc\n"
-    "sys.argv = ['train.py', *sys.argv[1:]]\n"
-    "runpy.run_path('train.py', run_name='__main__')\n"
-)
-
-
-def launch(program: Path, *args: str, processes: int = 1, env: dict[str, str] | None = None) -> list[str]:
-    """The command that runs train.py as a user would (torchrun for several processes), with
-    `import switchc` made impossible."""
-    if processes == 1:
-        return [sys.executable, "-c", LAUNCHER, *args]
-    (program / "launch.py").write_text(LAUNCHER)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    return [*torchrun, "launch.py", *args]
-
-
-def run_program(
-    program: Path, *args: str, processes: int = 1, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        launch(program, *args, processes=processes),
-        cwd=program,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
-
-
-def losses(program: Path, *args: str, processes: int = 1) -> list[float]:
-    """Run the program and read the full-precision losses rank 0 logged to metrics.jsonl."""
-    quiet = ("--eval-every", "0", "--checkpoint-every", "0")  # train records only (test_training.py has the rest)
-    result = run_program(program, *args, *quiet, "--out", "run", processes=processes)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    records = (program / "run" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["loss"] for line in records if json.loads(line)["split"] == "train"]
+    return programs.compile_program(tmp_path / name, *TINY, *args, backend="torch")
 
 
 def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
@@ -94,17 +51,7 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
 )
 def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
     program = compile_program(tmp_path, *settings)
-    ruff = [sys.executable, "-m", "ruff"]
-    fmt = subprocess.run(
-        [*ruff, "format", "--check", "--line-length", "120", str(program)], capture_output=True, timeout=60
-    )
-    assert fmt.returncode == 0, fmt.stdout.decode() + fmt.stderr.decode()
-    lint = subprocess.run(
-        [*ruff, "check", "--line-length", "120", "--select", "E,F,W,B", "--no-cache", str(program)],
-        capture_output=True,
-        timeout=60,
-    )
-    assert lint.returncode == 0, lint.stdout.decode()
+    assert programs.ruff_findings(program) == []
 
 
 def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None:
@@ -117,12 +64,7 @@ def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None
 def test_generated_code_never_imports_switchc_or_jax(tmp_path: Path) -> None:
     program = compile_program(tmp_path)
     for path in program.rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        imported = {
-            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-        }
-        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        assert not imported & {"switchc", "jax", "optax"}, path
+        assert not programs.imported_modules(path) & {"switchc", "jax", "optax"}, path
 
 
 def test_parameters_are_the_ir_table_of_the_jax_program(tmp_path: Path) -> None:
@@ -176,7 +118,7 @@ def test_a_mesh_needs_its_number_of_processes(tmp_path: Path) -> None:
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> list[float]:
     """30 steps on one process: the reference losses, and a run on real text."""
     program = compile_program(tmp_path_factory.mktemp("one"))
-    return losses(program, "--steps", "30", "--log-every", "1")
+    return train_losses(program, "--steps", "30", "--log-every", "1")
 
 
 def test_trains_on_real_text(one_process: list[float]) -> None:
@@ -191,7 +133,7 @@ def test_trains_on_real_text(one_process: list[float]) -> None:
 )
 def test_every_mesh_matches_one_process(tmp_path: Path, one_process: list[float], mesh: str, processes: int) -> None:
     program = compile_program(tmp_path, "--set", f"mesh.axes={mesh}")
-    found = losses(program, "--steps", "3", "--log-every", "1", processes=processes)
+    found = train_losses(program, "--steps", "3", "--log-every", "1", processes=processes)
     # The same sums in another order: fp32 rounding, then Adam magnifies last-bit differences.
     assert found[0] == pytest.approx(one_process[0], rel=2e-5), mesh
     assert found == pytest.approx(one_process[:3], rel=2e-4), mesh
@@ -218,7 +160,7 @@ def test_a_crashed_rank_makes_every_rank_exit(tmp_path: Path) -> None:
             **{"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"},
             **{"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
         }
-        command = [sys.executable, "-c", LAUNCHER, "--steps", "5", "--log-every", "1", "--timeout", "30"]
+        command = [sys.executable, "-c", programs.launcher(), "--steps", "5", "--log-every", "1", "--timeout", "30"]
         processes.append(
             subprocess.Popen(command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )

@@ -11,16 +11,23 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from switchc.cli import main
+from tests.backends.programs import (
+    RUN_TIMEOUT,
+    TIMING,
+    checkpoint_dirs,
+    compile_program,
+    records,
+    run_program,
+    set_args,
+    tensorboard_values,
+    without_timing,
+)
 
 SMALL = {  # one encoder and one decoder block, each with a Switch FFN; dropout on, so that its
     # random streams are part of what resume must reproduce (router jitter is on by default)
@@ -39,52 +46,10 @@ SMALL = {  # one encoder and one decoder block, each with a Switch FFN; dropout 
 }
 # Checkpoints at 2, 4, 6 (the newest two kept); evaluations at 3 and 6; a train record every step.
 FLAGS = ("--log-every", "1", "--eval-every", "3", "--eval-batches", "2", "--checkpoint-every", "2", "--keep", "2")
-TIMING = ("step_seconds", "tokens_per_second", "mfu")  # wall-clock: differ between any two runs
-RUN_TIMEOUT = 240  # seconds; the machine is small and shared
 
 
 def compile_small(tmp_path: Path, name: str, **settings: str) -> Path:
-    out = tmp_path / name
-    pairs = {**SMALL, **settings}
-    args = [arg for key, value in pairs.items() for arg in ("--set", f"{key}={value}")]
-    result = CliRunner().invoke(main, ["compile", "switch-tiny", "--backend", "torch", "-o", str(out), *args])
-    assert result.exit_code == 0, result.output + result.stderr
-    return out
-
-
-def run_program(
-    program: Path, *args: str, processes: int = 1, prelude: str = "", timeout: int = RUN_TIMEOUT
-) -> subprocess.CompletedProcess[str]:
-    """train.py as a user runs it (stdout a pipe, not a terminal; torchrun for several processes),
-    with `import switchc` impossible and `prelude` run first in every process."""
-    launcher = (
-        "import runpy, sys\n"
-        "sys.modules['switchc'] = None\n"
-        f"{prelude}"
-        "sys.argv = ['train.py', *sys.argv[1:]]\n"
-        "runpy.run_path('train.py', run_name='__main__')\n"
-    )
-    (program / "launch.py").write_text(launcher)
-    if processes == 1:
-        command = [sys.executable, "launch.py", *args]
-    else:
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-        command = [*torchrun, "launch.py", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in found if split is None or r["split"] == split]
-
-
-def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in entry.items() if k not in TIMING} for entry in entries]
-
-
-def checkpoint_dirs(run: Path) -> list[str]:
-    return sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+    return compile_program(tmp_path / name, *set_args({**SMALL, **settings}), backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -130,28 +95,9 @@ def test_metrics_follow_the_schema(straight: Path) -> None:
     assert "\r" not in stdout and "MFU against cpu" in stdout
 
 
-def tensorboard_events(directory: Path) -> list[Any]:
-    """Every event of the TFRecord files in `directory` (length, crc, event proto, crc)."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    events = []
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset : offset + 8])
-            event = Event()
-            event.ParseFromString(data[offset + 12 : offset + 12 + length])
-            events.append(event)
-            offset += 12 + length + 4
-    return events
-
-
 def test_tensorboard_events_hold_the_records(straight: Path) -> None:
     pytest.importorskip("tensorboardX")
-    events = tensorboard_events(straight / "run" / "tensorboard")
-    scalars = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value if v.HasField("simple_value")}
-    histograms = {(e.step, v.tag): v.histo for e in events for v in e.summary.value if v.HasField("histo")}
+    scalars, histograms = tensorboard_values(straight / "run" / "tensorboard")
     for entry in records(straight / "run"):
         step, split = entry["step"], entry["split"]
         assert scalars[(step, f"{split}/loss")] == pytest.approx(entry["loss"], rel=1e-6)

@@ -13,17 +13,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from switchc.cli import main
-
-SMALL = [
-    "train.batch_size=8",
-    "train.inputs_length=64",
-    "train.targets_length=16",
-    "moe.num_experts=4",
-    "moe.group_size=64",
-]
+from tests.backends import programs
 
 GRID = [
     ("dense relu, 1 process", ["moe=null"], "{data: 1}"),
@@ -58,12 +49,7 @@ SLOW_IDS = ["data x expert", "top-2 geglu data x expert", "dense geglu data 4", 
 
 
 def verify(overrides: list[str], mesh: str) -> dict:
-    args = ["verify", "switch-tiny", "--backend", "torch", "--format", "json"]
-    for item in [*SMALL, *overrides, f"mesh.axes={mesh}"]:
-        args += ["--set", item]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code in (0, 1), result.output + result.stderr
-    return json.loads(result.stdout)
+    return programs.verify("torch", overrides, mesh)
 
 
 def check(found: dict, overrides: list[str], mesh: str) -> None:

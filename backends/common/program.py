@@ -1,0 +1,76 @@
+"""Backend-neutral assembly of a generated program: its runtime/ folder, the launcher code of its
+train.py, the checks every backend makes of a spec, and the file set.
+
+A program is model.py (the backend's lowering), train.py (the backend's docstring of launch
+commands over the launcher below), runtime/ (the backend's runtime package plus COMMON_MODULES,
+copied verbatim), and spec.yaml. This module runs inside switchc; it is not copied into programs.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from switchc.errors import UserError
+from switchc.spec import Spec
+from switchc.spec.emit import to_yaml
+
+# backends/common modules every program carries in runtime/ (standard library and numpy only)
+COMMON_MODULES = ("data.py", "flags.py", "metrics.py", "weights.py", "routing.py")
+
+
+def runtime_files(package: str, modules: tuple[str, ...]) -> dict[str, str]:
+    """runtime/<name> -> text: `modules` of the backend's runtime `package`, then COMMON_MODULES."""
+    files = {}
+    runtime = resources.files(package)
+    for name in modules:
+        files[f"runtime/{name}"] = (runtime / name).read_text(encoding="utf-8")
+    common = resources.files("switchc.backends.common")
+    for name in COMMON_MODULES:
+        files[f"runtime/{name}"] = (common / name).read_text(encoding="utf-8")
+    return files
+
+
+def check_objective(spec: Spec, backend: str) -> None:
+    """Both backends' data pipeline (runtime/data.py) makes span-corruption batches only."""
+    if spec.data.objective != "span_corruption":
+        raise UserError.at(
+            spec.span("data.objective"),
+            f"the {backend} backend supports span_corruption only, not {spec.data.objective}",
+            "use `objective: span_corruption`",
+        )
+
+
+def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_also: str = "") -> str:
+    """train.py: `docstring` (what the program needs, its launch commands and flags), then main().
+
+    import_note: a comment on `import model`; evaluate_also: a further condition (on `args`) for
+    loading the held-out split, beside --eval-every > 0 and a spec that has one.
+    """
+    note = f"  # {import_note}" if import_note else ""
+    also = f" and {evaluate_also}" if evaluate_also else ""
+    return f'''"""{docstring}"""
+
+import sys
+
+from runtime.loop import parse_args
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv, __doc__, default_steps={spec.train.steps}, default_seed={spec.train.seed})
+    import model{note}
+    from runtime import data, loop
+
+    evaluate = args.eval_every > 0 and model.CONFIG.eval_fraction > 0{also}
+    eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
+    loop.run(model, data.dataset(model.CONFIG), args, eval_data)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+'''
+
+
+def program_files(spec: Spec, *, train: str, model: str, runtime: dict[str, str]) -> dict[str, str]:
+    """Every file of a program, path -> text, in path order."""
+    files = {"train.py": train, "model.py": model, "spec.yaml": to_yaml(spec), **runtime}
+    return dict(sorted(files.items()))

@@ -1,0 +1,89 @@
+"""What `switchc verify` does the same for every backend: write the spec's program to a scratch
+directory, and hold the report's FLOPs and collectives against what the framework ran.
+
+Each backend's verify.py measures its own way (JAX: XLA's optimized HLO and cost analysis; PyTorch:
+FlopCounterMode and recorded torch.distributed calls) and compares through `Comparison` and
+`collective_comparisons`. This module runs inside switchc; it is not copied into programs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SMALL_BYTES = 4096  # the step's scalars (loss, metrics, norm partial sums): below this not compared
+
+
+@dataclass(frozen=True)
+class Comparison:
+    what: str  # "matmul FLOPs per device (train step)", "all-to-all over 2 devices: count", ...
+    report: float
+    measured: float  # what the framework ran: XLA's compiled step, or the PyTorch program's step
+    tolerance: float  # relative; 0 means exact
+    note: str = ""
+
+    @property
+    def relative_error(self) -> float:
+        if self.report == self.measured:
+            return 0.0
+        return abs(self.measured - self.report) / max(abs(self.report), 1e-30)
+
+    @property
+    def ok(self) -> bool:
+        return self.relative_error <= self.tolerance
+
+
+def write_program(files: Mapping[str, str], directory: Path) -> Path:
+    """The generated files under `directory`; returns it."""
+    for relative, text in files.items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return directory
+
+
+def _by_key(items: Iterable[tuple[str, int, int, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(kind, group size, count, bytes each) -> per (kind, group size): (count, total bytes)."""
+    totals: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for kind, group, count, size in items:
+        totals[(kind, group)][0] += count
+        totals[(kind, group)][1] += count * size
+    return {key: (count, size) for key, (count, size) in totals.items()}
+
+
+def collective_comparisons(
+    report: Mapping[str, Any],
+    measured: Sequence[tuple[str, int, int]],
+    *,
+    bytes_tolerance: float,
+    source: str,
+    notes: Mapping[str, str] | None = None,
+) -> list[Comparison]:
+    """The report's collectives against the measured ones, per kind and group size.
+
+    measured: (kind, group size, bytes per device) of every collective call; singleton groups
+    (which move nothing) and calls of at most SMALL_BYTES are left out. The all-to-all count is
+    exact; every kind's total bytes per device are compared within `bytes_tolerance`, since
+    frameworks merge or bucket reductions. `source` names the measurement in the notes; `notes`
+    adds a remark per kind.
+    """
+    predicted = _by_key(
+        (c["kind"], int(c["group_size"]), int(c["count"]), int(c["bytes_per_device"]))
+        for c in report["comm"]["collectives"]
+        if int(c["group_size"]) > 1
+    )
+    found = _by_key((kind, group, 1, size) for kind, group, size in measured if size > SMALL_BYTES and group > 1)
+    results = []
+    for key in sorted(set(predicted) | set(found)):
+        kind, group = key
+        want_count, want_bytes = predicted.get(key, (0, 0))
+        got_count, got_bytes = found.get(key, (0, 0))
+        label = f"{kind} over {group} devices"
+        if kind == "all-to-all":
+            results.append(Comparison(f"{label}: count", want_count, got_count, 0.0))
+        note = f"{want_count} in the report, {got_count} in {source}" + (notes or {}).get(kind, "")
+        results.append(Comparison(f"{label}: bytes per device", want_bytes, got_bytes, bytes_tolerance, note))
+    return results

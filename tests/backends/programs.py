@@ -1,0 +1,172 @@
+"""What the backend tests share: compile a program through the CLI, run its train.py as a user
+would (with `import switchc` made impossible; torchrun for several processes), read what a run
+wrote (metrics.jsonl, TensorBoard events, checkpoints), and run `switchc verify`.
+
+Helpers only: every assertion about a program stays in the test that makes it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from switchc.cli import main
+
+RUN_TIMEOUT = 300  # seconds; never let a stuck run hang the suite (the machine is small and shared)
+TIMING = ("step_seconds", "tokens_per_second", "mfu")  # wall-clock: differ between any two runs
+
+
+def set_args(settings: Mapping[str, str]) -> list[str]:
+    """`--set KEY=VALUE` for each setting."""
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
+def compile_program(out: Path, *args: str, backend: str = "jax", spec: str = "switch-tiny") -> Path:
+    """`switchc compile SPEC --backend BACKEND -o OUT ARGS`; returns OUT."""
+    result = CliRunner().invoke(main, ["compile", spec, "--backend", backend, "-o", str(out), *args])
+    assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+def launcher(prelude: str = "") -> str:
+    """Python that runs train.py with this process's arguments, `prelude` first, switchc unimportable."""
+    return (
+        "import runpy, sys\n"
+        "sys.modules['switchc'] = None  # the program must not need switchc\n"
+        f"{prelude}"
+        "sys.argv = ['train.py', *sys.argv[1:]]\n"
+        "runpy.run_path('train.py', run_name='__main__')\n"
+    )
+
+
+def launch(program: Path, *args: str, processes: int = 1, prelude: str = "") -> list[str]:
+    """The command that runs train.py (in `program`) as a user would: torchrun for several processes."""
+    if processes == 1:
+        return [sys.executable, "-c", launcher(prelude), *args]
+    (program / "launch.py").write_text(launcher(prelude))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    return [*torchrun, "launch.py", *args]
+
+
+def run_program(
+    program: Path,
+    *args: str,
+    processes: int = 1,
+    prelude: str = "",
+    env: Mapping[str, str] | None = None,
+    timeout: int = RUN_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run train.py (stdout a pipe, not a terminal) with one thread per process, plus `env`."""
+    return subprocess.run(
+        launch(program, *args, processes=processes, prelude=prelude),
+        cwd=program,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def train_losses(program: Path, *args: str, processes: int = 1) -> list[float]:
+    """Run the program (into ./run) and read the full-precision train losses rank 0 logged.
+
+    No evaluation or checkpoints: test_training.py covers those, and they would only add time.
+    """
+    quiet = ("--eval-every", "0", "--checkpoint-every", "0")
+    result = run_program(program, *args, *quiet, "--out", "run", processes=processes)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return [entry["loss"] for entry in records(program / "run", "train")]
+
+
+def ruff_findings(program: Path) -> list[str]:
+    """What `ruff format --check` and `ruff check` (line length 120) say against the program's
+    files; [] when it is formatted and lint-clean."""
+    ruff = [sys.executable, "-m", "ruff"]
+    commands = [
+        [*ruff, "format", "--check", "--line-length", "120", str(program)],
+        [*ruff, "check", "--line-length", "120", "--select", "E,F,W,B", "--no-cache", str(program)],
+    ]
+    findings = []
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            findings.append(result.stdout + result.stderr)
+    return findings
+
+
+def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl, or those of one split."""
+    found = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in found if split is None or r["split"] == split]
+
+
+def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in entry.items() if k not in TIMING} for entry in entries]
+
+
+def checkpoint_dirs(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+
+
+def tensorboard_events(directory: Path) -> list[Any]:
+    """Every event of the TFRecord files in `directory` (length, crc, event proto, crc)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = Event()
+            event.ParseFromString(data[offset + 12 : offset + 12 + length])
+            events.append(event)
+            offset += 12 + length + 4
+    return events
+
+
+def tensorboard_values(directory: Path) -> tuple[dict[tuple[int, str], float], dict[tuple[int, str], Any]]:
+    """The scalars and the histograms of the events in `directory`, by (step, tag)."""
+    values = [(event.step, value) for event in tensorboard_events(directory) for value in event.summary.value]
+    scalars = {(step, v.tag): v.simple_value for step, v in values if v.HasField("simple_value")}
+    histograms = {(step, v.tag): v.histo for step, v in values if v.HasField("histo")}
+    return scalars, histograms
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The top-level packages a Python file imports, anywhere in it."""
+    tree = ast.parse(path.read_text())
+    nodes = list(ast.walk(tree))
+    found = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    found |= {(node.module or "").split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom)}
+    return found
+
+
+# switchc verify's small model: routing groups of 64 tokens, 4 experts
+VERIFY_SMALL = (
+    "train.batch_size=8",
+    "train.inputs_length=64",
+    "train.targets_length=16",
+    "moe.num_experts=4",
+    "moe.group_size=64",
+)
+
+
+def verify(backend: str, overrides: list[str], mesh: str, exit_codes: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
+    """`switchc verify switch-tiny --backend BACKEND --format json` of VERIFY_SMALL, `overrides` and
+    the mesh; its JSON."""
+    args = ["verify", "switch-tiny", "--backend", backend, "--format", "json"]
+    for item in [*VERIFY_SMALL, *overrides, f"mesh.axes={mesh}"]:
+        args += ["--set", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in exit_codes, result.output + result.stderr
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
