@@ -1,8 +1,8 @@
-"""Time one training step of switchc's generated JAX program against Hugging Face's Switch Transformer.
+"""Time one training step of switchc's generated JAX and PyTorch programs against Hugging Face's Switch Transformer.
 
     .venv/bin/pip install -c ci/constraints.txt torch==2.13.0 transformers   # for this benchmark only
-    .venv/bin/python benchmarks/bench_step.py --json bench_step.json          # the full run (~7 min on 2 cores)
-    .venv/bin/python benchmarks/bench_step.py --quick                         # smoke test of the pipeline (1.5-2 min)
+    .venv/bin/python benchmarks/bench_step.py --json bench_step.json          # full run (7 min on 2 cores, JAX + HF)
+    .venv/bin/python benchmarks/bench_step.py --quick                         # smoke test of the pipeline (2-3 min)
 
 One run measures, on this CPU (its speed drifts 15% or more between runs, so only ratios within
 one run mean anything):
@@ -15,20 +15,26 @@ one run mean anything):
    warmed up, then the median of --steps steps, each ended by block_until_ready;
 3. transformers' SwitchTransformersForConditionalGeneration (and T5ForConditionalGeneration as the
    dense twin: HF's Switch config cannot express zero sparse layers) with the same sizes, in torch
-   eager on all cores: zero_grad + forward + backward + torch.optim.Adam step, median of --steps.
+   eager on all cores: zero_grad + forward + backward + torch.optim.Adam step, median of --steps;
+4. the generated PyTorch program's train step for the same cases (`switchc compile --backend torch`
+   from the same spec), in torch eager on all cores: runtime/loop.py's build() (model, placement on
+   the one-process mesh, optimizer) and train_step() (forward + backward + gradient norm and
+   NaN/Inf check + the optimizer step), exactly what the program's loop runs, median of --steps.
 
 The fixed config: d_model 512, d_ff 2048, 8 heads of d_kv 64, 4 + 4 blocks, a Switch layer in every
 2nd block, ReLU, vocabulary 8192, batch 8 x (256 inputs + 64 targets) random tokens, float32,
 dropout 0, Adam (lr 1e-3, betas 0.9/0.999) with a constant schedule.
 
-MFU = FLOPs per step / step time / the measured peak. For JAX the FLOPs are what the program
-executes, `flops.executed.train_step_per_device` of `switchc report` (experts over all
-capacity slots, padding included); XLA's own count from cost_analysis() is printed beside it.
+MFU = FLOPs per step / step time / the measured peak. For both generated programs the FLOPs are
+what the program executes, `flops.executed.train_step_per_device` of `switchc report` (experts over
+all capacity slots, padding included: both dispatch into [groups, E, C, D] and run every slot);
+XLA's own count from cost_analysis() is printed beside the JAX rows.
 HF runs each expert on the tokens routed to it only (no padding), so its rows use switchc's
 model FLOPs (`flops.model.train_step_per_device`). Both drop tokens over capacity, HF far more at
 its default init, and an HF expert that no token reached gets no gradient and no Adam update, so
 the table also shows each side's dropped share and experts hit. Each measurement runs in its own
-subprocess (each program has its own `model` and `runtime` modules; memory is returned between cases).
+subprocess (each program has its own `model` and `runtime` modules; memory is returned between cases),
+and each HF case runs between its JAX and PyTorch twins, so every pair sees one machine speed.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ SWITCHC = Path(sys.executable).parent / "switchc"
 EXPERT_COUNTS = (1, 16, 64)
 REFERENCE_EXPERTS = 16  # the HF row every ratio is taken against
 STEP_SLOWDOWN_TARGET = 1.25  # issue: 16 experts at most 25% slower per step than 1
+TORCH_SPEEDUP_TARGET = 1.2  # torch issue: the PyTorch program >= 1.2 x HF's tokens/s at 16 experts ...
+TORCH_SPEEDUP_STRETCH = 1.4  # ... and 1.4 x as the stretch goal
+TORCH_MFU_TARGET = 0.65  # ... at >= 65% of the matmul peak measured in the same run
 BYTES_PER_PARAM_STEP = 40  # float32: forward reads W, backward reads W and writes dW, Adam reads p g m v, writes p m v
 
 
@@ -138,14 +147,15 @@ def run_checked(command: list[str]) -> str:
 
 
 def prepare_case(workdir: Path, shape: Shape, num_experts: int | None) -> dict[str, Any]:
-    """Spec -> `switchc compile` program dir and `switchc report` JSON for one case."""
+    """Spec -> `switchc compile` JAX and PyTorch program dirs and `switchc report` JSON for one case."""
     name = "dense" if num_experts is None else f"e{num_experts}"
     spec = workdir / f"bench-{name}.yaml"
     spec.write_text(spec_yaml(shape, num_experts), encoding="utf-8")
-    program = workdir / name
+    program, torch_program = workdir / name, workdir / f"{name}-torch"
     run_checked([str(SWITCHC), "compile", str(spec), "-o", str(program)])
+    run_checked([str(SWITCHC), "compile", str(spec), "--backend", "torch", "-o", str(torch_program)])
     report = json.loads(run_checked([str(SWITCHC), "report", str(spec), "--format", "json"]))
-    return {"experts": num_experts, "spec": spec, "program": program, "report": report}
+    return {"experts": num_experts, "spec": spec, "program": program, "torch_program": torch_program, "report": report}
 
 
 def run_worker(kind: str, config: dict[str, Any], xla_flags: str = "") -> dict[str, Any]:
@@ -180,7 +190,8 @@ def hf_expert_capacity(shape: Shape, num_experts: int) -> int:
 
 
 def timing_tasks(cases: dict[str, dict[str, Any]], shape: Shape, steps: int, warmup: int) -> list[tuple[str, dict]]:
-    """(worker, config) per row; each JAX case runs next to its HF twin, so a pair sees one machine speed."""
+    """(worker, config) per row: per case JAX, HF, PyTorch, so each program runs right next to its HF
+    twin and a pair sees one machine speed."""
     tasks: list[tuple[str, dict]] = []
     for experts in (REFERENCE_EXPERTS, 1, 64, None):
         case = cases["dense" if experts is None else f"e{experts}"]
@@ -191,14 +202,16 @@ def timing_tasks(cases: dict[str, dict[str, Any]], shape: Shape, steps: int, war
         if experts is not None:
             hf["expert_capacity"] = hf_expert_capacity(shape, experts)
         tasks.append(("hf", hf))
+        tasks.append(("torch", {**common, "program": str(case["torch_program"])}))
     return tasks
 
 
 def make_row(kind: str, config: dict[str, Any], result: dict[str, Any], case: dict[str, Any], shape: Shape) -> dict:
     """One table row: the measurement plus the FLOPs it is divided by (see the module docstring)."""
     experts = config["experts"]
-    if kind == "jax":
-        label, flops = "switchc JAX", case["report"]["flops"]["executed"]["train_step_per_device"]
+    if kind in ("jax", "torch"):
+        label = "switchc JAX" if kind == "jax" else "switchc PyTorch"
+        flops = case["report"]["flops"]["executed"]["train_step_per_device"]
     else:
         label = "HF SwitchTransformers" if experts is not None else "HF T5 (dense twin)"
         flops = case["report"]["flops"]["model"]["train_step_per_device"]
@@ -317,6 +330,12 @@ def print_semantics(cases: dict[str, dict[str, Any]], shape: Shape) -> None:
         "HF: its own init (router normal(0, 1); switchc: std sqrt(0.1 / d_model)); the scale does not change "
         "which expert a token picks (argmax), so routing balance comes from the hidden states"
     )
+    print(
+        f"switchc PyTorch: torch eager, torch.set_num_threads({os.cpu_count()}), the program's own runtime on its "
+        "one-process mesh: loop.build (model.build(0), parallel.parallelize, optim.optimizer_for) and "
+        "loop.train_step per step (forward with router jitter, backward, gradient norm and NaN/Inf check, "
+        "optimizer step); like the JAX program it dispatches into [G, E, C, D] and runs every capacity slot"
+    )
 
 
 def explain_many_experts(
@@ -362,7 +381,9 @@ def explain_many_experts(
     return lines
 
 
-def print_targets(jax_rows: dict[int | None, dict], reference: dict[str, Any] | None) -> dict[str, bool]:
+def print_targets(
+    jax_rows: dict[int | None, dict], torch_rows: dict[int | None, dict], reference: dict[str, Any] | None, peak: float
+) -> dict[str, bool]:
     results: dict[str, bool] = {}
     jax16, jax1 = jax_rows[REFERENCE_EXPERTS], jax_rows[1]
     print("targets:")
@@ -383,6 +404,30 @@ def print_targets(jax_rows: dict[int | None, dict], reference: dict[str, Any] | 
         print(
             f"  [{'PASS' if ok else 'MISS'}] JAX step with 16 experts <= {STEP_SLOWDOWN_TARGET} x with 1 expert: "
             f"{jax16['step_s'] * 1e3:.0f} ms / {jax1['step_s'] * 1e3:.0f} ms = {slowdown:.2f}"
+        )
+    torch16 = torch_rows[REFERENCE_EXPERTS]
+    speedup_target = f"generated PyTorch >= {TORCH_SPEEDUP_TARGET} x HF tokens/s at {REFERENCE_EXPERTS} experts"
+    if reference is None or torch16.get("failed"):
+        print(f"  [----] {speedup_target}: not measured")
+    else:
+        speedup = torch16["tokens_per_s"] / reference["tokens_per_s"]
+        ok = results["torch_ge_1.2x_hf_at_16"] = speedup >= TORCH_SPEEDUP_TARGET
+        stretch = results["torch_ge_1.4x_hf_at_16"] = speedup >= TORCH_SPEEDUP_STRETCH
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] {speedup_target}: {fmt_rate(torch16['tokens_per_s'])} vs "
+            f"{fmt_rate(reference['tokens_per_s'])} tokens/s (x{speedup:.2f}; stretch x{TORCH_SPEEDUP_STRETCH}: "
+            f"{'reached' if stretch else 'not reached'})"
+        )
+    mfu_target = f"generated PyTorch >= {TORCH_MFU_TARGET:.0%} MFU"
+    if torch16.get("failed"):
+        print(f"  [----] {mfu_target}: not measured")
+    else:
+        mfu = torch16["flops"] / torch16["step_s"] / peak
+        ok = results["torch_mfu_ge_65pct"] = mfu >= TORCH_MFU_TARGET
+        print(
+            f"  [{'PASS' if ok else 'MISS'}] {mfu_target}: {mfu:.1%} at {REFERENCE_EXPERTS} experts "
+            f"({torch16['flops'] / 1e9:.1f} GFLOP executed / {torch16['step_s'] * 1e3:.0f} ms / "
+            f"{peak / 1e9:.1f} GFLOP/s peak)"
         )
     return results
 
@@ -439,6 +484,7 @@ def main_parent(args: argparse.Namespace) -> None:
         case = cases["dense" if config["experts"] is None else f"e{config['experts']}"]
         rows.append(make_row(kind, config, result, case, shape))
     jax_rows = {row["experts"]: row for row in rows if row["kind"] == "jax"}
+    torch_rows = {row["experts"]: row for row in rows if row["kind"] == "torch"}
     hf_rows = {row["experts"]: row for row in rows if row["kind"] == "hf"}
     reference = hf_rows[REFERENCE_EXPERTS] if not hf_rows[REFERENCE_EXPERTS].get("failed") else None
 
@@ -446,20 +492,23 @@ def main_parent(args: argparse.Namespace) -> None:
     peak, bandwidth = print_peaks(peak_start, peak_end)
     print()
     order = (None, *EXPERT_COUNTS)
-    print_table([jax_rows[e] for e in order] + [hf_rows[e] for e in order], reference, peak)
+    print_table([rows[e] for rows in (jax_rows, torch_rows, hf_rows) for e in order], reference, peak)
     print(
-        "GFLOP/step: switchc JAX = flops.executed (all capacity slots); HF = flops.model (routed tokens only). "
-        "XLA GFLOP = compiled.cost_analysis()['flops']. setup s = JAX init + ahead-of-time compile, HF model build. "
-        "tokens/s counts inputs + targets. dropped: tokens over capacity (JAX: the last timed step; HF: one more "
-        "forward pass after it), mean over Switch layers; experts hit: experts that got a token, fewest-most over "
-        "Switch layers."
+        "GFLOP/step: switchc JAX and PyTorch = flops.executed (all capacity slots); HF = flops.model (routed tokens "
+        "only). XLA GFLOP = compiled.cost_analysis()['flops']. setup s = JAX init + ahead-of-time compile, PyTorch "
+        "loop.build (init, placement, optimizer), HF model build. tokens/s counts inputs + targets. dropped: tokens "
+        "over capacity (switchc: the last timed step; HF: one more forward pass after it), mean over Switch layers; "
+        "experts hit: experts that got a token, fewest-most over Switch layers."
     )
+    optimizers = sorted({row["optimizer"] for row in torch_rows.values() if "optimizer" in row})
+    if optimizers:
+        print(f"PyTorch program's optimizer: {'; '.join(optimizers)}")
     updated = [(e, hf_rows[e].get("expert_params_updated")) for e in EXPERT_COUNTS]
     if any(share is not None for _, share in updated):
         shares = ", ".join(f"E={e}: {share:.0%}" for e, share in updated if share is not None)
         print(f"HF expert weights with a gradient in the last step (torch's Adam skips the others): {shares}")
     print()
-    targets = print_targets(jax_rows, reference)
+    targets = print_targets(jax_rows, torch_rows, reference, peak)
     if not jax_rows[64].get("failed"):
         print()
         print("\n".join(explain_many_experts(cases, jax_rows, shape, peak, bandwidth)))
@@ -558,8 +607,8 @@ def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
     """The generated program's jitted train step (runtime/loop.py build()) on one CPU device."""
     sys.path.insert(0, config["program"])
     import jax
-    import model  # the generated program's model.py
-    from runtime import loop  # and its runtime package
+    import model  # type: ignore[import-not-found]  # the generated program's model.py
+    from runtime import loop  # type: ignore[import-not-found]  # and its runtime package
 
     setup_start = time.perf_counter()
     state = loop.build(model, seed=0)
@@ -591,12 +640,67 @@ def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
         "xla_flops": float(cost.get("flops", 0.0)),
         "loss": float(metrics["loss"]),
         "devices": len(jax.devices()),
-        **jax_routing(metrics),
+        **program_routing(metrics),
     }
 
 
-def jax_routing(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The last step's routing: share of tokens over capacity, and experts that got a token, per layer."""
+def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
+    """The generated PyTorch program's train step on one CPU process: runtime/loop.py's build() and
+    train_step(), as its training loop calls them (the loop's batch and noise, seed 0)."""
+    sys.path.insert(0, config["program"])
+    import model  # the generated program's model.py
+    import torch
+    from runtime import loop, parallel  # and its runtime package
+    from runtime.layers import Noise  # type: ignore[import-not-found]
+    from runtime.optim import schedule  # type: ignore[import-not-found]
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = model.CONFIG
+    setup_start = time.perf_counter()
+    # The one-process path of the program's run(): no process group, a mesh of size 1.
+    mesh, device = parallel.init_distributed(model.MESH_AXES, 120.0, "cpu")
+    placed, opt = loop.build(model, 0, mesh, device)
+    learning_rate = schedule(cfg.schedule, cfg.learning_rate, cfg.warmup_steps, cfg.steps)
+    setup_s = time.perf_counter() - setup_start
+    shape = {name: getattr(cfg, name) for name in ("vocab_size", "batch_size", "inputs_length", "targets_length")}
+    # As the loop's _local_batch makes it: int64 ids and the target count each shard's loss divides by.
+    batch = {name: torch.from_numpy(value).long().to(device) for name, value in random_batch(shape).items()}
+    batch["targets_per_shard"] = placed.mean_over_batch((batch["targets"] > 0).sum().float())
+    rows = placed.batch_rows(cfg.batch_size)
+    placed.module.train()
+    index = 0
+    last: dict[str, Any] = {}
+
+    def step() -> None:
+        nonlocal index
+        # The loop's noise for step `index` with --seed 0 (router jitter; dropout is 0 here).
+        noise = Noise(1, index, rows=rows, global_batch=cfg.batch_size, shard=placed.batch_shard)
+        loss, metrics, _ = loop.train_step(
+            placed, opt, batch, noise, learning_rate(index), cfg.clip_grad_norm, index + 1
+        )
+        last.update(metrics, loss=loss)
+        index += 1
+
+    step_s, times = median_time(step, config["steps"], config["warmup"])
+    optimizer = f"{type(opt).__module__}.{type(opt).__name__}"
+    options = {key: opt.defaults[key] for key in ("foreach", "fused") if key in opt.defaults}
+    if options:
+        optimizer += "(" + ", ".join(f"{key}={value}" for key, value in options.items()) + ")"
+    return {
+        "step_s": step_s,
+        "times_s": times,
+        "setup_s": setup_s,
+        "loss": float(last["loss"]),
+        "threads": torch.get_num_threads(),
+        "optimizer": optimizer,
+        "params": sum(p.numel() for p in placed.model.parameters()),
+        **program_routing(last),
+    }
+
+
+def program_routing(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A generated program's last step (JAX arrays or torch tensors, the same keys): the share of
+    tokens over capacity, and the experts that got a token, per layer."""
     import numpy as np
 
     if "dropped_fraction" not in metrics:
@@ -631,6 +735,7 @@ def hf_model(shape: dict[str, Any], experts: int | None, expert_capacity: int | 
     }
     if experts is None:
         return T5ForConditionalGeneration(T5Config(**common, feed_forward_proj="relu"))
+    assert expert_capacity is not None, "a Switch model needs its expert capacity"
     config = SwitchTransformersConfig(
         **common,
         num_experts=experts,
@@ -712,14 +817,14 @@ def hf_routing(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
     return {"dropped_fraction": 1.0 - statistics.mean(routed), "experts_used": used}
 
 
-WORKERS = {"peak": worker_peak, "jax": worker_jax, "hf": worker_hf}
+WORKERS = {"peak": worker_peak, "jax": worker_jax, "torch": worker_torch, "hf": worker_hf}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default 10; --quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 2; --quick 1)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: smoke-test the pipeline in about a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes: smoke-test the pipeline in a few minutes")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every number here")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", default="{}", help=argparse.SUPPRESS)
