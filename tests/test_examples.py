@@ -22,3 +22,26 @@ def test_expert_scaling_prints_the_study(tmp_path) -> None:
     flops = {line.split("|")[4].strip() for line in rows}
     assert len(flops) == 1  # more experts, same FLOPs per sequence
     assert out.read_text() in (REPO / "examples" / "README.md").read_text()  # the README shows today's output
+
+
+def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
+    """The headline study at a toy size: every stage runs, a rerun keeps finished runs, --steps extends."""
+    study = [sys.executable, str(REPO / "examples" / "headline" / "study.py"), "--out", str(tmp_path / "study")]
+    tiny = ["--set", "data.tokenizer=byte", "--set", "model.vocab_size=512", "--set", "train.batch_size=4"]
+
+    def run(*args: str) -> str:
+        result = subprocess.run([*study, *tiny, *args], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    first = run("--steps", "2", "--eval-every", "1", "--only", "dense", "switch-2")
+    table = (tmp_path / "study" / "results.md").read_text()
+    assert "| dense (T5) | 1 |" in table and "| Switch, 2 experts | 1 |" in table
+    assert (tmp_path / "study" / "headline.png").stat().st_size > 0
+    assert "training to step 2" in first
+    again = run("--steps", "2", "--eval-every", "1", "--only", "dense")
+    assert "kept" in again and "training" not in again
+    longer = run("--steps", "3", "--eval-every", "1", "--only", "dense")
+    assert "training to step 3" in longer
+    log = (tmp_path / "study" / "dense-seed0.log").read_text()
+    assert "resumed at step 2" in log

@@ -1,0 +1,226 @@
+"""Switch vs dense at equal FLOPs per token, trained on this machine (PAPER.md Sec. 3-4, Table 1).
+
+The paper's headline, small: a dense T5 (examples/headline/dense.yaml) and FLOP-matched Switch
+Transformers with 2, 4, 8 and 16 experts (top-1: each token goes through one expert as wide as
+the dense FFN), MoE top-2 (twice the expert FLOPs), and Table 1's capacity-factor sweep (1.0,
+1.25, 2.0 at 8 experts), all trained by `switchc train` on the same data for the same steps. It
+reports eval quality at fixed steps and the step-basis speedup: dense's steps divided by the first
+step (interpolated between evals) at which a sparse model reaches dense's final eval loss.
+
+    python examples/headline/study.py                       # the default study (~30 min on 2 CPU cores)
+    python examples/headline/study.py --seeds 0 1 2         # more seeds: trains only what is missing
+    python examples/headline/study.py --steps 2000          # longer: every run resumes from its checkpoint
+    python examples/headline/study.py --only dense switch-8 # a subset
+    python examples/headline/study.py --set model.d_model=256 --out runs/headline-256   # bigger models
+
+Every run lives in OUT/<variant>-seed<k>/ (the program, metrics.jsonl, TensorBoard events,
+checkpoints), so an interrupted study resumes where it stopped and a finished run is kept. The
+study writes OUT/results.md (the tables) and OUT/headline.png (eval loss by step). It runs
+unchanged on a GPU host: the generated programs use whatever devices JAX finds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from switchc.runs import Run, curve, read_run
+
+HERE = Path(__file__).resolve().parent
+BASE_SPEC = HERE / "dense.yaml"
+SWITCH = ("moe.expert_every=2", "moe.top_k=1", "moe.group_size=4096")  # Switch-Base's layout, one group per batch
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    overrides: tuple[str, ...] = ()  # on top of dense.yaml; none = the dense baseline
+
+    def sets(self, extra: Sequence[str] = ()) -> list[str]:
+        """`--set` arguments: the variant's overrides, then the study's, a later value of a key winning.
+
+        The study's `moe.*` and `layout.*` overrides skip the dense baseline (they would give it
+        Switch layers).
+        """
+        merged = dict(override.split("=", 1) for override in self.overrides)
+        for override in extra:
+            if self.overrides or not override.startswith(("moe.", "layout.")):
+                key, _, value = override.partition("=")
+                merged[key] = value
+        return [arg for key, value in merged.items() for arg in ("--set", f"{key}={value}")]
+
+
+def switch(experts: int, *more: str) -> tuple[str, ...]:
+    """A Switch variant's overrides; `more` may replace the defaults above (a later key wins)."""
+    return (f"moe.num_experts={experts}", *SWITCH, *more)
+
+
+VARIANTS = (
+    Variant("dense", "dense (T5)"),
+    *(Variant(f"switch-{n}", f"Switch, {n} experts", switch(n)) for n in (2, 4, 8, 16)),
+    Variant("moe-top2-8", "MoE top-2, 8 experts (2x expert FLOPs)", switch(8, "moe.top_k=2")),
+    Variant("switch-8-cf1.0", "Switch, 8 experts, capacity 1.0", switch(8, "moe.capacity_factor.train=1.0")),
+    Variant("switch-8-cf2.0", "Switch, 8 experts, capacity 2.0", switch(8, "moe.capacity_factor.train=2.0")),
+)
+
+
+def train(variant: Variant, seed: int, directory: Path, steps: int, eval_every: int, extra: Sequence[str]) -> None:
+    """`switchc train` the variant to `steps`, resuming from its checkpoints when it has some."""
+    command = [
+        sys.executable,
+        "-m",
+        "switchc",
+        "train",
+        str(BASE_SPEC),
+        *variant.sets([*extra, f"train.seed={seed}", f"train.steps={steps}"]),
+        "--eval-every",
+        str(eval_every),
+        "--out",
+        str(directory),
+    ]
+    if (directory / "checkpoints").is_dir():
+        command.append("--resume")
+    started = time.perf_counter()
+    print(f"[{directory.name}] training to step {steps}", flush=True)
+    log = directory.parent / f"{directory.name}.log"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as output:
+        result = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT)
+    if result.returncode:
+        raise SystemExit(f"error: {directory.name} failed (exit {result.returncode}); see {log}")
+    print(f"[{directory.name}] done in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def last_step(directory: Path) -> int:
+    if not (directory / "metrics.jsonl").is_file():
+        return 0
+    return max((record.step for record in read_run(directory).records), default=0)
+
+
+def eval_curve(run: Run, key: str = "cross_entropy") -> list[tuple[int, float]]:
+    found = curve(run, "eval", key)
+    return list(zip(found.steps, found.values, strict=True)) if found else []
+
+
+def first_step_reaching(points: Sequence[tuple[int, float]], target: float) -> float | None:
+    """The step at which a curve first reaches `target`, interpolated linearly between evals."""
+    previous: tuple[int, float] | None = None
+    for step, value in points:
+        if value <= target:
+            if previous is None:
+                return float(step)
+            (s0, v0), (s1, v1) = previous, (step, value)
+            return s0 + (v0 - target) / (v0 - v1) * (s1 - s0)
+        previous = (step, value)
+    return None
+
+
+def _mean(values: Sequence[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
+
+
+def summarize(runs: dict[Variant, list[Run]], steps: int) -> str:
+    """The study's table: eval cross-entropy at fixed steps, drops, and the step-basis speedup."""
+    dense = [eval_curve(run) for run in runs.get(VARIANTS[0], [])]
+    target = statistics.mean(points[-1][1] for points in dense if points) if any(dense) else None
+    shown = sorted({steps // 4, steps // 2, steps})
+    lines = [
+        "| model | seeds | " + " | ".join(f"eval CE @ {s}" for s in shown) + " | dropped @ end | speedup vs dense |",
+        "|---|---|" + "---|" * len(shown) + "---|---|",
+    ]
+    for variant, group in runs.items():
+        curves = [dict(eval_curve(run)) for run in group]
+        cells = [_mean([c[s] for c in curves if s in c]) for s in shown]
+        dropped = [found.values[-1] for run in group if (found := curve(run, "train", "dropped_fraction"))]
+        drop_cell = f"{100 * statistics.mean(dropped):.1f}%" if dropped else "-"
+        speed_cell = "-"
+        if target is not None and variant is not VARIANTS[0]:
+            reached = [first_step_reaching(eval_curve(run), target) for run in group]
+            found_steps = [r for r in reached if r is not None]
+            speed_cell = (
+                f"{steps / statistics.mean(found_steps):.2f}x" if len(found_steps) == len(reached) else "not reached"
+            )
+        lines.append(f"| {variant.label} | {len(group)} | {' | '.join(cells)} | {drop_cell} | {speed_cell} |")
+    note = (
+        f"Eval cross-entropy in nats per target token (mean ± stdev over seeds) on the held-out split; "
+        f"speedup: {steps} / the step at which the model first reaches dense's final eval cross-entropy"
+        + (f" ({target:.3f})." if target is not None else ".")
+    )
+    return note + "\n\n" + "\n".join(lines)
+
+
+def plot(runs: dict[Variant, list[Run]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (variant, group) in enumerate(runs.items()):
+        for k, run in enumerate(group):
+            points = eval_curve(run)
+            if points:
+                steps, values = zip(*points, strict=True)
+                style = ":" if "cf" in variant.name else "--" if "top2" in variant.name else "-"
+                color = "black" if variant is VARIANTS[0] else colors[index % len(colors)]
+                axis.plot(steps, values, style, color=color, label=variant.label if k == 0 else None)
+    axis.set_xlabel("training step")
+    axis.set_ylabel("eval cross-entropy (nats / target token)")
+    axis.set_title("Dense vs Switch at equal FLOPs per token (switchc, Shakespeare, CPU)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/headline"), help="study directory (default: runs/headline)"
+    )
+    parser.add_argument("--steps", type=int, default=500, help="training steps per run (default: 500)")
+    parser.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: steps / 10)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per variant and seed (default: 0)")
+    parser.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS], help="run these variants only")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spec override for every run (moe.* and layout.* ones: the sparse runs only)",
+    )
+    args = parser.parse_args(argv)
+    eval_every = args.eval_every or max(1, args.steps // 10)
+    chosen = [v for v in VARIANTS if args.only is None or v.name in args.only]
+    began = time.perf_counter()
+    runs: dict[Variant, list[Run]] = {}
+    for variant in chosen:
+        for seed in args.seeds:
+            directory = args.out / f"{variant.name}-seed{seed}"
+            if last_step(directory) < args.steps:
+                train(variant, seed, directory, args.steps, eval_every, args.overrides)
+            else:
+                print(f"[{directory.name}] at step {last_step(directory)} already: kept", flush=True)
+            runs.setdefault(variant, []).append(read_run(directory))
+    text = summarize(runs, args.steps)
+    print(text)
+    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
+    plot(runs, args.out / "headline.png")
+    print(f"wrote {args.out / 'results.md'} and {args.out / 'headline.png'} ({time.perf_counter() - began:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
