@@ -133,7 +133,10 @@ def summarize(runs: dict[Variant, list[Run]], steps: int) -> str:
     """The study's table: eval cross-entropy at fixed steps, drops, and the step-basis speedup."""
     dense = [eval_curve(run) for run in runs.get(VARIANTS[0], [])]
     target = statistics.mean(points[-1][1] for points in dense if points) if any(dense) else None
-    shown = sorted({steps // 4, steps // 2, steps})
+    evaluated = sorted({step for group in runs.values() for run in group for step, _ in eval_curve(run)})
+    shown = sorted(
+        {min(evaluated, key=lambda s: abs(s - goal)) for goal in (steps / 4, steps / 2, steps)} if evaluated else []
+    )
     lines = [
         "| model | seeds | " + " | ".join(f"eval CE @ {s}" for s in shown) + " | dropped @ end | speedup vs dense |",
         "|---|---|" + "---|" * len(shown) + "---|---|",
