@@ -36,7 +36,7 @@ def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
 
     first = run("--steps", "2", "--eval-every", "1", "--only", "dense", "switch-2")
     table = (tmp_path / "study" / "results.md").read_text()
-    assert "| dense (T5) | 1 |" in table and "| Switch, 2 experts | 1 |" in table
+    assert "| dense (T5) | 0 |" in table and "| Switch, 2 experts | 0 |" in table
     assert (tmp_path / "study" / "headline.png").stat().st_size > 0
     assert "training to step 2" in first
     again = run("--steps", "2", "--eval-every", "1", "--only", "dense")
@@ -45,3 +45,5 @@ def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
     assert "training to step 3" in longer
     log = (tmp_path / "study" / "dense-seed0.log").read_text()
     assert "resumed at step 2" in log
+    report = run("--steps", "2", "--report")  # every finished run, paired with dense by seed; trains nothing
+    assert "training" not in report and "| Switch, 2 experts | 0 |" in report and "(1) |" in report

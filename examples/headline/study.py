@@ -12,6 +12,7 @@ step (interpolated between evals) at which a sparse model reaches dense's final 
     python examples/headline/study.py --steps 2000          # longer: every run resumes from its checkpoint
     python examples/headline/study.py --only dense switch-8 # a subset
     python examples/headline/study.py --set model.d_model=256 --out runs/headline-256   # bigger models
+    python examples/headline/study.py --report              # tabulate every finished run in OUT, train nothing
 
 Every run lives in OUT/<variant>-seed<k>/ (the program, metrics.jsonl, TensorBoard events,
 checkpoints), so an interrupted study resumes where it stopped and a finished run is kept. The
@@ -122,42 +123,60 @@ def first_step_reaching(points: Sequence[tuple[int, float]], target: float) -> f
     return None
 
 
-def _mean(values: Sequence[float], digits: int = 3) -> str:
+def _mean(values: Sequence[float], digits: int = 3, signed: bool = False) -> str:
     if not values:
         return "-"
     spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}"
+    sign = "+" if signed else ""
+    return f"{statistics.mean(values):{sign}.{digits}f}{spread}"
+
+
+def seed_of(run: Run) -> int:
+    """The seed in a run directory's name, <variant>-seed<k>."""
+    return int(Path(run.name).name.rsplit("-seed", 1)[1])
 
 
 def summarize(runs: dict[Variant, list[Run]], steps: int) -> str:
-    """The study's table: eval cross-entropy at fixed steps, drops, and the step-basis speedup."""
-    dense = [eval_curve(run) for run in runs.get(VARIANTS[0], [])]
-    target = statistics.mean(points[-1][1] for points in dense if points) if any(dense) else None
+    """The study's table: eval cross-entropy at fixed steps, drops, and each model against dense.
+
+    Comparisons with dense are paired by seed (the seed sets the init, the data order and the
+    eval batches), over the seeds that both have: the final gap, and the step-basis speedup.
+    """
+    dense = {seed_of(run): eval_curve(run) for run in runs.get(VARIANTS[0], [])}
     evaluated = sorted({step for group in runs.values() for run in group for step, _ in eval_curve(run)})
     shown = sorted(
         {min(evaluated, key=lambda s: abs(s - goal)) for goal in (steps / 4, steps / 2, steps)} if evaluated else []
     )
     lines = [
-        "| model | seeds | " + " | ".join(f"eval CE @ {s}" for s in shown) + " | dropped @ end | speedup vs dense |",
-        "|---|---|" + "---|" * len(shown) + "---|---|",
+        "| model | seeds | "
+        + " | ".join(f"eval CE @ {s}" for s in shown)
+        + " | dropped @ end | vs dense @ end (same seeds) | speedup vs dense |",
+        "|---|---|" + "---|" * len(shown) + "---|---|---|",
     ]
     for variant, group in runs.items():
         curves = [dict(eval_curve(run)) for run in group]
         cells = [_mean([c[s] for c in curves if s in c]) for s in shown]
         dropped = [found.values[-1] for run in group if (found := curve(run, "train", "dropped_fraction"))]
         drop_cell = f"{100 * statistics.mean(dropped):.1f}%" if dropped else "-"
-        speed_cell = "-"
-        if target is not None and variant is not VARIANTS[0]:
-            reached = [first_step_reaching(eval_curve(run), target) for run in group]
+        gap_cell = speed_cell = "-"
+        paired = [(run, dense[seed_of(run)]) for run in group if dense.get(seed_of(run))]
+        if variant is not VARIANTS[0] and paired:
+            gaps = [eval_curve(run)[-1][1] - base[-1][1] for run, base in paired]
+            gap_cell = f"{_mean(gaps, signed=True)} ({len(paired)})"
+            reached = [first_step_reaching(eval_curve(run), base[-1][1]) for run, base in paired]
             found_steps = [r for r in reached if r is not None]
             speed_cell = (
                 f"{steps / statistics.mean(found_steps):.2f}x" if len(found_steps) == len(reached) else "not reached"
             )
-        lines.append(f"| {variant.label} | {len(group)} | {' | '.join(cells)} | {drop_cell} | {speed_cell} |")
+        lines.append(
+            f"| {variant.label} | {', '.join(str(seed_of(run)) for run in group)} | {' | '.join(cells)} "
+            f"| {drop_cell} | {gap_cell} | {speed_cell} |"
+        )
     note = (
-        f"Eval cross-entropy in nats per target token (mean ± stdev over seeds) on the held-out split; "
-        f"speedup: {steps} / the step at which the model first reaches dense's final eval cross-entropy"
-        + (f" ({target:.3f})." if target is not None else ".")
+        "Eval cross-entropy in nats per target token on the held-out split (mean ± stdev over the seeds "
+        "listed). Against dense, paired by seed over the seeds both have (their number in brackets): the "
+        f"final gap (negative: better than dense), and the speedup, {steps} / the step (interpolated between "
+        "evals) at which the model first reaches its seed's dense eval cross-entropy at the end."
     )
     return note + "\n\n" + "\n".join(lines)
 
@@ -188,6 +207,33 @@ def plot(runs: dict[Variant, list[Run]], path: Path) -> None:
     plt.close(figure)
 
 
+def trained(args: argparse.Namespace, chosen: Sequence[Variant], eval_every: int) -> dict[Variant, list[Run]]:
+    """Every (variant, seed) run of the study at args.steps: trained, resumed or kept as it is."""
+    runs: dict[Variant, list[Run]] = {}
+    for variant in chosen:
+        for seed in args.seeds:
+            directory = args.out / f"{variant.name}-seed{seed}"
+            if last_step(directory) < args.steps:
+                train(variant, seed, directory, args.steps, eval_every, args.overrides)
+            else:
+                print(f"[{directory.name}] at step {last_step(directory)} already: kept", flush=True)
+            runs.setdefault(variant, []).append(read_run(directory))
+    return runs
+
+
+def finished(out: Path, chosen: Sequence[Variant], steps: int) -> dict[Variant, list[Run]]:
+    """--report: the runs in `out` that reached `steps`, whatever their seeds."""
+    runs: dict[Variant, list[Run]] = {}
+    for variant in chosen:
+        for directory in sorted(out.glob(f"{variant.name}-seed*/")):
+            seed = directory.name.removeprefix(f"{variant.name}-seed")
+            if seed.isdigit() and last_step(directory) >= steps:
+                runs.setdefault(variant, []).append(read_run(directory))
+    if not runs:
+        raise SystemExit(f"error: no run in {out} has reached step {steps}")
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -197,6 +243,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: steps / 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per variant and seed (default: 0)")
     parser.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS], help="run these variants only")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: tabulate and plot every run in OUT that has reached --steps (any variant, any seed)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -209,15 +260,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     eval_every = args.eval_every or max(1, args.steps // 10)
     chosen = [v for v in VARIANTS if args.only is None or v.name in args.only]
     began = time.perf_counter()
-    runs: dict[Variant, list[Run]] = {}
-    for variant in chosen:
-        for seed in args.seeds:
-            directory = args.out / f"{variant.name}-seed{seed}"
-            if last_step(directory) < args.steps:
-                train(variant, seed, directory, args.steps, eval_every, args.overrides)
-            else:
-                print(f"[{directory.name}] at step {last_step(directory)} already: kept", flush=True)
-            runs.setdefault(variant, []).append(read_run(directory))
+    runs = finished(args.out, chosen, args.steps) if args.report else trained(args, chosen, eval_every)
     text = summarize(runs, args.steps)
     print(text)
     (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
