@@ -424,12 +424,6 @@ def _pad(ids: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def train_eval_split(tokens: np.ndarray, eval_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The last `eval_fraction` of a token stream (`dataset` splits the text instead: split_documents)."""
-    cut = len(tokens) - math.floor(len(tokens) * eval_fraction)
-    return tokens[:cut], tokens[cut:]
-
-
 def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
     """The tokenizer a CONFIG names: bytes, a given SentencePiece model, or one trained and cached."""
     if config.tokenizer == "byte":
