@@ -43,7 +43,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 
@@ -175,6 +175,14 @@ def check_finite(step: int, loss: Any, gradient_non_finite: Mapping[str, Any]) -
         name, count = next(iter(bad.items()))
         others = f" (and of {len(bad) - 1} more parameters)" if len(bad) > 1 else ""
         raise NonFiniteError(step, f"the gradient of {name}{others}", f"not finite ({count} NaN/Inf elements)")
+
+
+def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -> NoReturn:
+    """End a run stopped by `error`: say so on stderr, with the checkpoint it can resume from, and
+    exit with NON_FINITE_EXIT. `who` prefixes the message (e.g. "rank 1: " with several processes)."""
+    where = f"the latest checkpoint is step {kept_step}, from before it" if kept_step else "no checkpoint was saved"
+    print(f"error: {who}{error}; training stopped ({where}).", file=sys.stderr, flush=True)
+    raise SystemExit(NON_FINITE_EXIT) from None
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -434,9 +433,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         if checkpoints is not None:
             checkpoints.wait()  # a save in flight is of a step before the bad one
             kept = checkpoints.latest_step()
-        where = f"the latest checkpoint is step {kept}, from before it" if kept else "no checkpoint was saved"
-        print(f"error: {err}; training stopped ({where}).", file=sys.stderr, flush=True)
-        raise SystemExit(metrics.NON_FINITE_EXIT) from None
+        metrics.stop_training(err, kept)
     finally:
         if progress is not None:
             progress.close()

@@ -343,10 +343,7 @@ def _train(
         if progress is not None:
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None
-        where = f"the latest checkpoint is step {kept}, from before it" if kept else "no checkpoint was saved"
-        who = f"rank {rank}: " if world > 1 else ""
-        print(f"error: {who}{err}; training stopped ({where}).", file=sys.stderr, flush=True)
-        raise SystemExit(metrics.NON_FINITE_EXIT) from None
+        metrics.stop_training(err, kept, f"rank {rank}: " if world > 1 else "")
     finally:
         if progress is not None:
             progress.close()
