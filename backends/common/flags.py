@@ -53,6 +53,11 @@ def parser(
         metavar="NAME",
         help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's)",
     )
+    flags.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's malloc as configured (default: keep freed memory in the process; runtime/host.py)",
+    )
     return flags
 
 

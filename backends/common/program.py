@@ -15,7 +15,7 @@ from switchc.spec import Spec
 from switchc.spec.emit import to_yaml
 
 # backends/common modules every program carries in runtime/ (standard library and numpy only)
-COMMON_MODULES = ("data.py", "flags.py", "metrics.py", "weights.py", "routing.py")
+COMMON_MODULES = ("data.py", "flags.py", "host.py", "metrics.py", "weights.py", "routing.py")
 
 
 def runtime_files(package: str, modules: tuple[str, ...]) -> dict[str, str]:

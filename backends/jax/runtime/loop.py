@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 from .sharding import fake_cpu_devices
 
 if TYPE_CHECKING:
-    from ...common import flags, metrics
+    from ...common import flags, host, metrics
 else:
-    try:  # a generated program: runtime/flags.py and metrics.py are copies of backends/common's
-        from . import flags, metrics
+    try:  # a generated program: runtime/flags.py, host.py and metrics.py are copies of backends/common's
+        from . import flags, host, metrics
     except ImportError:  # inside the switchc package
-        from ...common import flags, metrics
+        from ...common import flags, host, metrics
 
 
 def parse_args(argv: Sequence[str], description: str, default_steps: int, default_seed: int) -> argparse.Namespace:
@@ -77,6 +77,8 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
     if args.init_from is not None and args.resume:
         parser.error("--init-from and --resume exclude each other (a resumed run takes its checkpoint's weights)")
     flags.check(parser, args)
+    if not args.system_malloc:
+        host.retain_freed_memory()  # before jax starts XLA's threads
     if args.devices is not None:
         if args.devices < 1:
             parser.error("--devices must be >= 1")

@@ -52,12 +52,12 @@ from .optim import clip_by_global_norm, optimizer_for, schedule
 from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
 
 if TYPE_CHECKING:
-    from ...common import flags, metrics, weights
+    from ...common import flags, host, metrics, weights
 else:
-    try:  # a generated program: runtime/flags.py, metrics.py and weights.py are copies of backends/common's
-        from . import flags, metrics, weights
+    try:  # a generated program: runtime/flags.py, host.py, metrics.py and weights.py are copies of backends/common's
+        from . import flags, host, metrics, weights
     except ImportError:  # inside the switchc package
-        from ...common import flags, metrics, weights
+        from ...common import flags, host, metrics, weights
 
 
 def parse_args(argv: Sequence[str], description: str, default_steps: int, default_seed: int) -> argparse.Namespace:
@@ -83,6 +83,8 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
     flags.check(parser, args)
     if args.timeout <= 0:
         parser.error("--timeout must be > 0")
+    if not args.system_malloc:
+        host.retain_freed_memory()  # before torch starts its intra-op threads
     return args
 
 
