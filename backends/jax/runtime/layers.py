@@ -102,10 +102,13 @@ def attention(
         kv = jnp.stack([params["k"], params["v"]], axis=1)  # [D, 2, H, K]
         k, v = jnp.einsum("bmd,dthk->tbhmk", memory, kv)
     logits = jnp.einsum("bhlk,bhmk->bhlm", q, k).astype(jnp.float32)
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
+    # The mask is additive, as in T5X: the float32 minimum absorbs any logit and bias, so a masked
+    # key gets weight 0, and a query with every key masked attends uniformly.
+    term = None if bias is None else bias.astype(jnp.float32)
     if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        term = jnp.where(mask, 0.0 if term is None else term, jnp.finfo(jnp.float32).min)
+    if term is not None:
+        logits = logits + term
     weights = dropout(jax.nn.softmax(logits, axis=-1).astype(x.dtype), dropout_rate, rng)
     context = jnp.einsum("bhlm,bhmk->bhlk", weights, v)
     return jnp.einsum("bhlk,hkd->bld", context, params["o"])

@@ -249,18 +249,42 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x [B, L, D] attends over memory [B, M, D]. bias: [1 or B, H, L, M] or None. mask: bool,
         broadcastable to [B, H, L, M], True where attending is allowed. T5 does not scale logits
-        by 1/sqrt(K). Dropout (training only) applies to the attention weights."""
-        q = torch.einsum("bld,dhk->bhlk", x, self.q)
-        k = torch.einsum("bmd,dhk->bhmk", memory, self.k)
-        v = torch.einsum("bmd,dhk->bhmk", memory, self.v)
-        logits = torch.einsum("bhlk,bhmk->bhlm", q, k).float()
-        if bias is not None:
-            logits = logits + bias.float()
-        if mask is not None:
-            logits = logits.masked_fill(~mask, torch.finfo(torch.float32).min)
+        by 1/sqrt(K). Dropout (training only) applies to the attention weights. Self-attention is
+        recognised by `memory is x`."""
+        if memory is x:  # self-attention: q, k and v read x, as one matmul over stacked weights
+            q, k, v = torch.einsum("bld,dthk->tbhlk", x, torch.stack([self.q, self.k, self.v], dim=1))
+        else:  # cross-attention: k and v read the memory
+            q = torch.einsum("bld,dhk->bhlk", x, self.q)
+            k, v = torch.einsum("bmd,dthk->tbhmk", memory, torch.stack([self.k, self.v], dim=1))
+        logits = attention_logits(q, k, bias, mask)
         weights = dropout(torch.softmax(logits, dim=-1).to(x.dtype), dropout_rate, rng)
         context = torch.einsum("bhlm,bhmk->bhlk", weights, v)
         return torch.einsum("bhlk,hkd->bld", context, self.o)
+
+
+def attention_logits(
+    q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """float32 [B, H, L, M]: q [B, H, L, K] . k [B, H, M, K] + bias, masked (Attention.forward's
+    operands).
+
+    The mask is additive, as in T5X (flaxformer's combine_biases): the float32 minimum where it is
+    False, added with the bias as one term. The minimum absorbs any logit and bias, so a masked
+    key gets weight 0; a query with every key masked attends uniformly (the JAX program's
+    layers.attention does the same). In a float32 model the matmul adds that term as it writes
+    (baddbmm): one pass over the logits instead of three (matmul, add, mask).
+    """
+    term = None if bias is None else bias.float()
+    if mask is not None:
+        term = torch.where(mask, 0.0 if term is None else term, torch.finfo(torch.float32).min)
+    if term is None or q.dtype != torch.float32:
+        logits = torch.einsum("bhlk,bhmk->bhlm", q, k).float()
+        return logits if term is None else logits + term
+    batch, heads, length, d_kv = q.shape
+    memory = k.shape[2]
+    term = term.expand(batch, heads, length, memory).reshape(batch * heads, length, memory)
+    logits = torch.baddbmm(term, q.reshape(-1, length, d_kv), k.reshape(-1, memory, d_kv).transpose(1, 2))
+    return logits.view(batch, heads, length, memory)
 
 
 class FeedForward(nn.Module):
