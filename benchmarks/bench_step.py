@@ -61,6 +61,9 @@ STEP_SLOWDOWN_TARGET = 1.25  # issue: 16 experts at most 25% slower per step tha
 TORCH_SPEEDUP_TARGET = 1.2  # torch issue: the PyTorch program >= 1.2 x HF's tokens/s at 16 experts ...
 TORCH_SPEEDUP_STRETCH = 1.4  # ... and 1.4 x as the stretch goal
 TORCH_MFU_TARGET = 0.65  # ... at >= 65% of the matmul peak measured in the same run
+HF_NO_DROP = "no-drop"  # HF at 16 experts with expert_capacity = the input length: no token dropped
+HF_RETAIN = "retain"  # HF at 16 experts with the generated programs' malloc settings (runtime/host.py)
+HF_LABELS = {HF_NO_DROP: "HF Switch, no drops", HF_RETAIN: "HF Switch, host.py"}
 BYTES_PER_PARAM_STEP = 40  # float32: forward reads W, backward reads W and writes dW, Adam reads p g m v, writes p m v
 
 
@@ -164,14 +167,15 @@ def run_worker(kind: str, config: dict[str, Any], xla_flags: str = "") -> dict[s
     if xla_flags:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--worker-config", json.dumps(config)]
-    print(f"  {kind} {config.get('label', '')} ...", flush=True)
+    name = " ".join(str(part) for part in (kind, config.get("label", ""), config.get("variant")) if part)
+    print(f"  {name} ...", flush=True)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
         tail = (result.stdout + result.stderr)[-2000:]
-        print(f"  {kind} {config.get('label', '')}: FAILED (exit {result.returncode})\n{tail}", flush=True)
+        print(f"  {name}: FAILED (exit {result.returncode})\n{tail}", flush=True)
         return {"failed": True, "exit": result.returncode, "error_tail": tail, "wall_s": wall}
     return {**json.loads(lines[-1][len("RESULT ") :]), "wall_s": wall}
 
@@ -203,6 +207,11 @@ def timing_tasks(cases: dict[str, dict[str, Any]], shape: Shape, steps: int, war
             hf["expert_capacity"] = hf_expert_capacity(shape, experts)
         tasks.append(("hf", hf))
         tasks.append(("torch", {**common, "program": str(case["torch_program"])}))
+        if experts == REFERENCE_EXPERTS:
+            # Two more HF rows at the reference size, to read the targets' ratios against:
+            # every token computed (capacity = the sequence), and the programs' host malloc settings.
+            tasks.append(("hf", {**hf, "variant": HF_NO_DROP, "expert_capacity": shape.inputs_length}))
+            tasks.append(("hf", {**hf, "variant": HF_RETAIN, "retain_from": str(case["torch_program"])}))
     return tasks
 
 
@@ -213,9 +222,18 @@ def make_row(kind: str, config: dict[str, Any], result: dict[str, Any], case: di
         label = "switchc JAX" if kind == "jax" else "switchc PyTorch"
         flops = case["report"]["flops"]["executed"]["train_step_per_device"]
     else:
-        label = "HF SwitchTransformers" if experts is not None else "HF T5 (dense twin)"
+        label = HF_LABELS.get(
+            config.get("variant"), "HF SwitchTransformers" if experts is not None else "HF T5 (dense twin)"
+        )
         flops = case["report"]["flops"]["model"]["train_step_per_device"]
-    row = {"kind": kind, "label": label, "experts": experts, "experts_label": config["label"], **result}
+    row = {
+        "kind": kind,
+        "variant": config.get("variant"),
+        "label": label,
+        "experts": experts,
+        "experts_label": config["label"],
+        **result,
+    }
     if not row.get("failed"):
         row["flops"] = float(flops)
         row["tokens_per_s"] = shape.tokens_per_step / row["step_s"]
@@ -432,6 +450,27 @@ def print_targets(
     return results
 
 
+def like_for_like(
+    jax_rows: dict[int | None, dict], torch_rows: dict[int | None, dict], hf_variants: dict[str, dict]
+) -> list[str]:
+    """The programs at 16 experts against the two HF variants (not targets: context for them)."""
+    lines = [f"the programs at {REFERENCE_EXPERTS} experts against HF variants (context, not targets):"]
+    for variant, why in (
+        (HF_NO_DROP, "HF computing every token, as the programs compute every capacity slot"),
+        (HF_RETAIN, "HF with the programs' malloc settings"),
+    ):
+        row = hf_variants.get(variant)
+        if row is None or row.get("failed"):
+            lines.append(f"  {HF_LABELS[variant]}: not measured")
+            continue
+        ratios = []
+        for name, program in (("JAX", jax_rows[REFERENCE_EXPERTS]), ("PyTorch", torch_rows[REFERENCE_EXPERTS])):
+            if not program.get("failed"):
+                ratios.append(f"{name} x{program['tokens_per_s'] / row['tokens_per_s']:.2f}")
+        lines.append(f"  vs {HF_LABELS[variant]} ({why}): {', '.join(ratios) or 'not measured'}")
+    return lines
+
+
 def print_peaks(peak_start: dict[str, Any], peak_end: dict[str, Any]) -> tuple[float, float]:
     """Both measurements, and the mean of start and end used for MFU and the arithmetic."""
     measured = [p for p in (peak_start, peak_end) if not p.get("failed")]
@@ -485,14 +524,16 @@ def main_parent(args: argparse.Namespace) -> None:
         rows.append(make_row(kind, config, result, case, shape))
     jax_rows = {row["experts"]: row for row in rows if row["kind"] == "jax"}
     torch_rows = {row["experts"]: row for row in rows if row["kind"] == "torch"}
-    hf_rows = {row["experts"]: row for row in rows if row["kind"] == "hf"}
+    hf_rows = {row["experts"]: row for row in rows if row["kind"] == "hf" and row["variant"] is None}
+    hf_variants = {row["variant"]: row for row in rows if row["kind"] == "hf" and row["variant"] is not None}
     reference = hf_rows[REFERENCE_EXPERTS] if not hf_rows[REFERENCE_EXPERTS].get("failed") else None
 
     print()
     peak, bandwidth = print_peaks(peak_start, peak_end)
     print()
     order = (None, *EXPERT_COUNTS)
-    print_table([rows[e] for rows in (jax_rows, torch_rows, hf_rows) for e in order], reference, peak)
+    table = [rows[e] for rows in (jax_rows, torch_rows, hf_rows) for e in order]
+    print_table(table + [hf_variants[v] for v in HF_LABELS if v in hf_variants], reference, peak)
     print(
         "GFLOP/step: switchc JAX and PyTorch = flops.executed (all capacity slots); HF = flops.model (routed tokens "
         "only). XLA GFLOP = compiled.cost_analysis()['flops']. setup s = JAX init + ahead-of-time compile, PyTorch "
@@ -509,6 +550,7 @@ def main_parent(args: argparse.Namespace) -> None:
         print(f"HF expert weights with a gradient in the last step (torch's Adam skips the others): {shares}")
     print()
     targets = print_targets(jax_rows, torch_rows, reference, peak)
+    print("\n".join(like_for_like(jax_rows, torch_rows, hf_variants)))
     if not jax_rows[64].get("failed"):
         print()
         print("\n".join(explain_many_experts(cases, jax_rows, shape, peak, bandwidth)))
@@ -606,9 +648,12 @@ def worker_peak(config: dict[str, Any]) -> dict[str, Any]:
 def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
     """The generated program's jitted train step (runtime/loop.py build()) on one CPU device."""
     sys.path.insert(0, config["program"])
+    from runtime import host  # type: ignore[import-not-found]  # the generated program's runtime package
+
+    retained = host.retain_freed_memory()  # as the program's parse_args does, before XLA starts its threads
     import jax
     import model  # type: ignore[import-not-found]  # the generated program's model.py
-    from runtime import loop  # type: ignore[import-not-found]  # and its runtime package
+    from runtime import loop  # type: ignore[import-not-found]
 
     setup_start = time.perf_counter()
     state = loop.build(model, seed=0)
@@ -638,6 +683,7 @@ def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
         "times_s": times,
         "setup_s": setup_s,
         "xla_flops": float(cost.get("flops", 0.0)),
+        "retain_freed_memory": retained,
         "loss": float(metrics["loss"]),
         "devices": len(jax.devices()),
         **program_routing(metrics),
@@ -648,9 +694,12 @@ def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
     """The generated PyTorch program's train step on one CPU process: runtime/loop.py's build() and
     train_step(), as its training loop calls them (the loop's batch and noise, seed 0)."""
     sys.path.insert(0, config["program"])
+    from runtime import host  # the generated program's runtime package
+
+    retained = host.retain_freed_memory()  # as the program's parse_args does, before torch starts its threads
     import model  # the generated program's model.py
     import torch
-    from runtime import loop, parallel  # and its runtime package
+    from runtime import loop, parallel
     from runtime.layers import Noise  # type: ignore[import-not-found]
     from runtime.optim import schedule  # type: ignore[import-not-found]
 
@@ -693,6 +742,7 @@ def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
         "loss": float(last["loss"]),
         "threads": torch.get_num_threads(),
         "optimizer": optimizer,
+        "retain_freed_memory": retained,
         "params": sum(p.numel() for p in placed.model.parameters()),
         **program_routing(last),
     }
@@ -752,6 +802,12 @@ def worker_hf(config: dict[str, Any]) -> dict[str, Any]:
     """HF in torch eager: zero_grad, forward (loss incl. router losses), backward, Adam step."""
     import torch
 
+    retained = False
+    if config.get("retain_from"):  # a generated program's runtime/host.py, as that program applies it
+        sys.path.insert(0, config["retain_from"])
+        from runtime import host  # type: ignore[import-not-found]
+
+        retained = host.retain_freed_memory()
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     shape, experts = config["shape"], config["experts"]
@@ -790,6 +846,7 @@ def worker_hf(config: dict[str, Any]) -> dict[str, Any]:
         "sparse_encoder_blocks": sparse,
         "params": sum(p.numel() for p in model.parameters()),
         "expert_params_updated": updated / max(sum(p.numel() for p in expert_weights), 1),
+        "retain_freed_memory": retained,
         **routing,
     }
 
