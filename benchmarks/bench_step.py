@@ -1,8 +1,9 @@
 """Time one training step of switchc's generated JAX and PyTorch programs against Hugging Face's Switch Transformer.
 
     .venv/bin/pip install -c ci/constraints.txt torch==2.13.0 transformers   # for this benchmark only
-    .venv/bin/python benchmarks/bench_step.py --json bench_step.json          # full run (7 min on 2 cores, JAX + HF)
+    .venv/bin/python benchmarks/bench_step.py --json bench_step.json          # full run (11 min on 2 cores)
     .venv/bin/python benchmarks/bench_step.py --quick                         # smoke test of the pipeline (2-3 min)
+    .venv/bin/python benchmarks/bench_step.py --host-memory                   # runtime/host.py on and off (5 min)
 
 One run measures, on this CPU (its speed drifts 15% or more between runs, so only ratios within
 one run mean anything):
@@ -589,6 +590,35 @@ def main_parent(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def host_costs(run: Any) -> dict[str, float]:
+    """Run `run()` (which returns its step count) and return this process's kernel CPU time and
+    minor page faults per step over it (getrusage: every thread of the process)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    steps = run()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "sys_s_per_step": (after.ru_stime - before.ru_stime) / steps,
+        "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+    }
+
+
+def time_steps(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float], dict[str, float]]:
+    """median_time of `steps` steps after `warmup` ones, and host_costs over the timed steps only
+    (the first steps also fault in memory that stays: optimizer state, XLA's buffers)."""
+    for _ in range(warmup):
+        run_once()
+    timed: dict[str, Any] = {}
+
+    def run() -> int:
+        timed["median"], timed["times"] = median_time(run_once, steps, 0)
+        return steps
+
+    costs = host_costs(run)
+    return timed["median"], timed["times"], costs
+
+
 def median_time(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float]]:
     """Median wall time of `steps` calls after `warmup` untimed ones; run_once must block until done."""
     for _ in range(warmup):
@@ -650,7 +680,8 @@ def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, config["program"])
     from runtime import host  # type: ignore[import-not-found]  # the generated program's runtime package
 
-    retained = host.retain_freed_memory()  # as the program's parse_args does, before XLA starts its threads
+    # as the program's parse_args does (unless --system-malloc), before XLA starts its threads
+    retained = not config.get("system_malloc") and host.retain_freed_memory()
     import jax
     import model  # type: ignore[import-not-found]  # the generated program's model.py
     from runtime import loop  # type: ignore[import-not-found]
@@ -677,9 +708,10 @@ def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
         jax.block_until_ready((params, opt_state, metrics))
         step_index += 1
 
-    step_s, times = median_time(step, config["steps"], config["warmup"])
+    step_s, times, costs = time_steps(step, config["steps"], config["warmup"])
     return {
         "step_s": step_s,
+        **costs,
         "times_s": times,
         "setup_s": setup_s,
         "xla_flops": float(cost.get("flops", 0.0)),
@@ -696,7 +728,8 @@ def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, config["program"])
     from runtime import host  # the generated program's runtime package
 
-    retained = host.retain_freed_memory()  # as the program's parse_args does, before torch starts its threads
+    # as the program's parse_args does (unless --system-malloc), before torch starts its threads
+    retained = not config.get("system_malloc") and host.retain_freed_memory()
     import model  # the generated program's model.py
     import torch
     from runtime import loop, parallel
@@ -730,13 +763,14 @@ def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
         last.update(metrics, loss=loss)
         index += 1
 
-    step_s, times = median_time(step, config["steps"], config["warmup"])
+    step_s, times, costs = time_steps(step, config["steps"], config["warmup"])
     optimizer = f"{type(opt).__module__}.{type(opt).__name__}"
     options = {key: opt.defaults[key] for key in ("foreach", "fused") if key in opt.defaults}
     if options:
         optimizer += "(" + ", ".join(f"{key}={value}" for key, value in options.items()) + ")"
     return {
         "step_s": step_s,
+        **costs,
         "times_s": times,
         "setup_s": setup_s,
         "loss": float(last["loss"]),
@@ -827,7 +861,7 @@ def worker_hf(config: dict[str, Any]) -> dict[str, Any]:
         optimizer.step()
         losses.append(float(out.loss.detach()))
 
-    step_s, times = median_time(step, config["steps"], config["warmup"])
+    step_s, times, costs = time_steps(step, config["steps"], config["warmup"])
     sparse = [
         i for i, block in enumerate(model.encoder.block) if getattr(block.layer[-1], "is_sparse", False)
     ]  # which encoder blocks hold experts
@@ -838,6 +872,7 @@ def worker_hf(config: dict[str, Any]) -> dict[str, Any]:
     routing = hf_routing(model, batch) if experts is not None else {}
     return {
         "step_s": step_s,
+        **costs,
         "times_s": times,
         "setup_s": setup_s,
         "loss": losses[-1],
@@ -877,12 +912,62 @@ def hf_routing(model: Any, batch: dict[str, Any]) -> dict[str, Any]:
 WORKERS = {"peak": worker_peak, "jax": worker_jax, "torch": worker_torch, "hf": worker_hf}
 
 
+def main_host_memory(args: argparse.Namespace) -> None:
+    """--host-memory: the 16-expert programs' step with runtime/host.py's malloc settings and without
+    (as with --system-malloc), alternating, so each pair sees one machine speed."""
+    shape = QUICK if args.quick else FULL
+    steps = args.steps if args.steps is not None else (2 if args.quick else 6)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    print(f"bench_step --host-memory: {steps} timed steps after {warmup} warm-up steps, {args.rounds} round(s)")
+    print(f"source: {source_state()}; load average before: {fmt_load(os.getloadavg())}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
+        case = prepare_case(Path(tmp), shape, REFERENCE_EXPERTS)
+        for _ in range(args.rounds):
+            for kind, program in (("jax", case["program"]), ("torch", case["torch_program"])):
+                for system in (False, True):
+                    config = {
+                        "experts": REFERENCE_EXPERTS,
+                        "label": str(REFERENCE_EXPERTS),
+                        "variant": "system-malloc" if system else "host.py",
+                        "steps": steps,
+                        "warmup": warmup,
+                        "program": str(program),
+                        "system_malloc": system,
+                    }
+                    rows.append((kind, config["variant"], run_worker(kind, config)))
+    print()
+    header = f"{'program':<8} {'malloc':<14} {'step ms':>9} {'sys ms/step':>12} {'page faults/step':>17}"
+    print(header)
+    print("-" * len(header))
+    for kind, variant, result in rows:
+        if result.get("failed"):
+            print(f"{kind:<8} {variant:<14}  failed (exit {result['exit']})")
+            continue
+        print(
+            f"{kind:<8} {variant:<14} {result['step_s'] * 1e3:9.1f} {result['sys_s_per_step'] * 1e3:12.1f} "
+            f"{result['page_faults_per_step']:17,.0f}"
+        )
+    print(
+        "step ms: median of the timed steps; sys ms and page faults: the process's kernel CPU time and minor "
+        "faults over the timed steps, per step. host.py: runtime/host.py's retain_freed_memory(), as "
+        "the programs call it; system-malloc: glibc's defaults (the programs' --system-malloc)."
+    )
+    print(f"load average after: {fmt_load(os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default 10; --quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 2; --quick 1)")
     parser.add_argument("--quick", action="store_true", help="small sizes: smoke-test the pipeline in a few minutes")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every number here")
+    parser.add_argument(
+        "--host-memory",
+        action="store_true",
+        help="only the 16-expert programs, with and without runtime/host.py's malloc settings, alternating",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="--host-memory: alternations (default: 2)")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -894,7 +979,12 @@ def main() -> None:
         value = getattr(args, name)
         if value is not None and value < (1 if name == "steps" else 0):
             parser.error(f"--{name} is too small")
-    main_parent(args)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if args.host_memory:
+        main_host_memory(args)
+    else:
+        main_parent(args)
 
 
 if __name__ == "__main__":
