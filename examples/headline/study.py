@@ -7,7 +7,7 @@ the dense FFN), MoE top-2 (twice the expert FLOPs), and Table 1's capacity-facto
 reports eval quality at fixed steps and the step-basis speedup: dense's steps divided by the first
 step (interpolated between evals) at which a sparse model reaches dense's final eval loss.
 
-    python examples/headline/study.py                       # the default study (~30 min on 2 CPU cores)
+    python examples/headline/study.py                       # the default study (~25 min on 2 CPU cores)
     python examples/headline/study.py --seeds 0 1 2         # more seeds: trains only what is missing
     python examples/headline/study.py --steps 2000          # longer: every run resumes from its checkpoint
     python examples/headline/study.py --only dense switch-8 # a subset
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("runs/headline"), help="study directory (default: runs/headline)"
     )
-    parser.add_argument("--steps", type=int, default=500, help="training steps per run (default: 500)")
+    parser.add_argument("--steps", type=int, default=400, help="training steps per run (default: 400)")
     parser.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: steps / 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per variant and seed (default: 0)")
     parser.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS], help="run these variants only")
