@@ -590,33 +590,25 @@ def main_parent(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def host_costs(run: Any) -> dict[str, float]:
-    """Run `run()` (which returns its step count) and return this process's kernel CPU time and
-    minor page faults per step over it (getrusage: every thread of the process)."""
+def time_steps(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float], dict[str, float]]:
+    """median_time of `steps` steps after `warmup` ones, and this process's kernel CPU time and minor
+    page faults per timed step (getrusage: every thread; the warm-up steps are left out, as they
+    also fault in memory that stays: optimizer state, XLA's buffers)."""
     import resource
 
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    steps = run()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "sys_s_per_step": (after.ru_stime - before.ru_stime) / steps,
-        "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
-    }
-
-
-def time_steps(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float], dict[str, float]]:
-    """median_time of `steps` steps after `warmup` ones, and host_costs over the timed steps only
-    (the first steps also fault in memory that stays: optimizer state, XLA's buffers)."""
     for _ in range(warmup):
         run_once()
-    timed: dict[str, Any] = {}
-
-    def run() -> int:
-        timed["median"], timed["times"] = median_time(run_once, steps, 0)
-        return steps
-
-    costs = host_costs(run)
-    return timed["median"], timed["times"], costs
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    median, times = median_time(run_once, steps, 0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (
+        median,
+        times,
+        {
+            "sys_s_per_step": (after.ru_stime - before.ru_stime) / steps,
+            "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+        },
+    )
 
 
 def median_time(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float]]:
