@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -154,7 +154,6 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[s
 
     The parameters are init_params(seed)'s, or with `init_from` a weights file's."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     from .optim import optimizer, schedule
@@ -199,14 +198,9 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[s
         (total, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {**metrics, "loss": total, "grad_norm": optax.global_norm(grads)}
-        # Per parameter, how many gradient elements are NaN or Inf (a global norm could overflow
-        # to Inf on large finite gradients, and would not say where); the host reads `finite`
-        # alone unless it is false.
-        non_finite = {name: jnp.sum(~jnp.isfinite(g)) for name, g in grads.items()}
-        finite = jnp.isfinite(total) & (sum(non_finite.values()) == 0)
-        health = {"finite": finite, "loss": total, "gradient_non_finite": non_finite}
-        return params, opt_state, metrics, health
+        grad_norm = optax.global_norm(grads)
+        metrics = {**metrics, "loss": total, "grad_norm": grad_norm}
+        return params, opt_state, metrics, health(total, grad_norm, grads)
 
     def eval_step(params: Any, batch: dict[str, Any], rng: Any) -> Any:
         total, metrics = model.loss_fn(params, batch, rng, train=False, experts=experts)
@@ -229,6 +223,30 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[s
         "learning_rate": learning_rate,
         "batch_sharding": batch_shardings,
     }
+
+
+def health(loss: Any, grad_norm: Any, grads: Mapping[str, Any]) -> dict[str, Any]:
+    """A train step's NaN/Inf check: `finite`, the loss, and per parameter how many gradient
+    elements are NaN or Inf. The host reads `finite` alone unless it is false.
+
+    The counts are taken only when the loss or the global gradient norm is not finite, as the
+    PyTorch program does: XLA:CPU runs an integer count over every gradient element as a slow
+    reduce-window, a cost that grows with the expert weights, while the norm is computed anyway.
+    A norm that overflows to Inf on large but finite gradients counts no bad element and leaves
+    `finite` true: no value is NaN or Inf.
+    """
+    import jax.numpy as jnp
+    from jax import lax
+
+    def count() -> dict[str, Any]:
+        return {name: jnp.sum(~jnp.isfinite(g), dtype=jnp.int32) for name, g in grads.items()}
+
+    def none() -> dict[str, Any]:
+        return {name: jnp.zeros((), jnp.int32) for name in grads}
+
+    non_finite = lax.cond(jnp.isfinite(loss) & jnp.isfinite(grad_norm), none, count)
+    finite = jnp.isfinite(loss) & (sum(non_finite.values()) == 0)
+    return {"finite": finite, "loss": loss, "gradient_non_finite": non_finite}
 
 
 def _global_batch(data: Any, step: int, batch_size: int, shardings: dict[str, Any]) -> dict[str, Any]:

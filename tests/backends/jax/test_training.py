@@ -183,3 +183,34 @@ def test_help_lists_the_training_flags(straight: Path) -> None:
     for flag in ("--eval-every", "--eval-batches", "--checkpoint-every", "--keep", "--resume", "--hardware"):
         assert flag in result.stdout
     assert os.path.exists(straight / "runtime" / "metrics.py")
+
+
+@pytest.mark.parametrize(
+    ("loss", "grads", "finite", "named"),
+    [
+        (1.0, {"a": [1.0, 2.0], "b": [3.0]}, True, {}),
+        (1.0, {"a": [1.0, float("nan")], "b": [float("inf"), float("-inf")]}, False, {"a": 1, "b": 2}),
+        (float("nan"), {"a": [1.0, 2.0], "b": [3.0]}, False, {}),
+        (1.0, {"a": [3e38, 3e38], "b": [0.0]}, True, {}),  # finite, but the global norm overflows to Inf
+    ],
+    ids=["healthy", "nan-gradient-finite-loss", "nan-loss", "norm-overflows"],
+)
+def test_step_health_names_each_gradient_with_nan_or_inf(
+    loss: float, grads: dict[str, list[float]], finite: bool, named: dict[str, int]
+) -> None:
+    """The train step's check, jitted as in the step: `finite`, and per parameter how many of its
+    gradient elements are NaN or Inf (counted only when the loss or the global norm says so)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from switchc.backends.common import metrics
+    from switchc.backends.jax.runtime.loop import health
+
+    arrays = {name: jnp.asarray(values, jnp.float32) for name, values in grads.items()}
+    out = jax.jit(lambda total, g: health(total, optax.global_norm(g), g))(jnp.float32(loss), arrays)
+    assert bool(out["finite"]) is finite
+    counts = {name: int(count) for name, count in out["gradient_non_finite"].items()}
+    assert {name: count for name, count in counts.items() if count} == named
+    if not finite and named:
+        with pytest.raises(metrics.NonFiniteError, match=r"^step 7: the gradient of a \(and of 1 more parameters\)"):
+            metrics.check_finite(7, out["loss"], out["gradient_non_finite"])
