@@ -3,6 +3,7 @@
     .venv/bin/pip install -c ci/constraints.txt torch==2.13.0 transformers   # for this benchmark only
     .venv/bin/python benchmarks/bench_step.py --json bench_step.json          # full run (11 min on 2 cores)
     .venv/bin/python benchmarks/bench_step.py --quick                         # smoke test of the pipeline (2-3 min)
+    .venv/bin/python benchmarks/bench_step.py --rounds 2 --json bench.json    # every case twice, in alternating order, steps pooled
     .venv/bin/python benchmarks/bench_step.py --host-memory                   # runtime/host.py on and off (5 min)
 
 One run measures, on this CPU (its speed drifts 15% or more between runs, so only ratios within
@@ -214,6 +215,23 @@ def timing_tasks(cases: dict[str, dict[str, Any]], shape: Shape, steps: int, war
             tasks.append(("hf", {**hf, "variant": HF_NO_DROP, "expert_capacity": shape.inputs_length}))
             tasks.append(("hf", {**hf, "variant": HF_RETAIN, "retain_from": str(case["torch_program"])}))
     return tasks
+
+
+def pool(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's measurements from every round as one: the median of all timed steps; kernel time
+    and page faults averaged; the rest (loss, routing, setup) from the last round that ran. A round
+    that failed is left out; the case fails only if every round did."""
+    ran = [result for result in measured if not result.get("failed")]
+    if not ran:
+        return measured[-1]
+    if len(measured) == 1:
+        return ran[0]
+    times = [time for result in ran for time in result["times_s"]]
+    pooled = {**ran[-1], "times_s": times, "step_s": statistics.median(times)}
+    pooled["round_step_s"] = [result["step_s"] if not result.get("failed") else None for result in measured]
+    for key in ("sys_s_per_step", "page_faults_per_step"):
+        pooled[key] = statistics.fmean(result[key] for result in ran)
+    return pooled
 
 
 def make_row(kind: str, config: dict[str, Any], result: dict[str, Any], case: dict[str, Any], shape: Shape) -> dict:
@@ -451,6 +469,28 @@ def print_targets(
     return results
 
 
+def round_ratios(
+    jax_rows: dict[int | None, dict], torch_rows: dict[int | None, dict], reference: dict[str, Any] | None
+) -> list[str]:
+    """The targets' ratios within each round (the pooled ones above are what the targets read)."""
+    pairs = [("JAX 16 / 1 expert step", jax_rows[REFERENCE_EXPERTS], jax_rows[1], False)]
+    if reference is not None:
+        pairs += [
+            ("JAX tokens/s vs HF-16", jax_rows[REFERENCE_EXPERTS], reference, True),
+            ("PyTorch tokens/s vs HF-16", torch_rows[REFERENCE_EXPERTS], reference, True),
+        ]
+    lines = ["the same ratios within each round (pooled above):"]
+    for name, top, bottom, inverse in pairs:
+        if top.get("failed") or bottom.get("failed"):
+            continue
+        ratios = [
+            (b / t if inverse else t / b) if t and b else None
+            for t, b in zip(top["round_step_s"], bottom["round_step_s"], strict=True)
+        ]
+        lines.append(f"  {name}: " + ", ".join("failed" if r is None else f"{r:.2f}" for r in ratios))
+    return lines
+
+
 def like_for_like(
     jax_rows: dict[int | None, dict], torch_rows: dict[int | None, dict], hf_variants: dict[str, dict]
 ) -> list[str]:
@@ -496,11 +536,13 @@ def main_parent(args: argparse.Namespace) -> None:
     shape = QUICK if args.quick else FULL
     steps = args.steps if args.steps is not None else (2 if args.quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    rounds = args.rounds if args.rounds is not None else 1
     # --quick checks the pipeline only: XLA skips its backend optimizations to compile faster.
     xla_flags = "--xla_backend_optimization_level=0" if args.quick else ""
     load_before, started = os.getloadavg(), time.perf_counter()
     mode = f" --quick (small sizes, XLA_FLAGS={xla_flags}: the timings mean nothing)" if args.quick else ""
-    print(f"bench_step{mode}: {steps} timed steps after {warmup} warm-up steps per case")
+    rounds_note = f", in each of {rounds} rounds (pooled: the median of every round's steps)" if rounds > 1 else ""
+    print(f"bench_step{mode}: {steps} timed steps after {warmup} warm-up steps per case{rounds_note}")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     print(f"source: {source_state()}")
@@ -514,7 +556,18 @@ def main_parent(args: argparse.Namespace) -> None:
         print_semantics(cases, shape)
         print("timing, one case at a time, each in its own process (compile, warm up, timed steps):", flush=True)
         tasks = timing_tasks(cases, shape, steps, warmup)
-        results = [run_worker(kind, config, xla_flags if kind == "jax" else "") for kind, config in tasks]
+        by_round = []
+        for number in range(rounds):
+            # Every other round runs the cases in reverse, so a steady drift of the machine's speed
+            # slows each case about equally once the rounds are pooled.
+            sequence = list(range(len(tasks)))[:: -1 if number % 2 else 1]
+            if rounds > 1:
+                print(f" round {number + 1} of {rounds}", flush=True)
+            done = {
+                i: run_worker(tasks[i][0], tasks[i][1], xla_flags if tasks[i][0] == "jax" else "") for i in sequence
+            }
+            by_round.append([done[i] for i in range(len(tasks))])
+        results = [pool([measured[i] for measured in by_round]) for i in range(len(tasks))]
     print("measuring matmul peak and copy bandwidth (end)", flush=True)
     peak_end = run_worker("peak", {"quick": args.quick, "label": "end"})
     load_after, elapsed = os.getloadavg(), time.perf_counter() - started
@@ -551,6 +604,8 @@ def main_parent(args: argparse.Namespace) -> None:
         print(f"HF expert weights with a gradient in the last step (torch's Adam skips the others): {shares}")
     print()
     targets = print_targets(jax_rows, torch_rows, reference, peak)
+    if rounds > 1:
+        print("\n".join(round_ratios(jax_rows, torch_rows, reference)))
     print("\n".join(like_for_like(jax_rows, torch_rows, hf_variants)))
     if not jax_rows[64].get("failed"):
         print()
@@ -566,6 +621,7 @@ def main_parent(args: argparse.Namespace) -> None:
             "quick": args.quick,
             "steps": steps,
             "warmup": warmup,
+            "rounds": rounds,
             "shape": asdict(shape),
             "versions": versions(),
             "cpu": cpu_name(),
@@ -959,7 +1015,12 @@ def main() -> None:
         action="store_true",
         help="only the 16-expert programs, with and without runtime/host.py's malloc settings, alternating",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="--host-memory: alternations (default: 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="run every case this many times, alternating its order, and pool the steps (default: 1; --host-memory: 2)",
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -971,9 +1032,10 @@ def main() -> None:
         value = getattr(args, name)
         if value is not None and value < (1 if name == "steps" else 0):
             parser.error(f"--{name} is too small")
-    if args.rounds < 1:
+    if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be >= 1")
     if args.host_memory:
+        args.rounds = 2 if args.rounds is None else args.rounds
         main_host_memory(args)
     else:
         main_parent(args)
