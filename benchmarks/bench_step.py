@@ -3,7 +3,7 @@
     .venv/bin/pip install -c ci/constraints.txt torch==2.13.0 transformers   # for this benchmark only
     .venv/bin/python benchmarks/bench_step.py --json bench_step.json          # full run (11 min on 2 cores)
     .venv/bin/python benchmarks/bench_step.py --quick                         # smoke test of the pipeline (2-3 min)
-    .venv/bin/python benchmarks/bench_step.py --rounds 2 --json bench.json    # every case twice, steps pooled (22 min)
+    .venv/bin/python benchmarks/bench_step.py --rounds 2 --json bench.json    # every case twice, steps pooled (27 min)
     .venv/bin/python benchmarks/bench_step.py --host-memory                   # runtime/host.py on and off (5 min)
 
 One run measures, on this CPU (its speed drifts 15% or more between runs, so only ratios within
