@@ -181,6 +181,68 @@ def summarize(runs: dict[Variant, list[Run]], steps: int) -> str:
     return note + "\n\n" + "\n".join(lines)
 
 
+def _late_mean(run: Run, key: str, steps: int) -> float | None:
+    """Mean of a train metric over the last tenth of the steps (None where the run has none)."""
+    found = curve(run, "train", key)
+    late = [v for s, v in zip(found.steps, found.values, strict=True) if 0.9 * steps < s <= steps] if found else []
+    return statistics.mean(late) if late else None
+
+
+def _experts(variant: Variant) -> int | None:
+    settings = dict(override.split("=", 1) for override in variant.overrides)
+    return int(settings["moe.num_experts"]) if "moe.num_experts" in settings else None
+
+
+def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
+    """Each sparse model against dense of its seed through the second half of training.
+
+    Per seed (in seed order): the eval gap at half, three quarters and all of the steps; how many
+    evals from half-way on are below dense's; the training cross-entropy gap and the mean top-1
+    router gate over the last tenth of the steps (against uniform routing's 1 / experts).
+    """
+    dense = {seed_of(run): run for run in runs.get(VARIANTS[0], [])}
+    goals = (steps // 2, 3 * steps // 4, steps)
+    lines = [
+        "| model | seeds | "
+        + " | ".join(f"gap @ {goal}" for goal in goals)
+        + f" | evals ahead, steps {goals[0]}-{steps} "
+        "| train CE gap, last 10% | top-1 gate, last 10% (uniform) |",
+        "|---|---|" + "---|" * len(goals) + "---|---|---|",
+    ]
+    for variant, group in runs.items():
+        pairs = [(run, dense[seed_of(run)]) for run in group if seed_of(run) in dense]
+        if variant is VARIANTS[0] or not pairs:
+            continue
+        gaps, ahead, total, train_gaps, gates = [[] for _ in goals], 0, 0, [], []
+        for run, base in pairs:
+            mine, theirs = dict(eval_curve(run)), dict(eval_curve(base))
+            for column, goal in zip(gaps, goals, strict=True):
+                column.append(f"{mine[goal] - theirs[goal]:+.3f}" if goal in mine and goal in theirs else "-")
+            late = [step for step in mine if goals[0] <= step <= steps and step in theirs]
+            ahead += sum(mine[step] < theirs[step] for step in late)
+            total += len(late)
+            ce, base_ce = _late_mean(run, "cross_entropy", steps), _late_mean(base, "cross_entropy", steps)
+            if ce is not None and base_ce is not None:
+                train_gaps.append(f"{ce - base_ce:+.3f}")
+            gate = _late_mean(run, "top1_gate", steps)
+            if gate is not None:
+                gates.append(f"{gate:.3f}")
+        experts = _experts(variant)
+        uniform = f" ({1 / experts:.3f})" if experts else ""
+        lines.append(
+            f"| {variant.label} | {', '.join(str(seed_of(run)) for run, _ in pairs)} | "
+            + " | ".join(", ".join(column) for column in gaps)
+            + f" | {ahead} of {total} | {', '.join(train_gaps) or '-'} | {', '.join(gates) or '-'}{uniform} |"
+        )
+    note = (
+        "Each sparse model against dense of the same seed, one value per seed: the eval cross-entropy gap "
+        "(negative: better than dense) at three steps, the evals from half-way on at which it is below dense, "
+        "and over the last 10% of the steps the gap in train cross-entropy and the mean top-1 router gate "
+        "(uniform routing in brackets)."
+    )
+    return note + "\n\n" + "\n".join(lines)
+
+
 def plot(runs: dict[Variant, list[Run]], path: Path) -> None:
     import matplotlib
 
@@ -261,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     chosen = [v for v in VARIANTS if args.only is None or v.name in args.only]
     began = time.perf_counter()
     runs = finished(args.out, chosen, args.steps) if args.report else trained(args, chosen, eval_every)
-    text = summarize(runs, args.steps)
+    text = summarize(runs, args.steps) + "\n\n" + paired(runs, args.steps)
     print(text)
     (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
     plot(runs, args.out / "headline.png")
