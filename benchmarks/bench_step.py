@@ -723,50 +723,63 @@ def worker_peak(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class JaxProgramStep:
+    """A generated JAX program's jitted train step (runtime/loop.py build()) on one CPU device,
+    compiled ahead of time for a random batch; each call runs one step and blocks until it is done.
+
+    runtime/host.py is applied first, as the program's parse_args does (unless `system_malloc`,
+    the program's --system-malloc), before XLA starts its threads.
+    """
+
+    def __init__(self, program: str, system_malloc: bool = False) -> None:
+        sys.path.insert(0, program)
+        from runtime import host  # type: ignore[import-not-found]  # the generated program's runtime package
+
+        self.retained = not system_malloc and host.retain_freed_memory()
+        import jax
+        import model  # type: ignore[import-not-found]  # the generated program's model.py
+        from runtime import loop  # type: ignore[import-not-found]
+
+        setup_start = time.perf_counter()
+        state = loop.build(model, seed=0)
+        self.params, self.opt_state = state["params"], state["opt_state"]
+        cfg = model.CONFIG
+        shape = {name: getattr(cfg, name) for name in ("vocab_size", "batch_size", "inputs_length", "targets_length")}
+        self.batch = {k: jax.device_put(v, state["batch_sharding"][k]) for k, v in random_batch(shape).items()}
+        self.rng = jax.random.key(1)
+        self.compiled = state["step"].lower(self.params, self.opt_state, self.batch, self.rng).compile()
+        self.setup_s = time.perf_counter() - setup_start
+        self.metrics: dict[str, Any] = {}
+        self.steps_run = 0
+
+    def __call__(self) -> None:
+        import jax
+
+        rng = jax.random.fold_in(self.rng, self.steps_run)
+        self.params, self.opt_state, self.metrics, _ = self.compiled(self.params, self.opt_state, self.batch, rng)
+        jax.block_until_ready((self.params, self.opt_state, self.metrics))
+        self.steps_run += 1
+
+
 def worker_jax(config: dict[str, Any]) -> dict[str, Any]:
     """The generated program's jitted train step (runtime/loop.py build()) on one CPU device."""
-    sys.path.insert(0, config["program"])
-    from runtime import host  # type: ignore[import-not-found]  # the generated program's runtime package
-
-    # as the program's parse_args does (unless --system-malloc), before XLA starts its threads
-    retained = not config.get("system_malloc") and host.retain_freed_memory()
+    step = JaxProgramStep(config["program"], bool(config.get("system_malloc")))  # first: host.py before XLA
     import jax
-    import model  # type: ignore[import-not-found]  # the generated program's model.py
-    from runtime import loop  # type: ignore[import-not-found]
 
-    setup_start = time.perf_counter()
-    state = loop.build(model, seed=0)
-    params, opt_state = state["params"], state["opt_state"]
-    cfg = model.CONFIG
-    shape = {name: getattr(cfg, name) for name in ("vocab_size", "batch_size", "inputs_length", "targets_length")}
-    batch = {name: jax.device_put(value, state["batch_sharding"][name]) for name, value in random_batch(shape).items()}
-    rng = jax.random.key(1)
-    compiled = state["step"].lower(params, opt_state, batch, rng).compile()
-    setup_s = time.perf_counter() - setup_start
-    cost = compiled.cost_analysis()
+    cost = step.compiled.cost_analysis()
     if isinstance(cost, list):  # older jax: one dict per program
         cost = cost[0]
-
-    step_index = 0
-    metrics: dict[str, Any] = {}
-
-    def step() -> None:
-        nonlocal params, opt_state, metrics, step_index
-        params, opt_state, metrics, _ = compiled(params, opt_state, batch, jax.random.fold_in(rng, step_index))
-        jax.block_until_ready((params, opt_state, metrics))
-        step_index += 1
-
     step_s, times, costs = time_steps(step, config["steps"], config["warmup"])
     return {
         "step_s": step_s,
         **costs,
         "times_s": times,
-        "setup_s": setup_s,
+        "setup_s": step.setup_s,
         "xla_flops": float(cost.get("flops", 0.0)),
-        "retain_freed_memory": retained,
-        "loss": float(metrics["loss"]),
+        "retain_freed_memory": step.retained,
+        "loss": float(step.metrics["loss"]),
         "devices": len(jax.devices()),
-        **program_routing(metrics),
+        **program_routing(step.metrics),
     }
 
 

@@ -5,9 +5,10 @@
 
 For each expert count it writes bench_step.py's spec (d_model 512, 4 + 4 blocks, a Switch layer in
 every 2nd block, batch 8 x (256 + 64), Adam), runs `switchc compile`, and then, in a fresh
-process, builds the program's train step as its loop does (runtime/loop.py build(), one CPU
-device, runtime/host.py applied), compiles it ahead of time, warms it up and traces --steps steps
-with jax.profiler. It prints, per step and side by side for the expert counts:
+process, builds the program's train step as bench_step.py does (bench_step.JaxProgramStep:
+runtime/loop.py build(), one CPU device, runtime/host.py applied), compiles it ahead of time,
+warms it up and traces --steps steps with jax.profiler. It prints, per step and side by side for
+the expert counts:
 
 - the time of each kind of XLA op: the op's HLO name without its `.N` suffix (`ynn_fusion`: a
   matmul handed to YNNPACK; `dot`: one left to XLA's own emitter; `multiply_add_fusion`: mostly
@@ -71,41 +72,27 @@ def op_times(trace: Path, steps: int) -> Counter[str]:
 
 def worker(program: Path, steps: int, warmup: int, out: Path) -> dict[str, Any]:
     """Trace `steps` train steps of the program; its ops' times and the steps' wall times."""
-    sys.path.insert(0, str(program))
-    from runtime import host  # type: ignore[import-not-found]  # the generated program's runtime package
-
-    host.retain_freed_memory()  # as the program's parse_args does, before XLA starts its threads
+    step = bench_step.JaxProgramStep(str(program))  # first: it applies runtime/host.py before XLA starts
     import jax
-    import model  # type: ignore[import-not-found]
-    from runtime import loop  # type: ignore[import-not-found]
 
-    state = loop.build(model, seed=0)
-    params, opt_state = state["params"], state["opt_state"]
-    cfg = model.CONFIG
-    shape = {name: getattr(cfg, name) for name in ("vocab_size", "batch_size", "inputs_length", "targets_length")}
-    batch = {k: jax.device_put(v, state["batch_sharding"][k]) for k, v in bench_step.random_batch(shape).items()}
-    rng = jax.random.key(1)
-    compiled = state["step"].lower(params, opt_state, batch, rng).compile()
     walls = []
 
-    def step(index: int) -> None:
-        nonlocal params, opt_state
+    def timed() -> None:
         start = time.perf_counter()
-        params, opt_state, metrics, _ = compiled(params, opt_state, batch, jax.random.fold_in(rng, index))
-        jax.block_until_ready((params, opt_state, metrics))
+        step()
         walls.append(time.perf_counter() - start)
 
-    for index in range(warmup):
-        step(index)
+    for _ in range(warmup):
+        timed()
     walls.clear()
     with jax.profiler.trace(str(out), create_perfetto_trace=True):
-        for index in range(warmup, warmup + steps):
-            step(index)
+        for _ in range(steps):
+            timed()
     (trace,) = out.glob("plugins/profile/*/perfetto_trace.json.gz")
     return {
         "wall_ms": [wall * 1e3 for wall in walls],
         "ops": op_times(trace, steps),
-        "hlo": hlo_ops(compiled.as_text()),
+        "hlo": hlo_ops(step.compiled.as_text()),
     }
 
 

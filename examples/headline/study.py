@@ -44,13 +44,18 @@ class Variant:
     label: str
     overrides: tuple[str, ...] = ()  # on top of dense.yaml; none = the dense baseline
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """The overrides as key -> value."""
+        return dict(override.split("=", 1) for override in self.overrides)
+
     def sets(self, extra: Sequence[str] = ()) -> list[str]:
         """`--set` arguments: the variant's overrides, then the study's, a later value of a key winning.
 
         The study's `moe.*` and `layout.*` overrides skip the dense baseline (they would give it
         Switch layers).
         """
-        merged = dict(override.split("=", 1) for override in self.overrides)
+        merged = self.settings
         for override in extra:
             if self.overrides or not override.startswith(("moe.", "layout.")):
                 key, _, value = override.partition("=")
@@ -188,11 +193,6 @@ def _late_mean(run: Run, key: str, steps: int) -> float | None:
     return statistics.mean(late) if late else None
 
 
-def _experts(variant: Variant) -> int | None:
-    settings = dict(override.split("=", 1) for override in variant.overrides)
-    return int(settings["moe.num_experts"]) if "moe.num_experts" in settings else None
-
-
 def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
     """Each sparse model against dense of its seed through the second half of training.
 
@@ -227,8 +227,8 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
             gate = _late_mean(run, "top1_gate", steps)
             if gate is not None:
                 gates.append(f"{gate:.3f}")
-        experts = _experts(variant)
-        uniform = f" ({1 / experts:.3f})" if experts else ""
+        experts = variant.settings.get("moe.num_experts")
+        uniform = f" ({1 / int(experts):.3f})" if experts else ""
         lines.append(
             f"| {variant.label} | {', '.join(str(seed_of(run)) for run, _ in pairs)} | "
             + " | ".join(", ".join(column) for column in gaps)
