@@ -66,6 +66,9 @@ TORCH_MFU_TARGET = 0.65  # ... at >= 65% of the matmul peak measured in the same
 HF_NO_DROP = "no-drop"  # HF at 16 experts with expert_capacity = the input length: no token dropped
 HF_RETAIN = "retain"  # HF at 16 experts with the generated programs' malloc settings (runtime/host.py)
 HF_LABELS = {HF_NO_DROP: "HF Switch, no drops", HF_RETAIN: "HF Switch, host.py"}
+# Untimed steps per case: glibc's heap (runtime/host.py keeps one arena, never trimmed) still grows, and
+# page-faults in fresh memory, through the 3rd-4th step of the PyTorch program at 1 expert.
+DEFAULT_WARMUP = 4
 BYTES_PER_PARAM_STEP = 40  # float32: forward reads W, backward reads W and writes dW, Adam reads p g m v, writes p m v
 
 
@@ -179,7 +182,17 @@ def run_worker(kind: str, config: dict[str, Any], xla_flags: str = "") -> dict[s
         tail = (result.stdout + result.stderr)[-2000:]
         print(f"  {name}: FAILED (exit {result.returncode})\n{tail}", flush=True)
         return {"failed": True, "exit": result.returncode, "error_tail": tail, "wall_s": wall}
-    return {**json.loads(lines[-1][len("RESULT ") :]), "wall_s": wall}
+    measured = {**json.loads(lines[-1][len("RESULT ") :]), "wall_s": wall}
+    if "step_s" in measured:
+        faults = measured.get("page_faults_by_step", [])
+        warm, timed = faults[: config["warmup"]], faults[config["warmup"] :]
+        print(
+            f"  {name}: median step {measured['step_s'] * 1e3:,.0f} ms; page faults by warm-up step "
+            f"{' '.join(f'{n:,}' for n in warm) or '-'}, per timed step {min(timed, default=0):,}-"
+            f"{max(timed, default=0):,}",
+            flush=True,
+        )
+    return measured
 
 
 def resolved_moe(program: Path) -> dict[str, Any]:
@@ -299,6 +312,65 @@ def fmt_rate(value: float) -> str:
 
 def fmt_load(load: tuple[float, float, float]) -> str:
     return f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)"
+
+
+@dataclass(frozen=True)
+class CpuClock:
+    """The whole machine's CPU time and this benchmark's own (its process and every finished
+    worker), so that what other processes took in between can be told apart from ours."""
+
+    wall_s: float
+    busy_s: float | None  # every core's non-idle time since boot (/proc/stat; None where there is none)
+    steal_s: float | None  # time the hypervisor gave this VM's cores to someone else
+    own_s: float
+
+    @classmethod
+    def now(cls) -> CpuClock:
+        own = os.times()
+        busy = steal = None
+        try:
+            fields = Path("/proc/stat").read_text(encoding="utf-8").split("\n", 1)[0].split()
+            user, nice, system, _idle, _iowait, irq, softirq, stolen = (int(v) for v in fields[1:9])
+            hertz = os.sysconf("SC_CLK_TCK")
+            busy, steal = (user + nice + system + irq + softirq) / hertz, stolen / hertz
+        except (OSError, ValueError):
+            pass
+        return cls(time.perf_counter(), busy, steal, own.user + own.system + own.children_user + own.children_system)
+
+    def others_since(self, start: CpuClock) -> dict[str, float] | None:
+        """Shares of all cores' time from `start` to here: what other processes used, and steal."""
+        if self.busy_s is None or start.busy_s is None or self.steal_s is None or start.steal_s is None:
+            return None
+        capacity = (self.wall_s - start.wall_s) * (os.cpu_count() or 1)
+        others = (self.busy_s - start.busy_s) - (self.own_s - start.own_s)
+        return {"others": max(others, 0.0) / capacity, "steal": (self.steal_s - start.steal_s) / capacity}
+
+
+BUSY_WARNING = 0.10  # other processes' share of the cores above which the timings are not worth much
+
+
+def other_work_before(seconds: float = 3.0) -> dict[str, float] | None:
+    """What other processes use of the cores now, sampled over `seconds`; prints a warning when the
+    machine is busy (the same step measured here ran 4x slower under load)."""
+    start = CpuClock.now()
+    time.sleep(seconds)
+    shares = CpuClock.now().others_since(start)
+    if shares is None:
+        print("other work before: unknown (no /proc/stat)")
+        return None
+    print(f"other work before: {fmt_shares(shares)}")
+    if shares["others"] > BUSY_WARNING:
+        print(
+            f"WARNING: other processes are using {shares['others']:.0%} of the cores: the timings will be slow and "
+            "noisy. Stop them and run again; the run goes on."
+        )
+    return shares
+
+
+def fmt_shares(shares: dict[str, float] | None) -> str:
+    if shares is None:
+        return "unknown (no /proc/stat)"
+    return f"other processes {shares['others']:.1%} of the cores' time, hypervisor steal {shares['steal']:.1%}"
 
 
 def print_table(rows: list[dict[str, Any]], reference: dict[str, Any] | None, peak: float) -> None:
@@ -535,11 +607,11 @@ def print_peaks(peak_start: dict[str, Any], peak_end: dict[str, Any]) -> tuple[f
 def main_parent(args: argparse.Namespace) -> None:
     shape = QUICK if args.quick else FULL
     steps = args.steps if args.steps is not None else (2 if args.quick else 10)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else DEFAULT_WARMUP)
     rounds = args.rounds if args.rounds is not None else 1
     # --quick checks the pipeline only: XLA skips its backend optimizations to compile faster.
     xla_flags = "--xla_backend_optimization_level=0" if args.quick else ""
-    load_before, started = os.getloadavg(), time.perf_counter()
+    load_before = os.getloadavg()
     mode = f" --quick (small sizes, XLA_FLAGS={xla_flags}: the timings mean nothing)" if args.quick else ""
     rounds_note = f", in each of {rounds} rounds (pooled: the median of every round's steps)" if rounds > 1 else ""
     print(f"bench_step{mode}: {steps} timed steps after {warmup} warm-up steps per case{rounds_note}")
@@ -547,6 +619,8 @@ def main_parent(args: argparse.Namespace) -> None:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     print(f"source: {source_state()}")
     print(f"load average before: {fmt_load(load_before)}")
+    busy_before = other_work_before()
+    clock_start = CpuClock.now()
     print(f"config: {asdict(shape)}; {shape.tokens_per_step} tokens/step")
 
     print("measuring matmul peak and copy bandwidth (start)", flush=True)
@@ -570,7 +644,8 @@ def main_parent(args: argparse.Namespace) -> None:
         results = [pool([measured[i] for measured in by_round]) for i in range(len(tasks))]
     print("measuring matmul peak and copy bandwidth (end)", flush=True)
     peak_end = run_worker("peak", {"quick": args.quick, "label": "end"})
-    load_after, elapsed = os.getloadavg(), time.perf_counter() - started
+    load_after, clock_end = os.getloadavg(), CpuClock.now()
+    busy_during, elapsed = clock_end.others_since(clock_start), clock_end.wall_s - clock_start.wall_s
 
     rows = []
     for (kind, config), result in zip(tasks, results, strict=True):
@@ -612,6 +687,9 @@ def main_parent(args: argparse.Namespace) -> None:
         print("\n".join(explain_many_experts(cases, jax_rows, shape, peak, bandwidth)))
     print()
     print(f"load average after: {fmt_load(load_after)}")
+    print(f"other work during the run: {fmt_shares(busy_during)}")
+    if busy_during is not None and busy_during["others"] > BUSY_WARNING:
+        print("WARNING: other processes ran beside this benchmark: its timings are not comparable with a quiet run's")
     print(f"total wall time {elapsed:.0f} s")
 
     if args.json is not None:
@@ -628,6 +706,8 @@ def main_parent(args: argparse.Namespace) -> None:
             "cpu_count": os.cpu_count(),
             "load_average_before": load_before,
             "load_average_after": load_after,
+            "other_work_before": busy_before,
+            "other_work_during": busy_during,
             "peak_start": peak_start,
             "peak_end": peak_end,
             "peak_flops_used": peak,
@@ -646,16 +726,27 @@ def main_parent(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def time_steps(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float], dict[str, float]]:
+def time_steps(run_once: Any, steps: int, warmup: int) -> tuple[float, list[float], dict[str, Any]]:
     """median_time of `steps` steps after `warmup` ones, and this process's kernel CPU time and minor
     page faults per timed step (getrusage: every thread; the warm-up steps are left out, as they
-    also fault in memory that stays: optimizer state, XLA's buffers)."""
+    also fault in memory that stays: optimizer state, XLA's buffers), and the faults of every
+    step, warm-up ones first, which show whether the warm-up was long enough."""
     import resource
 
-    for _ in range(warmup):
+    def faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    by_step = []
+
+    def counted() -> None:
+        before = faults()
         run_once()
+        by_step.append(faults() - before)
+
+    for _ in range(warmup):
+        counted()
     before = resource.getrusage(resource.RUSAGE_SELF)
-    median, times = median_time(run_once, steps, 0)
+    median, times = median_time(counted, steps, 0)
     after = resource.getrusage(resource.RUSAGE_SELF)
     return (
         median,
@@ -663,6 +754,7 @@ def time_steps(run_once: Any, steps: int, warmup: int) -> tuple[float, list[floa
         {
             "sys_s_per_step": (after.ru_stime - before.ru_stime) / steps,
             "page_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+            "page_faults_by_step": by_step,
         },
     )
 
@@ -978,7 +1070,7 @@ def main_host_memory(args: argparse.Namespace) -> None:
     (as with --system-malloc), alternating, so each pair sees one machine speed."""
     shape = QUICK if args.quick else FULL
     steps = args.steps if args.steps is not None else (2 if args.quick else 6)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else DEFAULT_WARMUP)
     print(f"bench_step --host-memory: {steps} timed steps after {warmup} warm-up steps, {args.rounds} round(s)")
     print(f"source: {source_state()}; load average before: {fmt_load(os.getloadavg())}")
     rows = []
@@ -1020,7 +1112,9 @@ def main_host_memory(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default 10; --quick 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps after compiling (default 2; --quick 1)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help=f"untimed steps after compiling (default {DEFAULT_WARMUP}; --quick 1)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: smoke-test the pipeline in a few minutes")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write every number here")
     parser.add_argument(
