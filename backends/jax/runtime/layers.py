@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from .moe import activate
 
@@ -147,9 +148,10 @@ def causal_mask(length: int) -> jax.Array:
 
 
 def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """[B, L] cross-entropy in nats of each target token, computed in float32."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    """[B, L] cross-entropy in nats of each target token, computed in float32: logsumexp minus the
+    target's logit (optax), which never materialises the [B, L, V] log-probabilities; XLA:CPU ran
+    log_softmax's backward through two full-vocabulary transposes (benchmarks/bench_loss_head.py)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
