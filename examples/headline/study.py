@@ -68,9 +68,10 @@ def switch(experts: int, *more: str) -> tuple[str, ...]:
     return (f"moe.num_experts={experts}", *SWITCH, *more)
 
 
+EXPERT_COUNTS = (2, 4, 8, 16)
 VARIANTS = (
     Variant("dense", "dense (T5)"),
-    *(Variant(f"switch-{n}", f"Switch, {n} experts", switch(n)) for n in (2, 4, 8, 16)),
+    *(Variant(f"switch-{n}", f"Switch, {n} experts", switch(n)) for n in EXPERT_COUNTS),
     Variant("moe-top2-8", "MoE top-2, 8 experts (2x expert FLOPs)", switch(8, "moe.top_k=2")),
     Variant("switch-8-cf1.0", "Switch, 8 experts, capacity 1.0", switch(8, "moe.capacity_factor.train=1.0")),
     Variant("switch-8-cf2.0", "Switch, 8 experts, capacity 2.0", switch(8, "moe.capacity_factor.train=2.0")),
@@ -202,6 +203,11 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
     """
     dense = {seed_of(run): run for run in runs.get(VARIANTS[0], [])}
     goals = (steps // 2, 3 * steps // 4, steps)
+    sweep = {f"switch-{n}" for n in EXPERT_COUNTS}
+    # the expert-count sweep's runs, pooled: gaps at the goals, evals ahead, train gaps
+    pooled_goals: list[list[float]] = [[] for _ in goals]
+    pooled_train: list[float] = []
+    pooled_ahead = pooled_total = 0
     lines = [
         "| model | seeds | "
         + " | ".join(f"gap @ {goal}" for goal in goals)
@@ -214,16 +220,25 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
         if variant is VARIANTS[0] or not pairs:
             continue
         gaps, ahead, total, train_gaps, gates = [[] for _ in goals], 0, 0, [], []
+        in_sweep = variant.name in sweep
         for run, base in pairs:
             mine, theirs = dict(eval_curve(run)), dict(eval_curve(base))
-            for column, goal in zip(gaps, goals, strict=True):
-                column.append(f"{mine[goal] - theirs[goal]:+.3f}" if goal in mine and goal in theirs else "-")
+            for column, pooled_column, goal in zip(gaps, pooled_goals, goals, strict=True):
+                both = goal in mine and goal in theirs
+                column.append(f"{mine[goal] - theirs[goal]:+.3f}" if both else "-")
+                if both and in_sweep:
+                    pooled_column.append(mine[goal] - theirs[goal])
             late = [step for step in mine if goals[0] <= step <= steps and step in theirs]
             ahead += sum(mine[step] < theirs[step] for step in late)
             total += len(late)
+            if in_sweep:
+                pooled_ahead += sum(mine[step] < theirs[step] for step in late)
+                pooled_total += len(late)
             ce, base_ce = _late_mean(run, "cross_entropy", steps), _late_mean(base, "cross_entropy", steps)
             if ce is not None and base_ce is not None:
                 train_gaps.append(f"{ce - base_ce:+.3f}")
+                if in_sweep:
+                    pooled_train.append(ce - base_ce)
             gate = _late_mean(run, "top1_gate", steps)
             if gate is not None:
                 gates.append(f"{gate:.3f}")
@@ -234,11 +249,21 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
             + " | ".join(", ".join(column) for column in gaps)
             + f" | {ahead} of {total} | {', '.join(train_gaps) or '-'} | {', '.join(gates) or '-'}{uniform} |"
         )
+    runs_pooled = len(pooled_goals[-1])
+    if runs_pooled > 1:
+        below = sum(gap < 0 for gap in pooled_goals[-1])
+        lines.append(
+            f"| Switch, {min(EXPERT_COUNTS)}-{max(EXPERT_COUNTS)} experts, every run pooled "
+            f"| {runs_pooled} runs, {below} below dense at {steps} | "
+            + " | ".join(_mean(column, signed=True) for column in pooled_goals)
+            + f" | {pooled_ahead} of {pooled_total} | {_mean(pooled_train, signed=True)} | - |"
+        )
     note = (
         "Each sparse model against dense of the same seed, one value per seed: the eval cross-entropy gap "
         "(negative: better than dense) at three steps, the evals from half-way on at which it is below dense, "
         "and over the last 10% of the steps the gap in train cross-entropy and the mean top-1 router gate "
-        "(uniform routing in brackets)."
+        "(uniform routing in brackets). The last row pools the expert-count sweep (top-1, capacity 1.25; "
+        "every seed of each): mean ± stdev over its runs."
     )
     return note + "\n\n" + "\n".join(lines)
 
