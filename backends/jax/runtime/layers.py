@@ -149,8 +149,8 @@ def causal_mask(length: int) -> jax.Array:
 
 def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """[B, L] cross-entropy in nats of each target token, computed in float32: logsumexp minus the
-    target's logit (optax), which never materialises the [B, L, V] log-probabilities; XLA:CPU ran
-    log_softmax's backward through two full-vocabulary transposes (benchmarks/bench_loss_head.py)."""
+    target's logit (optax), which never materialises the [B, L, V] log-probabilities; on XLA:CPU
+    log_softmax's backward added a full-vocabulary copy (benchmarks/bench_loss_head.py)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
