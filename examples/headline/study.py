@@ -204,7 +204,7 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
     dense = {seed_of(run): run for run in runs.get(VARIANTS[0], [])}
     goals = (steps // 2, 3 * steps // 4, steps)
     sweep = {f"switch-{n}" for n in EXPERT_COUNTS}
-    # the expert-count sweep's runs, pooled: gaps at the goals, evals ahead, train gaps
+    # the expert-count sweep's runs, pooled: gaps at the goals, evals ahead of all evals, train gaps
     pooled_goals: list[list[float]] = [[] for _ in goals]
     pooled_train: list[float] = []
     pooled_ahead = pooled_total = 0
@@ -219,35 +219,33 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
         pairs = [(run, dense[seed_of(run)]) for run in group if seed_of(run) in dense]
         if variant is VARIANTS[0] or not pairs:
             continue
-        gaps, ahead, total, train_gaps, gates = [[] for _ in goals], 0, 0, [], []
-        in_sweep = variant.name in sweep
+        gaps: list[list[float | None]] = [[] for _ in goals]
+        ahead, total, train_gaps, gates = 0, 0, [], []
         for run, base in pairs:
             mine, theirs = dict(eval_curve(run)), dict(eval_curve(base))
-            for column, pooled_column, goal in zip(gaps, pooled_goals, goals, strict=True):
-                both = goal in mine and goal in theirs
-                column.append(f"{mine[goal] - theirs[goal]:+.3f}" if both else "-")
-                if both and in_sweep:
-                    pooled_column.append(mine[goal] - theirs[goal])
+            for column, goal in zip(gaps, goals, strict=True):
+                column.append(mine[goal] - theirs[goal] if goal in mine and goal in theirs else None)
             late = [step for step in mine if goals[0] <= step <= steps and step in theirs]
             ahead += sum(mine[step] < theirs[step] for step in late)
             total += len(late)
-            if in_sweep:
-                pooled_ahead += sum(mine[step] < theirs[step] for step in late)
-                pooled_total += len(late)
             ce, base_ce = _late_mean(run, "cross_entropy", steps), _late_mean(base, "cross_entropy", steps)
             if ce is not None and base_ce is not None:
-                train_gaps.append(f"{ce - base_ce:+.3f}")
-                if in_sweep:
-                    pooled_train.append(ce - base_ce)
+                train_gaps.append(ce - base_ce)
             gate = _late_mean(run, "top1_gate", steps)
             if gate is not None:
                 gates.append(f"{gate:.3f}")
+        if variant.name in sweep:
+            for pooled_column, column in zip(pooled_goals, gaps, strict=True):
+                pooled_column.extend(gap for gap in column if gap is not None)
+            pooled_train.extend(train_gaps)
+            pooled_ahead, pooled_total = pooled_ahead + ahead, pooled_total + total
         experts = variant.settings.get("moe.num_experts")
         uniform = f" ({1 / int(experts):.3f})" if experts else ""
         lines.append(
             f"| {variant.label} | {', '.join(str(seed_of(run)) for run, _ in pairs)} | "
-            + " | ".join(", ".join(column) for column in gaps)
-            + f" | {ahead} of {total} | {', '.join(train_gaps) or '-'} | {', '.join(gates) or '-'}{uniform} |"
+            + " | ".join(", ".join("-" if gap is None else f"{gap:+.3f}" for gap in column) for column in gaps)
+            + f" | {ahead} of {total} | {', '.join(f'{gap:+.3f}' for gap in train_gaps) or '-'} "
+            f"| {', '.join(gates) or '-'}{uniform} |"
         )
     runs_pooled = len(pooled_goals[-1])
     if runs_pooled > 1:
