@@ -208,6 +208,7 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
     pooled_goals: list[list[float]] = [[] for _ in goals]
     pooled_train: list[float] = []
     pooled_ahead = pooled_total = 0
+    pooled_experts: list[int] = []
     lines = [
         "| model | seeds | "
         + " | ".join(f"gap @ {goal}" for goal in goals)
@@ -239,6 +240,7 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
                 pooled_column.extend(gap for gap in column if gap is not None)
             pooled_train.extend(train_gaps)
             pooled_ahead, pooled_total = pooled_ahead + ahead, pooled_total + total
+            pooled_experts.append(int(variant.settings["moe.num_experts"]))
         experts = variant.settings.get("moe.num_experts")
         uniform = f" ({1 / int(experts):.3f})" if experts else ""
         lines.append(
@@ -250,8 +252,13 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
     runs_pooled = len(pooled_goals[-1])
     if runs_pooled > 1:
         below = sum(gap < 0 for gap in pooled_goals[-1])
+        counts = sorted(pooled_experts)
+        if counts == sorted(EXPERT_COUNTS):
+            span = f"{counts[0]}-{counts[-1]}"
+        else:
+            span = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
         lines.append(
-            f"| Switch, {min(EXPERT_COUNTS)}-{max(EXPERT_COUNTS)} experts, every run pooled "
+            f"| Switch, {span} experts, every run pooled "
             f"| {runs_pooled} runs, {below} below dense at {steps} | "
             + " | ".join(_mean(column, signed=True) for column in pooled_goals)
             + f" | {pooled_ahead} of {pooled_total} | {_mean(pooled_train, signed=True)} | - |"
