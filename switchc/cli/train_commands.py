@@ -5,15 +5,66 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+import yaml
 
 from switchc.backends import target
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
-from switchc.spec import load_spec
+from switchc.spec import Spec, load_spec
+from switchc.spec.emit import to_yaml
+
+EXTENDABLE = ("train.steps",)  # what --resume may change: more steps continue the same run
+
+
+def _differences(old: object, new: object, key: str = "") -> Iterator[tuple[str, object, object]]:
+    """(dotted key, old, new) for every setting that differs; a section null on one side is one entry."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for name in [*old, *(name for name in new if name not in old)]:  # the spec's own order
+            yield from _differences(old.get(name), new.get(name), f"{key}.{name}" if key else str(name))
+    elif old != new:
+        yield key, old, new
+
+
+def _yaml_value(value: object, limit: int = 60) -> str:
+    """A value as YAML flow text (0.003, null, [1, 2], {num_experts: 8, ...}), shortened past `limit`."""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).removesuffix("...\n").strip()
+    return text if len(text) <= limit else text[: limit - 4].rstrip() + " ..."
+
+
+def changed_settings(run_spec: Path, spec: Spec) -> list[tuple[str, object, object]]:
+    """The settings in which `spec` differs from the spec a run was trained with (its spec.yaml),
+    as (dotted key, the run's value, spec's value), leaving out the keys in EXTENDABLE."""
+    old = yaml.safe_load(run_spec.read_text(encoding="utf-8"))
+    new = yaml.safe_load(to_yaml(spec))
+    return [change for change in _differences(old, new) if change[0] not in EXTENDABLE]
+
+
+def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
+    """--resume continues one run: settings that differ from the run's would mix two runs in one.
+
+    Refused unless `allow_changes` (then listed on stderr, so the log says where the run changed).
+    """
+    run_spec = out / "program" / "spec.yaml"
+    if not run_spec.is_file():
+        return
+    changed = changed_settings(run_spec, spec)
+    if not changed:
+        return
+    lines = "\n".join(f"  {key}: {_yaml_value(old)} in the run, {_yaml_value(new)} now" for key, old, new in changed)
+    if allow_changes:
+        click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
+        return
+    raise PlainUserError(
+        f"--resume: {out} was trained with other settings than these:\n{lines}",
+        f"resume from the run's own resolved spec (switchc train {run_spec} --out {out} --resume, "
+        "adding --steps N to train on); or add --allow-changes to continue with the new settings "
+        "(a lower learning rate after a NaN stop); or train into another --out",
+    )
 
 
 @click.command(
@@ -40,6 +91,11 @@ from switchc.spec import load_spec
     help="Run directory: the program in OUT/program, OUT/metrics.jsonl, OUT/tensorboard, OUT/checkpoints.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its latest checkpoint (else start afresh).")
+@click.option(
+    "--allow-changes",
+    is_flag=True,
+    help="With --resume: continue even though settings other than train.steps differ from the run's.",
+)
 @click.option("--eval-every", type=click.IntRange(min=0), help="Evaluate every N steps (0: never; default: steps/10).")
 def train(
     spec: str,
@@ -49,19 +105,23 @@ def train(
     devices: int | None,
     out: Path,
     resume: bool,
+    allow_changes: bool,
     eval_every: int | None,
 ) -> None:
     """Compile SPEC (default: the built-in switch-tiny) and train it on its data, printing progress.
 
     Both backends take the same flags and write the same run directory (docs/training.md). Without
     --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an earlier
-    run are removed first.
+    run are removed first. With --resume, settings other than train.steps must match the run's
+    (OUT/program/spec.yaml) unless --allow-changes is given.
     """
     resolved = load_spec(spec, overrides)
     target(backend).require()
     program = out / "program"
     if out.exists() and not (program / "train.py").is_file() and any(out.iterdir()):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
+    if resume:
+        _check_resume_settings(out, resolved, allow_changes)
     write_program(program_files(resolved, backend), program)
     if not resume:
         (out / "metrics.jsonl").unlink(missing_ok=True)

@@ -42,6 +42,55 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     assert [(r["step"], r["split"]) for r in records] == [(4, "train"), (4, "eval"), (6, "train")]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4", "6"]
 
+    # --resume with other settings would mix two runs: refused before anything in OUT changes
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    changed = subprocess.run(
+        [*command, "--steps", "8", "--out", str(out), "--set", "train.batch_size=8"]
+        + ["--set", "train.optimizer.learning_rate=0.0001", "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "train.optimizer.learning_rate: " in changed.stderr and ", 0.0001 now" in changed.stderr
+    assert f"switchc train {out / 'program' / 'spec.yaml'} --out {out} --resume" in changed.stderr
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+    # the hint's way on: the run's own resolved spec, with more steps
+    own = subprocess.run(
+        [
+            *command,
+            str(out / "program" / "spec.yaml"),
+            "--steps",
+            "7",
+            "--out",
+            str(out),
+            "--resume",
+            "--eval-every",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "XLA_FLAGS": ""},
+    )
+    assert own.returncode == 0, own.stderr[-3000:]
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
+
+    # ... or the new settings, said out loud (a lower learning rate after a NaN stop)
+    allowed = subprocess.run(
+        [*command, "--steps", "8", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "0"]
+        + ["--set", "train.optimizer.learning_rate=0.0001", "--resume", "--allow-changes"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "XLA_FLAGS": ""},
+    )
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "continues with other settings" in allowed.stderr and ", 0.0001 now" in allowed.stderr
+    assert "learning_rate: 0.0001" in (out / "program" / "spec.yaml").read_text()
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
+
 
 def test_train_refuses_a_foreign_run_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
