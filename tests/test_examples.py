@@ -52,3 +52,8 @@ def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
     assert "resumed at step 2" in log
     report = run("--steps", "2", "--report")  # every finished run, paired with dense by seed; trains nothing
     assert "training" not in report and "| Switch, 2 experts | 0 |" in report and "(1) |" in report
+    # dense has gone on to step 3; the report at step 2 reads it as it stood at 2: the same rows as the first table
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows == [
+        line for line in (tmp_path / "study" / "results.md").read_text().splitlines() if line.startswith("| ")
+    ]

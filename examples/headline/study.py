@@ -111,6 +111,12 @@ def last_step(directory: Path) -> int:
     return max((record.step for record in read_run(directory).records), default=0)
 
 
+def read_to(directory: Path, steps: int) -> Run:
+    """A run's records up to `steps`: a study reported at N steps reads a longer run as it stood at N."""
+    run = read_run(directory)
+    return Run(run.name, tuple(record for record in run.records if record.step <= steps))
+
+
 def eval_curve(run: Run, key: str = "cross_entropy") -> list[tuple[int, float]]:
     found = curve(run, "eval", key)
     return list(zip(found.steps, found.values, strict=True)) if found else []
@@ -309,7 +315,7 @@ def trained(args: argparse.Namespace, chosen: Sequence[Variant], eval_every: int
                 train(variant, seed, directory, args.steps, eval_every, args.overrides)
             else:
                 print(f"[{directory.name}] at step {last_step(directory)} already: kept", flush=True)
-            runs.setdefault(variant, []).append(read_run(directory))
+            runs.setdefault(variant, []).append(read_to(directory, args.steps))
     return runs
 
 
@@ -320,7 +326,7 @@ def finished(out: Path, chosen: Sequence[Variant], steps: int) -> dict[Variant, 
         for directory in sorted(out.glob(f"{variant.name}-seed*/")):
             seed = directory.name.removeprefix(f"{variant.name}-seed")
             if seed.isdigit() and last_step(directory) >= steps:
-                runs.setdefault(variant, []).append(read_run(directory))
+                runs.setdefault(variant, []).append(read_to(directory, steps))
     if not runs:
         raise SystemExit(f"error: no run in {out} has reached step {steps}")
     return runs
