@@ -57,3 +57,5 @@ def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
     assert rows == [
         line for line in (tmp_path / "study" / "results.md").read_text().splitlines() if line.startswith("| ")
     ]
+    run("--steps", "2", "--report", "--only", "dense", "switch-2")  # one sparse variant: no pooled row
+    assert "pooled" not in (tmp_path / "study" / "results.md").read_text()

@@ -256,7 +256,7 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
             f"| {', '.join(gates) or '-'}{uniform} |"
         )
     runs_pooled = len(pooled_goals[-1])
-    if runs_pooled > 1:
+    if len(set(pooled_experts)) > 1:  # (one variant alone is its own row already)
         below = sum(gap < 0 for gap in pooled_goals[-1])
         counts = sorted(pooled_experts)
         if counts == sorted(EXPERT_COUNTS):
@@ -273,9 +273,13 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
         "Each sparse model against dense of the same seed, one value per seed: the eval cross-entropy gap "
         "(negative: better than dense) at three steps, the evals from half-way on at which it is below dense, "
         "and over the last 10% of the steps the gap in train cross-entropy and the mean top-1 router gate "
-        "(uniform routing in brackets). The last row pools the expert-count sweep (top-1, capacity 1.25; "
-        "every seed of each): mean ± stdev over its runs."
+        "(uniform routing in brackets)."
     )
+    if len(set(pooled_experts)) > 1:
+        note += (
+            " The last row pools the expert-count sweep (top-1, capacity 1.25; every seed of each): "
+            "mean ± stdev over its runs."
+        )
     return note + "\n\n" + "\n".join(lines)
 
 
