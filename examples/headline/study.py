@@ -148,6 +148,17 @@ def seed_of(run: Run) -> int:
     return int(Path(run.name).name.rsplit("-seed", 1)[1])
 
 
+def _eval_steps_near(runs: dict[Variant, list[Run]], goals: Sequence[float]) -> tuple[int, ...]:
+    """For each goal, the evaluated step (of any run) nearest to it: the columns a table can fill.
+
+    (The goals themselves, rounded down, when no run has an eval yet.)
+    """
+    evaluated = sorted({step for group in runs.values() for run in group for step, _ in eval_curve(run)})
+    if not evaluated:
+        return tuple(int(goal) for goal in goals)
+    return tuple(min(evaluated, key=lambda step: abs(step - goal)) for goal in goals)
+
+
 def summarize(runs: dict[Variant, list[Run]], steps: int) -> str:
     """The study's table: eval cross-entropy at fixed steps, drops, and each model against dense.
 
@@ -155,10 +166,7 @@ def summarize(runs: dict[Variant, list[Run]], steps: int) -> str:
     eval batches), over the seeds that both have: the final gap, and the step-basis speedup.
     """
     dense = {seed_of(run): eval_curve(run) for run in runs.get(VARIANTS[0], [])}
-    evaluated = sorted({step for group in runs.values() for run in group for step, _ in eval_curve(run)})
-    shown = sorted(
-        {min(evaluated, key=lambda s: abs(s - goal)) for goal in (steps / 4, steps / 2, steps)} if evaluated else []
-    )
+    shown = sorted(set(_eval_steps_near(runs, (steps / 4, steps / 2, steps))))
     lines = [
         "| model | seeds | "
         + " | ".join(f"eval CE @ {s}" for s in shown)
@@ -208,7 +216,7 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
     router gate over the last tenth of the steps (against uniform routing's 1 / experts).
     """
     dense = {seed_of(run): run for run in runs.get(VARIANTS[0], [])}
-    goals = (steps // 2, 3 * steps // 4, steps)
+    goals = _eval_steps_near(runs, (steps // 2, 3 * steps // 4, steps))
     sweep = {f"switch-{n}" for n in EXPERT_COUNTS}
     # the expert-count sweep's runs, pooled: gaps at the goals, evals ahead of all evals, train gaps
     pooled_goals: list[list[float]] = [[] for _ in goals]
