@@ -46,6 +46,11 @@ def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
     assert "training to step 2" in first
     again = run("--steps", "2", "--eval-every", "1", "--only", "dense")
     assert "kept" in again and "training" not in again
+    # a finished run trained with other settings is not passed off as this study's
+    other = [*study, *tiny, "--steps", "2", "--only", "dense", "--set", "train.optimizer.learning_rate=0.01"]
+    refused = subprocess.run(other, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "train.optimizer.learning_rate: 0.001 there, 0.01 here" in refused.stderr
     longer = run("--steps", "3", "--eval-every", "1", "--only", "dense")
     assert "training to step 3" in longer
     log = (tmp_path / "study" / "dense-seed0.log").read_text()

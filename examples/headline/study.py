@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchc.runs import Run, curve, read_run
+from switchc.spec import load_spec
+from switchc.spec.emit import differences
 
 HERE = Path(__file__).resolve().parent
 BASE_SPEC = HERE / "dense.yaml"
@@ -103,6 +105,26 @@ def train(variant: Variant, seed: int, directory: Path, steps: int, eval_every: 
     if result.returncode:
         raise SystemExit(f"error: {directory.name} failed (exit {result.returncode}); see {log}")
     print(f"[{directory.name}] done in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def check_kept(variant: Variant, seed: int, directory: Path, extra: Sequence[str]) -> None:
+    """A finished run the study keeps must have this study's settings, or its numbers answer another question.
+
+    (A run the study resumes is checked by `switchc train --resume` itself.)
+    """
+    written = directory / "program" / "spec.yaml"
+    if not written.is_file():
+        return
+    spec = load_spec(str(BASE_SPEC), variant.sets([*extra, f"train.seed={seed}"])[1::2])
+    changes = [
+        change for change in differences(written.read_text(encoding="utf-8"), spec) if change[0] != "train.steps"
+    ]
+    if changes:
+        listed = "; ".join(f"{key}: {old} there, {new} here" for key, old, new in changes[:5])
+        raise SystemExit(
+            f"error: {directory} was trained with other settings ({listed}{'; ...' if len(changes) > 5 else ''})\n"
+            "hint: give this study its own --out, or the --set values that run was trained with"
+        )
 
 
 def last_step(directory: Path) -> int:
@@ -326,6 +348,7 @@ def trained(args: argparse.Namespace, chosen: Sequence[Variant], eval_every: int
             if last_step(directory) < args.steps:
                 train(variant, seed, directory, args.steps, eval_every, args.overrides)
             else:
+                check_kept(variant, seed, directory, args.overrides)
                 print(f"[{directory.name}] at step {last_step(directory)} already: kept", flush=True)
             runs.setdefault(variant, []).append(read_to(directory, args.steps))
     return runs

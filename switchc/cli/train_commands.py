@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -16,18 +15,9 @@ from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
 from switchc.spec import Spec, load_spec
-from switchc.spec.emit import to_yaml
+from switchc.spec.emit import differences
 
 EXTENDABLE = ("train.steps",)  # what --resume may change: more steps continue the same run
-
-
-def _differences(old: object, new: object, key: str = "") -> Iterator[tuple[str, object, object]]:
-    """(dotted key, old, new) for every setting that differs; a section null on one side is one entry."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for name in [*old, *(name for name in new if name not in old)]:  # the spec's own order
-            yield from _differences(old.get(name), new.get(name), f"{key}.{name}" if key else str(name))
-    elif old != new:
-        yield key, old, new
 
 
 def _yaml_value(value: object, limit: int = 60) -> str:
@@ -37,11 +27,9 @@ def _yaml_value(value: object, limit: int = 60) -> str:
 
 
 def changed_settings(run_spec: Path, spec: Spec) -> list[tuple[str, object, object]]:
-    """The settings in which `spec` differs from the spec a run was trained with (its spec.yaml),
-    as (dotted key, the run's value, spec's value), leaving out the keys in EXTENDABLE."""
-    old = yaml.safe_load(run_spec.read_text(encoding="utf-8"))
-    new = yaml.safe_load(to_yaml(spec))
-    return [change for change in _differences(old, new) if change[0] not in EXTENDABLE]
+    """How `spec` differs from the spec a run was trained with (its spec.yaml), EXTENDABLE left out."""
+    changes = differences(run_spec.read_text(encoding="utf-8"), spec)
+    return [change for change in changes if change[0] not in EXTENDABLE]
 
 
 def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:

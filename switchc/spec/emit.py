@@ -7,6 +7,7 @@ program was built from and loads back into an equal Spec (one exception, the sam
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -55,3 +56,18 @@ def to_yaml(spec: Spec, header: str | None = None) -> str:
     top = header or f"{spec.name}: resolved spec (format v{SPEC_VERSION}); every key, defaults included"
     body = yaml.dump(consistent_dict(spec), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
     return f"# {top}\n{body}"
+
+
+def _differences(old: object, new: object, key: str = "") -> Iterator[tuple[str, object, object]]:
+    """(dotted key, old, new) for every setting that differs; a section null on one side is one entry."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for name in [*old, *(name for name in new if name not in old)]:  # the spec's own order
+            yield from _differences(old.get(name), new.get(name), f"{key}.{name}" if key else str(name))
+    elif old != new:
+        yield key, old, new
+
+
+def differences(written: str, spec: Spec) -> list[tuple[str, object, object]]:
+    """Every setting in which `spec` differs from `written`, a resolved spec that `to_yaml` wrote
+    (a program's spec.yaml): (dotted key, written value, spec's value), in the spec's order."""
+    return list(_differences(yaml.safe_load(written), yaml.safe_load(to_yaml(spec))))

@@ -44,9 +44,9 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
 
     # --resume with other settings would mix two runs: refused before anything in OUT changes
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    new_rate = ["--set", "train.batch_size=8", "--set", "train.optimizer.learning_rate=0.0001"]
     changed = subprocess.run(
-        [*command, "--steps", "8", "--out", str(out), "--set", "train.batch_size=8"]
-        + ["--set", "train.optimizer.learning_rate=0.0001", "--resume"],
+        [*command, "--steps", "8", "--out", str(out), *new_rate, "--resume"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -79,8 +79,7 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
 
     # ... or the new settings, said out loud (a lower learning rate after a NaN stop)
     allowed = subprocess.run(
-        [*command, "--steps", "8", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "0"]
-        + ["--set", "train.optimizer.learning_rate=0.0001", "--resume", "--allow-changes"],
+        [*command, "--steps", "8", "--out", str(out), *new_rate, "--eval-every", "0", "--resume", "--allow-changes"],
         capture_output=True,
         text=True,
         timeout=600,
