@@ -103,6 +103,8 @@ def train(
     run are removed first. With --resume, settings other than train.steps must match the run's
     (OUT/program/spec.yaml) unless --allow-changes is given.
     """
+    if allow_changes and not resume:
+        raise PlainUserError("--allow-changes applies only with --resume", "add --resume, or drop --allow-changes")
     resolved = load_spec(spec, overrides)
     target(backend).require()
     program = out / "program"

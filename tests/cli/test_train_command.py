@@ -101,3 +101,14 @@ def test_train_refuses_a_foreign_run_directory(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "is not a switchc run directory" in result.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_allow_changes_needs_resume(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "switchc", "train", "--allow-changes", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "--allow-changes applies only with --resume" in result.stderr
+    assert not (tmp_path / "run").exists()
