@@ -31,9 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from switchc.cli.train_commands import changed_settings
 from switchc.runs import Run, curve, read_run
 from switchc.spec import load_spec
-from switchc.spec.emit import differences
 
 HERE = Path(__file__).resolve().parent
 BASE_SPEC = HERE / "dense.yaml"
@@ -115,10 +115,7 @@ def check_kept(variant: Variant, seed: int, directory: Path, extra: Sequence[str
     written = directory / "program" / "spec.yaml"
     if not written.is_file():
         return
-    spec = load_spec(str(BASE_SPEC), variant.sets([*extra, f"train.seed={seed}"])[1::2])
-    changes = [
-        change for change in differences(written.read_text(encoding="utf-8"), spec) if change[0] != "train.steps"
-    ]
+    changes = changed_settings(written, load_spec(str(BASE_SPEC), variant.sets([*extra, f"train.seed={seed}"])[1::2]))
     if changes:
         listed = "; ".join(f"{key}: {old} there, {new} here" for key, old, new in changes[:5])
         raise SystemExit(
@@ -286,13 +283,14 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
             f"| {', '.join(gates) or '-'}{uniform} |"
         )
     runs_pooled = len(pooled_goals[-1])
-    if len(set(pooled_experts)) > 1:  # (one variant alone is its own row already)
+    pooled = len(pooled_experts) > 1  # one variant alone is its own row already
+    if pooled:
         below = sum(gap < 0 for gap in pooled_goals[-1])
         counts = sorted(pooled_experts)
         if counts == sorted(EXPERT_COUNTS):
             span = f"{counts[0]}-{counts[-1]}"
         else:
-            span = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
+            span = ", ".join(map(str, counts[:-1])) + " and " + str(counts[-1])
         lines.append(
             f"| Switch, {span} experts, every run pooled "
             f"| {runs_pooled} runs, {below} below dense at {steps} | "
@@ -305,7 +303,7 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
         "and over the last 10% of the steps the gap in train cross-entropy and the mean top-1 router gate "
         "(uniform routing in brackets)."
     )
-    if len(set(pooled_experts)) > 1:
+    if pooled:
         note += (
             " The last row pools the expert-count sweep (top-1, capacity 1.25; every seed of each): "
             "mean ± stdev over its runs."
@@ -345,11 +343,12 @@ def trained(args: argparse.Namespace, chosen: Sequence[Variant], eval_every: int
     for variant in chosen:
         for seed in args.seeds:
             directory = args.out / f"{variant.name}-seed{seed}"
-            if last_step(directory) < args.steps:
+            done = last_step(directory)
+            if done < args.steps:
                 train(variant, seed, directory, args.steps, eval_every, args.overrides)
             else:
                 check_kept(variant, seed, directory, args.overrides)
-                print(f"[{directory.name}] at step {last_step(directory)} already: kept", flush=True)
+                print(f"[{directory.name}] at step {done} already: kept", flush=True)
             runs.setdefault(variant, []).append(read_to(directory, args.steps))
     return runs
 
