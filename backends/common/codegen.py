@@ -1,6 +1,6 @@
 """Backend-neutral pieces of code generation: literals and ruff-style line layout, variable naming,
-the parameter table of a graph, the Config dataclass of a spec, the Switch layers' settings, and
-MFU's constants.
+the parameter table of a graph, the Config dataclass of a spec, the Switch layers' settings,
+MFU's constants, and the run's identity that checkpoints record.
 
 Every backend writes the same PARAMS table (IR name -> shape, logical axes, init std), the same
 Config fields and the same MoESettings, so weights and settings mean the same thing in a JAX and a
@@ -20,6 +20,7 @@ from switchc.analysis.flops import count_flops
 from switchc.ir import Graph, Param, op_of
 from switchc.passes import lower
 from switchc.spec import Spec
+from switchc.spec.emit import extendable, spec_digest
 
 INDENT = "    "
 LINE_LENGTH = 120  # generated code is formatted as `ruff format --line-length 120` would
@@ -264,6 +265,23 @@ def cost_lines(spec: Spec) -> list[str]:
         *(f"    {literal(name)}: {float(peak)!r}," for name, peak in peaks),
         "}",
         f"DEFAULT_HARDWARE = {literal(DEFAULT_HARDWARE)}  # off CPU, when the device's name matches no profile",
+    ]
+
+
+# ---- run identity -------------------------------------------------------------------------------
+
+
+def identity_lines(spec: Spec) -> list[str]:
+    """SPEC_DIGEST, as model.py lines: what every checkpoint records and --resume compares."""
+    if extendable(spec):
+        left_out = f"Left out of it, as more steps continue the same run: {', '.join(extendable(spec))}."
+    else:
+        left_out = "Nothing is left out: the cosine schedule decays to zero over train.steps."
+    return [
+        "# The run this program trains: a digest of its resolved spec (spec.yaml beside it). Every checkpoint",
+        "# records it, and --resume refuses a checkpoint that records another unless given --allow-changes",
+        f"# (runtime/flags.py). {left_out}",
+        f"SPEC_DIGEST = {literal(spec_digest(spec))}",
     ]
 
 

@@ -5,12 +5,20 @@ It needs the standard library only: a program parses its flags before its framew
 JAX program's --devices must take effect before jax is imported). Each backend's runtime/loop.py
 builds its parser here, adds its own flags (JAX: --devices, --distributed, --dump-hlo,
 --export-init; PyTorch: --device, --timeout), parses, and calls `check` before its own checks.
+
+It also holds the checks of --resume and --steps against the run: `run_identity` is what each
+checkpoint records of the program that wrote it, `check_resume` compares a checkpoint's record with
+this program, and `check_schedule` refuses steps past the end of a cosine schedule.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 
 def parser(
@@ -46,6 +54,12 @@ def parser(
     )
     flags.add_argument("--keep", type=int, default=3, metavar="K", help="keep the newest K checkpoints (default: 3)")
     flags.add_argument("--resume", action="store_true", help=resume_help)
+    flags.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="with --resume: continue a checkpoint written by a program built from another spec (its changed "
+        "settings are printed); without it such a resume is refused",
+    )
     flags.add_argument("--init-from", type=Path, default=None, metavar="FILE", help=init_from_help)
     flags.add_argument(
         "--hardware",
@@ -73,3 +87,126 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             flags.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.resume and args.out is None:
         flags.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
+    if args.allow_changes and not args.resume:
+        flags.error("--allow-changes applies only with --resume")
+
+
+def check_schedule(config: Any, steps: int) -> None:
+    """A cosine schedule reaches zero at the spec's train.steps (config.steps): a run past it would
+    train on at learning rate 0. rsqrt and constant schedules have no end."""
+    if config.schedule == "cosine" and steps > config.steps:
+        raise SystemExit(
+            f"error: --steps {steps} runs past the end of the cosine schedule, which decays the learning rate to "
+            f"zero at train.steps = {config.steps}\n"
+            f"hint: compile the spec with train.steps = {steps} (switchc compile SPEC --set train.steps={steps}, "
+            f"or switchc train SPEC --steps {steps}), or pass --steps {config.steps} or fewer"
+        )
+
+
+# ---- resuming a run ---------------------------------------------------------------------------------
+
+
+def run_identity(model: ModuleType) -> dict[str, str]:
+    """What every checkpoint records of the program that wrote it: model.SPEC_DIGEST, and the text
+    of spec.yaml beside model.py (empty if it was removed), so a refused resume can say what changed."""
+    spec = Path(str(model.__file__)).with_name("spec.yaml")
+    return {"spec_digest": model.SPEC_DIGEST, "spec": spec.read_text(encoding="utf-8") if spec.is_file() else ""}
+
+
+def spec_settings(text: str) -> dict[str, str]:
+    """A spec.yaml as switchc writes it (block sections indented by two, one setting per line, flow
+    style for short maps and lists) -> {dotted key: the value as written}."""
+    settings: dict[str, str] = {}
+    path: list[str] = []
+    key, depth = "", 0  # a flow value that yaml wrapped onto more lines continues the last key
+    for line in text.splitlines():
+        stripped = line.lstrip(" ")
+        if not stripped or stripped.startswith("#"):
+            continue
+        if key and depth > 0:
+            settings[key] += " " + stripped
+            depth += stripped.count("{") + stripped.count("[") - stripped.count("}") - stripped.count("]")
+            continue
+        name, _, value = stripped.partition(":")
+        path[(len(line) - len(stripped)) // 2 :] = [name]
+        value = value.strip()
+        key = ".".join(path) if value else ""
+        if key:
+            settings[key] = value
+            depth = value.count("{") + value.count("[") - value.count("}") - value.count("]")
+    return settings
+
+
+def changed_settings(old: str, new: str) -> list[str]:
+    """`key: old in the checkpoint, new in this program` for each setting in which two spec.yaml texts differ."""
+    before, after = spec_settings(old), spec_settings(new)
+    keys = [*before, *(key for key in after if key not in before)]
+    return [
+        f"{key}: {before.get(key, '(absent)')} in the checkpoint, {after.get(key, '(absent)')} in this program"
+        for key in keys
+        if before.get(key) != after.get(key)
+    ]
+
+
+def check_resume(
+    meta: dict[str, Any],
+    shapes: Mapping[str, Sequence[int]],
+    args: argparse.Namespace,
+    model: ModuleType,
+    where: str,
+    *,
+    announce: bool = True,
+) -> None:
+    """A checkpoint continues the run that wrote it: the same --seed, and a program built from the
+    same spec (model.SPEC_DIGEST; train.steps may differ unless the schedule is cosine). Another
+    spec's checkpoint is refused unless --allow-changes, which prints what changed and goes on if
+    every parameter keeps its shape (`shapes`: IR name -> global shape, as saved). Checkpoints
+    written before SPEC_DIGEST existed record none; only their shapes are compared. `announce`:
+    print the note (one process of a job does)."""
+    if meta["seed"] != args.seed:
+        raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
+    recorded = meta.get("spec_digest")
+    if recorded is None or recorded == model.SPEC_DIGEST:
+        _check_shapes(shapes, model, where)
+        return
+    old, new = meta.get("spec", ""), run_identity(model)["spec"]
+    # train.steps is no part of the digest unless the schedule is cosine (switchc.spec.emit.extendable)
+    extendable = () if model.CONFIG.schedule == "cosine" else ("train.steps",)
+    changes = [line for line in changed_settings(old, new) if line.split(":")[0] not in extendable]
+    if changes:
+        listing = "".join(f"\n  {line}" for line in changes)
+    elif old and new:
+        listing = "\n  (no setting of spec.yaml differs: the two programs were made by different switchc versions)"
+    else:
+        listing = "\n  (spec.yaml is missing beside this program or in the checkpoint: the settings cannot be listed)"
+    if args.allow_changes:
+        _check_shapes(shapes, model, where, f"\nthe settings that differ from the run's:{listing}")
+        if announce:
+            print(f"note: --allow-changes: {where} continues with other settings:{listing}", file=sys.stderr)
+        return
+    raise SystemExit(
+        f"error: --resume: {where} was written by a program built from another spec (spec digest {recorded}, "
+        f"this program's {model.SPEC_DIGEST}):{listing}\n"
+        "hint: resume with a program compiled from the run's spec; or add --allow-changes to continue the run "
+        "with this program's settings; or choose another --out"
+    )
+
+
+def _check_shapes(shapes: Mapping[str, Sequence[int]], model: ModuleType, where: str, why: str = "") -> None:
+    """Every parameter of model.PARAMS is in the checkpoint at its shape, and nothing else is.
+    `why`: lines the error adds after the shapes (what changed in the spec)."""
+    wanted = {name: tuple(shape) for name, (shape, _, _) in model.PARAMS.items()}
+    saved = {name: tuple(shape) for name, shape in shapes.items()}
+    wrong = [
+        f"{name}: {saved.get(name, 'absent')} in the checkpoint, {wanted.get(name, 'absent')} in this program"
+        for name in [*wanted, *(name for name in saved if name not in wanted)]
+        if saved.get(name) != wanted.get(name)
+    ]
+    if wrong:
+        more = f"\n  ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+        raise SystemExit(
+            f"error: --resume: {where} does not fit this program's model:"
+            + "".join(f"\n  {line}" for line in wrong[:8])
+            + f"{more}{why}\nhint: --allow-changes continues a run with other training settings (learning rate, "
+            "schedule, clipping); a model with other shapes is a new run: choose another --out"
+        )

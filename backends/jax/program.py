@@ -11,7 +11,7 @@ from switchc import __version__
 from switchc.ir import Graph, build_graph
 from switchc.spec import Spec
 
-from ..common.codegen import config_lines, cost_lines, literal, params_lines, switch_lines, wrap
+from ..common.codegen import config_lines, cost_lines, identity_lines, literal, params_lines, switch_lines, wrap
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
 from ..common.program import check_objective, program_files, runtime_files
 from ..common.program import train_script as launcher
@@ -67,6 +67,7 @@ def model_module(spec: Spec, graph: Graph) -> str:
     ]
     out += switch_lines(spec, JAX_DTYPES)
     out += cost_lines(spec)
+    out += identity_lines(spec)
     out += params_lines(spec, graph)
     out += [
         "",

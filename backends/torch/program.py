@@ -12,7 +12,7 @@ from switchc.errors import UserError
 from switchc.ir import Graph, build_graph
 from switchc.spec import Spec
 
-from ..common.codegen import config_lines, cost_lines, literal, params_lines, switch_lines, wrap
+from ..common.codegen import config_lines, cost_lines, identity_lines, literal, params_lines, switch_lines, wrap
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
 from ..common.program import check_objective, program_files, runtime_files
 from ..common.program import train_script as launcher
@@ -65,6 +65,7 @@ def model_module(spec: Spec, graph: Graph) -> str:
         out.append("# (The rules also split vocab; here the embedding and logits stay whole: see runtime/parallel.py.)")
     out += switch_lines(spec, TORCH_DTYPES)
     out += cost_lines(spec)
+    out += identity_lines(spec)
     out += params_lines(spec, graph)
     out += [
         "",

@@ -15,9 +15,7 @@ from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
 from switchc.spec import Spec, load_spec
-from switchc.spec.emit import differences
-
-EXTENDABLE = ("train.steps",)  # what --resume may change: more steps continue the same run
+from switchc.spec.emit import differences, extendable
 
 
 def _yaml_value(value: object, limit: int = 60) -> str:
@@ -27,9 +25,10 @@ def _yaml_value(value: object, limit: int = 60) -> str:
 
 
 def changed_settings(run_spec: Path, spec: Spec) -> list[tuple[str, object, object]]:
-    """How `spec` differs from the spec a run was trained with (its spec.yaml), EXTENDABLE left out."""
+    """How `spec` differs from the spec a run was trained with (its spec.yaml), leaving out what
+    more steps may change (`extendable`: train.steps, unless the schedule is cosine)."""
     changes = differences(run_spec.read_text(encoding="utf-8"), spec)
-    return [change for change in changes if change[0] not in EXTENDABLE]
+    return [change for change in changes if change[0] not in extendable(spec)]
 
 
 def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
@@ -47,11 +46,14 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
     if allow_changes:
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
         return
+    cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)
+    own = "" if cosine else ", adding --steps N to train on"
+    why = " (the cosine schedule decays to zero over train.steps: more steps are another schedule)" if cosine else ""
     raise PlainUserError(
-        f"--resume: {out} was trained with other settings than these:\n{lines}",
-        f"resume from the run's own resolved spec (switchc train {run_spec} --out {out} --resume, "
-        "adding --steps N to train on); or add --allow-changes to continue with the new settings "
-        "(a lower learning rate after a NaN stop); or train into another --out",
+        f"--resume: {out} was trained with other settings than these{why}:\n{lines}",
+        f"resume from the run's own resolved spec (switchc train {run_spec} --out {out} --resume{own}); "
+        "or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
+        "stop); or train into another --out",
     )
 
 
@@ -65,7 +67,12 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
 @click.argument("spec", metavar="SPEC", default="switch-tiny")
 @overrides
 @click.option("--backend", type=click.Choice(["jax", "torch"]), default="jax", show_default=True)
-@click.option("--steps", type=click.IntRange(min=0), help="Override train.steps for this run.")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    help="Train until this step: sets train.steps (and so a cosine schedule's length and the default eval and "
+    "checkpoint intervals).",
+)
 @click.option(
     "--devices",
     type=click.IntRange(min=1),
@@ -105,6 +112,8 @@ def train(
     """
     if allow_changes and not resume:
         raise PlainUserError("--allow-changes applies only with --resume", "add --resume, or drop --allow-changes")
+    if steps is not None:  # the program's schedule and intervals follow train.steps, so it is set in the spec
+        overrides = (*overrides, f"train.steps={steps}")
     resolved = load_spec(spec, overrides)
     target(backend).require()
     program = out / "program"
@@ -122,12 +131,10 @@ def train(
     if backend == "torch" and wanted > 1:  # one process per device, started by torchrun
         torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(wanted)]
         command[1:1] = torchrun
-    if steps is not None:
-        command += ["--steps", str(steps)]
     if backend == "jax" and wanted > 1:
         command += ["--devices", str(wanted)]
     if resume:
-        command += ["--resume"]
+        command += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
     if eval_every is not None:
         command += ["--eval-every", str(eval_every)]
     click.echo(f"running {' '.join(command[1:])} in {program}", err=True)

@@ -7,6 +7,8 @@ program was built from and loads back into an equal Spec (one exception, the sam
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,3 +73,25 @@ def differences(written: str, spec: Spec) -> list[tuple[str, object, object]]:
     """Every setting in which `spec` differs from `written`, a resolved spec that `to_yaml` wrote
     (a program's spec.yaml): (dotted key, written value, spec's value), in the spec's order."""
     return list(_differences(yaml.safe_load(written), yaml.safe_load(to_yaml(spec))))
+
+
+def extendable(spec: Spec) -> tuple[str, ...]:
+    """Settings that a resumed run may change and stay the same run: train.steps, as more steps
+    continue it, unless the schedule is cosine, whose decay to zero spans train.steps (more steps
+    make it another schedule)."""
+    return () if spec.train.optimizer.schedule == "cosine" else ("train.steps",)
+
+
+def spec_digest(spec: Spec) -> str:
+    """The identity of the run a spec trains: a digest of its resolved settings without the
+    `extendable` ones. A generated program records it in every checkpoint and, on --resume, refuses
+    a checkpoint that records another (docs/training.md)."""
+    data = yaml.safe_load(to_yaml(spec))
+    for key in extendable(spec):
+        *sections, name = key.split(".")
+        section = data
+        for part in sections:
+            section = section[part]
+        del section[name]
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

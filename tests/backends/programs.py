@@ -23,6 +23,21 @@ from switchc.cli import main
 
 RUN_TIMEOUT = 300  # seconds; never let a stuck run hang the suite (the machine is small and shared)
 TIMING = ("step_seconds", "tokens_per_second", "mfu")  # wall-clock: differ between any two runs
+# The training tests' model: one encoder and one decoder block, each with a Switch FFN, shrunk so
+# that XLA compiles its step in seconds.
+SMALL_SWITCH = {
+    "model.encoder_layers": "1",
+    "model.decoder_layers": "1",
+    "moe.expert_every": "1",
+    "model.d_model": "32",
+    "model.d_ff": "64",
+    "model.num_heads": "2",
+    "model.d_kv": "16",
+    "train.batch_size": "4",
+    "train.inputs_length": "32",
+    "train.targets_length": "8",
+    "moe.group_size": "32",
+}
 
 
 def set_args(settings: Mapping[str, str]) -> list[str]:
@@ -111,6 +126,11 @@ def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:
 
 def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in entry.items() if k not in TIMING} for entry in entries]
+
+
+def snapshot(directory: Path) -> dict[Path, bytes]:
+    """Every file under `directory` with its bytes: to show that a refused command changed nothing."""
+    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
 def checkpoint_dirs(run: Path) -> list[str]:

@@ -16,31 +16,41 @@ pytest.importorskip("jax")
 def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "switchc", "train"]
+    # The runs share a persistent XLA compilation cache: a resume whose spec differs only in
+    # train.steps compiles the same train step, which it then loads instead of compiling again.
+    cache = {
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    env = {**os.environ, "XLA_FLAGS": "", **cache}
     result = subprocess.run(
-        [*command, "--steps", "4", "--out", str(out), "--set", "train.batch_size=8"],
+        [*command, "--steps", "4", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "4"],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "XLA_FLAGS": ""},
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "program" / "train.py").is_file() and (out / "program" / "spec.yaml").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in records] == [(4, "train"), (4, "eval")]  # eval at the end
     assert 0 < records[0]["cross_entropy"] < 10
-    assert (out / "checkpoints" / "4").is_dir() and list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # --steps is the spec's train.steps: the schedule and the default intervals (a tenth: every step) follow it
+    assert "  steps: 4\n" in (out / "program" / "spec.yaml").read_text()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3", "4"]  # the newest 3 kept
 
     resumed = subprocess.run(
         [*command, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--resume", "--eval-every", "0"],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "XLA_FLAGS": ""},
+        env=env,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in records] == [(4, "train"), (4, "eval"), (6, "train")]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4", "6"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4", "5", "6"]
 
     # --resume with other settings would mix two runs: refused before anything in OUT changes
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
@@ -72,7 +82,7 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "XLA_FLAGS": ""},
+        env=env,
     )
     assert own.returncode == 0, own.stderr[-3000:]
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
@@ -83,7 +93,7 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "XLA_FLAGS": ""},
+        env=env,
     )
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "continues with other settings" in allowed.stderr and ", 0.0001 now" in allowed.stderr

@@ -5,7 +5,8 @@ One checkpoint per saved step, OUT/checkpoints/<step>/:
     state/   parameters and optimizer state as the sharded arrays they are in training (OCDBT +
              tensorstore; each process writes the shards it holds, and a restore places each
              shard straight onto the device the mesh gives it)
-    meta/    JSON: the step, the seed and the data position (examples seen)
+    meta/    JSON: the step, the seed, the data position (examples seen), and the program's spec
+             digest and spec.yaml text (flags.run_identity), which --resume checks
 
 Nothing else is needed to resume: batch `step` of the data is a function of (seed, step) (see
 data.py) and the step's randomness is fold_in(key(seed + 1), step), so a resumed run sees the
@@ -37,7 +38,8 @@ class Checkpoints:
             cleanup_tmp_directories=True,  # what a killed save left behind
             enable_async_checkpointing=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step (temporary directories of unfinished saves are not)."""
@@ -51,15 +53,26 @@ class Checkpoints:
         state = ocp.args.StandardSave({"params": params, "opt_state": opt_state})
         self.manager.save(step, args=ocp.args.Composite(state=state, meta=ocp.args.JsonSave(meta)))
 
-    def restore(self, step: int, params: Any, opt_state: Any) -> tuple[Any, Any, dict[str, Any]]:
+    def meta(self, step: int) -> dict[str, Any]:
+        """The JSON record of checkpoint `step`, read without its arrays."""
+        import orbax.checkpoint as ocp
+
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored.meta)
+
+    def shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        """The global shape of each parameter saved in checkpoint `step` (from its metadata, no arrays read)."""
+        params = self.manager.item_metadata(step)["state"]["params"]
+        return {name: tuple(array.shape) for name, array in params.items()}
+
+    def restore(self, step: int, params: Any, opt_state: Any) -> tuple[Any, Any]:
         """The saved state of `step`, placed like `params` and `opt_state` (shapes, dtypes, shardings)."""
         import jax
         import orbax.checkpoint as ocp
 
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
-        restored = self.manager.restore(step, args=args)
-        return restored.state["params"], restored.state["opt_state"], dict(restored.meta)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        return restored.state["params"], restored.state["opt_state"]
 
     def wait(self) -> None:
         """Block until a save in flight is committed (or has failed)."""

@@ -300,16 +300,19 @@ class _Health:
             raise metrics.NonFiniteError(step, "the loss or a gradient", "not finite")  # not reached: named above
 
 
-def _restore(checkpoints: Any, state: dict[str, Any], seed: int) -> int:
-    """Load the latest checkpoint into `state`; returns its step (0 when there is none yet)."""
+def _restore(checkpoints: Any, state: dict[str, Any], args: argparse.Namespace, model: ModuleType) -> int:
+    """Load the latest checkpoint into `state`, once flags.check_resume has accepted its record;
+    returns its step (0 when there is none yet)."""
+    import jax
+
     latest = checkpoints.latest_step()
     if latest is None:  # a run stopped before its first checkpoint: nothing to resume, start afresh
         print(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0", flush=True)
         return 0
-    params, opt_state, meta = checkpoints.restore(latest, state["params"], state["opt_state"])
-    if meta["seed"] != seed:
-        raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
-    state["params"], state["opt_state"] = params, opt_state
+    where = f"checkpoint {checkpoints.directory / str(latest)}"
+    meta, shapes = checkpoints.meta(latest), checkpoints.shapes(latest)
+    flags.check_resume(meta, shapes, args, model, where, announce=jax.process_index() == 0)
+    state["params"], state["opt_state"] = checkpoints.restore(latest, state["params"], state["opt_state"])
     return latest
 
 
@@ -332,6 +335,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     from .checkpoint import Checkpoints
 
     config = model.CONFIG
+    flags.check_schedule(config, args.steps)
     if args.distributed:
         jax.distributed.initialize()
     primary = jax.process_index() == 0
@@ -347,6 +351,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     peak = model.PEAK_FLOPS[hardware]
 
     checkpoints = None
+    identity = flags.run_identity(model)  # recorded in every checkpoint, checked on --resume
     if args.out is not None and (args.checkpoint_every or args.resume):
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep)
         found = checkpoints.latest_step()
@@ -355,7 +360,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
                 f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
                 "hint: pass --resume to continue that run, or choose another --out"
             )
-    start = _restore(checkpoints, state, args.seed) if checkpoints is not None and args.resume else 0
+    start = _restore(checkpoints, state, args, model) if checkpoints is not None and args.resume else 0
     params, opt_state = state["params"], state["opt_state"]
 
     def say(text: str) -> None:
@@ -442,7 +447,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
                 emit(metrics.record(number, "eval", _evaluate(state, params, eval_batches, eval_rng)))
             if save_now:
                 assert checkpoints is not None
-                meta = {"step": number, "seed": args.seed, "examples_seen": number * config.batch_size}
+                meta = {"step": number, "seed": args.seed, "examples_seen": number * config.batch_size, **identity}
                 checkpoints.save(number, params, opt_state, meta)
             paused += time.perf_counter() - interrupted
         health.settle()

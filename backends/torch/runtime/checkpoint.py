@@ -7,7 +7,9 @@ One checkpoint per saved step, OUT/checkpoints/<step>/:
                         a tensor that several ranks hold whole (a dense parameter, Adam's step
                         count) is written once, by one of them
     .metadata           DCP's index: each tensor's global shape and where each of its chunks lies
-    meta.json           the step, the seed, the examples seen and the mesh (written by rank 0)
+    meta.json           the step, the seed, the examples seen, the mesh, and the program's spec
+                        digest and spec.yaml text (flags.run_identity), which --resume checks
+                        (written by rank 0)
 
 Each parameter is saved as a DTensor over the DeviceMesh (placements from parallel.py: Shard(d)
 on the mesh axes that split dim d, Replicate on the rest), so the files hold whole, mesh-free
@@ -235,6 +237,15 @@ class Checkpoints:
         """meta.json of checkpoint `step`: step, seed, examples seen, mesh."""
         meta: dict[str, Any] = json.loads((self.directory / str(step) / META).read_text(encoding="utf-8"))
         return meta
+
+    def shapes(self, step: int) -> dict[str, tuple[int, ...]]:
+        """The global shape of each parameter saved in checkpoint `step` (from DCP's index, no tensors read)."""
+        index = dcp.FileSystemReader(self.directory / str(step)).read_metadata().state_dict_metadata
+        return {
+            key.removeprefix("model/"): tuple(entry.size)
+            for key, entry in index.items()
+            if key.startswith("model/") and hasattr(entry, "size")
+        }
 
     def restore(self, step: int, state: dict[str, Any]) -> None:
         """Load checkpoint `step` into `state` (from training_state), every tensor in place."""

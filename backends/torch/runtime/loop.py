@@ -210,6 +210,7 @@ def _train(
     rank: int,
 ) -> list[dict[str, Any]]:
     config = model_module.CONFIG
+    flags.check_schedule(config, args.steps)
     primary = rank == 0
     world = dist.get_world_size() if dist.is_initialized() else 1
 
@@ -230,6 +231,10 @@ def _train(
             raise SystemExit(
                 f"error: --resume: no checkpoint in {checkpoints.directory}\nhint: start the run without --resume"
             )
+        if found is not None and args.resume:  # before building anything: another spec's checkpoint is refused
+            where = f"checkpoint {checkpoints.directory / str(found)}"
+            meta, shapes = checkpoints.meta(found), checkpoints.shapes(found)
+            flags.check_resume(meta, shapes, args, model_module, where, announce=primary)
         checkpoints.clean()
 
     hardware = _hardware(args, model_module, device)
@@ -245,8 +250,6 @@ def _train(
         latest = checkpoints.latest_step()
         assert latest is not None
         meta = checkpoints.meta(latest)
-        if meta["seed"] != args.seed:
-            raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
         prime_optimizer(opt, params)
         state = training_state(model, parallel.placements, opt, mesh)
         checkpoints.restore(latest, state)
@@ -338,6 +341,7 @@ def _train(
                     "seed": args.seed,
                     "examples_seen": number * config.batch_size,
                     "mesh": dict(model_module.MESH_AXES),
+                    **flags.run_identity(model_module),
                 }
                 checkpoints.save(number, training_state(model, parallel.placements, opt, mesh), meta)
             paused += time.perf_counter() - interrupted

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends.programs import (
+    SMALL_SWITCH,
     TIMING,
     checkpoint_dirs,
     compile_program,
@@ -32,25 +33,12 @@ from tests.backends.programs import (
 pytest.importorskip("jax")
 pytest.importorskip("orbax.checkpoint")
 
-SMALL = {  # one encoder and one decoder block, each with a Switch FFN
-    "model.encoder_layers": "1",
-    "model.decoder_layers": "1",
-    "moe.expert_every": "1",
-    "model.d_model": "32",
-    "model.d_ff": "64",
-    "model.num_heads": "2",
-    "model.d_kv": "16",
-    "train.batch_size": "4",
-    "train.inputs_length": "32",
-    "train.targets_length": "8",
-    "moe.group_size": "32",
-}
 # Checkpoints at 2, 4, 6 (the newest two kept); evaluations at 3 and 6; a train record every step.
 FLAGS = ("--log-every", "1", "--eval-every", "3", "--eval-batches", "2", "--checkpoint-every", "2", "--keep", "2")
 
 
 def compile_small(tmp_path: Path, name: str, **settings: str) -> Path:
-    return compile_program(tmp_path / name, *set_args({**SMALL, **settings}), backend="jax")
+    return compile_program(tmp_path / name, *set_args({**SMALL_SWITCH, **settings}), backend="jax")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.backends.programs import (
     RUN_TIMEOUT,
+    SMALL_SWITCH,
     TIMING,
     checkpoint_dirs,
     compile_program,
@@ -29,21 +30,9 @@ from tests.backends.programs import (
     without_timing,
 )
 
-SMALL = {  # one encoder and one decoder block, each with a Switch FFN; dropout on, so that its
-    # random streams are part of what resume must reproduce (router jitter is on by default)
-    "model.encoder_layers": "1",
-    "model.decoder_layers": "1",
-    "moe.expert_every": "1",
-    "model.d_model": "32",
-    "model.d_ff": "64",
-    "model.num_heads": "2",
-    "model.d_kv": "16",
-    "model.dropout_rate": "0.1",
-    "train.batch_size": "4",
-    "train.inputs_length": "32",
-    "train.targets_length": "8",
-    "moe.group_size": "32",
-}
+# dropout on, so that its random streams are part of what resume must reproduce (router jitter is
+# on by default)
+SMALL = {**SMALL_SWITCH, "model.dropout_rate": "0.1"}
 # Checkpoints at 2, 4, 6 (the newest two kept); evaluations at 3 and 6; a train record every step.
 FLAGS = ("--log-every", "1", "--eval-every", "3", "--eval-batches", "2", "--checkpoint-every", "2", "--keep", "2")
 
@@ -153,12 +142,16 @@ def test_two_processes_save_their_shards_and_resume_bit_identical(tmp_path: Path
     for key in ("model/encoder/0/experts/wi", "optimizer/encoder/0/experts/wi/exp_avg"):
         chunks = sorted((tuple(c.offsets), tuple(c.sizes)) for c in index[key].chunks)  # type: ignore[union-attr]
         assert chunks == [((0, 0, 0), (4, 32, 64)), ((4, 0, 0), (4, 32, 64))], key  # 4 experts per rank
-    assert json.loads((step2 / "meta.json").read_text()) == {
+    meta = json.loads((step2 / "meta.json").read_text())
+    assert meta == {
         "step": 2,
         "seed": 0,
         "examples_seen": 8,
         "mesh": {"expert": 2},
+        "spec_digest": meta["spec_digest"],
+        "spec": (program / "spec.yaml").read_text(),
     }
+    assert f'SPEC_DIGEST = "{meta["spec_digest"]}"' in (program / "model.py").read_text()
 
     # the run as a crash after step 3 would have left it: records to step 3, checkpoints to step 2
     shutil.copytree(program / "straight", program / "resumed")
@@ -261,10 +254,14 @@ def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(
-        [*command, "--steps", "2", "--out", str(out)], capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env
+        [*command, "--steps", "2", "--out", str(out), "--eval-every", "2"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env,
     )
     assert first.returncode == 0, first.stderr[-3000:]
-    assert [(r["step"], r["split"]) for r in records(out)] == [(2, "train"), (2, "eval")]  # eval at the end
+    assert [(r["step"], r["split"]) for r in records(out)] == [(2, "train"), (2, "eval")]
     assert (out / "checkpoints" / "2" / ".metadata").is_file() and list((out / "tensorboard").glob("events.*"))
     resumed = subprocess.run(
         [*command, "--steps", "3", "--out", str(out), "--resume", "--eval-every", "0"],
@@ -275,7 +272,7 @@ def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [(r["step"], r["split"]) for r in records(out)] == [(2, "train"), (2, "eval"), (3, "train")]
-    assert checkpoint_dirs(out) == ["2", "3"]
+    assert checkpoint_dirs(out) == ["1", "2", "3"]  # --steps 3 is train.steps: a checkpoint every tenth (1) step
 
 
 def test_help_lists_the_training_flags(straight: Path) -> None:

@@ -1,0 +1,149 @@
+"""backends/common/flags.py's checks of a run: --resume against a checkpoint's record (spec digest,
+seed, parameter shapes) and --steps against a cosine schedule's end."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from switchc.backends.common import flags
+
+from switchc.spec import Spec, load_spec
+from switchc.spec.emit import spec_digest, to_yaml
+
+# A stack of 48 blocks whose layout yaml wraps onto a second line, a mesh whose rules are a block.
+WIDE = (
+    "model.encoder_layers=48",
+    f"layout.encoder={{switch: {list(range(0, 48, 2))}}}",
+    "mesh.axes={data: 2, expert: 2, model: 2}",
+    "mesh.rules={batch: [data], experts: [expert], heads: [model], mlp: [model], vocab: [model]}",
+)
+
+
+def _at(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
+def _leaves(data: Any, key: str = "") -> list[str]:
+    if isinstance(data, dict) and data:
+        return [leaf for name, value in data.items() for leaf in _leaves(value, f"{key}.{name}" if key else name)]
+    return [key]
+
+
+@pytest.mark.parametrize(("name", "sets"), [("switch-tiny", ()), ("switch-c", ()), ("switch-tiny", WIDE)])
+def test_spec_settings_reads_every_setting_of_a_written_spec(name: str, sets: tuple[str, ...]) -> None:
+    text = to_yaml(load_spec(name, sets))
+    loaded = yaml.safe_load(text)
+    settings = flags.spec_settings(text)
+    for key, value in settings.items():  # each value as written reads back as the spec's
+        assert yaml.safe_load(value) == _at(loaded, key), key
+    for leaf in _leaves(loaded):  # and every setting is under one of the keys
+        assert any(leaf == key or leaf.startswith(key + ".") for key in settings), leaf
+
+
+def test_changed_settings_names_each_key_with_both_values() -> None:
+    old = to_yaml(load_spec("switch-tiny"))
+    new = to_yaml(load_spec("switch-tiny", ("moe.num_experts=4", "train.optimizer.learning_rate=0.002")))
+    assert flags.changed_settings(old, new) == [
+        "moe.num_experts: 8 in the checkpoint, 4 in this program",
+        "train.optimizer.learning_rate: 0.001 in the checkpoint, 0.002 in this program",
+    ]
+    assert flags.changed_settings(old, old) == []
+
+
+def _program(tmp_path: Path, spec: Spec, params: dict[str, tuple[int, ...]] | None = None) -> Any:
+    """A stand-in for a generated program's model module: the names check_resume reads."""
+    folder = tmp_path / f"program{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    (folder / "spec.yaml").write_text(to_yaml(spec))
+    shapes = params or {"encoder/0/experts/wi": (spec.moe.num_experts if spec.moe else 1, 4, 8)}
+    return SimpleNamespace(
+        __file__=str(folder / "model.py"),
+        SPEC_DIGEST=spec_digest(spec),
+        CONFIG=SimpleNamespace(schedule=spec.train.optimizer.schedule, steps=spec.train.steps),
+        PARAMS={name: (shape, (), 1.0) for name, shape in shapes.items()},
+    )
+
+
+def _args(seed: int = 0, allow_changes: bool = False) -> argparse.Namespace:
+    return argparse.Namespace(seed=seed, allow_changes=allow_changes)
+
+
+def _record(model: Any, **meta: Any) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """What a checkpoint written by `model` holds: its meta record and its parameters' shapes."""
+    record = {"step": 4, "seed": 0, "examples_seen": 16, **flags.run_identity(model), **meta}
+    return record, {name: shape for name, (shape, _, _) in model.PARAMS.items()}
+
+
+def test_a_checkpoint_of_the_same_spec_resumes_with_more_steps(tmp_path: Path) -> None:
+    run = _program(tmp_path, load_spec("switch-tiny"))
+    longer = _program(tmp_path, load_spec("switch-tiny", ("train.steps=2000",)))
+    assert longer.SPEC_DIGEST == run.SPEC_DIGEST
+    flags.check_resume(*_record(run), _args(), longer, "checkpoint 4")
+
+
+def test_a_checkpoint_of_another_spec_is_refused_with_what_changed(tmp_path: Path) -> None:
+    run = _program(tmp_path, load_spec("switch-tiny"))
+    other = _program(tmp_path, load_spec("switch-tiny", ("train.optimizer.learning_rate=0.002", "train.steps=50")))
+    with pytest.raises(SystemExit) as refused:
+        flags.check_resume(*_record(run), _args(), other, "checkpoint 4")
+    message = str(refused.value)
+    assert message.startswith("error: --resume: checkpoint 4 was written by a program built from another spec")
+    assert "\n  train.optimizer.learning_rate: 0.001 in the checkpoint, 0.002 in this program\n" in message
+    assert "train.steps" not in message  # more (or fewer) steps are the same run under rsqrt
+    assert "hint: " in message and "--allow-changes" in message
+
+
+def test_allow_changes_goes_on_and_says_what_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = _program(tmp_path, load_spec("switch-tiny"))
+    other = _program(tmp_path, load_spec("switch-tiny", ("train.optimizer.learning_rate=0.002",)))
+    flags.check_resume(*_record(run), _args(allow_changes=True), other, "checkpoint 4")
+    assert "note: --allow-changes: checkpoint 4 continues with other settings:" in capsys.readouterr().err
+    flags.check_resume(*_record(run), _args(allow_changes=True), other, "checkpoint 4", announce=False)
+    assert capsys.readouterr().err == ""  # the other processes of a job stay quiet
+
+
+def test_allow_changes_refuses_parameters_of_other_shapes(tmp_path: Path) -> None:
+    run = _program(tmp_path, load_spec("switch-tiny"))
+    fewer = _program(tmp_path, load_spec("switch-tiny", ("moe.num_experts=4",)))
+    with pytest.raises(SystemExit) as refused:
+        flags.check_resume(*_record(run), _args(allow_changes=True), fewer, "checkpoint 4")
+    message = str(refused.value)
+    wi = "encoder/0/experts/wi: (8, 4, 8) in the checkpoint, (4, 4, 8) in this program"
+    assert f"does not fit this program's model:\n  {wi}\n" in message
+    assert "moe.num_experts: 8 in the checkpoint, 4 in this program" in message
+
+
+def test_same_spec_with_missing_or_extra_parameters_is_refused(tmp_path: Path) -> None:
+    """A checkpoint from before SPEC_DIGEST (no digest recorded) is checked by its shapes alone."""
+    run = _program(tmp_path, load_spec("switch-tiny"), {"a": (2,), "b": (3,)})
+    meta, _ = _record(run)
+    del meta["spec_digest"]
+    flags.check_resume(meta, {"a": (2,), "b": (3,)}, _args(), run, "checkpoint 4")
+    with pytest.raises(SystemExit, match=r"\n  b: absent in the checkpoint, \(3,\) in this program\n  c: \(1,\) in"):
+        flags.check_resume(meta, {"a": (2,), "c": (1,)}, _args(), run, "checkpoint 4")
+
+
+def test_another_seed_is_refused(tmp_path: Path) -> None:
+    run = _program(tmp_path, load_spec("switch-tiny"))
+    with pytest.raises(SystemExit, match="trained with --seed 0; resume with the same seed"):
+        flags.check_resume(*_record(run), _args(seed=1), run, "checkpoint 4")
+
+
+def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:
+    cosine = load_spec("switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=100"))
+    config = _program(tmp_path, cosine).CONFIG
+    flags.check_schedule(config, 100)
+    with pytest.raises(SystemExit, match="--steps 101 runs past the end of the cosine schedule") as refused:
+        flags.check_schedule(config, 101)
+    assert "switchc compile SPEC --set train.steps=101" in str(refused.value)
+    # under a cosine schedule train.steps is part of the run's identity: more steps are another run
+    longer = load_spec("switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=200"))
+    assert spec_digest(longer) != spec_digest(cosine)
+    flags.check_schedule(_program(tmp_path, load_spec("switch-tiny")).CONFIG, 10**6)  # rsqrt has no end

@@ -1,0 +1,67 @@
+"""A checkpoint belongs to the spec it was trained from, in both backends' programs: --resume from a
+program compiled from another spec is refused (nothing written) unless --allow-changes, and a
+model whose parameters changed shape is refused even then, from the checkpoint's metadata, before
+any array is read; --steps past a cosine schedule's end is refused. runtime/flags.py holds the
+checks (tests/backends/common/test_flags.py); each backend reads its checkpoint's record and shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.backends.programs import SMALL_SWITCH, compile_program, records, run_program, set_args, snapshot
+
+FLAGS = ("--eval-every", "0", "--checkpoint-every", "2")
+
+
+def _needs(backend: str) -> None:
+    for module in ("jax", "orbax.checkpoint") if backend == "jax" else ("torch",):
+        pytest.importorskip(module)
+
+
+def _program(tmp_path: Path, backend: str, name: str, **settings: str) -> Path:
+    return compile_program(tmp_path / name, *set_args({**SMALL_SWITCH, **settings}), backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Path) -> None:
+    _needs(backend)
+    run = tmp_path / "run"
+    first = run_program(_program(tmp_path, backend, "first"), "--steps", "2", *FLAGS, "--out", str(run))
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    # another learning rate (and train.steps, which is no part of the run's identity under rsqrt)
+    other = _program(tmp_path, backend, "other", **{"train.optimizer.learning_rate": "0.002", "train.steps": "50"})
+    before = snapshot(run)
+    refused = run_program(other, "--steps", "3", *FLAGS, "--out", str(run), "--resume")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    assert f"checkpoint {run / 'checkpoints' / '2'} was written by a program built from another spec" in refused.stderr
+    assert "\n  train.optimizer.learning_rate: 0.001 in the checkpoint, 0.002 in this program\n" in refused.stderr
+    assert "train.steps" not in refused.stderr
+    assert snapshot(run) == before
+
+    allowed = run_program(other, "--steps", "3", *FLAGS, "--out", str(run), "--resume", "--allow-changes")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "note: --allow-changes: checkpoint" in allowed.stderr and "resumed at step 2" in allowed.stdout
+    assert [record["step"] for record in records(run)] == [2, 3]
+
+    # other shapes: refused from the newest checkpoint's (step 3's) metadata even with --allow-changes
+    fewer = _program(tmp_path, backend, "fewer", **{"moe.num_experts": "4"})
+    before = snapshot(run)
+    unfit = run_program(fewer, "--steps", "4", *FLAGS, "--out", str(run), "--resume", "--allow-changes")
+    assert unfit.returncode == 1 and "Traceback" not in unfit.stderr, unfit.stderr[-3000:]
+    router = "encoder/0/router/w: (32, 8) in the checkpoint, (32, 4) in this program"
+    assert f"does not fit this program's model:\n  {router}\n" in unfit.stderr
+    assert "moe.num_experts: 8 in the checkpoint, 4 in this program" in unfit.stderr
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_steps_past_the_end_of_a_cosine_schedule_are_refused(backend: str, tmp_path: Path) -> None:
+    _needs(backend)
+    cosine = _program(tmp_path, backend, "cosine", **{"train.optimizer.schedule": "cosine", "train.steps": "5"})
+    result = run_program(cosine, "--steps", "6")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: --steps 6 runs past the end of the cosine schedule" in result.stderr
