@@ -198,7 +198,7 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[s
         (total, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         metrics = {**metrics, "loss": total, "grad_norm": grad_norm}
         return params, opt_state, metrics, health(total, grad_norm, grads)
 
@@ -327,7 +327,7 @@ def _evaluate(state: dict[str, Any], params: Any, batches: list[dict[str, Any]],
 def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any = None) -> list[dict[str, Any]]:
     """Train until step args.steps; returns the records (also shown, and written to --out).
 
-    `data` and `eval_data` give batch(step, batch_size[, rows]) (data.SpanCorruption); without
+    `data` and `eval_data` give batch(step, batch_size[, rows]) (data.Examples); without
     eval_data (or with --eval-every 0) nothing is evaluated.
     """
     import jax
