@@ -1,11 +1,11 @@
-"""Text -> (inputs, targets) batches with T5 span corruption. Runtime support, numpy only.
+"""Text -> (inputs, targets) batches: T5 span corruption or prefix LM. Runtime support, numpy only.
 
 Copied verbatim into every generated program (JAX and PyTorch alike), so both backends see the
 same examples for the same seed. The pipeline:
 
     corpus (files) -> tokens (one stream, documents separated by EOS) -> train / eval split
-      -> chunks of `raw_length` tokens -> span corruption -> inputs [inputs_length],
-         targets [targets_length] (padded with 0)
+      -> chunks of `raw_length` tokens -> span corruption (or a prefix LM split) ->
+         inputs [inputs_length], targets [targets_length] (padded with 0)
 
 Token ids follow T5: 0 pad, 1 EOS, 2 UNK; sentinels count down from the top of the vocabulary
 (vocab_size - 1 is <extra_id_0>). Two tokenizers:
@@ -365,43 +365,39 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class SpanCorruption:
-    """Deterministic span-corrupted examples from one token stream."""
+class Examples:
+    """Deterministic examples from one token stream: the stream is cut into chunks of `raw_length`
+    tokens, each epoch visits them in an order drawn from (seed, epoch), and example i of an epoch
+    is made from its chunk with randomness drawn from (seed, epoch, i). Subclasses say how long a
+    chunk is and how it becomes (inputs, targets)."""
 
     tokens: np.ndarray
     inputs_length: int
     targets_length: int
     vocab_size: int
-    noise_density: float = 0.15
-    mean_noise_span: float = 3.0
-    seed: int = 0
+    seed: int
 
     @property
     def raw_length(self) -> int:
-        return raw_length_for(self.inputs_length, self.noise_density, self.mean_noise_span)
+        raise NotImplementedError
 
     @property
     def num_examples(self) -> int:
         return len(self.tokens) // self.raw_length
 
     def check(self) -> None:
-        _, targets = corrupted_lengths(self.raw_length, self.noise_density, self.mean_noise_span)
-        if targets > self.targets_length:
-            raise SystemExit(
-                f"error: span corruption of {self.raw_length} tokens makes {targets} targets, "
-                f"more than targets_length {self.targets_length}.\n"
-                f"hint: set train.targets_length to at least {targets}"
-            )
         if self.num_examples == 0:
             raise SystemExit(f"error: the corpus has {len(self.tokens)} tokens, fewer than one example")
+
+    def make(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of one chunk, each ending in EOS, before padding."""
+        raise NotImplementedError
 
     def example(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
         start = int(order[index]) * self.raw_length
         chunk = self.tokens[start : start + self.raw_length]
-        rng = np.random.default_rng([self.seed, epoch, index])
-        mask = noise_mask(rng, self.raw_length, self.noise_density, self.mean_noise_span)
-        inputs, targets = span_corrupt(chunk, mask, self.vocab_size)
+        inputs, targets = self.make(chunk, np.random.default_rng([self.seed, epoch, index]))
         return _pad(inputs, self.inputs_length), _pad(targets, self.targets_length)
 
     def batch(self, step: int, batch_size: int, rows: slice | None = None) -> Batch:
@@ -416,6 +412,65 @@ class SpanCorruption:
         while True:
             yield self.batch(step, batch_size, rows)
             step += 1
+
+
+@dataclass(frozen=True)
+class SpanCorruption(Examples):
+    """T5's span corruption: noise spans of a chunk become sentinels in the inputs, and the targets
+    are the sentinels each followed by its span."""
+
+    noise_density: float = 0.15
+    mean_noise_span: float = 3.0
+
+    @property
+    def raw_length(self) -> int:
+        return raw_length_for(self.inputs_length, self.noise_density, self.mean_noise_span)
+
+    def check(self) -> None:
+        _, targets = corrupted_lengths(self.raw_length, self.noise_density, self.mean_noise_span)
+        if targets > self.targets_length:
+            raise SystemExit(
+                f"error: span corruption of {self.raw_length} tokens makes {targets} targets, "
+                f"more than targets_length {self.targets_length}.\n"
+                f"hint: set train.targets_length to at least {targets}"
+            )
+        super().check()
+
+    def make(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        mask = noise_mask(rng, self.raw_length, self.noise_density, self.mean_noise_span)
+        return span_corrupt(chunk, mask, self.vocab_size)
+
+
+@dataclass(frozen=True)
+class PrefixLM(Examples):
+    """Prefix language modelling (T5's prefix_lm objective): a chunk of text is split at a random
+    point; the encoder reads the text before it, the decoder predicts the text after it.
+
+    A chunk holds (inputs_length - 1) + (targets_length - 1) tokens. The split point is uniform over
+    the chunk's inner positions; the inputs are the at most inputs_length - 1 tokens just before it,
+    the targets the at most targets_length - 1 tokens just after it, each followed by EOS (and
+    padded). No sentinels: data.noise_density and data.mean_noise_span do not apply.
+    """
+
+    @property
+    def raw_length(self) -> int:
+        return self.inputs_length - 1 + self.targets_length - 1
+
+    def check(self) -> None:
+        if self.inputs_length < 2 or self.targets_length < 2:
+            raise SystemExit(
+                "error: prefix_lm needs room for a token and EOS on each side, but train.inputs_length is "
+                f"{self.inputs_length} and train.targets_length {self.targets_length}\n"
+                "hint: set both to at least 2"
+            )
+        super().check()
+
+    def make(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        split = int(rng.integers(1, self.raw_length))  # 1 .. raw_length - 1: both sides hold a token
+        prefix = chunk[max(0, split - (self.inputs_length - 1)) : split]
+        suffix = chunk[split : split + self.targets_length - 1]
+        eos = np.array([EOS], np.int32)
+        return np.concatenate([prefix, eos]).astype(np.int32), np.concatenate([suffix, eos]).astype(np.int32)
 
 
 def _pad(ids: np.ndarray, length: int) -> np.ndarray:
@@ -441,23 +496,28 @@ def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
     return tokenizer
 
 
-def dataset(config: Any, split: str = "train") -> SpanCorruption:
+def dataset(config: Any, split: str = "train") -> Examples:
     """The examples of one split ("train" or "eval") that a generated program's CONFIG describes."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+    if config.objective not in ("span_corruption", "prefix_lm"):
+        raise SystemExit(f"error: objective {config.objective!r} is not supported; use span_corruption or prefix_lm")
     documents = read_documents(config.source, config.path, config.jsonl_field)
     train_documents, eval_documents = split_documents(documents, config.eval_fraction)
     tokenizer = tokenizer_for(config, train_documents)
     tokens = token_stream(train_documents if split == "train" else eval_documents, tokenizer)
-    data = SpanCorruption(
-        tokens,
-        config.inputs_length,
-        config.targets_length,
-        config.vocab_size,
-        config.noise_density,
-        config.mean_noise_span,
-        config.seed,
-    )
+    shape = {
+        "tokens": tokens,
+        "inputs_length": config.inputs_length,
+        "targets_length": config.targets_length,
+        "vocab_size": config.vocab_size,
+        "seed": config.seed,
+    }
+    if config.objective == "prefix_lm":
+        prefix_lm = PrefixLM(**shape)
+        prefix_lm.check()
+        return prefix_lm
+    data = SpanCorruption(**shape, noise_density=config.noise_density, mean_noise_span=config.mean_noise_span)
     data.check()
     _, spans = noise_spans(data.raw_length, data.noise_density, data.mean_noise_span)
     if spans > tokenizer.num_sentinels:

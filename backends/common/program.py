@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from importlib import resources
 
-from switchc.errors import UserError
 from switchc.spec import Spec
 from switchc.spec.emit import to_yaml
 
@@ -28,16 +27,6 @@ def runtime_files(package: str, modules: tuple[str, ...]) -> dict[str, str]:
     for name in COMMON_MODULES:
         files[f"runtime/{name}"] = (common / name).read_text(encoding="utf-8")
     return files
-
-
-def check_objective(spec: Spec, backend: str) -> None:
-    """Both backends' data pipeline (runtime/data.py) makes span-corruption batches only."""
-    if spec.data.objective != "span_corruption":
-        raise UserError.at(
-            spec.span("data.objective"),
-            f"the {backend} backend supports span_corruption only, not {spec.data.objective}",
-            "use `objective: span_corruption`",
-        )
 
 
 def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_also: str = "") -> str:

@@ -13,7 +13,7 @@ from switchc.spec import Spec
 
 from ..common.codegen import config_lines, cost_lines, identity_lines, literal, params_lines, switch_lines, wrap
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
-from ..common.program import check_objective, program_files, runtime_files
+from ..common.program import program_files, runtime_files
 from ..common.program import train_script as launcher
 from .lower import check_layout, forward_body
 
@@ -124,14 +124,8 @@ metrics.jsonl. Exit status 3: a NaN or Inf in the loss or the gradients stopped 
     )
 
 
-def check_supported(spec: Spec) -> None:
-    """What the spec format allows but this backend does not do yet: a located error, not a crash."""
-    check_objective(spec, "JAX")
-
-
 def generate(spec: Spec) -> dict[str, str]:
     """Every file of the program, path -> text."""
-    check_supported(spec)
     graph = build_graph(spec)
     return program_files(
         spec,

@@ -14,7 +14,7 @@ from switchc.spec import Spec
 
 from ..common.codegen import config_lines, cost_lines, identity_lines, literal, params_lines, switch_lines, wrap
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
-from ..common.program import check_objective, program_files, runtime_files
+from ..common.program import program_files, runtime_files
 from ..common.program import train_script as launcher
 from .lower import forward_body, init_lines, module_tree
 
@@ -134,7 +134,6 @@ gradients stopped training.
 
 def check_supported(spec: Spec) -> None:
     """What the spec format allows but this backend does not do yet: a located error, not a crash."""
-    check_objective(spec, "PyTorch")
     resolved = spec.mesh.logical_rules()
     for axis in ("embed", "kv", "length"):
         if resolved.get(axis):

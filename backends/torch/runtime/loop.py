@@ -119,7 +119,7 @@ def _local_batch(data: Any, step: int, config: Any, parallel: Parallel, device: 
 def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any = None) -> list[dict[str, Any]]:
     """Train until step args.steps; returns the records (rank 0 also shows them and writes --out).
 
-    `data` and `eval_data` give batch(step, batch_size, rows) (data.SpanCorruption); without
+    `data` and `eval_data` give batch(step, batch_size, rows) (data.Examples); without
     eval_data (or with --eval-every 0) nothing is evaluated.
     """
     mesh, device = init_distributed(model_module.MESH_AXES, args.timeout, args.device)

@@ -141,6 +141,7 @@ def config(**changes: object) -> SimpleNamespace:
         "mean_noise_span": 3.0,
         "eval_fraction": 0.05,
         "seed": 0,
+        "objective": "span_corruption",
     }
     return SimpleNamespace(**(values | changes))
 
@@ -190,3 +191,39 @@ def _uncorrupt(inputs: np.ndarray, targets: np.ndarray, sentinel_floor: int) -> 
 def test_too_few_sentinels_for_the_spans_is_a_clear_error() -> None:
     with pytest.raises(SystemExit, match="makes up to 7 spans, but the byte tokenizer has 3 sentinels"):
         data.dataset(config(vocab_size=262, inputs_length=128, targets_length=32))
+
+
+def test_prefix_lm_splits_a_chunk_into_the_text_before_and_after_a_point() -> None:
+    prefix_lm = data.dataset(config(objective="prefix_lm", inputs_length=16, targets_length=8))
+    assert isinstance(prefix_lm, data.PrefixLM) and prefix_lm.raw_length == 15 + 7
+    stream = prefix_lm.tokens.astype("<u2").tobytes()
+    batch = prefix_lm.batch(0, 32)
+    assert batch.inputs.shape == (32, 16) and batch.targets.shape == (32, 8)
+    splits = set()
+    for inputs, targets in zip(batch.inputs.tolist(), batch.targets.tolist(), strict=True):
+        input_pads, target_pads = inputs.count(data.PAD), targets.count(data.PAD)  # the corpus has no id 0
+        before, after = inputs[: len(inputs) - input_pads - 1], targets[: len(targets) - target_pads - 1]
+        assert before and after  # a token on each side, then EOS, then padding
+        assert inputs[len(before) :] == [data.EOS] + [data.PAD] * input_pads
+        assert targets[len(after) :] == [data.EOS] + [data.PAD] * target_pads
+        # the two sides are adjacent in the corpus: the chunk read across the split point
+        assert _in_stream(stream, before + after)
+        assert max(before + after) < data.BYTE_OFFSET + 256  # bytes only: no sentinels
+        splits.add((len(before), len(after)))
+    assert len(splits) > 5  # the split point is drawn per example
+    again = data.dataset(config(objective="prefix_lm", inputs_length=16, targets_length=8)).batch(0, 32)
+    assert (again.inputs == batch.inputs).all() and (again.targets == batch.targets).all()
+
+
+def test_prefix_lm_needs_two_positions_on_each_side() -> None:
+    with pytest.raises(SystemExit, match="prefix_lm needs room for a token and EOS on each side"):
+        data.dataset(config(objective="prefix_lm", targets_length=1))
+
+
+def _in_stream(stream: bytes, tokens: list[int]) -> bool:
+    """Whether `tokens` occur consecutively in `stream` (token ids as little-endian uint16)."""
+    needle = np.array(tokens, "<u2").tobytes()
+    position = stream.find(needle)
+    while position >= 0 and position % 2:  # a match must start at a token boundary
+        position = stream.find(needle, position + 1)
+    return position >= 0

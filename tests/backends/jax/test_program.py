@@ -86,15 +86,6 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     assert not (program / "stale.txt").exists()
 
 
-def test_unsupported_choices_are_located_errors(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main, ["compile", "switch-tiny", "-o", str(tmp_path / "p"), "--set", "data.objective=prefix_lm"]
-    )
-    assert result.exit_code == 2
-    assert result.stderr.startswith("<command line>:1:22: error: the JAX backend supports span_corruption only")
-    assert not (tmp_path / "p").exists()
-
-
 def test_trains_on_real_text(tmp_path: Path) -> None:
     program = compile_program(tmp_path)
     found = train_losses(program, "--steps", "30", "--log-every", "10")
