@@ -89,7 +89,8 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
 @click.option(
     "--allow-changes",
     is_flag=True,
-    help="With --resume: continue even though settings other than train.steps differ from the run's.",
+    help="With --resume: continue even though settings other than train.steps (under a cosine schedule: any) "
+    "differ from the run's.",
 )
 @click.option("--eval-every", type=click.IntRange(min=0), help="Evaluate every N steps (0: never; default: steps/10).")
 def train(
@@ -107,8 +108,8 @@ def train(
 
     Both backends take the same flags and write the same run directory (docs/training.md). Without
     --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an earlier
-    run are removed first. With --resume, settings other than train.steps must match the run's
-    (OUT/program/spec.yaml) unless --allow-changes is given.
+    run are removed first. With --resume, settings other than train.steps (under a cosine schedule,
+    train.steps too) must match the run's (OUT/program/spec.yaml) unless --allow-changes is given.
     """
     if allow_changes and not resume:
         raise PlainUserError("--allow-changes applies only with --resume", "add --resume, or drop --allow-changes")

@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+from switchc.spec import load_spec
+from switchc.spec.emit import to_yaml
 
 pytest.importorskip("jax")
 
@@ -122,3 +127,19 @@ def test_allow_changes_needs_resume(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and "--allow-changes applies only with --resume" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_more_steps_of_a_cosine_run_are_another_schedule(tmp_path: Path) -> None:
+    """Under a cosine schedule train.steps sets where the learning rate reaches zero: --resume with
+    more steps is refused like any other changed setting, before anything in OUT changes."""
+    cosine = ["--set", "train.optimizer.schedule=cosine"]
+    program = tmp_path / "run" / "program"
+    program.mkdir(parents=True)
+    (program / "train.py").write_text("raise SystemExit('not run')\n")
+    (program / "spec.yaml").write_text(to_yaml(load_spec("switch-tiny", [cosine[1]])))
+    before = {path: path.read_bytes() for path in program.iterdir()}
+    result = CliRunner().invoke(main, ["train", *cosine, "--steps", "2000", "--out", str(tmp_path / "run"), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "(the cosine schedule decays to zero over train.steps: more steps are another schedule)" in result.stderr
+    assert "train.steps: 1000 in the run, 2000 now" in result.stderr and "adding --steps" not in result.stderr
+    assert {path: path.read_bytes() for path in program.iterdir()} == before
