@@ -35,8 +35,12 @@ def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Pat
         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
-    first = run_program(_program(tmp_path, backend, "first"), "--steps", "2", *FLAGS, "--out", str(run), env=cache)
+    # --resume before the run has a checkpoint (it stopped before its first) starts at step 0
+    first = run_program(
+        _program(tmp_path, backend, "first"), "--steps", "2", *FLAGS, "--out", str(run), "--resume", env=cache
+    )
     assert first.returncode == 0, first.stderr[-3000:]
+    assert f"--resume: no checkpoint in {run / 'checkpoints'} yet; starting at step 0" in first.stdout
 
     # another held-out share (and train.steps, which is no part of the run's identity under rsqrt)
     other = _program(tmp_path, backend, "other", **{"data.eval_fraction": "0.1", "train.steps": "50"})

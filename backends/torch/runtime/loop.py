@@ -66,7 +66,7 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
         description,
         default_steps,
         default_seed,
-        resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (needs --out)",
+        resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
         init_from_help="start from the weights in FILE (safetensors keyed by IR names; runtime/weights.py), "
         "not from --seed",
     )
@@ -218,7 +218,7 @@ def _train(
         if primary:
             print(text, flush=True)
 
-    checkpoints = None
+    checkpoints, found = None, None
     if args.out is not None and (args.checkpoint_every or args.resume):
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary)
         found = checkpoints.latest_step()
@@ -227,10 +227,8 @@ def _train(
                 f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
                 "hint: pass --resume to continue that run, or choose another --out"
             )
-        if found is None and args.resume:
-            raise SystemExit(
-                f"error: --resume: no checkpoint in {checkpoints.directory}\nhint: start the run without --resume"
-            )
+        if found is None and args.resume:  # a run stopped before its first checkpoint: nothing to resume
+            say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None and args.resume:  # before building anything: another spec's checkpoint is refused
             where = f"checkpoint {checkpoints.directory / str(found)}"
             meta, shapes = checkpoints.meta(found), checkpoints.shapes(found)
@@ -239,16 +237,16 @@ def _train(
 
     hardware = _hardware(args, model_module, device)
     peak = model_module.PEAK_FLOPS[hardware]
-    parallel, opt = build(model_module, args.seed, mesh, device, None if args.resume else args.init_from)
+    restoring = args.resume and found is not None
+    parallel, opt = build(model_module, args.seed, mesh, device, None if restoring else args.init_from)
     model = parallel.model
     params = list(model.parameters())
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
 
     start = 0
-    if args.resume:
-        assert checkpoints is not None
-        latest = checkpoints.latest_step()
-        assert latest is not None
+    if restoring:
+        assert checkpoints is not None and found is not None
+        latest = found
         meta = checkpoints.meta(latest)
         prime_optimizer(opt, params)
         state = training_state(model, parallel.placements, opt, mesh)
@@ -262,7 +260,7 @@ def _train(
         f"mesh {shape} on {devices} {device.type} process(es); steps {start}..{args.steps}; "
         f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
     )
-    if args.resume:
+    if restoring:
         ignored = f" (not from --init-from {args.init_from}: the checkpoint has the weights)" if args.init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
     elif args.init_from is not None:
