@@ -195,7 +195,7 @@ def test_step_health_names_each_gradient_with_nan_or_inf(
     from switchc.backends.jax.runtime.loop import health
 
     arrays = {name: jnp.asarray(values, jnp.float32) for name, values in grads.items()}
-    out = jax.jit(lambda total, g: health(total, optax.global_norm(g), g))(jnp.float32(loss), arrays)
+    out = jax.jit(lambda total, g: health(total, optax.tree.norm(g), g))(jnp.float32(loss), arrays)
     assert bool(out["finite"]) is finite
     counts = {name: int(count) for name, count in out["gradient_non_finite"].items()}
     assert {name: count for name, count in counts.items() if count} == named
