@@ -1,0 +1,47 @@
+"""backends/common/program.py's check of what the data pipeline needs of a spec's shapes: a located
+error from `switchc compile`, for either backend, and no program written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            ["train.targets_length=8"],
+            "<command line>:1:28: error: span corruption of the 141 tokens that inputs_length 128 holds makes 29 "
+            "target tokens, more than targets_length 8",
+        ),
+        (
+            ["model.vocab_size=262"],  # switch-tiny's byte tokenizer: ids above 258 are sentinels
+            "switch-tiny.yaml:28:18: error: span corruption of 141 tokens makes up to 7 noise spans, but the byte "
+            "tokenizer has 3 sentinel ids",
+        ),
+        (
+            ["data.objective=prefix_lm", "train.targets_length=1"],
+            "<command line>:2:28: error: prefix_lm needs targets_length >= 2",
+        ),
+        (
+            ["model.vocab_size=200"],
+            "<command line>:1:24: error: the byte tokenizer needs vocab_size >= 260",
+        ),
+    ],
+    ids=["targets-too-short", "too-few-sentinels", "prefix-lm-lengths", "byte-vocabulary"],
+)
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_data_shapes_are_checked_when_the_program_is_made(
+    tmp_path: Path, backend: str, settings: list[str], message: str
+) -> None:
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
+    out = tmp_path / "program"
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "--backend", backend, "-o", str(out), *overrides])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "\nhint: " in result.stderr
+    assert not out.exists()
