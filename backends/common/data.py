@@ -426,16 +426,6 @@ class SpanCorruption(Examples):
     def raw_length(self) -> int:
         return raw_length_for(self.inputs_length, self.noise_density, self.mean_noise_span)
 
-    def check(self) -> None:
-        _, targets = corrupted_lengths(self.raw_length, self.noise_density, self.mean_noise_span)
-        if targets > self.targets_length:
-            raise SystemExit(
-                f"error: span corruption of {self.raw_length} tokens makes {targets} targets, "
-                f"more than targets_length {self.targets_length}.\n"
-                f"hint: set train.targets_length to at least {targets}"
-            )
-        super().check()
-
     def make(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         mask = noise_mask(rng, self.raw_length, self.noise_density, self.mean_noise_span)
         return span_corrupt(chunk, mask, self.vocab_size)
@@ -455,15 +445,6 @@ class PrefixLM(Examples):
     @property
     def raw_length(self) -> int:
         return self.inputs_length - 1 + self.targets_length - 1
-
-    def check(self) -> None:
-        if self.inputs_length < 2 or self.targets_length < 2:
-            raise SystemExit(
-                "error: prefix_lm needs room for a token and EOS on each side, but train.inputs_length is "
-                f"{self.inputs_length} and train.targets_length {self.targets_length}\n"
-                "hint: set both to at least 2"
-            )
-        super().check()
 
     def make(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         split = int(rng.integers(1, self.raw_length))  # 1 .. raw_length - 1: both sides hold a token
@@ -496,12 +477,60 @@ def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
     return tokenizer
 
 
+def shape_problem(config: Any) -> tuple[str, str, str] | None:
+    """The first thing a CONFIG's shapes ask of this pipeline that it cannot make, as (the spec
+    setting to change, the error, the hint); None when there is none. `switchc compile` reports it
+    at that setting of the spec; a program checks it again when it starts (`dataset`)."""
+    byte_floor = BYTE_OFFSET + 256 + 1
+    if config.tokenizer == "byte" and config.vocab_size < byte_floor:
+        return (
+            "model.vocab_size",
+            f"the byte tokenizer needs vocab_size >= {byte_floor} (3 specials, 256 bytes, 1 sentinel), "
+            f"not {config.vocab_size}",
+            f"set model.vocab_size to at least {byte_floor}, or use data.tokenizer: sentencepiece",
+        )
+    if config.objective == "prefix_lm":
+        for key in ("inputs_length", "targets_length"):
+            if getattr(config, key) < 2:
+                return (
+                    f"train.{key}",
+                    f"prefix_lm needs {key} >= 2 (room for a token and EOS on each side of its split), "
+                    f"not {getattr(config, key)}",
+                    f"set train.{key} to 2 or more",
+                )
+        return None
+    raw = raw_length_for(config.inputs_length, config.noise_density, config.mean_noise_span)
+    _, targets = corrupted_lengths(raw, config.noise_density, config.mean_noise_span)
+    if targets > config.targets_length:
+        return (
+            "train.targets_length",
+            f"span corruption of the {raw} tokens that inputs_length {config.inputs_length} holds makes {targets} "
+            f"target tokens, more than targets_length {config.targets_length}",
+            f"set train.targets_length to at least {targets}, or lower data.noise_density",
+        )
+    _, spans = noise_spans(raw, config.noise_density, config.mean_noise_span)
+    sentinels = EXTRA_IDS if config.tokenizer == "sentencepiece" else config.vocab_size - BYTE_OFFSET - 256
+    if spans > sentinels:
+        more = ", or raise model.vocab_size (every id above 258 is a sentinel)" if config.tokenizer == "byte" else ""
+        return (
+            "train.inputs_length",
+            f"span corruption of {raw} tokens makes up to {spans} spans, but the {config.tokenizer} tokenizer "
+            f"has {sentinels} sentinels",
+            f"shorten train.inputs_length, raise data.mean_noise_span{more}",
+        )
+    return None
+
+
 def dataset(config: Any, split: str = "train") -> Examples:
     """The examples of one split ("train" or "eval") that a generated program's CONFIG describes."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     if config.objective not in ("span_corruption", "prefix_lm"):
         raise SystemExit(f"error: objective {config.objective!r} is not supported; use span_corruption or prefix_lm")
+    problem = shape_problem(config)
+    if problem is not None:
+        _, error, hint = problem
+        raise SystemExit(f"error: {error}\nhint: {hint}")
     documents = read_documents(config.source, config.path, config.jsonl_field)
     train_documents, eval_documents = split_documents(documents, config.eval_fraction)
     tokenizer = tokenizer_for(config, train_documents)
@@ -514,16 +543,8 @@ def dataset(config: Any, split: str = "train") -> Examples:
         "seed": config.seed,
     }
     if config.objective == "prefix_lm":
-        prefix_lm = PrefixLM(**shape)
-        prefix_lm.check()
-        return prefix_lm
-    data = SpanCorruption(**shape, noise_density=config.noise_density, mean_noise_span=config.mean_noise_span)
+        data: Examples = PrefixLM(**shape)
+    else:
+        data = SpanCorruption(**shape, noise_density=config.noise_density, mean_noise_span=config.mean_noise_span)
     data.check()
-    _, spans = noise_spans(data.raw_length, data.noise_density, data.mean_noise_span)
-    if spans > tokenizer.num_sentinels:
-        raise SystemExit(
-            f"error: span corruption of {data.raw_length} tokens makes up to {spans} spans, "
-            f"but the {config.tokenizer} tokenizer has {tokenizer.num_sentinels} sentinels.\n"
-            "hint: shorten train.inputs_length, or raise data.mean_noise_span"
-        )
     return data

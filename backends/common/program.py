@@ -9,12 +9,13 @@ copied verbatim), and spec.yaml. This module runs inside switchc; it is not copi
 from __future__ import annotations
 
 from importlib import resources
+from types import SimpleNamespace
 
 from switchc.errors import UserError
 from switchc.spec import Spec
 from switchc.spec.emit import to_yaml
 
-from .data import BYTE_OFFSET, EXTRA_IDS, corrupted_lengths, noise_spans, raw_length_for
+from .data import shape_problem
 
 # backends/common modules every program carries in runtime/ (standard library and numpy only)
 COMMON_MODULES = ("data.py", "flags.py", "host.py", "metrics.py", "weights.py", "routing.py")
@@ -33,45 +34,21 @@ def runtime_files(package: str, modules: tuple[str, ...]) -> dict[str, str]:
 
 
 def check_data(spec: Spec) -> None:
-    """What runtime/data.py needs of the spec's shapes, as located errors when the program is made
-    (the program checks the same when it starts, where the corpus itself may still fall short)."""
-    data, train = spec.data, spec.train
-    if data.tokenizer == "byte" and spec.model.vocab_size < BYTE_OFFSET + 256 + 1:
-        raise UserError.at(
-            spec.span("model.vocab_size"),
-            f"the byte tokenizer needs vocab_size >= {BYTE_OFFSET + 256 + 1} (3 specials, 256 bytes, 1 sentinel), "
-            f"not {spec.model.vocab_size}",
-            f"set model.vocab_size to at least {BYTE_OFFSET + 256 + 1}, or use data.tokenizer: sentencepiece",
-        )
-    if data.objective == "prefix_lm":
-        for key in ("inputs_length", "targets_length"):
-            if getattr(train, key) < 2:
-                raise UserError.at(
-                    spec.span(f"train.{key}"),
-                    f"prefix_lm needs {key} >= 2 (a token and EOS on either side of its split), "
-                    f"not {getattr(train, key)}",
-                    f"set train.{key} to 2 or more",
-                )
-        return
-    raw = raw_length_for(train.inputs_length, data.noise_density, data.mean_noise_span)
-    _, targets = corrupted_lengths(raw, data.noise_density, data.mean_noise_span)
-    if targets > train.targets_length:
-        raise UserError.at(
-            spec.span("train.targets_length"),
-            f"span corruption of the {raw} tokens that inputs_length {train.inputs_length} holds makes {targets} "
-            f"target tokens, more than targets_length {train.targets_length}",
-            f"set train.targets_length to at least {targets}, or lower data.noise_density",
-        )
-    _, spans = noise_spans(raw, data.noise_density, data.mean_noise_span)
-    sentinels = EXTRA_IDS if data.tokenizer == "sentencepiece" else spec.model.vocab_size - BYTE_OFFSET - 256
-    if spans > sentinels:
-        raise UserError.at(
-            spec.span("train.inputs_length"),
-            f"span corruption of {raw} tokens makes up to {spans} noise spans, but the {data.tokenizer} tokenizer "
-            f"has {sentinels} sentinel ids",
-            "shorten train.inputs_length, raise data.mean_noise_span"
-            + (", or raise model.vocab_size (every id above 258 is a sentinel)" if data.tokenizer == "byte" else ""),
-        )
+    """What runtime/data.py needs of the spec's shapes (its `shape_problem`), as a located error when
+    the program is made; the program checks the same when it starts."""
+    config = SimpleNamespace(
+        tokenizer=spec.data.tokenizer,
+        objective=spec.data.objective,
+        noise_density=spec.data.noise_density,
+        mean_noise_span=spec.data.mean_noise_span,
+        vocab_size=spec.model.vocab_size,
+        inputs_length=spec.train.inputs_length,
+        targets_length=spec.train.targets_length,
+    )
+    problem = shape_problem(config)
+    if problem is not None:
+        setting, error, hint = problem
+        raise UserError.at(spec.span(setting), error, hint)
 
 
 def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_also: str = "") -> str:

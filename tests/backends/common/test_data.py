@@ -216,7 +216,9 @@ def test_prefix_lm_splits_a_chunk_into_the_text_before_and_after_a_point() -> No
 
 
 def test_prefix_lm_needs_two_positions_on_each_side() -> None:
-    with pytest.raises(SystemExit, match="prefix_lm needs room for a token and EOS on each side"):
+    with pytest.raises(
+        SystemExit, match=r"prefix_lm needs targets_length >= 2 \(room for a token and EOS on each side"
+    ):
         data.dataset(config(objective="prefix_lm", targets_length=1))
 
 
