@@ -219,6 +219,7 @@ def _train(
             print(text, flush=True)
 
     checkpoints, found = None, None
+    resumed: dict[str, Any] | None = None  # meta.json of the checkpoint this run continues
     if args.out is not None and (args.checkpoint_every or args.resume):
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary)
         found = checkpoints.latest_step()
@@ -231,28 +232,25 @@ def _train(
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None and args.resume:  # before building anything: another spec's checkpoint is refused
             where = f"checkpoint {checkpoints.directory / str(found)}"
-            meta, shapes = checkpoints.meta(found), checkpoints.shapes(found)
-            flags.check_resume(meta, shapes, args, model_module, where, announce=primary)
+            resumed = checkpoints.meta(found)
+            flags.check_resume(resumed, checkpoints.shapes(found), args, model_module, where, announce=primary)
         checkpoints.clean()
 
     hardware = _hardware(args, model_module, device)
     peak = model_module.PEAK_FLOPS[hardware]
-    restoring = args.resume and found is not None
-    parallel, opt = build(model_module, args.seed, mesh, device, None if restoring else args.init_from)
+    parallel, opt = build(model_module, args.seed, mesh, device, args.init_from if resumed is None else None)
     model = parallel.model
     params = list(model.parameters())
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
 
     start = 0
-    if restoring:
+    if resumed is not None:
         assert checkpoints is not None and found is not None
-        latest = found
-        meta = checkpoints.meta(latest)
         prime_optimizer(opt, params)
         state = training_state(model, parallel.placements, opt, mesh)
-        checkpoints.restore(latest, state)
+        checkpoints.restore(found, state)
         load_training_state(model, opt, state)
-        start = int(meta["step"])
+        start = int(resumed["step"])
 
     devices = mesh.size(mesh.axes)
     shape = " x ".join(f"{axis}={size}" for axis, size in model_module.MESH_AXES.items())
@@ -260,7 +258,7 @@ def _train(
         f"mesh {shape} on {devices} {device.type} process(es); steps {start}..{args.steps}; "
         f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
     )
-    if restoring:
+    if resumed is not None:
         ignored = f" (not from --init-from {args.init_from}: the checkpoint has the weights)" if args.init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
     elif args.init_from is not None:
