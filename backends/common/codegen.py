@@ -272,16 +272,17 @@ def cost_lines(spec: Spec) -> list[str]:
 
 
 def identity_lines(spec: Spec) -> list[str]:
-    """SPEC_DIGEST, as model.py lines: what every checkpoint records and --resume compares."""
+    """SPEC_DIGEST and EXTENDABLE, as model.py lines: what every checkpoint records and --resume compares."""
     if extendable(spec):
-        left_out = f"Left out of it, as more steps continue the same run: {', '.join(extendable(spec))}."
+        left_out = "EXTENDABLE, the settings left out of it: more steps continue the same run."
     else:
-        left_out = "Nothing is left out: the cosine schedule decays to zero over train.steps."
+        left_out = "Nothing is left out of it: the cosine schedule decays to zero over train.steps."
     return [
         "# The run this program trains: a digest of its resolved spec (spec.yaml beside it). Every checkpoint",
         "# records it, and --resume refuses a checkpoint that records another unless given --allow-changes",
         f"# (runtime/flags.py). {left_out}",
         f"SPEC_DIGEST = {literal(spec_digest(spec))}",
+        f"EXTENDABLE = {literal(extendable(spec))}",
     ]
 
 

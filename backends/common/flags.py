@@ -158,7 +158,7 @@ def check_resume(
     announce: bool = True,
 ) -> None:
     """A checkpoint continues the run that wrote it: the same --seed, and a program built from the
-    same spec (model.SPEC_DIGEST; train.steps may differ unless the schedule is cosine). Another
+    same spec (model.SPEC_DIGEST; the settings in model.EXTENDABLE may differ). Another
     spec's checkpoint is refused unless --allow-changes, which prints what changed and goes on if
     every parameter keeps its shape (`shapes`: IR name -> global shape, as saved). Checkpoints
     written before SPEC_DIGEST existed record none; only their shapes are compared. `announce`:
@@ -170,9 +170,7 @@ def check_resume(
         _check_shapes(shapes, model, where)
         return
     old, new = meta.get("spec", ""), run_identity(model)["spec"]
-    # train.steps is no part of the digest unless the schedule is cosine (switchc.spec.emit.extendable)
-    extendable = () if model.CONFIG.schedule == "cosine" else ("train.steps",)
-    changes = [line for line in changed_settings(old, new) if line.split(":")[0] not in extendable]
+    changes = [line for line in changed_settings(old, new) if line.split(":")[0] not in model.EXTENDABLE]
     if changes:
         listing = "".join(f"\n  {line}" for line in changes)
     elif old and new:

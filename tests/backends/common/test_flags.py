@@ -13,7 +13,7 @@ import yaml
 from switchc.backends.common import flags
 
 from switchc.spec import Spec, load_spec
-from switchc.spec.emit import spec_digest, to_yaml
+from switchc.spec.emit import extendable, spec_digest, to_yaml
 
 # A stack of 48 blocks whose layout yaml wraps onto a second line, a mesh whose rules are a block.
 WIDE = (
@@ -66,6 +66,7 @@ def _program(tmp_path: Path, spec: Spec, params: dict[str, tuple[int, ...]] | No
     return SimpleNamespace(
         __file__=str(folder / "model.py"),
         SPEC_DIGEST=spec_digest(spec),
+        EXTENDABLE=extendable(spec),
         CONFIG=SimpleNamespace(schedule=spec.train.optimizer.schedule, steps=spec.train.steps),
         PARAMS={name: (shape, (), 1.0) for name, shape in shapes.items()},
     )
