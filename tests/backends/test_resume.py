@@ -21,6 +21,11 @@ def _needs(backend: str) -> None:
         pytest.importorskip(module)
 
 
+def _xla_cache(tmp_path: Path) -> dict[str, str]:
+    """The environment of JAX runs that share compiled steps (a later run loads, not compiles)."""
+    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 def _program(tmp_path: Path, backend: str, name: str, **settings: str) -> Path:
     return compile_program(tmp_path / name, *set_args({**SMALL_SWITCH, **settings}), backend=backend)
 
@@ -31,10 +36,7 @@ def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Pat
     run = tmp_path / "run"
     # The JAX runs share a compilation cache: the second program's spec differs from the first's in
     # its data only, so it loads the same train step instead of compiling it.
-    cache = {
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
+    cache = _xla_cache(tmp_path)
     # --resume before the run has a checkpoint (it stopped before its first) starts at step 0
     first = run_program(
         _program(tmp_path, backend, "first"), "--steps", "2", *FLAGS, "--out", str(run), "--resume", env=cache
@@ -77,3 +79,27 @@ def test_steps_past_the_end_of_a_cosine_schedule_are_refused(backend: str, tmp_p
     result = run_program(cosine, "--steps", "6")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "error: --steps 6 runs past the end of the cosine schedule" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_init_from_starts_a_run_that_resume_then_continues(backend: str, tmp_path: Path) -> None:
+    """`--resume --init-from FILE` is one command for a preemptible job: with no checkpoint yet it
+    starts from FILE's weights, and once there is one it continues from the checkpoint instead."""
+    _needs(backend)
+    pytest.importorskip("safetensors")
+    program, run, weights = _program(tmp_path, backend, "program"), tmp_path / "run", tmp_path / "init.safetensors"
+    exported = run_program(program, "--export-init", str(weights), "--seed", "7")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert f"wrote the step-0 weights (seed 7) to {weights}" in exported.stdout
+
+    cache = _xla_cache(tmp_path)
+    command = (*FLAGS, "--out", str(run), "--resume", "--init-from", str(weights))
+    started = run_program(program, "--steps", "2", *command, env=cache)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert "starting at step 0" in started.stdout and f"initialised from {weights}" in started.stdout
+
+    continued = run_program(program, "--steps", "3", *command, env=cache)
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    ignored = f"resumed at step 2 from {run / 'checkpoints'} (not from --init-from {weights}: the checkpoint has"
+    assert ignored in continued.stdout
+    assert [record["step"] for record in records(run)] == [2, 3]

@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
         default_seed,
         resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
         init_from_help="start from the weights in FILE (from --export-init of this or the PyTorch program) "
-        "instead of --seed's",
+        "instead of --seed's; with --resume, only while OUT has no checkpoint",
     )
     parser.add_argument("--devices", type=int, default=None, help="fake this many CPU devices (CPU hosts only)")
     parser.add_argument(
@@ -66,16 +66,7 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
         metavar="DIR",
         help="write DIR/train_step.hlo.txt and DIR/cost_analysis.json for the compiled step, then exit",
     )
-    parser.add_argument(
-        "--export-init",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="write the step-0 weights (for --seed) to FILE (safetensors, by IR name: runtime/weights.py), then exit",
-    )
     args = parser.parse_args(argv)
-    if args.init_from is not None and args.resume:
-        parser.error("--init-from and --resume exclude each other (a resumed run takes its checkpoint's weights)")
     flags.check(parser, args)
     if not args.system_malloc:
         host.retain_freed_memory()  # before jax starts XLA's threads
@@ -300,22 +291,6 @@ class _Health:
             raise metrics.NonFiniteError(step, "the loss or a gradient", "not finite")  # not reached: named above
 
 
-def _restore(checkpoints: Any, state: dict[str, Any], args: argparse.Namespace, model: ModuleType) -> int:
-    """Load the latest checkpoint into `state`, once flags.check_resume has accepted its record;
-    returns its step (0 when there is none yet)."""
-    import jax
-
-    latest = checkpoints.latest_step()
-    if latest is None:  # a run stopped before its first checkpoint: nothing to resume, start afresh
-        print(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0", flush=True)
-        return 0
-    where = f"checkpoint {checkpoints.directory / str(latest)}"
-    meta, shapes = checkpoints.meta(latest), checkpoints.shapes(latest)
-    flags.check_resume(meta, shapes, args, model, where, announce=jax.process_index() == 0)
-    state["params"], state["opt_state"] = checkpoints.restore(latest, state["params"], state["opt_state"])
-    return latest
-
-
 def _evaluate(state: dict[str, Any], params: Any, batches: list[dict[str, Any]], rng: Any) -> dict[str, Any]:
     """Metrics over the eval batches: means, and per-expert counts summed."""
     import jax
@@ -339,18 +314,17 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     if args.distributed:
         jax.distributed.initialize()
     primary = jax.process_index() == 0
-    state = build(model, args.seed, getattr(args, "init_from", None))
-    if getattr(args, "export_init", None) is not None:
-        export_weights(model, state["params"], args.export_init, args.seed)
-        return []
-    mesh = state["mesh"]
-    device = jax.devices()[0]
-    hardware = metrics.choose_hardware(
-        args.hardware, device.platform, device.device_kind, model.PEAK_FLOPS, model.DEFAULT_HARDWARE
-    )
-    peak = model.PEAK_FLOPS[hardware]
 
-    checkpoints = None
+    def say(text: str) -> None:
+        if primary:
+            print(text, flush=True)
+
+    init_from = getattr(args, "init_from", None)
+    if getattr(args, "export_init", None) is not None:
+        export_weights(model, build(model, args.seed, init_from)["params"], args.export_init, args.seed)
+        return []
+
+    checkpoints, found = None, None
     identity = flags.run_identity(model)  # recorded in every checkpoint, checked on --resume
     if args.out is not None and (args.checkpoint_every or args.resume):
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep)
@@ -360,19 +334,35 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
                 f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
                 "hint: pass --resume to continue that run, or choose another --out"
             )
-    start = _restore(checkpoints, state, args, model) if checkpoints is not None and args.resume else 0
+        if found is None and args.resume:  # a run stopped before its first checkpoint: nothing to resume
+            say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
+        if found is not None:  # before building anything: another spec's checkpoint is refused
+            where = f"checkpoint {checkpoints.directory / str(found)}"
+            meta, shapes = checkpoints.meta(found), checkpoints.shapes(found)
+            flags.check_resume(meta, shapes, args, model, where, announce=primary)
+    # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
+    state = build(model, args.seed, init_from if found is None else None)
+    start = 0
+    if checkpoints is not None and found is not None:
+        state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
+        start = found
+    mesh = state["mesh"]
+    device = jax.devices()[0]
+    hardware = metrics.choose_hardware(
+        args.hardware, device.platform, device.device_kind, model.PEAK_FLOPS, model.DEFAULT_HARDWARE
+    )
+    peak = model.PEAK_FLOPS[hardware]
     params, opt_state = state["params"], state["opt_state"]
-
-    def say(text: str) -> None:
-        if primary:
-            print(text, flush=True)
 
     say(
         f"mesh {dict(mesh.shape)} on {mesh.size} {device.platform} device(s); steps {start}..{args.steps}; "
         f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
     )
-    if start:
-        say(f"resumed at step {start} from {args.out / 'checkpoints'}")
+    if found is not None:
+        ignored = f" (not from --init-from {init_from}: the checkpoint has the weights)" if init_from else ""
+        say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
+    elif init_from is not None:
+        say(f"initialised from {init_from}")
 
     base_rng = jax.random.key(args.seed + 1)
     tokens_per_step = config.batch_size * (config.inputs_length + config.targets_length)

@@ -18,6 +18,7 @@ forward, backward, gradient reduction and the optimizer step:
     --resume            continue from the latest checkpoint, at the same step; on CPU the losses
                         are bit-identical to a run that was never interrupted
     --init-from FILE    start from the weights in a safetensors file keyed by IR names (weights.py)
+    --export-init FILE  write the step-0 weights to such a file, then exit
 
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
 stops training on every rank with the step and the quantity, and exit status 3
@@ -47,7 +48,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import Checkpoints, load_training_state, prime_optimizer, training_state
-from .layers import Noise, ir_name, load_flat
+from .layers import Noise, flat_params, ir_name, load_flat
 from .optim import clip_by_global_norm, optimizer_for, schedule
 from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
 
@@ -68,7 +69,7 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
         default_seed,
         resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
         init_from_help="start from the weights in FILE (safetensors keyed by IR names; runtime/weights.py), "
-        "not from --seed",
+        "not from --seed; with --resume, only while OUT has no checkpoint",
     )
     parser.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when available (default)"
@@ -122,6 +123,9 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
     `data` and `eval_data` give batch(step, batch_size, rows) (data.Examples); without
     eval_data (or with --eval-every 0) nothing is evaluated.
     """
+    if args.export_init is not None:  # no process group needed: every rank would build the same weights
+        export_weights(model_module, args.export_init, args.seed, args.init_from)
+        return []
     mesh, device = init_distributed(model_module.MESH_AXES, args.timeout, args.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
@@ -161,6 +165,17 @@ def _initial_weights(model: torch.nn.Module, model_module: ModuleType, path: Pat
     except (OSError, ValueError) as error:  # FileNotFoundError, weights.WeightsError
         raise SystemExit(f"error: --init-from: {error}") from None
     load_flat(model, flat)
+
+
+def export_weights(model_module: ModuleType, path: Path, seed: int, init_from: Path | None) -> None:
+    """--export-init: the step-0 weights (seed's, or init_from's), written by the first rank only."""
+    model = model_module.build(seed)
+    if init_from is not None:
+        _initial_weights(model, model_module, init_from)
+    if int(os.environ.get("RANK", "0")) == 0:
+        arrays = {name: value.detach().float().numpy() for name, value in flat_params(model).items()}
+        weights.save(path, arrays, model_module.PARAMS, {"backend": "torch", "seed": str(seed)})
+        print(f"wrote the step-0 weights (seed {seed}) to {path}", flush=True)
 
 
 def build(

@@ -220,20 +220,18 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(straight: Path) -> None:
 
 
 def test_init_from_a_weights_file(tmp_path: Path) -> None:
-    """Weights written by weights.save (those of seed 7) train exactly as seed 7's own init does;
-    a file that does not fit is a one-line error."""
+    """Weights written by --export-init --seed 7 train exactly as seed 7's own init does; a file
+    that does not fit is a one-line error."""
     pytest.importorskip("safetensors")
     quiet = {"moe.jitter_eps": "0.0", "model.dropout_rate": "0.0"}  # --seed then changes the init only
     program = compile_small(tmp_path, "prog", **quiet)
-    export = (
-        "import model\n"
-        "from runtime import layers, weights\n"
-        "flat = {name: value.numpy() for name, value in layers.flat_params(model.build(7)).items()}\n"
-        "weights.save('seven.safetensors', flat, model.PARAMS)\n"
-        "weights.save('bad.safetensors', {'shared/embedding': flat['shared/embedding']})\n"
-    )
-    exported = subprocess.run([sys.executable, "-c", export], cwd=program, capture_output=True, timeout=RUN_TIMEOUT)
+    exported = run_program(program, "--export-init", "seven.safetensors", "--seed", "7")
     assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "wrote the step-0 weights (seed 7) to seven.safetensors" in exported.stdout
+    assert not (program / "checkpoints").exists() and not (program / "metrics.jsonl").exists()
+    bad = "from runtime import weights; import numpy as np; weights.save('bad.safetensors', {'x': np.zeros(2)})"
+    written = subprocess.run([sys.executable, "-c", bad], cwd=program, capture_output=True, timeout=RUN_TIMEOUT)
+    assert written.returncode == 0, written.stderr[-3000:]
     flags = ("--steps", "2", "--log-every", "1", "--eval-every", "0")
     loaded = run_program(program, *flags, "--out", "loaded", "--init-from", "seven.safetensors")
     assert loaded.returncode == 0, loaded.stderr[-3000:]
