@@ -1,10 +1,12 @@
 """Memory per device: parameters, gradients, optimizer state, and activations kept for backward.
 
 - Parameters and gradients are in the model dtype (model.dtype), each device holding its shard.
-- Optimizer state is float32. Adafactor keeps factored second moments as optax does: for a weight
-  whose two largest dims are both >= 128, a row and a column vector (the weight with one of those
-  dims removed, each); otherwise a full second moment; plus a full first moment when it has
-  momentum (train.optimizer.beta1 > 0). Adam keeps two full moments.
+- Optimizer state, as both generated programs keep it (optax's defaults, and the PyTorch
+  optimizers that mirror them): second moments in the parameter's dtype; Adafactor factors them
+  as optax does: for a weight whose two largest dims are both >= 128, a row and a column vector
+  (the weight with one of those dims removed, each), otherwise a full second moment; plus a full
+  float32 first moment when it has momentum (train.optimizer.beta1 > 0). Adam keeps two full
+  moments in the parameter's dtype.
 - Activations: each op's rule says which of its inputs its backward pass reads and how many bytes
   of its own intermediates it keeps. A tensor read by several ops is kept once. With
   train.remat = full, only the tensors entering each block are kept between the passes, and one
@@ -23,7 +25,9 @@ from switchc.ir import ops
 from switchc.ir.graph import Graph, all_ops, data_inputs, info, layout_of, op_of
 from switchc.ir.tensor import DTYPE_BYTES, Layout, Mesh, Param, local_bytes, local_numel
 
-OPTIMIZER_STATE_DTYPE = "float32"
+# Adafactor's first moment (optax.adafactor's dtype_momentum); every other moment is kept in the
+# parameter's dtype (optax.adam's mu_dtype=None, torch's zeros_like).
+MOMENTUM_DTYPE = "float32"
 # optax.adafactor's default: dims smaller than this are not worth factoring.
 ADAFACTOR_MIN_DIM_TO_FACTOR = 128
 MASK_BYTES = 1  # a dropout mask keeps one byte per element
@@ -160,11 +164,12 @@ class MemoryReport:
     fits: bool | None = None  # per_device_bytes <= device_capacity_bytes
 
 
-def optimizer_state_elements(param: Param, layout: Layout, mesh: Mesh, optimizer: str, momentum: bool) -> int:
-    """float32 elements of optimizer state for one parameter on one device."""
+def optimizer_state_bytes(param: Param, layout: Layout, mesh: Mesh, optimizer: str, momentum: bool) -> int:
+    """Bytes of optimizer state for one parameter on one device."""
     local = local_numel(param.tensor, layout, mesh)
+    own = DTYPE_BYTES[param.tensor.dtype]
     if optimizer == "adam":
-        return 2 * local
+        return 2 * local * own
     shape = [d.size for d in param.tensor.dims]
     local_shape = [d.size // mesh.size(axes) for d, axes in zip(param.tensor.dims, layout.axes, strict=True)]
     second = local
@@ -172,7 +177,7 @@ def optimizer_state_elements(param: Param, layout: Layout, mesh: Mesh, optimizer
         smaller, larger = sorted(range(len(shape)), key=lambda i: shape[i])[-2:]
         if shape[smaller] >= ADAFACTOR_MIN_DIM_TO_FACTOR:
             second = local // local_shape[larger] + local // local_shape[smaller]
-    return second + (local if momentum else 0)
+    return second * own + (local * DTYPE_BYTES[MOMENTUM_DTYPE] if momentum else 0)
 
 
 def _params_memory(graph: Graph) -> tuple[int, int]:
@@ -188,8 +193,8 @@ def _params_memory(graph: Graph) -> tuple[int, int]:
                 continue
             seen.add(param.name)
             params += local_numel(param.tensor, layout, meta.mesh) * DTYPE_BYTES[param.tensor.dtype]
-            state += optimizer_state_elements(param, layout, meta.mesh, optimizer.name, momentum)
-    return params, state * DTYPE_BYTES[OPTIMIZER_STATE_DTYPE]
+            state += optimizer_state_bytes(param, layout, meta.mesh, optimizer.name, momentum)
+    return params, state
 
 
 def _activations(graph: Graph) -> tuple[int, int]:

@@ -262,6 +262,7 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
             " / ".join(_seconds(x) for x in (t.forward_seconds, t.backward_seconds, t.recompute_seconds)),
         ),
         ("  exposed communication", _seconds(t.exposed_comm_seconds)),
+        ("  MFU (model FLOPs / step / peak)", f"{t.model_flops_utilization:.1%}"),
         ("sequences per second", f"{t.sequences_per_second:.4g}"),
     ]
     return rows

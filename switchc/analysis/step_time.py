@@ -6,7 +6,10 @@
     step      = compute + exposed
 
 Efficiency (`--mfu`, default 0.5) stands for everything between peak and achieved matmul rate:
-kernel efficiency, elementwise ops and memory-bound work, which the FLOP count leaves out.
+kernel efficiency, elementwise ops and memory-bound work, which the FLOP count leaves out. It
+applies to the executed FLOPs (capacity padding, the router, remat's recompute included), so it
+is a hardware FLOPs utilization; the model FLOPs utilization that follows from the step time
+(model FLOPs / step / peak, the usual MFU) is reported beside it and is lower.
 Activation collectives are on the critical path (a layer cannot start before its all-to-all
 lands); gradient reductions can start as soon as each layer's gradients exist.
 """
@@ -43,6 +46,7 @@ class TimeReport:
     step_seconds: float
     sequences_per_second: float
     overlap: str
+    model_flops_utilization: float  # model FLOPs per device / step / peak: the MFU this step time implies
 
 
 def estimate_time(
@@ -75,4 +79,5 @@ def estimate_time(
         step_seconds=step,
         sequences_per_second=batch_size / step if step > 0 else 0.0,
         overlap=OVERLAP_ASSUMPTION,
+        model_flops_utilization=flops.model.train_step_per_device / (step * hw.profile.peak(dtype)) if step else 0.0,
     )

@@ -59,7 +59,8 @@ from switchc.spec import load_spec
     type=click.FloatRange(0, 1, min_open=True),
     default=DEFAULT_MFU,
     show_default=True,
-    help="Fraction of peak FLOP/s the matmuls reach.",
+    help="Fraction of peak FLOP/s the executed FLOPs reach (capacity padding, router and recompute "
+    "included: a hardware FLOPs utilization); the report shows the MFU that follows.",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option(

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from switchc.analysis.flops import FLOP_RULES, count_flops, op_flops
-from switchc.analysis.memory import ACTIVATION_RULES, count_memory, optimizer_state_elements
+from switchc.analysis.memory import ACTIVATION_RULES, count_memory, optimizer_state_bytes
 from switchc.analysis.params import count_params
 from switchc.ir import Layout, Mesh, Param, TensorType, build_graph
 from switchc.ir import ops as irops
@@ -118,26 +118,28 @@ def test_every_op_kind_has_a_rule_in_every_table() -> None:
 
 
 def test_adafactor_factors_large_matrices_and_adam_keeps_two_moments() -> None:
+    """Second moments in the parameter's dtype, Adafactor's momentum in float32: what optax's
+    defaults (and the PyTorch program's optimizers) keep."""
     mesh = Mesh((("model", 2),), (("mlp", ("model",)),))
     weight = Param("w", TensorType((Dim("embed", 256, ("embed",)), Dim("mlp", 1024, ("mlp",))), "bfloat16"), "ffn")
     layout = Layout(((), ("model",)))
     local = 256 * 512
-    assert optimizer_state_elements(weight, layout, mesh, "adam", momentum=True) == 2 * local
+    assert optimizer_state_bytes(weight, layout, mesh, "adam", momentum=True) == 2 * local * 2
     # Row and column second moments of the local shard: 256 x 512 -> 512 + 256.
-    assert optimizer_state_elements(weight, layout, mesh, "adafactor", momentum=False) == 512 + 256
-    assert optimizer_state_elements(weight, layout, mesh, "adafactor", momentum=True) == 512 + 256 + local
+    assert optimizer_state_bytes(weight, layout, mesh, "adafactor", momentum=False) == (512 + 256) * 2
+    assert optimizer_state_bytes(weight, layout, mesh, "adafactor", momentum=True) == (512 + 256) * 2 + local * 4
     # A dim under 128 is not worth factoring (optax): a full second moment.
     small = Param("q", TensorType((Dim("embed", 256), Dim("heads", 4), Dim("kv", 64)), "float32"), "attention")
-    assert optimizer_state_elements(small, Layout(((), (), ())), mesh, "adafactor", momentum=False) == 256 * 4 * 64
+    assert optimizer_state_bytes(small, Layout(((), (), ())), mesh, "adafactor", momentum=False) == 256 * 4 * 64 * 4
     scale = Param("s", TensorType((Dim("embed", 256),), "float32"), "norm")
-    assert optimizer_state_elements(scale, Layout(((),)), mesh, "adafactor", momentum=False) == 256
+    assert optimizer_state_bytes(scale, Layout(((),)), mesh, "adafactor", momentum=False) == 256 * 4
 
 
 def test_memory_per_device_adds_up_and_remat_keeps_less() -> None:
     plain = count_memory(lower(tiny()))
     total = count_params(build_graph(tiny())).total
     assert plain.params_bytes == plain.grads_bytes == total * FLOAT
-    assert plain.optimizer_bytes == 2 * total * 4  # Adam, float32
+    assert plain.optimizer_bytes == 2 * total * FLOAT  # Adam: two moments in the parameters' dtype
     assert plain.per_device_bytes == 2 * plain.params_bytes + plain.optimizer_bytes + plain.activations_bytes
     assert plain.activations_full_remat_bytes < plain.activations_no_remat_bytes
     remat = count_memory(lower(tiny("train.remat=full")))
