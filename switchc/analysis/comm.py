@@ -15,6 +15,16 @@ and Gropp, "Optimization of collective communication operations in MPICH", 2005)
     all-gather          (n-1)/n * S/B +   (n-1) a
     all-to-all          (n-1)/n * S/B +   (n-1) a      (pairwise exchange; full bisection assumed)
 
+A profile with a `network` groups its devices in nodes (GPUs: NVLink inside a node, InfiniBand
+between nodes). Devices are numbered in mesh order, the last axis fastest (jax.make_mesh's and
+DeviceMesh's order), and node i holds devices [i * per_node, (i + 1) * per_node). A group whose
+members span nodes is timed with the network's bandwidth N and latency b: a ring is as fast as
+its slowest hop, and an all-to-all sends the (k-1)/n of its buffer bound for the k-1 peers on its
+node over the interconnect while the (n-k)/n bound elsewhere crosses the network:
+
+    ring collectives    the formulas above with N and b
+    all-to-all          max((k-1)/n * S/B, (n-k)/n * S/N) + (k-1) a + (n-k) b
+
 Gradient all-reduces over the same mesh axes are timed as one combined all-reduce (see
 _bucket_gradients); every other collective waits on the one before it and is timed alone.
 """
@@ -29,26 +39,63 @@ from dataclasses import dataclass
 from switchc.analysis.hardware import HardwareProfile
 from switchc.ir import ops
 from switchc.ir.graph import Graph, all_ops, info
+from switchc.ir.tensor import Mesh
 
 
-def _all_reduce(n: int, size: float, hw: HardwareProfile) -> float:
-    """Legend: n group size, size bytes per device; hw gives bandwidth and latency."""
-    return 2 * (n - 1) / n * size / hw.interconnect_bandwidth + 2 * (n - 1) * hw.latency
+def _ring_link(n: int, local: int, hw: HardwareProfile) -> tuple[float, float]:
+    """(bandwidth, latency) of a ring over n devices, `local` of them on each node."""
+    if hw.network is None or local >= n:
+        return hw.interconnect_bandwidth, hw.latency
+    return hw.network.bandwidth, hw.network.latency
 
 
-def _one_pass(n: int, size: float, hw: HardwareProfile) -> float:
-    """Reduce-scatter, all-gather, all-to-all: every device sends (n-1)/n of its buffer once."""
-    return (n - 1) / n * size / hw.interconnect_bandwidth + (n - 1) * hw.latency
+def _all_reduce(n: int, size: float, hw: HardwareProfile, local: int) -> float:
+    """Legend: n group size, size bytes per device, local members per node; hw gives the links."""
+    bandwidth, latency = _ring_link(n, local, hw)
+    return 2 * (n - 1) / n * size / bandwidth + 2 * (n - 1) * latency
 
 
-CollectiveTime = Callable[[int, float, HardwareProfile], float]
+def _one_pass(n: int, size: float, hw: HardwareProfile, local: int) -> float:
+    """Reduce-scatter, all-gather: every device sends (n-1)/n of its buffer once, around a ring."""
+    bandwidth, latency = _ring_link(n, local, hw)
+    return (n - 1) / n * size / bandwidth + (n - 1) * latency
+
+
+def _all_to_all(n: int, size: float, hw: HardwareProfile, local: int) -> float:
+    """Pairwise exchange: (n-1)/n of the buffer leaves, the off-node share over the network."""
+    if hw.network is None or local >= n:
+        return _one_pass(n, size, hw, local)
+    inside = (local - 1) / n * size / hw.interconnect_bandwidth
+    outside = (n - local) / n * size / hw.network.bandwidth
+    return max(inside, outside) + (local - 1) * hw.latency + (n - local) * hw.network.latency
+
+
+CollectiveTime = Callable[[int, float, HardwareProfile, int], float]
 
 COLLECTIVE_TIME: dict[str, CollectiveTime] = {
     "all-reduce": _all_reduce,
     "reduce-scatter": _one_pass,
     "all-gather": _one_pass,
-    "all-to-all": _one_pass,
+    "all-to-all": _all_to_all,
 }
+
+
+def members_per_node(mesh: Mesh, axes: tuple[str, ...], hw: HardwareProfile) -> int:
+    """How many devices of a group over `axes` share a node: the group of device 0, numbered in
+    mesh order with the last axis fastest; the whole group when the profile has no network."""
+    group = mesh.size(axes)
+    if hw.network is None:
+        return group
+    sizes = dict(mesh.axes)
+    stride, strides = 1, {}
+    for name, size in reversed(mesh.axes):
+        strides[name] = stride
+        stride *= size
+    members = [0]
+    for name in axes:
+        members = [m + i * strides[name] for m in members for i in range(sizes[name])]
+    return sum(1 for m in members if m < hw.network.devices_per_node)
+
 
 PHASES = ("forward", "backward", "recompute", "gradient")
 
@@ -90,9 +137,11 @@ class CommReport:
     seconds_by_phase: dict[str, float]
 
 
-def _cost(node: str, op: ops.Op, kind: str, phase: str, size: int, hw: HardwareProfile, purpose: str) -> CollectiveCost:
+def _cost(
+    node: str, op: ops.Op, kind: str, phase: str, size: int, hw: HardwareProfile, purpose: str, mesh: Mesh
+) -> CollectiveCost:
     assert isinstance(op, ops.Collective | ops.GradientAllReduce)
-    seconds = COLLECTIVE_TIME[kind](op.group_size, size, hw)
+    seconds = COLLECTIVE_TIME[kind](op.group_size, size, hw, members_per_node(mesh, op.mesh_axes, hw))
     return CollectiveCost(
         kind=kind,
         mesh_axes=op.mesh_axes,
@@ -109,7 +158,7 @@ def _cost(node: str, op: ops.Op, kind: str, phase: str, size: int, hw: HardwareP
     )
 
 
-def _bucket_gradients(entries: list[CollectiveCost], hw: HardwareProfile) -> list[CollectiveCost]:
+def _bucket_gradients(entries: list[CollectiveCost], hw: HardwareProfile, mesh: Mesh) -> list[CollectiveCost]:
     """Gradient all-reduces over the same mesh axes run as one combined all-reduce (XLA's
     all-reduce combiner, DDP's buckets): the latency is paid once per group of axes, and each
     entry's seconds are its share of that combined all-reduce, by bytes."""
@@ -120,34 +169,36 @@ def _bucket_gradients(entries: list[CollectiveCost], hw: HardwareProfile) -> lis
     out = []
     for entry in entries:
         if entry.phase == "gradient" and totals[entry.mesh_axes] > 0:
-            combined = COLLECTIVE_TIME[entry.kind](entry.group_size, totals[entry.mesh_axes], hw)
+            local = members_per_node(mesh, entry.mesh_axes, hw)
+            combined = COLLECTIVE_TIME[entry.kind](entry.group_size, totals[entry.mesh_axes], hw, local)
             entry = dataclasses.replace(entry, seconds=combined * entry.bytes_per_device / totals[entry.mesh_axes])
         out.append(entry)
     return out
 
 
 def count_comm(graph: Graph, hw: HardwareProfile) -> CommReport:
-    remat = info(graph).train.remat == "full"
+    meta = info(graph)
+    remat, mesh = meta.train.remat == "full", meta.mesh
     entries: list[CollectiveCost] = []
     for op in all_ops(graph):
         if isinstance(op, ops.GradientAllReduce):
             names = ", ".join(p.name.rsplit("/", 1)[-1] for p in op.params_reduced)
             entries.append(
-                _cost(op.name, op, "all-reduce", "gradient", op.bytes_per_device, hw, f"gradients of {names}")
+                _cost(op.name, op, "all-reduce", "gradient", op.bytes_per_device, hw, f"gradients of {names}", mesh)
             )
             continue
         if not isinstance(op, ops.Collective):
             continue
         if op.FORWARD is not None:
-            entries.append(_cost(op.name, op, op.FORWARD, "forward", op.bytes_per_device, hw, op.purpose))
+            entries.append(_cost(op.name, op, op.FORWARD, "forward", op.bytes_per_device, hw, op.purpose, mesh))
             if remat and op.in_block:
-                entries.append(_cost(op.name, op, op.FORWARD, "recompute", op.bytes_per_device, hw, op.purpose))
+                entries.append(_cost(op.name, op, op.FORWARD, "recompute", op.bytes_per_device, hw, op.purpose, mesh))
         if op.BACKWARD is not None:
             entries.append(
-                _cost(op.name, op, op.BACKWARD, "backward", op.bytes_per_device, hw, f"backward of: {op.purpose}")
+                _cost(op.name, op, op.BACKWARD, "backward", op.bytes_per_device, hw, f"backward of: {op.purpose}", mesh)
             )
 
-    entries = _bucket_gradients(entries, hw)
+    entries = _bucket_gradients(entries, hw, mesh)
     grouped: dict[tuple[str, tuple[str, ...], str], list[CollectiveCost]] = defaultdict(list)
     for entry in entries:
         grouped[(entry.kind, entry.mesh_axes, entry.phase)].append(entry)

@@ -35,6 +35,16 @@ class PeakFlops:
 
 @with_config(ConfigDict(extra="forbid"))
 @dataclass(frozen=True)
+class Network:
+    """The links between nodes, for devices grouped in nodes (GPUs: NVLink inside, a network out)."""
+
+    devices_per_node: Annotated[StrictInt, Field(gt=0)]
+    bandwidth: PositiveNumber  # bytes/s one device sends off its node, one direction
+    latency: PositiveNumber  # seconds per collective step between nodes
+
+
+@with_config(ConfigDict(extra="forbid"))
+@dataclass(frozen=True)
 class HardwareProfile:
     """One device and its links. Bandwidths are bytes per second, one direction, per device."""
 
@@ -45,6 +55,8 @@ class HardwareProfile:
     memory_bandwidth: PositiveNumber
     interconnect_bandwidth: PositiveNumber  # what one device can send to its collective peers
     latency: PositiveNumber  # seconds per step of a collective (a ring hop, an all-to-all round)
+    # Between nodes; None: every device reaches every other at interconnect_bandwidth (a TPU pod's ICI).
+    network: Network | None = None
 
     def peak(self, dtype: str) -> float:
         return float(self.peak_flops.bfloat16 if dtype == "bfloat16" else self.peak_flops.float32)
@@ -89,7 +101,9 @@ _FIELDS = [
     "memory_bandwidth",
     "interconnect_bandwidth",
     "latency",
+    "network",
 ]
+_NESTED = {"peak_flops": ["bfloat16", "float32"], "network": ["devices_per_node", "bandwidth", "latency"]}
 
 
 def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
@@ -100,7 +114,7 @@ def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
     dotted = ".".join(str(p) for p in loc)
     parent = ".".join(str(p) for p in loc[:-1])
     kind = error["type"]
-    choices = ["bfloat16", "float32"] if len(loc) == 3 else _FIELDS
+    choices = _NESTED.get(str(loc[1]), _FIELDS) if len(loc) == 3 else _FIELDS
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         hint = did_you_mean(str(loc[-1]), choices) or f"keys here: {', '.join(choices)}"
         return Diagnostic(f"unknown key '{loc[-1]}' in {parent}", key.span if key else span, hint)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from switchc.analysis import DEFAULT_HARDWARE, builtin_profiles, hardware, load_profiles, report_for
-from switchc.analysis.comm import COLLECTIVE_TIME, count_comm
+from switchc.analysis.comm import COLLECTIVE_TIME, count_comm, members_per_node
 from switchc.analysis.flops import count_flops
 from switchc.analysis.step_time import estimate_time
 from switchc.errors import PlainUserError, UserError
+from switchc.ir.tensor import Mesh
 from switchc.passes import lower
 from tests.ir.tiny import tiny
 
@@ -19,10 +20,40 @@ def test_ring_and_all_to_all_formulas() -> None:
     hw = CPU.profile
     bw, lat = hw.interconnect_bandwidth, hw.latency
     size = 8 * 2**20
-    assert COLLECTIVE_TIME["all-reduce"](4, size, hw) == pytest.approx(2 * 3 / 4 * size / bw + 2 * 3 * lat)
+    assert COLLECTIVE_TIME["all-reduce"](4, size, hw, 4) == pytest.approx(2 * 3 / 4 * size / bw + 2 * 3 * lat)
     for kind in ("all-gather", "reduce-scatter", "all-to-all"):
-        assert COLLECTIVE_TIME[kind](4, size, hw) == pytest.approx(3 / 4 * size / bw + 3 * lat)
-    assert COLLECTIVE_TIME["all-reduce"](1, size, hw) == 0
+        assert COLLECTIVE_TIME[kind](4, size, hw, 4) == pytest.approx(3 / 4 * size / bw + 3 * lat)
+    assert COLLECTIVE_TIME["all-reduce"](1, size, hw, 1) == 0
+
+
+def test_a_group_that_spans_nodes_is_timed_on_the_network() -> None:
+    """h100: 8 GPUs per node on NVLink, InfiniBand between nodes; the last mesh axis is fastest."""
+    hw = hardware("h100").profile
+    assert hw.network is not None
+    mesh = Mesh.of({"data": 4, "expert": 8}, {})
+    assert members_per_node(mesh, ("expert",), hw) == 8  # one node
+    assert members_per_node(mesh, ("data",), hw) == 1  # four nodes, one member on each
+    assert members_per_node(mesh, ("data", "expert"), hw) == 8
+    assert members_per_node(Mesh.of({"expert": 16}, {}), ("expert",), hw) == 8
+    assert members_per_node(mesh, ("data",), CPU.profile) == 4  # no network: one flat group
+    size, net = 64 * 2**20, hw.network
+    inside = COLLECTIVE_TIME["all-to-all"](8, size, hw, 8)
+    assert inside == pytest.approx(7 / 8 * size / hw.interconnect_bandwidth + 7 * hw.latency)
+    # 16 experts on two nodes: 7/16 of the buffer over NVLink while 8/16 crosses InfiniBand
+    spanning = COLLECTIVE_TIME["all-to-all"](16, size, hw, 8)
+    assert spanning == pytest.approx(8 / 16 * size / net.bandwidth + 7 * hw.latency + 8 * net.latency)
+    # a ring is as fast as its slowest hop
+    ring = COLLECTIVE_TIME["all-reduce"](4, size, hw, 1)
+    assert ring == pytest.approx(2 * 3 / 4 * size / net.bandwidth + 2 * 3 * net.latency)
+    # the report: the same expert all-to-all costs more once its group leaves the node
+    one_node = report_for(tiny("mesh.axes={data: 4, expert: 8}"), hardware("h100")).comm
+    two_nodes = report_for(tiny("mesh.axes={expert: 8, data: 4}"), hardware("h100")).comm
+    forward = [
+        [e for e in comm.collectives if e.kind == "all-to-all" and e.phase == "forward"]
+        for comm in (one_node, two_nodes)
+    ]
+    assert [e.bytes_per_device for e in forward[0]] == [e.bytes_per_device for e in forward[1]]
+    assert sum(e.seconds for e in forward[1]) > 1.5 * sum(e.seconds for e in forward[0])
 
 
 def test_gradient_all_reduces_over_the_same_axes_pay_latency_once() -> None:
@@ -30,7 +61,7 @@ def test_gradient_all_reduces_over_the_same_axes_pay_latency_once() -> None:
     comm = count_comm(graph, CPU.profile)
     gradients = [e for e in comm.collectives if e.phase == "gradient"]
     total = sum(e.bytes_per_device for e in gradients)
-    assert sum(e.seconds for e in gradients) == pytest.approx(COLLECTIVE_TIME["all-reduce"](4, total, CPU.profile))
+    assert sum(e.seconds for e in gradients) == pytest.approx(COLLECTIVE_TIME["all-reduce"](4, total, CPU.profile, 4))
     assert comm.seconds_by_phase["gradient"] == pytest.approx(sum(e.seconds for e in gradients))
     assert comm.bytes_per_device == sum(e.bytes_per_device * e.count for e in comm.collectives)
 
@@ -87,6 +118,14 @@ my-gpu:
 """
 
 
+NETWORK = """\
+  network:
+    devices_per_node: 8
+    bandwidth: 50.0e9
+    latency: 1.0e-5
+"""
+
+
 def test_a_user_profile_is_used_by_name(tmp_path) -> None:
     path = tmp_path / "gpus.yaml"
     path.write_text(USER)
@@ -95,6 +134,9 @@ def test_a_user_profile_is_used_by_name(tmp_path) -> None:
     assert set(load_profiles([str(path)])) >= {"my-gpu", "cpu"}
     report = report_for(tiny(), found)
     assert report.time.hardware == "my-gpu"
+    path.write_text(USER + NETWORK)
+    network = hardware("my-gpu", [str(path)]).profile.network
+    assert network is not None and (network.devices_per_node, network.bandwidth) == (8, 50e9)
 
 
 @pytest.mark.parametrize(
@@ -105,6 +147,8 @@ def test_a_user_profile_is_used_by_name(tmp_path) -> None:
         (USER.replace("64.0e9", "lots"), "my-gpu.memory_bytes: expected a number", 5, 17),
         (USER.replace("  latency: 4.0e-6\n", ""), "my-gpu: missing 'latency'", 1, 1),
         (USER.replace("float32: 25.0e12", "fp32: 25.0e12"), "unknown key 'fp32'", 4, 36),
+        (USER + NETWORK.replace("bandwidth:", "bandwith:"), "unknown key 'bandwith' in my-gpu.network", 11, 5),
+        (USER + NETWORK.replace("8", "0"), "my-gpu.network.devices_per_node: must be > 0", 10, 23),
     ],
 )
 def test_a_user_profile_error_is_located(tmp_path, text: str, message: str, line: int, column: int) -> None:
