@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, Val
 from switchc.errors import Diagnostic, PlainUserError, Source, UserError, did_you_mean
 from switchc.spec import yamltree
 
-PositiveNumber = Annotated[StrictFloat | StrictInt, Field(gt=0)]
+PositiveNumber = Annotated[StrictFloat | StrictInt, Field(gt=0, allow_inf_nan=False)]
 ProfileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -125,6 +125,8 @@ def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
         )
     if kind == "greater_than":
         return Diagnostic(f"{dotted}: must be > 0", span)
+    if kind == "finite_number":
+        return Diagnostic(f"{dotted}: must be a finite number", span)
     if kind in ("float_type", "int_type"):
         return Diagnostic(f"{dotted}: expected a number", span, "write it plainly, e.g. 1.5e12")
     if kind == "string_pattern_mismatch":

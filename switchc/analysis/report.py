@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from switchc.analysis.comm import CommReport, count_comm
@@ -271,12 +272,12 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
 def rich_table(reports: Sequence[Report]) -> Table:
     """One column per report: several reports compare side by side."""
     title = reports[0].spec.name if len(reports) == 1 else "comparison"
-    table = Table(title=f"switchc report: {title}", title_justify="left")
+    table = Table(title=escape(f"switchc report: {title}"), title_justify="left")
     table.add_column("metric", no_wrap=True)
     for report in reports:
-        table.add_column(report.spec.name, overflow="fold")
-    for metric, values in _aligned(reports):
-        table.add_row(metric, *values)
+        table.add_column(escape(report.spec.name), overflow="fold")
+    for metric, values in _aligned(reports):  # the spec's names and paths are text, not rich markup
+        table.add_row(escape(metric), *map(escape, values))
     return table
 
 

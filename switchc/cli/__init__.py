@@ -1,11 +1,13 @@
 """The `switchc` command line. Commands only parse arguments and call the library.
 
-A user mistake (a bad spec, a missing file) prints a located message and exits with status 2,
-never a traceback. Anything else that escapes is a bug in switchc and keeps its traceback.
+A user mistake (a bad spec, a missing file, an output path that cannot be written) prints a
+located message and exits with status 2, never a traceback. Anything else that escapes is a bug
+in switchc and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any
 
@@ -23,6 +25,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (UserError, PlainUserError) as err:
             click.echo(err.render(), err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except OSError as err:
+            if err.filename is None:  # not about a path the user chose: a bug, keep the traceback
+                raise
+            # an output (or input) path the system refuses: unwritable, a file in the way, no space
+            where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+            hint = "check that its directory exists" if err.errno == errno.ENOENT else "choose a path you can write to"
+            click.echo(PlainUserError(f"{where}: {err.strerror or err}", hint).render(), err=True)
             ctx.exit(EXIT_USER_ERROR)
 
 

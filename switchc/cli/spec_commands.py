@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from switchc.backends.common.program import check_data
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, UserError
 from switchc.spec import Spec, load_spec
@@ -59,6 +61,7 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
     for name in specs:
         try:
             spec = load_spec(name, overrides)
+            check_data(spec)  # what the programs' data pipeline needs of the shapes (compile checks it too)
         except (UserError, PlainUserError) as err:
             click.echo(err.render(), err=True)
             failed += 1
@@ -130,14 +133,15 @@ def explain(spec: str, overrides: tuple[str, ...], fmt: str) -> None:
         payload = {"name": resolved.name, "summary": summary(resolved), "keys": rows}
         click.echo(json.dumps(payload, indent=2))
         return
-    table = Table(title=f"{resolved.name}: {summary(resolved)}", title_justify="left", expand=False)
+    table = Table(title=escape(f"{resolved.name}: {summary(resolved)}"), title_justify="left", expand=False)
     table.add_column("key", no_wrap=True)
     table.add_column("value", no_wrap=True)
     table.add_column("from", no_wrap=True)
     table.add_column("meaning")
     for row in rows:
         style = "dim" if row["default"] else ""
-        table.add_row(row["key"], _show(row["value"]), row["from"], row["description"], style=style)
+        cells = (row["key"], _show(row["value"]), row["from"], row["description"])
+        table.add_row(*map(escape, cells), style=style)  # values are the user's text, not rich markup
     console = Console()
     if not console.is_terminal:  # piped: don't squeeze the descriptions into 80 columns
         console = Console(width=160)

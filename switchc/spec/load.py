@@ -272,6 +272,8 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         return Diagnostic(f"{dotted}: expected an integer, got {_describe(value)}", span, hint)
     if kind == "float_type":
         return Diagnostic(f"{dotted}: expected a number, got {_describe(value)}", span)
+    if kind == "finite_number":
+        return Diagnostic(f"{dotted}: {_describe(value)} is not a finite number", span, "write a finite value")
     if kind == "bool_type":
         return Diagnostic(f"{dotted}: expected true or false, got {_describe(value)}", span)
     if kind == "string_type":

@@ -38,9 +38,9 @@ _SECTION = ConfigDict(extra="forbid", validate_default=False)
 _MAX_DIM = 2**24
 Dim = Annotated[StrictInt, Field(ge=1, le=_MAX_DIM)]
 Count = Annotated[StrictInt, Field(ge=0, le=_MAX_DIM)]
-Positive = Annotated[StrictFloat, Field(gt=0)]
+Positive = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
 Probability = Annotated[StrictFloat, Field(ge=0, lt=1)]
-NonNegative = Annotated[StrictFloat, Field(ge=0)]
+NonNegative = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
 # Free text that may later be written into generated code: printable, one line, bounded.
 # Generated programs still quote it with repr(); this keeps control characters out entirely.

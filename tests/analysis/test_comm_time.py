@@ -144,6 +144,7 @@ def test_a_user_profile_is_used_by_name(tmp_path) -> None:
     [
         (USER.replace("latency:", "latncy:"), "unknown key 'latncy' in my-gpu", 8, 3),
         (USER.replace("4.0e-6", "-1"), "my-gpu.latency: must be > 0", 8, 12),
+        (USER.replace("2.0e12", ".inf"), "my-gpu.memory_bandwidth: must be a finite number", 6, 21),
         (USER.replace("64.0e9", "lots"), "my-gpu.memory_bytes: expected a number", 5, 17),
         (USER.replace("  latency: 4.0e-6\n", ""), "my-gpu: missing 'latency'", 1, 1),
         (USER.replace("float32: 25.0e12", "fp32: 25.0e12"), "unknown key 'fp32'", 4, 36),

@@ -74,7 +74,7 @@ def test_explain_marks_defaults_and_sources() -> None:
     result = run("explain", "switch-tiny", "--set", "moe.top_k=2", "--format", "json")
     assert result.exit_code == 0
     rows = {row["key"]: row for row in json.loads(result.output)["keys"]}
-    assert rows["model.d_model"]["value"] == 128 and rows["model.d_model"]["from"] == "line 7"
+    assert rows["model.d_model"]["value"] == 128 and rows["model.d_model"]["from"] == "line 8"
     assert rows["model.tie_embeddings"]["default"] is True and rows["model.tie_embeddings"]["from"] == "default"
     assert rows["moe.top_k"]["value"] == 2 and rows["moe.top_k"]["from"] == "--set"
     assert "Sec. 2.4" in rows["model.init_scale"]["description"]
@@ -114,3 +114,38 @@ def test_schema_validates_every_spec_in_the_library(tmp_path) -> None:
 def test_schema_rejects_what_the_validator_rejects(text: str) -> None:
     validator = jsonschema.Draft202012Validator(json.loads(run("schema").output))
     assert list(validator.iter_errors(yaml.safe_load(text)))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("schema", "-o", "{blocker}/schema.json"),
+        ("graph", "switch-tiny", "-o", "{blocker}/graph.dot"),
+        ("compile", "switch-tiny", "-o", "{blocker}/program"),
+    ],
+    ids=["schema", "graph", "compile"],
+)
+def test_an_output_path_that_cannot_be_written_is_a_user_error(tmp_path, args: tuple[str, ...]) -> None:
+    """A file where a directory should be: the system's refusal, with the path, and status 2."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    result = runner.invoke(main, [arg.format(blocker=blocker) for arg in args])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"error: {blocker}" in result.output and "Traceback" not in result.output
+    assert blocker.read_text() == "not a directory\n"
+
+
+def test_check_refuses_what_compile_refuses_of_the_data_shapes() -> None:
+    """A spec the programs' data pipeline cannot feed is not valid: `check` says so, as `compile` does."""
+    result = runner.invoke(main, ["check", "switch-tiny", "--set", "model.vocab_size=100"])
+    assert result.exit_code == 2
+    assert "<command line>:1:24: error: the byte tokenizer needs vocab_size >= 260" in result.output
+    assert "1 of 1 spec(s) invalid" in result.output
+
+
+def test_tables_print_values_as_text_not_rich_markup() -> None:
+    """A list value prints with its brackets (rich would take `[data, expert]` for a style tag)."""
+    result = run("explain", "switch-tiny", "--set", "mesh.axes={data: 2, expert: 4}")
+    assert result.exit_code == 0
+    assert "{batch: [data, expert], experts: [expert]}" in result.output

@@ -109,6 +109,15 @@ MISTAKES = [
         11,
         "moe.capacity_factor.eval: -1.5 is out of range",
     ),
+    Mistake(
+        "an infinite learning rate (it would be written into model.py as a name)",
+        "train:\n  optimizer:\n    learning_rate: .inf\n",
+        3,
+        20,
+        "train.optimizer.learning_rate: inf is not a finite number",
+        "write a finite value",
+    ),
+    Mistake("an infinite capacity factor", "moe:\n  capacity_factor: {train: .inf}\n", 2, 28, "is not a finite number"),
     Mistake("expert_every zero", "moe:\n  expert_every: 0\n", 2, 17, "moe.expert_every: 0 is out of range"),
     Mistake(
         "expert_every beyond the stacks",

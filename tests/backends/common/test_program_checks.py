@@ -21,7 +21,7 @@ from switchc.cli import main
         ),
         (
             ["model.vocab_size=262"],  # switch-tiny's byte tokenizer: ids above 258 are sentinels
-            "switch-tiny.yaml:28:18: error: span corruption of 141 tokens makes up to 7 spans, but the byte "
+            "switch-tiny.yaml:29:18: error: span corruption of 141 tokens makes up to 7 spans, but the byte "
             "tokenizer has 3 sentinels",
         ),
         (
