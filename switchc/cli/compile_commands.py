@@ -35,13 +35,24 @@ def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
 def write_program(files: dict[str, str], output: Path) -> None:
     """Write all files into `output` atomically: the directory appears complete or not at all.
 
-    An existing directory is replaced only if switchc wrote it; anything else is left alone.
+    An existing directory is replaced only if switchc wrote it and it holds nothing else (a run's
+    outputs, an HLO dump): anything else is left alone.
     """
     if output.exists() and not (output / MARKER).is_file():
         raise PlainUserError(
             f"{output} exists and was not written by switchc compile",
             "choose a new directory, or remove this one yourself",
         )
+    if output.exists():
+        own = {Path(relative).parts[0] for relative in files} | {MARKER, "__pycache__"}
+        foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in output.iterdir())
+        foreign = [name for name in foreign if name.rstrip("/") not in own]
+        if foreign:
+            raise PlainUserError(
+                f"{output} holds files switchc compile did not write, which replacing it would delete: "
+                + ", ".join(foreign),
+                "move them out of the program directory, or compile into another one",
+            )
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
@@ -81,6 +92,9 @@ def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) 
     `--devices N` on a CPU host to fake the mesh's N devices). A PyTorch program (--backend torch)
     needs torch and numpy: run it with `torchrun --standalone --nproc-per-node N DIR/train.py`, one
     process per mesh device. `--help` lists every flag.
+
+    Compiling again into DIR replaces it, if switchc wrote it and it holds nothing else: a run's
+    outputs or an HLO dump inside it are never deleted (compile refuses and names them).
     """
     files = program_files(load_spec(spec, overrides), backend)
     write_program(files, output)

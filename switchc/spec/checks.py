@@ -171,10 +171,13 @@ def _divisible(spec: Spec, logical: str, size: int, what: str, path: str) -> Ite
         shards *= mesh.axes[axis]
     if size % shards:
         over = " x ".join(f"{a}={mesh.axes[a]}" for a in axes)
+        # a default size was written nowhere: point at the mesh axis that splits it instead
+        default = spec.is_default(path)
         yield Diagnostic(
-            f"{what} ({size}) is not divisible by the {shards} shards of mesh axes {over}",
-            spec.span(path),
-            f"make {what} a multiple of {shards}, or change mesh.axes / mesh.rules.{logical}",
+            f"{what} ({size}{', the default' if default else ''}) is not divisible by the {shards} shards of "
+            f"mesh axes {over}",
+            spec.span(f"mesh.axes.{axes[-1]}" if default else path),
+            f"set {path} to a multiple of {shards}, or change mesh.axes / mesh.rules.{logical}",
         )
 
 

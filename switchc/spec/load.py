@@ -161,6 +161,17 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
                 )
             )
             continue
+        inner = next((earlier for earlier in seen if earlier.startswith(key + ".")), None)
+        if inner is not None:  # a later parent would replace the earlier child's value silently
+            errors.append(
+                Diagnostic(
+                    f"--set {key} replaces all of {key}, dropping the earlier --set {inner}",
+                    key_span,
+                    f"set '{key}' first and '{inner}' after it, or put {inner.removeprefix(key + '.')} in this value",
+                    notes=(("set here", seen[inner][1]),),
+                )
+            )
+            continue
         seen[key] = (value_text.strip(), key_span)
         value_column = prefix + len(key) + 1  # 0-based column of VALUE on its line
         padded = "\n" * index + " " * value_column + value_text

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from switchc.errors import UserError
+from switchc.errors import Source, UserError
+from switchc.spec.load import parse_spec
 from tests.spec.located import Mistake, assert_located, first_error
 
 MISTAKES = [
@@ -139,6 +140,14 @@ MISTAKES = [
         4,
         15,
         "the global batch (32) is not divisible by the 3 shards of mesh axes data=3",
+    ),
+    Mistake(
+        "the default batch not divisible by the data shards: the mesh axis is what the file wrote",
+        "# my spec\n\nmesh:\n  axes: {data: 3}\n",
+        4,
+        16,
+        "the global batch (2048, the default) is not divisible by the 3 shards of mesh axes data=3",
+        "set train.batch_size to a multiple of 3",
     ),
     Mistake(
         "heads not divisible by the model axis",
@@ -273,6 +282,14 @@ OVERRIDE_MISTAKES = [
         7,
         "'moe.top_k' is set twice with different values",
     ),
+    OverrideMistake(
+        "a section after a key inside it",
+        ("moe.top_k=2", "moe={num_experts: 4}"),
+        2,
+        7,
+        "--set moe replaces all of moe, dropping the earlier --set moe.top_k",
+        "set 'moe' first",
+    ),
     OverrideMistake("into a value", ("model.d_model.x=1",), 1, 7, "'model.d_model' is a value, not a section"),
     OverrideMistake(
         "cross-check against the file",
@@ -304,3 +321,9 @@ def test_override_error_renders_the_command_line() -> None:
         "    1 | --set moe.num_experts=sixty",
         "      |                       ^^^^^",
     ]
+
+
+def test_a_key_set_after_its_section_refines_it() -> None:
+    """The other order is no conflict: the section first, then a key inside it."""
+    spec = parse_spec(Source("t.yaml", SWITCH), ["moe={num_experts: 4}", "moe.top_k=2"])
+    assert (spec.moe.num_experts, spec.moe.top_k) == (4, 2)

@@ -81,9 +81,16 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     assert result.exit_code == 2 and "was not written by switchc" in result.stderr
     assert (foreign / "notes.txt").read_text() == "keep me"
     program = compile_program(tmp_path)
-    (program / "stale.txt").write_text("old")
+    (program / "runtime" / "stale.py").write_text("old")
+    (program / "__pycache__").mkdir()
     compile_program(tmp_path)  # a switchc-written directory is replaced whole
-    assert not (program / "stale.txt").exists()
+    assert not (program / "runtime" / "stale.py").exists() and (program / "train.py").is_file()
+    # ... unless it holds what a user put there (README's --dump-hlo example writes into it)
+    (program / "hlo").mkdir()
+    (program / "hlo" / "train_step.hlo.txt").write_text("HloModule")
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
+    assert result.exit_code == 2 and "holds files switchc compile did not write" in result.stderr
+    assert "hlo/" in result.stderr and (program / "hlo" / "train_step.hlo.txt").read_text() == "HloModule"
 
 
 def test_trains_on_real_text(tmp_path: Path) -> None:
