@@ -93,6 +93,11 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("eval_every", "checkpoint_every"):
         if getattr(args, name) < 0:
             flags.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.out is not None:  # create it now: a path the system refuses is a usage error, not a traceback later
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            flags.error(f"--out {args.out}: {error.strerror or error}")
     if args.resume and args.out is None:
         flags.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
     if args.allow_changes and not args.resume:
@@ -112,6 +117,60 @@ def check_schedule(config: Any, steps: int) -> None:
 
 
 # ---- resuming a run ---------------------------------------------------------------------------------
+
+# What a complete checkpoint of each backend holds in its numbered step directory (a trailing /:
+# a directory): the JAX program's orbax items, the PyTorch program's record and DCP index.
+CHECKPOINT_MARKERS = {"jax": ("state/", "meta/"), "torch": ("meta.json", ".metadata")}
+BACKEND_NAMES = {"jax": "JAX (orbax)", "torch": "PyTorch (torch.distributed.checkpoint)"}
+
+
+def _checkpoint_kind(path: Path) -> str | None:
+    """The backend whose complete checkpoint `path` is, or None."""
+    for backend, markers in CHECKPOINT_MARKERS.items():
+        if all(_holds(path, marker) for marker in markers):
+            return backend
+    return None
+
+
+def _holds(path: Path, marker: str) -> bool:
+    return (path / marker).is_dir() if marker.endswith("/") else (path / marker).is_file()
+
+
+def check_checkpoint_directory(directory: Path, backend: str) -> None:
+    """Every numbered step directory in `directory` must be a complete checkpoint of this backend
+    before a run writes there or resumes from it: another backend's run, or a step left empty or
+    half-deleted, is refused with what it is, never overwritten or skipped. (Saves in flight live
+    under other names until they are committed, and are not looked at.)"""
+    if not directory.is_dir():
+        return
+    steps = sorted((int(path.name), path) for path in directory.iterdir() if path.name.isdigit() and path.is_dir())
+    for step, path in steps:
+        kind = _checkpoint_kind(path)
+        if kind == backend:
+            continue
+        if kind is not None:
+            raise SystemExit(
+                f"error: {path} is a {BACKEND_NAMES[kind]} checkpoint, which this {BACKEND_NAMES[backend]} "
+                "program can neither read nor overwrite\n"
+                "hint: that run was made by the other backend's program: give this one another --out"
+            )
+        earlier = [s for s, p in steps if s < step and _checkpoint_kind(p) == backend]
+        then = f"continue from step {earlier[-1]}" if earlier else "start the run afresh"
+        contents = "empty" if not any(path.iterdir()) else "not a complete checkpoint"
+        missing = [marker for marker in CHECKPOINT_MARKERS[backend] if not _holds(path, marker)]
+        raise SystemExit(
+            f"error: {path} is {contents} (no {' or '.join(missing)})\nhint: delete it (rm -r {path}) to {then}"
+        )
+
+
+def unreadable_checkpoint(where: str, error: BaseException, previous: int | None) -> SystemExit:
+    """The error for a checkpoint whose files cannot be read back (damaged after it was committed)."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    then = f"continue from step {previous}" if previous is not None else "start the run afresh"
+    return SystemExit(
+        f"error: --resume: cannot read {where}: {type(error).__name__}{': ' + detail if detail else ''}\n"
+        f"hint: the checkpoint is damaged; delete it to {then}"
+    )
 
 
 def run_identity(model: ModuleType) -> dict[str, str]:

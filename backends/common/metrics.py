@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -183,6 +184,31 @@ def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -
     where = f"the latest checkpoint is step {kept_step}, from before it" if kept_step else "no checkpoint was saved"
     print(f"error: {who}{error}; training stopped ({where}).", file=sys.stderr, flush=True)
     raise SystemExit(NON_FINITE_EXIT) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training (a scheduler's preemption, torchrun shutting its workers down),
+    raised in the main thread like Ctrl-C's KeyboardInterrupt so one handler stops both."""
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated in the main thread (its default is to die without a word)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def stop_interrupted(error: KeyboardInterrupt, step: int, kept_step: int | None, announce: bool = True) -> NoReturn:
+    """End a run stopped by Ctrl-C or SIGTERM: say where it stopped and how to go on, and exit
+    with the shell's status for the signal (128 + its number). A save in flight was committed."""
+    number = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+    if announce:
+        where = f"the latest checkpoint is step {kept_step}" if kept_step else "no checkpoint was saved"
+        then = "; the same command with --resume continues from it" if kept_step else ""
+        print(f"\n{number.name}: training stopped at step {step} ({where}{then}).", file=sys.stderr, flush=True)
+    raise SystemExit(128 + number) from None
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -190,3 +190,15 @@ def verify(backend: str, overrides: list[str], mesh: str, exit_codes: tuple[int,
     assert result.exit_code in exit_codes, result.output + result.stderr
     found: dict[str, Any] = json.loads(result.stdout)
     return found
+
+
+def fake_checkpoint(directory: Path, step: int, markers: tuple[str, ...]) -> Path:
+    """A step directory holding just `markers` (flags.CHECKPOINT_MARKERS: a trailing / is a directory)."""
+    path = directory / str(step)
+    path.mkdir(parents=True)
+    for marker in markers:
+        if marker.endswith("/"):
+            (path / marker).mkdir()
+        else:
+            (path / marker).write_text("{}")
+    return path

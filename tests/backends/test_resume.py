@@ -7,11 +7,24 @@ checks (tests/backends/common/test_flags.py); each backend reads its checkpoint'
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
+from switchc.backends.common import flags
 
-from tests.backends.programs import SMALL_SWITCH, compile_program, records, run_program, set_args, snapshot
+from tests.backends.programs import (
+    SMALL_SWITCH,
+    compile_program,
+    fake_checkpoint,
+    launch,
+    records,
+    run_program,
+    set_args,
+    snapshot,
+)
 
 FLAGS = ("--eval-every", "0", "--checkpoint-every", "2")
 
@@ -71,6 +84,14 @@ def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Pat
     assert "data.eval_fraction: 0.1 in the checkpoint, 0.05 in this program" in unfit.stderr
     assert snapshot(run) == before
 
+    # a checkpoint damaged after it was committed: one line naming it, and the step to go back to
+    meta = run / "checkpoints" / "3" / ("meta/metadata" if backend == "jax" else "meta.json")
+    meta.write_text("{not json")
+    damaged = run_program(other, "--steps", "4", *FLAGS, "--out", str(run), "--resume")
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr, damaged.stderr[-3000:]
+    assert f"error: --resume: cannot read checkpoint {run / 'checkpoints' / '3'}: " in damaged.stderr
+    assert "hint: the checkpoint is damaged; delete it to continue from step 2" in damaged.stderr
+
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_steps_past_the_end_of_a_cosine_schedule_are_refused(backend: str, tmp_path: Path) -> None:
@@ -103,3 +124,49 @@ def test_init_from_starts_a_run_that_resume_then_continues(backend: str, tmp_pat
     ignored = f"resumed at step 2 from {run / 'checkpoints'} (not from --init-from {weights}: the checkpoint has"
     assert ignored in continued.stdout
     assert [record["step"] for record in records(run)] == [2, 3]
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_another_backends_run_directory_is_left_alone(backend: str, tmp_path: Path) -> None:
+    """The other program's checkpoints are neither skipped nor overwritten, with or without --resume."""
+    _needs(backend)
+    program, run = _program(tmp_path, backend, "program"), tmp_path / "run"
+    other = "torch" if backend == "jax" else "jax"
+    step = fake_checkpoint(run / "checkpoints", 3, flags.CHECKPOINT_MARKERS[other])
+    (run / "metrics.jsonl").write_text('{"step": 3}\n')
+    before = snapshot(run)
+    for resume in ((), ("--resume",)):
+        refused = run_program(program, "--steps", "4", *FLAGS, "--out", str(run), *resume)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+        assert f"error: {step} is a {flags.BACKEND_NAMES[other]} checkpoint" in refused.stderr
+        assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_sigterm_stops_with_where_to_resume(backend: str, tmp_path: Path) -> None:
+    """A scheduler's SIGTERM: the step reached, the newest checkpoint, status 143; --resume goes on."""
+    _needs(backend)
+    program, run = _program(tmp_path, backend, "program"), tmp_path / "run"
+    command = launch(program, "--steps", "100000", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "1")
+    command += ["--out", str(run)]
+    with subprocess.Popen(command, cwd=program, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
+        assert job.stdout is not None
+        for line in job.stdout:  # by step 3's record, step 2 is checkpointed (or being saved)
+            if re.match(r"train\s+step\s+3/", line):
+                break
+        job.send_signal(signal.SIGTERM)
+        _, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "Traceback" not in err and "SIGTERM: training stopped at step " in err
+    assert "the same command with --resume continues from it" in err
+    resumed = run_program(program, "--steps", "1", *FLAGS, "--out", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "nothing to train" in resumed.stdout
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_an_init_from_file_that_is_not_there_is_one_line(backend: str, tmp_path: Path) -> None:
+    _needs(backend)
+    result = run_program(_program(tmp_path, backend, "program"), "--steps", "1", "--init-from", "missing.safetensors")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: --init-from: no weights file at missing.safetensors" in result.stderr

@@ -46,6 +46,11 @@ class Checkpoints:
         step = self.manager.latest_step()
         return None if step is None else int(step)
 
+    def previous(self, step: int) -> int | None:
+        """The newest checkpoint before `step`, if any."""
+        earlier = [int(found) for found in self.manager.all_steps() if int(found) < step]
+        return max(earlier) if earlier else None
+
     def save(self, step: int, params: Any, opt_state: Any, meta: dict[str, Any]) -> None:
         """Start saving; the arrays may be donated to the next step as soon as this returns."""
         import orbax.checkpoint as ocp

@@ -68,6 +68,8 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
     )
     args = parser.parse_args(argv)
     flags.check(parser, args)
+    if args.dump_hlo is not None and args.dump_hlo.exists() and not args.dump_hlo.is_dir():
+        parser.error(f"--dump-hlo {args.dump_hlo}: not a directory")
     if not args.system_malloc:
         host.retain_freed_memory()  # before jax starts XLA's threads
     if args.devices is not None:
@@ -122,7 +124,11 @@ def _load_weights(model: ModuleType, path: Path, param_sharding: Any) -> dict[st
         value = value.astype(model.DTYPE)
         return jax.make_array_from_callback(value.shape, param_sharding[name], lambda index: value[index])
 
-    return {name: place(name, value) for name, value in _weights().load(path, model.PARAMS).items()}
+    try:
+        flat = _weights().load(path, model.PARAMS)
+    except (OSError, ValueError) as error:  # FileNotFoundError, weights.WeightsError: one line, as in PyTorch
+        raise SystemExit(f"error: --init-from: {error}") from None
+    return {name: place(name, value) for name, value in flat.items()}
 
 
 def export_weights(model: ModuleType, params: dict[str, Any], path: Path, seed: int) -> None:
@@ -327,6 +333,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     checkpoints, found = None, None
     identity = flags.run_identity(model)  # recorded in every checkpoint, checked on --resume
     if args.out is not None and (args.checkpoint_every or args.resume):
+        flags.check_checkpoint_directory(args.out / "checkpoints", "jax")
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep)
         found = checkpoints.latest_step()
         if found is not None and not args.resume:
@@ -338,13 +345,20 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
             where = f"checkpoint {checkpoints.directory / str(found)}"
-            meta, shapes = checkpoints.meta(found), checkpoints.shapes(found)
+            try:
+                meta, shapes = checkpoints.meta(found), checkpoints.shapes(found)
+            except Exception as error:  # damaged after it was committed: say which, and how to go on
+                raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
             flags.check_resume(meta, shapes, args, model, where, announce=primary)
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
     state = build(model, args.seed, init_from if found is None else None)
     start = 0
     if checkpoints is not None and found is not None:
-        state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
+        try:
+            state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
+        except Exception as error:
+            where = f"checkpoint {checkpoints.directory / str(found)}"
+            raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
         start = found
     mesh = state["mesh"]
     device = jax.devices()[0]
@@ -361,6 +375,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     if found is not None:
         ignored = f" (not from --init-from {init_from}: the checkpoint has the weights)" if init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
+        if start > args.steps:
+            say(f"note: the run is already past --steps {args.steps}; nothing to train (a larger --steps goes on)")
     elif init_from is not None:
         say(f"initialised from {init_from}")
 
@@ -400,8 +416,11 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
 
     began = time.perf_counter()
     window_start, window_steps, paused = began, 0, 0.0
+    reached = start  # the steps dispatched so far
+    metrics.raise_on_sigterm()
     try:
         for index in range(start, args.steps):
+            reached = index
             number = index + 1  # steps done once this one is
             arrays = _global_batch(data, index, config.batch_size, shardings)
             rng = jax.random.fold_in(base_rng, index)
@@ -449,6 +468,14 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             checkpoints.wait()  # a save in flight is of a step before the bad one
             kept = checkpoints.latest_step()
         metrics.stop_training(err, kept)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (metrics.Terminated)
+        if progress is not None:
+            progress.close()
+        kept = None
+        if checkpoints is not None:
+            checkpoints.wait()  # a save in flight is committed first
+            kept = checkpoints.latest_step()
+        metrics.stop_interrupted(err, reached, kept, announce=primary)
     finally:
         if progress is not None:
             progress.close()
@@ -456,5 +483,5 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             checkpoints.close()
         if log is not None:
             log.close()
-    say(f"done: step {args.steps} in {time.perf_counter() - began:.1f}s")
+    say(f"done: step {max(start, args.steps)} in {time.perf_counter() - began:.1f}s")
     return records

@@ -198,6 +198,11 @@ class Checkpoints:
         steps = self.steps()
         return steps[-1] if steps else None
 
+    def previous(self, step: int) -> int | None:
+        """The newest checkpoint before `step`, if any."""
+        earlier = [found for found in self.steps() if found < step]
+        return earlier[-1] if earlier else None
+
     def clean(self) -> None:
         """Rank 0 deletes what saves killed midway left behind; then every rank goes on."""
         if self.primary and self.directory.is_dir():

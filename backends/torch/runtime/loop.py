@@ -84,6 +84,9 @@ def parse_args(argv: Sequence[str], description: str, default_steps: int, defaul
     flags.check(parser, args)
     if args.timeout <= 0:
         parser.error("--timeout must be > 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        build = "a CPU build of torch" if torch.version.cuda is None else "no CUDA device is visible"
+        parser.error(f"--device cuda: {build}; use --device cpu (or auto, which picks CUDA when there is one)")
     if not args.system_malloc:
         host.retain_freed_memory()  # before torch starts its intra-op threads
     return args
@@ -236,6 +239,7 @@ def _train(
     checkpoints, found = None, None
     resumed: dict[str, Any] | None = None  # meta.json of the checkpoint this run continues
     if args.out is not None and (args.checkpoint_every or args.resume):
+        flags.check_checkpoint_directory(args.out / "checkpoints", "torch")
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary)
         found = checkpoints.latest_step()
         if found is not None and not args.resume:
@@ -247,8 +251,11 @@ def _train(
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None and args.resume:  # before building anything: another spec's checkpoint is refused
             where = f"checkpoint {checkpoints.directory / str(found)}"
-            resumed = checkpoints.meta(found)
-            flags.check_resume(resumed, checkpoints.shapes(found), args, model_module, where, announce=primary)
+            try:
+                resumed, shapes = checkpoints.meta(found), checkpoints.shapes(found)
+            except Exception as error:  # damaged after it was committed: say which, and how to go on
+                raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
+            flags.check_resume(resumed, shapes, args, model_module, where, announce=primary)
         checkpoints.clean()
 
     hardware = _hardware(args, model_module, device)
@@ -263,7 +270,11 @@ def _train(
         assert checkpoints is not None and found is not None
         prime_optimizer(opt, params)
         state = training_state(model, parallel.placements, opt, mesh)
-        checkpoints.restore(found, state)
+        try:
+            checkpoints.restore(found, state)
+        except Exception as error:
+            where = f"checkpoint {checkpoints.directory / str(found)}"
+            raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
         load_training_state(model, opt, state)
         start = int(resumed["step"])
 
@@ -276,6 +287,8 @@ def _train(
     if resumed is not None:
         ignored = f" (not from --init-from {args.init_from}: the checkpoint has the weights)" if args.init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
+        if start > args.steps:
+            say(f"note: the run is already past --steps {args.steps}; nothing to train (a larger --steps goes on)")
     elif args.init_from is not None:
         say(f"initialised from {args.init_from}")
 
@@ -302,8 +315,11 @@ def _train(
     began = time.perf_counter()
     window_start, window_steps, paused = began, 0, 0.0
     parallel.module.train()
+    reached = start  # the steps done so far
+    metrics.raise_on_sigterm()
     try:
         for index in range(start, args.steps):
+            reached = index
             number = index + 1  # steps done once this one is
             _inject_failure(rank, index)
             batch = _local_batch(data, index, config, parallel, device)
@@ -361,12 +377,17 @@ def _train(
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None
         metrics.stop_training(err, kept, f"rank {rank}: " if world > 1 else "")
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (metrics.Terminated); saves are synchronous here
+        if progress is not None:
+            progress.close()
+        kept = checkpoints.latest_step() if checkpoints is not None else None
+        metrics.stop_interrupted(err, reached, kept, announce=primary)
     finally:
         if progress is not None:
             progress.close()
         if log is not None:
             log.close()
-    say(f"done: step {args.steps} in {time.perf_counter() - began:.1f}s")
+    say(f"done: step {max(start, args.steps)} in {time.perf_counter() - began:.1f}s")
     return records
 
 

@@ -14,6 +14,7 @@ from switchc.backends.common import flags
 
 from switchc.spec import Spec, load_spec
 from switchc.spec.emit import extendable, spec_digest, to_yaml
+from tests.backends.programs import fake_checkpoint
 
 # A stack of 48 blocks whose layout yaml wraps onto a second line, a mesh whose rules are a block.
 WIDE = (
@@ -148,3 +149,58 @@ def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:
     longer = load_spec("switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=200"))
     assert spec_digest(longer) != spec_digest(cosine)
     flags.check_schedule(_program(tmp_path, load_spec("switch-tiny")).CONFIG, 10**6)  # rsqrt has no end
+
+
+def _step(directory: Path, step: int, *markers: str) -> Path:
+    return fake_checkpoint(directory, step, markers)
+
+
+@pytest.mark.parametrize(("backend", "other"), [("jax", "torch"), ("torch", "jax")])
+def test_another_backends_checkpoints_are_refused_not_overwritten(tmp_path: Path, backend: str, other: str) -> None:
+    _step(tmp_path, 3, *flags.CHECKPOINT_MARKERS[backend])
+    flags.check_checkpoint_directory(tmp_path, backend)  # its own: fine
+    (tmp_path / "7.orbax-checkpoint-tmp-123").mkdir()  # a save in flight: not looked at
+    flags.check_checkpoint_directory(tmp_path, backend)
+    foreign = _step(tmp_path, 6, *flags.CHECKPOINT_MARKERS[other])
+    with pytest.raises(SystemExit) as info:
+        flags.check_checkpoint_directory(tmp_path, backend)
+    message = str(info.value.code)
+    assert message.startswith(f"error: {foreign} is a {flags.BACKEND_NAMES[other]} checkpoint")
+    assert "give this one another --out" in message
+
+
+def test_an_empty_or_partial_step_directory_is_refused_with_the_step_to_go_back_to(tmp_path: Path) -> None:
+    _step(tmp_path, 2, *flags.CHECKPOINT_MARKERS["torch"])
+    empty = _step(tmp_path, 4)
+    with pytest.raises(SystemExit) as info:
+        flags.check_checkpoint_directory(tmp_path, "torch")
+    assert str(info.value.code) == (
+        f"error: {empty} is empty (no meta.json or .metadata)\nhint: delete it (rm -r {empty}) to continue from step 2"
+    )
+    empty.rmdir()
+    partial = _step(tmp_path, 1, "meta.json")
+    partial_message = r"(?s)is not a complete checkpoint \(no \.metadata\).*to start the run afresh"
+    with pytest.raises(SystemExit, match=partial_message):
+        flags.check_checkpoint_directory(tmp_path, "torch")
+    assert partial.is_dir()  # nothing is deleted for the user
+
+
+def test_a_damaged_checkpoint_names_itself_and_the_step_before() -> None:
+    error = flags.unreadable_checkpoint("checkpoint run/checkpoints/6", ValueError("bad json\nmore"), 3)
+    assert error.code == (
+        "error: --resume: cannot read checkpoint run/checkpoints/6: ValueError: bad json\n"
+        "hint: the checkpoint is damaged; delete it to continue from step 3"
+    )
+
+
+def test_an_out_path_the_system_refuses_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    parser = flags.parser("test", 10, 0, resume_help="", init_from_help="")
+    with pytest.raises(SystemExit) as info:
+        flags.check(parser, parser.parse_args(["--out", str(blocker / "run")]))
+    assert info.value.code == 2
+    assert f"--out {blocker / 'run'}: Not a directory" in capsys.readouterr().err
+    args = parser.parse_args(["--out", str(tmp_path / "new" / "run")])
+    flags.check(parser, args)
+    assert (tmp_path / "new" / "run").is_dir()

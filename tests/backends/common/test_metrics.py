@@ -128,7 +128,19 @@ def test_metrics_module_needs_only_numpy() -> None:
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
-    assert top <= {"__future__", "json", "math", "os", "sys", "time", "collections", "pathlib", "typing", "numpy"}
+    assert top <= {
+        "__future__",
+        "json",
+        "math",
+        "os",
+        "signal",
+        "sys",
+        "time",
+        "collections",
+        "pathlib",
+        "typing",
+        "numpy",
+    }
 
 
 def test_metrics_log_writes_jsonl_and_tensorboard(tmp_path: Path) -> None:

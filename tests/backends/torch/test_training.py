@@ -281,3 +281,12 @@ def test_help_lists_the_training_flags(straight: Path) -> None:
     assert "--init-from" in result.stdout
     for module in ("metrics.py", "checkpoint.py", "weights.py"):
         assert (straight / "runtime" / module).is_file()
+
+
+def test_device_cuda_without_cuda_is_a_usage_error(straight: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_program(straight, "--steps", "1", "--device", "cuda")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: --device cuda: " in result.stderr and "use --device cpu" in result.stderr
