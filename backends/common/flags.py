@@ -27,7 +27,11 @@ def parser(
     """A parser with the shared flags. `resume_help` and `init_from_help` are the help texts of
     --resume and --init-from, whose details differ between the backends."""
     every = max(1, default_steps // 10)
-    flags = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # No abbreviations: the JAX program's --devices N and the PyTorch program's --device KIND must not
+    # pass for each other (`--device cpu` to the JAX program would read as `--devices cpu`).
+    flags = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     flags.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
     flags.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
     flags.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")

@@ -1,11 +1,14 @@
-"""Options shared by every command that reads a spec."""
+"""Options and checks shared by the commands."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from switchc.errors import PlainUserError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,3 +28,13 @@ def overrides(func: F) -> F:
 def example(*lines: str) -> str:
     """An epilog that click prints verbatim at the end of --help."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def check_output_parent(path: Path) -> None:
+    """The directory an output file goes into must exist (nothing creates it behind the user's back)."""
+    parent = path.parent
+    if parent.is_dir():
+        return
+    if parent.exists():
+        raise PlainUserError(f"{parent} is not a directory", "choose a path inside a directory")
+    raise PlainUserError(f"{parent} does not exist", f"create it first (mkdir -p {parent}), or choose another path")

@@ -46,9 +46,7 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None, last: int) -> None:
         if len(run_dirs) > 1:
             raise PlainUserError("plotting several runs needs -o DIR", "e.g. switchc plot RUN_A RUN_B -o compare")
         out = run_dirs[0]
-    if not out.parent.is_dir():
-        raise PlainUserError(f"{out.parent} is not a directory")
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # created if missing, as -o's help says
     try:
         written = draw(runs, out, last)
     except ImportError:

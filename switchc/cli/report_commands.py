@@ -20,7 +20,7 @@ from switchc.analysis import (
     rich_table,
     to_markdown,
 )
-from switchc.cli.options import example, overrides
+from switchc.cli.options import check_output_parent, example, overrides
 from switchc.errors import PlainUserError
 from switchc.ir.build import build_graph
 from switchc.ir.dot import FORMATS, write_drawing
@@ -101,8 +101,7 @@ def report(
 
 
 def _plot(reports: list[Report], path: Path) -> None:
-    if not path.parent.is_dir():
-        raise PlainUserError(f"{path.parent} is not a directory")
+    check_output_parent(path)
     try:
         plot(reports, str(path))
     except ImportError:
@@ -132,8 +131,7 @@ def graph(spec: str, overrides: tuple[str, ...], output: Path, unsharded: bool) 
     """Draw the IR graph of SPEC: every op, and every collective once sharded."""
     resolved = load_spec(spec, overrides)
     drawn = verify(build_graph(resolved)) if unsharded else lower(resolved)
-    if not output.parent.is_dir():
-        raise PlainUserError(f"{output.parent} is not a directory")
+    check_output_parent(output)
     write_drawing(drawn, output)
     click.echo(f"wrote {output} ({drawn.number_of_nodes()} nodes)", err=True)
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from switchc.backends.common.program import check_data
-from switchc.cli.options import example, overrides
+from switchc.cli.options import check_output_parent, example, overrides
 from switchc.errors import PlainUserError, UserError
 from switchc.spec import Spec, load_spec
 from switchc.spec.load import OVERRIDE_SOURCE_NAME
@@ -156,8 +156,7 @@ def schema(output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    if not output.parent.is_dir():
-        raise PlainUserError(f"{output.parent} is not a directory")
+    check_output_parent(output)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(output)  # atomic: never a half-written schema

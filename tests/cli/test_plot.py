@@ -193,8 +193,10 @@ def test_several_runs_need_an_output_directory(tmp_path: Path) -> None:
     second = write_run(tmp_path / "b", [{"step": 1, "loss": 1.0}])
     result = invoke(str(first), str(second))
     assert result.exit_code == 2 and result.stderr.startswith("error: plotting several runs needs -o DIR")
-    result = invoke(str(first), "-o", str(tmp_path / "no" / "such"))
-    assert result.exit_code == 2 and result.stderr.startswith(f"error: {tmp_path / 'no'} is not a directory")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = invoke(str(first), "-o", str(blocker / "such"))  # -o is created if missing, but not through a file
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {blocker / 'such'}: ")
 
 
 def test_read_run_is_usable_as_a_library(tmp_path: Path) -> None:
