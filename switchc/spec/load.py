@@ -194,7 +194,7 @@ def _check_override_key(key: str, span: Span) -> Diagnostic | None:
         if part not in names:
             where = ".".join(parts[:depth]) or "the spec"
             return Diagnostic(
-                f"unknown key '{part}' in {where}",
+                f"unknown key {_quoted(part)} in {where}",
                 span,
                 did_you_mean(part, names) or f"keys here: {', '.join(names)}",
             )
@@ -243,8 +243,16 @@ def _describe(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return "a mapping" if isinstance(value, dict) else "a list"
     if isinstance(value, str):
-        return f"'{value}'"
+        return _quoted(value)
     return repr(value)
+
+
+def _quoted(text: str) -> str:
+    """'text', with what a terminal would not show as itself (control characters, zero-width and
+    other invisible characters) escaped: an error message must not rewrite the user's screen."""
+    if text.isprintable():
+        return f"'{text}'"
+    return repr(text) if "'" not in text else '"' + repr(text)[1:-1] + '"'
 
 
 def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic:
@@ -268,7 +276,7 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
                 if dsl_text
                 else f"'{loc[-1]}' is a top-level section: un-indent it"
             )
-        return Diagnostic(f"unknown key '{loc[-1]}' in {where}", key.span if key else span, hint)
+        return Diagnostic(f"unknown key {_quoted(str(loc[-1]))} in {where}", key.span if key else span, hint)
     if kind in ("missing", "missing_argument"):
         where = ".".join(str(p) for p in loc[:-1])
         example = "switch = every 2" if dsl_text else "switch: every 2"

@@ -111,6 +111,21 @@ MISTAKES = [
         "moe.capacity_factor.eval: -1.5 is out of range",
     ),
     Mistake(
+        "a carriage return in a value is shown escaped, not sent to the terminal",
+        'data:\n  path: "a\\rEVIL"\n',
+        2,
+        9,
+        "data.path: 'a\\rEVIL' contains control characters",
+    ),
+    Mistake(
+        "an invisible character in a key is shown",
+        "model:\n  \u200bnum_heads: 4\n",
+        2,
+        3,
+        "unknown key '\\u200bnum_heads' in section 'model'",
+        "did you mean 'num_heads'?",
+    ),
+    Mistake(
         "an infinite learning rate (it would be written into model.py as a name)",
         "train:\n  optimizer:\n    learning_rate: .inf\n",
         3,
