@@ -114,7 +114,11 @@ def _validate(tree: Mapping, dsl_text: bool = False) -> SpecBody:
     try:
         return _adapter().validate_python(yamltree.to_python(tree))
     except ValidationError as err:
-        found = [_diagnostic(tree, e, dsl_text) for e in err.errors()]
+        errors = err.errors()
+        # A key that is no valid name (pydantic's "[key]" errors) says it all: its value's error is noise.
+        bad_keys = {tuple(e["loc"][: e["loc"].index("[key]")]) for e in errors if "[key]" in e["loc"]}
+        errors = [e for e in errors if "[key]" in e["loc"] or not any(e["loc"][: len(k)] == k for k in bad_keys)]
+        found = [_diagnostic(tree, e, dsl_text) for e in errors]
         found.sort(key=lambda d: (d.span.line, d.span.column))
         raise UserError(found) from None
 
@@ -337,9 +341,12 @@ def _key_diagnostic(loc: tuple[Any, ...], kind: str, value: Any, ctx: Any, span:
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         hint = did_you_mean(str(value), choices) or f"logical axes: {', '.join(choices)}"
         return Diagnostic(f"{where}: unknown logical axis {_describe(value)}", span, hint)
-    return Diagnostic(
-        f"{where}: {_describe(value)} is not a valid mesh axis name",
-        span,
-        "a mesh axis is a Python identifier that is not a keyword: letters, digits and '_', "
-        "not starting with a digit, at most 32 characters",
-    )
+    name, colon, size = str(value).partition(":")
+    if colon and name.isidentifier() and size.strip().isdigit():  # {data:2}: YAML read one key, `data:2`
+        hint = f"YAML needs a space after the colon: {{{name}: {size.strip()}}}"
+    else:
+        hint = (
+            "a mesh axis is a Python identifier that is not a keyword: letters, digits and '_', "
+            "not starting with a digit, at most 32 characters"
+        )
+    return Diagnostic(f"{where}: {_describe(value)} is not a valid mesh axis name", span, hint)

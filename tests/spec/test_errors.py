@@ -314,6 +314,14 @@ OVERRIDE_MISTAKES = [
         "top_k 16 is larger than num_experts 8",
     ),
     OverrideMistake("bad mesh axis", ("mesh.axes={data: 1, 9x: 1}",), 1, 27, "'9x' is not a valid mesh axis name"),
+    OverrideMistake(
+        "no space after a flow mapping's colon",
+        ("mesh.axes={data:2}",),
+        1,
+        18,
+        "'data:2' is not a valid mesh axis name",
+        "YAML needs a space after the colon: {data: 2}",
+    ),
 ]
 
 SWITCH = "model:\n  d_model: 64\nmoe:\n  num_experts: 8\ntrain:\n  batch_size: 8\n"
@@ -342,3 +350,9 @@ def test_a_key_set_after_its_section_refines_it() -> None:
     """The other order is no conflict: the section first, then a key inside it."""
     spec = parse_spec(Source("t.yaml", SWITCH), ["moe={num_experts: 4}", "moe.top_k=2"])
     assert (spec.moe.num_experts, spec.moe.top_k) == (4, 2)
+
+
+def test_a_key_that_is_no_valid_name_is_one_error_not_two() -> None:
+    """`{data:2}` is one YAML key, `data:2`, with no value: its name is the mistake, not the null."""
+    found = _first(SWITCH, ("mesh.axes={data:2}",))
+    assert len(found.diagnostics) == 1, found.render()
