@@ -49,6 +49,8 @@ class Run:
 
     name: str
     records: tuple[Record, ...]
+    # a last line still being written (no newline yet, not JSON yet): left out, as of now
+    partial_line: bool = False
 
     def of(self, split: str) -> list[Record]:
         return [r for r in self.records if r.split == split]
@@ -105,17 +107,26 @@ def read_run(directory: Path) -> Run:
             f"{directory} has no {METRICS_FILE}",
             "a generated program writes it when run as `python train.py --out DIR`",
         )
-    records = [_record(path, number, line) for number, line in enumerate(_lines(path), 1)]
+    lines, complete = _lines(path)
+    partial = False
+    if lines and not complete:  # a program appends one line per record: the last may be half written
+        try:
+            json.loads(lines[-1])
+        except ValueError:
+            lines, partial = lines[:-1], True
+    records = [_record(path, number, line) for number, line in enumerate(lines, 1)]
     if not records:
         raise PlainUserError(f"{path} is empty", "the run has not logged a step yet")
-    return Run(str(directory), tuple(records))
+    return Run(str(directory), tuple(records), partial)
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: Path) -> tuple[list[str], bool]:
+    """The file's lines, and whether its last one is complete (ends in a newline)."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise PlainUserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return text.splitlines(), text.endswith("\n")
 
 
 def _record(path: Path, number: int, line: str) -> Record:

@@ -42,6 +42,9 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None, last: int) -> None:
     each layer by step. Several RUN_DIRs are drawn on the same axes, e.g. dense vs Switch.
     """
     runs = [read_run(directory) for directory in run_dirs]
+    for run in runs:
+        if run.partial_line:
+            click.echo(f"note: {run.name}: the last line of metrics.jsonl is still being written; left out", err=True)
     if out is None:
         if len(run_dirs) > 1:
             raise PlainUserError("plotting several runs needs -o DIR", "e.g. switchc plot RUN_A RUN_B -o compare")

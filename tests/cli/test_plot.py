@@ -155,6 +155,17 @@ def test_several_runs_are_overlaid(tmp_path: Path) -> None:
     assert runs == {str(dense), str(switch)}
 
 
+def test_a_last_line_still_being_written_is_left_out(tmp_path: Path) -> None:
+    """A program appends a line per record: while it runs, the last one may lack its end."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    found = read_run(run)
+    assert [record.step for record in found.records] == [1] and found.partial_line
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}')  # complete JSON
+    assert [record.step for record in read_run(run).records] == [1, 2] and not read_run(run).partial_line
+
+
 @pytest.mark.parametrize(
     ("contents", "message"),
     [

@@ -372,6 +372,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         f"mesh {dict(mesh.shape)} on {mesh.size} {device.platform} device(s); steps {start}..{args.steps}; "
         f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
     )
+    if jax.device_count() > mesh.size:
+        say(f"note: {jax.device_count()} devices; the mesh uses {mesh.size} of them (--devices sets how many to fake)")
     if found is not None:
         ignored = f" (not from --init-from {init_from}: the checkpoint has the weights)" if init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
