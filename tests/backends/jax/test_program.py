@@ -163,3 +163,9 @@ def test_help_documents_the_flags(tmp_path: Path) -> None:
     for flag in ("--steps", "--devices", "--seed", "--dump-hlo", "--distributed", "--out", "--resume", "--eval-every"):
         assert flag in result.stdout
     assert "python train.py --devices 1" in result.stdout  # the docstring's launch commands
+
+
+def test_devices_the_mesh_leaves_unused_are_noted(tmp_path: Path) -> None:
+    result = run_program(compile_program(tmp_path), "--devices", "2", "--steps", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "note: 2 devices; the mesh uses 1 of them" in result.stdout
