@@ -757,8 +757,8 @@ def _bad_character(source: Source, err: UnexpectedCharacters) -> Diagnostic:
         return Diagnostic(
             "unexpected ':'",
             span,
-            "the DSL writes 'name = value' and 'name { ... }' (is this YAML? name the file .yaml, "
-            "or convert it with `switchc fmt FILE --to dsl`)",
+            "the DSL writes 'name = value' and 'name { ... }' (is this YAML? give the file a .yaml name; "
+            "then `switchc fmt FILE.yaml --to dsl -o FILE.switch` converts it)",
         )
     return Diagnostic(f"unexpected character {char!r}", span)
 

@@ -47,7 +47,7 @@ def builtin_spec_names() -> list[str]:
 
 def is_dsl(source: Source) -> bool:
     """Whether a source is DSL text: its name ends in .switch (anything else is read as YAML)."""
-    return source.name.endswith(DSL_SUFFIX)
+    return source.name.lower().endswith(DSL_SUFFIX)
 
 
 def read_source(spec: str) -> Source:
@@ -55,7 +55,7 @@ def read_source(spec: str) -> Source:
     path = Path(spec)
     if path.is_file():
         try:
-            return Source(str(path), path.read_text(encoding="utf-8"))
+            return Source(str(path), path.read_text(encoding="utf-8-sig"))  # an editor's BOM is no text
         except UnicodeDecodeError as err:
             raise PlainUserError(f"{path}: not UTF-8 text ({err.reason})") from None
     if path.is_dir():

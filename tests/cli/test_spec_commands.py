@@ -149,3 +149,19 @@ def test_tables_print_values_as_text_not_rich_markup() -> None:
     result = run("explain", "switch-tiny", "--set", "mesh.axes={data: 2, expert: 4}")
     assert result.exit_code == 0
     assert "{batch: [data, expert], experts: [expert]}" in result.output
+
+
+def test_a_dsl_file_with_a_bom_or_an_upper_case_suffix_is_read_as_dsl(tmp_path) -> None:
+    text = "model {\n  d_model = 256\n}\n"
+    (tmp_path / "bom.switch").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "UPPER.SWITCH").write_text(text)
+    result = run("check", str(tmp_path / "bom.switch"), str(tmp_path / "UPPER.SWITCH"))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("d_model 256") == 2
+
+
+def test_yaml_in_a_dsl_file_gets_a_hint_that_works(tmp_path) -> None:
+    (tmp_path / "spec.switch").write_text("model:\n  d_model: 128\n")
+    result = runner.invoke(main, ["check", str(tmp_path / "spec.switch")])
+    assert result.exit_code == 2
+    assert "give the file a .yaml name; then `switchc fmt FILE.yaml --to dsl -o FILE.switch`" in result.output

@@ -136,7 +136,7 @@ MISTAKES = [
     Mistake("missing value", "model { d_model = }\n", 1, 17, "'d_model =' has no value"),
     Mistake("missing value before the next line", "model {\n  d_model =\n  d_ff = 16\n}\n", 2, 11, "has no value"),
     Mistake("missing equals sign", "model { d_model 768 }\n", 1, 17, "missing '=' between 'd_model' and '768'"),
-    Mistake("YAML colon", "model {\n  d_model: 8\n}\n", 2, 10, "unexpected ':'", "name the file .yaml"),
+    Mistake("YAML colon", "model {\n  d_model: 8\n}\n", 2, 10, "unexpected ':'", "give the file a .yaml name"),
     Mistake("a block written with =", "model = { d_model = 8 }\n", 1, 7, "a block is written without '='"),
     Mistake("two values", "model { d_model = 8 9 }\n", 1, 21, "unexpected number '9' after a value"),
     Mistake("list without commas", "mesh { rules { batch = [data expert] } }\n", 1, 30, "expected ',' or ']'"),
