@@ -62,8 +62,14 @@ def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, out
     --write would write (the file itself, or its sibling when converting) and exits 1 on a
     difference; an invalid spec exits 2.
     """
+    if output is not None and str(output) == "-":  # `-o -`: stdout, as is the custom
+        output = None
+        if check or write:
+            raise PlainUserError("-o - prints the text; --check and --write take no -o")
     if output is not None and len(files) > 1:
         raise PlainUserError("-o/--output takes one FILE", "use --write to format several files in place")
+    if check and write:
+        raise PlainUserError("give --check or --write, not both", "--check writes nothing; --write rewrites")
     if write and output is not None:
         raise PlainUserError("give --write or -o/--output, not both")
     if not (check or write or output) and len(files) > 1:

@@ -153,7 +153,7 @@ def explain(spec: str, overrides: tuple[str, ...], fmt: str) -> None:
 def schema(output: Path | None) -> None:
     """Write the JSON Schema of the spec format (point your editor's YAML plugin at it)."""
     text = json.dumps(json_schema(), indent=2) + "\n"
-    if output is None:
+    if output is None or str(output) == "-":  # `-o -`: stdout, as is the custom
         click.echo(text, nl=False)
         return
     check_output_parent(output)

@@ -193,3 +193,12 @@ def test_compile_accepts_the_dsl(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output + result.stderr
     resolved = load_spec(str(tmp_path / "p" / "spec.yaml"))
     assert resolved == load_spec("switch-tiny.switch")
+
+
+def test_dash_is_stdout_and_check_write_conflict(tmp_path: Path) -> None:
+    printed = runner.invoke(main, ["fmt", "switch-tiny", "-o", "-"])
+    assert printed.exit_code == 0 and printed.output.startswith("# switch-tiny:")
+    schema = runner.invoke(main, ["schema", "-o", "-"])
+    assert schema.exit_code == 0 and '"$schema"' in schema.output
+    both = runner.invoke(main, ["fmt", "--check", "--write", str(tmp_path / "x.yaml")])
+    assert both.exit_code == 2 and "give --check or --write, not both" in both.output
