@@ -166,7 +166,8 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
             )
             continue
         inner = next((earlier for earlier in seen if earlier.startswith(key + ".")), None)
-        if inner is not None:  # a later parent would replace the earlier child's value silently
+        removes = value_text.strip() in ("", "null", "~")  # `--set moe=null` drops the section on purpose
+        if inner is not None and not removes:  # a later parent would replace the earlier child's value silently
             errors.append(
                 Diagnostic(
                     f"--set {key} replaces all of {key}, dropping the earlier --set {inner}",

@@ -350,6 +350,8 @@ def test_a_key_set_after_its_section_refines_it() -> None:
     """The other order is no conflict: the section first, then a key inside it."""
     spec = parse_spec(Source("t.yaml", SWITCH), ["moe={num_experts: 4}", "moe.top_k=2"])
     assert (spec.moe.num_experts, spec.moe.top_k) == (4, 2)
+    # and a section set to null after keys inside it is removed on purpose (a dense variant)
+    assert parse_spec(Source("t.yaml", SWITCH), ["moe.top_k=2", "moe=null"]).moe is None
 
 
 def test_a_key_that_is_no_valid_name_is_one_error_not_two() -> None:
