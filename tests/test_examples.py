@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -24,6 +26,7 @@ def test_expert_scaling_prints_the_study(tmp_path) -> None:
     assert out.read_text() in (REPO / "examples" / "README.md").read_text()  # the README shows today's output
 
 
+@pytest.mark.slow  # 85 s: it trains and resumes real runs through study.py; its pieces have their own tests
 def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
     """The headline study at a toy size: every stage runs, a rerun keeps finished runs, --steps extends."""
     study = [sys.executable, str(REPO / "examples" / "headline" / "study.py"), "--out", str(tmp_path / "study")]
