@@ -191,13 +191,14 @@ class Terminated(KeyboardInterrupt):
     raised in the main thread like Ctrl-C's KeyboardInterrupt so one handler stops both."""
 
 
-def raise_on_sigterm() -> None:
-    """Make SIGTERM raise Terminated in the main thread (its default is to die without a word)."""
+def raise_on_sigterm() -> Any:
+    """Make SIGTERM raise Terminated in the main thread (its default is to die without a word);
+    returns the handler it replaced, for signal.signal to put back once training is over."""
 
     def handler(signum: int, frame: Any) -> None:
         raise Terminated()
 
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def stop_interrupted(error: KeyboardInterrupt, step: int, kept_step: int | None, announce: bool = True) -> NoReturn:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -419,7 +420,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     began = time.perf_counter()
     window_start, window_steps, paused = began, 0, 0.0
     reached = start  # the steps dispatched so far
-    metrics.raise_on_sigterm()
+    sigterm = metrics.raise_on_sigterm()
     try:
         for index in range(start, args.steps):
             reached = index
@@ -479,6 +480,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             kept = checkpoints.latest_step()
         metrics.stop_interrupted(err, reached, kept, announce=primary)
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
         if progress is not None:
             progress.close()
         if checkpoints is not None:

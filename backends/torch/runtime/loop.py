@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -316,7 +317,7 @@ def _train(
     window_start, window_steps, paused = began, 0, 0.0
     parallel.module.train()
     reached = start  # the steps done so far
-    metrics.raise_on_sigterm()
+    sigterm = metrics.raise_on_sigterm()
     try:
         for index in range(start, args.steps):
             reached = index
@@ -383,6 +384,7 @@ def _train(
         kept = checkpoints.latest_step() if checkpoints is not None else None
         metrics.stop_interrupted(err, reached, kept, announce=primary)
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
         if progress is not None:
             progress.close()
         if log is not None:
