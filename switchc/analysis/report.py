@@ -35,8 +35,9 @@ from switchc.spec import Spec
 REPORT_VERSION = 1
 
 MEMORY_CONVENTIONS: tuple[str, ...] = (
-    "parameters and gradients in the model dtype; optimizer state in float32 (Adafactor: factored row and "
-    "column second moments for weights whose two largest dims are >= 128, as optax; Adam: two full moments)",
+    "parameters and gradients in the model dtype; optimizer state as optax keeps it: second moments in the "
+    "parameter dtype (Adafactor: factored row and column ones for weights whose two largest dims are >= 128; "
+    "Adam: two full moments), Adafactor's momentum in float32",
     "activations: what each op's backward reads, each tensor once; with train.remat = full only block inputs "
     "plus one block's activations",
 )
