@@ -14,8 +14,9 @@ this program, and `check_schedule` refuses steps past the end of a cosine schedu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -165,6 +166,26 @@ def check_checkpoint_directory(directory: Path, backend: str) -> None:
         raise SystemExit(
             f"error: {path} is {contents} (no {' or '.join(missing)})\nhint: delete it (rm -r {path}) to {then}"
         )
+
+
+def checked_record(checkpoints: Any, step: int, args: argparse.Namespace, model: ModuleType, announce: bool) -> Any:
+    """The record (meta) of checkpoint `step` of a backend's Checkpoints, once check_resume has
+    accepted it and the shapes saved in its metadata: before any array is read or anything built."""
+    with reading_checkpoint(checkpoints, step):
+        meta, shapes = checkpoints.meta(step), checkpoints.shapes(step)
+    check_resume(meta, shapes, args, model, f"checkpoint {checkpoints.directory / str(step)}", announce=announce)
+    return meta
+
+
+@contextlib.contextmanager
+def reading_checkpoint(checkpoints: Any, step: int) -> Iterator[None]:
+    """Reading checkpoint `step` (record, metadata or arrays): a failure means it was damaged after it
+    was committed, and stops the run with one line naming it and the step before it."""
+    try:
+        yield
+    except Exception as error:
+        where = f"checkpoint {checkpoints.directory / str(step)}"
+        raise unreadable_checkpoint(where, error, checkpoints.previous(step)) from None
 
 
 def unreadable_checkpoint(where: str, error: BaseException, previous: int | None) -> SystemExit:

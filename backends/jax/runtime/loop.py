@@ -345,21 +345,13 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         if found is None and args.resume:  # a run stopped before its first checkpoint: nothing to resume
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
-            where = f"checkpoint {checkpoints.directory / str(found)}"
-            try:
-                meta, shapes = checkpoints.meta(found), checkpoints.shapes(found)
-            except Exception as error:  # damaged after it was committed: say which, and how to go on
-                raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
-            flags.check_resume(meta, shapes, args, model, where, announce=primary)
+            flags.checked_record(checkpoints, found, args, model, announce=primary)
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
     state = build(model, args.seed, init_from if found is None else None)
     start = 0
     if checkpoints is not None and found is not None:
-        try:
+        with flags.reading_checkpoint(checkpoints, found):
             state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
-        except Exception as error:
-            where = f"checkpoint {checkpoints.directory / str(found)}"
-            raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
         start = found
     mesh = state["mesh"]
     device = jax.devices()[0]

@@ -251,12 +251,7 @@ def _train(
         if found is None and args.resume:  # a run stopped before its first checkpoint: nothing to resume
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None and args.resume:  # before building anything: another spec's checkpoint is refused
-            where = f"checkpoint {checkpoints.directory / str(found)}"
-            try:
-                resumed, shapes = checkpoints.meta(found), checkpoints.shapes(found)
-            except Exception as error:  # damaged after it was committed: say which, and how to go on
-                raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
-            flags.check_resume(resumed, shapes, args, model_module, where, announce=primary)
+            resumed = flags.checked_record(checkpoints, found, args, model_module, announce=primary)
         checkpoints.clean()
 
     hardware = _hardware(args, model_module, device)
@@ -271,11 +266,8 @@ def _train(
         assert checkpoints is not None and found is not None
         prime_optimizer(opt, params)
         state = training_state(model, parallel.placements, opt, mesh)
-        try:
+        with flags.reading_checkpoint(checkpoints, found):
             checkpoints.restore(found, state)
-        except Exception as error:
-            where = f"checkpoint {checkpoints.directory / str(found)}"
-            raise flags.unreadable_checkpoint(where, error, checkpoints.previous(found)) from None
         load_training_state(model, opt, state)
         start = int(resumed["step"])
 

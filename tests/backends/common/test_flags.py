@@ -151,17 +151,13 @@ def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:
     flags.check_schedule(_program(tmp_path, load_spec("switch-tiny")).CONFIG, 10**6)  # rsqrt has no end
 
 
-def _step(directory: Path, step: int, *markers: str) -> Path:
-    return fake_checkpoint(directory, step, markers)
-
-
 @pytest.mark.parametrize(("backend", "other"), [("jax", "torch"), ("torch", "jax")])
 def test_another_backends_checkpoints_are_refused_not_overwritten(tmp_path: Path, backend: str, other: str) -> None:
-    _step(tmp_path, 3, *flags.CHECKPOINT_MARKERS[backend])
+    fake_checkpoint(tmp_path, 3, flags.CHECKPOINT_MARKERS[backend])
     flags.check_checkpoint_directory(tmp_path, backend)  # its own: fine
     (tmp_path / "7.orbax-checkpoint-tmp-123").mkdir()  # a save in flight: not looked at
     flags.check_checkpoint_directory(tmp_path, backend)
-    foreign = _step(tmp_path, 6, *flags.CHECKPOINT_MARKERS[other])
+    foreign = fake_checkpoint(tmp_path, 6, flags.CHECKPOINT_MARKERS[other])
     with pytest.raises(SystemExit) as info:
         flags.check_checkpoint_directory(tmp_path, backend)
     message = str(info.value.code)
@@ -170,15 +166,15 @@ def test_another_backends_checkpoints_are_refused_not_overwritten(tmp_path: Path
 
 
 def test_an_empty_or_partial_step_directory_is_refused_with_the_step_to_go_back_to(tmp_path: Path) -> None:
-    _step(tmp_path, 2, *flags.CHECKPOINT_MARKERS["torch"])
-    empty = _step(tmp_path, 4)
+    fake_checkpoint(tmp_path, 2, flags.CHECKPOINT_MARKERS["torch"])
+    empty = fake_checkpoint(tmp_path, 4, ())
     with pytest.raises(SystemExit) as info:
         flags.check_checkpoint_directory(tmp_path, "torch")
     assert str(info.value.code) == (
         f"error: {empty} is empty (no meta.json or .metadata)\nhint: delete it (rm -r {empty}) to continue from step 2"
     )
     empty.rmdir()
-    partial = _step(tmp_path, 1, "meta.json")
+    partial = fake_checkpoint(tmp_path, 1, ("meta.json",))
     partial_message = r"(?s)is not a complete checkpoint \(no \.metadata\).*to start the run afresh"
     with pytest.raises(SystemExit, match=partial_message):
         flags.check_checkpoint_directory(tmp_path, "torch")
