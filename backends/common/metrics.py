@@ -187,29 +187,60 @@ def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM during training (a scheduler's preemption, torchrun shutting its workers down),
-    raised in the main thread like Ctrl-C's KeyboardInterrupt so one handler stops both."""
+    """A second SIGTERM during training, raised in the main thread like Ctrl-C's KeyboardInterrupt
+    so that one handler stops both at once."""
 
 
-def raise_on_sigterm() -> Any:
-    """Make SIGTERM raise Terminated in the main thread (its default is to die without a word);
-    returns the handler it replaced, for signal.signal to put back once training is over."""
+class StopRequest:
+    """SIGTERM during training (a scheduler's preemption notice, torchrun shutting its workers
+    down) asks the loop to stop after the step in progress, which it checkpoints first; a second
+    SIGTERM stops at once (Terminated), as Ctrl-C does.
 
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
+    install() makes this object SIGTERM's handler and restore() puts the previous one back. A
+    multi-process JAX job installs nothing: its distributed runtime catches SIGTERM itself and makes
+    the processes agree on the step to stop at (reached_preemption_sync_point).
+    """
 
-    return signal.signal(signal.SIGTERM, handler)
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise Terminated()
+        self.requested = True
+
+    def install(self) -> StopRequest:
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+        self._installed = True
+        return self
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
 
 
-def stop_interrupted(error: KeyboardInterrupt, step: int, kept_step: int | None, announce: bool = True) -> NoReturn:
-    """End a run stopped by Ctrl-C or SIGTERM: say where it stopped and how to go on, and exit
-    with the shell's status for the signal (128 + its number). A save in flight was committed."""
-    number = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
+def stop_interrupted(signal_number: int, step: int, kept_step: int | None, announce: bool = True) -> NoReturn:
+    """End a run stopped by a signal after `step` steps: say where it stopped and how to go on, and
+    exit with the shell's status for the signal (128 + its number). A save in flight was committed."""
+    name = signal.Signals(signal_number).name
     if announce:
-        where = f"the latest checkpoint is step {kept_step}" if kept_step else "no checkpoint was saved"
+        if kept_step is not None and kept_step == step:
+            where = f"checkpoint {step} saved"
+        elif kept_step:
+            where = f"the latest checkpoint is step {kept_step}"
+        else:
+            where = "no checkpoint was saved"
         then = "; the same command with --resume continues from it" if kept_step else ""
-        print(f"\n{number.name}: training stopped at step {step} ({where}{then}).", file=sys.stderr, flush=True)
-    raise SystemExit(128 + number) from None
+        print(f"\n{name}: training stopped after step {step} ({where}{then}).", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signal_number) from None
+
+
+def signal_of(error: KeyboardInterrupt) -> int:
+    """The signal behind a KeyboardInterrupt: SIGTERM for Terminated, else SIGINT (Ctrl-C)."""
+    return signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ checks (tests/backends/common/test_flags.py); each backend reads its checkpoint'
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -142,26 +143,39 @@ def test_another_backends_run_directory_is_left_alone(backend: str, tmp_path: Pa
         assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_sigterm_stops_with_where_to_resume(backend: str, tmp_path: Path) -> None:
-    """A scheduler's SIGTERM: the step reached, the newest checkpoint, status 143; --resume goes on."""
+@pytest.mark.parametrize(("backend", "processes"), [("jax", 1), ("torch", 1), ("torch", 2)])
+def test_sigterm_checkpoints_the_step_and_stops(backend: str, processes: int, tmp_path: Path) -> None:
+    """A scheduler's SIGTERM: the step in progress is finished and checkpointed (no scheduled save
+    here), the program says so and exits with 143, and --resume continues from that step. Under
+    torchrun (SIGTERM to torchrun, which passes it on to its workers) the ranks agree on the step."""
     _needs(backend)
-    program, run = _program(tmp_path, backend, "program"), tmp_path / "run"
-    command = launch(program, "--steps", "100000", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "1")
-    command += ["--out", str(run)]
-    with subprocess.Popen(command, cwd=program, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
+    mesh = {"mesh.axes": "{expert: 2}"} if processes > 1 else {}
+    program, run = _program(tmp_path, backend, "program", **mesh), tmp_path / "run"
+    flags = ("--steps", "100000", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "1000")
+    command = launch(program, *flags, "--out", str(run), processes=processes)
+    cache = _xla_cache(tmp_path)  # the resumed run loads the compiled step
+    environment = {**os.environ, **cache}
+    with subprocess.Popen(
+        command, cwd=program, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as job:
         assert job.stdout is not None
-        for line in job.stdout:  # by step 3's record, step 2 is checkpointed (or being saved)
-            if re.match(r"train\s+step\s+3/", line):
+        for line in job.stdout:
+            if re.match(r"train\s+step\s+2/", line):
                 break
         job.send_signal(signal.SIGTERM)
         _, err = job.communicate(timeout=120)
-    assert job.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "Traceback" not in err and "SIGTERM: training stopped at step " in err
-    assert "the same command with --resume continues from it" in err
-    resumed = run_program(program, "--steps", "1", *FLAGS, "--out", str(run), "--resume")
+    stopped = re.search(r"SIGTERM: training stopped after step (\d+) \(checkpoint (\d+) saved; the same command", err)
+    assert stopped is not None, err[-3000:]
+    step = int(stopped.group(1))
+    assert step >= 2 and stopped.group(2) == str(step)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [str(step)]
+    assert records(run)[-1]["step"] == step  # the stop step's record was written
+    if processes > 1:  # torchrun's own exit status and message (its SignalException) follow
+        return
+    assert job.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    resumed = run_program(program, "--steps", str(step + 1), *FLAGS, "--out", str(run), "--resume", env=cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "nothing to train" in resumed.stdout
+    assert f"resumed at step {step}" in resumed.stdout
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

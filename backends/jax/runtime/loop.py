@@ -20,6 +20,8 @@ update) and one eval step (forward with train=False), and runs them:
 
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
 stops training with the step and the quantity, and exit status 3 (metrics.NON_FINITE_EXIT).
+SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
+with status 143; a second SIGTERM, or Ctrl-C, stops at once (metrics.StopRequest).
 """
 
 from __future__ import annotations
@@ -412,22 +414,36 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     began = time.perf_counter()
     window_start, window_steps, paused = began, 0, 0.0
     reached = start  # the steps dispatched so far
-    sigterm = metrics.raise_on_sigterm()
+    several = jax.process_count() > 1
+    stop = metrics.StopRequest()
+
+    def stopping(number: int) -> bool:
+        """Whether SIGTERM asks to stop after step `number`: at once with one process; with several,
+        at the step jax.distributed's preemption service makes every process agree on."""
+        if several:
+            from jax.experimental import multihost_utils
+
+            return bool(multihost_utils.reached_preemption_sync_point(number))
+        return stop.requested
+
     try:
+        if not several:  # several processes: jax.distributed catches SIGTERM
+            stop.install()
         for index in range(start, args.steps):
-            reached = index
             number = index + 1  # steps done once this one is
             arrays = _global_batch(data, index, config.batch_size, shardings)
             rng = jax.random.fold_in(base_rng, index)
             params, opt_state, step_metrics, step_health = train_step(params, opt_state, arrays, rng)
+            reached = number
             health.push(number, step_health)
             window_steps += 1
             if progress is not None:
                 progress.advance()
             last = number == args.steps
-            log_now = number % args.log_every == 0 or last
+            stop_now = stopping(number) and not last  # SIGTERM: log and checkpoint this step, then stop
+            log_now = number % args.log_every == 0 or last or stop_now
             eval_now = evaluating and (number % args.eval_every == 0 or last)
-            save_now = saving and (number % args.checkpoint_every == 0 or last)
+            save_now = saving and (number % args.checkpoint_every == 0 or last or stop_now)
             if not (log_now or eval_now or save_now):
                 continue
             health.settle()
@@ -454,6 +470,14 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
                 meta = {"step": number, "seed": args.seed, "examples_seen": number * config.batch_size, **identity}
                 checkpoints.save(number, params, opt_state, meta)
             paused += time.perf_counter() - interrupted
+            if stop_now:
+                if progress is not None:
+                    progress.close()
+                kept = None
+                if checkpoints is not None:
+                    checkpoints.wait()
+                    kept = checkpoints.latest_step()
+                metrics.stop_interrupted(signal.SIGTERM, number, kept, announce=primary)
         health.settle()
     except metrics.NonFiniteError as err:
         if progress is not None:
@@ -463,16 +487,16 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             checkpoints.wait()  # a save in flight is of a step before the bad one
             kept = checkpoints.latest_step()
         metrics.stop_training(err, kept)
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (metrics.Terminated)
+    except KeyboardInterrupt as err:  # Ctrl-C, or a second SIGTERM (metrics.Terminated): stop now
         if progress is not None:
             progress.close()
         kept = None
         if checkpoints is not None:
             checkpoints.wait()  # a save in flight is committed first
             kept = checkpoints.latest_step()
-        metrics.stop_interrupted(err, reached, kept, announce=primary)
+        metrics.stop_interrupted(metrics.signal_of(err), reached, kept, announce=primary)
     finally:
-        signal.signal(signal.SIGTERM, sigterm)
+        stop.restore()
         if progress is not None:
             progress.close()
         if checkpoints is not None:

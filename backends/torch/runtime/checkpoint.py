@@ -44,6 +44,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 
 from .layers import ir_name
 from .optim import Adafactor
@@ -70,6 +71,20 @@ def _quiet() -> Iterator[None]:
 def _barrier() -> None:
     if _distributed_job():
         dist.barrier()
+
+
+@contextmanager
+def _interrupts_unwrapped() -> Iterator[None]:
+    """Ctrl-C (or a second SIGTERM) during a DCP call as the KeyboardInterrupt it is: DCP wraps
+    whatever a rank raises, that too, in a CheckpointException, which the loop would not know as a
+    stop. The save stays uncommitted (<step>.tmp/), so the previous checkpoint remains the latest."""
+    try:
+        yield
+    except CheckpointException as error:
+        for raised, _ in error.failures.values():
+            if isinstance(raised, KeyboardInterrupt):
+                raise raised from None
+        raise
 
 
 def _sync_directory(path: Path) -> None:
@@ -219,7 +234,7 @@ class Checkpoints:
             staging.mkdir(parents=True)
         _barrier()  # the directory exists before any rank writes into it
         writer = dcp.FileSystemWriter(staging, sync_files=True)
-        with _quiet():
+        with _quiet(), _interrupts_unwrapped():
             dcp.save(state, storage_writer=writer, no_dist=not _distributed_job())
         _barrier()  # every rank's file is written (rank 0 wrote .metadata last, after gathering all)
         if self.primary:

@@ -23,6 +23,8 @@ forward, backward, gradient reduction and the optimizer step:
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
 stops training on every rank with the step and the quantity, and exit status 3
 (metrics.NON_FINITE_EXIT); the bad step is never applied nor saved.
+SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
+with status 143; a second SIGTERM, or Ctrl-C, stops at once (metrics.StopRequest).
 
 Every rank reads only its rows of each global batch (the data pipeline is deterministic per
 (seed, epoch, index)); records are means over batch shards (per-expert counts: sums).
@@ -103,6 +105,9 @@ def _inject_failure(rank: int, step: int) -> None:
         return
     if mode == ["hang"]:
         print(f"SWITCHC_FAIL_AT: rank {rank} hangs at step {step} (testing)", file=sys.stderr, flush=True)
+        # SIGTERM's default ends it: torchrun's SIGTERM at the end of the job need not wait out its
+        # 30 s grace for a step that never ends before its SIGKILL
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         while True:
             time.sleep(60)
     raise RuntimeError(f"SWITCHC_FAIL_AT: rank {rank} fails at step {step} (testing)")
@@ -309,10 +314,10 @@ def _train(
     window_start, window_steps, paused = began, 0, 0.0
     parallel.module.train()
     reached = start  # the steps done so far
-    sigterm = metrics.raise_on_sigterm()
+    stop = metrics.StopRequest()
     try:
+        stop.install()
         for index in range(start, args.steps):
-            reached = index
             number = index + 1  # steps done once this one is
             _inject_failure(rank, index)
             batch = _local_batch(data, index, config, parallel, device)
@@ -326,13 +331,16 @@ def _train(
             loss, step_metrics, grad_norm = train_step(
                 parallel, opt, batch, noise, learning_rate(index), config.clip_grad_norm, number
             )
+            reached = number
             window_steps += 1
             if progress is not None:
                 progress.advance()
             last = number == args.steps
-            log_now = number % args.log_every == 0 or last
+            # SIGTERM on any rank: every rank logs and checkpoints this step, then stops
+            stop_now = parallel.any_rank(stop.requested) and not last
+            log_now = number % args.log_every == 0 or last or stop_now
             eval_now = evaluating and (number % args.eval_every == 0 or last)
-            save_now = saving and (number % args.checkpoint_every == 0 or last)
+            save_now = saving and (number % args.checkpoint_every == 0 or last or stop_now)
             if log_now:
                 values = _reduce_over_batch({**step_metrics, "loss": loss}, parallel)
                 if device.type == "cuda":
@@ -365,18 +373,23 @@ def _train(
                 }
                 checkpoints.save(number, training_state(model, parallel.placements, opt, mesh), meta)
             paused += time.perf_counter() - interrupted
+            if stop_now:
+                if progress is not None:
+                    progress.close()
+                kept = checkpoints.latest_step() if checkpoints is not None else None
+                metrics.stop_interrupted(signal.SIGTERM, number, kept, announce=primary)
     except metrics.NonFiniteError as err:
         if progress is not None:
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None
         metrics.stop_training(err, kept, f"rank {rank}: " if world > 1 else "")
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (metrics.Terminated); saves are synchronous here
+    except KeyboardInterrupt as err:  # Ctrl-C, or a second SIGTERM (metrics.Terminated): stop now
         if progress is not None:
             progress.close()
-        kept = checkpoints.latest_step() if checkpoints is not None else None
-        metrics.stop_interrupted(err, reached, kept, announce=primary)
+        kept = checkpoints.latest_step() if checkpoints is not None else None  # saves are synchronous here
+        metrics.stop_interrupted(metrics.signal_of(err), reached, kept, announce=primary)
     finally:
-        signal.signal(signal.SIGTERM, sigterm)
+        stop.restore()
         if progress is not None:
             progress.close()
         if log is not None:

@@ -295,6 +295,14 @@ class Parallel:
             squares[axes] = squares[axes] + square if axes in squares else square
         return self.global_sum(squares).sqrt()
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` is set on some rank: the same answer on every rank (a collective over all)."""
+        if self.mesh.device_mesh is None:
+            return flag
+        value = torch.tensor([int(flag)], device=self.mesh.device_mesh.device_type)  # cuda: the current device
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def mean_over_batch(self, values: torch.Tensor) -> torch.Tensor:
         """The mean over batch shards of a per-shard tensor of metrics (no gradient)."""
         group = self.mesh.group(self.plan.batch)

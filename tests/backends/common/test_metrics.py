@@ -6,6 +6,8 @@ import ast
 import io
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +120,39 @@ def test_check_finite_names_the_step_and_the_quantity() -> None:
     assert str(caught.value) == (
         "step 5: the gradient of encoder/0/ffn/wi (and of 1 more parameters) is not finite (7 NaN/Inf elements)"
     )
+
+
+def test_sigterm_asks_to_stop_and_a_second_stops_at_once() -> None:
+    """The first SIGTERM only sets the request (the loop checkpoints the step and stops); the
+    second raises Terminated, Ctrl-C's kind of exception; restore() puts the old handler back."""
+    before = signal.getsignal(signal.SIGTERM)
+    stop = metrics.StopRequest().install()
+    try:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+        with pytest.raises(metrics.Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize(
+    ("number", "kept", "status", "says"),
+    [
+        (signal.SIGTERM, 7, 143, "SIGTERM: training stopped after step 7 (checkpoint 7 saved; the same command with"),
+        (signal.SIGINT, 7, 130, "SIGINT: training stopped after step 9 (the latest checkpoint is step 7; the same"),
+        (signal.SIGINT, None, 130, "SIGINT: training stopped after step 9 (no checkpoint was saved)."),
+    ],
+)
+def test_a_stopped_run_says_where_it_stopped(
+    number: int, kept: int | None, status: int, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        metrics.stop_interrupted(number, 7 if number == signal.SIGTERM else 9, kept)
+    assert stopped.value.code == status
+    assert says in capsys.readouterr().err
 
 
 def test_metrics_module_needs_only_numpy() -> None:
