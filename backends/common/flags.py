@@ -15,11 +15,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, quiet on every process but the first of a job (torchrun's RANK, when set): a usage
+    error exits each with status 2, but is printed once, not once per rank."""
+
+    @staticmethod
+    def _first_process() -> bool:
+        return os.environ.get("RANK", "0") == "0"
+
+    def print_help(self, file: Any = None) -> None:
+        if self._first_process():
+            super().print_help(file)
+
+    def error(self, message: str) -> NoReturn:
+        if not self._first_process():
+            sys.exit(2)
+        super().error(message)
 
 
 def parser(
@@ -30,9 +49,7 @@ def parser(
     every = max(1, default_steps // 10)
     # No abbreviations: the JAX program's --devices N and the PyTorch program's --device KIND must not
     # pass for each other (`--device cpu` to the JAX program would read as `--devices cpu`).
-    flags = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
-    )
+    flags = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     flags.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
     flags.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
     flags.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")

@@ -200,3 +200,19 @@ def test_an_out_path_the_system_refuses_is_a_usage_error(tmp_path: Path, capsys:
     args = parser.parse_args(["--out", str(tmp_path / "new" / "run")])
     flags.check(parser, args)
     assert (tmp_path / "new" / "run").is_dir()
+
+
+@pytest.mark.parametrize(("rank", "printed"), [(None, True), ("0", True), ("1", False)])
+def test_a_usage_error_is_printed_by_the_first_process_only(
+    rank: str | None, printed: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under torchrun every rank parses the same flags: each exits with status 2, one says why."""
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    parser = flags.parser("test", 10, 0, resume_help="", init_from_help="")
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--steps", "many"])
+    assert info.value.code == 2
+    assert ("argument --steps: invalid int value: 'many'" in capsys.readouterr().err) == printed
