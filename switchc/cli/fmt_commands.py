@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from switchc.cli.options import example
-from switchc.errors import PlainUserError
+from switchc.errors import PlainUserError, UserError
 from switchc.spec import parse_spec, read_source
+from switchc.spec.emit import differences, to_yaml
 from switchc.spec.printer import FORMATS, SUFFIX, Format, format_of, format_spec
 from switchc.spec.spec import Spec
 
@@ -38,6 +39,28 @@ def _destination(name: str, target: Format, output: Path | None) -> Path | None:
     if format_of(read_source(name)) == target:
         return path
     return path.with_suffix(SUFFIX[target])
+
+
+def _check_sibling(name: str, spec: Spec, sibling: Path) -> None:
+    """--write converting FILE replaces its sibling in the other format only when the sibling is
+    the same spec (a pair kept in sync, as in specs/): another spec there is a file to keep."""
+    try:
+        theirs = parse_spec(read_source(str(sibling)))
+    except UserError:
+        theirs = None
+    if theirs == spec:
+        return
+    if theirs is None:
+        what = "is not a valid spec"
+    else:
+        changed = differences(to_yaml(theirs), spec)
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        shown = ", ".join(key for key, _, _ in changed[:3]) + more
+        what = f"holds another spec (it differs in {shown})"
+    raise PlainUserError(
+        f"{sibling} {what}; --write would replace it with {name} converted",
+        f"remove {sibling} to replace it, or write the conversion elsewhere with -o PATH",
+    )
 
 
 @click.command(
@@ -76,7 +99,7 @@ def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, out
         raise PlainUserError("give one FILE to print, or --write / --check for several")
     differ = 0
     for name in files:
-        text, target, _ = formatted(name, to)
+        text, target, spec = formatted(name, to)
         if not (check or write or output):
             click.echo(text, nl=False)
             continue
@@ -98,6 +121,8 @@ def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, out
         if current == text:
             click.echo(f"unchanged {destination}", err=True)
             continue
+        if output is None and current is not None and destination != Path(name):
+            _check_sibling(name, spec, destination)
         destination.write_text(text, encoding="utf-8")
         click.echo(f"wrote {destination}", err=True)
     if differ:

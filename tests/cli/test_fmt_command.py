@@ -111,6 +111,24 @@ def test_write_in_place_and_to_a_sibling(tmp_path: Path) -> None:
     assert load_spec(str(tmp_path / "m.yaml")) == load_spec(str(dsl))
 
 
+def test_write_replaces_a_sibling_only_when_it_is_the_same_spec(tmp_path: Path) -> None:
+    """Converting with --write keeps a pair in sync (a reformatted sibling is replaced) but never
+    replaces a sibling that holds another spec, or no spec: that file is refused, untouched."""
+    dsl = write(tmp_path, "m.switch", MESSY)
+    sibling = write(tmp_path, "m.yaml", "# my notes\n" + AS_YAML)  # the same spec, written otherwise
+    assert run("--write", "--to", "yaml", str(dsl)).exit_code == 0
+    assert "# my notes" not in sibling.read_text()
+    for other in (AS_YAML.replace("num_experts: 4}", "num_experts: 8}"), "model: [\n"):
+        sibling.write_text(other)
+        refused = run("--write", "--to", "yaml", str(dsl))
+        assert refused.exit_code == 2 and "Traceback" not in refused.output
+        assert f"error: {sibling} " in refused.stderr and f"remove {sibling} to replace it" in refused.stderr
+        assert sibling.read_text() == other
+    sibling.write_text(AS_YAML.replace("num_experts: 4}", "num_experts: 8}"))
+    assert "differs in moe.num_experts" in run("--write", "--to", "yaml", str(dsl)).stderr
+    assert run("--to", "yaml", str(dsl), "-o", str(sibling)).exit_code == 0  # -o names it: replaced
+
+
 def test_output_file(tmp_path: Path) -> None:
     out = tmp_path / "out" / "base.switch"
     out.parent.mkdir()
