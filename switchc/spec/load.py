@@ -177,6 +177,18 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
                 )
             )
             continue
+        blocks = _depth_from_blocks(tree, key)
+        if blocks is not None and isinstance(blocks.value, Scalar) and blocks.value.text != value_text.strip():
+            stack = blocks.key.text.removesuffix("_layers")
+            errors.append(
+                Diagnostic(
+                    f"--set {key} cannot change the {stack}'s depth: the file lists its {blocks.value.text} blocks",
+                    key_span,
+                    f"add or remove blocks in the file's '{stack}' (or write `switch = ...` there and set {key})",
+                    notes=((f"the {stack}'s blocks are listed here", blocks.key.span),),
+                )
+            )
+            continue
         seen[key] = (value_text.strip(), key_span)
         value_column = prefix + len(key) + 1  # 0-based column of VALUE on its line
         padded = "\n" * index + " " * value_column + value_text
@@ -187,6 +199,22 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
     if errors:
         raise UserError(errors)
     return tree
+
+
+def _depth_from_blocks(tree: Mapping, key: str) -> Entry | None:
+    """The model.<stack>_layers entry that a DSL stack's list of blocks made (dsl.merge_stacks: its
+    key points at the stack's name in the file), when `key` is that setting; None otherwise."""
+    if key not in ("model.encoder_layers", "model.decoder_layers"):
+        return None
+    model = tree.get("model")
+    if model is None or not isinstance(model.value, Mapping):
+        return None
+    entry = model.value.get(key.removeprefix("model."))
+    if entry is None:
+        return None
+    span = entry.key.span
+    written = span.source.line(span.line)[span.column - 1 : span.end_column - 1]
+    return entry if written == entry.key.text.removesuffix("_layers") else None
 
 
 def _check_override_key(key: str, span: Span) -> Diagnostic | None:

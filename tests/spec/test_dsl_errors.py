@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from switchc.cli import main
-from switchc.errors import UserError
+from switchc.errors import Source, UserError
+from switchc.spec import parse_spec
 from tests.spec.located import Mistake, assert_located, first_error
 
 MOE = "moe { num_experts = 4 }\n"
@@ -294,12 +295,21 @@ def test_override_mistakes_on_a_dsl_spec_point_at_the_command_line() -> None:
     assert "expected an integer, got 'sixty'" in first.message
 
 
-def test_an_override_can_break_the_blocks_and_the_error_points_into_the_file() -> None:
+@pytest.mark.parametrize("layers", ["1", "3"])
+def test_an_override_cannot_change_the_depth_of_a_stack_written_as_blocks(layers: str) -> None:
+    """The blocks written in the file are the stack: --set model.encoder_layers would silently
+    build another one (3) or blame expert_every or a block index (1). The same depth is fine."""
     text = MOE + "encoder {\n  block { attention, ffn }\n  block { attention, switch }\n}\n"
-    first = _first(text, ("model.encoder_layers=1",)).diagnostics[0]
-    assert first.span.source.name == "spec.switch"
-    assert (first.span.line, first.span.column) == (4, 22)  # the `switch` of block 1
-    assert "block 1 is out of range: the encoder has 1 blocks" in first.message
+    error = _first(text, (f"model.encoder_layers={layers}",))
+    assert len(error.diagnostics) == 1
+    first = error.diagnostics[0]
+    assert first.span.source.name == "<command line>" and (first.span.line, first.span.column) == (1, 7)
+    assert first.message == "--set model.encoder_layers cannot change the encoder's depth: the file lists its 2 blocks"
+    (note, where), *_ = first.notes
+    assert note == "the encoder's blocks are listed here" and (where.line, where.column) == (2, 1)
+    assert parse_spec(Source("spec.switch", text), ("model.encoder_layers=2",)).model.encoder_layers == 2
+    placed = parse_spec(Source("spec.switch", MOE + "encoder { switch = [1] }\n"), ("model.encoder_layers=3",))
+    assert placed.model.encoder_layers == 3  # `switch = ...` leaves the depth to model.encoder_layers
 
 
 @pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
