@@ -89,8 +89,13 @@ def _experts(op: ops.Op, n: Sizes) -> Saved:
 
 
 def _router(op: ops.Op, n: Sizes) -> Saved:
-    """Its input and the float32 router probabilities."""
-    return Saved((0,), n("groups") * n("group_tokens") * n("experts") * 4)
+    """Its input, the float32 router probabilities, and what the logits matmul's weight gradient
+    reads in moe.router_dtype: the jittered input and the jitter noise (which the input gradient
+    reads) when training with jitter, else the input cast to the router's dtype when that differs."""
+    assert isinstance(op, ops.Router)
+    tokens = n("groups") * n("group_tokens")
+    copies = 2 if op.jitter_eps > 0 else int(op.router_dtype != op.dtype)
+    return Saved((0,), tokens * n("experts") * 4 + copies * tokens * n("embed") * DTYPE_BYTES[op.router_dtype])
 
 
 def _dispatch(op: ops.Op, n: Sizes) -> Saved:

@@ -157,3 +157,24 @@ def test_activation_rules_by_hand_for_one_ffn() -> None:
     saved = ACTIVATION_RULES[irops.DenseFFN](ffn, {d.name: d.size for d in ffn.loop()}.__getitem__)
     assert saved.inputs == (0,)
     assert saved.internal == 2 * math.prod((B, LI, F)) * FLOAT
+
+
+@pytest.mark.parametrize(
+    ("overrides", "copies", "router_bytes"),
+    [
+        (("moe.jitter_eps=0.01",), 2, FLOAT),  # the jittered input and the noise, float32
+        (("moe.jitter_eps=0", "model.dtype=bfloat16"), 1, FLOAT),  # the input cast to the float32 router
+        (("moe.jitter_eps=0",), 0, FLOAT),  # the router reads the input it is given
+        (("moe.jitter_eps=0.01", "model.dtype=bfloat16", "moe.router_dtype=bfloat16"), 2, 2),
+    ],
+)
+def test_the_router_keeps_its_matmul_input_in_the_router_dtype(
+    overrides: tuple[str, ...], copies: int, router_bytes: int
+) -> None:
+    """Router: its input, float32 probabilities [T, E], and `copies` [T, D] tensors in router_dtype
+    for the logits matmul's gradients (T = B x LI encoder tokens in one routing group)."""
+    router = build_graph(tiny(*overrides)).nodes["encoder/1/router"]["op"]
+    assert isinstance(router, irops.Router)
+    saved = ACTIVATION_RULES[irops.Router](router, {d.name: d.size for d in router.loop()}.__getitem__)
+    assert saved.inputs == (0,)
+    assert saved.internal == B * LI * E * FLOAT + copies * B * LI * D * router_bytes
