@@ -186,15 +186,11 @@ def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -
     raise SystemExit(NON_FINITE_EXIT) from None
 
 
-class Terminated(KeyboardInterrupt):
-    """A second SIGTERM during training, raised in the main thread like Ctrl-C's KeyboardInterrupt
-    so that one handler stops both at once."""
-
-
 class StopRequest:
     """SIGTERM during training (a scheduler's preemption notice, torchrun shutting its workers
-    down) asks the loop to stop after the step in progress, which it checkpoints first; a second
-    SIGTERM stops at once (Terminated), as Ctrl-C does.
+    down, `switchc train` passing one on) asks the loop to stop after the step in progress, which
+    it checkpoints first. More SIGTERMs are the same request: a job may be signalled both directly
+    and through its launcher. Ctrl-C (KeyboardInterrupt) is the way to stop at once.
 
     install() makes this object SIGTERM's handler and restore() puts the previous one back. A
     multi-process JAX job installs nothing: its distributed runtime catches SIGTERM itself and makes
@@ -207,8 +203,6 @@ class StopRequest:
         self._installed = False
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise Terminated()
         self.requested = True
 
     def install(self) -> StopRequest:
@@ -236,11 +230,6 @@ def stop_interrupted(signal_number: int, step: int, kept_step: int | None, annou
         then = "; the same command with --resume continues from it" if kept_step else ""
         print(f"\n{name}: training stopped after step {step} ({where}{then}).", file=sys.stderr, flush=True)
     raise SystemExit(128 + signal_number) from None
-
-
-def signal_of(error: KeyboardInterrupt) -> int:
-    """The signal behind a KeyboardInterrupt: SIGTERM for Terminated, else SIGINT (Ctrl-C)."""
-    return signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
 
 
 # ---- files -------------------------------------------------------------------------------------

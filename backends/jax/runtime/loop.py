@@ -21,7 +21,7 @@ update) and one eval step (forward with train=False), and runs them:
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
 stops training with the step and the quantity, and exit status 3 (metrics.NON_FINITE_EXIT).
 SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
-with status 143; a second SIGTERM, or Ctrl-C, stops at once (metrics.StopRequest).
+with status 143 (metrics.StopRequest); Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -487,14 +487,14 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             checkpoints.wait()  # a save in flight is of a step before the bad one
             kept = checkpoints.latest_step()
         metrics.stop_training(err, kept)
-    except KeyboardInterrupt as err:  # Ctrl-C, or a second SIGTERM (metrics.Terminated): stop now
+    except KeyboardInterrupt:  # Ctrl-C: stop now
         if progress is not None:
             progress.close()
         kept = None
         if checkpoints is not None:
             checkpoints.wait()  # a save in flight is committed first
             kept = checkpoints.latest_step()
-        metrics.stop_interrupted(metrics.signal_of(err), reached, kept, announce=primary)
+        metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary)
     finally:
         stop.restore()
         if progress is not None:

@@ -75,7 +75,7 @@ def _barrier() -> None:
 
 @contextmanager
 def _interrupts_unwrapped() -> Iterator[None]:
-    """Ctrl-C (or a second SIGTERM) during a DCP call as the KeyboardInterrupt it is: DCP wraps
+    """Ctrl-C during a DCP call as the KeyboardInterrupt it is: DCP wraps
     whatever a rank raises, that too, in a CheckpointException, which the loop would not know as a
     stop. The save stays uncommitted (<step>.tmp/), so the previous checkpoint remains the latest."""
     try:

@@ -24,7 +24,7 @@ The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss o
 stops training on every rank with the step and the quantity, and exit status 3
 (metrics.NON_FINITE_EXIT); the bad step is never applied nor saved.
 SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
-with status 143; a second SIGTERM, or Ctrl-C, stops at once (metrics.StopRequest).
+with status 143 (metrics.StopRequest); Ctrl-C stops at once.
 
 Every rank reads only its rows of each global batch (the data pipeline is deterministic per
 (seed, epoch, index)); records are means over batch shards (per-expert counts: sums).
@@ -383,11 +383,11 @@ def _train(
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None
         metrics.stop_training(err, kept, f"rank {rank}: " if world > 1 else "")
-    except KeyboardInterrupt as err:  # Ctrl-C, or a second SIGTERM (metrics.Terminated): stop now
+    except KeyboardInterrupt:  # Ctrl-C: stop now
         if progress is not None:
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None  # saves are synchronous here
-        metrics.stop_interrupted(metrics.signal_of(err), reached, kept, announce=primary)
+        metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary)
     finally:
         stop.restore()
         if progress is not None:
