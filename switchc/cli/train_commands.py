@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -139,9 +140,29 @@ def train(
     if eval_every is not None:
         command += ["--eval-every", str(eval_every)]
     click.echo(f"running {' '.join(command[1:])} in {program}", err=True)
-    result = subprocess.run(command, cwd=program)
-    if result.returncode:
-        raise SystemExit(result.returncode)
+    status = _run_program(command, program)
+    if status:
+        raise SystemExit(status)
+
+
+def _run_program(command: list[str], program: Path) -> int:
+    """Run the training program and return its exit status, staying out of its way when it stops.
+
+    A SIGTERM sent to switchc (a container's PID 1, a scheduler that signals only the process it
+    started) is passed on: the program checkpoints the step in progress and exits 143. Ctrl-C
+    reaches the program itself (one process group); switchc waits for it to say where it stopped
+    instead of dying first (subprocess.run would kill it a quarter of a second later).
+    """
+    child = subprocess.Popen(command, cwd=program)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 COMMANDS = (train,)

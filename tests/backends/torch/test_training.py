@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -271,6 +272,27 @@ def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [(r["step"], r["split"]) for r in records(out)] == [(2, "train"), (2, "eval"), (3, "train")]
     assert checkpoint_dirs(out) == ["1", "2", "3"]  # --steps 3 is train.steps: a checkpoint every tenth (1) step
+
+
+def test_switchc_train_passes_sigterm_on_to_the_program(tmp_path: Path) -> None:
+    """SIGTERM to `switchc train` alone (a container's PID 1): the program gets it, checkpoints the
+    step in progress and exits 143, and switchc exits with the program's status."""
+    out = tmp_path / "run"
+    settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings]
+    command += ["--steps", "100000", "--out", str(out), "--eval-every", "0"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
+        assert job.stdout is not None
+        for line in job.stdout:  # the first record: training runs
+            if line.startswith("train step"):
+                break
+        job.send_signal(signal.SIGTERM)
+        _, err = job.communicate(timeout=RUN_TIMEOUT)
+    assert job.returncode == 128 + signal.SIGTERM, err[-3000:]
+    stopped = re.search(r"SIGTERM: training stopped after step (\d+) \(checkpoint (\d+) saved", err)
+    assert stopped is not None and stopped.group(1) == stopped.group(2), err[-3000:]
+    assert checkpoint_dirs(out) == [stopped.group(1)]
 
 
 def test_help_lists_the_training_flags(straight: Path) -> None:
