@@ -6,8 +6,12 @@ import os
 from pathlib import Path
 
 # JAX tests run meshes of up to 8 devices; on a CPU host XLA fakes them. This must be set before
-# anything imports jax, and collection imports test modules after this file.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# anything imports jax, and collection imports test modules after this file. The tests, and the
+# programs they start (which inherit XLA_FLAGS), compile without LLVM's optimizations: the same
+# HLO, so the same results and the same counts for verify, in a fifth less time per test
+# (tests/backends/jax/test_program.py's real-text and mesh tests: 80 s -> 64 s). README's main
+# command runs as users run it, optimized (tests/cli/test_train_command.py clears XLA_FLAGS).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 
 import pytest
 

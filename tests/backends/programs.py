@@ -52,6 +52,12 @@ def compile_program(out: Path, *args: str, backend: str = "jax", spec: str = "sw
     return out
 
 
+def xla_cache(tmp_path: Path) -> dict[str, str]:
+    """The environment of JAX runs that share compiled steps: a later run of the same step loads
+    it from tmp_path/xla-cache instead of compiling it again."""
+    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 def launcher(prelude: str = "") -> str:
     """Python that runs train.py with this process's arguments, `prelude` first, switchc unimportable."""
     return (

@@ -25,6 +25,7 @@ from tests.backends.programs import (
     run_program,
     set_args,
     snapshot,
+    xla_cache,
 )
 
 FLAGS = ("--eval-every", "0", "--checkpoint-every", "2")
@@ -33,11 +34,6 @@ FLAGS = ("--eval-every", "0", "--checkpoint-every", "2")
 def _needs(backend: str) -> None:
     for module in ("jax", "orbax.checkpoint") if backend == "jax" else ("torch",):
         pytest.importorskip(module)
-
-
-def _xla_cache(tmp_path: Path) -> dict[str, str]:
-    """The environment of JAX runs that share compiled steps (a later run loads, not compiles)."""
-    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
 def _program(tmp_path: Path, backend: str, name: str, **settings: str) -> Path:
@@ -50,7 +46,7 @@ def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Pat
     run = tmp_path / "run"
     # The JAX runs share a compilation cache: the second program's spec differs from the first's in
     # its data only, so it loads the same train step instead of compiling it.
-    cache = _xla_cache(tmp_path)
+    cache = xla_cache(tmp_path)
     # --resume before the run has a checkpoint (it stopped before its first) starts at step 0
     first = run_program(
         _program(tmp_path, backend, "first"), "--steps", "2", *FLAGS, "--out", str(run), "--resume", env=cache
@@ -114,7 +110,7 @@ def test_init_from_starts_a_run_that_resume_then_continues(backend: str, tmp_pat
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert f"wrote the step-0 weights (seed 7) to {weights}" in exported.stdout
 
-    cache = _xla_cache(tmp_path)
+    cache = xla_cache(tmp_path)
     command = (*FLAGS, "--out", str(run), "--resume", "--init-from", str(weights))
     started = run_program(program, "--steps", "2", *command, env=cache)
     assert started.returncode == 0, started.stderr[-3000:]
@@ -153,7 +149,7 @@ def test_sigterm_checkpoints_the_step_and_stops(backend: str, processes: int, tm
     program, run = _program(tmp_path, backend, "program", **mesh), tmp_path / "run"
     flags = ("--steps", "100000", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "1000")
     command = launch(program, *flags, "--out", str(run), processes=processes)
-    cache = _xla_cache(tmp_path)  # the resumed run loads the compiled step
+    cache = xla_cache(tmp_path)  # the resumed run loads the compiled step
     environment = {**os.environ, **cache}
     with subprocess.Popen(
         command, cwd=program, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

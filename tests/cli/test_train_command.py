@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from switchc.cli import main
 from switchc.spec import load_spec
 from switchc.spec.emit import to_yaml
+from tests.backends.programs import xla_cache
 
 pytest.importorskip("jax")
 
@@ -23,11 +24,7 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "switchc", "train"]
     # The runs share a persistent XLA compilation cache: a resume whose spec differs only in
     # train.steps compiles the same train step, which it then loads instead of compiling again.
-    cache = {
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla-cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
-    env = {**os.environ, "XLA_FLAGS": "", **cache}
+    env = {**os.environ, "XLA_FLAGS": "", **xla_cache(tmp_path)}
     result = subprocess.run(
         [*command, "--steps", "4", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "4"],
         capture_output=True,
@@ -70,6 +67,23 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     assert "train.optimizer.learning_rate: " in changed.stderr and ", 0.0001 now" in changed.stderr
     assert f"switchc train {out / 'program' / 'spec.yaml'} --out {out} --resume" in changed.stderr
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.slow
+def test_train_resumes_with_the_runs_own_spec_or_allowed_changes(tmp_path: Path) -> None:
+    """The ways on that a refused --resume names: the run's own spec.yaml, or --allow-changes."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "switchc", "train"]
+    env = {**os.environ, "XLA_FLAGS": "", **xla_cache(tmp_path)}
+    first = subprocess.run(
+        [*command, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    new_rate = ["--set", "train.batch_size=8", "--set", "train.optimizer.learning_rate=0.0001"]
 
     # the hint's way on: the run's own resolved spec, with more steps
     own = subprocess.run(

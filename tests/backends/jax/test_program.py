@@ -114,13 +114,15 @@ def test_trains_with_a_sentencepiece_tokenizer(tmp_path: Path, monkeypatch: pyte
         "--set",
         f"data.path={json.dumps(str(corpus))}",
     )
-    first = run_program(program, "--steps", "12", "--log-every", "6", "--eval-every", "0", "--out", "run")
+    cache = programs.xla_cache(tmp_path)  # the second run loads the compiled step
+    first = run_program(program, "--steps", "12", "--log-every", "6", "--eval-every", "0", "--out", "run", env=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "sentencepiece: trained" in first.stderr
     records = [json.loads(line) for line in (program / "run" / "metrics.jsonl").read_text().splitlines()]
     found = [r["loss"] for r in records if r.get("split", "train") == "train"]
     assert len(found) == 2 and found[-1] < found[0], found
-    again = run_program(program, "--steps", "1", "--eval-every", "0", "--checkpoint-every", "0", "--out", "run2")
+    quiet = ("--eval-every", "0", "--checkpoint-every", "0")
+    again = run_program(program, "--steps", "1", *quiet, "--out", "run2", env=cache)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "sentencepiece: using cached" in again.stderr
     assert len(list((tmp_path / "cache" / "sentencepiece").glob("*.model"))) == 1
