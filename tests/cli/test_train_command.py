@@ -19,19 +19,18 @@ from tests.backends.programs import xla_cache
 pytest.importorskip("jax")
 
 
+def _train(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`switchc train ARGS` as a user runs it (the program optimized, as by default: no test
+    XLA_FLAGS). Runs of one test share a persistent XLA compilation cache: a resume whose spec
+    differs only in train.steps compiles the same train step, which it then loads."""
+    env = {**os.environ, "XLA_FLAGS": "", **xla_cache(tmp_path)}
+    command = [sys.executable, "-m", "switchc", "train", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
 def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "switchc", "train"]
-    # The runs share a persistent XLA compilation cache: a resume whose spec differs only in
-    # train.steps compiles the same train step, which it then loads instead of compiling again.
-    env = {**os.environ, "XLA_FLAGS": "", **xla_cache(tmp_path)}
-    result = subprocess.run(
-        [*command, "--steps", "4", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "4"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    result = _train(tmp_path, "--steps", "4", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "program" / "train.py").is_file() and (out / "program" / "spec.yaml").is_file()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -42,12 +41,8 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     assert "  steps: 4\n" in (out / "program" / "spec.yaml").read_text()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3", "4"]  # the newest 3 kept
 
-    resumed = subprocess.run(
-        [*command, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--resume", "--eval-every", "0"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    resumed = _train(
+        tmp_path, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--resume", "--eval-every", "0"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -57,12 +52,7 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     # --resume with other settings would mix two runs: refused before anything in OUT changes
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     new_rate = ["--set", "train.batch_size=8", "--set", "train.optimizer.learning_rate=0.0001"]
-    changed = subprocess.run(
-        [*command, "--steps", "8", "--out", str(out), *new_rate, "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    changed = _train(tmp_path, "--steps", "8", "--out", str(out), *new_rate, "--resume")
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     assert "train.optimizer.learning_rate: " in changed.stderr and ", 0.0001 now" in changed.stderr
     assert f"switchc train {out / 'program' / 'spec.yaml'} --out {out} --resume" in changed.stderr
@@ -73,46 +63,20 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
 def test_train_resumes_with_the_runs_own_spec_or_allowed_changes(tmp_path: Path) -> None:
     """The ways on that a refused --resume names: the run's own spec.yaml, or --allow-changes."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "switchc", "train"]
-    env = {**os.environ, "XLA_FLAGS": "", **xla_cache(tmp_path)}
-    first = subprocess.run(
-        [*command, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "0"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    first = _train(tmp_path, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--eval-every", "0")
     assert first.returncode == 0, first.stderr[-3000:]
     new_rate = ["--set", "train.batch_size=8", "--set", "train.optimizer.learning_rate=0.0001"]
 
     # the hint's way on: the run's own resolved spec, with more steps
-    own = subprocess.run(
-        [
-            *command,
-            str(out / "program" / "spec.yaml"),
-            "--steps",
-            "7",
-            "--out",
-            str(out),
-            "--resume",
-            "--eval-every",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    own = _train(
+        tmp_path, str(out / "program" / "spec.yaml"), "--steps", "7", "--out", str(out), "--resume", "--eval-every", "0"
     )
     assert own.returncode == 0, own.stderr[-3000:]
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 7
 
     # ... or the new settings, said out loud (a lower learning rate after a NaN stop)
-    allowed = subprocess.run(
-        [*command, "--steps", "8", "--out", str(out), *new_rate, "--eval-every", "0", "--resume", "--allow-changes"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    allowed = _train(
+        tmp_path, "--steps", "8", "--out", str(out), *new_rate, "--eval-every", "0", "--resume", "--allow-changes"
     )
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "continues with other settings" in allowed.stderr and ", 0.0001 now" in allowed.stderr
