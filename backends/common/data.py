@@ -248,7 +248,8 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
     assert path is not None, "text and jsonl sources need a path"
     root = Path(path)
     if not root.exists():
-        raise SystemExit(f"error: data path {root} does not exist")
+        where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise SystemExit(f"error: data path {root} does not exist{where}")
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     if source == "text":
         return [p.read_text(encoding="utf-8") for p in files]

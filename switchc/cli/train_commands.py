@@ -129,7 +129,8 @@ def train(
         for folder in ("tensorboard", "checkpoints"):
             shutil.rmtree(out / folder, ignore_errors=True)
     wanted = devices or resolved.mesh.num_devices
-    command = [sys.executable, "train.py", "--out", str(out.resolve())]
+    # run from the user's directory, so that a relative data.path means what it says there
+    command = [sys.executable, str((program / "train.py").resolve()), "--out", str(out.resolve())]
     if backend == "torch" and wanted > 1:  # one process per device, started by torchrun
         torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(wanted)]
         command[1:1] = torchrun
@@ -139,13 +140,13 @@ def train(
         command += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
     if eval_every is not None:
         command += ["--eval-every", str(eval_every)]
-    click.echo(f"running {' '.join(command[1:])} in {program}", err=True)
-    status = _run_program(command, program)
+    click.echo(f"running {' '.join(command[1:])}", err=True)
+    status = _run_program(command)
     if status:
         raise SystemExit(status)
 
 
-def _run_program(command: list[str], program: Path) -> int:
+def _run_program(command: list[str]) -> int:
     """Run the training program and return its exit status, staying out of its way when it stops.
 
     A SIGTERM sent to switchc (a container's PID 1, a scheduler that signals only the process it
@@ -153,7 +154,7 @@ def _run_program(command: list[str], program: Path) -> int:
     reaches the program itself (one process group); switchc waits for it to say where it stopped
     instead of dying first (subprocess.run would kill it a quarter of a second later).
     """
-    child = subprocess.Popen(command, cwd=program)
+    child = subprocess.Popen(command)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
     try:
         while True:

@@ -317,6 +317,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     import jax
 
     from .checkpoint import Checkpoints
+    from .sharding import make_mesh
 
     config = model.CONFIG
     flags.check_schedule(config, args.steps)
@@ -333,6 +334,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         export_weights(model, build(model, args.seed, init_from)["params"], args.export_init, args.seed)
         return []
 
+    make_mesh(model.MESH_AXES)  # too few devices: said before orbax starts its threads
     checkpoints, found = None, None
     identity = flags.run_identity(model)  # recorded in every checkpoint, checked on --resume
     if args.out is not None and (args.checkpoint_every or args.resume):

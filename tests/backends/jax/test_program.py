@@ -177,6 +177,14 @@ def test_help_documents_the_flags(tmp_path: Path) -> None:
     assert "python train.py --devices 1" in result.stdout  # the docstring's launch commands
 
 
+def test_too_few_devices_is_one_error_even_with_checkpoints(tmp_path: Path) -> None:
+    """Said before orbax starts its threads: no orbax traceback after it at interpreter exit."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 4}")
+    result = run_program(program, "--devices", "2", "--steps", "1", "--out", "run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: the mesh {'data': 2, 'expert': 4} needs 8 devices, this host has 2." in result.stderr
+
+
 def test_devices_the_mesh_leaves_unused_are_noted(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path), "--devices", "2", "--steps", "0")
     assert result.returncode == 0, result.stderr[-2000:]

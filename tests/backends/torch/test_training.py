@@ -274,6 +274,19 @@ def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
     assert checkpoint_dirs(out) == ["1", "2", "3"]  # --steps 3 is train.steps: a checkpoint every tenth (1) step
 
 
+def test_switchc_train_reads_a_relative_data_path_from_where_it_runs(tmp_path: Path) -> None:
+    """data.path=corpus.txt means ./corpus.txt of the user's shell, not of RUN/program."""
+    (tmp_path / "corpus.txt").write_text("To be, or not to be, that is the question.\n" * 400, encoding="utf-8")
+    settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    data = ["--set", "data.source=text", "--set", "data.path=corpus.txt"]
+    command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings, *data]
+    command += ["--steps", "1", "--out", "run", "--eval-every", "0"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in records(tmp_path / "run")] == [1]
+
+
 def test_switchc_train_passes_sigterm_on_to_the_program(tmp_path: Path) -> None:
     """SIGTERM to `switchc train` alone (a container's PID 1): the program gets it, checkpoints the
     step in progress and exits 143, and switchc exits with the program's status."""
