@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,15 @@ def changed_settings(run_spec: Path, spec: Spec) -> list[tuple[str, object, obje
     more steps may change (`extendable`: train.steps, unless the schedule is cosine)."""
     changes = differences(run_spec.read_text(encoding="utf-8"), spec)
     return [change for change in changes if change[0] not in extendable(spec)]
+
+
+def _program_backend(program: Path) -> str | None:
+    """The backend of the program switchc compiled into `program` (its docstring names it)."""
+    train = program / "train.py"
+    if not train.is_file():
+        return None
+    found = re.search(r"switchc compile --backend (\w+)", train.read_text(encoding="utf-8"))
+    return found.group(1) if found else None
 
 
 def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
@@ -121,10 +131,19 @@ def train(
     program = out / "program"
     if out.exists() and not (program / "train.py").is_file() and any(out.iterdir()):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
+    earlier = _program_backend(program)
+    if resume and earlier is not None and earlier != backend:
+        raise PlainUserError(
+            f"--resume: {out} is a run of the {earlier} program; this command would continue it with {backend}",
+            f"add --backend {earlier}",
+        )
     if resume:
         _check_resume_settings(out, resolved, allow_changes)
     write_program(program_files(resolved, backend), program)
     if not resume:
+        removed = [name for name in ("metrics.jsonl", "tensorboard", "checkpoints") if (out / name).exists()]
+        if removed:
+            click.echo(f"note: starting afresh in {out}: removing the earlier run's {', '.join(removed)}", err=True)
         (out / "metrics.jsonl").unlink(missing_ok=True)
         for folder in ("tensorboard", "checkpoints"):
             shutil.rmtree(out / folder, ignore_errors=True)

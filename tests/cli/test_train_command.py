@@ -96,6 +96,19 @@ def test_train_refuses_a_foreign_run_directory(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_resume_refuses_a_run_of_the_other_backend(tmp_path: Path) -> None:
+    """Forgetting --backend torch when resuming a PyTorch run: refused, naming the flag, nothing changed."""
+    out = tmp_path / "run"
+    compiled = CliRunner().invoke(main, ["compile", "switch-tiny", "--backend", "torch", "-o", str(out / "program")])
+    assert compiled.exit_code == 0, compiled.output
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), "--resume", "--steps", "2"])
+    assert result.exit_code == 2
+    assert "is a run of the torch program; this command would continue it with jax" in result.stderr
+    assert "hint: add --backend torch" in result.stderr
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "switchc", "train", "--allow-changes", "--out", str(tmp_path / "run")],

@@ -275,16 +275,21 @@ def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
 
 
 def test_switchc_train_reads_a_relative_data_path_from_where_it_runs(tmp_path: Path) -> None:
-    """data.path=corpus.txt means ./corpus.txt of the user's shell, not of RUN/program."""
+    """data.path=corpus.txt means ./corpus.txt of the user's shell, not of RUN/program. Training
+    again into the same --out without --resume starts afresh and says what it removes."""
     (tmp_path / "corpus.txt").write_text("To be, or not to be, that is the question.\n" * 400, encoding="utf-8")
     settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
     data = ["--set", "data.source=text", "--set", "data.path=corpus.txt"]
     command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings, *data]
     command += ["--steps", "1", "--out", "run", "--eval-every", "0"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=environment)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert [r["step"] for r in records(tmp_path / "run")] == [1]
+    for run in range(2):  # the second run starts afresh in the same --out, and says what it removes
+        result = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=environment
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [r["step"] for r in records(tmp_path / "run")] == [1]
+        assert ("note: starting afresh in run: removing the earlier run's metrics.jsonl" in result.stderr) == bool(run)
 
 
 def test_switchc_train_passes_sigterm_on_to_the_program(tmp_path: Path) -> None:
