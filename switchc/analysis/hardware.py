@@ -103,6 +103,7 @@ _FIELDS = [
     "latency",
     "network",
 ]
+_OPTIONAL = ("network",)  # HardwareProfile fields with a default
 _NESTED = {"peak_flops": ["bfloat16", "float32"], "network": ["devices_per_node", "bandwidth", "latency"]}
 
 
@@ -120,8 +121,16 @@ def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
         return Diagnostic(f"unknown key '{loc[-1]}' in {parent}", key.span if key else span, hint)
     if kind in ("missing", "missing_argument"):
         _, owner = yamltree.find(tree, loc[:-1])
+        needed = [name for name in choices if name not in _OPTIONAL]
+        optional = (
+            f" ({', '.join(name for name in choices if name in _OPTIONAL)} optional)"
+            if len(needed) < len(choices)
+            else ""
+        )
         return Diagnostic(
-            f"{parent}: missing '{loc[-1]}'", owner.span if owner else span, f"set all of: {', '.join(choices)}"
+            f"{parent}: missing '{loc[-1]}'",
+            owner.span if owner else span,
+            f"set all of: {', '.join(needed)}{optional}",
         )
     if kind == "greater_than":
         return Diagnostic(f"{dotted}: must be > 0", span)

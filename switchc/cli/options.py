@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.console import Console
 
 from switchc.errors import PlainUserError
 
@@ -38,3 +39,10 @@ def check_output_parent(path: Path) -> None:
     if parent.exists():
         raise PlainUserError(f"{parent} is not a directory", "choose a path inside a directory")
     raise PlainUserError(f"{parent} does not exist", f"create it first (mkdir -p {parent}), or choose another path")
+
+
+def table_console(piped_width: int = 200) -> Console:
+    """rich's Console for a table on stdout; when stdout is not a terminal (piped, redirected),
+    `piped_width` columns instead of rich's 80, so numbers and names are not cut or folded."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=piped_width)

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from switchc.analysis import (
     DEFAULT_HARDWARE,
@@ -20,7 +19,7 @@ from switchc.analysis import (
     rich_table,
     to_markdown,
 )
-from switchc.cli.options import check_output_parent, example, overrides
+from switchc.cli.options import check_output_parent, example, overrides, table_console
 from switchc.errors import PlainUserError
 from switchc.ir.build import build_graph
 from switchc.ir.dot import FORMATS, write_drawing
@@ -94,10 +93,7 @@ def report(
     elif fmt == "markdown":
         click.echo(to_markdown(reports), nl=False)
     else:
-        console = Console()
-        if not console.is_terminal:  # piped: keep long values on one line
-            console = Console(width=200)
-        console.print(rich_table(reports))
+        table_console(200).print(rich_table(reports))  # piped: long values kept on one line
 
 
 def _plot(reports: list[Report], path: Path) -> None:

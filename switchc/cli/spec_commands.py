@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from switchc.backends.common.program import check_data
-from switchc.cli.options import check_output_parent, example, overrides
+from switchc.cli.options import check_output_parent, example, overrides, table_console
 from switchc.errors import PlainUserError, UserError
 from switchc.spec import Spec, load_spec
 from switchc.spec.load import OVERRIDE_SOURCE_NAME
@@ -142,10 +141,7 @@ def explain(spec: str, overrides: tuple[str, ...], fmt: str) -> None:
         style = "dim" if row["default"] else ""
         cells = (row["key"], _show(row["value"]), row["from"], row["description"])
         table.add_row(*map(escape, cells), style=style)  # values are the user's text, not rich markup
-    console = Console()
-    if not console.is_terminal:  # piped: don't squeeze the descriptions into 80 columns
-        console = Console(width=160)
-    console.print(table)
+    table_console(160).print(table)  # piped: the descriptions not squeezed into 80 columns
 
 
 @click.command(epilog=example("switchc schema -o switchc-spec.schema.json"))

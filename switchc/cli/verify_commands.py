@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from switchc.analysis import DEFAULT_HARDWARE, hardware, report_for
 from switchc.backends import target
-from switchc.cli.options import example, overrides
+from switchc.cli.options import example, overrides, table_console
 from switchc.errors import PlainUserError
 from switchc.spec import load_spec
 
@@ -107,7 +106,8 @@ def verify(
         summary = {"spec": result.spec_name, "devices": result.devices, "backend": backend, "ok": result.ok}
         click.echo(json.dumps({**summary, "rows": rows}))
     else:
-        title = f"switchc verify {result.spec_name} ({result.devices} devices, {backend})"
+        plural = "s" if result.devices != 1 else ""
+        title = f"switchc verify {result.spec_name} ({result.devices} device{plural}, {backend})"
         table = Table(title=title, title_justify="left")
         heading = "XLA" if backend == "jax" else "torch"
         for column in ("quantity", "report", heading, "error", "tolerance", "", "note"):
@@ -123,7 +123,7 @@ def verify(
                 c.note,
                 style="" if c.ok else "bold red",
             )
-        Console().print(table)
+        table_console(200).print(table)
     if not result.ok:
         raise SystemExit(EXIT_MISMATCH)
 

@@ -168,3 +168,13 @@ def test_unknown_profiles_and_files_are_plain_errors() -> None:
     assert info.value.hint == "did you mean 'h100'?"
     with pytest.raises(PlainUserError, match="no such hardware file"):
         hardware("cpu", ["/nonexistent/gpus.yaml"])
+
+
+def test_a_missing_key_hint_lists_what_a_profile_needs(tmp_path) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(USER.replace("  latency: 4.0e-6\n", ""))
+    with pytest.raises(UserError) as info:
+        hardware("my-gpu", [str(path)])
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.hint is not None and diagnostic.hint.endswith("latency (network optional)")
+    assert ", network" not in diagnostic.hint

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
+from switchc.cli import main
 from tests.backends import programs
 
 GRID = [
@@ -100,3 +102,15 @@ def test_compare_flags_a_wrong_report() -> None:
     assert not rows["all-to-all over 2 devices: count"].ok  # 3 of 4
     assert rows["all-reduce over 2 devices: bytes per device"].ok  # 2 buckets = 1 reduce, by bytes
     assert "all-reduce over 2 devices: count" not in rows
+
+
+def test_the_table_keeps_whole_numbers_and_notes_when_piped() -> None:
+    """Off a terminal (a pipe, CI's log) rich would fold the table into 80 columns, cutting numbers."""
+    args = ["verify", "switch-tiny", "--backend", "torch"]
+    for item in [*programs.VERIFY_SMALL, "mesh.axes={data: 1}"]:
+        args += ["--set", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "switchc verify switch-tiny (1 device, torch)" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if "matmul FLOPs per device" in line)
+    assert "FlopCounterMode: matmuls only" in row and "…" not in row
