@@ -215,8 +215,14 @@ def sentencepiece_tokenizer(
     return tokenizer
 
 
+_SAID: set[str] = set()
+
+
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A note on stderr, once per process (the train and eval splits each build the tokenizer)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(message, file=sys.stderr, flush=True)
 
 
 Tokenizer = ByteTokenizer | SentencePieceTokenizer

@@ -181,7 +181,12 @@ def check_finite(step: int, loss: Any, gradient_non_finite: Mapping[str, Any]) -
 def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -> NoReturn:
     """End a run stopped by `error`: say so on stderr, with the checkpoint it can resume from, and
     exit with NON_FINITE_EXIT. `who` prefixes the message (e.g. "rank 1: " with several processes)."""
-    where = f"the latest checkpoint is step {kept_step}, from before it" if kept_step else "no checkpoint was saved"
+    if not kept_step:
+        where = "no checkpoint was saved"
+    elif kept_step == error.step - 1:  # the weights this step started from: its loss may be theirs
+        where = f"the latest checkpoint is step {kept_step}, the weights this step started from"
+    else:
+        where = f"the latest checkpoint is step {kept_step}, from before it"
     print(f"error: {who}{error}; training stopped ({where}).", file=sys.stderr, flush=True)
     raise SystemExit(NON_FINITE_EXIT) from None
 

@@ -229,3 +229,10 @@ def _in_stream(stream: bytes, tokens: list[int]) -> bool:
     while position >= 0 and position % 2:  # a match must start at a token boundary
         position = stream.find(needle, position + 1)
     return position >= 0
+
+
+def test_a_note_is_printed_once_per_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """The train and eval splits each build the tokenizer: its note appears once, not twice."""
+    data._say("sentencepiece: using cached /some/model (300 pieces) [test]")
+    data._say("sentencepiece: using cached /some/model (300 pieces) [test]")
+    assert capsys.readouterr().err.count("using cached /some/model") == 1

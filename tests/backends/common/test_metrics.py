@@ -231,3 +231,20 @@ def test_progress_draws_a_bar_on_a_terminal() -> None:
     text = stream.getvalue()
     assert "\r" in text and "3/4" in text and "loss 2.5" in text
     assert "eval  step 3/4  loss 2.5" in text
+
+
+@pytest.mark.parametrize(
+    ("kept", "says"),
+    [
+        (4, "(the latest checkpoint is step 4, the weights this step started from)."),
+        (2, "(the latest checkpoint is step 2, from before it)."),
+        (None, "(no checkpoint was saved)."),
+    ],
+)
+def test_a_nan_stop_says_what_the_latest_checkpoint_holds(
+    kept: int | None, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        metrics.stop_training(metrics.NonFiniteError(5, "the loss", "nan"), kept)
+    assert stopped.value.code == metrics.NON_FINITE_EXIT
+    assert capsys.readouterr().err == f"error: step 5: the loss is nan; training stopped {says}\n"
