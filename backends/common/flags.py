@@ -95,7 +95,8 @@ def parser(
         "--hardware",
         default=None,
         metavar="NAME",
-        help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's)",
+        help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's, "
+        "else the report's)",
     )
     flags.add_argument(
         "--system-malloc",
