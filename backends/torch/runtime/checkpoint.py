@@ -74,15 +74,17 @@ def _barrier() -> None:
 
 
 @contextmanager
-def _interrupts_unwrapped() -> Iterator[None]:
-    """Ctrl-C during a DCP call as the KeyboardInterrupt it is: DCP wraps
-    whatever a rank raises, that too, in a CheckpointException, which the loop would not know as a
-    stop. The save stays uncommitted (<step>.tmp/), so the previous checkpoint remains the latest."""
+def _unwrapped(everything: bool) -> Iterator[None]:
+    """What a DCP call raised, as the exception a rank raised: DCP wraps each rank's in a
+    CheckpointException (a BaseException), which the loop would not know. Ctrl-C is always handed on
+    as the KeyboardInterrupt it is (the loop's stop; an unfinished save stays <step>.tmp/, so the
+    previous checkpoint remains the latest); with `everything`, any failure is (a damaged checkpoint
+    read back: flags.reading_checkpoint makes it one line)."""
     try:
         yield
     except CheckpointException as error:
         for raised, _ in error.failures.values():
-            if isinstance(raised, KeyboardInterrupt):
+            if everything or isinstance(raised, KeyboardInterrupt):
                 raise raised from None
         raise
 
@@ -234,7 +236,7 @@ class Checkpoints:
             staging.mkdir(parents=True)
         _barrier()  # the directory exists before any rank writes into it
         writer = dcp.FileSystemWriter(staging, sync_files=True)
-        with _quiet(), _interrupts_unwrapped():
+        with _quiet(), _unwrapped(everything=False):
             dcp.save(state, storage_writer=writer, no_dist=not _distributed_job())
         _barrier()  # every rank's file is written (rank 0 wrote .metadata last, after gathering all)
         if self.primary:
@@ -269,7 +271,7 @@ class Checkpoints:
 
     def restore(self, step: int, state: dict[str, Any]) -> None:
         """Load checkpoint `step` into `state` (from training_state), every tensor in place."""
-        with _quiet():
+        with _quiet(), _unwrapped(everything=True):
             dcp.load(
                 state, storage_reader=dcp.FileSystemReader(self.directory / str(step)), no_dist=not _distributed_job()
             )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from switchc.backends.common import flags
 from switchc.backends.torch.runtime.checkpoint import Checkpoints
 
 
@@ -27,3 +28,19 @@ def test_ctrl_c_during_a_save_stops_as_ctrl_c_and_commits_nothing(tmp_path: Path
     assert (tmp_path / "3.tmp").is_dir()  # deleted by the next run's clean()
     checkpoints.clean()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["2"]
+
+
+def test_a_truncated_checkpoint_read_back_is_one_line(tmp_path: Path) -> None:
+    """DCP's CheckpointException is a BaseException: unwrapped, flags.reading_checkpoint turns the
+    rank's own error into the one-line damaged-checkpoint error, as for JAX's checkpoints."""
+    checkpoints = Checkpoints(tmp_path, keep=3, primary=True)
+    for step in (1, 2):
+        checkpoints.save(step, {"model/x": torch.arange(4096.0)}, {"step": step})
+    (data,) = (tmp_path / "2").glob("*.distcp")
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(SystemExit) as stopped, flags.reading_checkpoint(checkpoints, 2):
+        checkpoints.restore(2, {"model/x": torch.zeros(4096)})
+    message = str(stopped.value.code)
+    assert message.startswith(f"error: --resume: cannot read checkpoint {tmp_path / '2'}: ")
+    assert message.endswith("hint: the checkpoint is damaged; delete it to continue from step 1")
+    assert "CheckpointException" not in message and len(message.splitlines()) == 2
