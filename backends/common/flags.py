@@ -209,6 +209,8 @@ def reading_checkpoint(checkpoints: Any, step: int) -> Iterator[None]:
 def unreadable_checkpoint(where: str, error: BaseException, previous: int | None) -> SystemExit:
     """The error for a checkpoint whose files cannot be read back (damaged after it was committed)."""
     detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(detail) > 240:  # tensorstore appends its whole spec as JSON
+        detail = detail[:240].rstrip() + " ..."
     then = f"continue from step {previous}" if previous is not None else "start the run afresh"
     return SystemExit(
         f"error: --resume: cannot read {where}: {type(error).__name__}{': ' + detail if detail else ''}\n"

@@ -40,9 +40,12 @@ class Checkpoints:
         )
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        self.closed = False
 
     def latest_step(self) -> int | None:
-        """The newest complete checkpoint's step (temporary directories of unfinished saves are not)."""
+        """The newest complete checkpoint's step (temporary directories of unfinished saves are not),
+        as on disk: the manager's list can miss a save that an interrupt caught in flight."""
+        self.manager.reload()
         step = self.manager.latest_step()
         return None if step is None else int(step)
 
@@ -84,6 +87,16 @@ class Checkpoints:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        """Wait for a save in flight to be committed, then release the manager."""
+        """Wait for a save in flight to be committed, then release the manager (once)."""
+        if self.closed:
+            return
+        self.closed = True
         self.manager.wait_until_finished()
         self.manager.close()
+
+    def committed_steps(self) -> list[int]:
+        """The steps of the committed checkpoints, read from the directory (a save in flight has a
+        temporary name until its commit)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(path.name) for path in self.directory.iterdir() if path.name.isdigit())
