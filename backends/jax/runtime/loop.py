@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -356,15 +354,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     state = build(model, args.seed, init_from if found is None else None)
     start = 0
     if checkpoints is not None and found is not None:
-        try:
-            with flags.reading_checkpoint(checkpoints, found):
-                state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
-        except SystemExit as damaged:  # a damaged checkpoint: say so and leave at once, because
-            # tensorstore's threads still hold callbacks for orbax's closed event loop, which a normal
-            # interpreter exit runs, printing their "Event loop is closed" tracebacks after the error
-            print(damaged.code, file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(1)
+        with flags.reading_checkpoint(checkpoints, found):
+            state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
         start = found
     mesh = state["mesh"]
     device = jax.devices()[0]
