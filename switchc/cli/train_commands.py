@@ -168,21 +168,28 @@ def train(
 def _run_program(command: list[str]) -> int:
     """Run the training program and return its exit status, staying out of its way when it stops.
 
-    A SIGTERM sent to switchc (a container's PID 1, a scheduler that signals only the process it
-    started) is passed on: the program checkpoints the step in progress and exits 143. Ctrl-C
-    reaches the program itself (one process group); switchc waits for it to say where it stopped
-    instead of dying first (subprocess.run would kill it a quarter of a second later).
+    The program runs in its own process group, and switchc passes on the signals that stop it, so
+    each reaches it once whoever sent it (a terminal's Ctrl-C, a scheduler signalling only the
+    process it started, `timeout -s INT`): SIGTERM (the program checkpoints the step in progress
+    and exits 143) and SIGINT (it stops at once, 130). switchc waits for it to finish and exits
+    with its status; under torchrun, whose own status after a SIGTERM is 1, with 143.
     """
-    child = subprocess.Popen(command)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+    child = subprocess.Popen(command, process_group=0)
+    passed: list[int] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        passed.append(signum)
+        child.send_signal(signum)
+
+    previous = {number: signal.signal(number, pass_on) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while True:
-            try:
-                return child.wait()
-            except KeyboardInterrupt:
-                continue
+        status = child.wait()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if status and signal.SIGTERM in passed and "torch.distributed.run" in command:
+        return 128 + signal.SIGTERM  # the workers checkpointed and stopped; torchrun reports a failure
+    return status
 
 
 COMMANDS = (train,)

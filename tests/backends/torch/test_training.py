@@ -292,11 +292,19 @@ def test_switchc_train_reads_a_relative_data_path_from_where_it_runs(tmp_path: P
         assert ("note: starting afresh in run: removing the earlier run's metrics.jsonl" in result.stderr) == bool(run)
 
 
-def test_switchc_train_passes_sigterm_on_to_the_program(tmp_path: Path) -> None:
-    """SIGTERM to `switchc train` alone (a container's PID 1): the program gets it, checkpoints the
-    step in progress and exits 143, and switchc exits with the program's status."""
+@pytest.mark.parametrize(
+    ("number", "processes"),
+    [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)],
+    ids=["term", "int", "term-2"],
+)
+def test_switchc_train_passes_stop_signals_on_to_the_program(number: int, processes: int, tmp_path: Path) -> None:
+    """A signal to `switchc train` alone (a container's PID 1, `timeout -s INT`): the program gets it
+    once and stops as it says (SIGTERM: the step checkpointed, 143; SIGINT: at once, 130), and
+    switchc exits with that status, also over torchrun (whose own status is then 1)."""
     out = tmp_path / "run"
     settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    if processes > 1:
+        settings += ["--set", "mesh.axes={expert: 2}"]
     command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings]
     command += ["--steps", "100000", "--out", str(out), "--eval-every", "0"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -305,9 +313,12 @@ def test_switchc_train_passes_sigterm_on_to_the_program(tmp_path: Path) -> None:
         for line in job.stdout:  # the first record: training runs
             if line.startswith("train step"):
                 break
-        job.send_signal(signal.SIGTERM)
+        job.send_signal(number)
         _, err = job.communicate(timeout=RUN_TIMEOUT)
-    assert job.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert job.returncode == 128 + number, err[-3000:]
+    if number == signal.SIGINT:
+        assert "SIGINT: training stopped after step " in err, err[-3000:]
+        return
     stopped = re.search(r"SIGTERM: training stopped after step (\d+) \(checkpoint (\d+) saved", err)
     assert stopped is not None and stopped.group(1) == stopped.group(2), err[-3000:]
     assert checkpoint_dirs(out) == [stopped.group(1)]
