@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -76,6 +77,24 @@ def launch(program: Path, *args: str, processes: int = 1, prelude: str = "") -> 
     (program / "launch.py").write_text(launcher(prelude))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     return [*torchrun, "launch.py", *args]
+
+
+def signal_at(
+    command: list[str], step: int, number: int, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    """Start `command` (a training run logging every step), send it signal `number` once its record
+    of step `step` is printed, and return its exit status and stderr."""
+    environment = {**os.environ, **(env or {})}
+    with subprocess.Popen(
+        command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as job:
+        assert job.stdout is not None
+        for line in job.stdout:
+            if re.match(rf"train\s+step\s+{step}/", line):
+                break
+        job.send_signal(number)
+        _, err = job.communicate(timeout=RUN_TIMEOUT)
+    return job.returncode, err
 
 
 def run_program(

@@ -7,10 +7,8 @@ checks (tests/backends/common/test_flags.py); each backend reads its checkpoint'
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from tests.backends.programs import (
     records,
     run_program,
     set_args,
+    signal_at,
     snapshot,
     xla_cache,
 )
@@ -161,16 +160,7 @@ def test_sigterm_checkpoints_the_step_and_stops(backend: str, processes: int, tm
     flags = ("--steps", "100000", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "1000")
     command = launch(program, *flags, "--out", str(run), processes=processes)
     cache = xla_cache(tmp_path)  # the resumed run loads the compiled step
-    environment = {**os.environ, **cache}
-    with subprocess.Popen(
-        command, cwd=program, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as job:
-        assert job.stdout is not None
-        for line in job.stdout:
-            if re.match(r"train\s+step\s+2/", line):
-                break
-        job.send_signal(signal.SIGTERM)
-        _, err = job.communicate(timeout=120)
+    status, err = signal_at(command, 2, signal.SIGTERM, cwd=program, env=cache)
     stopped = re.search(r"SIGTERM: training stopped after step (\d+) \(checkpoint (\d+) saved; the same command", err)
     assert stopped is not None, err[-3000:]
     step = int(stopped.group(1))
@@ -179,7 +169,7 @@ def test_sigterm_checkpoints_the_step_and_stops(backend: str, processes: int, tm
     assert records(run)[-1]["step"] == step  # the stop step's record was written
     if processes > 1:  # torchrun's own exit status and message (its SignalException) follow
         return
-    assert job.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    assert status == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
     resumed = run_program(program, "--steps", str(step + 1), *FLAGS, "--out", str(run), "--resume", env=cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed at step {step}" in resumed.stdout
@@ -191,15 +181,8 @@ def test_ctrl_c_names_the_checkpoint_on_disk(tmp_path: Path) -> None:
     _needs("jax")
     program, run = _program(tmp_path, "jax", "program"), tmp_path / "run"
     flags = ("--steps", "100000", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "1", "--keep", "50")
-    command = launch(program, *flags, "--out", str(run))
-    with subprocess.Popen(command, cwd=program, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
-        assert job.stdout is not None
-        for line in job.stdout:
-            if re.match(r"train\s+step\s+6/", line):
-                break
-        job.send_signal(signal.SIGINT)
-        _, err = job.communicate(timeout=120)
-    assert job.returncode == 128 + signal.SIGINT, err[-3000:]
+    status, err = signal_at(launch(program, *flags, "--out", str(run)), 6, signal.SIGINT, cwd=program)
+    assert status == 128 + signal.SIGINT, err[-3000:]
     stopped = re.search(r"SIGINT: training stopped after step \d+ \(the latest checkpoint is step (\d+)", err)
     assert stopped is not None, err[-3000:]
     on_disk = max(int(path.name) for path in (run / "checkpoints").iterdir() if path.name.isdigit())

@@ -43,9 +43,7 @@ class Checkpoints:
         self.closed = False
 
     def latest_step(self) -> int | None:
-        """The newest complete checkpoint's step (temporary directories of unfinished saves are not),
-        as on disk: the manager's list can miss a save that an interrupt caught in flight."""
-        self.manager.reload()
+        """The newest complete checkpoint's step (temporary directories of unfinished saves are not)."""
         step = self.manager.latest_step()
         return None if step is None else int(step)
 

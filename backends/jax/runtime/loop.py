@@ -428,6 +428,13 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             return bool(multihost_utils.reached_preemption_sync_point(number))
         return stop.requested
 
+    def committed() -> int | None:
+        """The newest checkpoint, once a save in flight is committed."""
+        if checkpoints is None:
+            return None
+        checkpoints.wait()
+        return checkpoints.latest_step()
+
     try:
         if not several:  # several processes: jax.distributed catches SIGTERM
             stop.install()
@@ -475,20 +482,12 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             if stop_now:
                 if progress is not None:
                     progress.close()
-                kept = None
-                if checkpoints is not None:
-                    checkpoints.wait()
-                    kept = checkpoints.latest_step()
-                metrics.stop_interrupted(signal.SIGTERM, number, kept, announce=primary)
+                metrics.stop_interrupted(signal.SIGTERM, number, committed(), announce=primary)
         health.settle()
     except metrics.NonFiniteError as err:
         if progress is not None:
             progress.close()
-        kept = None
-        if checkpoints is not None:
-            checkpoints.wait()  # a save in flight is of a step before the bad one
-            kept = checkpoints.latest_step()
-        metrics.stop_training(err, kept)
+        metrics.stop_training(err, committed())  # a save in flight is of a step before the bad one
     except KeyboardInterrupt:  # Ctrl-C: stop now
         if progress is not None:
             progress.close()

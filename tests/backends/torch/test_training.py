@@ -27,6 +27,7 @@ from tests.backends.programs import (
     records,
     run_program,
     set_args,
+    signal_at,
     tensorboard_values,
     without_timing,
 )
@@ -307,15 +308,8 @@ def test_switchc_train_passes_stop_signals_on_to_the_program(number: int, proces
         settings += ["--set", "mesh.axes={expert: 2}"]
     command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings]
     command += ["--steps", "100000", "--out", str(out), "--eval-every", "0"]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as job:
-        assert job.stdout is not None
-        for line in job.stdout:  # the first record: training runs
-            if line.startswith("train step"):
-                break
-        job.send_signal(number)
-        _, err = job.communicate(timeout=RUN_TIMEOUT)
-    assert job.returncode == 128 + number, err[-3000:]
+    status, err = signal_at(command, 10, number, env={"OMP_NUM_THREADS": "1"})  # the first record (--log-every 10)
+    assert status == 128 + number, err[-3000:]
     if number == signal.SIGINT:
         assert "SIGINT: training stopped after step " in err, err[-3000:]
         return
