@@ -82,18 +82,22 @@ def load_spec(spec: str, overrides: Sequence[str] = ()) -> Spec:
 
 def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None = None) -> Spec:
     """Validate spec text, YAML or DSL by its name (and `--set KEY=VALUE` overrides applied on top of it)."""
-    tree = dsl.parse(source) if is_dsl(source) else yamltree.parse(source)
+    try:
+        tree = dsl.parse(source) if is_dsl(source) else yamltree.parse(source)
+        if tree is not None and not isinstance(tree, Mapping):
+            raise UserError.at(
+                tree.span,
+                "the top level of a spec must be a mapping of sections",
+                f"start with section names: {', '.join(SECTIONS)}",
+            )
+    except UserError:
+        _check_misnamed_dsl(source)
+        raise
     if tree is None:
         raise UserError.at(
             source.start(),
             "the spec is empty",
             "a spec needs at least a 'model' section; `switchc explain switch-tiny` prints a full one",
-        )
-    if not isinstance(tree, Mapping):
-        raise UserError.at(
-            tree.span,
-            "the top level of a spec must be a mapping of sections",
-            f"start with section names: {', '.join(SECTIONS)}",
         )
     tree = apply_overrides(tree, overrides)
     body = _validate(tree, is_dsl(source))
@@ -108,6 +112,24 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
     if problems:
         raise UserError(problems)
     return spec
+
+
+def _check_misnamed_dsl(source: Source) -> None:
+    """A file that is no YAML, named neither .yaml/.yml nor .switch, but that parses as the DSL: the
+    error says to rename it, rather than point at YAML syntax it never meant to be."""
+    name = source.name.lower()
+    if is_dsl(source) or name.endswith(YAML_SUFFIXES):
+        return
+    try:
+        dsl.parse(source)
+    except UserError:
+        return
+    stem = Path(source.name).name.rsplit(".", 1)[0]
+    raise UserError.at(
+        source.start(),
+        "this is switchc DSL text, but only files named *.switch are read as the DSL (any other name is read as YAML)",
+        f"rename it to {stem}{DSL_SUFFIX}",
+    )
 
 
 def _validate(tree: Mapping, dsl_text: bool = False) -> SpecBody:

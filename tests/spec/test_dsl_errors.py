@@ -320,3 +320,22 @@ def test_check_reports_mistakes_with_status_2_and_no_traceback(case: Mistake, tm
     assert result.exit_code == 2
     assert f"{path}:{case.line}:{case.column}: error: " in result.stderr
     assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize("name", ["spec.txt", "spec", "spec.conf"])
+def test_dsl_text_in_a_file_not_named_switch_is_told_to_rename(name: str, tmp_path) -> None:
+    """Any name but *.switch is read as YAML; DSL text there would fail on YAML syntax it never
+    meant, so the error says what the file is and what to call it."""
+    path = tmp_path / name
+    path.write_text("model {\n  d_model = 64\n}\n" + MOE)
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{path}:1:1: error: this is switchc DSL text, but only files named *.switch are read" in result.stderr
+    assert "hint: rename it to spec.switch" in result.stderr
+
+
+def test_a_yaml_mistake_in_a_txt_file_stays_a_yaml_error(tmp_path) -> None:
+    path = tmp_path / "spec.txt"
+    path.write_text("model:\n  d_model: [\n")
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 2 and "YAML syntax error" in result.stderr and "rename" not in result.stderr
