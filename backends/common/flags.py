@@ -16,11 +16,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs there take no lock on their directory
+    fcntl = None  # type: ignore[assignment]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +57,9 @@ def parser(
     # No abbreviations: the JAX program's --devices N and the PyTorch program's --device KIND must not
     # pass for each other (`--device cpu` to the JAX program would read as `--devices cpu`).
     flags = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    # --checkpoint-every and --keep parse to None when not given, so that `check` can refuse them
+    # without --out (nothing would be saved); it then puts these defaults in.
+    flags.set_defaults(checkpoint_default=every, keep_default=3)
     flags.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
     flags.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
     flags.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")
@@ -70,11 +80,13 @@ def parser(
     flags.add_argument(
         "--checkpoint-every",
         type=int,
-        default=every,
+        default=None,
         metavar="N",
         help=f"with --out, save a checkpoint every N steps and at the end; 0: never (default: {every})",
     )
-    flags.add_argument("--keep", type=int, default=3, metavar="K", help="keep the newest K checkpoints (default: 3)")
+    flags.add_argument(
+        "--keep", type=int, default=None, metavar="K", help="with --out, keep the newest K checkpoints (default: 3)"
+    )
     flags.add_argument("--resume", action="store_true", help=resume_help)
     flags.add_argument(
         "--allow-changes",
@@ -110,6 +122,15 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The shared flags' impossible values: a usage error (exit status 2) naming the flag."""
     if args.steps < 0:
         flags.error("--steps must be >= 0")
+    if args.out is None:  # nothing would be saved: say so rather than ignore the flag
+        if args.checkpoint_every:
+            flags.error("--checkpoint-every applies only with --out (the run directory checkpoints are saved in)")
+        if args.keep is not None:
+            flags.error("--keep applies only with --out (the run directory checkpoints are saved in)")
+    if args.checkpoint_every is None:
+        args.checkpoint_every = args.checkpoint_default
+    if args.keep is None:
+        args.keep = args.keep_default
     for name in ("log_every", "eval_batches", "keep"):
         if getattr(args, name) < 1:
             flags.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -125,6 +146,18 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         flags.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
     if args.allow_changes and not args.resume:
         flags.error("--allow-changes applies only with --resume")
+    if args.export_init is not None:
+        if args.resume:
+            flags.error("--export-init writes the step-0 weights and exits; it does not go with --resume")
+        if args.export_init.is_dir():
+            flags.error(
+                f"--export-init {args.export_init} is a directory; name the file to write, e.g. "
+                f"{args.export_init / 'init.safetensors'}"
+            )
+        try:  # a folder the system refuses is a usage error, as with --out
+            args.export_init.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            flags.error(f"--export-init {args.export_init}: {error.strerror or error}")
 
 
 def check_schedule(config: Any, steps: int) -> None:
@@ -137,6 +170,59 @@ def check_schedule(config: Any, steps: int) -> None:
             f"hint: compile the spec with train.steps = {steps} (switchc compile SPEC --set train.steps={steps}, "
             f"or switchc train SPEC --steps {steps}), or pass --steps {config.steps} or fewer"
         )
+
+
+# ---- the run directory ------------------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+_held: list[IO[str]] = []  # the open lock files of this process: closing one would release its lock
+
+
+def lock_run_directory(directory: Path) -> str | None:
+    """Hold DIRECTORY/.lock for as long as this process lives; or, when another run holds it, the
+    error to stop with, naming that run (None: locked, or flock does not exist here).
+
+    Two runs writing one directory would interleave their metrics and delete each other's
+    checkpoints. The first process of a job takes an exclusive flock (released by the system when
+    the process ends, however it ends, so no stale lock outlives a crash) and writes who it is into
+    the file, which a second run quotes when it is refused. The backends' loops make every process
+    of a job stop when the first is refused.
+    """
+    if fcntl is None:
+        return None
+    handle = (directory / LOCK_NAME).open("a+", encoding="utf-8")
+    holder = _holder(handle)
+    if holder is not None:
+        handle.close()
+        return (
+            f"error: another run is using {directory} ({holder})\n"
+            "hint: wait for it to end, or stop it (kill -TERM PID checkpoints it first), or choose another --out"
+        )
+    handle.seek(0)
+    handle.truncate()
+    since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n")
+    handle.flush()
+    _held.append(handle)
+    return None
+
+
+def run_directory_user(directory: Path) -> str | None:
+    """Who holds DIRECTORY's lock ("pid N on HOST, since T"), or None when no run is using it."""
+    if fcntl is None or not (directory / LOCK_NAME).is_file():
+        return None
+    with (directory / LOCK_NAME).open("a+", encoding="utf-8") as handle:
+        return _holder(handle)  # closing the file lets go of the lock if it was free
+
+
+def _holder(handle: IO[str]) -> str | None:
+    """Take the lock on an open lock file; None if it was free, else what its holder wrote in it."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        return handle.read().strip() or "a process that has not said which yet"
+    return None
 
 
 # ---- resuming a run ---------------------------------------------------------------------------------

@@ -245,13 +245,23 @@ class MetricsLog:
 
     With `resume_step`, records after that step (written by a run that went on past its last
     checkpoint) are dropped from metrics.jsonl, and TensorBoard is told to purge them too, so the
-    files read as one uninterrupted run.
+    files read as one uninterrupted run. Without it the run starts afresh: an earlier run's records
+    and TensorBoard event files (one that saved no checkpoint, or the program would have refused
+    to start) are removed, so neither file shows two runs on one time axis.
     """
 
     def __init__(self, directory: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "metrics.jsonl"
+        self.note: str | None = None
         if resume_step is None:
+            events = sorted((directory / "tensorboard").glob("events.out.tfevents.*"))
+            earlier = [self.path.name] if self.path.is_file() and self.path.stat().st_size else []
+            earlier += ["its TensorBoard events"] if events else []
+            if earlier:
+                self.note = f"note: starting afresh in {directory}: removing an earlier run's {' and '.join(earlier)}"
+            for event in events:
+                event.unlink()
             self.path.write_text("", encoding="utf-8")
         else:
             kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step] if self.path.exists() else []
@@ -260,12 +270,12 @@ class MetricsLog:
             os.replace(staging, self.path)
         self.file: TextIO = self.path.open("a", encoding="utf-8")
         self.tensorboard: Any = None
-        self.note: str | None = None
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
-                self.note = "no TensorBoard events: tensorboardX is not installed (pip install tensorboardX)"
+                missing = "no TensorBoard events: tensorboardX is not installed (pip install tensorboardX)"
+                self.note = f"{self.note}\n{missing}" if self.note else missing
             else:
                 purge = None if resume_step is None else resume_step + 1
                 self.tensorboard = SummaryWriter(str(directory / "tensorboard"), purge_step=purge, flush_secs=10)

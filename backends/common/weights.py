@@ -104,8 +104,16 @@ def save(
     header = {"format": FORMAT, "version": VERSION, **dict(metadata or {})}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    _safetensors().save_file(arrays, tmp, metadata=header)
-    os.replace(tmp, path)  # never a half-written file at `path`
+    try:
+        with open(tmp, "wb"):  # created as any new file is (the umask's mode); safetensors would make it 0600
+            mode = os.stat(tmp).st_mode
+        _safetensors().save_file(arrays, tmp, metadata=header)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)  # never a half-written file at `path`
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def metadata(path: str | os.PathLike[str]) -> dict[str, str]:

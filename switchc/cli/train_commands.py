@@ -13,6 +13,7 @@ import click
 import yaml
 
 from switchc.backends import target
+from switchc.backends.common.flags import run_directory_user
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
@@ -131,6 +132,12 @@ def train(
     program = out / "program"
     if out.exists() and not (program / "train.py").is_file() and any(out.iterdir()):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
+    holder = run_directory_user(out)
+    if holder is not None:  # nothing of it is touched: its program, metrics and checkpoints are in use
+        raise PlainUserError(
+            f"another run is using {out} ({holder})",
+            "wait for it to end, or stop it (kill -TERM PID checkpoints it first), or choose another --out",
+        )
     earlier = _program_backend(program)
     if resume and earlier is not None and earlier != backend:
         raise PlainUserError(

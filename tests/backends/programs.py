@@ -8,13 +8,14 @@ Helpers only: every assertion about a program stays in the test that makes it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,16 @@ def launch(program: Path, *args: str, processes: int = 1, prelude: str = "") -> 
 
 
 def signal_at(
-    command: list[str], step: int, number: int, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    command: list[str],
+    step: int,
+    number: int,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[int, str]:
     """Start `command` (a training run logging every step), send it signal `number` once its record
-    of step `step` is printed, and return its exit status and stderr."""
+    of step `step` is printed (after calling `meanwhile`, if given), and return its exit status and
+    stderr."""
     environment = {**os.environ, **(env or {})}
     with subprocess.Popen(
         command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -92,9 +99,30 @@ def signal_at(
         for line in job.stdout:
             if re.match(rf"train\s+step\s+{step}/", line):
                 break
-        job.send_signal(number)
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            job.send_signal(number)
         _, err = job.communicate(timeout=RUN_TIMEOUT)
     return job.returncode, err
+
+
+@contextlib.contextmanager
+def another_run_holding(directory: Path) -> Iterator[int]:
+    """Another process holds DIRECTORY's run lock (runtime/flags.py's, as a running program does)
+    while the block runs; yields its pid. flock locks belong to an open file: a lock taken in the
+    test's own process would not stand in for another run's."""
+    holder = (
+        "import sys, time; from pathlib import Path; from switchc.backends.common import flags; "
+        f"flags.lock_run_directory(Path(sys.argv[1])); print('held', flush=True); time.sleep({RUN_TIMEOUT})"
+    )
+    with subprocess.Popen([sys.executable, "-c", holder, str(directory)], stdout=subprocess.PIPE, text=True) as other:
+        try:
+            assert other.stdout is not None and other.stdout.readline() == "held\n"
+            yield other.pid
+        finally:
+            other.kill()
 
 
 def run_program(
@@ -154,8 +182,9 @@ def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def snapshot(directory: Path) -> dict[Path, bytes]:
-    """Every file under `directory` with its bytes: to show that a refused command changed nothing."""
-    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+    """Every file under `directory` with its bytes: to show that a refused command changed nothing.
+    The run lock (.lock) is left out: a program refused after it took the lock has written its pid there."""
+    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file() and path.name != ".lock"}
 
 
 def checkpoint_dirs(run: Path) -> list[str]:

@@ -153,14 +153,25 @@ def test_another_backends_run_directory_is_left_alone(backend: str, tmp_path: Pa
 def test_sigterm_checkpoints_the_step_and_stops(backend: str, processes: int, tmp_path: Path) -> None:
     """A scheduler's SIGTERM: the step in progress is finished and checkpointed (no scheduled save
     here), the program says so and exits with 143, and --resume continues from that step. Under
-    torchrun (SIGTERM to torchrun, which passes it on to its workers) the ranks agree on the step."""
+    torchrun (SIGTERM to torchrun, which passes it on to its workers) the ranks agree on the step.
+
+    While it runs, a second run into its directory is refused, naming the first (its lock)."""
     _needs(backend)
     mesh = {"mesh.axes": "{expert: 2}"} if processes > 1 else {}
     program, run = _program(tmp_path, backend, "program", **mesh), tmp_path / "run"
     flags = ("--steps", "100000", "--log-every", "1", "--eval-every", "0", "--checkpoint-every", "1000")
     command = launch(program, *flags, "--out", str(run), processes=processes)
     cache = xla_cache(tmp_path)  # the resumed run loads the compiled step
-    status, err = signal_at(command, 2, signal.SIGTERM, cwd=program, env=cache)
+
+    def second_run() -> None:
+        refused = run_program(program, "--steps", "3", "--out", str(run), "--resume", processes=processes)
+        assert refused.returncode != 0, refused.stdout[-2000:]
+        assert f"error: another run is using {run} (pid " in refused.stderr, refused.stderr[-3000:]
+        assert refused.stderr.count("another run is using") == 1, refused.stderr[-3000:]  # said once
+        assert "loop.py" not in refused.stderr, refused.stderr[-3000:]  # no worker traceback (torchrun has its own)
+        assert "error: rank" not in refused.stderr, refused.stderr[-3000:]  # no rank left waiting on rank 0
+
+    status, err = signal_at(command, 2, signal.SIGTERM, cwd=program, env=cache, meanwhile=second_run)
     stopped = re.search(r"SIGTERM: training stopped after step (\d+) \(checkpoint (\d+) saved; the same command", err)
     assert stopped is not None, err[-3000:]
     step = int(stopped.group(1))

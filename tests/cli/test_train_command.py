@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from switchc.cli import main
 from switchc.spec import load_spec
 from switchc.spec.emit import to_yaml
-from tests.backends.programs import xla_cache
+from tests.backends.programs import another_run_holding, xla_cache
 
 pytest.importorskip("jax")
 
@@ -107,6 +107,21 @@ def test_resume_refuses_a_run_of_the_other_backend(tmp_path: Path) -> None:
     assert "is a run of the torch program; this command would continue it with jax" in result.stderr
     assert "hint: add --backend torch" in result.stderr
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+def test_a_run_directory_in_use_is_left_alone(tmp_path: Path) -> None:
+    """Another run holds OUT's lock (a program started by hand, or another switchc train): a fresh
+    start would delete its metrics and checkpoints, so nothing is touched and the holder is named."""
+    out = tmp_path / "run"
+    compiled = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out / "program")])
+    assert compiled.exit_code == 0, compiled.output
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    with another_run_holding(out) as pid:
+        before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+        result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), "--steps", "2"])
+        assert result.exit_code == 2
+        assert f"error: another run is using {out} (pid {pid} on " in result.stderr
+        assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:

@@ -145,7 +145,10 @@ def export_weights(model: ModuleType, params: dict[str, Any], path: Path, seed: 
         params = multihost_utils.process_allgather(params, tiled=True)
     arrays = {name: np.asarray(jax.device_get(value), np.float32) for name, value in params.items()}
     if jax.process_index() == 0:
-        _weights().save(path, arrays, model.PARAMS, {"backend": "jax", "seed": str(seed)})
+        try:
+            _weights().save(path, arrays, model.PARAMS, {"backend": "jax", "seed": str(seed)})
+        except OSError as error:
+            raise SystemExit(f"error: --export-init {path}: {error.strerror or error}") from None
         print(f"wrote the step-0 weights (seed {seed}) to {path}", flush=True)
 
 
@@ -300,6 +303,23 @@ class _Health:
             raise metrics.NonFiniteError(step, "the loss or a gradient", "not finite")  # not reached: named above
 
 
+def _lock_run_directory(out: Path, primary: bool) -> None:
+    """The first process takes the run directory's lock (flags.lock_run_directory); every process
+    learns whether it got it, so that a refusal ends them all at once and is said once."""
+    import jax
+    import numpy as np
+
+    refusal = flags.lock_run_directory(out) if primary else None
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        refused = bool(multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)))
+        if refused and refusal is None:
+            raise SystemExit(1)
+    if refusal is not None:
+        raise SystemExit(refusal)
+
+
 def _evaluate(state: dict[str, Any], params: Any, batches: list[dict[str, Any]], rng: Any) -> dict[str, Any]:
     """Metrics over the eval batches: means, and per-expert counts summed."""
     import jax
@@ -322,7 +342,14 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     config = model.CONFIG
     flags.check_schedule(config, args.steps)
     if args.distributed:
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as error:  # no coordinator found, or none reachable
+            raise SystemExit(
+                f"error: --distributed: jax.distributed.initialize() failed: {error}\n"
+                "hint: start the program once per host under a cluster manager that jax.distributed detects "
+                "(SLURM, Open MPI's mpirun, Kubernetes, Cloud TPU); on one host, drop --distributed"
+            ) from None
     primary = jax.process_index() == 0
 
     def say(text: str) -> None:
@@ -335,6 +362,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         return []
 
     make_mesh(model.MESH_AXES)  # too few devices: said before orbax starts its threads
+    if args.out is not None:  # one run per directory, before anything in it is read or written
+        _lock_run_directory(args.out, primary)
     checkpoints, found = None, None
     identity = flags.run_identity(model)  # recorded in every checkpoint, checked on --resume
     if args.out is not None and (args.checkpoint_every or args.resume):

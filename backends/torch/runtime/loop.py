@@ -156,6 +156,18 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
             dist.destroy_process_group()
 
 
+def _lock_run_directory(out: Path, primary: bool, world: int) -> None:
+    """Rank 0 takes the run directory's lock (flags.lock_run_directory); every rank learns whether
+    it got it, so that a refusal ends them all at once and is said once, by rank 0."""
+    refusal = flags.lock_run_directory(out) if primary else None
+    if world > 1:
+        shared = [refusal]
+        dist.broadcast_object_list(shared, src=0)
+        refusal = shared[0]
+    if refusal is not None:
+        raise SystemExit(refusal if primary else 1)
+
+
 def _hardware(args: argparse.Namespace, model_module: ModuleType, device: torch.device) -> str:
     """The hardware profile MFU is measured against (metrics.choose_hardware)."""
     if device.type == "cuda":
@@ -183,7 +195,10 @@ def export_weights(model_module: ModuleType, path: Path, seed: int, init_from: P
         _initial_weights(model, model_module, init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         arrays = {name: value.detach().float().numpy() for name, value in flat_params(model).items()}
-        weights.save(path, arrays, model_module.PARAMS, {"backend": "torch", "seed": str(seed)})
+        try:
+            weights.save(path, arrays, model_module.PARAMS, {"backend": "torch", "seed": str(seed)})
+        except OSError as error:
+            raise SystemExit(f"error: --export-init {path}: {error.strerror or error}") from None
         print(f"wrote the step-0 weights (seed {seed}) to {path}", flush=True)
 
 
@@ -242,6 +257,8 @@ def _train(
         if primary:
             print(text, flush=True)
 
+    if args.out is not None:  # one run per directory, before anything in it is read or written
+        _lock_run_directory(args.out, primary, world)
     checkpoints, found = None, None
     resumed: dict[str, Any] | None = None  # meta.json of the checkpoint this run continues
     if args.out is not None and (args.checkpoint_every or args.resume):

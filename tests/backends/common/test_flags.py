@@ -4,6 +4,7 @@ seed, parameter shapes) and --steps against a cosine schedule's end."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,7 @@ from switchc.backends.common import flags
 
 from switchc.spec import Spec, load_spec
 from switchc.spec.emit import extendable, spec_digest, to_yaml
-from tests.backends.programs import fake_checkpoint
+from tests.backends.programs import another_run_holding, fake_checkpoint
 
 # A stack of 48 blocks whose layout yaml wraps onto a second line, a mesh whose rules are a block.
 WIDE = (
@@ -216,3 +217,55 @@ def test_a_usage_error_is_printed_by_the_first_process_only(
         parser.parse_args(["--steps", "many"])
     assert info.value.code == 2
     assert ("argument --steps: invalid int value: 'many'" in capsys.readouterr().err) == printed
+
+
+def _checked(*argv: str) -> argparse.Namespace:
+    parser = flags.parser("test", 100, 0, resume_help="", init_from_help="")
+    args = parser.parse_args(list(argv))
+    flags.check(parser, args)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--checkpoint-every", "5"), "--checkpoint-every applies only with --out"),
+        (("--keep", "2"), "--keep applies only with --out"),
+        (("--export-init", "w.safetensors", "--out", "run", "--resume"), "it does not go with --resume"),
+        (("--export-init", "."), "--export-init . is a directory; name the file to write, e.g. init.safetensors"),
+    ],
+)
+def test_flags_that_would_be_ignored_or_fail_later_are_usage_errors(
+    argv: tuple[str, ...],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        _checked(*argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_checkpoint_defaults_apply_with_out_and_no_checkpoints_is_fine_without(tmp_path: Path) -> None:
+    args = _checked("--out", str(tmp_path / "run"))
+    assert (args.checkpoint_every, args.keep) == (10, 3)  # a tenth of the default steps; the newest three
+    assert _checked("--checkpoint-every", "0").checkpoint_every == 0
+    exported = _checked("--export-init", str(tmp_path / "new" / "w.safetensors")).export_init
+    assert exported.parent.is_dir()  # created, as --out is
+
+
+def test_a_run_directory_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
+    """A second run is refused, naming the first; once the first has ended the directory is free,
+    with no stale lock left to remove."""
+    with another_run_holding(tmp_path) as pid:
+        assert flags.run_directory_user(tmp_path) == (tmp_path / ".lock").read_text().strip()
+        assert f"pid {pid} on " in (tmp_path / ".lock").read_text()
+        refusal = flags.lock_run_directory(tmp_path)
+        assert refusal is not None and refusal.startswith(f"error: another run is using {tmp_path} (pid {pid} on ")
+        assert "kill -TERM PID checkpoints it first" in refusal
+    assert flags.run_directory_user(tmp_path) is None
+    assert flags.lock_run_directory(tmp_path) is None  # this process holds it now
+    assert f"pid {os.getpid()} on " in (tmp_path / ".lock").read_text()

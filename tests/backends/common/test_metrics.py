@@ -205,6 +205,22 @@ def test_resuming_drops_records_after_the_checkpoint(tmp_path: Path) -> None:
     assert found == [(1, "train"), (2, "train"), (2, "eval"), (3, "train")]
 
 
+def test_a_fresh_run_replaces_an_earlier_runs_records_and_events(tmp_path: Path) -> None:
+    """A run that saved no checkpoint leaves metrics and TensorBoard events; a fresh run into its
+    directory says it removes them, so that TensorBoard does not draw two runs on one time axis."""
+    pytest.importorskip("tensorboardX")
+    with metrics.MetricsLog(tmp_path) as log:
+        assert log.note is None
+        log.write(metrics.record(5, "train", STEP))
+    with metrics.MetricsLog(tmp_path) as log:
+        assert log.note == (
+            f"note: starting afresh in {tmp_path}: removing an earlier run's metrics.jsonl and its TensorBoard events"
+        )
+        log.write(metrics.record(1, "train", STEP))
+    assert [r["step"] for r in metrics.read_jsonl(tmp_path / "metrics.jsonl")] == [1]
+    assert {e.step for e in tensorboard_events(tmp_path / "tensorboard") if e.summary.value} == {1}
+
+
 def test_progress_prints_plain_lines_off_a_terminal() -> None:
     stream = io.StringIO()
     progress = metrics.Progress(total=20, stream=stream)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,21 @@ def test_round_trip_in_table_order_with_metadata(tmp_path: Path) -> None:
         assert loaded[name].dtype == np.float32
         np.testing.assert_array_equal(loaded[name], value)
     assert weights.metadata(path) == {"format": "switchc-weights", "version": "1", "seed": "3"}
+
+
+def test_a_saved_file_has_a_new_files_mode_and_a_failed_save_leaves_nothing(tmp_path: Path) -> None:
+    """Written as any new file (umask 022: 0644; safetensors alone makes it 0600, unreadable to
+    the group that shares a run); a save that fails (here: the path is a folder) leaves no file."""
+    previous = os.umask(0o022)
+    try:
+        weights.save(tmp_path / "w.safetensors", _params(), TABLE)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError):
+        weights.save(tmp_path / "folder", _params(), TABLE)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder", "w.safetensors"]
 
 
 def test_float64_and_bfloat16_like_inputs_are_stored_as_float32(tmp_path: Path) -> None:

@@ -185,6 +185,14 @@ def test_too_few_devices_is_one_error_even_with_checkpoints(tmp_path: Path) -> N
     assert "error: the mesh {'data': 2, 'expert': 4} needs 8 devices, this host has 2." in result.stderr
 
 
+def test_distributed_without_a_cluster_is_one_error_with_a_hint(tmp_path: Path) -> None:
+    result = run_program(compile_program(tmp_path), "--distributed", "--steps", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: --distributed: jax.distributed.initialize() failed: " in result.stderr
+    assert "under a cluster manager that jax.distributed detects" in result.stderr
+    assert "on one host, drop --distributed" in result.stderr
+
+
 def test_devices_the_mesh_leaves_unused_are_noted(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path), "--devices", "2", "--steps", "0")
     assert result.returncode == 0, result.stderr[-2000:]
