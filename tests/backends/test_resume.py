@@ -133,19 +133,22 @@ def test_init_from_starts_a_run_that_resume_then_continues(backend: str, tmp_pat
     assert [record["step"] for record in records(run)] == [2, 3]
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_another_backends_run_directory_is_left_alone(backend: str, tmp_path: Path) -> None:
-    """The other program's checkpoints are neither skipped nor overwritten, with or without --resume."""
+@pytest.mark.parametrize(("backend", "processes"), [("jax", 1), ("torch", 1), ("torch", 2)])
+def test_another_backends_run_directory_is_left_alone(backend: str, processes: int, tmp_path: Path) -> None:
+    """The other program's checkpoints are neither skipped nor overwritten, with or without --resume.
+    Under torchrun every rank finds the same and stops; rank 0 says it once."""
     _needs(backend)
-    program, run = _program(tmp_path, backend, "program"), tmp_path / "run"
+    mesh = {"mesh.axes": "{expert: 2}"} if processes > 1 else {}
+    program, run = _program(tmp_path, backend, "program", **mesh), tmp_path / "run"
     other = "torch" if backend == "jax" else "jax"
     step = fake_checkpoint(run / "checkpoints", 3, flags.CHECKPOINT_MARKERS[other])
     (run / "metrics.jsonl").write_text('{"step": 3}\n')
     before = snapshot(run)
     for resume in ((), ("--resume",)):
-        refused = run_program(program, "--steps", "4", *FLAGS, "--out", str(run), *resume)
-        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
-        assert f"error: {step} is a {flags.BACKEND_NAMES[other]} checkpoint" in refused.stderr
+        refused = run_program(program, "--steps", "4", *FLAGS, "--out", str(run), *resume, processes=processes)
+        assert refused.returncode == 1 and "loop.py" not in refused.stderr, refused.stderr[-3000:]
+        assert refused.stderr.count(f"error: {step} is a {flags.BACKEND_NAMES[other]} checkpoint") == 1
+        assert "error: rank" not in refused.stderr, refused.stderr[-3000:]
         assert snapshot(run) == before
 
 

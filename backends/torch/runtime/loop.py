@@ -41,10 +41,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -62,6 +62,8 @@ else:
         from . import flags, host, metrics, weights
     except ImportError:  # inside the switchc package
         from ...common import flags, host, metrics, weights
+
+T = TypeVar("T")
 
 
 def parse_args(argv: Sequence[str], description: str, default_steps: int, default_seed: int) -> argparse.Namespace:
@@ -156,16 +158,55 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
             dist.destroy_process_group()
 
 
-def _lock_run_directory(out: Path, primary: bool, world: int) -> None:
-    """Rank 0 takes the run directory's lock (flags.lock_run_directory); every rank learns whether
-    it got it, so that a refusal ends them all at once and is said once, by rank 0."""
-    refusal = flags.lock_run_directory(out) if primary else None
+def _together(check: Callable[[], T], rank: int, world: int) -> T:
+    """Run a check that every rank makes before training and that may refuse the run (SystemExit
+    with a message). If any rank refuses, every rank stops, and rank 0 says each distinct reason
+    once (naming the ranks it came from when not all did), rather than each rank repeating it or
+    the rest waiting at their next collective for one that has left."""
+    refusal = None
+    try:
+        value = check()
+    except SystemExit as refused:
+        if world == 1 or not isinstance(refused.code, str):
+            raise
+        refusal = refused.code
     if world > 1:
-        shared = [refusal]
-        dist.broadcast_object_list(shared, src=0)
-        refusal = shared[0]
+        refusals: list[str | None] = [None] * world
+        dist.all_gather_object(refusals, refusal)
+        if any(refusals):
+            if rank == 0:
+                for message in dict.fromkeys(r for r in refusals if r):
+                    ranks = [str(i) for i, r in enumerate(refusals) if r == message]
+                    who = "" if len(ranks) == world else f"rank {', '.join(ranks)}: "
+                    print(f"{who}{message}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
+    return value
+
+
+def _lock_run_directory(out: Path, primary: bool) -> None:
+    """Rank 0 takes the run directory's lock (flags.lock_run_directory)."""
+    refusal = flags.lock_run_directory(out) if primary else None
     if refusal is not None:
-        raise SystemExit(refusal if primary else 1)
+        raise SystemExit(refusal)
+
+
+def _open_checkpoints(
+    checkpoints: Checkpoints, args: argparse.Namespace, model_module: ModuleType, primary: bool
+) -> tuple[int | None, dict[str, Any] | None]:
+    """The latest checkpoint's step and, with --resume, its record once checked against this
+    program; refused: a checkpoint there without --resume, or one this program cannot continue."""
+    flags.check_checkpoint_directory(checkpoints.directory, "torch")
+    found = checkpoints.latest_step()
+    if found is not None and not args.resume:
+        raise SystemExit(
+            f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
+            "hint: pass --resume to continue that run, or choose another --out"
+        )
+    if found is None and args.resume and primary:  # a run stopped before its first checkpoint: nothing to resume
+        print(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0", flush=True)
+    if found is None or not args.resume:
+        return found, None
+    return found, flags.checked_record(checkpoints, found, args, model_module, announce=primary)
 
 
 def _hardware(args: argparse.Namespace, model_module: ModuleType, device: torch.device) -> str:
@@ -249,31 +290,20 @@ def _train(
     rank: int,
 ) -> list[dict[str, Any]]:
     config = model_module.CONFIG
-    flags.check_schedule(config, args.steps)
     primary = rank == 0
     world = dist.get_world_size() if dist.is_initialized() else 1
+    _together(lambda: flags.check_schedule(config, args.steps), rank, world)
 
     def say(text: str) -> None:
         if primary:
             print(text, flush=True)
 
     if args.out is not None:  # one run per directory, before anything in it is read or written
-        _lock_run_directory(args.out, primary, world)
-    checkpoints, found = None, None
-    resumed: dict[str, Any] | None = None  # meta.json of the checkpoint this run continues
+        _together(lambda: _lock_run_directory(args.out, primary), rank, world)
+    checkpoints, found, resumed = None, None, None  # resumed: meta.json of the checkpoint this run continues
     if args.out is not None and (args.checkpoint_every or args.resume):
-        flags.check_checkpoint_directory(args.out / "checkpoints", "torch")
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary)
-        found = checkpoints.latest_step()
-        if found is not None and not args.resume:
-            raise SystemExit(
-                f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
-                "hint: pass --resume to continue that run, or choose another --out"
-            )
-        if found is None and args.resume:  # a run stopped before its first checkpoint: nothing to resume
-            say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
-        if found is not None and args.resume:  # before building anything: another spec's checkpoint is refused
-            resumed = flags.checked_record(checkpoints, found, args, model_module, announce=primary)
+        found, resumed = _together(lambda: _open_checkpoints(checkpoints, args, model_module, primary), rank, world)
         checkpoints.clean()
 
     hardware = _hardware(args, model_module, device)

@@ -121,7 +121,9 @@ def init_distributed(axes: Mapping[str, int], timeout_seconds: float, device: st
         torch.cuda.set_device(local_device)
     else:
         local_device = torch.device("cpu")
-    if world != needed:
+    if world != needed:  # every rank finds the same: the first says it (there is no process group yet)
+        if os.environ.get("RANK", "0") != "0":
+            raise SystemExit(1)
         raise SystemExit(
             f"error: the mesh {dict(axes)} needs {needed} processes, this job has {world}.\n"
             f"hint: torchrun --nproc-per-node {needed} train.py"

@@ -107,6 +107,11 @@ def test_a_mesh_needs_its_number_of_processes(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "needs 2 processes, this job has 1" in result.stderr
     assert "torchrun --nproc-per-node 2 train.py" in result.stderr
+    # under torchrun every rank finds it; the first says it
+    program = compile_program(tmp_path / "four", "--set", "mesh.axes={expert: 4}")
+    result = run_program(program, "--steps", "1", processes=2)
+    assert result.returncode != 0
+    assert result.stderr.count("needs 4 processes, this job has 2") == 1, result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
