@@ -12,9 +12,12 @@ import contextlib
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,8 +66,9 @@ def xla_cache(tmp_path: Path) -> dict[str, str]:
 def launcher(prelude: str = "") -> str:
     """Python that runs train.py with this process's arguments, `prelude` first, switchc unimportable."""
     return (
-        "import runpy, sys\n"
+        "import faulthandler, runpy, signal, sys\n"
         "sys.modules['switchc'] = None  # the program must not need switchc\n"
+        "faulthandler.register(signal.SIGUSR1)  # a test that finds it stuck gets every thread's stack\n"
         f"{prelude}"
         "sys.argv = ['train.py', *sys.argv[1:]]\n"
         "runpy.run_path('train.py', run_name='__main__')\n"
@@ -90,11 +94,12 @@ def signal_at(
 ) -> tuple[int, str]:
     """Start `command` (a training run logging every step), send it signal `number` once its record
     of step `step` is printed (after calling `meanwhile`, if given), and return its exit status and
-    stderr."""
+    stderr. A run still going RUN_TIMEOUT seconds later fails the test with its threads' stacks."""
     environment = {**os.environ, **(env or {})}
-    with subprocess.Popen(
-        command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as job:
+    with (
+        tempfile.TemporaryFile("w+") as stderr,  # a file, not a pipe: nothing blocks while stdout is read
+        subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=stderr, text=True) as job,
+    ):
         assert job.stdout is not None
         for line in job.stdout:
             if re.match(rf"train\s+step\s+{step}/", line):
@@ -104,8 +109,19 @@ def signal_at(
                 meanwhile()
         finally:
             job.send_signal(number)
-        _, err = job.communicate(timeout=RUN_TIMEOUT)
-    return job.returncode, err
+        try:
+            job.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            job.send_signal(signal.SIGUSR1)  # faulthandler (see launcher) prints every thread's stack
+            time.sleep(5)
+            job.kill()
+            job.communicate()
+            stderr.seek(0)
+            raise AssertionError(
+                f"still running {RUN_TIMEOUT}s after signal {number}:\n{stderr.read()[-12000:]}"
+            ) from None
+        stderr.seek(0)
+        return job.returncode, stderr.read()
 
 
 @contextlib.contextmanager
