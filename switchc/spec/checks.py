@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from switchc.errors import Diagnostic, did_you_mean
-from switchc.spec.schema import STACKS, parse_every
+from switchc.spec.schema import STACKS, STANDARD_RULES, parse_every
 
 if TYPE_CHECKING:
     from switchc.spec.spec import Spec
@@ -161,6 +161,29 @@ def _check_rules(spec: Spec) -> Iterator[Diagnostic]:
                 spec.span(path),
                 "a dimension is split over each mesh axis at most once",
             )
+    # An axis no rule splits anything over replicates the whole step on each of its devices: a
+    # misspelt axis ('experts') would otherwise pass, and the report would count the work twice.
+    resolved = mesh.logical_rules()
+    used = {axis for axes in resolved.values() for axis in axes}
+    standard = sorted({axis for axes in STANDARD_RULES.values() for axis in axes})
+    for axis, size in mesh.axes.items():
+        if size == 1 or axis in used:
+            continue
+        dropped = [logical for logical, axes in STANDARD_RULES.items() if axis in axes]
+        if dropped:  # a standard axis whose standard rules mesh.rules overrode
+            hint = f"mesh.rules.{dropped[0]} leaves it out (by default {dropped[0]} is split over it): add it there"
+        else:
+            example = ", ".join((*resolved["batch"], axis))
+            hint = did_you_mean(axis, standard) or (
+                f"use a standard axis ({', '.join(standard)}), or map a dimension onto it in mesh.rules "
+                f"(e.g. batch: [{example}])"
+            )
+        yield Diagnostic(
+            f"mesh axis '{axis}' ({size} devices) splits nothing: no rule maps a dimension onto it, so its "
+            f"{size} devices would each do the same work",
+            spec.span(f"mesh.axes.{axis}"),
+            hint,
+        )
 
 
 def _divisible(spec: Spec, logical: str, size: int, what: str, path: str) -> Iterator[Diagnostic]:

@@ -291,7 +291,9 @@ class MeshConfig:
     axes: Annotated[
         dict[Identifier, Dim],
         Field(
-            description="Ordered mesh axes, name -> size, e.g. {data: 2, expert: 4, model: 1}.",
+            description="Ordered mesh axes, name -> size, e.g. {data: 2, expert: 4, model: 1}. The standard "
+            "rules split the batch over data and expert, the experts over expert, and d_ff, heads and vocab over "
+            "model; an axis of more than one device that no rule splits anything over is an error.",
             json_schema_extra={"additionalProperties": False},  # names must match the pattern
         ),
     ] = field(default_factory=lambda: {"data": 1})

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from switchc.errors import Source
 from switchc.spec import Spec, parse_spec
 from switchc.spec.printer import format_spec
-from switchc.spec.schema import LOGICAL_AXES
+from switchc.spec.schema import LOGICAL_AXES, STANDARD_RULES
 from switchc.spec.yamltree import Scalar, resolve_scalar
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -116,6 +116,10 @@ def spec_data(draw: st.DrawFn) -> dict[str, Any]:
             axis: draw(st.sampled_from([None, names[0], names[-1:]]))
             for axis in draw(st.lists(st.sampled_from(LOGICAL_AXES), unique=True, max_size=3))
         }
+        # every axis of more than one device must split something (checks._check_rules)
+        split = {axis for name, axes in STANDARD_RULES.items() if name not in mesh["rules"] for axis in axes}
+        split |= {axis for axes in mesh["rules"].values() for axis in ([axes] if isinstance(axes, str) else axes or [])}
+        assume(all(size == 1 or axis in split for axis, size in axes.items()))
     if mesh:
         data["mesh"] = mesh
     train = _some(
