@@ -36,8 +36,10 @@ def routing_group_size(tokens: int, group_size: int) -> int:
 
 def expert_capacity(group_tokens: int, num_experts: int, top_k: int, capacity_factor: float, min_capacity: int) -> int:
     """Slots per expert and group: ceil(k * S / E * factor) (eq. 3), at least `min_capacity`, at most S."""
-    capacity = max(math.ceil(top_k * group_tokens / num_experts * capacity_factor), min_capacity)
-    return min(capacity, group_tokens)
+    wanted = top_k * group_tokens / num_experts * capacity_factor
+    if wanted >= group_tokens:  # also a factor so large that the product is infinite
+        return group_tokens
+    return min(max(math.ceil(wanted), min_capacity), group_tokens)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class Verification:
 
 def dump(program: Path, devices: int, out: Path, timeout: int = 900) -> tuple[str, dict[str, float]]:
     """Run the program's --dump-hlo on `devices` fake CPU devices; (HLO text, cost analysis)."""
+    out = out.absolute()  # the program runs in its own directory
     command = [sys.executable, "train.py", "--devices", str(devices), "--dump-hlo", str(out)]
     result = subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:

@@ -35,10 +35,11 @@ def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
 def write_program(files: dict[str, str], output: Path) -> None:
     """Write all files into `output` atomically: the directory appears complete or not at all.
 
-    An existing directory is replaced only if switchc wrote it and it holds nothing else (a run's
-    outputs, an HLO dump): anything else is left alone.
+    An existing directory is replaced only if it is empty, or if switchc wrote it and it holds
+    nothing else (a run's outputs, an HLO dump): anything else is left alone.
     """
-    if output.exists() and not (output / MARKER).is_file():
+    empty = output.is_dir() and not any(output.iterdir())  # made for the program beforehand: nothing to keep
+    if output.exists() and not empty and not (output / MARKER).is_file():
         raise PlainUserError(
             f"{output} exists and was not written by switchc compile",
             "choose a new directory, or remove this one yourself",

@@ -79,6 +79,7 @@ def test_routing_groups_and_capacity_follow_the_documented_rule() -> None:
     assert expert_capacity(4096, 128, 2, 2.0, 4) == 128  # top-2 claims two slots per token
     assert expert_capacity(512, 2048, 1, 1.0, 4) == 4  # the floor
     assert expert_capacity(3, 2, 1, 2.0, 4) == 3  # never more than the group
+    assert expert_capacity(4096, 8, 1, 1e308, 4) == 4096  # a factor whose product overflows to inf: the group
     plan = routing(7296, 4096, 128, 1, 1.25, 4)
     assert (plan.tokens_per_group, plan.groups_per_device, plan.capacity) == (3648, 2, 36)
 

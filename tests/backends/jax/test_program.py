@@ -80,6 +80,9 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(foreign)])
     assert result.exit_code == 2 and "was not written by switchc" in result.stderr
     assert (foreign / "notes.txt").read_text() == "keep me"
+    (tmp_path / "empty").mkdir()  # made beforehand, as for a mount or a share: nothing in it to keep
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(tmp_path / "empty")])
+    assert result.exit_code == 0 and (tmp_path / "empty" / "train.py").is_file(), result.output
     program = compile_program(tmp_path)
     (program / "runtime" / "stale.py").write_text("old")
     (program / "__pycache__").mkdir()

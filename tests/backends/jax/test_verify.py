@@ -70,3 +70,19 @@ def test_a_wrong_report_fails_with_status_1(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(report_module.Report, "to_json", inflated)
     found = programs.verify("jax", [], "{data: 4}", exit_codes=(1,))
     assert found["rows"][0]["ok"] is False
+
+
+def test_keep_takes_a_relative_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--keep DIR relative to where switchc runs (the program itself runs in DIR/program)."""
+    from click.testing import CliRunner
+
+    from switchc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["verify", "switch-tiny", "--keep", "kept dir/v1", "--set", "mesh.axes={data: 2}"]
+    for item in programs.VERIFY_SMALL:
+        args += ["--set", item]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (tmp_path / "kept dir" / "v1" / "hlo" / "train_step.hlo.txt").is_file()
+    assert not (tmp_path / "kept dir" / "v1" / "program" / "kept dir").exists()
