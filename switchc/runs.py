@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from switchc.errors import PlainUserError
+from switchc.files import save_figure
 
 METRICS_FILE = "metrics.jsonl"
 SPLITS = ("train", "eval")
@@ -255,7 +256,7 @@ def draw(runs: Sequence[Run], out: Path, last: int = 10) -> list[Path]:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(written[0], dpi=120)
+    save_figure(fig, written[0])
     plt.close(fig)
 
     loads = [load for load in (expert_load(run, last) for run in runs) if load is not None]
@@ -285,6 +286,6 @@ def draw(runs: Sequence[Run], out: Path, last: int = 10) -> list[Path]:
         joined.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     written.append(out / "experts.png")
-    fig.savefig(written[-1], dpi=120)
+    save_figure(fig, written[-1])
     plt.close(fig)
     return written

@@ -16,6 +16,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -27,6 +28,7 @@ from switchc.analysis.hardware import Hardware
 from switchc.analysis.memory import MemoryReport, count_memory
 from switchc.analysis.params import ParamsReport, count_params
 from switchc.analysis.step_time import DEFAULT_MFU, TimeReport, estimate_time
+from switchc.files import save_figure
 from switchc.ir import ops
 from switchc.ir.graph import Graph, all_ops, info
 from switchc.passes import lower
@@ -344,5 +346,5 @@ def plot(reports: Sequence[Report], path: str) -> None:
     bottom.set_ylabel("bytes per device per step")
     top.set_title("per layer: forward FLOPs (top), collective bytes (bottom)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, Path(path))
     plt.close(fig)

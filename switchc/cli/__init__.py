@@ -17,6 +17,8 @@ from switchc import __version__
 from switchc.errors import PlainUserError, UserError
 
 EXIT_USER_ERROR = 2
+# A write failed for want of room: the disk, the user's quota, the largest file allowed.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Group(click.Group):
@@ -27,6 +29,10 @@ class _Group(click.Group):
             click.echo(err.render(), err=True)
             ctx.exit(EXIT_USER_ERROR)
         except OSError as err:
+            if err.filename is None and err.errno in _FULL:  # a write to an output (a file, stdout) that had no room
+                message = f"cannot write the output: {err.strerror or err}"
+                click.echo(PlainUserError(message, "free some space, or write it elsewhere").render(), err=True)
+                ctx.exit(EXIT_USER_ERROR)
             if err.filename is None:  # not about a path the user chose: a bug, keep the traceback
                 raise
             # an output (or input) path the system refuses: unwritable, a file in the way, no space

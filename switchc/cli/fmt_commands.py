@@ -9,12 +9,16 @@ import click
 
 from switchc.cli.options import example
 from switchc.errors import PlainUserError, UserError
+from switchc.files import write_output
 from switchc.spec import parse_spec, read_source
 from switchc.spec.emit import differences, to_yaml
 from switchc.spec.printer import FORMATS, SUFFIX, Format, format_of, format_spec
 from switchc.spec.spec import Spec
 
 EXIT_CHECK_FAILED = 1
+EXIT_INVALID = 2  # as every command's user error
+_SUFFIXES: dict[Format, tuple[str, ...]] = {"yaml": (".yaml", ".yml"), "dsl": (SUFFIX["dsl"],)}
+_NAMES: dict[Format, str] = {"yaml": "YAML", "dsl": "DSL"}
 
 
 def formatted(name: str, to: Format | None) -> tuple[str, Format, Spec]:
@@ -72,7 +76,12 @@ def _check_sibling(name: str, spec: Spec, sibling: Path) -> None:
     )
 )
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("--to", "to", type=click.Choice(FORMATS), help="Convert to this format (default: the file's own).")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(FORMATS),
+    help="Convert to this format (default: -o's, by its suffix; else the file's own).",
+)
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file differs from its formatted text.")
 @click.option("-w", "--write", is_flag=True, help="Rewrite the file (or write its sibling, FILE.switch / FILE.yaml).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (one FILE).")
@@ -83,7 +92,7 @@ def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, out
     defaults added), in its order, with the comments on or above its keys; converting is
     lossless: the result always loads into the same spec. --check compares with the file that
     --write would write (the file itself, or its sibling when converting) and exits 1 on a
-    difference; an invalid spec exits 2.
+    difference; an invalid spec is reported and the other files are still done, then it exits 2.
     """
     if output is not None and str(output) == "-":  # `-o -`: stdout, as is the custom
         output = None
@@ -97,37 +106,62 @@ def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, out
         raise PlainUserError("give --write or -o/--output, not both")
     if not (check or write or output) and len(files) > 1:
         raise PlainUserError("give one FILE to print, or --write / --check for several")
-    differ = 0
-    for name in files:
-        text, target, spec = formatted(name, to)
-        if not (check or write or output):
-            click.echo(text, nl=False)
-            continue
-        destination = _destination(name, target, output)
-        if destination is None:
-            raise PlainUserError(f"{name} is a built-in spec, not a file", "print it, or write it with -o PATH")
-        current = destination.read_text(encoding="utf-8") if destination.is_file() else None
-        if check:
-            if current != text:
-                differ += 1
-                said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
-                click.echo(said, err=True)
-                if current is not None:
-                    diff = difflib.unified_diff(
-                        current.splitlines(keepends=True), text.splitlines(keepends=True), str(destination), "formatted"
-                    )
-                    click.echo("".join(diff), err=True, nl=False)
-            continue
-        if current == text:
-            click.echo(f"unchanged {destination}", err=True)
-            continue
-        if output is None and current is not None and destination != Path(name):
-            _check_sibling(name, spec, destination)
-        destination.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {destination}", err=True)
+    if output is not None:  # specs are read by their suffix: the text must be what -o's name says
+        named = next((f for f in FORMATS if output.suffix.lower() in _SUFFIXES[f]), None)
+        if to is None:
+            to = named
+        elif named is not None and named != to:
+            raise PlainUserError(
+                f"-o {output} names a {_NAMES[named]} file, but --to {to} writes {_NAMES[to]}, which would not load "
+                "from there",
+                f"name it {output.with_suffix(SUFFIX[to])}, or give --to {named}",
+            )
+    differ = invalid = 0
+    for name in files:  # every file is looked at: an invalid one is reported, and the rest go on
+        try:
+            differ += _format_file(name, to, check, write, output)
+        except (UserError, PlainUserError) as err:
+            click.echo(err.render(), err=True)
+            invalid += 1
     if differ:
         click.echo(f"{differ} of {len(files)} file(s) would change", err=True)
+    if invalid:
+        if len(files) > 1:
+            click.echo(f"{invalid} of {len(files)} file(s) invalid", err=True)
+        raise SystemExit(EXIT_INVALID)
+    if differ:
         raise SystemExit(EXIT_CHECK_FAILED)
+
+
+def _format_file(name: str, to: Format | None, check: bool, write: bool, output: Path | None) -> bool:
+    """Print, check or write one file (see fmt); whether --check found it differs."""
+    text, target, spec = formatted(name, to)
+    if not (check or write or output):
+        click.echo(text, nl=False)
+        return False
+    destination = _destination(name, target, output)
+    if destination is None:
+        raise PlainUserError(f"{name} is a built-in spec, not a file", "print it, or write it with -o PATH")
+    current = destination.read_text(encoding="utf-8") if destination.is_file() else None
+    if check:
+        if current == text:
+            return False
+        said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
+        click.echo(said, err=True)
+        if current is not None:
+            diff = difflib.unified_diff(
+                current.splitlines(keepends=True), text.splitlines(keepends=True), str(destination), "formatted"
+            )
+            click.echo("".join(diff), err=True, nl=False)
+        return True
+    if current == text:
+        click.echo(f"unchanged {destination}", err=True)
+        return False
+    if output is None and current is not None and destination != Path(name):
+        _check_sibling(name, spec, destination)
+    write_output(destination, text)
+    click.echo(f"wrote {destination}", err=True)
+    return False
 
 
 COMMANDS = (fmt,)

@@ -21,6 +21,7 @@ from switchc.analysis import (
 )
 from switchc.cli.options import check_output_parent, example, overrides, table_console
 from switchc.errors import PlainUserError
+from switchc.files import figure_formats
 from switchc.ir.build import build_graph
 from switchc.ir.dot import FORMATS, write_drawing
 from switchc.passes import lower, verify
@@ -66,7 +67,7 @@ from switchc.spec import load_spec
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write per-layer FLOPs and bytes to this PNG.",
+    help="Draw per-layer FLOPs and bytes to this file (.png, .pdf, .svg, ...: its suffix names the format).",
 )
 def report(
     specs: tuple[str, ...],
@@ -99,9 +100,13 @@ def report(
 def _plot(reports: list[Report], path: Path) -> None:
     check_output_parent(path)
     try:
-        plot(reports, str(path))
+        formats = figure_formats()
     except ImportError:
         raise PlainUserError("--plot needs matplotlib", "pip install 'switchc[plot]'") from None
+    if path.suffix.lower().removeprefix(".") not in formats:
+        said = f"unknown format '{path.suffix}'" if path.suffix else "no suffix to name its format"
+        raise PlainUserError(f"cannot plot to '{path.name}': {said}", f"end it in one of .{', .'.join(formats)}")
+    plot(reports, str(path))
     click.echo(f"wrote {path}", err=True)
 
 

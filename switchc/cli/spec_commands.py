@@ -13,6 +13,7 @@ from rich.table import Table
 from switchc.backends.common.program import check_data
 from switchc.cli.options import check_output_parent, example, overrides, table_console
 from switchc.errors import PlainUserError, UserError
+from switchc.files import write_output
 from switchc.spec import Spec, load_spec
 from switchc.spec.load import OVERRIDE_SOURCE_NAME
 from switchc.spec.schema import STACKS, field_docs, json_schema
@@ -153,9 +154,7 @@ def schema(output: Path | None) -> None:
         click.echo(text, nl=False)
         return
     check_output_parent(output)
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)  # atomic: never a half-written schema
+    write_output(output, text)
     click.echo(f"wrote {output}", err=True)
 
 

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from switchc.errors import PlainUserError
+from switchc.files import write_output
 from switchc.ir import ops
 from switchc.ir.graph import Graph, info
 
@@ -94,7 +95,7 @@ def write_drawing(graph: Graph, path: Path) -> None:
         )
     text = to_dot(graph)
     if suffix == ".dot":
-        path.write_text(text, encoding="utf-8")
+        write_output(path, text)
         return
     program = shutil.which("dot")
     if program is None:
@@ -102,8 +103,7 @@ def write_drawing(graph: Graph, path: Path) -> None:
             f"drawing {suffix} needs Graphviz's `dot` program, which is not installed",
             "install it (apt-get install graphviz, or brew install graphviz), or write a .dot file instead",
         )
-    result = subprocess.run(
-        [program, f"-T{suffix[1:]}", "-o", str(path)], input=text, text=True, capture_output=True, check=False
-    )
+    result = subprocess.run([program, f"-T{suffix[1:]}"], input=text.encode("utf-8"), capture_output=True, check=False)
     if result.returncode != 0:
-        raise PlainUserError(f"Graphviz's dot failed: {result.stderr.strip()}")
+        raise PlainUserError(f"Graphviz's dot failed: {result.stderr.decode(errors='replace').strip()}")
+    write_output(path, result.stdout)

@@ -137,6 +137,40 @@ def test_output_file(tmp_path: Path) -> None:
     assert load_spec(str(out)) == load_spec("switch-base")
 
 
+def test_output_format_follows_the_output_name(tmp_path: Path) -> None:
+    """A spec is read by its suffix, so -o NAME.switch writes the DSL (and NAME.yaml YAML) unless
+    --to says otherwise, and a --to that contradicts the name is refused: it would not load."""
+    yml = write(tmp_path, "m.yaml", AS_YAML)
+    assert run(str(yml), "-o", str(tmp_path / "out.switch")).exit_code == 0
+    assert (tmp_path / "out.switch").read_text() == TIDY
+    assert run(str(tmp_path / "out.switch"), "-o", str(tmp_path / "back.yml")).exit_code == 0
+    assert load_spec(str(tmp_path / "back.yml")) == load_spec(str(yml))
+    refused = run(str(yml), "--to", "yaml", "-o", str(tmp_path / "x.switch"))
+    assert refused.exit_code == 2 and not (tmp_path / "x.switch").exists()
+    assert f"-o {tmp_path / 'x.switch'} names a DSL file, but --to yaml writes YAML" in refused.stderr
+    assert f"hint: name it {tmp_path / 'x.yaml'}, or give --to dsl" in refused.stderr
+
+
+def test_every_file_is_done_though_one_is_invalid(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.yaml", "model:\n  d_model: 8\n  d_model: 9\n")
+    messy = write(tmp_path, "m.switch", MESSY)
+    result = run("--write", str(bad), str(messy))
+    assert result.exit_code == 2
+    assert f"{bad}:3:3: error: duplicate key 'd_model'" in result.stderr
+    assert f"wrote {messy}" in result.stderr and messy.read_text() == TIDY
+    assert result.stderr.rstrip().endswith("1 of 2 file(s) invalid")
+
+
+def test_a_written_file_is_whole_and_a_symlink_is_written_through(tmp_path: Path) -> None:
+    target = write(tmp_path, "target.switch", MESSY)
+    (tmp_path / "link.switch").symlink_to(target)
+    target.chmod(0o640)
+    assert run("--write", str(tmp_path / "link.switch")).exit_code == 0
+    assert (tmp_path / "link.switch").is_symlink() and target.read_text() == TIDY
+    assert target.stat().st_mode & 0o777 == 0o640  # the file's own permissions are kept
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["link.switch", "target.switch"]  # no temporary
+
+
 def test_check_passes_on_formatted_files_and_fails_with_a_diff(tmp_path: Path) -> None:
     assert run("--check", *map(str, sorted(SPECS_DIR.glob("*.switch")))).exit_code == 0
     assert run("--check", *map(str, sorted(SPECS_DIR.glob("*.yaml")))).exit_code == 0

@@ -84,6 +84,15 @@ def test_plot_writes_a_png(tiny_file: str, tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize(("name", "said"), [("layers.txt", "unknown format '.txt'"), ("layers", "no suffix")])
+def test_plot_needs_a_suffix_matplotlib_writes(tiny_file: str, tmp_path: Path, name: str, said: str) -> None:
+    pytest.importorskip("matplotlib")
+    result = run("report", tiny_file, "--plot", str(tmp_path / name))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"error: cannot plot to '{name}': {said}" in result.stderr and ".png, .ps" in result.stderr
+    assert not (tmp_path / name).exists() and not (tmp_path / f"{name}.png").exists()
+
+
 def test_a_user_hardware_file(tiny_file: str, tmp_path: Path) -> None:
     profile = tmp_path / "hw.yaml"
     profile.write_text(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -134,6 +137,27 @@ def test_an_output_path_that_cannot_be_written_is_a_user_error(tmp_path, args: t
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert f"error: {blocker}" in result.output and "Traceback" not in result.output
     assert blocker.read_text() == "not a directory\n"
+
+
+def test_schema_writes_through_a_symlink(tmp_path) -> None:
+    (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
+    (tmp_path / "target.json").write_text("old\n")
+    assert runner.invoke(main, ["schema", "-o", str(tmp_path / "link.json")]).exit_code == 0
+    assert (tmp_path / "link.json").is_symlink()
+    assert "$schema" in json.loads((tmp_path / "target.json").read_text())
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full to fill")
+@pytest.mark.parametrize("args", [("schema", "-o", "/dev/full"), ("report", "switch-c", "--format", "json")])
+def test_a_full_disk_is_a_user_error(args: tuple[str, ...]) -> None:
+    """/dev/full refuses every write with ENOSPC, as a full disk does: written into (it is no
+    regular file, so not replaced), it fails with a message, not a traceback; so does stdout."""
+    command = [sys.executable, "-m", "switchc", *args]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "error: cannot write the output: No space left on device" in result.stderr
+    assert not os.path.isfile("/dev/full")
 
 
 def test_check_refuses_what_compile_refuses_of_the_data_shapes() -> None:
