@@ -97,7 +97,8 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
         raise UserError.at(
             source.start(),
             "the spec is empty",
-            "a spec needs at least a 'model' section; `switchc explain switch-tiny` prints a full one",
+            "write the sections you set (model, moe, ...; `{}` takes every default); `switchc explain switch-tiny` "
+            "prints a full spec",
         )
     tree = apply_overrides(tree, overrides)
     body = _validate(tree, is_dsl(source))
