@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import socket
 import sys
 import time
@@ -268,7 +269,8 @@ def check_checkpoint_directory(directory: Path, backend: str) -> None:
         contents = "empty" if not any(path.iterdir()) else "not a complete checkpoint"
         missing = [marker for marker in CHECKPOINT_MARKERS[backend] if not _holds(path, marker)]
         raise SystemExit(
-            f"error: {path} is {contents} (no {' or '.join(missing)})\nhint: delete it (rm -r {path}) to {then}"
+            f"error: {path} is {contents} (no {' or '.join(missing)})\n"
+            f"hint: delete it (rm -r {shlex.quote(str(path))}) to {then}"
         )
 
 

@@ -6,6 +6,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from shlex import quote
 
 import click
 
@@ -99,7 +100,7 @@ def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) 
     """
     files = program_files(load_spec(spec, overrides), backend)
     write_program(files, output)
-    click.echo(f"wrote {len(files)} files to {output}; run: python {output / 'train.py'} --help")
+    click.echo(f"wrote {len(files)} files to {output}; run: python {quote(str(output / 'train.py'))} --help")
 
 
 COMMANDS = (compile_,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from shlex import quote
 from typing import Any, TypeVar
 
 import click
@@ -38,7 +39,9 @@ def check_output_parent(path: Path) -> None:
         return
     if parent.exists():
         raise PlainUserError(f"{parent} is not a directory", "choose a path inside a directory")
-    raise PlainUserError(f"{parent} does not exist", f"create it first (mkdir -p {parent}), or choose another path")
+    raise PlainUserError(
+        f"{parent} does not exist", f"create it first (mkdir -p {quote(str(parent))}), or choose another path"
+    )
 
 
 def table_console(piped_width: int = 200) -> Console:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from shlex import quote
 
 import click
 import yaml
@@ -63,7 +64,8 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
     why = " (the cosine schedule decays to zero over train.steps: more steps are another schedule)" if cosine else ""
     raise PlainUserError(
         f"--resume: {out} was trained with other settings than these{why}:\n{lines}",
-        f"resume from the run's own resolved spec (switchc train {run_spec} --out {out} --resume{own}); "
+        f"resume from the run's own resolved spec (switchc train {quote(str(run_spec))} --out {quote(str(out))} "
+        f"--resume{own}); "
         "or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
         "stop); or train into another --out",
     )

@@ -93,6 +93,12 @@ def test_plot_needs_a_suffix_matplotlib_writes(tiny_file: str, tmp_path: Path, n
     assert not (tmp_path / name).exists() and not (tmp_path / f"{name}.png").exists()
 
 
+def test_a_command_in_a_hint_is_quoted_for_the_shell(tiny_file: str, tmp_path: Path) -> None:
+    missing = tmp_path / "dir with space"
+    result = run("report", tiny_file, "--plot", str(missing / "layers.png"))
+    assert result.exit_code == 2 and f"create it first (mkdir -p '{missing}')" in result.stderr
+
+
 def test_a_user_hardware_file(tiny_file: str, tmp_path: Path) -> None:
     profile = tmp_path / "hw.yaml"
     profile.write_text(
