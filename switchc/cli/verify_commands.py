@@ -36,18 +36,20 @@ def _number(value: float) -> str:
 @click.option("--backend", type=click.Choice(["jax", "torch"]), default="jax", show_default=True)
 @click.option(
     "--flops-tolerance",
-    type=float,
+    type=click.FloatRange(min=0),
     default=None,
     help="Relative, matmul FLOPs.  [default: 0.05 for jax, 0.01 for torch]",
 )
 @click.option(
     "--total-flops-tolerance",
-    type=float,
+    type=click.FloatRange(min=0),
     default=0.10,
     show_default=True,
     help="Relative, against cost_analysis (which adds elementwise work; jax only).",
 )
-@click.option("--bytes-tolerance", type=float, default=0.02, show_default=True, help="Relative, for bytes.")
+@click.option(
+    "--bytes-tolerance", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Relative, for bytes."
+)
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program and HLO here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def verify(
