@@ -110,7 +110,10 @@ class SentencePieceTokenizer:
     """A SentencePiece model with T5's ids: pieces from 0 up, EXTRA_IDS sentinels at the top."""
 
     def __init__(self, model: bytes, vocab_size: int, name: str = "<memory>") -> None:
-        self.processor = _sentencepiece().SentencePieceProcessor(model_proto=model)
+        try:
+            self.processor = _sentencepiece().SentencePieceProcessor(model_proto=model)
+        except RuntimeError:  # the protobuf does not parse
+            raise SystemExit(f"error: {name} is not a SentencePiece model (its bytes do not parse as one)") from None
         self.vocab_size = vocab_size
         self.num_pieces = int(self.processor.get_piece_size())
         ids = (self.processor.pad_id(), self.processor.eos_id(), self.processor.unk_id())
@@ -256,12 +259,16 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
     if not root.exists():
         where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise SystemExit(f"error: data path {root} does not exist{where}")
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    files = [root]
+    if root.is_dir():  # every file below it but hidden ones (.git/, .DS_Store, editors' .swp files)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
+        if not files:
+            raise SystemExit(f"error: data path {root} holds no files (hidden ones, named .*, are not read)")
     if source == "text":
-        return [p.read_text(encoding="utf-8") for p in files]
+        return [_text(p, root) for p in files]
     documents = []
     for file in files:
-        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(_text(file, root).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -270,6 +277,22 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
                 message = f"error: {file}:{number}: not a JSON record with a {jsonl_field!r} field ({err})"
                 raise SystemExit(message) from None
     return documents
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _text(file: Path, root: Path) -> str:
+    """A corpus file's text; one that is not UTF-8 stops the run, named."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        where = f"move it out of {root}, or " if root.is_dir() else ""
+        raise SystemExit(
+            f"error: data file {file} is not UTF-8 text ({err.reason} at byte {err.start})\n"
+            f"hint: {where}convert it to UTF-8 (iconv -f latin1 -t utf-8, if it is Latin-1)"
+        ) from None
 
 
 def split_documents(documents: Sequence[str], eval_fraction: float) -> tuple[list[str], list[str]]:
@@ -478,7 +501,8 @@ def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
         return sentencepiece_tokenizer(train_documents, config.vocab_size)
     path = Path(given)
     if not path.is_file():
-        raise SystemExit(f"error: SentencePiece model {path} does not exist")
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise SystemExit(f"error: SentencePiece model {path} does not exist{where}")
     tokenizer = SentencePieceTokenizer(path.read_bytes(), config.vocab_size, str(path))
     _say(f"sentencepiece: using {path} ({tokenizer.num_pieces} pieces)")
     return tokenizer

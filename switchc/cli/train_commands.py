@@ -181,7 +181,8 @@ def _run_program(command: list[str]) -> int:
     each reaches it once whoever sent it (a terminal's Ctrl-C, a scheduler signalling only the
     process it started, `timeout -s INT`): SIGTERM (the program checkpoints the step in progress
     and exits 143) and SIGINT (it stops at once, 130). switchc waits for it to finish and exits
-    with its status; under torchrun, whose own status after a SIGTERM is 1, with 143.
+    with its status: under torchrun, whose own status after a signal is 1, 128 + the signal's
+    number, as for a program the signal killed before it could handle it.
     """
     child = subprocess.Popen(command, process_group=0)
     passed: list[int] = []
@@ -196,8 +197,10 @@ def _run_program(command: list[str]) -> int:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    if status and signal.SIGTERM in passed and "torch.distributed.run" in command:
-        return 128 + signal.SIGTERM  # the workers checkpointed and stopped; torchrun reports a failure
+    if status < 0:  # killed by a signal it did not handle: the shell's status for that, not 256 - n
+        return 128 - status
+    if status and passed and "torch.distributed.run" in command:
+        return 128 + passed[0]  # the workers stopped as the signal asks; torchrun reports a failure (1)
     return status
 
 

@@ -387,7 +387,13 @@ class DataConfig:
         Literal["shakespeare", "text", "jsonl"],
         Field(description="shakespeare (built in, no download), text files, or JSONL records."),
     ] = "shakespeare"
-    path: Annotated[SafeText | None, Field(description="File or directory for source text/jsonl.")] = None
+    path: Annotated[
+        SafeText | None,
+        Field(
+            description="File or directory for source text/jsonl: a directory's files, in name order, hidden ones "
+            "(.git/, .*) left out; UTF-8 text. A relative path is relative to where the program runs."
+        ),
+    ] = None
     jsonl_field: Annotated[Identifier, Field(description="Field of each JSONL record that holds the text.")] = "text"
     tokenizer: Annotated[
         Literal["byte", "sentencepiece"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,15 @@ def test_a_run_directory_in_use_is_left_alone(tmp_path: Path) -> None:
         assert result.exit_code == 2
         assert f"error: another run is using {out} (pid {pid} on " in result.stderr
         assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+def test_a_program_a_signal_killed_exits_with_the_shells_status() -> None:
+    """A program that had not installed its handler yet (the JAX program while it compiles) dies of
+    the signal: switchc exits 128 + its number, as a shell would, not 256 - number."""
+    from switchc.cli.train_commands import _run_program
+
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
+    assert _run_program([sys.executable, "-c", killed]) == 128 + signal.SIGTERM
 
 
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:

@@ -236,3 +236,34 @@ def test_a_note_is_printed_once_per_process(capsys: pytest.CaptureFixture[str]) 
     data._say("sentencepiece: using cached /some/model (300 pieces) [test]")
     data._say("sentencepiece: using cached /some/model (300 pieces) [test]")
     assert capsys.readouterr().err.count("using cached /some/model") == 1
+
+
+def test_a_text_folder_skips_hidden_files_and_names_one_that_is_not_utf8(tmp_path: Path) -> None:
+    """A corpus folder under git (or with .DS_Store, editors' swap files) trains on its text only;
+    a file in another encoding stops the run, named, instead of a UnicodeDecodeError traceback."""
+    corpus = tmp_path / "corpus"
+    (corpus / ".git" / "objects").mkdir(parents=True)
+    (corpus / ".git" / "objects" / "ab").write_bytes(b"\x78\x9c\xff")
+    (corpus / ".notes.swp").write_bytes(b"\x00\xff")
+    (corpus / "a.txt").write_text("first\n")
+    (corpus / "sub").mkdir()
+    (corpus / "sub" / "b.txt").write_text("second\n")
+    assert data.read_documents("text", str(corpus), "text") == ["first\n", "second\n"]
+    (corpus / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SystemExit) as stop:
+        data.read_documents("text", str(corpus), "text")
+    assert str(stop.value.code).startswith(f"error: data file {corpus / 'latin1.txt'} is not UTF-8 text (")
+    assert f"move it out of {corpus}, or convert it to UTF-8" in str(stop.value.code)
+    (tmp_path / "hidden-only").mkdir()
+    (tmp_path / "hidden-only" / ".x").write_text("x")
+    with pytest.raises(SystemExit, match="holds no files"):
+        data.read_documents("text", str(tmp_path / "hidden-only"), "text")
+
+
+def test_a_file_that_is_not_a_sentencepiece_model_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("sentencepiece")
+    bogus = tmp_path / "bogus.model"
+    bogus.write_text("not a model\n")
+    with pytest.raises(SystemExit) as stop:
+        data.tokenizer_for(config(tokenizer="sentencepiece", spm_model=str(bogus)), [])
+    assert stop.value.code == f"error: {bogus} is not a SentencePiece model (its bytes do not parse as one)"

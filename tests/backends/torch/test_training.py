@@ -295,8 +295,8 @@ def test_switchc_train_reads_a_relative_data_path_from_where_it_runs(tmp_path: P
 
 @pytest.mark.parametrize(
     ("number", "processes"),
-    [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)],
-    ids=["term", "int", "term-2"],
+    [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2), (signal.SIGINT, 2)],
+    ids=["term", "int", "term-2", "int-2"],
 )
 def test_switchc_train_passes_stop_signals_on_to_the_program(number: int, processes: int, tmp_path: Path) -> None:
     """A signal to `switchc train` alone (a container's PID 1, `timeout -s INT`): the program gets it
