@@ -14,10 +14,12 @@ import click
 import yaml
 
 from switchc.backends import target
+from switchc.backends.common.codegen import parameters
 from switchc.backends.common.flags import run_directory_user
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
+from switchc.ir import build_graph
 from switchc.spec import Spec, load_spec
 from switchc.spec.emit import differences, extendable
 
@@ -57,6 +59,7 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
         return
     lines = "\n".join(f"  {key}: {_yaml_value(old)} in the run, {_yaml_value(new)} now" for key, old, new in changed)
     if allow_changes:
+        _check_continuable(out, load_spec(str(run_spec)), spec, lines)
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
         return
     cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)
@@ -69,6 +72,39 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
         "or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
         "stop); or train into another --out",
     )
+
+
+def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str) -> None:
+    """What --allow-changes cannot change, refused before OUT/program is rewritten (the program
+    would refuse it too, but only after the run's own program and spec.yaml were replaced by these):
+    the seed (it fixes the data order and the noise) and any parameter's shape."""
+    if run.train.seed != spec.train.seed:
+        raise PlainUserError(
+            f"--resume: {out} was trained with train.seed {run.train.seed}, not {spec.train.seed}: a resumed run "
+            "keeps its seed (its data order and noise), even with --allow-changes",
+            f"drop the train.seed change, or train into another --out:\n{lines}",
+        )
+    before, after = _parameter_shapes(run), _parameter_shapes(spec)
+    wrong = [
+        f"  {name}: {before.get(name, 'absent')} in the run, {after.get(name, 'absent')} now"
+        for name in [*before, *(name for name in after if name not in before)]
+        if before.get(name) != after.get(name)
+    ]
+    if wrong:
+        more = f"\n  ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
+        raise PlainUserError(
+            f"--resume --allow-changes: {out}'s checkpoints do not fit the model these settings make:\n"
+            + "\n".join(wrong[:8])
+            + more
+            + f"\nthe settings that differ from the run's:\n{lines}",
+            "--allow-changes continues a run with other training settings (learning rate, schedule, clipping); "
+            "a model with other shapes is a new run: choose another --out",
+        )
+
+
+def _parameter_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
+    """IR parameter name -> global shape: the PARAMS table a program of `spec` checks checkpoints against."""
+    return {name: tuple(d.size for d in p.tensor.dims) for name, p in parameters(build_graph(spec)).items()}
 
 
 @click.command(

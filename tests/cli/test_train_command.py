@@ -125,6 +125,31 @@ def test_a_run_directory_in_use_is_left_alone(tmp_path: Path) -> None:
         assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            "model.d_model=64",
+            "checkpoints do not fit the model these settings make:\n  shared/embedding: (512, 128) in",
+        ),
+        ("train.seed=7", "was trained with train.seed 0, not 7"),
+    ],
+)
+def test_allow_changes_refuses_what_cannot_continue_before_touching_the_run(
+    tmp_path: Path, change: str, said: str
+) -> None:
+    """Other shapes or another seed: the program would refuse to resume too, but only after the
+    run's own program and spec.yaml had been replaced, leaving the right command refused as well."""
+    out = tmp_path / "run"
+    compiled = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out / "program")])
+    assert compiled.exit_code == 0, compiled.output
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    command = ["train", "switch-tiny", "--out", str(out), "--resume", "--allow-changes", "--set", change]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2 and said in result.stderr, result.stderr
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
 def test_a_program_a_signal_killed_exits_with_the_shells_status() -> None:
     """A program that had not installed its handler yet (the JAX program while it compiles) dies of
     the signal: switchc exits 128 + its number, as a shell would, not 256 - number."""
