@@ -138,11 +138,6 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("eval_every", "checkpoint_every"):
         if getattr(args, name) < 0:
             flags.error(f"--{name.replace('_', '-')} must be >= 0")
-    if args.out is not None:  # create it now: a path the system refuses is a usage error, not a traceback later
-        try:
-            args.out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            flags.error(f"--out {args.out}: {error.strerror or error}")
     if args.resume and args.out is None:
         flags.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
     if args.allow_changes and not args.resume:
@@ -155,21 +150,40 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                 f"--export-init {args.export_init} is a directory; name the file to write, e.g. "
                 f"{args.export_init / 'init.safetensors'}"
             )
+    # Folders are created last, once every flag is accepted: a refused command leaves none behind.
+    if args.export_init is not None:
         try:  # a folder the system refuses is a usage error, as with --out
             args.export_init.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             flags.error(f"--export-init {args.export_init}: {error.strerror or error}")
+    if args.out is not None:  # create it now: a path the system refuses is a usage error, not a traceback later
+        if args.out.exists() and not args.out.is_dir():
+            flags.error(f"--out {args.out} is a file; --out names the run directory")
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            flags.error(f"--out {args.out}: {error.strerror or error}")
 
 
-def check_schedule(config: Any, steps: int) -> None:
+def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
     """A cosine schedule reaches zero at the spec's train.steps (config.steps): a run past it would
-    train on at learning rate 0. rsqrt and constant schedules have no end."""
+    train on at learning rate 0. rsqrt and constant schedules have no end. `resume`: the hint says
+    how to continue this run (a longer schedule is another spec: --allow-changes)."""
     if config.schedule == "cosine" and steps > config.steps:
+        if resume:
+            how = (
+                f"to continue this run on a longer schedule, compile the spec with train.steps = {steps} and resume "
+                f"with --allow-changes (switchc train SPEC --steps {steps} --out RUN --resume --allow-changes)"
+            )
+        else:
+            how = (
+                f"compile the spec with train.steps = {steps} (switchc compile SPEC --set train.steps={steps}, "
+                f"or switchc train SPEC --steps {steps})"
+            )
         raise SystemExit(
             f"error: --steps {steps} runs past the end of the cosine schedule, which decays the learning rate to "
             f"zero at train.steps = {config.steps}\n"
-            f"hint: compile the spec with train.steps = {steps} (switchc compile SPEC --set train.steps={steps}, "
-            f"or switchc train SPEC --steps {steps}), or pass --steps {config.steps} or fewer"
+            f"hint: {how}, or pass --steps {config.steps} or fewer"
         )
 
 

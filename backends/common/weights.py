@@ -123,6 +123,8 @@ def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def _open(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """(metadata, arrays) of a safetensors file; WeightsError when it is not one."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not a weights file (name the .safetensors file in it)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no weights file at {path}")
     _safetensors()

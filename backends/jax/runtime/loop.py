@@ -340,7 +340,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     from .sharding import make_mesh
 
     config = model.CONFIG
-    flags.check_schedule(config, args.steps)
+    flags.check_schedule(config, args.steps, args.resume)
     if args.distributed:
         try:
             jax.distributed.initialize()

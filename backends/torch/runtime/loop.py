@@ -292,7 +292,7 @@ def _train(
     config = model_module.CONFIG
     primary = rank == 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    _together(lambda: flags.check_schedule(config, args.steps), rank, world)
+    _together(lambda: flags.check_schedule(config, args.steps, args.resume), rank, world)
 
     def say(text: str) -> None:
         if primary:

@@ -146,6 +146,9 @@ def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--steps 101 runs past the end of the cosine schedule") as refused:
         flags.check_schedule(config, 101)
     assert "switchc compile SPEC --set train.steps=101" in str(refused.value)
+    with pytest.raises(SystemExit) as refused:  # a resumed run: the longer schedule needs --allow-changes
+        flags.check_schedule(config, 101, resume=True)
+    assert "switchc train SPEC --steps 101 --out RUN --resume --allow-changes" in str(refused.value)
     # under a cosine schedule train.steps is part of the run's identity: more steps are another run
     longer = load_spec("switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=200"))
     assert spec_digest(longer) != spec_digest(cosine)
@@ -247,6 +250,14 @@ def test_flags_that_would_be_ignored_or_fail_later_are_usage_errors(
         _checked(*argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # a refused command creates no folder
+
+
+def test_an_out_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes").write_text("")
+    with pytest.raises(SystemExit):
+        _checked("--out", str(tmp_path / "notes"))
+    assert f"--out {tmp_path / 'notes'} is a file; --out names the run directory" in capsys.readouterr().err
 
 
 def test_checkpoint_defaults_apply_with_out_and_no_checkpoints_is_fine_without(tmp_path: Path) -> None:

@@ -52,6 +52,11 @@ def test_a_saved_file_has_a_new_files_mode_and_a_failed_save_leaves_nothing(tmp_
     assert sorted(path.name for path in tmp_path.iterdir()) == ["folder", "w.safetensors"]
 
 
+def test_a_folder_is_not_a_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match="is a directory, not a weights file"):
+        weights.load(tmp_path, TABLE)
+
+
 def test_float64_and_bfloat16_like_inputs_are_stored_as_float32(tmp_path: Path) -> None:
     params = {name: value.astype(np.float64) for name, value in _params().items()}
     weights.save(tmp_path / "w", params, TABLE)
