@@ -46,6 +46,15 @@ def _program_backend(program: Path) -> str | None:
     return found.group(1) if found else None
 
 
+def _is_run_directory(out: Path) -> bool:
+    """A directory switchc train wrote (its program/), or one a generated program wrote with --out
+    (only what runs write there: metrics, events, checkpoints, the lock)."""
+    if (out / "program" / "train.py").is_file():
+        return True
+    written = {"metrics.jsonl", "tensorboard", "checkpoints", ".lock"}
+    return (out / "checkpoints").is_dir() and all(entry.name in written for entry in out.iterdir())
+
+
 def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
     """--resume continues one run: settings that differ from the run's would mix two runs in one.
 
@@ -156,7 +165,9 @@ def train(
 ) -> None:
     """Compile SPEC (default: the built-in switch-tiny) and train it on its data, printing progress.
 
-    Both backends take the same flags and write the same run directory (docs/training.md). Without
+    Both backends take the same flags and write the same run directory (docs/training.md); for
+    the program's other flags (--keep, --checkpoint-every, --log-every, --hardware, --init-from),
+    run OUT/program/train.py yourself; the seed is the spec's (--set train.seed=N). Without
     --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an earlier
     run are removed first. With --resume, settings other than train.steps (under a cosine schedule,
     train.steps too) must match the run's (OUT/program/spec.yaml) unless --allow-changes is given.
@@ -168,7 +179,7 @@ def train(
     resolved = load_spec(spec, overrides)
     target(backend).require()
     program = out / "program"
-    if out.exists() and not (program / "train.py").is_file() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()) and not _is_run_directory(out):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
     holder = run_directory_user(out)
     if holder is not None:  # nothing of it is touched: its program, metrics and checkpoints are in use

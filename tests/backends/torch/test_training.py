@@ -275,6 +275,22 @@ def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
     assert checkpoint_dirs(out) == ["1", "2", "3"]  # --steps 3 is train.steps: a checkpoint every tenth (1) step
 
 
+def test_switchc_train_resumes_a_run_a_program_wrote(tmp_path: Path) -> None:
+    """A run started with the generated program itself (--out RUN, no RUN/program) is a run
+    directory switchc train can --resume, not a foreign one."""
+    program = compile_small(tmp_path, "prog")
+    first = run_program(program, "--steps", "2", "--eval-every", "0", "--out", str(tmp_path / "run"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings]
+    command += ["--steps", "3", "--out", str(tmp_path / "run"), "--resume", "--eval-every", "0"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, env=environment)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed at step 2" in resumed.stdout
+    assert [r["step"] for r in records(tmp_path / "run")][-1] == 3
+
+
 def test_switchc_train_reads_a_relative_data_path_from_where_it_runs(tmp_path: Path) -> None:
     """data.path=corpus.txt means ./corpus.txt of the user's shell, not of RUN/program. Training
     again into the same --out without --resume starts afresh and says what it removes."""
