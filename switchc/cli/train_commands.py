@@ -90,8 +90,9 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str) -> None:
     if run.train.seed != spec.train.seed:
         raise PlainUserError(
             f"--resume: {out} was trained with train.seed {run.train.seed}, not {spec.train.seed}: a resumed run "
-            "keeps its seed (its data order and noise), even with --allow-changes",
-            f"drop the train.seed change, or train into another --out:\n{lines}",
+            f"keeps its seed (its data order and noise), even with --allow-changes; the settings that differ from "
+            f"the run's:\n{lines}",
+            "drop the train.seed change, or train into another --out",
         )
     before, after = _parameter_shapes(run), _parameter_shapes(spec)
     wrong = [
