@@ -205,7 +205,10 @@ def lock_run_directory(directory: Path) -> str | None:
     """
     if fcntl is None:
         return None
-    handle = (directory / LOCK_NAME).open("a+", encoding="utf-8")
+    try:
+        handle = (directory / LOCK_NAME).open("a+", encoding="utf-8")
+    except OSError as error:  # a directory this user cannot write: nothing of the run could be saved
+        return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
     holder = _holder(handle)
     if holder is not None:
         handle.close()
