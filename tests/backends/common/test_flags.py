@@ -280,3 +280,14 @@ def test_a_run_directory_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
     assert flags.run_directory_user(tmp_path) is None
     assert flags.lock_run_directory(tmp_path) is None  # this process holds it now
     assert f"pid {os.getpid()} on " in (tmp_path / ".lock").read_text()
+
+
+def test_a_run_directory_where_no_lock_can_be_made_is_one_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refuse)  # a directory this user may not write (tests run as root here)
+    refusal = flags.lock_run_directory(tmp_path)
+    assert refusal == f"error: --out {tmp_path}: cannot write .lock there: Permission denied"
