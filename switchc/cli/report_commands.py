@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from switchc.files import figure_formats
 from switchc.ir.build import build_graph
 from switchc.ir.dot import FORMATS, write_drawing
 from switchc.passes import lower, verify
-from switchc.spec import load_spec
+from switchc.spec import Spec, load_spec
 
 
 @click.command(
@@ -83,7 +84,11 @@ def report(
     The conventions behind every number are listed in --format json and markdown output.
     """
     hw = hardware(hardware_name, hardware_files)
-    reports: list[Report] = [report_for(load_spec(name, overrides), hw, mfu) for name in specs]
+    loaded = [load_spec(name, overrides) for name in specs]
+    reports: list[Report] = []
+    for spec, label in zip(loaded, _labels(loaded), strict=True):
+        report = report_for(spec, hw, mfu)
+        reports.append(dataclasses.replace(report, spec=dataclasses.replace(report.spec, name=label)))
     if plot_path is not None:
         _plot(reports, plot_path)
     if fmt == "json":
@@ -95,6 +100,20 @@ def report(
         click.echo(to_markdown(reports), nl=False)
     else:
         table_console(200).print(rich_table(reports))  # piped: long values kept on one line
+
+
+def _labels(specs: list[Spec]) -> list[str]:
+    """Each spec's name; specs that share one (a.yaml and a.switch, or a.yaml in two folders) are
+    told apart by their file's name, then by its path."""
+    names = [spec.name for spec in specs]
+    for longer in (lambda source: Path(source).name, lambda source: source):
+        if len(set(names)) == len(names):
+            break
+        names = [
+            longer(spec.origin.source.name) if names.count(name) > 1 else name
+            for spec, name in zip(specs, names, strict=True)
+        ]
+    return names
 
 
 def _plot(reports: list[Report], path: Path) -> None:

@@ -66,6 +66,9 @@ def test_several_specs_compare_side_by_side(tiny_file: str) -> None:
     assert "FLOPs/seq forward, Table 9 convention" in result.output
     data = json.loads(run("report", "t5-base", tiny_file, "--format", "json").output)
     assert [r["spec"]["name"] for r in data["reports"]] == ["t5-base", "tiny"]
+    # two specs of one name (a file and its DSL twin) are told apart by their file names
+    twins = json.loads(run("report", "switch-tiny", "switch-tiny.switch", "--format", "json").output)
+    assert [r["spec"]["name"] for r in twins["reports"]] == ["switch-tiny.yaml", "switch-tiny.switch"]
 
 
 def test_markdown_lists_the_conventions(tiny_file: str) -> None:
