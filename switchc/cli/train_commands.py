@@ -136,7 +136,8 @@ def _parameter_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
 @click.option(
     "--devices",
     type=click.IntRange(min=1),
-    help="jax: fake this many CPU devices; torch: start this many processes (default: the mesh's).",
+    help="jax: fake this many CPU devices (at least the mesh's size); torch: start this many processes (the "
+    "mesh's size). Default: the mesh's size.",
 )
 @click.option(
     "--out",
@@ -179,6 +180,13 @@ def train(
         overrides = (*overrides, f"train.steps={steps}")
     resolved = load_spec(spec, overrides)
     target(backend).require()
+    needed = resolved.mesh.num_devices
+    if devices is not None and (devices < needed if backend == "jax" else devices != needed):
+        what = "devices" if backend == "jax" else "processes, one per device"
+        raise PlainUserError(
+            f"--devices {devices}: the mesh {dict(resolved.mesh.axes)} needs {needed} {what}",
+            "drop --devices (it defaults to the mesh's size), or change the mesh (--set 'mesh.axes={...}')",
+        )
     program = out / "program"
     if out.exists() and any(out.iterdir()) and not _is_run_directory(out):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")

@@ -150,6 +150,15 @@ def test_allow_changes_refuses_what_cannot_continue_before_touching_the_run(
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
+@pytest.mark.parametrize(("backend", "said"), [("jax", "needs 2 devices"), ("torch", "needs 2 processes")])
+def test_devices_the_mesh_cannot_run_on_are_refused_before_anything(tmp_path: Path, backend: str, said: str) -> None:
+    out = tmp_path / "run"
+    command = ["train", "--backend", backend, "--devices", "1", "--set", "mesh.axes={expert: 2}", "--out", str(out)]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2 and f"--devices 1: the mesh {{'expert': 2}} {said}" in result.stderr
+    assert "drop --devices" in result.stderr and not out.exists()
+
+
 def test_a_program_a_signal_killed_exits_with_the_shells_status() -> None:
     """A program that had not installed its handler yet (the JAX program while it compiles) dies of
     the signal: switchc exits 128 + its number, as a shell would, not 256 - number."""
