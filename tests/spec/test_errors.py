@@ -382,3 +382,14 @@ def test_a_key_that_is_no_valid_name_is_one_error_not_two() -> None:
     """`{data:2}` is one YAML key, `data:2`, with no value: its name is the mistake, not the null."""
     found = _first(SWITCH, ("mesh.axes={data:2}",))
     assert len(found.diagnostics) == 1, found.render()
+
+
+def test_a_huge_whole_float_gets_no_digits_hint() -> None:
+    """1e100 is a whole float, but its digits are float noise: no 'write it as 1000...0159...' hint."""
+    first = _first("moe:\n  num_experts: 1e100\n").diagnostics[0]
+    assert "expected an integer" in first.message and first.hint is None
+
+
+def test_an_empty_spec_hint_does_not_claim_a_model_section_is_required() -> None:
+    first = _first("# nothing yet\n").diagnostics[0]
+    assert first.hint is not None and "`{}` takes every default" in first.hint and "needs" not in first.hint

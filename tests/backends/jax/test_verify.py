@@ -86,3 +86,12 @@ def test_keep_takes_a_relative_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 0, result.output + result.stderr
     assert (tmp_path / "kept dir" / "v1" / "hlo" / "train_step.hlo.txt").is_file()
     assert not (tmp_path / "kept dir" / "v1" / "program" / "kept dir").exists()
+
+
+def test_a_negative_tolerance_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    from switchc.cli import main
+
+    result = CliRunner().invoke(main, ["verify", "switch-tiny", "--bytes-tolerance", "-0.1"])
+    assert result.exit_code == 2 and "-0.1 is not in the range x>=0" in result.output + result.stderr
