@@ -153,7 +153,7 @@ def export_jax(program: Path, path: Path, seed: int) -> None:
         import jax
         from runtime import weights  # type: ignore[import-not-found]
 
-        params = model.init_params(jax.random.key(seed))
+        params = jax.jit(model.init_params)(jax.random.key(seed))  # jitted, as the programs' build does
         weights.save(path, {name: np.asarray(value) for name, value in params.items()}, model.PARAMS)
 
 
@@ -267,7 +267,8 @@ def test_backends_agree_on_more_variants(variant: Variant, tmp_path: Path) -> No
 def test_programs_export_and_start_from_weights(tmp_path: Path) -> None:
     """`train.py --export-init` writes init_params(seed)'s weights bit for bit, and `--init-from`
     trains from a file written by the other backend (the JAX program; the PyTorch loop's flag is
-    wired separately)."""
+    wired separately). Both sides jit the init: run op by op it differs in the last bits without
+    XLA's optimizations (tests run without them, tests/conftest.py)."""
     import subprocess
 
     spec = load_spec("switch-tiny", [*SMALL, *MOE_SMALL])
