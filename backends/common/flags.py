@@ -410,18 +410,27 @@ def check_resume(
 def _check_shapes(shapes: Mapping[str, Sequence[int]], model: ModuleType, where: str, why: str = "") -> None:
     """Every parameter of model.PARAMS is in the checkpoint at its shape, and nothing else is.
     `why`: lines the error adds after the shapes (what changed in the spec)."""
-    wanted = {name: tuple(shape) for name, (shape, _, _) in model.PARAMS.items()}
-    saved = {name: tuple(shape) for name, shape in shapes.items()}
-    wrong = [
-        f"{name}: {saved.get(name, 'absent')} in the checkpoint, {wanted.get(name, 'absent')} in this program"
-        for name in [*wanted, *(name for name in saved if name not in wanted)]
-        if saved.get(name) != wanted.get(name)
-    ]
+    wanted = {name: shape for name, (shape, _, _) in model.PARAMS.items()}
+    wrong = shape_differences(shapes, wanted, "in the checkpoint", "in this program")
     if wrong:
-        more = f"\n  ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
         raise SystemExit(
             f"error: --resume: {where} does not fit this program's model:"
-            + "".join(f"\n  {line}" for line in wrong[:8])
-            + f"{more}{why}\nhint: --allow-changes continues a run with other training settings (learning rate, "
+            + "".join(f"\n  {line}" for line in wrong)
+            + f"{why}\nhint: --allow-changes continues a run with other training settings (learning rate, "
             "schedule, clipping); a model with other shapes is a new run: choose another --out"
         )
+
+
+def shape_differences(
+    old: Mapping[str, Sequence[int]], new: Mapping[str, Sequence[int]], old_where: str, new_where: str, shown: int = 8
+) -> list[str]:
+    """`name: OLD SHAPE OLD_WHERE, NEW SHAPE NEW_WHERE` for each parameter whose shape differs or that
+    one side lacks ('absent'), new's names first; at most `shown` lines, then '... and N more'."""
+    before = {name: tuple(shape) for name, shape in old.items()}
+    after = {name: tuple(shape) for name, shape in new.items()}
+    wrong = [
+        f"{name}: {before.get(name, 'absent')} {old_where}, {after.get(name, 'absent')} {new_where}"
+        for name in [*after, *(name for name in before if name not in after)]
+        if before.get(name) != after.get(name)
+    ]
+    return wrong[:shown] + ([f"... and {len(wrong) - shown} more"] if len(wrong) > shown else [])

@@ -15,7 +15,7 @@ import yaml
 
 from switchc.backends import target
 from switchc.backends.common.codegen import parameters
-from switchc.backends.common.flags import run_directory_user
+from switchc.backends.common.flags import LOCK_NAME, run_directory_user, shape_differences
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
@@ -46,12 +46,17 @@ def _program_backend(program: Path) -> str | None:
     return found.group(1) if found else None
 
 
+# What a run writes into its directory (docs/training.md), beside switchc train's program/ and the
+# run lock: a fresh start removes these.
+RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "checkpoints")
+
+
 def _is_run_directory(out: Path) -> bool:
     """A directory switchc train wrote (its program/), or one a generated program wrote with --out
     (only what runs write there: metrics, events, checkpoints, the lock)."""
     if (out / "program" / "train.py").is_file():
         return True
-    written = {"metrics.jsonl", "tensorboard", "checkpoints", ".lock"}
+    written = {*RUN_OUTPUTS, LOCK_NAME}
     return (out / "checkpoints").is_dir() and all(entry.name in written for entry in out.iterdir())
 
 
@@ -94,18 +99,11 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str) -> None:
             f"the run's:\n{lines}",
             "drop the train.seed change, or train into another --out",
         )
-    before, after = _parameter_shapes(run), _parameter_shapes(spec)
-    wrong = [
-        f"  {name}: {before.get(name, 'absent')} in the run, {after.get(name, 'absent')} now"
-        for name in [*before, *(name for name in after if name not in before)]
-        if before.get(name) != after.get(name)
-    ]
+    wrong = shape_differences(_parameter_shapes(run), _parameter_shapes(spec), "in the run", "now")
     if wrong:
-        more = f"\n  ... and {len(wrong) - 8} more" if len(wrong) > 8 else ""
         raise PlainUserError(
-            f"--resume --allow-changes: {out}'s checkpoints do not fit the model these settings make:\n"
-            + "\n".join(wrong[:8])
-            + more
+            f"--resume --allow-changes: {out}'s checkpoints do not fit the model these settings make:"
+            + "".join(f"\n  {line}" for line in wrong)
             + f"\nthe settings that differ from the run's:\n{lines}",
             "--allow-changes continues a run with other training settings (learning rate, schedule, clipping); "
             "a model with other shapes is a new run: choose another --out",
@@ -206,7 +204,7 @@ def train(
         _check_resume_settings(out, resolved, allow_changes)
     write_program(program_files(resolved, backend), program)
     if not resume:
-        removed = [name for name in ("metrics.jsonl", "tensorboard", "checkpoints") if (out / name).exists()]
+        removed = [name for name in RUN_OUTPUTS if (out / name).exists()]
         if removed:
             click.echo(f"note: starting afresh in {out}: removing the earlier run's {', '.join(removed)}", err=True)
         (out / "metrics.jsonl").unlink(missing_ok=True)
