@@ -190,28 +190,36 @@ def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
 # ---- the run directory ------------------------------------------------------------------------------
 
 LOCK_NAME = ".lock"
-_held: list[IO[str]] = []  # the open lock files of this process: closing one would release its lock
+# Set by a launcher that holds the lock for the program it starts (switchc train): the lock file's
+# path and the text the launcher wrote in it, a tab between them.
+LOCK_ENV = "SWITCHC_RUN_LOCK"
+_held: dict[Path, tuple[IO[str], str]] = {}  # lock file -> its open file and what this process wrote in it
 
 
-def lock_run_directory(directory: Path) -> str | None:
+def lock_run_directory(directory: Path, by: str = "") -> str | None:
     """Hold DIRECTORY/.lock for as long as this process lives; or, when another run holds it, the
-    error to stop with, naming that run (None: locked, or flock does not exist here).
+    error to stop with, naming that run (None: locked, or flock does not exist here). `by` follows
+    the holder's pid in what a refused run quotes (" (switchc train)").
 
     Two runs writing one directory would interleave their metrics and delete each other's
     checkpoints. The first process of a job takes an exclusive flock (released by the system when
     the process ends, however it ends, so no stale lock outlives a crash) and writes who it is into
     the file, which a second run quotes when it is refused. The backends' loops make every process
-    of a job stop when the first is refused.
+    of a job stop when the first is refused. A program started by a launcher that holds the lock
+    for it (`lock_for_child`) runs under the launcher's lock.
     """
     if fcntl is None:
         return None
+    path = directory / LOCK_NAME
     try:
-        handle = (directory / LOCK_NAME).open("a+", encoding="utf-8")
+        handle = path.open("a+", encoding="utf-8")
     except OSError as error:  # a directory this user cannot write: nothing of the run could be saved
         return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
     holder = _holder(handle)
     if holder is not None:
         handle.close()
+        if os.environ.get(LOCK_ENV) == f"{path.resolve()}\t{holder}":  # our launcher's lock
+            return None
         return (
             f"error: another run is using {directory} ({holder})\n"
             "hint: wait for it to end, or stop it (kill -TERM PID checkpoints it first), or choose another --out"
@@ -219,10 +227,32 @@ def lock_run_directory(directory: Path) -> str | None:
     handle.seek(0)
     handle.truncate()
     since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {since}\n")
+    text = f"pid {os.getpid()} on {socket.gethostname()}, since {since}{by}"
+    handle.write(text + "\n")
     handle.flush()
-    _held.append(handle)
+    _held[path.resolve()] = (handle, text)
     return None
+
+
+def lock_for_child(directory: Path) -> tuple[dict[str, str], tuple[int, ...]]:
+    """The environment entry and the file descriptor that let a program this process starts run
+    in DIRECTORY under this process's lock (taken with `lock_run_directory`): the program finds the
+    lock held by the process the entry names and goes on, and the descriptor, passed to the child,
+    keeps the lock held for as long as the child lives, even should this process die first.
+    Nothing where this process holds no lock there (no flock on this system)."""
+    path = (directory / LOCK_NAME).resolve()
+    if path not in _held:
+        return {}, ()
+    handle, text = _held[path]
+    return {LOCK_ENV: f"{path}\t{text}"}, (handle.fileno(),)
+
+
+def release_run_directory(directory: Path) -> None:
+    """Let go of DIRECTORY's lock, taken by this process with `lock_run_directory` (a process that
+    goes on after its run, as switchc train called in-process does)."""
+    held = _held.pop((directory / LOCK_NAME).resolve(), None)
+    if held is not None:
+        held[0].close()
 
 
 def run_directory_user(directory: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -15,7 +16,14 @@ import yaml
 
 from switchc.backends import target
 from switchc.backends.common.codegen import parameters
-from switchc.backends.common.flags import LOCK_NAME, run_directory_user, shape_differences
+from switchc.backends.common.flags import (
+    LOCK_NAME,
+    lock_for_child,
+    lock_run_directory,
+    release_run_directory,
+    run_directory_user,
+    shape_differences,
+)
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
@@ -52,12 +60,13 @@ RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "checkpoints")
 
 
 def _is_run_directory(out: Path) -> bool:
-    """A directory switchc train wrote (its program/), or one a generated program wrote with --out
-    (only what runs write there: metrics, events, checkpoints, the lock)."""
+    """A directory switchc train wrote (its program/), one a generated program wrote with --out
+    (only what runs write there: metrics, events, checkpoints, the lock), or one a run is setting
+    up (its lock taken, its program not written yet)."""
     if (out / "program" / "train.py").is_file():
         return True
-    written = {*RUN_OUTPUTS, LOCK_NAME}
-    return (out / "checkpoints").is_dir() and all(entry.name in written for entry in out.iterdir())
+    names = {entry.name for entry in out.iterdir()}
+    return names <= {*RUN_OUTPUTS, LOCK_NAME} and bool(names & {"checkpoints", LOCK_NAME})
 
 
 def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
@@ -202,33 +211,54 @@ def train(
         )
     if resume:
         _check_resume_settings(out, resolved, allow_changes)
-    write_program(program_files(resolved, backend), program)
-    if not resume:
-        removed = [name for name in RUN_OUTPUTS if (out / name).exists()]
-        if removed:
-            click.echo(f"note: starting afresh in {out}: removing the earlier run's {', '.join(removed)}", err=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        for folder in ("tensorboard", "checkpoints"):
-            shutil.rmtree(out / folder, ignore_errors=True)
-    wanted = devices or resolved.mesh.num_devices
-    # run from the user's directory, so that a relative data.path means what it says there
-    command = [sys.executable, str((program / "train.py").resolve()), "--out", str(out.resolve())]
-    if backend == "torch" and wanted > 1:  # one process per device, started by torchrun
-        torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(wanted)]
-        command[1:1] = torchrun
-    if backend == "jax" and wanted > 1:
-        command += ["--devices", str(wanted)]
-    if resume:
-        command += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
-    if eval_every is not None:
-        command += ["--eval-every", str(eval_every)]
-    click.echo(f"running {' '.join(command[1:])}", err=True)
-    status = _run_program(command)
+    _hold_run_directory(out)
+    try:
+        write_program(program_files(resolved, backend), program)
+        if not resume:
+            _clear_earlier_run(out)
+        wanted = devices or needed
+        # run from the user's directory, so that a relative data.path means what it says there
+        command = [sys.executable, str((program / "train.py").resolve()), "--out", str(out.resolve())]
+        if backend == "torch" and wanted > 1:  # one process per device, started by torchrun
+            torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(wanted)]
+            command[1:1] = torchrun
+        if backend == "jax" and wanted > 1:
+            command += ["--devices", str(wanted)]
+        if resume:
+            command += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
+        if eval_every is not None:
+            command += ["--eval-every", str(eval_every)]
+        click.echo(f"running {' '.join(command[1:])}", err=True)
+        status = _run_program(command, *lock_for_child(out))
+    finally:
+        release_run_directory(out)
     if status:
         raise SystemExit(status)
 
 
-def _run_program(command: list[str]) -> int:
+def _clear_earlier_run(out: Path) -> None:
+    """A fresh start: remove what an earlier run wrote into OUT (its program/ is rewritten)."""
+    removed = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if removed:
+        click.echo(f"note: starting afresh in {out}: removing the earlier run's {', '.join(removed)}", err=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+    for folder in ("tensorboard", "checkpoints"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+
+
+def _hold_run_directory(out: Path) -> None:
+    """Take OUT's run lock before anything in OUT changes, and keep it until the program ends (the
+    program runs under it, `_run_program`): another run started meanwhile is refused before it
+    rewrites OUT/program or removes this run's files. (The check near the start, before compiling,
+    only saves a wait when OUT is already in use.)"""
+    out.mkdir(parents=True, exist_ok=True)
+    refusal = lock_run_directory(out, " (switchc train)")
+    if refusal is not None:
+        message, _, hint = refusal.removeprefix("error: ").partition("\nhint: ")
+        raise PlainUserError(message, hint or None)
+
+
+def _run_program(command: list[str], lock_env: dict[str, str], lock_fds: tuple[int, ...]) -> int:
     """Run the training program and return its exit status, staying out of its way when it stops.
 
     The program runs in its own process group, and switchc passes on the signals that stop it, so
@@ -237,8 +267,11 @@ def _run_program(command: list[str]) -> int:
     and exits 143) and SIGINT (it stops at once, 130). switchc waits for it to finish and exits
     with its status: under torchrun, whose own status after a signal is 1, 128 + the signal's
     number, as for a program the signal killed before it could handle it.
+
+    The program runs under switchc's run lock (`flags.lock_for_child`: `lock_env` names it, and
+    `lock_fds` keep it held while the program lives).
     """
-    child = subprocess.Popen(command, process_group=0)
+    child = subprocess.Popen(command, process_group=0, env={**os.environ, **lock_env}, pass_fds=lock_fds)
     passed: list[int] = []
 
     def pass_on(signum: int, frame: object) -> None:

@@ -125,6 +125,52 @@ def test_a_run_directory_in_use_is_left_alone(tmp_path: Path) -> None:
         assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
+def test_a_second_train_is_refused_while_the_first_writes_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `switchc train` on one OUT started together: the first holds OUT's lock from before it
+    rewrites the program and clears the earlier run until its program ends, and the program runs
+    under it, so the second is refused before it deletes anything of the first's."""
+    from switchc.backends.common import flags
+
+    from switchc.cli import train_commands
+
+    out = tmp_path / "run"
+    second: list[subprocess.CompletedProcess[str]] = []
+    holders: list[str | None] = []
+    write_program = train_commands.write_program
+
+    def write_while_another_starts(files: dict[str, str], where: Path) -> None:
+        command = [sys.executable, "-m", "switchc", "train", "--steps", "1", "--out", str(out)]
+        second.append(subprocess.run(command, capture_output=True, text=True, timeout=120))
+        write_program(files, where)
+
+    def run_as_the_program_would(command: list[str], env: dict[str, str], fds: tuple[int, ...]) -> int:
+        take = "import sys; from pathlib import Path; from switchc.backends.common import flags; "
+        take += "print(flags.lock_run_directory(Path(sys.argv[1])))"
+        program = subprocess.run(
+            [sys.executable, "-c", take, str(out)],
+            env={**os.environ, **env},
+            pass_fds=fds,
+            capture_output=True,
+            text=True,
+        )
+        holders.extend([flags.run_directory_user(out), program.stdout.strip()])
+        return 0
+
+    monkeypatch.setattr(train_commands, "write_program", write_while_another_starts)
+    monkeypatch.setattr(train_commands, "_run_program", run_as_the_program_would)
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert second[0].returncode == 2, second[0].stderr
+    assert f"error: another run is using {out} (pid {os.getpid()} on " in second[0].stderr
+    assert "(switchc train))" in second[0].stderr
+    held_by_switchc, program_refusal = holders
+    assert held_by_switchc is not None and held_by_switchc.startswith(f"pid {os.getpid()} on ")
+    assert program_refusal == "None"  # the program goes on under switchc's lock
+    assert flags.run_directory_user(out) is None  # let go once the program has ended
+
+
 @pytest.mark.parametrize(
     ("change", "said"),
     [
@@ -165,7 +211,7 @@ def test_a_program_a_signal_killed_exits_with_the_shells_status() -> None:
     from switchc.cli.train_commands import _run_program
 
     killed = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
-    assert _run_program([sys.executable, "-c", killed]) == 128 + signal.SIGTERM
+    assert _run_program([sys.executable, "-c", killed], {}, ()) == 128 + signal.SIGTERM
 
 
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:

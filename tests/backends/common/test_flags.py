@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -280,6 +282,37 @@ def test_a_run_directory_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
     assert flags.run_directory_user(tmp_path) is None
     assert flags.lock_run_directory(tmp_path) is None  # this process holds it now
     assert f"pid {os.getpid()} on " in (tmp_path / ".lock").read_text()
+
+
+def test_a_launcher_hands_its_lock_to_the_program_it_starts(tmp_path: Path) -> None:
+    """switchc train holds OUT's lock for its program: the program goes on under it, any other run
+    is refused naming the launcher, and the lock stays held while the program lives, even once the
+    launcher has let go (or died)."""
+    take = "import sys; from pathlib import Path; from switchc.backends.common import flags; "
+    take += "print(flags.lock_run_directory(Path(sys.argv[1])))"
+    assert flags.lock_run_directory(tmp_path, " (switchc train)") is None
+    try:
+        env, fds = flags.lock_for_child(tmp_path)
+        run = [sys.executable, "-c", take, str(tmp_path)]
+        under = subprocess.run(run, env={**os.environ, **env}, pass_fds=fds, capture_output=True, text=True)
+        assert under.stdout == "None\n", under.stderr
+        other = subprocess.run(run, capture_output=True, text=True)
+        assert f"another run is using {tmp_path} (pid {os.getpid()} on " in other.stdout
+        assert "(switchc train))" in other.stdout
+        stale = {flags.LOCK_ENV: env[flags.LOCK_ENV].replace(f"pid {os.getpid()} ", "pid 1 ")}
+        assert (
+            "another run is using"
+            in subprocess.run(run, env={**os.environ, **stale}, capture_output=True, text=True).stdout
+        )
+        waits = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+        with subprocess.Popen(waits, stdin=subprocess.PIPE, pass_fds=fds) as program:
+            flags.release_run_directory(tmp_path)
+            assert flags.run_directory_user(tmp_path) is not None  # the program's inherited descriptor holds it
+            assert program.stdin is not None
+            program.stdin.close()
+        assert flags.run_directory_user(tmp_path) is None
+    finally:
+        flags.release_run_directory(tmp_path)
 
 
 def test_a_run_directory_where_no_lock_can_be_made_is_one_error(
