@@ -17,6 +17,17 @@ from typing import Any
 SMALL_BYTES = 4096  # the step's scalars (loss, metrics, norm partial sums): below this not compared
 
 
+class MeasurementFailed(Exception):
+    """The program's step could not be measured: it failed (`output`: the end of what it printed)
+    or ran past `timeout`. switchc verify says so in a few lines and exits 3."""
+
+    def __init__(self, message: str, output: str = "", timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.output = output
+        self.timeout = timeout
+
+
 @dataclass(frozen=True)
 class Comparison:
     what: str  # "matmul FLOPs per device (train step)", "all-to-all over 2 devices: count", ...

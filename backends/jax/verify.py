@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..common.verify import Comparison, collective_comparisons, write_program
+from ..common.verify import Comparison, MeasurementFailed, collective_comparisons, write_program
 from .hlo import HloCollective, collectives, dot_flops
 
 
@@ -42,13 +42,18 @@ class Verification:
         return all(c.ok for c in self.comparisons)
 
 
-def dump(program: Path, devices: int, out: Path, timeout: int = 900) -> tuple[str, dict[str, float]]:
+def dump(program: Path, devices: int, out: Path, timeout: float = 900.0) -> tuple[str, dict[str, float]]:
     """Run the program's --dump-hlo on `devices` fake CPU devices; (HLO text, cost analysis)."""
     out = out.absolute()  # the program runs in its own directory
     command = [sys.executable, "train.py", "--devices", str(devices), "--dump-hlo", str(out)]
-    result = subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout)
+    what = f"`{' '.join(command[1:])}` in {program}"
+    try:
+        result = subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        output = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
+        raise MeasurementFailed(f"{what} did not finish within {timeout:g}s", output or "", timeout) from None
     if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(command)}` failed in {program}:\n{result.stderr[-4000:]}")
+        raise MeasurementFailed(f"{what} failed with exit status {result.returncode}", result.stderr)
     cost = json.loads((out / "cost_analysis.json").read_text())
     return (out / "train_step.hlo.txt").read_text(), cost
 
@@ -87,6 +92,7 @@ def verify(
     total_flops_tolerance: float = 0.10,
     bytes_tolerance: float = 0.02,
     keep: Path | None = None,
+    timeout: float = 900.0,
 ) -> Verification:
     """Generate the spec's program, dump its compiled step, and compare it with `report`."""
     from .program import generate
@@ -95,7 +101,7 @@ def verify(
     with tempfile.TemporaryDirectory(prefix="switchc-verify-") as scratch:
         work = keep or Path(scratch)
         program = write_program(generate(spec), work / "program")
-        hlo, cost = dump(program, devices, work / "hlo")
+        hlo, cost = dump(program, devices, work / "hlo", timeout)
     comparisons, found = compare(
         report,
         hlo,

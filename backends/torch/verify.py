@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..common.verify import Comparison, collective_comparisons, write_program
+from ..common.verify import Comparison, MeasurementFailed, collective_comparisons, write_program
 
 KINDS = {  # torch.distributed function -> the report's kind
     "all_reduce": "all-reduce",
@@ -259,12 +259,14 @@ def run_step(program: Path, devices: int, out: Path, *, seed: int = 0, timeout: 
         ranks.append((subprocess.Popen(command, cwd=program, env=rank_env, stdout=log, stderr=log), log))
     deadline = time.monotonic() + timeout
     failed = None
+    timed_out = False
     try:
         for rank, (process, _) in enumerate(ranks):
             try:
                 code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                failed = failed or f"rank {rank} did not finish within {timeout:.0f}s"
+                failed = failed or f"rank {rank} did not finish within {timeout:g}s"
+                timed_out = True
                 break
             if code != 0:
                 failed = failed or f"rank {rank} exited with status {code}"
@@ -279,7 +281,7 @@ def run_step(program: Path, devices: int, out: Path, *, seed: int = 0, timeout: 
             f"--- rank {rank}:\n{(out / f'rank{rank}.log').read_text(encoding='utf-8')[-3000:]}"
             for rank in range(devices)
         )
-        raise RuntimeError(f"the train step of {program} failed: {failed}\n{logs}")
+        raise MeasurementFailed(f"the train step of {program} failed: {failed}", logs, timeout if timed_out else None)
     return [json.loads((out / f"rank{rank}.json").read_text(encoding="utf-8")) for rank in range(devices)]
 
 

@@ -11,11 +11,15 @@ from rich.table import Table
 
 from switchc.analysis import DEFAULT_HARDWARE, hardware, report_for
 from switchc.backends import target
+from switchc.backends.common.verify import MeasurementFailed
 from switchc.cli.options import example, overrides, table_console
 from switchc.errors import PlainUserError
 from switchc.spec import load_spec
 
 EXIT_MISMATCH = 1
+EXIT_NOT_MEASURED = 3  # the step failed or ran out of time: nothing to compare
+DEFAULT_TIMEOUT = {"jax": 900.0, "torch": 300.0}  # seconds: XLA compiles the unrolled step; torch runs one step
+OUTPUT_LINES = 30  # of a failed step's output, shown under the error
 DEFAULT_FLOPS_TOLERANCE = {"jax": 0.05, "torch": 0.01}  # relative, matmul FLOPs (torch counts the same ops)
 MEASURED = {"jax": "xla", "torch": "torch"}  # the JSON key of the measured value
 
@@ -51,6 +55,12 @@ def _number(value: float) -> str:
     "--bytes-tolerance", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Relative, for bytes."
 )
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program and HLO here.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds the step may take, compile included.  [default: 900 for jax, 300 for torch]",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def verify(
     spec: str,
@@ -60,6 +70,7 @@ def verify(
     total_flops_tolerance: float,
     bytes_tolerance: float,
     keep: Path | None,
+    timeout: float | None,
     fmt: str,
 ) -> None:
     """Run the spec's train step on its mesh and compare its FLOPs and collectives with the report.
@@ -67,7 +78,7 @@ def verify(
     jax: XLA's compiled step on fake CPU devices (its HLO and cost analysis). torch: one step of
     the PyTorch program on one gloo process per device, under FlopCounterMode, with every
     torch.distributed collective recorded (docs/verify.md). Exit 0 when all agree within the
-    tolerances, 1 when not."""
+    tolerances, 1 when not, 3 when the step failed or ran past --timeout (nothing was compared)."""
     resolved = load_spec(spec, overrides)
     target(backend).require()
     if keep is not None and keep.exists() and any(keep.iterdir()):
@@ -88,9 +99,20 @@ def verify(
     click.echo(starting, err=True)
     if flops_tolerance is None:
         flops_tolerance = DEFAULT_FLOPS_TOLERANCE[backend]
-    result: Any = run_verify(
-        resolved, report, flops_tolerance=flops_tolerance, bytes_tolerance=bytes_tolerance, keep=keep, **options
-    )
+    seconds = DEFAULT_TIMEOUT[backend] if timeout is None else timeout
+    try:
+        result: Any = run_verify(
+            resolved,
+            report,
+            flops_tolerance=flops_tolerance,
+            bytes_tolerance=bytes_tolerance,
+            keep=keep,
+            timeout=seconds,
+            **options,
+        )
+    except MeasurementFailed as failure:
+        click.echo(_not_measured(failure, keep), err=True)
+        raise SystemExit(EXIT_NOT_MEASURED) from None
     measured_column = MEASURED[backend]
     if fmt == "json":
         rows = [
@@ -128,6 +150,25 @@ def verify(
         table_console(200).print(table)
     if not result.ok:
         raise SystemExit(EXIT_MISMATCH)
+
+
+def _not_measured(failure: MeasurementFailed, keep: Path | None) -> str:
+    """What verify says when the step could not be measured: the error, the end of the step's
+    output, and what to do."""
+    lines = [f"error: {failure.message}"]
+    output = failure.output.rstrip().splitlines()[-OUTPUT_LINES:]
+    if output:
+        lines += ["the step's output ended with:", *(f"  {line}" for line in output)]
+    if failure.timeout is not None:
+        lines.append(
+            f"hint: a larger model or mesh takes longer to compile and run on this host's CPUs: raise "
+            f"--timeout (it was {failure.timeout:g}s), or verify a smaller --set of the spec"
+        )
+    elif keep is None:
+        lines.append("hint: add --keep DIR to keep the generated program and rerun its step by hand")
+    else:
+        lines.append(f"hint: the generated program is in {keep / 'program'}, to rerun its step by hand")
+    return "\n".join(lines)
 
 
 COMMANDS = (verify,)

@@ -1,0 +1,49 @@
+"""`switchc verify` when the step cannot be measured: the program fails, or runs past --timeout.
+
+Nothing is compared then, so it is neither agreement (0) nor a mismatch (1): exit status 3, the
+error in one line, the end of the step's output, and a hint; no traceback. The program is replaced
+by one that fails the same way a real one does (an exception at import, a compile that does not
+end), so these run in seconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
+
+BROKEN = "\n".join(
+    ["import sys", "print('step: building the model', file=sys.stderr)", "raise MemoryError('no room for the experts')"]
+)
+SLOW = "import time\ntime.sleep(120)\n"
+
+
+def _verify_program(monkeypatch: pytest.MonkeyPatch, backend: str, text: str, *args: str) -> tuple[int, str]:
+    """switchc verify switch-tiny with the backend's program replaced by `text` (its train.py and
+    model.py: the JAX verify runs the one, the PyTorch verify's ranks import the other)."""
+    pytest.importorskip(backend)
+    program = __import__(f"switchc.backends.{backend}.program", fromlist=["generate"])
+    monkeypatch.setattr(program, "generate", lambda spec: {"train.py": text, "model.py": text})
+    result = CliRunner().invoke(main, ["verify", "switch-tiny", "--backend", backend, *args])
+    return result.exit_code, result.stderr
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_step_that_fails_is_exit_3_with_its_output(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    code, stderr = _verify_program(monkeypatch, backend, BROKEN)
+    assert code == 3, stderr
+    said = stderr.splitlines()  # the progress line, then switchc's error: the program's traceback only quoted
+    assert said[1].startswith("error: ") and " failed" in said[1] and stderr.count("error: ") == 1
+    assert said[2] == "the step's output ended with:" and all(line.startswith("  ") for line in said[3:-1])
+    assert "  MemoryError: no room for the experts" in stderr
+    assert "hint: add --keep DIR to keep the generated program" in stderr
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_step_past_the_timeout_is_exit_3_naming_the_flag(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    code, stderr = _verify_program(monkeypatch, backend, SLOW, "--timeout", "3")
+    assert code == 3, stderr
+    assert "did not finish within 3s" in stderr
+    assert "raise --timeout (it was 3s)" in stderr
+    assert "Traceback" not in stderr
