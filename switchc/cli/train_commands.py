@@ -14,6 +14,7 @@ from shlex import quote
 import click
 import yaml
 
+from switchc.analysis import hardware as analysis_hardware
 from switchc.backends import target
 from switchc.backends.common.codegen import parameters
 from switchc.backends.common.flags import (
@@ -161,6 +162,25 @@ def _parameter_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
     "differ from the run's.",
 )
 @click.option("--eval-every", type=click.IntRange(min=0), help="Evaluate every N steps (0: never; default: steps/10).")
+@click.option("--eval-batches", type=click.IntRange(min=1), help="Batches per evaluation (default: 10).")
+@click.option("--log-every", type=click.IntRange(min=1), help="A train record every N steps (default: 10).")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    help="Save a checkpoint every N steps (0: never; default: steps/10).",
+)
+@click.option("--keep", type=click.IntRange(min=1), metavar="K", help="Keep the newest K checkpoints (default: 3).")
+@click.option(
+    "--init-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Start from these weights (safetensors keyed by IR names: either program's --export-init writes it).",
+)
+@click.option(
+    "--hardware",
+    metavar="NAME",
+    help="Hardware profile for the MFU the progress shows (default: cpu on CPUs, else the device's).",
+)
 def train(
     spec: str,
     overrides: tuple[str, ...],
@@ -171,12 +191,18 @@ def train(
     resume: bool,
     allow_changes: bool,
     eval_every: int | None,
+    eval_batches: int | None,
+    log_every: int | None,
+    checkpoint_every: int | None,
+    keep: int | None,
+    init_from: Path | None,
+    hardware: str | None,
 ) -> None:
     """Compile SPEC (default: the built-in switch-tiny) and train it on its data, printing progress.
 
-    Both backends take the same flags and write the same run directory (docs/training.md); for
-    the program's other flags (--keep, --checkpoint-every, --log-every, --hardware, --init-from),
-    run OUT/program/train.py yourself; the seed is the spec's (--set train.seed=N). Without
+    Both backends take the same flags and write the same run directory (docs/training.md); the
+    options from --eval-every on are passed to the program; for its others (--export-init, and each
+    backend's own) run OUT/program/train.py yourself; the seed is the spec's (--set train.seed=N). Without
     --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an earlier
     run are removed first. With --resume, settings other than train.steps (under a cosine schedule,
     train.steps too) must match the run's (OUT/program/spec.yaml) unless --allow-changes is given.
@@ -194,6 +220,17 @@ def train(
             f"--devices {devices}: the mesh {dict(resolved.mesh.axes)} needs {needed} {what}",
             "drop --devices (it defaults to the mesh's size), or change the mesh (--set 'mesh.axes={...}')",
         )
+    if hardware is not None:  # the programs know the built-in profiles (their PEAK_FLOPS)
+        hardware = analysis_hardware(hardware).name
+    passed = {
+        "--eval-every": eval_every,
+        "--eval-batches": eval_batches,
+        "--log-every": log_every,
+        "--checkpoint-every": checkpoint_every,
+        "--keep": keep,
+        "--init-from": None if init_from is None else init_from.resolve(),
+        "--hardware": hardware,
+    }
     program = out / "program"
     if out.exists() and any(out.iterdir()) and not _is_run_directory(out):
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
@@ -226,8 +263,7 @@ def train(
             command += ["--devices", str(wanted)]
         if resume:
             command += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
-        if eval_every is not None:
-            command += ["--eval-every", str(eval_every)]
+        command += [text for flag, value in passed.items() if value is not None for text in (flag, str(value))]
         click.echo(f"running {' '.join(command[1:])}", err=True)
         status = _run_program(command, *lock_for_child(out))
     finally:

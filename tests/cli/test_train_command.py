@@ -42,13 +42,14 @@ def test_train_runs_the_default_spec_and_logs_metrics(tmp_path: Path) -> None:
     assert "  steps: 4\n" in (out / "program" / "spec.yaml").read_text()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3", "4"]  # the newest 3 kept
 
-    resumed = _train(
-        tmp_path, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--resume", "--eval-every", "0"
-    )
+    # the program's own flags pass through: a record and a checkpoint every step, the newest 2 kept
+    passed = ["--eval-every", "0", "--log-every", "1", "--checkpoint-every", "1", "--keep", "2", "--hardware", "CPU"]
+    resumed = _train(tmp_path, "--steps", "6", "--out", str(out), "--set", "train.batch_size=8", "--resume", *passed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "--log-every 1 --checkpoint-every 1 --keep 2 --hardware cpu" in resumed.stderr  # the command it runs
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["split"]) for r in records] == [(4, "train"), (4, "eval"), (6, "train")]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["4", "5", "6"]
+    assert [(r["step"], r["split"]) for r in records] == [(4, "train"), (4, "eval"), (5, "train"), (6, "train")]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["5", "6"]
 
     # --resume with other settings would mix two runs: refused before anything in OUT changes
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
@@ -212,6 +213,21 @@ def test_a_program_a_signal_killed_exits_with_the_shells_status() -> None:
 
     killed = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
     assert _run_program([sys.executable, "-c", killed], {}, ()) == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--hardware", "h1000"], "error: unknown hardware profile 'h1000'\nhint: did you mean 'h100'?"),
+        (["--init-from", "missing.safetensors"], "File 'missing.safetensors' does not exist"),
+        (["--keep", "0"], "Invalid value for '--keep': 0 is not in the range x>=1"),
+    ],
+)
+def test_program_flags_are_checked_before_anything(tmp_path: Path, flags: list[str], said: str) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), *flags])
+    assert result.exit_code == 2 and said in result.stderr, result.stderr
+    assert not out.exists()
 
 
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:
