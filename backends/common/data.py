@@ -255,7 +255,7 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
     if source == "shakespeare":
         return [p.read_text(encoding="utf-8") for p in shakespeare_files()]
     assert path is not None, "text and jsonl sources need a path"
-    root = Path(path)
+    root = Path(path).expanduser()
     if not root.exists():
         where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise SystemExit(f"error: data path {root} does not exist{where}")
@@ -499,7 +499,7 @@ def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
     given = getattr(config, "spm_model", None)
     if given is None:
         return sentencepiece_tokenizer(train_documents, config.vocab_size)
-    path = Path(given)
+    path = Path(given).expanduser()
     if not path.is_file():
         where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise SystemExit(f"error: SentencePiece model {path} does not exist{where}")

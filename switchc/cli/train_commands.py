@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -34,9 +35,11 @@ from switchc.spec.emit import differences, extendable
 
 
 def _yaml_value(value: object, limit: int = 60) -> str:
-    """A value as YAML flow text (0.003, null, [1, 2], {num_experts: 8, ...}), shortened past `limit`."""
+    """A value as YAML flow text (0.003, null, [1, 2], {num_experts: 8, ...}); a list or mapping is
+    shortened past `limit` (a string, such as a path, is shown whole: its end may be what differs)."""
     text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1000).removesuffix("...\n").strip()
-    return text if len(text) <= limit else text[: limit - 4].rstrip() + " ..."
+    shorten = isinstance(value, (list, dict)) and len(text) > limit
+    return text[: limit - 4].rstrip() + " ..." if shorten else text
 
 
 def changed_settings(run_spec: Path, spec: Spec) -> list[tuple[str, object, object]]:
@@ -212,6 +215,7 @@ def train(
     if steps is not None:  # the program's schedule and intervals follow train.steps, so it is set in the spec
         overrides = (*overrides, f"train.steps={steps}")
     resolved = load_spec(spec, overrides)
+    resolved = _absolute_data_paths(resolved)
     target(backend).require()
     needed = resolved.mesh.num_devices
     if devices is not None and (devices < needed if backend == "jax" else devices != needed):
@@ -280,6 +284,21 @@ def _clear_earlier_run(out: Path) -> None:
     (out / "metrics.jsonl").unlink(missing_ok=True)
     for folder in ("tensorboard", "checkpoints"):
         shutil.rmtree(out / folder, ignore_errors=True)
+
+
+def _absolute_data_paths(spec: Spec) -> Spec:
+    """The spec with its relative data paths (data.path, data.spm_model) made absolute from the
+    directory switchc runs in: the run's spec.yaml then names the corpus the run trained on, and a
+    --resume from another directory reads the same files (or, where the spec names other ones, is
+    refused as a changed setting) rather than whatever lies at that relative path there."""
+
+    def absolute(path: str | None) -> str | None:
+        return path if path is None or os.path.isabs(os.path.expanduser(path)) else os.path.abspath(path)
+
+    path, spm_model = absolute(spec.data.path), absolute(spec.data.spm_model)
+    if (path, spm_model) == (spec.data.path, spec.data.spm_model):
+        return spec
+    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, path=path, spm_model=spm_model))
 
 
 def _hold_run_directory(out: Path) -> None:

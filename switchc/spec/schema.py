@@ -391,7 +391,8 @@ class DataConfig:
         SafeText | None,
         Field(
             description="File or directory for source text/jsonl: a directory's files, in name order, hidden ones "
-            "(.git/, .*) left out; UTF-8 text. A relative path is relative to where the program runs."
+            "(.git/, .*) left out; UTF-8 text. A relative path is relative to where the program runs (switchc "
+            "train records it as an absolute path); ~ is the home directory."
         ),
     ] = None
     jsonl_field: Annotated[Identifier, Field(description="Field of each JSONL record that holds the text.")] = "text"
@@ -406,7 +407,7 @@ class DataConfig:
         SafeText | None,
         Field(
             description="An existing SentencePiece .model to use instead of training one (pad 0, eos 1, unk 2; "
-            "at most vocab_size - 100 pieces)."
+            "at most vocab_size - 100 pieces); a path as for data.path."
         ),
     ] = None
     objective: Annotated[

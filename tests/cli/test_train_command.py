@@ -215,6 +215,31 @@ def test_a_program_a_signal_killed_exits_with_the_shells_status() -> None:
     assert _run_program([sys.executable, "-c", killed], {}, ()) == 128 + signal.SIGTERM
 
 
+def test_a_relative_data_path_is_recorded_from_where_switchc_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data.path relative to the working directory: the run's spec.yaml names the absolute corpus,
+    so a --resume from another directory cannot read another corpus at the same relative path."""
+    from switchc.cli import train_commands
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(train_commands, "_run_program", lambda command, env, fds: started.append(command) or 0)
+    for where in ("a", "b"):
+        (tmp_path / where / "corpus").mkdir(parents=True)
+        (tmp_path / where / "corpus" / "play.txt").write_text("To be, or not to be.\n")
+    out = tmp_path / "run"
+    text = ["--set", "data.source=text", "--set", "data.path=corpus", "--set", "data.tokenizer=byte"]
+    monkeypatch.chdir(tmp_path / "a")
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), *text])
+    assert result.exit_code == 0, result.stderr
+    assert f"  path: {tmp_path / 'a' / 'corpus'}\n" in (out / "program" / "spec.yaml").read_text()
+
+    monkeypatch.chdir(tmp_path / "b")
+    resumed = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), "--resume", *text])
+    assert resumed.exit_code == 2 and len(started) == 1
+    assert f"data.path: {tmp_path / 'a' / 'corpus'} in the run, {tmp_path / 'b' / 'corpus'} now" in resumed.stderr
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [

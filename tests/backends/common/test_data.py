@@ -260,6 +260,14 @@ def test_a_text_folder_skips_hidden_files_and_names_one_that_is_not_utf8(tmp_pat
         data.read_documents("text", str(tmp_path / "hidden-only"), "text")
 
 
+def test_a_data_path_may_start_at_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "corpus.txt").write_text("To be, or not to be.\n")
+    assert data.read_documents("text", "~/corpus.txt", "text") == ["To be, or not to be.\n"]
+    with pytest.raises(SystemExit, match=f"error: SentencePiece model {tmp_path / 'none.model'} does not exist$"):
+        data.tokenizer_for(SimpleNamespace(tokenizer="sentencepiece", spm_model="~/none.model", vocab_size=512), [])
+
+
 def test_a_file_that_is_not_a_sentencepiece_model_is_one_line(tmp_path: Path) -> None:
     pytest.importorskip("sentencepiece")
     bogus = tmp_path / "bogus.model"
