@@ -312,16 +312,30 @@ def to_markdown(reports: Sequence[Report]) -> str:
 
 
 def plot(reports: Sequence[Report], path: str) -> None:
-    """Per-layer FLOPs (model and executed per device) and communication bytes, one line per spec."""
+    """Per-layer FLOPs (model and executed per device) and communication bytes, one line per spec,
+    drawn to `path` (its suffix names the format)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
+    fig = layer_figure(reports)
+    save_figure(fig, Path(path))
+    plt.close(fig)
+
+
+def layer_figure(reports: Sequence[Report]) -> Any:
+    """The figure `plot` draws. Each layer has one place on the x axis, by name, so specs of other
+    depths line up: encoder.final is one tick for every spec, and a deeper spec's extra blocks get
+    ticks between the others'."""
+    import matplotlib.pyplot as plt
+
+    labels = layer_order(reports)
+    place = {name: index for index, name in enumerate(labels)}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=False)
     for report in reports:
         rows = report.layers
-        x = range(len(rows))
+        x = [place[r.layer] for r in rows]
         top.plot(
             x,
             [r.model_forward_flops / report.spec.devices for r in rows],
@@ -336,15 +350,26 @@ def plot(reports: Sequence[Report], path: str) -> None:
             label=f"{report.spec.name} executed",
         )
         bottom.plot(x, [r.comm_bytes_per_device for r in rows], marker=".", label=report.spec.name)
-    labels = [r.layer for r in reports[0].layers]
     for axis in (top, bottom):
         axis.set_xticks(range(len(labels)))
-        axis.set_xticklabels(labels, rotation=90, fontsize=6)
+        axis.set_xticklabels(labels, rotation=90, fontsize=6 if len(labels) <= 60 else 4)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     top.set_ylabel("forward FLOPs per device")
     bottom.set_ylabel("bytes per device per step")
     top.set_title("per layer: forward FLOPs (top), collective bytes (bottom)")
     fig.tight_layout()
-    save_figure(fig, Path(path))
-    plt.close(fig)
+    return fig
+
+
+def layer_order(reports: Sequence[Report]) -> list[str]:
+    """Every report's layer names in one order that keeps each report's own: a layer another
+    report lacks (a deeper stack's encoder.12) goes right after the layer it follows there."""
+    order: list[str] = []
+    for report in reports:
+        previous: str | None = None
+        for name in (row.layer for row in report.layers):
+            if name not in order:
+                order.insert(0 if previous is None else order.index(previous) + 1, name)
+            previous = name
+    return order

@@ -87,6 +87,23 @@ def test_plot_writes_a_png(tiny_file: str, tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_puts_each_layer_of_specs_of_other_depths_at_one_tick() -> None:
+    """switch-tiny (2 blocks per stack) beside t5-base (12): encoder.final is one tick for both,
+    and every point of either sits at the tick of its own layer."""
+    pytest.importorskip("matplotlib")
+    from switchc.analysis import hardware, report_for
+    from switchc.analysis.report import layer_figure
+    from switchc.spec import load_spec
+
+    reports = [report_for(load_spec(name), hardware("cpu")) for name in ("switch-tiny", "t5-base")]
+    figure = layer_figure(reports)
+    top = figure.axes[0]
+    ticks = [label.get_text() for label in top.get_xticklabels()]
+    assert ticks == [row.layer for row in reports[1].layers]  # the deeper spec's layers hold the shallower's
+    for report, line in zip(reports, top.get_lines()[::2], strict=True):  # each spec's model-FLOPs line
+        assert [ticks[int(x)] for x in line.get_xdata()] == [row.layer for row in report.layers]
+
+
 @pytest.mark.parametrize(("name", "said"), [("layers.txt", "unknown format '.txt'"), ("layers", "no suffix")])
 def test_plot_needs_a_suffix_matplotlib_writes(tiny_file: str, tmp_path: Path, name: str, said: str) -> None:
     pytest.importorskip("matplotlib")
