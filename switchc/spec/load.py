@@ -373,9 +373,7 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         return Diagnostic(
             f"{dotted or 'the spec'}: expected a mapping of keys, got {_describe(value)}",
             span,
-            f"write it as a block: {loc[-1] if loc else 'name'} {{ key = value }}"
-            if dsl_text
-            else "write the keys indented under it, one 'key: value' per line",
+            _mapping_hint(loc, value, span, dsl_text),
         )
     if kind in ("tuple_type", "list_type"):
         return Diagnostic(f"{dotted}: expected a list of mesh axis names, got {_describe(value)}", span)
@@ -385,6 +383,22 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         said = "switch =" if dsl_text else "switch:"
         hint = f"write `{said} every 2`, `{said} [1, 3]` (0-based blocks) or `{said} []` (a dense stack)"
     return Diagnostic(f"{dotted}: {message}", span, hint)
+
+
+def _mapping_hint(loc: tuple[Any, ...], value: Any, span: Span, dsl_text: bool) -> str:
+    """How to write the section at `loc`, given `value` (a scalar or a list), in the syntax the
+    mistake was made in (--set, DSL or YAML): its keys, and an example. A section of a few keys
+    (capacity_factor: train, eval) gets the value under its first key, as the value probably meant."""
+    keys = _section_keys(loc)
+    name = str(loc[-1]) if loc else "name"
+    first = keys and len(keys) <= 3 and not isinstance(value, (dict, list))
+    key, example = (keys[0], _describe(value).strip("'")) if first else ("KEY", "VALUE")
+    its = f" ({', '.join(keys)})" if keys else ""
+    if span.source.name == OVERRIDE_SOURCE_NAME and loc:
+        return f"set one of its keys{its}: --set {'.'.join(str(p) for p in loc)}.{key}={example}"
+    if dsl_text:
+        return f"write it as a block of its keys{its}: {name} {{ {key} = {example} }}"
+    return f"write its keys{its} under it, e.g. {name}: {{{key}: {example}}}"
 
 
 def _key_diagnostic(loc: tuple[Any, ...], kind: str, value: Any, ctx: Any, span: Span) -> Diagnostic:

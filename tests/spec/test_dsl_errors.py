@@ -34,6 +34,14 @@ MISTAKES = [
         3,
         "missing '}': 'capacity_factor {' (line 2)",
     ),
+    Mistake(
+        "one capacity factor for both",
+        "moe { capacity_factor = 1.25 }\n",
+        1,
+        25,
+        "moe.capacity_factor: expected a mapping of keys, got 1.25",
+        "write it as a block of its keys (train, eval): capacity_factor { train = 1.25 }",
+    ),
     Mistake("missing closing brace at the end", "model { d_model = 8\n", 1, 20, "missing '}'", "close 'model'"),
     Mistake("missing opening brace", "model\n  d_model = 8\n}\n", 1, 6, "missing '{' after 'model'", "model { ... }"),
     Mistake(

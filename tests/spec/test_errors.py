@@ -88,7 +88,15 @@ MISTAKES = [
         "unknown choice 'sgd'",
         "choose one of: adafactor, adam",
     ),
-    Mistake("section is a scalar", "model: 12\n", 1, 8, "expected a mapping of keys, got 12"),
+    Mistake("section is a scalar", "model: 12\n", 1, 8, "expected a mapping of keys, got 12", "model: {KEY: VALUE}"),
+    Mistake(
+        "one capacity factor for both",
+        "moe:\n  capacity_factor: 1.25\n",
+        2,
+        20,
+        "moe.capacity_factor: expected a mapping of keys, got 1.25",
+        "write its keys (train, eval) under it, e.g. capacity_factor: {train: 1.25}",
+    ),
     Mistake(
         "top_k above num_experts",
         "moe:\n  num_experts: 4\n  top_k: 8\n",
@@ -330,6 +338,14 @@ OVERRIDE_MISTAKES = [
         "set 'moe' first",
     ),
     OverrideMistake("into a value", ("model.d_model.x=1",), 1, 7, "'model.d_model' is a value, not a section"),
+    OverrideMistake(
+        "one capacity factor for both",
+        ("moe.capacity_factor=1.25",),
+        1,
+        27,
+        "expected a mapping of keys, got 1.25",
+        "set one of its keys (train, eval): --set moe.capacity_factor.train=1.25",
+    ),
     OverrideMistake(
         "cross-check against the file",
         ("moe.top_k=16",),
