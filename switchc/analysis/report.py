@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class SpecSummary:
     num_experts: int  # 0 for a dense model
     top_k: int
     capacity_factor: float
+    group_size: int  # moe.group_size: the most tokens a routing group may have (0 for a dense model)
     routing: tuple[StackRouting, ...]
 
 
@@ -142,6 +143,7 @@ def _spec_summary(graph: Graph) -> SpecSummary:
         num_experts=moe.num_experts if moe else 0,
         top_k=moe.top_k if moe else 0,
         capacity_factor=moe.capacity_factor.train if moe else 0.0,
+        group_size=moe.group_size if moe else 0,
         routing=routing,
     )
 
@@ -239,6 +241,7 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
                 f"groups/device {r.groups_per_device} x {r.tokens_per_group} tokens, capacity {r.capacity}",
             )
         )
+    rows += [("  note", note) for note in routing_notes(s)]
     rows += [
         ("memory/device", f"{_bytes(m.per_device_bytes)} ({fits} in {_bytes(m.device_capacity_bytes or 0)})"),
         (
@@ -272,6 +275,29 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
     return rows
 
 
+SMALL_GROUP_RATIO = 4  # a routing group this many times smaller than it could be gets a note
+
+
+def routing_notes(spec: SpecSummary) -> list[str]:
+    """What a report says of routing groups far smaller than moe.group_size allows: each group
+    is the largest divisor of a device's tokens up to group_size, so a token count with no divisor
+    near it (a prime) leaves groups of a few tokens, each padded to num_experts x capacity slots."""
+    notes = []
+    for r in spec.routing:
+        possible = min(r.tokens_on_device, spec.group_size)
+        if r.tokens_per_group * SMALL_GROUP_RATIO > possible:
+            continue
+        length = "inputs_length" if r.stack == "encoder" else "targets_length"
+        slots = spec.num_experts * r.capacity / r.tokens_per_group
+        notes.append(
+            f"{r.stack}: routing groups of {r.tokens_per_group} token{'s' if r.tokens_per_group > 1 else ''}, the "
+            f"largest divisor of its {r.tokens_on_device} tokens per device up to moe.group_size {spec.group_size}: "
+            f"{slots:.3g} expert slots per token; choose train.batch_size and train.{length} so that the tokens "
+            f"per device have a divisor near {possible}, or raise moe.group_size to {r.tokens_on_device}"
+        )
+    return notes
+
+
 def rich_table(reports: Sequence[Report]) -> Table:
     """One column per report: several reports compare side by side."""
     title = reports[0].spec.name if len(reports) == 1 else "comparison"
@@ -286,17 +312,27 @@ def rich_table(reports: Sequence[Report]) -> Table:
 
 def _aligned(reports: Sequence[Report]) -> list[tuple[str, list[str]]]:
     """Rows keyed by metric across reports, in first-seen order; '-' where a report lacks one."""
-    order: list[str] = []
+    rows = [summary_rows(report) for report in reports]
     values: dict[str, dict[int, str]] = defaultdict(dict)
-    for index, report in enumerate(reports):
-        previous: str | None = None
-        for metric, value in summary_rows(report):
-            if metric not in values:
-                # A metric only some reports have goes after the one it follows in theirs.
-                order.insert(order.index(previous) + 1 if previous else 0, metric)
+    for index, report_rows in enumerate(rows):
+        for metric, value in report_rows:
             values[metric][index] = value
-            previous = metric
+    order = merged_order([metric for metric, _ in report_rows] for report_rows in rows)
     return [(metric, [values[metric].get(i, "-") for i in range(len(reports))]) for metric in order]
+
+
+def merged_order(sequences: Iterable[Sequence[str]]) -> list[str]:
+    """Every name of `sequences` in one order that keeps each sequence's own: a name only some
+    have (a metric one report lacks, a deeper stack's encoder.12) goes right after the name it
+    follows in its sequence."""
+    order: list[str] = []
+    for names in sequences:
+        previous: str | None = None
+        for name in names:
+            if name not in order:
+                order.insert(0 if previous is None else order.index(previous) + 1, name)
+            previous = name
+    return order
 
 
 def to_markdown(reports: Sequence[Report]) -> str:
@@ -363,13 +399,5 @@ def layer_figure(reports: Sequence[Report]) -> Any:
 
 
 def layer_order(reports: Sequence[Report]) -> list[str]:
-    """Every report's layer names in one order that keeps each report's own: a layer another
-    report lacks (a deeper stack's encoder.12) goes right after the layer it follows there."""
-    order: list[str] = []
-    for report in reports:
-        previous: str | None = None
-        for name in (row.layer for row in report.layers):
-            if name not in order:
-                order.insert(0 if previous is None else order.index(previous) + 1, name)
-            previous = name
-    return order
+    """Every report's layer names in one order that keeps each report's own (`merged_order`)."""
+    return merged_order([row.layer for row in report.layers] for report in reports)

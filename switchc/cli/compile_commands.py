@@ -11,6 +11,7 @@ from shlex import quote
 import click
 
 from switchc.analysis import DEFAULT_HARDWARE, hardware, report_for
+from switchc.analysis.report import routing_notes
 from switchc.backends import BACKEND_NAMES, target
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
@@ -20,7 +21,8 @@ MARKER = ".switchc-program"  # marks a directory switchc wrote, which compile ma
 
 
 def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
-    """The generated program's files plus report.json, the cost report it was compiled with."""
+    """The generated program's files plus report.json, the cost report it was compiled with. What
+    the report notes of the spec (routing groups far smaller than moe.group_size) goes to stderr."""
     target(backend)  # the package exists; the program itself needs the framework only to run
     if backend == "torch":
         from switchc.backends.torch.program import generate
@@ -28,8 +30,10 @@ def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
         from switchc.backends.jax.program import generate
 
     files = generate(spec)
-    report = report_for(spec, hardware(DEFAULT_HARDWARE)).to_json()
-    files["report.json"] = json.dumps(report, indent=2) + "\n"
+    report = report_for(spec, hardware(DEFAULT_HARDWARE))
+    for note in routing_notes(report.spec):
+        click.echo(f"note: {note}", err=True)
+    files["report.json"] = json.dumps(report.to_json(), indent=2) + "\n"
     return dict(sorted(files.items()))
 
 

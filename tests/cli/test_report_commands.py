@@ -79,6 +79,24 @@ def test_markdown_lists_the_conventions(tiny_file: str) -> None:
     assert "step time on h100" in result.output
 
 
+PRIME = ("--set", "train.batch_size=1", "--set", "train.inputs_length=4099", "--set", "train.targets_length=1024")
+
+
+def test_routing_groups_a_prime_token_count_leaves_tiny_are_noted(tmp_path: Path) -> None:
+    """4099 tokens per device (a prime) and group_size 4096: groups of one token, each padded to
+    every expert's capacity. The report and compile say so, with the ways out; a routine spec
+    gets no note."""
+    said = "encoder: routing groups of 1 token, the largest divisor of its 4099 tokens per device up to "
+    said += "moe.group_size 4096: 8 expert slots per token; choose train.batch_size and train.inputs_length so "
+    said += "that the tokens per device have a divisor near 4096, or raise moe.group_size to 4099"
+    report = run("report", "switch-tiny", *PRIME, "--format", "markdown")
+    assert f"| note | {said} |" in report.output
+    compiled = runner.invoke(main, ["compile", "switch-tiny", *PRIME, "-o", str(tmp_path / "p")])
+    assert compiled.exit_code == 0 and f"note: {said}\n" in compiled.stderr
+    for name in ("switch-tiny", "switch-base", "switch-c"):
+        assert "| note |" not in run("report", name, "--format", "markdown").output
+
+
 def test_plot_writes_a_png(tiny_file: str, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "layers.png"
