@@ -193,18 +193,32 @@ def _count(value: float) -> str:
 
 
 def _bytes(value: float) -> str:
+    """3 significant digits in binary units; below 1 KiB in bytes, spelt out ('B' is a billion in
+    the counts beside it)."""
     for suffix, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(value) >= scale:
             return f"{value / scale:.3g} {suffix}"
-    return f"{value:.0f} B"
+    return f"{value:.0f} byte" + ("" if value == 1 else "s")
 
 
 def _seconds(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f} s"
     if value >= 1:
         return f"{value:.3g} s"
     if value >= 1e-3:
         return f"{value * 1e3:.3g} ms"
     return f"{value * 1e6:.3g} us"
+
+
+def _percent(value: float) -> str:
+    """One decimal (45.2%); below 1%, two significant digits (0.11%), not a rounded 0.1%."""
+    return f"{value:.1%}" if value >= 0.01 else f"{value * 100:.2g}%"
+
+
+def _rate(value: float) -> str:
+    """Whole numbers with thousands separators from 1000 on (55,750), never an exponent."""
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"
 
 
 def summary_rows(report: Report) -> list[tuple[str, str]]:
@@ -269,8 +283,8 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
             " / ".join(_seconds(x) for x in (t.forward_seconds, t.backward_seconds, t.recompute_seconds)),
         ),
         ("  exposed communication", _seconds(t.exposed_comm_seconds)),
-        ("  MFU (model FLOPs / step / peak)", f"{t.model_flops_utilization:.1%}"),
-        ("sequences per second", f"{t.sequences_per_second:.4g}"),
+        ("  MFU (model FLOPs / step / peak)", _percent(t.model_flops_utilization)),
+        ("sequences per second", _rate(t.sequences_per_second)),
     ]
     return rows
 
