@@ -7,23 +7,30 @@ collectives inside blocks run again under train.remat = full) and `gradient` (pa
 gradient all-reduces, once per step). `bytes_per_device` is the buffer one device contributes.
 
 Time per collective, for a group of n devices, S bytes per device, bandwidth B (bytes/s one way,
-per device) and latency a (the standard ring / pairwise-exchange costs of Thakur, Rabenseifner
-and Gropp, "Optimization of collective communication operations in MPICH", 2005):
+per device), latency a, and L = ceil(log2 n) steps (the costs of Thakur, Rabenseifner and Gropp,
+"Optimization of collective communication operations in MPICH", 2005, exact for n a power of 2):
 
-    all-reduce        2 (n-1)/n * S/B + 2 (n-1) a      (ring: reduce-scatter then all-gather)
-    reduce-scatter      (n-1)/n * S/B +   (n-1) a
-    all-gather          (n-1)/n * S/B +   (n-1) a
-    all-to-all          (n-1)/n * S/B +   (n-1) a      (pairwise exchange; full bisection assumed)
+    all-reduce        2 (n-1)/n * S/B + 2 L a         (reduce-scatter by recursive halving, then
+                                                       all-gather by recursive doubling: a ring's
+                                                       bandwidth term with log-many latencies)
+    reduce-scatter      (n-1)/n * S/B +   L a
+    all-gather          (n-1)/n * S/B +   L a
+    all-to-all        min((n-1)/n * S/B + (n-1) a,     (pairwise exchange: large buffers)
+                          L (a + S/(2B)))              (Bruck: small buffers, many devices)
+
+Collective libraries choose such algorithms by size (NCCL's trees and rings, MPI's tuned
+collectives); a ring's 2 (n-1) a would charge a 4-byte all-reduce over 2048 GPUs 41 ms.
 
 A profile with a `network` groups its devices in nodes (GPUs: NVLink inside a node, InfiniBand
 between nodes). Devices are numbered in mesh order, the last axis fastest (jax.make_mesh's and
 DeviceMesh's order), and node i holds devices [i * per_node, (i + 1) * per_node). A group whose
-members span nodes is timed with the network's bandwidth N and latency b: a ring is as fast as
-its slowest hop, and an all-to-all sends the (k-1)/n of its buffer bound for the k-1 peers on its
-node over the interconnect while the (n-k)/n bound elsewhere crosses the network:
+members span nodes is timed with the network's bandwidth N and latency b: the log-step
+collectives as above with N and b (their slowest hop), and the pairwise all-to-all sends the
+(k-1)/n of its buffer bound for the k-1 peers on its node over the interconnect while the (n-k)/n
+bound elsewhere crosses the network:
 
-    ring collectives    the formulas above with N and b
-    all-to-all          max((k-1)/n * S/B, (n-k)/n * S/N) + (k-1) a + (n-k) b
+    all-to-all          min(max((k-1)/n * S/B, (n-k)/n * S/N) + (k-1) a + (n-k) b,
+                            L (b + S/(2N)))
 
 Gradient all-reduces over the same mesh axes are timed as one combined all-reduce (see
 _bucket_gradients); every other collective waits on the one before it and is timed alone.
@@ -49,25 +56,35 @@ def _ring_link(n: int, local: int, hw: HardwareProfile) -> tuple[float, float]:
     return hw.network.bandwidth, hw.network.latency
 
 
+def _log_steps(n: int) -> int:
+    """Steps of recursive halving or doubling over n devices: ceil(log2 n)."""
+    return (n - 1).bit_length()
+
+
 def _all_reduce(n: int, size: float, hw: HardwareProfile, local: int) -> float:
     """Legend: n group size, size bytes per device, local members per node; hw gives the links."""
     bandwidth, latency = _ring_link(n, local, hw)
-    return 2 * (n - 1) / n * size / bandwidth + 2 * (n - 1) * latency
+    return 2 * (n - 1) / n * size / bandwidth + 2 * _log_steps(n) * latency
 
 
 def _one_pass(n: int, size: float, hw: HardwareProfile, local: int) -> float:
-    """Reduce-scatter, all-gather: every device sends (n-1)/n of its buffer once, around a ring."""
+    """Reduce-scatter, all-gather: every device sends (n-1)/n of its buffer, in log2 n steps."""
     bandwidth, latency = _ring_link(n, local, hw)
-    return (n - 1) / n * size / bandwidth + (n - 1) * latency
+    return (n - 1) / n * size / bandwidth + _log_steps(n) * latency
 
 
 def _all_to_all(n: int, size: float, hw: HardwareProfile, local: int) -> float:
-    """Pairwise exchange: (n-1)/n of the buffer leaves, the off-node share over the network."""
+    """The faster of pairwise exchange ((n-1)/n of the buffer leaves, the off-node share over the
+    network; a latency per peer) and Bruck's (log2 n steps, each moving half the buffer)."""
+    bandwidth, latency = _ring_link(n, local, hw)
+    bruck = _log_steps(n) * (latency + size / 2 / bandwidth)
     if hw.network is None or local >= n:
-        return _one_pass(n, size, hw, local)
-    inside = (local - 1) / n * size / hw.interconnect_bandwidth
-    outside = (n - local) / n * size / hw.network.bandwidth
-    return max(inside, outside) + (local - 1) * hw.latency + (n - local) * hw.network.latency
+        pairwise = (n - 1) / n * size / bandwidth + (n - 1) * latency
+    else:
+        inside = (local - 1) / n * size / hw.interconnect_bandwidth
+        outside = (n - local) / n * size / hw.network.bandwidth
+        pairwise = max(inside, outside) + (local - 1) * hw.latency + (n - local) * hw.network.latency
+    return min(pairwise, bruck)
 
 
 CollectiveTime = Callable[[int, float, HardwareProfile, int], float]

@@ -47,9 +47,10 @@ COMM_CONVENTIONS: tuple[str, ...] = (
     "bytes_per_device: the buffer one device contributes (the partial tensor of an all-reduce, the gathered "
     "tensor of an all-gather, either side of an all-to-all); expert dispatch moves [groups, experts, capacity, "
     "d_model] in the model dtype",
-    "time: ring all-reduce 2(n-1)/n*S/B + 2(n-1)*latency; reduce-scatter, all-gather and all-to-all "
-    "(n-1)/n*S/B + (n-1)*latency; full bisection bandwidth assumed; gradient all-reduces over the same "
-    "mesh axes are timed as one combined all-reduce",
+    "time, with L = ceil(log2 n): all-reduce 2(n-1)/n*S/B + 2L*latency (recursive halving and doubling); "
+    "reduce-scatter and all-gather (n-1)/n*S/B + L*latency; all-to-all the faster of pairwise exchange "
+    "(n-1)/n*S/B + (n-1)*latency and Bruck's L*(latency + S/(2B)); full bisection bandwidth assumed; gradient "
+    "all-reduces over the same mesh axes are timed as one combined all-reduce",
 )
 
 

@@ -16,14 +16,31 @@ from tests.ir.tiny import tiny
 CPU = hardware("cpu")
 
 
-def test_ring_and_all_to_all_formulas() -> None:
+def test_collective_formulas() -> None:
+    """Thakur, Rabenseifner and Gropp's costs: log2 n latencies for the reductions and gathers,
+    and for an all-to-all the faster of pairwise exchange and Bruck's algorithm."""
     hw = CPU.profile
     bw, lat = hw.interconnect_bandwidth, hw.latency
     size = 8 * 2**20
-    assert COLLECTIVE_TIME["all-reduce"](4, size, hw, 4) == pytest.approx(2 * 3 / 4 * size / bw + 2 * 3 * lat)
-    for kind in ("all-gather", "reduce-scatter", "all-to-all"):
-        assert COLLECTIVE_TIME[kind](4, size, hw, 4) == pytest.approx(3 / 4 * size / bw + 3 * lat)
+    assert COLLECTIVE_TIME["all-reduce"](4, size, hw, 4) == pytest.approx(2 * 3 / 4 * size / bw + 2 * 2 * lat)
+    assert COLLECTIVE_TIME["all-reduce"](6, size, hw, 6) == pytest.approx(2 * 5 / 6 * size / bw + 2 * 3 * lat)
+    for kind in ("all-gather", "reduce-scatter"):
+        assert COLLECTIVE_TIME[kind](4, size, hw, 4) == pytest.approx(3 / 4 * size / bw + 2 * lat)
+    # a large buffer: pairwise exchange, (n-1)/n of it once; a small one on many devices: Bruck
+    assert COLLECTIVE_TIME["all-to-all"](4, size, hw, 4) == pytest.approx(3 / 4 * size / bw + 3 * lat)
+    assert COLLECTIVE_TIME["all-to-all"](1024, 4096, hw, 1024) == pytest.approx(10 * (lat + 2048 / bw))
     assert COLLECTIVE_TIME["all-reduce"](1, size, hw, 1) == 0
+    assert COLLECTIVE_TIME["all-to-all"](1, size, hw, 1) == 0
+
+
+def test_a_scalar_all_reduce_over_thousands_of_devices_costs_log_many_latencies() -> None:
+    """Switch-C's loss all-reduce over 2048 GPUs: 11 halving and 11 doubling steps of the network's
+    latency, not a ring's 2 x 2047."""
+    hw = hardware("h100").profile
+    assert hw.network is not None
+    assert COLLECTIVE_TIME["all-reduce"](2048, 4, hw, 8) == pytest.approx(
+        2 * 2047 / 2048 * 4 / hw.network.bandwidth + 22 * hw.network.latency
+    )
 
 
 def test_a_group_that_spans_nodes_is_timed_on_the_network() -> None:
@@ -42,9 +59,12 @@ def test_a_group_that_spans_nodes_is_timed_on_the_network() -> None:
     # 16 experts on two nodes: 7/16 of the buffer over NVLink while 8/16 crosses InfiniBand
     spanning = COLLECTIVE_TIME["all-to-all"](16, size, hw, 8)
     assert spanning == pytest.approx(8 / 16 * size / net.bandwidth + 7 * hw.latency + 8 * net.latency)
-    # a ring is as fast as its slowest hop
-    ring = COLLECTIVE_TIME["all-reduce"](4, size, hw, 1)
-    assert ring == pytest.approx(2 * 3 / 4 * size / net.bandwidth + 2 * 3 * net.latency)
+    # spanning nodes, the reductions run at the slowest hop's speed
+    spread = COLLECTIVE_TIME["all-reduce"](4, size, hw, 1)
+    assert spread == pytest.approx(2 * 3 / 4 * size / net.bandwidth + 2 * 2 * net.latency)
+    # a small all-to-all over 64 nodes, one member on each: Bruck's 6 steps beat 63 network latencies
+    small = COLLECTIVE_TIME["all-to-all"](64, 64 * 2**10, hw, 1)
+    assert small == pytest.approx(6 * (net.latency + 32 * 2**10 / net.bandwidth))
     # the report: the same expert all-to-all costs more once its group leaves the node
     one_node = report_for(tiny("mesh.axes={data: 4, expert: 8}"), hardware("h100")).comm
     two_nodes = report_for(tiny("mesh.axes={expert: 8, data: 4}"), hardware("h100")).comm
