@@ -198,9 +198,12 @@ def sentencepiece_tokenizer(
         raise SystemExit(f"error: tokenizer sentencepiece needs model.vocab_size > {EXTRA_IDS + 3}; got {vocab_size}")
     sentences = training_sentences(train_documents)
     path = (cache or cache_dir()) / "sentencepiece" / f"{sentencepiece_key(sentences, pieces)}.model"
+    if (path, vocab_size) in _BUILT:  # the train and eval splits each ask: said once, by the first
+        return _BUILT[path, vocab_size]
     if path.is_file():
         tokenizer = SentencePieceTokenizer(path.read_bytes(), vocab_size, str(path))
         _say(f"sentencepiece: using cached {path} ({tokenizer.num_pieces} pieces)")
+        _BUILT[path, vocab_size] = tokenizer
         return tokenizer
     start = time.perf_counter()
     model = train_sentencepiece(sentences, pieces)
@@ -215,7 +218,11 @@ def sentencepiece_tokenizer(
         f"sentencepiece: trained {tokenizer.num_pieces} pieces (asked {pieces}) on {len(sentences)} lines "
         f"in {seconds:.1f}s, cached {path}"
     )
+    _BUILT[path, vocab_size] = tokenizer
     return tokenizer
+
+
+_BUILT: dict[tuple[Path, int], SentencePieceTokenizer] = {}  # this process's tokenizers, by cache file
 
 
 _SAID: set[str] = set()

@@ -89,9 +89,13 @@ def test_second_call_uses_the_cache(cache: Path, capsys: pytest.CaptureFixture[s
     documents = corpus_slice(100_000)
     first = data.sentencepiece_tokenizer(documents, 400)
     assert "sentencepiece: trained 300 pieces" in capsys.readouterr().err
+    # the eval split asks again in the same process: the same tokenizer, and nothing more said
+    # (it used to add "using cached" after "trained")
+    assert data.sentencepiece_tokenizer(documents, 400) is first and capsys.readouterr().err == ""
     (model,) = (cache / "sentencepiece").glob("*.model")
     assert not list((cache / "sentencepiece").glob(".*"))  # no temporary file left behind
     os.utime(model, (1, 1))  # a retrain would replace the file and so its mtime
+    data._BUILT.clear()  # as in the next run's process
     second = data.sentencepiece_tokenizer(documents, 400)
     assert "sentencepiece: using cached" in capsys.readouterr().err
     assert model.stat().st_mtime == 1
