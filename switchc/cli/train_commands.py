@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,8 @@ def _program_backend(program: Path) -> str | None:
     found = re.search(r"switchc compile --backend (\w+)", train.read_text(encoding="utf-8"))
     return found.group(1) if found else None
 
+
+TORCHRUN = "switchc.cli.torchrun"  # torchrun, quiet when a signal stops the job
 
 # What a run writes into its directory (docs/training.md), beside switchc train's program/ and the
 # run lock: a fresh start removes these.
@@ -259,17 +262,18 @@ def train(
             _clear_earlier_run(out)
         wanted = devices or needed
         # run from the user's directory, so that a relative data.path means what it says there
-        command = [sys.executable, str((program / "train.py").resolve()), "--out", str(out.resolve())]
+        arguments = [str((program / "train.py").resolve()), "--out", str(out.resolve())]
+        launcher = ["python"]
         if backend == "torch" and wanted > 1:  # one process per device, started by torchrun
-            torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(wanted)]
-            command[1:1] = torchrun
+            launcher = ["torchrun", "--standalone", "--nproc-per-node", str(wanted)]
         if backend == "jax" and wanted > 1:
-            command += ["--devices", str(wanted)]
+            arguments += ["--devices", str(wanted)]
         if resume:
-            command += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
-        command += [text for flag, value in passed.items() if value is not None for text in (flag, str(value))]
-        click.echo(f"running {' '.join(command[1:])}", err=True)
-        status = _run_program(command, *lock_for_child(out))
+            arguments += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
+        arguments += [text for flag, value in passed.items() if value is not None for text in (flag, str(value))]
+        click.echo(f"running {shlex.join([*launcher, *arguments])}", err=True)
+        start = [sys.executable] if launcher == ["python"] else [sys.executable, "-m", TORCHRUN, *launcher[1:]]
+        status = _run_program([*start, *arguments], *lock_for_child(out))
     finally:
         release_run_directory(out)
     if status:
@@ -341,7 +345,7 @@ def _run_program(command: list[str], lock_env: dict[str, str], lock_fds: tuple[i
             signal.signal(number, handler)
     if status < 0:  # killed by a signal it did not handle: the shell's status for that, not 256 - n
         return 128 - status
-    if status and passed and "torch.distributed.run" in command:
+    if status and passed and TORCHRUN in command:
         return 128 + passed[0]  # the workers stopped as the signal asks; torchrun reports a failure (1)
     return status
 

@@ -206,6 +206,22 @@ def test_devices_the_mesh_cannot_run_on_are_refused_before_anything(tmp_path: Pa
     assert "drop --devices" in result.stderr and not out.exists()
 
 
+def test_ctrl_c_over_torchrun_stops_with_130_and_no_launcher_traceback(tmp_path: Path) -> None:
+    """switchc train --backend torch on 2 processes, Ctrl-C: the workers say where they stopped,
+    and torchrun's SignalException traceback no longer follows (nor its OMP_NUM_THREADS banner)."""
+    pytest.importorskip("torch")
+    from tests.backends.programs import signal_at
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "switchc", "train", "--backend", "torch", "--set", "mesh.axes={expert: 2}"]
+    command += ["--steps", "100000", "--log-every", "1", "--eval-every", "0", "--out", str(out)]
+    status, err = signal_at(command, 2, signal.SIGINT)
+    assert status == 128 + signal.SIGINT, err[-3000:]
+    assert f"running torchrun --standalone --nproc-per-node 2 {out / 'program' / 'train.py'} --out {out}" in err
+    assert "SIGINT: training stopped after step" in err, err[-3000:]
+    assert "Traceback" not in err and "OMP_NUM_THREADS" not in err, err[-3000:]
+
+
 def test_a_program_a_signal_killed_exits_with_the_shells_status() -> None:
     """A program that had not installed its handler yet (the JAX program while it compiles) dies of
     the signal: switchc exits 128 + its number, as a shell would, not 256 - number."""
