@@ -52,12 +52,12 @@ def _check_sibling(name: str, spec: Spec, sibling: Path) -> None:
         theirs = parse_spec(read_source(str(sibling)))
     except UserError:
         theirs = None
-    if theirs == spec:
+    changed = [] if theirs is None else differences(to_yaml(theirs), spec)
+    if theirs is not None and not changed:  # the same model (its layout written either way)
         return
     if theirs is None:
         what = "is not a valid spec"
     else:
-        changed = differences(to_yaml(theirs), spec)
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         shown = ", ".join(key for key, _, _ in changed[:3]) + more
         what = f"holds another spec (it differs in {shown})"

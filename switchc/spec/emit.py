@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from switchc.spec.schema import SPEC_VERSION, STACKS, MoEConfig
+from switchc.spec.schema import SPEC_VERSION, STACKS, MoEConfig, every_blocks, placement_blocks
 from switchc.spec.spec import Spec
 
 
@@ -60,6 +60,29 @@ def to_yaml(spec: Spec, header: str | None = None) -> str:
     return f"# {top}\n{body}"
 
 
+def same_model_form(data: dict[str, Any]) -> dict[str, Any]:
+    """`data`, a resolved spec as plain data (`to_yaml`'s, loaded), with every layout stack that
+    only restates moe.expert_every (in a dense model: that has no Switch block) left out (null), so
+    that two specs of one model compare equal however they place their Switch layers: a `.switch`
+    file's encoder blocks and its YAML twin's `expert_every: 2` (`differences`, `spec_digest`)."""
+    moe, layout, model = data.get("moe"), data.get("layout"), data.get("model")
+    if not (isinstance(layout, dict) and isinstance(model, dict)):
+        return data
+    every = moe.get("expert_every", MoEConfig().expert_every) if isinstance(moe, dict) else None
+    for stack in STACKS:
+        written, depth = layout.get(stack), model.get(f"{stack}_layers")
+        if not (isinstance(written, dict) and isinstance(depth, int)):
+            continue
+        switch = written.get("switch")
+        placement = tuple(switch) if isinstance(switch, list) else switch
+        if not isinstance(placement, (str, tuple)):
+            continue
+        implied = () if every is None else every_blocks(every, depth)  # a dense model: no Switch block
+        if placement_blocks(placement, depth) == implied:
+            layout[stack] = None
+    return data
+
+
 def _differences(old: object, new: object, key: str = "") -> Iterator[tuple[str, object, object]]:
     """(dotted key, old, new) for every setting that differs; a section null on one side is one entry."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -72,7 +95,8 @@ def _differences(old: object, new: object, key: str = "") -> Iterator[tuple[str,
 def differences(written: str, spec: Spec) -> list[tuple[str, object, object]]:
     """Every setting in which `spec` differs from `written`, a resolved spec that `to_yaml` wrote
     (a program's spec.yaml): (dotted key, written value, spec's value), in the spec's order."""
-    return list(_differences(yaml.safe_load(written), yaml.safe_load(to_yaml(spec))))
+    old, new = (same_model_form(yaml.safe_load(text)) for text in (written, to_yaml(spec)))
+    return list(_differences(old, new))
 
 
 def extendable(spec: Spec) -> tuple[str, ...]:
@@ -86,7 +110,7 @@ def spec_digest(spec: Spec) -> str:
     """The identity of the run a spec trains: a digest of its resolved settings without the
     `extendable` ones. A generated program records it in every checkpoint and, on --resume, refuses
     a checkpoint that records another (docs/training.md)."""
-    data = yaml.safe_load(to_yaml(spec))
+    data = same_model_form(yaml.safe_load(to_yaml(spec)))
     for key in extendable(spec):
         *sections, name = key.split(".")
         section = data

@@ -235,8 +235,8 @@ def test_spec_commands_accept_the_dsl(command: list[str], tmp_path: Path) -> Non
 def test_explain_points_at_lines_of_the_switch_file() -> None:
     result = runner.invoke(main, ["explain", str(SPECS_DIR / "switch-tiny.switch"), "--format", "json"])
     rows = {row["key"]: row for row in json.loads(result.stdout)["keys"]}
-    assert rows["model.d_model"]["from"] == "line 7"
-    assert rows["layout.encoder.switch"]["value"] == [1] and rows["model.encoder_layers"]["from"] == "line 24"
+    assert rows["model.d_model"]["from"] == "line 8"
+    assert rows["layout.encoder.switch"]["value"] == [1] and rows["model.encoder_layers"]["from"] == "line 25"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the JAX backend needs jax")

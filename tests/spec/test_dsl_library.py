@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from switchc.ir import build_graph, op_of
 from switchc.passes import lower
 from switchc.spec import builtin_spec_names, load_spec
+from switchc.spec.emit import differences, spec_digest, to_yaml
 from switchc.spec.printer import format_spec
 from switchc.spec.schema import LayoutConfig
 from tests.conftest import REPO, SPEC_FILES, SPECS_DIR
@@ -33,13 +36,24 @@ def test_every_yaml_spec_has_a_twin_and_every_twin_a_yaml_spec() -> None:
 
 @pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.stem)
 def test_twins_build_identical_graphs(path) -> None:
-    yaml, dsl = load_spec(str(path)), load_spec(str(path.with_suffix(".switch")))
+    twin = path.with_suffix(".switch")
+    yaml, dsl = load_spec(str(path)), load_spec(str(twin))
     assert dsl.name == yaml.name
     # the same spec, except that the twin writes its blocks (a layout) where YAML has expert_every
     assert dataclasses.replace(dsl, layout=LayoutConfig()) == yaml
     assert dsl.layout.encoder is not None and dsl.layout.decoder is not None
     assert_same_graph(build_graph(yaml), build_graph(dsl))
     assert_same_graph(lower(yaml), lower(dsl))
+    # ... and one run: a run started from either resumes from the other (spec.yaml, checkpoints)
+    assert differences(to_yaml(yaml), dsl) == [] and differences(to_yaml(dsl), yaml) == []
+    assert spec_digest(yaml) == spec_digest(dsl)
+    assert _header(path) == _header(twin)
+
+
+def _header(path: Path) -> list[str]:
+    """The comment lines a spec file opens with."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return list(itertools.takewhile(lambda line: line.startswith("#"), lines))
 
 
 @pytest.mark.parametrize("path", TWINS, ids=lambda p: p.stem)
