@@ -187,6 +187,39 @@ def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
         )
 
 
+# ---- Ctrl-C outside the training loop ------------------------------------------------------------
+
+_training = [False]  # set by the loop when its steps begin (training_began); read on Ctrl-C
+
+
+def training_began() -> None:
+    """The training loop is running its steps: it handles Ctrl-C itself from here on."""
+    _training[0] = True
+
+
+def stop_if_interrupted(error: BaseException) -> None:
+    """A Ctrl-C that reached train.py's top level (it came while the program imported its framework,
+    read its data or compiled its step, or after the loop ended; the loop handles it in between):
+    one line from the first process, and exit status 130 at once. An interrupted import can surface
+    as another error (numpy's ImportError), so the error's causes are searched too. Returns, for
+    the caller to re-raise, when `error` is no Ctrl-C.
+
+    os._exit, not sys.exit: a compile the interrupt cut short leaves the framework's threads
+    running, and an interpreter shutting down under them can crash (XLA: status 139).
+    """
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, KeyboardInterrupt):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return
+    if _Parser._first_process():
+        when = "after the training loop ended" if _training[0] else "before training began (no step was trained)"
+        print(f"\nSIGINT: stopped {when}.", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 # ---- the run directory ------------------------------------------------------------------------------
 
 LOCK_NAME = ".lock"

@@ -63,6 +63,7 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
 
 import sys
 
+from runtime.flags import stop_if_interrupted
 from runtime.loop import parse_args
 
 
@@ -77,7 +78,11 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (KeyboardInterrupt, ImportError) as error:  # Ctrl-C while starting: one line, status 130
+        stop_if_interrupted(error)
+        raise
 '''
 
 

@@ -7,8 +7,11 @@ checks (tests/backends/common/test_flags.py); each backend reads its checkpoint'
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -201,6 +204,28 @@ def test_ctrl_c_names_the_checkpoint_on_disk(tmp_path: Path) -> None:
     assert stopped is not None, err[-3000:]
     on_disk = max(int(path.name) for path in (run / "checkpoints").iterdir() if path.name.isdigit())
     assert int(stopped.group(1)) == on_disk
+
+
+def test_ctrl_c_while_the_jax_step_compiles_is_one_line_and_status_130(tmp_path: Path) -> None:
+    """Ctrl-C during the first compile (seconds of XLA, before the loop handles signals): one line
+    and status 130. Before, a KeyboardInterrupt traceback out of compile_and_load, and then the
+    interpreter crashed under XLA's still-running threads (status 139)."""
+    _needs("jax")
+    program = compile_program(tmp_path / "program")  # switch-tiny: its optimized compile takes seconds
+    command = launch(program, "--steps", "100", "--eval-every", "0")
+    env = {**os.environ, "XLA_FLAGS": ""}
+    with subprocess.Popen(
+        command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as job:
+        assert job.stdout is not None
+        header = job.stdout.readline()  # printed just before the train step compiles
+        assert header.startswith("mesh "), header
+        time.sleep(1)
+        job.send_signal(signal.SIGINT)
+        out, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGINT, err[-3000:]
+    assert err.strip() == "SIGINT: stopped before training began (no step was trained).", err[-3000:]
+    assert "train step" not in out
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

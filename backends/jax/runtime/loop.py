@@ -464,6 +464,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         checkpoints.wait()
         return checkpoints.latest_step()
 
+    flags.training_began()  # Ctrl-C is this loop's to handle from here on
     try:
         if not several:  # several processes: jax.distributed catches SIGTERM
             stop.install()

@@ -362,6 +362,7 @@ def _train(
     parallel.module.train()
     reached = start  # the steps done so far
     stop = metrics.StopRequest()
+    flags.training_began()  # Ctrl-C is this loop's to handle from here on
     try:
         stop.install()
         for index in range(start, args.steps):
