@@ -116,20 +116,24 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
 
 
 def _check_misnamed_dsl(source: Source) -> None:
-    """A file that is no YAML, named neither .yaml/.yml nor .switch, but that parses as the DSL: the
-    error says to rename it, rather than point at YAML syntax it never meant to be."""
-    name = source.name.lower()
-    if is_dsl(source) or name.endswith(YAML_SUFFIXES):
+    """A file not named .switch that is no valid YAML spec but parses as the DSL (a .switch file
+    copied to NAME.yaml, say): the error says to rename it, rather than point at YAML syntax it
+    never meant to be."""
+    if is_dsl(source) or source.name == OVERRIDE_SOURCE_NAME:
         return
     try:
         dsl.parse(source)
     except UserError:
         return
-    stem = Path(source.name).name.rsplit(".", 1)[0]
+    name = Path(source.name).name
+    stem, suffix = name.rsplit(".", 1)[0], Path(name).suffix
+    hint = f"rename it to {stem}{DSL_SUFFIX}"
+    if source.name.lower().endswith(YAML_SUFFIXES):  # then it can be written as the YAML its name promised
+        hint += f"; for YAML, then: switchc fmt {stem}{DSL_SUFFIX} -o {stem}{suffix}"
     raise UserError.at(
         source.start(),
         "this is switchc DSL text, but only files named *.switch are read as the DSL (any other name is read as YAML)",
-        f"rename it to {stem}{DSL_SUFFIX}",
+        hint,
     )
 
 

@@ -330,16 +330,27 @@ def test_check_reports_mistakes_with_status_2_and_no_traceback(case: Mistake, tm
     assert "Traceback" not in result.output + result.stderr
 
 
-@pytest.mark.parametrize("name", ["spec.txt", "spec", "spec.conf"])
-def test_dsl_text_in_a_file_not_named_switch_is_told_to_rename(name: str, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("spec.txt", "model {\n  d_model = 64\n}\n" + MOE),
+        ("spec", "model {\n  d_model = 64\n}\n" + MOE),
+        ("spec.conf", "model {\n  d_model = 64\n}\n" + MOE),
+        ("spec.yaml", "# copied from a .switch file\nmodel {\n  d_model = 64\n}\n" + MOE),  # YAML syntax error
+        ("spec.yml", MOE),  # YAML reads one scalar: "the top level must be a mapping"
+    ],
+)
+def test_dsl_text_in_a_file_not_named_switch_is_told_to_rename(name: str, text: str, tmp_path) -> None:
     """Any name but *.switch is read as YAML; DSL text there would fail on YAML syntax it never
-    meant, so the error says what the file is and what to call it."""
+    meant, so the error says what the file is and what to call it (a .yaml file: and how to get
+    the YAML its name promised)."""
     path = tmp_path / name
-    path.write_text("model {\n  d_model = 64\n}\n" + MOE)
+    path.write_text(text)
     result = CliRunner().invoke(main, ["check", str(path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{path}:1:1: error: this is switchc DSL text, but only files named *.switch are read" in result.stderr
-    assert "hint: rename it to spec.switch" in result.stderr
+    then = f"; for YAML, then: switchc fmt spec.switch -o {name}" if name.endswith(("yaml", "yml")) else ""
+    assert f"hint: rename it to spec.switch{then}\n" in result.stderr
 
 
 def test_a_yaml_mistake_in_a_txt_file_stays_a_yaml_error(tmp_path) -> None:
