@@ -138,7 +138,7 @@ def _parameter_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
         "switchc train switch-tiny --backend torch --set 'mesh.axes={data: 2, expert: 2}'   # 4 torchrun processes",
     )
 )
-@click.argument("spec", metavar="SPEC", default="switch-tiny")
+@click.argument("spec", metavar="[SPEC]", default="switch-tiny")
 @overrides
 @click.option("--backend", type=click.Choice(["jax", "torch"]), default="jax", show_default=True)
 @click.option(
