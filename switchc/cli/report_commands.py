@@ -81,10 +81,15 @@ def report(
 ) -> None:
     """Parameters, FLOPs, memory, communication and step time of each SPEC, side by side.
 
-    The conventions behind every number are listed in --format json and markdown output.
+    Every --set applies to each SPEC. The conventions behind every number are listed in --format
+    json and markdown output.
     """
     hw = hardware(hardware_name, hardware_files)
     loaded = [load_spec(name, overrides) for name in specs]
+    if overrides and len(specs) > 1:  # every --set applies to every SPEC: say where that changes its kind
+        for name, spec in zip(specs, loaded, strict=True):
+            if spec.moe is not None and load_spec(name).moe is None:
+                click.echo(f"note: {name} is dense; the --set options make it a Switch model too", err=True)
     reports: list[Report] = []
     for spec, label in zip(loaded, _labels(loaded), strict=True):
         report = report_for(spec, hw, mfu)

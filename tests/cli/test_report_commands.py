@@ -97,6 +97,14 @@ def test_routing_groups_a_prime_token_count_leaves_tiny_are_noted(tmp_path: Path
         assert "| note |" not in run("report", name, "--format", "markdown").output
 
 
+def test_a_set_that_makes_a_dense_spec_a_switch_model_is_noted() -> None:
+    result = runner.invoke(main, ["report", "t5-base", "switch-base", "--set", "moe.num_experts=64"])
+    assert result.exit_code == 0
+    assert result.stderr == "note: t5-base is dense; the --set options make it a Switch model too\n"
+    alone = runner.invoke(main, ["report", "t5-base", "switch-base", "--set", "train.batch_size=64"])
+    assert alone.exit_code == 0 and alone.stderr == ""
+
+
 def test_plot_writes_a_png(tiny_file: str, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "layers.png"
