@@ -141,7 +141,7 @@ def verify(
                 c.what,
                 _number(c.report),
                 _number(c.measured),
-                f"{c.relative_error:.2%}",
+                "inf" if c.report == 0 and c.measured else f"{c.relative_error:.2%}",
                 "exact" if c.tolerance == 0 else f"{c.tolerance:.0%}",
                 "ok" if c.ok else "MISMATCH",
                 c.note,

@@ -186,6 +186,46 @@ def _check_rules(spec: Spec) -> Iterator[Diagnostic]:
         )
 
 
+# Pairs of weight axes that share a tensor of the model (embedding [vocab, embed], attention
+# [embed, heads, kv], FFN [embed, mlp], experts [experts, embed, mlp]; tests/spec check it against
+# the IR). One mesh axis cannot split both dims of one tensor: XLA refuses such a sharding, and
+# the report's rule (the first in AXIS_PRIORITY takes the axis) is not what the programs run.
+# Token axes (batch, length) may share a mesh axis with a weight axis: the expert axis moves
+# from tokens to experts that way (Sec. 6).
+SHARED_TENSOR_AXES: frozenset[frozenset[str]] = frozenset(
+    frozenset(pair)
+    for pair in (
+        ("vocab", "embed"),
+        ("embed", "heads"),
+        ("embed", "kv"),
+        ("heads", "kv"),
+        ("embed", "mlp"),
+        ("embed", "experts"),
+        ("experts", "mlp"),
+    )
+)
+
+
+def _check_shared_mesh_axes(spec: Spec) -> Iterator[Diagnostic]:
+    """Two weight axes of one tensor split over the same mesh axis (mesh.rules {embed: model}
+    beside the default vocab: model): an error naming both rules."""
+    resolved = spec.mesh.logical_rules()
+    for pair in sorted(SHARED_TENSOR_AXES, key=sorted):
+        first, second = sorted(pair)
+        common = [axis for axis in resolved.get(first, ()) if axis in resolved.get(second, ())]
+        if not common or spec.mesh.axes.get(common[0], 1) == 1:
+            continue
+        written = [name for name in (first, second) if name in spec.mesh.rules]
+        where = f"mesh.rules.{written[-1]}" if written else "mesh.rules"
+        yield Diagnostic(
+            f"mesh axis '{common[0]}' splits both {first} and {second}, two dims of one weight tensor; a mesh axis "
+            "can split one dim of a tensor",
+            spec.span(where),
+            f"split {first} and {second} over different mesh axes, or leave one of them out of mesh.rules "
+            f"({first}: {list(resolved.get(first, ()))}, {second}: {list(resolved.get(second, ()))} now)",
+        )
+
+
 def _divisible(spec: Spec, logical: str, size: int, what: str, path: str) -> Iterator[Diagnostic]:
     mesh = spec.mesh
     axes = [a for a in mesh.logical_rules()[logical] if a in mesh.axes]
@@ -240,7 +280,14 @@ def _check_data(spec: Spec) -> Iterator[Diagnostic]:
         )
 
 
-CHECKS: tuple[Check, ...] = (_check_layout, _check_routing, _check_rules, _check_sharding, _check_data)
+CHECKS: tuple[Check, ...] = (
+    _check_layout,
+    _check_routing,
+    _check_rules,
+    _check_shared_mesh_axes,
+    _check_sharding,
+    _check_data,
+)
 
 
 def cross_check(spec: Spec) -> Iterator[Diagnostic]:

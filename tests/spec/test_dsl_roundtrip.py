@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from switchc.errors import Source
 from switchc.spec import Spec, parse_spec
+from switchc.spec.checks import SHARED_TENSOR_AXES
 from switchc.spec.printer import format_spec
 from switchc.spec.schema import LOGICAL_AXES, STANDARD_RULES
 from switchc.spec.yamltree import Scalar, resolve_scalar
@@ -120,6 +121,15 @@ def spec_data(draw: st.DrawFn) -> dict[str, Any]:
         split = {axis for name, axes in STANDARD_RULES.items() if name not in mesh["rules"] for axis in axes}
         split |= {axis for axes in mesh["rules"].values() for axis in ([axes] if isinstance(axes, str) else axes or [])}
         assume(all(size == 1 or axis in split for axis, size in axes.items()))
+        # nor may one mesh axis split two dims of one weight tensor (checks._check_shared_mesh_axes)
+        rules = {**STANDARD_RULES, **{k: ([v] if isinstance(v, str) else v or []) for k, v in mesh["rules"].items()}}
+        assume(
+            not any(
+                axes.get(axis, 1) > 1 and axis in rules.get(second, ())
+                for first, second in map(sorted, SHARED_TENSOR_AXES)
+                for axis in rules.get(first, ())
+            )
+        )
     if mesh:
         data["mesh"] = mesh
     train = _some(

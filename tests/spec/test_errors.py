@@ -339,6 +339,14 @@ OVERRIDE_MISTAKES = [
     ),
     OverrideMistake("into a value", ("model.d_model.x=1",), 1, 7, "'model.d_model' is a value, not a section"),
     OverrideMistake(
+        "one mesh axis on two dims of one weight",
+        ("mesh.axes={model: 2}", "mesh.rules={kv: model}"),
+        2,
+        23,
+        "mesh axis 'model' splits both heads and kv, two dims of one weight tensor",
+        "split heads and kv over different mesh axes",
+    ),
+    OverrideMistake(
         "one capacity factor for both",
         ("moe.capacity_factor=1.25",),
         1,
@@ -409,3 +417,23 @@ def test_a_huge_whole_float_gets_no_digits_hint() -> None:
 def test_an_empty_spec_hint_does_not_claim_a_model_section_is_required() -> None:
     first = _first("# nothing yet\n").diagnostics[0]
     assert first.hint is not None and "`{}` takes every default" in first.hint and "needs" not in first.hint
+
+
+def test_the_weight_axes_that_share_a_tensor_are_those_of_the_ir() -> None:
+    """checks.SHARED_TENSOR_AXES against every parameter of a Switch model with GEGLU experts and
+    untied embeddings: the pairs of weight axes that name dims of one tensor."""
+    from itertools import combinations
+
+    from switchc.backends.common.codegen import parameters
+
+    from switchc.ir import build_graph
+    from switchc.spec import load_spec
+    from switchc.spec.checks import SHARED_TENSOR_AXES
+
+    spec = load_spec("switch-tiny", ("model.ffn_activation=geglu", "model.tie_embeddings=false"))
+    weight_axes = {"vocab", "embed", "heads", "kv", "mlp", "experts"}
+    found = set()
+    for param in parameters(build_graph(spec)).values():
+        axes = {axis for dim in param.tensor.dims for axis in dim.logical if axis in weight_axes}
+        found |= {frozenset(pair) for pair in combinations(sorted(axes), 2)}
+    assert found == SHARED_TENSOR_AXES

@@ -37,6 +37,13 @@ def make_mesh(axes: Mapping[str, int]) -> Mesh:
     return Mesh(grid, tuple(axes))
 
 
+# When two dims of one tensor map to the same mesh axis (mesh.rules {embed: model} beside the
+# default {vocab: model}), the dim whose logical axis comes first here takes it and the other goes
+# without, as in t5x's ordered rules: a mesh axis splits at most one dim of a tensor. The same order
+# as switchc's IR (switchc.ir.tensor.AXIS_PRIORITY), so the program splits what the report counts.
+AXIS_PRIORITY = ("experts", "heads", "kv", "mlp", "vocab", "embed", "batch", "length")
+
+
 @dataclass(frozen=True)
 class Rules:
     """Logical axis -> mesh axes. Logical axes not listed are replicated."""
@@ -44,10 +51,17 @@ class Rules:
     table: Mapping[str, tuple[str, ...]]
 
     def spec(self, logical_axes: Sequence[str | None]) -> PartitionSpec:
-        parts: list[str | tuple[str, ...] | None] = []
-        for axis in logical_axes:
-            mesh_axes = self.table.get(axis, ()) if axis is not None else ()
-            parts.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else tuple(mesh_axes))
+        def rank(index: int) -> int:
+            axis = logical_axes[index]
+            return AXIS_PRIORITY.index(axis) if axis in AXIS_PRIORITY else len(AXIS_PRIORITY)
+
+        used: set[str] = set()
+        parts: list[str | tuple[str, ...] | None] = [None] * len(logical_axes)
+        for index in sorted(range(len(logical_axes)), key=rank):
+            axis = logical_axes[index]
+            mesh_axes = [m for m in self.table.get(axis, ()) if m not in used] if axis is not None else []
+            used.update(mesh_axes)
+            parts[index] = None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else tuple(mesh_axes)
         return PartitionSpec(*parts)
 
     def sharding(self, mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
