@@ -181,3 +181,18 @@ def test_gradients_flow_through_the_sharded_experts() -> None:
     expected = jax.grad(lambda p: loss(p, switch_ffn))(params)
     for name in params:
         np.testing.assert_allclose(np.asarray(grads[name]), np.asarray(expected[name]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_mesh_axis_splits_one_dim_of_a_tensor_in_the_irs_priority() -> None:
+    """Two dims of one tensor whose rules name one mesh axis (batch and heads over model): the dim
+    first in AXIS_PRIORITY takes it, as the IR's resolve_axes does, instead of a PartitionSpec
+    that names the axis twice (XLA's DuplicateSpecError)."""
+    from jax.sharding import PartitionSpec
+    from switchc.backends.jax.runtime import sharding
+
+    from switchc.ir.tensor import AXIS_PRIORITY
+
+    assert sharding.AXIS_PRIORITY == AXIS_PRIORITY
+    rules = Rules({"batch": ("data", "model"), "heads": ("model",), "kv": ()})
+    assert rules.spec(("batch", "length", "heads", "kv")) == PartitionSpec("data", None, "model", None)
+    assert rules.spec(("batch", "length")) == PartitionSpec(("data", "model"), None)
