@@ -280,7 +280,32 @@ def _check_data(spec: Spec) -> Iterator[Diagnostic]:
         )
 
 
+def _check_position_buckets(spec: Spec) -> Iterator[Diagnostic]:
+    """T5's relative-position buckets: exact up to max_exact (num_buckets // 4 in the encoder, whose
+    buckets are split by direction, num_buckets // 2 in the decoder), logarithmic from there to
+    max_distance. Fewer than 4 buckets leave the encoder no exact bucket, and a max_distance not past
+    the decoder's exact range leaves no logarithmic range (log(max_distance / max_exact) <= 0: a
+    division by zero, or bucket indices out of the table)."""
+    model = spec.model
+    buckets, distance = model.relative_attention_num_buckets, model.relative_attention_max_distance
+    if buckets < 4:
+        yield Diagnostic(
+            f"relative_attention_num_buckets {buckets} leaves the encoder no exact bucket (it has num_buckets // 4)",
+            spec.span("model.relative_attention_num_buckets"),
+            "set model.relative_attention_num_buckets to 4 or more (T5 uses 32)",
+        )
+    elif distance <= buckets // 2:
+        yield Diagnostic(
+            f"relative_attention_max_distance {distance} is within the decoder's {buckets // 2} exact buckets "
+            f"(num_buckets // 2 of {buckets}), so no distance is left for the logarithmic buckets",
+            spec.span("model.relative_attention_max_distance"),
+            f"set model.relative_attention_max_distance above {buckets // 2} (T5 uses 128 with 32 buckets), "
+            "or lower model.relative_attention_num_buckets",
+        )
+
+
 CHECKS: tuple[Check, ...] = (
+    _check_position_buckets,
     _check_layout,
     _check_routing,
     _check_rules,

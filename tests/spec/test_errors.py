@@ -339,6 +339,22 @@ OVERRIDE_MISTAKES = [
     ),
     OverrideMistake("into a value", ("model.d_model.x=1",), 1, 7, "'model.d_model' is a value, not a section"),
     OverrideMistake(
+        "too few position buckets",
+        ("model.relative_attention_num_buckets=3",),
+        1,
+        44,
+        "relative_attention_num_buckets 3 leaves the encoder no exact bucket",
+        "4 or more",
+    ),
+    OverrideMistake(
+        "a max distance inside the exact buckets",
+        ("model.relative_attention_max_distance=16",),
+        1,
+        45,
+        "relative_attention_max_distance 16 is within the decoder's 16 exact buckets",
+        "above 16",
+    ),
+    OverrideMistake(
         "one mesh axis on two dims of one weight",
         ("mesh.axes={model: 2}", "mesh.rules={kv: model}"),
         2,
