@@ -527,6 +527,15 @@ def shape_problem(config: Any) -> tuple[str, str, str] | None:
             f"not {config.vocab_size}",
             f"set model.vocab_size to at least {byte_floor}, or use data.tokenizer: sentencepiece",
         )
+    spm_floor = EXTRA_IDS + 4  # sentencepiece_tokenizer: pad, eos, unk and at least one piece
+    trained_here = config.tokenizer == "sentencepiece" and getattr(config, "spm_model", None) is None
+    if trained_here and config.vocab_size < spm_floor:
+        return (
+            "model.vocab_size",
+            f"a SentencePiece tokenizer trained here needs vocab_size >= {spm_floor} ({EXTRA_IDS} sentinels and "
+            f"at least 4 pieces), not {config.vocab_size}",
+            f"set model.vocab_size to at least {spm_floor} (a few thousand for real text), or use data.tokenizer: byte",
+        )
     if config.objective == "prefix_lm":
         for key in ("inputs_length", "targets_length"):
             if getattr(config, key) < 2:
@@ -544,7 +553,8 @@ def shape_problem(config: Any) -> tuple[str, str, str] | None:
             "train.targets_length",
             f"span corruption of the {raw} tokens that inputs_length {config.inputs_length} holds makes {targets} "
             f"target tokens, more than targets_length {config.targets_length}",
-            f"set train.targets_length to at least {targets}, or lower data.noise_density",
+            f"set train.targets_length to at least {targets}, or lower data.noise_density (or raise "
+            "data.mean_noise_span)",
         )
     _, spans = noise_spans(raw, config.noise_density, config.mean_noise_span)
     sentinels = EXTRA_IDS if config.tokenizer == "sentencepiece" else config.vocab_size - BYTE_OFFSET - 256

@@ -122,7 +122,8 @@ def describe(graph: Graph) -> str:
     switch_layers = sum(isinstance(op, ops.ExpertFFN) for op in all_ops(graph))
     blocks_total = model.encoder_layers + model.decoder_layers
     where = f"in {switch_layers} of {blocks_total} FFN blocks"
-    return f"{routing}, {moe.num_experts} experts {where}; {shape}; mesh {mesh}"
+    experts = f"{moe.num_experts} expert{'s' if moe.num_experts > 1 else ''}"
+    return f"{routing}, {experts} {where}; {shape}; mesh {mesh}"
 
 
 def _spec_summary(graph: Graph) -> SpecSummary:

@@ -272,11 +272,40 @@ def _check_data(spec: Spec) -> Iterator[Diagnostic]:
             spec.span("data.path"),
             "set data.source to 'text' or 'jsonl' to read your own files",
         )
+    if data.objective == "span_corruption" and data.noise_density == 0:
+        yield Diagnostic(
+            "span corruption with noise_density 0 has nothing to corrupt (each example would still lose one "
+            "token to a span)",
+            spec.span("data.noise_density"),
+            "set data.noise_density above 0 (T5 uses 0.15), or use data.objective: prefix_lm",
+        )
+    if data.objective == "span_corruption" and data.mean_noise_span < 1:
+        yield Diagnostic(
+            f"data.mean_noise_span {data.mean_noise_span:g} is shorter than one token",
+            spec.span("data.mean_noise_span"),
+            "set data.mean_noise_span to 1 or more (T5 uses 3)",
+        )
     if data.spm_model is not None and data.tokenizer != "sentencepiece":
         yield Diagnostic(
             f"data.spm_model is set but data.tokenizer is '{data.tokenizer}'",
             spec.span("data.spm_model"),
             "set data.tokenizer to 'sentencepiece', or remove data.spm_model",
+        )
+
+
+def _check_schedule(spec: Spec) -> Iterator[Diagnostic]:
+    """A cosine schedule warms up for warmup_steps, then decays to zero at train.steps: a warm-up
+    as long as the run would never reach the peak, nor decay."""
+    optimizer, steps = spec.train.optimizer, spec.train.steps
+    if optimizer.schedule == "cosine" and optimizer.warmup_steps >= steps:
+        path = "train.optimizer.warmup_steps"
+        yield Diagnostic(
+            f"the cosine schedule's warm-up ({optimizer.warmup_steps} steps"
+            f"{', the default' if spec.is_default(path) else ''}) is not shorter than train.steps ({steps}): it would "
+            "never reach the peak learning rate, nor decay to zero at the end",
+            spec.span("train.optimizer.schedule" if spec.is_default(path) else path),
+            f"set {path} below {steps} (a tenth of the steps is common: {max(steps // 10, 0)}), or use the rsqrt "
+            "or constant schedule",
         )
 
 
@@ -306,6 +335,7 @@ def _check_position_buckets(spec: Spec) -> Iterator[Diagnostic]:
 
 CHECKS: tuple[Check, ...] = (
     _check_position_buckets,
+    _check_schedule,
     _check_layout,
     _check_routing,
     _check_rules,

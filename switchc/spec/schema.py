@@ -341,9 +341,13 @@ class OptimizerConfig:
     schedule: Annotated[
         Literal["rsqrt", "constant", "cosine"], Field(description="rsqrt (T5), constant, or cosine decay to zero.")
     ] = "rsqrt"
-    warmup_steps: Annotated[Count, Field(description="Steps at the constant peak (rsqrt) or of linear warm-up.")] = (
-        10000
-    )
+    warmup_steps: Annotated[
+        Count,
+        Field(
+            description="rsqrt: steps at the constant peak before the decay; cosine: steps of linear warm-up "
+            "(fewer than train.steps); constant: none (ignored)."
+        ),
+    ] = 10000
     beta1: Annotated[
         Probability | None,
         Field(description="First-moment decay; null = the optimizer's default (Adafactor: no momentum, Adam: 0.9)."),

@@ -106,7 +106,8 @@ def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Pat
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_steps_past_the_end_of_a_cosine_schedule_are_refused(backend: str, tmp_path: Path) -> None:
     _needs(backend)
-    cosine = _program(tmp_path, backend, "cosine", **{"train.optimizer.schedule": "cosine", "train.steps": "5"})
+    cosine_settings = {"train.optimizer.schedule": "cosine", "train.steps": "5", "train.optimizer.warmup_steps": "1"}
+    cosine = _program(tmp_path, backend, "cosine", **cosine_settings)
     result = run_program(cosine, "--steps", "6")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "error: --steps 6 runs past the end of the cosine schedule" in result.stderr

@@ -264,6 +264,19 @@ def test_a_text_folder_skips_hidden_files_and_names_one_that_is_not_utf8(tmp_pat
         data.read_documents("text", str(tmp_path / "hidden-only"), "text")
 
 
+def test_a_sentencepiece_vocabulary_too_small_to_train_is_a_spec_error() -> None:
+    config = SimpleNamespace(tokenizer="sentencepiece", vocab_size=101, spm_model=None, objective="prefix_lm")
+    problem = data.shape_problem(config)
+    assert problem is not None and problem[0] == "model.vocab_size"
+    assert "needs vocab_size >= 104" in problem[1]
+    assert (
+        data.shape_problem(
+            SimpleNamespace(**{**vars(config), "vocab_size": 104, "inputs_length": 8, "targets_length": 8})
+        )
+        is None
+    )
+
+
 def test_a_data_path_may_start_at_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "corpus.txt").write_text("To be, or not to be.\n")

@@ -142,7 +142,9 @@ def test_another_seed_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:
-    cosine = load_spec("switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=100"))
+    cosine = load_spec(
+        "switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=100", "train.optimizer.warmup_steps=10")
+    )
     config = _program(tmp_path, cosine).CONFIG
     flags.check_schedule(config, 100)
     with pytest.raises(SystemExit, match="--steps 101 runs past the end of the cosine schedule") as refused:
@@ -152,7 +154,9 @@ def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:
         flags.check_schedule(config, 101, resume=True)
     assert "switchc train SPEC --steps 101 --out RUN --resume --allow-changes" in str(refused.value)
     # under a cosine schedule train.steps is part of the run's identity: more steps are another run
-    longer = load_spec("switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=200"))
+    longer = load_spec(
+        "switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=200", "train.optimizer.warmup_steps=10")
+    )
     assert spec_digest(longer) != spec_digest(cosine)
     flags.check_schedule(_program(tmp_path, load_spec("switch-tiny")).CONFIG, 10**6)  # rsqrt has no end
 
