@@ -422,9 +422,20 @@ class Examples:
     def num_examples(self) -> int:
         return len(self.tokens) // self.raw_length
 
-    def check(self) -> None:
-        if self.num_examples == 0:
-            raise SystemExit(f"error: the corpus has {len(self.tokens)} tokens, fewer than one example")
+    def check(self, split: str = "train", eval_fraction: float = 0.0) -> None:
+        """Stop with an error naming the split and the settings when it holds no whole example."""
+        if self.num_examples > 0:
+            return
+        if split == "eval":
+            where = f"the held-out split (data.eval_fraction {eval_fraction:g} of the corpus)"
+            hint = "raise data.eval_fraction, or evaluate never (--eval-every 0)"
+        else:
+            where = "the training split of the corpus"
+            hint = "give data.path more text, or shorten train.inputs_length"
+        raise SystemExit(
+            f"error: {where} has {len(self.tokens)} tokens, fewer than the {self.raw_length} one example needs\n"
+            f"hint: {hint}"
+        )
 
     def make(self, chunk: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, targets) of one chunk, each ending in EOS, before padding."""
@@ -594,5 +605,5 @@ def dataset(config: Any, split: str = "train") -> Examples:
         data: Examples = PrefixLM(**shape)
     else:
         data = SpanCorruption(**shape, noise_density=config.noise_density, mean_noise_span=config.mean_noise_span)
-    data.check()
+    data.check(split, config.eval_fraction)
     return data

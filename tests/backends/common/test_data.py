@@ -292,3 +292,15 @@ def test_a_file_that_is_not_a_sentencepiece_model_is_one_line(tmp_path: Path) ->
     with pytest.raises(SystemExit) as stop:
         data.tokenizer_for(config(tokenizer="sentencepiece", spm_model=str(bogus)), [])
     assert stop.value.code == f"error: {bogus} is not a SentencePiece model (its bytes do not parse as one)"
+
+
+def test_a_split_too_small_for_one_example_names_itself_and_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "tiny.txt").write_text("To be, or not to be: that is the question.\n" * 40)
+    small = {"source": "text", "path": str(tmp_path / "tiny.txt"), "eval_fraction": 0.00001}
+    with pytest.raises(SystemExit) as stop:
+        data.dataset(config(**small), "eval")
+    said = str(stop.value.code)
+    assert said.startswith("error: the held-out split (data.eval_fraction 1e-05 of the corpus) has ")
+    assert "hint: raise data.eval_fraction, or evaluate never (--eval-every 0)" in said
+    with pytest.raises(SystemExit, match=r"the training split of the corpus has \d+ tokens, fewer than the "):
+        data.dataset(config(**small, inputs_length=4096, targets_length=1024))
