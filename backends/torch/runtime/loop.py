@@ -140,7 +140,13 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
     mesh, device = init_distributed(model_module.MESH_AXES, args.timeout, args.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
     try:
-        return _train(model_module, data, eval_data, args, mesh, device, rank)
+        records = _train(model_module, data, eval_data, args, mesh, device, rank)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            # every rank is done with the groups before any tears them down: a rank that destroyed
+            # its process group while a peer's gloo threads still served the last collectives
+            # aborted ("terminate called without an active exception", exit -6) after a good run
+            dist.barrier()
+        return records
     except Exception as error:
         # A failed collective usually means another rank died first: say so, then leave without
         # waiting on the process group (its teardown could block on the dead peer).
