@@ -348,8 +348,14 @@ def corrupted_lengths(raw_length: int, noise_density: float, mean_noise_span: fl
 
 
 def raw_length_for(inputs_length: int, noise_density: float, mean_noise_span: float) -> int:
-    """The most raw tokens whose corrupted inputs fit in `inputs_length` (T5's random_spans_helper)."""
+    """The most raw tokens whose corrupted inputs fit in `inputs_length` (T5's random_spans_helper).
+
+    Short inputs (under 10 tokens at T5's settings) hold fewer raw tokens than their length, since
+    a sentinel and EOS take room; 2 is the least (a clean and a noise token), which fits from
+    inputs_length 3 on (`shape_problem` refuses less)."""
     length = inputs_length
+    while length > 2 and corrupted_lengths(length, noise_density, mean_noise_span)[0] > inputs_length:
+        length -= 1
     while corrupted_lengths(length + 1, noise_density, mean_noise_span)[0] <= inputs_length:
         length += 1
     return length
@@ -558,7 +564,15 @@ def shape_problem(config: Any) -> tuple[str, str, str] | None:
                 )
         return None
     raw = raw_length_for(config.inputs_length, config.noise_density, config.mean_noise_span)
-    _, targets = corrupted_lengths(raw, config.noise_density, config.mean_noise_span)
+    inputs, targets = corrupted_lengths(raw, config.noise_density, config.mean_noise_span)
+    if inputs > config.inputs_length:
+        least = corrupted_lengths(2, config.noise_density, config.mean_noise_span)[0]
+        return (
+            "train.inputs_length",
+            f"span corruption needs inputs_length >= {least} (a clean token, a sentinel for a noise span, and "
+            f"EOS), not {config.inputs_length}",
+            f"set train.inputs_length to {least} or more, or use data.objective: prefix_lm",
+        )
     if targets > config.targets_length:
         return (
             "train.targets_length",

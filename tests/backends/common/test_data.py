@@ -304,3 +304,19 @@ def test_a_split_too_small_for_one_example_names_itself_and_the_setting(tmp_path
     assert "hint: raise data.eval_fraction, or evaluate never (--eval-every 0)" in said
     with pytest.raises(SystemExit, match=r"the training split of the corpus has \d+ tokens, fewer than the "):
         data.dataset(config(**small, inputs_length=4096, targets_length=1024))
+
+
+def test_short_inputs_hold_whole_corrupted_examples_or_are_refused() -> None:
+    """Under 10 tokens a sentinel and EOS no longer fit beside as many raw tokens: fewer are taken,
+    so EOS ends every input (it used to be cut off); under 3 nothing fits."""
+    for length in (3, 5, 9):
+        examples = data.dataset(config(inputs_length=length, targets_length=8))
+        inputs = examples.batch(0, 4).inputs
+        assert inputs.shape == (4, length)
+        assert all(data.EOS in row for row in inputs.tolist()), inputs
+    problem = data.shape_problem(config(inputs_length=2, targets_length=8))
+    assert problem is not None and problem[0] == "train.inputs_length"
+    assert (
+        problem[1]
+        == "span corruption needs inputs_length >= 3 (a clean token, a sentinel for a noise span, and EOS), not 2"
+    )
