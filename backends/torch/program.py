@@ -150,7 +150,8 @@ def check_supported(spec: Spec) -> None:
             spec.span("mesh.rules"),
             f"the PyTorch backend splits heads and d_ff over axes that split neither tokens nor experts; "
             f"{', '.join(sorted(clash))} does both",
-            "give heads and mlp their own mesh axis (e.g. model)",
+            f"give heads and mlp a mesh axis of their own, one that splits neither batch nor experts "
+            f"(now {', '.join(sorted(clash))} splits both)",
         )
 
 

@@ -23,7 +23,9 @@ def schedule(kind: str, peak: float, warmup_steps: int, total_steps: int) -> opt
 
         return rsqrt
     if kind == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup_steps, 1), max(total_steps, warmup_steps + 1))
+        if warmup_steps == 0:  # no warm-up: the peak at step 0 (optax's warm-up of 1 step would start at 0)
+            return optax.cosine_decay_schedule(peak, max(total_steps, 1))
+        return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1))
     raise ValueError(f"unknown schedule {kind!r}")
 
 

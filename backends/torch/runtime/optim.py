@@ -34,8 +34,8 @@ def schedule(kind: str, peak: float, warmup_steps: int, total_steps: int) -> Sch
     if kind == "rsqrt":
         warmup = max(warmup_steps, 1)
         return lambda step: peak * math.sqrt(warmup / max(step + 1, warmup))
-    if kind == "cosine":  # optax.warmup_cosine_decay_schedule(0, peak, warmup, decay_steps)
-        warmup = max(warmup_steps, 1)
+    if kind == "cosine":  # optax.warmup_cosine_decay_schedule(0, peak, warmup, decay_steps); no warm-up: the peak first
+        warmup = warmup_steps
         decay_steps = max(total_steps, warmup_steps + 1) - warmup
 
         def cosine(step: int) -> float:

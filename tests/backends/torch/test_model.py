@@ -222,3 +222,15 @@ def test_schedules_match_the_jax_program(kind: str) -> None:
     for step in (0, 1, 5, 9, 10, 11, 30, 49, 50, 80):
         assert found(step) == pytest.approx(float(expected(step)), rel=1e-6, abs=1e-9), (kind, step)
     assert math.isclose(found(0), 0.0 if kind == "cosine" else 0.01)
+
+
+def test_a_cosine_schedule_without_warm_up_starts_at_the_peak() -> None:
+    """warmup_steps 0: the first step trains at the peak in both programs (it used to be a 1-step
+    warm-up from 0, so step 1 logged lr 0)."""
+    pytest.importorskip("optax")
+    from switchc.backends.jax.runtime.optim import schedule as jax_schedule
+
+    expected, found = jax_schedule("cosine", 0.01, 0, 50), schedule("cosine", 0.01, 0, 50)
+    for step in (0, 1, 25, 49, 50, 80):
+        assert found(step) == pytest.approx(float(expected(step)), rel=1e-6, abs=1e-9), step
+    assert found(0) == pytest.approx(0.01) and found(50) == pytest.approx(0.0, abs=1e-12)
