@@ -208,9 +208,9 @@ def train(
 
     Both backends take the same flags and write the same run directory (docs/training.md); the
     options from --eval-every on are passed to the program; for its others (--export-init, and each
-    backend's own) run OUT/program/train.py yourself; the seed is the spec's (--set train.seed=N). Without
-    --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an earlier
-    run are removed first. With --resume, settings other than train.steps (under a cosine schedule,
+    backend's own) run OUT/program/train.py yourself; the seed is the spec's (--set train.seed=N).
+    Without --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an
+    earlier run are removed first. With --resume, settings other than train.steps (under a cosine schedule,
     train.steps too) must match the run's (OUT/program/spec.yaml) unless --allow-changes is given.
     """
     if allow_changes and not resume:
@@ -261,7 +261,7 @@ def train(
         if not resume:
             _clear_earlier_run(out)
         wanted = devices or needed
-        # run from the user's directory, so that a relative data.path means what it says there
+        # run from the user's directory, as train.py run by hand would be (data paths are absolute by now)
         arguments = [str((program / "train.py").resolve()), "--out", str(out.resolve())]
         launcher = ["python"]
         if backend == "torch" and wanted > 1:  # one process per device, started by torchrun
