@@ -212,8 +212,12 @@ def _check_shared_mesh_axes(spec: Spec) -> Iterator[Diagnostic]:
     resolved = spec.mesh.logical_rules()
     for pair in sorted(SHARED_TENSOR_AXES, key=sorted):
         first, second = sorted(pair)
-        common = [axis for axis in resolved.get(first, ()) if axis in resolved.get(second, ())]
-        if not common or spec.mesh.axes.get(common[0], 1) == 1:
+        common = [
+            axis
+            for axis in resolved.get(first, ())
+            if axis in resolved.get(second, ()) and spec.mesh.axes.get(axis, 1) > 1  # one device splits nothing
+        ]
+        if not common:
             continue
         written = [name for name in (first, second) if name in spec.mesh.rules]
         where = f"mesh.rules.{written[-1]}" if written else "mesh.rules"
