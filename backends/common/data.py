@@ -41,6 +41,7 @@ import numpy as np
 PAD, EOS, UNK = 0, 1, 2
 BYTE_OFFSET = 3
 EXTRA_IDS = 100  # SentencePiece sentinels, as T5's extra_ids (<extra_id_0> .. <extra_id_99>)
+SPM_MIN_VOCAB = EXTRA_IDS + 4  # a trained SentencePiece model: the sentinels, pad, eos, unk and one piece
 
 
 class ByteTokenizer:
@@ -194,8 +195,8 @@ def sentencepiece_tokenizer(
     together never read half a file: at worst each trains the same bytes and the last rename wins.
     """
     pieces = vocab_size - EXTRA_IDS
-    if pieces < 4:
-        raise SystemExit(f"error: tokenizer sentencepiece needs model.vocab_size > {EXTRA_IDS + 3}; got {vocab_size}")
+    if vocab_size < SPM_MIN_VOCAB:
+        raise SystemExit(f"error: tokenizer sentencepiece needs model.vocab_size >= {SPM_MIN_VOCAB}; got {vocab_size}")
     sentences = training_sentences(train_documents)
     path = (cache or cache_dir()) / "sentencepiece" / f"{sentencepiece_key(sentences, pieces)}.model"
     if (path, vocab_size) in _BUILT:  # the train and eval splits each ask: said once, by the first
@@ -544,14 +545,14 @@ def shape_problem(config: Any) -> tuple[str, str, str] | None:
             f"not {config.vocab_size}",
             f"set model.vocab_size to at least {byte_floor}, or use data.tokenizer: sentencepiece",
         )
-    spm_floor = EXTRA_IDS + 4  # sentencepiece_tokenizer: pad, eos, unk and at least one piece
     trained_here = config.tokenizer == "sentencepiece" and getattr(config, "spm_model", None) is None
-    if trained_here and config.vocab_size < spm_floor:
+    if trained_here and config.vocab_size < SPM_MIN_VOCAB:
         return (
             "model.vocab_size",
-            f"a SentencePiece tokenizer trained here needs vocab_size >= {spm_floor} ({EXTRA_IDS} sentinels and "
-            f"at least 4 pieces), not {config.vocab_size}",
-            f"set model.vocab_size to at least {spm_floor} (a few thousand for real text), or use data.tokenizer: byte",
+            f"a SentencePiece tokenizer trained here needs vocab_size >= {SPM_MIN_VOCAB} ({EXTRA_IDS} sentinels "
+            f"and at least 4 pieces), not {config.vocab_size}",
+            f"set model.vocab_size to at least {SPM_MIN_VOCAB} (a few thousand for real text), or use "
+            "data.tokenizer: byte",
         )
     if config.objective == "prefix_lm":
         for key in ("inputs_length", "targets_length"):

@@ -253,10 +253,8 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
         handle.close()
         if os.environ.get(LOCK_ENV) == f"{path.resolve()}\t{holder}":  # our launcher's lock
             return None
-        return (
-            f"error: another run is using {directory} ({holder})\n"
-            "hint: wait for it to end, or stop it (kill -TERM PID checkpoints it first), or choose another --out"
-        )
+        message, hint = in_use(directory, holder)
+        return f"error: {message}\nhint: {hint}"
     handle.seek(0)
     handle.truncate()
     since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
@@ -265,6 +263,14 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
     handle.flush()
     _held[path.resolve()] = (handle, text)
     return None
+
+
+def in_use(directory: Path, holder: str) -> tuple[str, str]:
+    """(error, hint) when another run, `holder` (what its lock file says), is using DIRECTORY."""
+    return (
+        f"another run is using {directory} ({holder})",
+        "wait for it to end, or stop it (kill -TERM PID checkpoints it first), or choose another --out",
+    )
 
 
 def lock_for_child(directory: Path) -> tuple[dict[str, str], tuple[int, ...]]:

@@ -21,6 +21,7 @@ from switchc.backends import target
 from switchc.backends.common.codegen import parameters
 from switchc.backends.common.flags import (
     LOCK_NAME,
+    in_use,
     lock_for_child,
     lock_run_directory,
     release_run_directory,
@@ -243,10 +244,7 @@ def train(
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
     holder = run_directory_user(out)
     if holder is not None:  # nothing of it is touched: its program, metrics and checkpoints are in use
-        raise PlainUserError(
-            f"another run is using {out} ({holder})",
-            "wait for it to end, or stop it (kill -TERM PID checkpoints it first), or choose another --out",
-        )
+        raise PlainUserError(*in_use(out, holder))
     earlier = _program_backend(program)
     if resume and earlier is not None and earlier != backend:
         raise PlainUserError(

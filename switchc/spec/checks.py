@@ -308,7 +308,7 @@ def _check_schedule(spec: Spec) -> Iterator[Diagnostic]:
             f"{', the default' if spec.is_default(path) else ''}) is not shorter than train.steps ({steps}): it would "
             "never reach the peak learning rate, nor decay to zero at the end",
             spec.span("train.optimizer.schedule" if spec.is_default(path) else path),
-            f"set {path} below {steps} (a tenth of the steps is common: {max(steps // 10, 0)}), or use the rsqrt "
+            f"set {path} below {steps} (a tenth of the steps is common: {steps // 10}), or use the rsqrt "
             "or constant schedule",
         )
 
