@@ -50,17 +50,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(
-    description: str, default_steps: int, default_seed: int, *, resume_help: str, init_from_help: str
+    description: str,
+    default_steps: int,
+    default_seed: int,
+    *,
+    held_out: bool,
+    resume_help: str,
+    init_from_help: str,
 ) -> argparse.ArgumentParser:
-    """A parser with the shared flags. `resume_help` and `init_from_help` are the help texts of
-    --resume and --init-from, whose details differ between the backends."""
+    """A parser with the shared flags. `held_out`: whether the spec holds out an eval split
+    (data.eval_fraction > 0); without one --eval-every defaults to 0 and any other value is refused.
+    `resume_help` and `init_from_help` are the help texts of --resume and --init-from, whose
+    details differ between the backends."""
     every = max(1, default_steps // 10)
     # No abbreviations: the JAX program's --devices N and the PyTorch program's --device KIND must not
     # pass for each other (`--device cpu` to the JAX program would read as `--devices cpu`).
     flags = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     # --checkpoint-every and --keep parse to None when not given, so that `check` can refuse them
     # without --out (nothing would be saved); it then puts these defaults in.
-    flags.set_defaults(checkpoint_default=every, keep_default=3)
+    # --eval-every likewise, so that `check` can refuse it for a spec without a held-out split.
+    flags.set_defaults(checkpoint_default=every, keep_default=3, eval_default=every if held_out else 0)
+    flags.set_defaults(held_out=held_out)
     flags.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
     flags.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
     flags.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")
@@ -73,9 +83,11 @@ def parser(
     flags.add_argument(
         "--eval-every",
         type=int,
-        default=every,
+        default=None,
         metavar="N",
-        help=f"evaluate on the held-out split every N steps and at the end; 0: never (default: {every})",
+        help=f"evaluate on the held-out split every N steps and at the end; 0: never (default: {every})"
+        if held_out
+        else "evaluate every N steps: this program's spec holds out no text (data.eval_fraction is 0), so 0 only",
     )
     flags.add_argument("--eval-batches", type=int, default=10, help="batches per evaluation (default: 10)")
     flags.add_argument(
@@ -128,6 +140,13 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             flags.error("--checkpoint-every applies only with --out (the run directory checkpoints are saved in)")
         if args.keep is not None:
             flags.error("--keep applies only with --out (the run directory checkpoints are saved in)")
+    if args.eval_every and not args.held_out:  # silently evaluating nothing would look like a broken eval
+        flags.error(
+            f"--eval-every {args.eval_every}: this program's spec holds out no text to evaluate on "
+            "(data.eval_fraction is 0); compile it with data.eval_fraction > 0, or drop --eval-every"
+        )
+    if args.eval_every is None:
+        args.eval_every = args.eval_default
     if args.checkpoint_every is None:
         args.checkpoint_every = args.checkpoint_default
     if args.keep is None:

@@ -55,9 +55,11 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
     """train.py: `docstring` (what the program needs, its launch commands and flags), then main().
 
     import_note: a comment on `import model`; evaluate_also: a further condition (on `args`) for
-    loading the held-out split, beside --eval-every > 0 and a spec that has one.
+    loading the held-out split, beside --eval-every > 0 (which a spec without one refuses).
     """
     note = f"  # {import_note}" if import_note else ""
+    # without a held-out split --eval-every defaults to 0 and refuses any other value (flags.check)
+    held_out = "" if spec.data.eval_fraction > 0 else ", held_out=False"
     also = f" and {evaluate_also}" if evaluate_also else ""
     return f'''"""{docstring}"""
 
@@ -68,11 +70,11 @@ from runtime.loop import parse_args
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv, __doc__, default_steps={spec.train.steps}, default_seed={spec.train.seed})
+    args = parse_args(argv, __doc__, default_steps={spec.train.steps}, default_seed={spec.train.seed}{held_out})
     import model{note}
     from runtime import data, loop
 
-    evaluate = args.eval_every > 0 and model.CONFIG.eval_fraction > 0{also}
+    evaluate = args.eval_every > 0{also}
     eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
     loop.run(model, data.dataset(model.CONFIG), args, eval_data)
 

@@ -30,7 +30,7 @@ from switchc.backends.common.flags import (
 )
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
-from switchc.errors import PlainUserError
+from switchc.errors import PlainUserError, UserError
 from switchc.ir import build_graph
 from switchc.spec import Spec, load_spec
 from switchc.spec.emit import differences, extendable
@@ -227,6 +227,12 @@ def train(
         raise PlainUserError(
             f"--devices {devices}: the mesh {dict(resolved.mesh.axes)} needs {needed} {what}",
             "drop --devices (it defaults to the mesh's size), or change the mesh (--set 'mesh.axes={...}')",
+        )
+    if eval_every and resolved.data.eval_fraction == 0:  # the program refuses it too; say so before compiling
+        raise UserError.at(
+            resolved.span("data.eval_fraction"),
+            f"--eval-every {eval_every}: the spec holds out no text to evaluate on (data.eval_fraction is 0)",
+            "set data.eval_fraction (e.g. --set data.eval_fraction=0.05), or drop --eval-every",
         )
     if hardware is not None:  # the programs know the built-in profiles (their PEAK_FLOPS)
         hardware = analysis_hardware(hardware).name

@@ -262,6 +262,10 @@ def test_a_relative_data_path_is_recorded_from_where_switchc_ran(
         (["--hardware", "h1000"], "error: unknown hardware profile 'h1000'\nhint: did you mean 'h100'?"),
         (["--init-from", "missing.safetensors"], "File 'missing.safetensors' does not exist"),
         (["--keep", "0"], "Invalid value for '--keep': 0 is not in the range x>=1"),
+        (
+            ["--set", "data.eval_fraction=0", "--eval-every", "5"],
+            "--eval-every 5: the spec holds out no text to evaluate on (data.eval_fraction is 0)",
+        ),
     ],
 )
 def test_program_flags_are_checked_before_anything(tmp_path: Path, flags: list[str], said: str) -> None:

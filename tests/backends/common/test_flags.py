@@ -202,7 +202,7 @@ def test_a_damaged_checkpoint_names_itself_and_the_step_before() -> None:
 def test_an_out_path_the_system_refuses_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    parser = flags.parser("test", 10, 0, resume_help="", init_from_help="")
+    parser = flags.parser("test", 10, 0, held_out=True, resume_help="", init_from_help="")
     with pytest.raises(SystemExit) as info:
         flags.check(parser, parser.parse_args(["--out", str(blocker / "run")]))
     assert info.value.code == 2
@@ -221,15 +221,15 @@ def test_a_usage_error_is_printed_by_the_first_process_only(
         monkeypatch.delenv("RANK", raising=False)
     else:
         monkeypatch.setenv("RANK", rank)
-    parser = flags.parser("test", 10, 0, resume_help="", init_from_help="")
+    parser = flags.parser("test", 10, 0, held_out=True, resume_help="", init_from_help="")
     with pytest.raises(SystemExit) as info:
         parser.parse_args(["--steps", "many"])
     assert info.value.code == 2
     assert ("argument --steps: invalid int value: 'many'" in capsys.readouterr().err) == printed
 
 
-def _checked(*argv: str) -> argparse.Namespace:
-    parser = flags.parser("test", 100, 0, resume_help="", init_from_help="")
+def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
+    parser = flags.parser("test", 100, 0, held_out=held_out, resume_help="", init_from_help="")
     args = parser.parse_args(list(argv))
     flags.check(parser, args)
     return args
@@ -257,6 +257,20 @@ def test_flags_that_would_be_ignored_or_fail_later_are_usage_errors(
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # a refused command creates no folder
+
+
+def test_eval_every_defaults_to_a_tenth_of_the_steps_and_to_never_without_a_held_out_split(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _checked().eval_every == 10
+    assert _checked(held_out=False).eval_every == 0
+    assert _checked("--eval-every", "0", held_out=False).eval_every == 0
+    with pytest.raises(SystemExit) as info:  # asked for, it would silently evaluate nothing
+        _checked("--eval-every", "5", held_out=False)
+    assert info.value.code == 2
+    assert "--eval-every 5: this program's spec holds out no text to evaluate on (data.eval_fraction is 0)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_an_out_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
