@@ -279,12 +279,38 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
         for number, line in enumerate(_text(file, root).splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                documents.append(str(json.loads(line)[jsonl_field]))
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                message = f"error: {file}:{number}: not a JSON record with a {jsonl_field!r} field ({err})"
-                raise SystemExit(message) from None
+            documents.append(_record_text(line, jsonl_field, f"{file}:{number}"))
     return documents
+
+
+def _record_text(line: str, field: str, where: str) -> str:
+    """The text in one JSONL line's `field`; anything else stops the run, naming `where` (file:line)."""
+    hint = f"\nhint: each line of a jsonl corpus is one JSON object whose {field!r} field (data.jsonl_field) holds text"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"error: {where}: not JSON ({err}){hint}") from None
+    if not isinstance(record, dict):
+        raise SystemExit(f"error: {where}: a JSON {_json_kind(record)}, not an object{hint}")
+    if field not in record:
+        fields = ", ".join(repr(name) for name in list(record)[:8]) or "none"
+        raise SystemExit(f"error: {where}: no {field!r} field (its fields: {fields}){hint}")
+    value = record[field]
+    if not isinstance(value, str):  # str() would train on "5", "None" or a list's repr
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        what = "null" if value is None else f"a JSON {_json_kind(value)}, {shown}"
+        raise SystemExit(f"error: {where}: the {field!r} field is {what}, not text{hint}")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    """What JSON calls the kind of a parsed value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "number", float: "number", list: "array", dict: "object"}.get(type(value), "string")
 
 
 def _hidden(relative: Path) -> bool:

@@ -264,6 +264,26 @@ def test_a_text_folder_skips_hidden_files_and_names_one_that_is_not_utf8(tmp_pat
         data.read_documents("text", str(tmp_path / "hidden-only"), "text")
 
 
+def test_jsonl_records_give_their_text_field_and_anything_else_is_named(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "first", "id": 1}\n\n{"text": "second"}\n')
+    assert data.read_documents("jsonl", str(corpus), "text") == ["first", "second"]
+    for line, said in [
+        ('{"text": "x"', "not JSON (Expecting ',' delimiter: line 1 column 13 (char 12))"),
+        ('{"body": "x", "id": 2}', "no 'text' field (its fields: 'body', 'id')"),
+        ("[1, 2]", "a JSON array, not an object"),
+        ('{"text": 5}', "the 'text' field is a JSON number, 5, not text"),
+        ('{"text": null}', "the 'text' field is null, not text"),
+        ('{"text": ["a", "b"]}', 'the \'text\' field is a JSON array, ["a", "b"], not text'),
+    ]:
+        corpus.write_text(f'{{"text": "first"}}\n{line}\n')
+        with pytest.raises(SystemExit) as stop:
+            data.read_documents("jsonl", str(corpus), "text")
+        assert str(stop.value.code).startswith(f"error: {corpus}:2: {said}\nhint: each line of a jsonl"), (
+            stop.value.code
+        )
+
+
 def test_a_sentencepiece_vocabulary_too_small_to_train_is_a_spec_error() -> None:
     config = SimpleNamespace(tokenizer="sentencepiece", vocab_size=101, spm_model=None, objective="prefix_lm")
     problem = data.shape_problem(config)
