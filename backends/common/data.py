@@ -289,7 +289,7 @@ def _record_text(line: str, field: str, where: str) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise SystemExit(f"error: {where}: not JSON ({err}){hint}") from None
+        raise SystemExit(f"error: {where}: not valid JSON ({err.msg} at column {err.colno}){hint}") from None
     if not isinstance(record, dict):
         raise SystemExit(f"error: {where}: a JSON {_json_kind(record)}, not an object{hint}")
     if field not in record:

@@ -269,7 +269,7 @@ def test_jsonl_records_give_their_text_field_and_anything_else_is_named(tmp_path
     corpus.write_text('{"text": "first", "id": 1}\n\n{"text": "second"}\n')
     assert data.read_documents("jsonl", str(corpus), "text") == ["first", "second"]
     for line, said in [
-        ('{"text": "x"', "not JSON (Expecting ',' delimiter: line 1 column 13 (char 12))"),
+        ('{"text": "x"', "not valid JSON (Expecting ',' delimiter at column 13)"),
         ('{"body": "x", "id": 2}', "no 'text' field (its fields: 'body', 'id')"),
         ("[1, 2]", "a JSON array, not an object"),
         ('{"text": 5}', "the 'text' field is a JSON number, 5, not text"),
