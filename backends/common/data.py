@@ -474,9 +474,17 @@ class Examples:
         """(inputs, targets) of one chunk, each ending in EOS, before padding."""
         raise NotImplementedError
 
+    def order(self, epoch: int) -> np.ndarray:
+        """The chunks in epoch `epoch`'s order. The latest epoch's is kept: consecutive rows share it,
+        and drawing it anew for each would cost O(chunks) per row."""
+        kept = self.__dict__.get("_kept_order")
+        if kept is None or kept[0] != epoch:
+            kept = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_examples))
+            object.__setattr__(self, "_kept_order", kept)  # a cache, not a field: the dataclass is frozen
+        return kept[1]
+
     def example(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-        start = int(order[index]) * self.raw_length
+        start = int(self.order(epoch)[index]) * self.raw_length
         chunk = self.tokens[start : start + self.raw_length]
         inputs, targets = self.make(chunk, np.random.default_rng([self.seed, epoch, index]))
         return _pad(inputs, self.inputs_length), _pad(targets, self.targets_length)
