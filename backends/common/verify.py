@@ -16,6 +16,12 @@ from typing import Any
 
 SMALL_BYTES = 4096  # the step's scalars (loss, metrics, norm partial sums): below this not compared
 
+# The defaults of switchc verify's options, which are also those of each backend's verify().
+TIMEOUT = {"jax": 900.0, "torch": 300.0}  # seconds: XLA compiles the unrolled step; torch runs one step
+FLOPS_TOLERANCE = {"jax": 0.05, "torch": 0.01}  # relative, matmul FLOPs (torch counts the same ops)
+TOTAL_FLOPS_TOLERANCE = 0.10  # relative, against XLA's cost_analysis, which adds elementwise work (jax only)
+BYTES_TOLERANCE = 0.02  # relative, each collective's bytes per device
+
 
 class MeasurementFailed(Exception):
     """The program's step could not be measured: it failed (`output`: the end of what it printed)

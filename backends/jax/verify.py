@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..common.verify import Comparison, MeasurementFailed, collective_comparisons, write_program
+from ..common.verify import (
+    BYTES_TOLERANCE,
+    FLOPS_TOLERANCE,
+    TIMEOUT,
+    TOTAL_FLOPS_TOLERANCE,
+    Comparison,
+    MeasurementFailed,
+    collective_comparisons,
+    write_program,
+)
 from .hlo import HloCollective, collectives, dot_flops
 
 
@@ -42,7 +51,7 @@ class Verification:
         return all(c.ok for c in self.comparisons)
 
 
-def dump(program: Path, devices: int, out: Path, timeout: float = 900.0) -> tuple[str, dict[str, float]]:
+def dump(program: Path, devices: int, out: Path, timeout: float = TIMEOUT["jax"]) -> tuple[str, dict[str, float]]:
     """Run the program's --dump-hlo on `devices` fake CPU devices; (HLO text, cost analysis)."""
     out = out.absolute()  # the program runs in its own directory
     command = [sys.executable, "train.py", "--devices", str(devices), "--dump-hlo", str(out)]
@@ -88,11 +97,11 @@ def verify(
     spec: Any,
     report: Mapping[str, Any],
     *,
-    flops_tolerance: float = 0.05,
-    total_flops_tolerance: float = 0.10,
-    bytes_tolerance: float = 0.02,
+    flops_tolerance: float = FLOPS_TOLERANCE["jax"],
+    total_flops_tolerance: float = TOTAL_FLOPS_TOLERANCE,
+    bytes_tolerance: float = BYTES_TOLERANCE,
     keep: Path | None = None,
-    timeout: float = 900.0,
+    timeout: float = TIMEOUT["jax"],
 ) -> Verification:
     """Generate the spec's program, dump its compiled step, and compare it with `report`."""
     from .program import generate

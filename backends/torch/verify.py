@@ -52,7 +52,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..common.verify import Comparison, MeasurementFailed, collective_comparisons, write_program
+from ..common.verify import (
+    BYTES_TOLERANCE,
+    FLOPS_TOLERANCE,
+    TIMEOUT,
+    Comparison,
+    MeasurementFailed,
+    collective_comparisons,
+    write_program,
+)
 
 KINDS = {  # torch.distributed function -> the report's kind
     "all_reduce": "all-reduce",
@@ -234,7 +242,9 @@ def _free_port() -> int:
         return port
 
 
-def run_step(program: Path, devices: int, out: Path, *, seed: int = 0, timeout: float = 300.0) -> list[dict[str, Any]]:
+def run_step(
+    program: Path, devices: int, out: Path, *, seed: int = 0, timeout: float = TIMEOUT["torch"]
+) -> list[dict[str, Any]]:
     """Run the program's train step on `devices` gloo processes; every rank's counts, rank order."""
     program, out = program.resolve(), out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -325,10 +335,10 @@ def verify(
     spec: Any,
     report: Mapping[str, Any],
     *,
-    flops_tolerance: float = 0.01,
-    bytes_tolerance: float = 0.02,
+    flops_tolerance: float = FLOPS_TOLERANCE["torch"],
+    bytes_tolerance: float = BYTES_TOLERANCE,
     keep: Path | None = None,
-    timeout: float = 300.0,
+    timeout: float = TIMEOUT["torch"],
 ) -> Verification:
     """Generate the spec's PyTorch program, run one train step on its mesh, compare with `report`."""
     from .program import generate
@@ -347,7 +357,7 @@ def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(description="one rank of `switchc verify --backend torch` (internal)")
     parser.add_argument("--worker", nargs=2, metavar=("PROGRAM", "OUT"), type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--timeout", type=float, default=TIMEOUT["torch"])
     args = parser.parse_args(argv)
     _worker(args.worker[0].resolve(), args.worker[1].resolve(), args.seed, args.timeout)
 

@@ -11,17 +11,25 @@ from rich.table import Table
 
 from switchc.analysis import DEFAULT_HARDWARE, hardware, report_for
 from switchc.backends import target
-from switchc.backends.common.verify import MeasurementFailed
+from switchc.backends.common.verify import (
+    BYTES_TOLERANCE,
+    FLOPS_TOLERANCE,
+    TIMEOUT,
+    TOTAL_FLOPS_TOLERANCE,
+    MeasurementFailed,
+)
 from switchc.cli.options import example, overrides, table_console
 from switchc.errors import PlainUserError
 from switchc.spec import load_spec
 
 EXIT_MISMATCH = 1
 EXIT_NOT_MEASURED = 3  # the step failed or ran out of time: nothing to compare
-DEFAULT_TIMEOUT = {"jax": 900.0, "torch": 300.0}  # seconds: XLA compiles the unrolled step; torch runs one step
 OUTPUT_LINES = 30  # of a failed step's output, shown under the error
-DEFAULT_FLOPS_TOLERANCE = {"jax": 0.05, "torch": 0.01}  # relative, matmul FLOPs (torch counts the same ops)
 MEASURED = {"jax": "xla", "torch": "torch"}  # the JSON key of the measured value
+
+
+def _per_backend(defaults: dict[str, float]) -> str:
+    return ", ".join(f"{value:g} for {backend}" for backend, value in defaults.items())
 
 
 def _number(value: float) -> str:
@@ -42,24 +50,28 @@ def _number(value: float) -> str:
     "--flops-tolerance",
     type=click.FloatRange(min=0),
     default=None,
-    help="Relative, matmul FLOPs.  [default: 0.05 for jax, 0.01 for torch]",
+    help=f"Relative, matmul FLOPs.  [default: {_per_backend(FLOPS_TOLERANCE)}]",
 )
 @click.option(
     "--total-flops-tolerance",
     type=click.FloatRange(min=0),
-    default=0.10,
+    default=TOTAL_FLOPS_TOLERANCE,
     show_default=True,
     help="Relative, against cost_analysis (which adds elementwise work; jax only).",
 )
 @click.option(
-    "--bytes-tolerance", type=click.FloatRange(min=0), default=0.02, show_default=True, help="Relative, for bytes."
+    "--bytes-tolerance",
+    type=click.FloatRange(min=0),
+    default=BYTES_TOLERANCE,
+    show_default=True,
+    help="Relative, for bytes.",
 )
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program and HLO here.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Seconds the step may take, compile included.  [default: 900 for jax, 300 for torch]",
+    help=f"Seconds the step may take, compile included.  [default: {_per_backend(TIMEOUT)}]",
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def verify(
@@ -98,8 +110,8 @@ def verify(
         options = {"total_flops_tolerance": total_flops_tolerance}
     click.echo(starting, err=True)
     if flops_tolerance is None:
-        flops_tolerance = DEFAULT_FLOPS_TOLERANCE[backend]
-    seconds = DEFAULT_TIMEOUT[backend] if timeout is None else timeout
+        flops_tolerance = FLOPS_TOLERANCE[backend]
+    seconds = TIMEOUT[backend] if timeout is None else timeout
     try:
         result: Any = run_verify(
             resolved,
