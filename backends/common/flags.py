@@ -19,6 +19,7 @@ import os
 import shlex
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -182,6 +183,25 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             flags.error(f"--out {args.out}: {error.strerror or error}")
+        # A folder that takes no files would fail only at the first record or save: JAX's saves run in
+        # the background, where a failure can leave the program unable to exit.
+        folders = [args.out, args.out / "checkpoints"] if args.checkpoint_every else [args.out]
+        for folder in folders:
+            refused = _unwritable(folder)
+            if refused is not None:
+                flags.error(f"--out {args.out}: cannot write files in {folder} ({refused}); choose another --out")
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no file can be written in `folder` (created if missing), or None when one can."""
+    probe = folder / f".switchc-write-test-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
@@ -237,6 +257,35 @@ def stop_if_interrupted(error: BaseException) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
+
+
+@contextlib.contextmanager
+def stopping_at_once() -> Iterator[None]:
+    """Around work whose threads outlive an error (orbax's reads: tensorstore and asyncio), which
+    print "Event loop is closed" tracebacks from C++ callbacks once a read has failed, before and
+    after the error reaches Python. While the work runs, what is written to stderr (file descriptor
+    2, so theirs too) is held back: on success it is written out; on a SystemExit the program
+    writes that error alone and leaves at once with its status, without waiting for those threads
+    as an interpreter shutting down would."""
+    sys.stderr.flush()
+    stderr = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except SystemExit as error:
+            sys.stderr.flush()
+            if isinstance(error.code, str):
+                os.write(stderr, (error.code + "\n").encode())
+            sys.stdout.flush()
+            os._exit(1 if isinstance(error.code, str) or error.code is None else int(error.code))
+        finally:  # success, or an error that is not the user's: what was held back goes out
+            sys.stderr.flush()
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            held.seek(0)
+            sys.stderr.buffer.write(held.read())
+            sys.stderr.flush()
 
 
 # ---- the run directory ------------------------------------------------------------------------------
@@ -335,7 +384,7 @@ def _holder(handle: IO[str]) -> str | None:
 
 # What a complete checkpoint of each backend holds in its numbered step directory (a trailing /:
 # a directory): the JAX program's orbax items, the PyTorch program's record and DCP index.
-CHECKPOINT_MARKERS = {"jax": ("state/", "meta/"), "torch": ("meta.json", ".metadata")}
+CHECKPOINT_MARKERS = {"jax": ("state/", "state/_METADATA", "meta/"), "torch": ("meta.json", ".metadata")}
 BACKEND_NAMES = {"jax": "JAX (orbax)", "torch": "PyTorch (torch.distributed.checkpoint)"}
 
 
@@ -349,6 +398,14 @@ def _checkpoint_kind(path: Path) -> str | None:
 
 def _holds(path: Path, marker: str) -> bool:
     return (path / marker).is_dir() if marker.endswith("/") else (path / marker).is_file()
+
+
+def latest_checkpoint(directory: Path, backend: str) -> int | None:
+    """The step of the newest complete `backend` checkpoint in `directory` (a run's checkpoints/)."""
+    if not directory.is_dir():
+        return None
+    steps = [int(path.name) for path in directory.iterdir() if path.name.isdigit() and path.is_dir()]
+    return max((step for step in steps if _checkpoint_kind(directory / str(step)) == backend), default=None)
 
 
 def check_checkpoint_directory(directory: Path, backend: str) -> None:
@@ -400,10 +457,15 @@ def reading_checkpoint(checkpoints: Any, step: int) -> Iterator[None]:
 
 
 def unreadable_checkpoint(where: str, error: BaseException, previous: int | None) -> SystemExit:
-    """The error for a checkpoint whose files cannot be read back (damaged after it was committed)."""
+    """The error for a checkpoint whose files cannot be read back (damaged after it was committed).
+    It names the root cause: orbax wraps tensorstore's error ("Error reading <array> ... byte range
+    ... not valid") in one that prints the array's slices and tensorstore's whole spec."""
+    while error.__cause__ is not None:
+        error = error.__cause__
     detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if len(detail) > 240:  # tensorstore appends its whole spec as JSON
-        detail = detail[:240].rstrip() + " ..."
+    detail = detail.split(" See full TensorStore details")[0]
+    if len(detail) > 320:
+        detail = detail[:320].rstrip() + " ..."
     then = f"continue from step {previous}" if previous is not None else "start the run afresh"
     return SystemExit(
         f"error: --resume: cannot read {where}: {type(error).__name__}{': ' + detail if detail else ''}\n"

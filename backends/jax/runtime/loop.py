@@ -381,12 +381,13 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         if found is None and args.resume:  # a run stopped before its first checkpoint: nothing to resume
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
-            flags.checked_record(checkpoints, found, args, model, announce=primary)
+            with flags.stopping_at_once():  # orbax's reads run on its threads
+                flags.checked_record(checkpoints, found, args, model, announce=primary)
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
     state = build(model, args.seed, init_from if found is None else None)
     start = 0
     if checkpoints is not None and found is not None:
-        with flags.reading_checkpoint(checkpoints, found):
+        with flags.stopping_at_once(), flags.reading_checkpoint(checkpoints, found):
             state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
         start = found
     mesh = state["mesh"]

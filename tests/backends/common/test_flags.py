@@ -191,6 +191,34 @@ def test_an_empty_or_partial_step_directory_is_refused_with_the_step_to_go_back_
     assert partial.is_dir()  # nothing is deleted for the user
 
 
+def test_a_jax_step_directory_without_its_arrays_metadata_is_incomplete(tmp_path: Path) -> None:
+    fake_checkpoint(tmp_path, 2, flags.CHECKPOINT_MARKERS["jax"])
+    partial = fake_checkpoint(tmp_path, 4, ("state/", "meta/"))  # orbax cannot restore it without
+    with pytest.raises(SystemExit) as info:
+        flags.check_checkpoint_directory(tmp_path, "jax")
+    assert str(info.value.code) == (
+        f"error: {partial} is not a complete checkpoint (no state/_METADATA)\n"
+        f"hint: delete it (rm -r {partial}) to continue from step 2"
+    )
+
+
+def test_a_damaged_checkpoint_is_named_with_the_root_cause_of_its_error() -> None:
+    try:
+        try:
+            raise ValueError('OUT_OF_RANGE: Error reading "params.w/0.0" in OCDBT database\nmore')
+        except ValueError as cause:
+            raise Exception(
+                "Encountered error while reading array index. See full TensorStore details: {...}"
+            ) from cause
+    except Exception as wrapped:
+        error = flags.unreadable_checkpoint("checkpoint run/checkpoints/6", wrapped, None)
+    assert error.code == (
+        "error: --resume: cannot read checkpoint run/checkpoints/6: ValueError: "
+        'OUT_OF_RANGE: Error reading "params.w/0.0" in OCDBT database\n'
+        "hint: the checkpoint is damaged; delete it to start the run afresh"
+    )
+
+
 def test_a_damaged_checkpoint_names_itself_and_the_step_before() -> None:
     error = flags.unreadable_checkpoint("checkpoint run/checkpoints/6", ValueError("bad json\nmore"), 3)
     assert error.code == (
@@ -271,6 +299,21 @@ def test_eval_every_defaults_to_a_tenth_of_the_steps_and_to_never_without_a_held
     assert "--eval-every 5: this program's spec holds out no text to evaluate on (data.eval_fraction is 0)" in (
         capsys.readouterr().err
     )
+
+
+def test_an_out_whose_checkpoints_cannot_be_written_is_a_usage_error_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("")  # no folder can be made there
+    with pytest.raises(SystemExit) as info:
+        _checked("--out", str(run))
+    assert info.value.code == 2
+    said = f"--out {run}: cannot write files in {run / 'checkpoints'} (File exists); choose another --out"
+    assert said in capsys.readouterr().err
+    assert _checked("--out", str(run), "--checkpoint-every", "0").out == run  # nothing to save there
+    assert [path.name for path in run.iterdir()] == ["checkpoints"]  # the probes are gone
 
 
 def test_an_out_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
