@@ -22,6 +22,7 @@ from switchc.backends.common.codegen import parameters
 from switchc.backends.common.flags import (
     LOCK_NAME,
     in_use,
+    latest_checkpoint,
     lock_for_child,
     lock_run_directory,
     release_run_directory,
@@ -94,15 +95,20 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
         return
     cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)
-    own = "" if cosine else ", adding --steps N to train on"
     why = " (the cosine schedule decays to zero over train.steps: more steps are another schedule)" if cosine else ""
-    raise PlainUserError(
-        f"--resume: {out} was trained with other settings than these{why}:\n{lines}",
-        f"resume from the run's own resolved spec (switchc train {quote(str(run_spec))} --out {quote(str(out))} "
-        f"--resume{own}); "
-        "or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
-        "stop); or train into another --out",
-    )
+    own = f"switchc train {quote(str(run_spec))} --out {quote(str(out))} --resume"
+    if cosine and len(changed) == 1:  # the run's own spec cannot give more steps: it ends at its train.steps
+        hint = (
+            "add --allow-changes to go on under the new schedule (the learning rate follows it from the "
+            "checkpoint's step on), or train a new run into another --out"
+        )
+    else:
+        hint = (
+            f"resume from the run's own resolved spec ({own}{'' if cosine else ', adding --steps N to train on'}); "
+            "or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
+            "stop); or train into another --out"
+        )
+    raise PlainUserError(f"--resume: {out} was trained with other settings than these{why}:\n{lines}", hint)
 
 
 def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str) -> None:
@@ -259,8 +265,19 @@ def train(
         )
     if resume:
         _check_resume_settings(out, resolved, allow_changes)
+        reached = latest_checkpoint(out / "checkpoints", backend)
+        if reached is not None and reached >= resolved.train.steps:  # the program is left as the run wrote it
+            click.echo(
+                f"note: {out} is at step {reached} already (its latest checkpoint) and train.steps is "
+                f"{resolved.train.steps}: nothing to train; the run and its program are left as they are (a larger "
+                "--steps goes on)",
+                err=True,
+            )
+            return
     _hold_run_directory(out)
     try:
+        if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
+            _check_removable(out)
         write_program(program_files(resolved, backend), program)
         if not resume:
             _clear_earlier_run(out)
@@ -284,14 +301,38 @@ def train(
         raise SystemExit(status)
 
 
+def _check_removable(out: Path) -> None:
+    """Refuse a fresh start whose clearing of OUT would stop half-way (a read-only checkpoints/, a
+    folder of someone else's): it would leave, say, checkpoints without the metrics of their run."""
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if not path.exists():
+            continue
+        folders = [out, *(Path(top) for top, _, _ in os.walk(path))] if path.is_dir() else [out]
+        for folder in folders:
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PlainUserError(
+                    f"cannot start afresh in {out}: the earlier run's {name} cannot be removed "
+                    f"(no permission to delete in {folder}, or it is on a read-only file system)",
+                    "choose another --out, or continue that run with --resume",
+                )
+
+
 def _clear_earlier_run(out: Path) -> None:
     """A fresh start: remove what an earlier run wrote into OUT (its program/ is rewritten)."""
     removed = [name for name in RUN_OUTPUTS if (out / name).exists()]
     if removed:
         click.echo(f"note: starting afresh in {out}: removing the earlier run's {', '.join(removed)}", err=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-    for folder in ("tensorboard", "checkpoints"):
-        shutil.rmtree(out / folder, ignore_errors=True)
+    try:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        for folder in ("tensorboard", "checkpoints"):
+            if (out / folder).exists():
+                shutil.rmtree(out / folder)
+    except OSError as error:  # _check_removable passed, yet the system refused (an immutable file, a mount)
+        raise PlainUserError(
+            f"cannot start afresh in {out}: removing {error.filename} failed ({error.strerror or error})",
+            "remove what is left of the earlier run by hand, or choose another --out",
+        ) from None
 
 
 def _absolute_data_paths(spec: Spec) -> Spec:

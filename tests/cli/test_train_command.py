@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from switchc.backends.common.flags import CHECKPOINT_MARKERS
 
 from switchc.cli import main
 from switchc.spec import load_spec
 from switchc.spec.emit import to_yaml
-from tests.backends.programs import another_run_holding, xla_cache
+from tests.backends.programs import another_run_holding, fake_checkpoint, xla_cache
 
 pytest.importorskip("jax")
 
@@ -86,6 +87,24 @@ def test_train_resumes_with_the_runs_own_spec_or_allowed_changes(tmp_path: Path)
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
 
 
+def test_a_resume_with_no_steps_left_leaves_the_run_and_its_program_alone(tmp_path: Path) -> None:
+    """Before, the program was rewritten with the smaller train.steps, so that a later `train.py
+    --resume` (its default --steps) trained nothing either."""
+    out = tmp_path / "run"
+    program = out / "program"
+    program.mkdir(parents=True)
+    (program / "train.py").write_text("raise SystemExit('not run')\n")
+    (program / "spec.yaml").write_text(to_yaml(load_spec("switch-tiny", ["train.steps=6"])))
+    fake_checkpoint(out / "checkpoints", 6, CHECKPOINT_MARKERS["jax"])
+    before = {path: path.read_bytes() for path in program.iterdir()}
+    result = CliRunner().invoke(main, ["train", "--steps", "3", "--out", str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {out} is at step 6 already (its latest checkpoint) and train.steps is 3: nothing to train" in (
+        result.stderr
+    )
+    assert {path: path.read_bytes() for path in program.iterdir()} == before
+
+
 def test_train_refuses_a_foreign_run_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     result = subprocess.run(
@@ -109,6 +128,26 @@ def test_resume_refuses_a_run_of_the_other_backend(tmp_path: Path) -> None:
     assert "is a run of the torch program; this command would continue it with jax" in result.stderr
     assert "hint: add --backend torch" in result.stderr
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+def test_a_fresh_start_that_could_not_clear_the_earlier_run_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoints/ switchc may not delete in (read-only, or another user's): before, the metrics
+    went and the checkpoints stayed, and the hint then pointed at resuming that run."""
+    out = tmp_path / "run"
+    compiled = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out / "program")])
+    assert compiled.exit_code == 0, compiled.output
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    (out / "checkpoints" / "1").mkdir(parents=True)
+    (out / "checkpoints" / "1" / "meta.json").write_text("{}")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    access = os.access  # as a read-only mount answers (root passes a chmod, so the test cannot use one)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != out / "checkpoints" and access(path, mode))
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--set", "moe.num_experts=4", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot start afresh in {out}: the earlier run's checkpoints cannot be removed" in result.stderr
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != ".lock"} == before
 
 
 def test_a_run_directory_in_use_is_left_alone(tmp_path: Path) -> None:
@@ -299,4 +338,6 @@ def test_more_steps_of_a_cosine_run_are_another_schedule(tmp_path: Path) -> None
     assert result.exit_code == 2, result.output
     assert "(the cosine schedule decays to zero over train.steps: more steps are another schedule)" in result.stderr
     assert "train.steps: 1000 in the run, 2000 now" in result.stderr and "adding --steps" not in result.stderr
+    assert "hint: add --allow-changes to go on under the new schedule" in result.stderr
+    assert "NaN" not in result.stderr  # the run's own spec ends at 1000 steps: no use suggesting it
     assert {path: path.read_bytes() for path in program.iterdir()} == before
