@@ -140,7 +140,9 @@ def _record(path: Path, number: int, line: str) -> Record:
         raise PlainUserError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(value, dict):
         raise PlainUserError(f"{where}: expected a JSON object, got {type(value).__name__}")
-    step = value.get("step")
+    if "step" not in value:
+        raise PlainUserError(f"{where}: no 'step' key", "each record says which optimizer step it is: 'step': N")
+    step = value["step"]
     if isinstance(step, bool) or not isinstance(step, int):
         raise PlainUserError(f"{where}: 'step' must be an integer, got {step!r}")
     split = value.get("split", "train")

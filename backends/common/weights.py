@@ -149,7 +149,11 @@ def load(path: str | os.PathLike[str], params_table: Mapping[str, Any]) -> dict[
     """
     meta, arrays = _open(path)
     if meta.get("format") != FORMAT:
-        raise WeightsError(f"{path} is a safetensors file but not switchc weights (metadata: {meta})")
+        raise WeightsError(
+            f"{path} is a safetensors file but not switchc weights: its header's metadata is {meta}, without "
+            f'"format": "{FORMAT}" (a file written otherwise, with the right names and shapes, loads once saved '
+            f'with metadata={{"format": "{FORMAT}", "version": "{VERSION}"}}: runtime/weights.py)'
+        )
     if meta.get("version") != VERSION:
         raise WeightsError(f"{path} has switchc weights format version {meta.get('version')}; this reads {VERSION}")
     check(arrays, params_table, source=f"the weights in {path}")
