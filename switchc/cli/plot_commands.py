@@ -56,6 +56,10 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None, last: int) -> None:
         raise PlainUserError("switchc plot needs matplotlib", "pip install 'switchc[plot]'") from None
     for path in written:
         click.echo(f"wrote {path}", err=True)
+    stale = out / "experts.png"
+    if stale not in written and stale.is_file():  # an earlier plot's, of other runs: it would pass for these
+        stale.unlink()
+        click.echo(f"removed {stale}, an earlier plot's: these runs have no Switch layers", err=True)
 
 
 COMMANDS = (plot,)

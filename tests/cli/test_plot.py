@@ -141,6 +141,13 @@ def test_a_dense_run_gets_no_expert_figure(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert_png(run / "loss.png")
     assert not (run / "experts.png").exists()
+    # into a folder where a Switch run's plot was drawn: its experts.png would pass for this run's
+    switch = write_run(tmp_path / "switch", switch_records())
+    assert invoke(str(switch), "-o", str(tmp_path / "figures")).exit_code == 0
+    result = invoke(str(run), "-o", str(tmp_path / "figures"))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "figures" / "experts.png").exists()
+    assert "removed " in result.stderr and "an earlier plot's: these runs have no Switch layers" in result.stderr
 
 
 def test_several_runs_are_overlaid(tmp_path: Path) -> None:
