@@ -66,10 +66,11 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
 import sys
 
 from runtime.flags import stop_if_interrupted
-from runtime.loop import parse_args
 
 
 def main(argv: list[str]) -> None:
+    from runtime.loop import parse_args  # here, not above: Ctrl-C during its imports is one line (below)
+
     args = parse_args(argv, __doc__, default_steps={spec.train.steps}, default_seed={spec.train.seed}{held_out})
     import model{note}
     from runtime import data, loop
