@@ -400,6 +400,46 @@ def _holds(path: Path, marker: str) -> bool:
     return (path / marker).is_dir() if marker.endswith("/") else (path / marker).is_file()
 
 
+# The flags every process of one run must be given alike (--out may differ: a path on each host).
+AGREED_FLAGS = (
+    "steps",
+    "seed",
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "checkpoint_every",
+    "keep",
+    "resume",
+    "allow_changes",
+    "hardware",
+)
+
+
+def run_settings(args: argparse.Namespace, model: ModuleType) -> dict[str, str]:
+    """What the processes of one run must agree on, as text: the program (its spec digest) and
+    AGREED_FLAGS. A rank started with another --seed would train other data and init unnoticed;
+    one with fewer --steps would leave the rest waiting at a collective until --timeout."""
+    settings = {"the program (spec digest)": str(model.SPEC_DIGEST)}
+    for name in AGREED_FLAGS:
+        settings[f"--{name.replace('_', '-')}"] = str(getattr(args, name))
+    return settings
+
+
+def disagreement(every: Sequence[Mapping[str, str]]) -> str | None:
+    """The error when the processes' run_settings (one per rank, in rank order) differ, else None."""
+    differing = [key for key in every[0] if len({settings[key] for settings in every}) > 1]
+    if not differing:
+        return None
+    lines = "".join(
+        f"\n  {key}: " + ", ".join(f"{settings[key]} on rank {rank}" for rank, settings in enumerate(every))
+        for key in differing
+    )
+    return (
+        f"error: the processes of this run were started with different settings:{lines}\n"
+        "hint: start every process with the same program and the same flags"
+    )
+
+
 def latest_checkpoint(directory: Path, backend: str) -> int | None:
     """The step of the newest complete `backend` checkpoint in `directory` (a run's checkpoints/)."""
     if not directory.is_dir():

@@ -167,6 +167,15 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
             dist.destroy_process_group()
 
 
+def _same_settings(args: argparse.Namespace, model_module: ModuleType, world: int) -> None:
+    """Refuse a run whose ranks were started with different programs or flags (flags.run_settings)."""
+    every: list[dict[str, str] | None] = [None] * world
+    dist.all_gather_object(every, flags.run_settings(args, model_module))
+    refusal = flags.disagreement([settings for settings in every if settings is not None])
+    if refusal is not None:
+        raise SystemExit(refusal)
+
+
 def _together(check: Callable[[], T], rank: int, world: int) -> T:
     """Run a check that every rank makes before training and that may refuse the run (SystemExit
     with a message). If any rank refuses, every rank stops, and rank 0 says each distinct reason
@@ -301,6 +310,8 @@ def _train(
     config = model_module.CONFIG
     primary = rank == 0
     world = dist.get_world_size() if dist.is_initialized() else 1
+    if world > 1:  # every rank runs the same program with the same flags, or none trains
+        _together(lambda: _same_settings(args, model_module, world), rank, world)
     _together(lambda: flags.check_schedule(config, args.steps, args.resume), rank, world)
 
     def say(text: str) -> None:

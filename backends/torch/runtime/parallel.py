@@ -131,11 +131,20 @@ def init_distributed(axes: Mapping[str, int], timeout_seconds: float, device: st
         )
     if "RANK" not in os.environ and world == 1:
         return Mesh(axes, None), local_device  # a plain `python train.py`: no process group at all
-    dist.init_process_group(
-        backend="nccl" if use_cuda else "gloo",
-        timeout=timedelta(seconds=timeout_seconds),
-        device_id=local_device if use_cuda else None,
-    )
+    try:
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            timeout=timedelta(seconds=timeout_seconds),
+            device_id=local_device if use_cuda else None,
+        )
+    except (dist.DistError, RuntimeError) as error:  # most often a rank that failed before it could join
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise SystemExit(
+            f"error: rank {os.environ.get('RANK', '?')}: the {world} processes did not come together "
+            f"({type(error).__name__}: {cause})\n"
+            f"hint: a rank that failed while starting (its data, its flags) says why in its own log; one that "
+            f"is slow to start needs a longer --timeout (now {timeout_seconds:g}s)"
+        ) from None
     device_mesh = init_device_mesh(local_device.type, tuple(axes.values()), mesh_dim_names=tuple(axes))
     return Mesh(axes, device_mesh), local_device
 

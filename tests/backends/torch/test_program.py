@@ -153,37 +153,73 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _independent_ranks(
+    program: Path, per_rank: list[list[str]], env: dict[str, str] | None = None
+) -> tuple[list[int], list[str], float]:
+    """Rank i runs train.py with per_rank[i] as its own process (as on several hosts, no torchrun
+    agent to stop the rest): their exit statuses, stderr texts, and the seconds until all ended."""
+    port = str(_free_port())
+    start = time.monotonic()
+    processes = []
+    for rank, args in enumerate(per_rank):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            **(env or {}),
+            **{"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(len(per_rank))},
+            **{"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+        }
+        command = [sys.executable, "-c", programs.launcher(), *args]
+        processes.append(
+            subprocess.Popen(command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    try:
+        errors = [process.communicate(timeout=RUN_TIMEOUT)[1] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    return [process.returncode for process in processes], errors, time.monotonic() - start
+
+
 def test_a_crashed_rank_makes_every_rank_exit(tmp_path: Path) -> None:
     """Rank 1 raises at step 1; started as independent processes (no torchrun to kill the rest),
     every rank must still exit non-zero, well within the bound."""
     program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
-    port = str(_free_port())
-    processes = []
-    start = time.monotonic()
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "SWITCHC_FAIL_AT": "1:1",
-            **{"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"},
-            **{"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
-        }
-        command = [sys.executable, "-c", programs.launcher(), "--steps", "5", "--log-every", "1", "--timeout", "30"]
-        processes.append(
-            subprocess.Popen(command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        )
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=RUN_TIMEOUT))
-    finally:
-        for process in processes:
-            process.kill()
-    elapsed = time.monotonic() - start
-    assert all(p.returncode != 0 for p in processes), [p.returncode for p in processes]
-    assert "SWITCHC_FAIL_AT: rank 1 fails at step 1" in outputs[1][1]
-    assert "error: rank 0:" in outputs[0][1]
+    args = ["--steps", "5", "--log-every", "1", "--timeout", "30"]
+    statuses, errors, elapsed = _independent_ranks(program, [args, args], env={"SWITCHC_FAIL_AT": "1:1"})
+    assert all(status != 0 for status in statuses), statuses
+    assert "SWITCHC_FAIL_AT: rank 1 fails at step 1" in errors[1]
+    assert "error: rank 0:" in errors[0]
     assert elapsed < 120, elapsed
+
+
+def test_ranks_started_with_different_flags_are_refused_before_training(tmp_path: Path) -> None:
+    """Another --seed on one rank trained other data and init without a word; another --steps left
+    the others waiting at a collective until --timeout."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    flags = ["--log-every", "1", "--timeout", "30"]
+    statuses, errors, _ = _independent_ranks(
+        program, [["--steps", "3", "--seed", "0", *flags], ["--steps", "2", "--seed", "1", *flags]]
+    )
+    assert statuses == [1, 1], errors
+    assert errors[0].startswith("error: the processes of this run were started with different settings:\n"), errors
+    assert "\n  --steps: 3 on rank 0, 2 on rank 1\n  --seed: 0 on rank 0, 1 on rank 1\n" in errors[0]
+    assert "hint: start every process with the same program and the same flags" in errors[0]
+    assert errors[1] == "" and "Traceback" not in errors[0]
+
+
+def test_a_rank_that_never_joins_is_one_line_after_timeout(tmp_path: Path) -> None:
+    """Rank 1 fails while starting (here: never started); rank 0 waits --timeout, then says so."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    port = str(_free_port())
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    command = [sys.executable, "-c", programs.launcher(), "--steps", "2", "--timeout", "3"]
+    result = subprocess.run(
+        command, cwd=program, env={**env, "MASTER_PORT": port}, capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.startswith("error: rank 0: the 2 processes did not come together (DistStoreError: ")
+    assert "says why in its own log; one that is slow to start needs a longer --timeout (now 3s)" in result.stderr
 
 
 def test_a_hung_rank_times_out_under_torchrun(tmp_path: Path) -> None:
