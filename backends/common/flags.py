@@ -288,6 +288,19 @@ def stopping_at_once() -> Iterator[None]:
             sys.stderr.flush()
 
 
+def leave_job(error: BaseException, who: str, others: str) -> NoReturn:
+    """One process of several failed, most often because another died first and a collective with
+    it failed: say so in two lines (no traceback) and exit 1 at once, since the process group's or
+    jax.distributed's teardown would wait for the dead process. `who`: "rank 0", "process 1";
+    `others`: what the rest are called, "ranks" or "processes"."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    print(f"error: {who}: {type(error).__name__}: {detail}", file=sys.stderr, flush=True)
+    print(f"error: {who}: exiting; if this is a communication error, see the other {others}' logs", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 # ---- the run directory ------------------------------------------------------------------------------
 
 LOCK_NAME = ".lock"

@@ -221,9 +221,19 @@ class StopRequest:
             self._installed = False
 
 
-def stop_interrupted(signal_number: int, step: int, kept_step: int | None, announce: bool = True) -> NoReturn:
+def stop_interrupted(
+    signal_number: int,
+    step: int,
+    kept_step: int | None,
+    announce: bool = True,
+    *,
+    who: str = "",
+    at_once: bool = False,
+) -> NoReturn:
     """End a run stopped by a signal after `step` steps: say where it stopped and how to go on, and
-    exit with the shell's status for the signal (128 + its number). A save in flight was committed."""
+    exit with the shell's status for the signal (128 + its number). A save in flight was committed.
+    `who` prefixes the message ("process 1: "); `at_once` exits without the interpreter's shutdown
+    (one process of several, whose distributed runtime would wait there for the others)."""
     name = signal.Signals(signal_number).name
     if announce:
         if kept_step is not None and kept_step == step:
@@ -233,7 +243,10 @@ def stop_interrupted(signal_number: int, step: int, kept_step: int | None, annou
         else:
             where = "no checkpoint was saved"
         then = "; the same command with --resume continues from it" if kept_step else ""
-        print(f"\n{name}: training stopped after step {step} ({where}{then}).", file=sys.stderr, flush=True)
+        print(f"\n{who}{name}: training stopped after step {step} ({where}{then}).", file=sys.stderr, flush=True)
+    if at_once:
+        sys.stdout.flush()
+        os._exit(128 + signal_number)
     raise SystemExit(128 + signal_number) from None
 
 

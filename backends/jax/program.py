@@ -110,6 +110,8 @@ The mesh is {" x ".join(f"{a}={n}" for a, n in spec.mesh.axes.items())} ({device
     python train.py --devices {devices}         # on one CPU host: XLA fakes {devices} device{plural}
     python train.py                     # on a host with {devices} GPU{plural} (or TPU core{plural})
     python train.py --distributed       # on several hosts: run once per host (jax.distributed)
+    python train.py --distributed --coordinator HOST:PORT --num-processes N --process-id I
+                                        # ... without SLURM, MPI, Kubernetes or a TPU pod to say who is who
     python train.py --dump-hlo DIR      # XLA's optimized HLO and cost analysis of one step
     python train.py --out run           # run/metrics.jsonl, run/tensorboard/, run/checkpoints/
     python train.py --out run --resume  # continue from the latest checkpoint, at its step

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -185,6 +186,13 @@ def ruff_findings(program: Path) -> list[str]:
         if result.returncode != 0:
             findings.append(result.stdout + result.stderr)
     return findings
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a coordinator or torch's store)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -63,7 +64,22 @@ def parse_args(
     parser.add_argument(
         "--distributed",
         action="store_true",
-        help="one process per host: call jax.distributed.initialize() (coordinator from the cluster's environment)",
+        help="one process per host: call jax.distributed.initialize() (the cluster from the environment: "
+        "SLURM, Open MPI, Kubernetes, Cloud TPU; elsewhere give --coordinator, --num-processes, --process-id)",
+    )
+    parser.add_argument(
+        "--coordinator", default=None, metavar="HOST:PORT", help="with --distributed: process 0's address"
+    )
+    parser.add_argument("--num-processes", type=int, default=None, metavar="N", help="with --distributed: N in all")
+    parser.add_argument(
+        "--process-id", type=int, default=None, metavar="I", help="with --distributed: this one's, 0..N-1"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="with --distributed: seconds a process waits for the others to join, and for a word from one "
+        "before it counts as dead (default: 120)",
     )
     parser.add_argument(
         "--dump-hlo",
@@ -74,6 +90,24 @@ def parse_args(
     )
     args = parser.parse_args(argv)
     flags.check(parser, args)
+    cluster = {
+        "--coordinator": args.coordinator,
+        "--num-processes": args.num_processes,
+        "--process-id": args.process_id,
+    }
+    given = [flag for flag, value in cluster.items() if value is not None]
+    if given and not args.distributed:
+        parser.error(f"{given[0]} applies only with --distributed")
+    if given and len(given) < len(cluster):
+        parser.error(f"{', '.join(given)} without {', '.join(f for f in cluster if f not in given)}: give all three")
+    if given:
+        if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+            parser.error(f"--process-id {args.process_id} is not in 0..{args.num_processes - 1} (--num-processes)")
+        address, _, port = args.coordinator.rpartition(":")
+        if not address or not port.isdigit():
+            parser.error(f"--coordinator {args.coordinator}: give HOST:PORT, e.g. 10.0.0.1:1234")
+    if args.timeout <= 0:
+        parser.error("--timeout must be > 0")
     if args.dump_hlo is not None and args.dump_hlo.exists() and not args.dump_hlo.is_dir():
         parser.error(f"--dump-hlo {args.dump_hlo}: not a directory")
     if not args.system_malloc:
@@ -83,6 +117,55 @@ def parse_args(
             parser.error("--devices must be >= 1")
         fake_cpu_devices(args.devices)
     return args
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+    """jax.distributed.initialize(), bounded by --timeout. XLA aborts the process (a C++ check, no
+    Python error) when the coordinator cannot be reached or a process is missing, so the program
+    says what it waits for first, and a process other than 0 first checks that the coordinator
+    answers at all (a wrong --coordinator is then one line, not an abort after --timeout)."""
+    import jax
+
+    seconds = max(1, round(args.timeout))
+    if args.coordinator is not None:
+        who = f"process {args.process_id} of {args.num_processes}"
+        print(f"--distributed: {who}: joining at {args.coordinator} (waiting at most {seconds}s)", flush=True)
+        if args.process_id != 0:
+            _reach(args.coordinator, seconds)
+    else:
+        print(f"--distributed: joining the cluster's processes (waiting at most {seconds}s)", flush=True)
+    try:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            initialization_timeout=seconds,
+            heartbeat_timeout_seconds=seconds,
+        )
+    except (ValueError, RuntimeError) as error:  # no cluster found in the environment
+        raise SystemExit(
+            f"error: --distributed: jax.distributed.initialize() failed: {error}\n"
+            "hint: start the program once per host under a cluster manager that jax.distributed detects "
+            "(SLURM, Open MPI's mpirun, Kubernetes, Cloud TPU), or give --coordinator, --num-processes and "
+            "--process-id; on one host, drop --distributed"
+        ) from None
+
+
+def _reach(address: str, seconds: int) -> None:
+    """Wait until something accepts connections at `address` (HOST:PORT), at most `seconds`."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise SystemExit(
+                    f"error: --distributed: nothing answers at --coordinator {address} after {seconds}s ({error})\n"
+                    "hint: start process 0 there (--process-id 0) within --timeout, and check the address"
+                ) from None
+            time.sleep(1)
 
 
 def _shardings(model: ModuleType, mesh: Any) -> Any:
@@ -345,14 +428,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     config = model.CONFIG
     flags.check_schedule(config, args.steps, args.resume)
     if args.distributed:
-        try:
-            jax.distributed.initialize()
-        except (ValueError, RuntimeError) as error:  # no coordinator found, or none reachable
-            raise SystemExit(
-                f"error: --distributed: jax.distributed.initialize() failed: {error}\n"
-                "hint: start the program once per host under a cluster manager that jax.distributed detects "
-                "(SLURM, Open MPI's mpirun, Kubernetes, Cloud TPU); on one host, drop --distributed"
-            ) from None
+        _join_processes(args)
     primary = jax.process_index() == 0
 
     def say(text: str) -> None:
@@ -531,7 +607,19 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             # saves, so its threads are joined (close) and the directory, not its list, says what exists
             checkpoints.close()
             kept = max(checkpoints.committed_steps(), default=None)
+        if several:  # the others keep waiting for this process: leave now, without the shutdown barrier
+            if log is not None:
+                log.close()
+            metrics.stop_interrupted(signal.SIGINT, reached, kept, who=f"process {jax.process_index()}: ", at_once=True)
         metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary)
+    except Exception as error:
+        if not several:
+            raise
+        # Most often another process died (a collective fails): say so in one line and leave, as
+        # jax.distributed's shutdown would wait for the dead process.
+        if log is not None:
+            log.close()
+        flags.leave_job(error, f"process {jax.process_index()}", "processes")
     finally:
         stop.restore()
         if progress is not None:

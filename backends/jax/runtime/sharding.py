@@ -33,6 +33,14 @@ def make_mesh(axes: Mapping[str, int]) -> Mesh:
             f"error: the mesh {dict(axes)} needs {needed} devices, this host has {len(devices)}.\n"
             f"hint: on a CPU host pass --devices {needed} to fake them; on accelerators run on more hosts."
         )
+    processes = jax.process_count()
+    if processes > 1 and len(devices) != needed:  # a process with no device in the mesh has no part to play
+        per_process = f"--devices {needed // processes} on CPU hosts, " if needed % processes == 0 else ""
+        raise SystemExit(
+            f"error: the mesh {dict(axes)} needs {needed} devices, and the job's {processes} processes have "
+            f"{len(devices)} ({len(jax.local_devices())} on this one); with several processes the mesh uses every "
+            f"device of the job.\nhint: {per_process}or a mesh of {len(devices)} devices"
+        )
     grid = np.array(devices[:needed]).reshape(tuple(axes.values()))
     return Mesh(grid, tuple(axes))
 

@@ -151,16 +151,9 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
             dist.barrier()
         return records
     except Exception as error:
-        # A failed collective usually means another rank died first: say so, then leave without
-        # waiting on the process group (its teardown could block on the dead peer).
-        print(f"error: rank {rank}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         if dist.is_initialized() and dist.get_world_size() > 1:
-            print(
-                f"error: rank {rank}: exiting; if this is a communication error, see the other ranks' logs",
-                file=sys.stderr,
-                flush=True,
-            )
-            os._exit(1)
+            flags.leave_job(error, f"rank {rank}", "ranks")  # without the process group's teardown
+        print(f"error: rank {rank}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         raise
     finally:
         if dist.is_initialized():

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,6 +197,77 @@ def test_distributed_without_a_cluster_is_one_error_with_a_hint(tmp_path: Path) 
     assert "error: --distributed: jax.distributed.initialize() failed: " in result.stderr
     assert "under a cluster manager that jax.distributed detects" in result.stderr
     assert "on one host, drop --distributed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--coordinator", "127.0.0.1:1234"], "--coordinator applies only with --distributed"),
+        (
+            ["--distributed", "--coordinator", "127.0.0.1:1234", "--process-id", "0"],
+            "--coordinator, --process-id without --num-processes: give all three",
+        ),
+        (
+            ["--distributed", "--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"],
+            "--process-id 2 is not in 0..1 (--num-processes)",
+        ),
+        (
+            ["--distributed", "--coordinator", "localhost", "--num-processes", "2", "--process-id", "1"],
+            "--coordinator localhost: give HOST:PORT, e.g. 10.0.0.1:1234",
+        ),
+    ],
+)
+def test_an_explicit_cluster_is_checked_as_flags(tmp_path: Path, flags: list[str], said: str) -> None:
+    result = run_program(compile_program(tmp_path), *flags, "--steps", "1")
+    assert result.returncode == 2 and said in result.stderr, result.stderr[-3000:]
+
+
+def test_a_coordinator_that_never_answers_is_one_error_after_timeout(tmp_path: Path) -> None:
+    """XLA would abort the process (a C++ check failure) after --timeout; the program asks first."""
+    cluster = ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "1"]
+    result = run_program(compile_program(tmp_path), "--distributed", *cluster, "--timeout", "2", "--steps", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "--distributed: process 1 of 2: joining at 127.0.0.1:1 (waiting at most 2s)" in result.stdout
+    assert "error: --distributed: nothing answers at --coordinator 127.0.0.1:1 after 2s (" in result.stderr
+    assert "hint: start process 0 there (--process-id 0) within --timeout" in result.stderr
+
+
+def test_two_processes_on_one_host_match_one_device(one_device_losses: list[float], tmp_path: Path) -> None:
+    """--coordinator, --num-processes and --process-id: jax.distributed without a cluster manager.
+    The 1-device run's losses, and both processes exit 0 (no abort in jax.distributed's shutdown)."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    port = programs.free_port()
+    quiet = ["--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1", "--steps", "3", "--devices", "1"]
+    cluster = ["--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                programs.launcher(),
+                *cluster,
+                "--process-id",
+                str(index),
+                *quiet,
+                f"--out=run{index}",
+            ],
+            cwd=program,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    try:
+        outputs = [process.communicate(timeout=programs.RUN_TIMEOUT) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    assert [process.returncode for process in processes] == [0, 0], [out[1][-2000:] for out in outputs]
+    assert not (program / "run1" / "metrics.jsonl").exists()  # process 0 writes the records
+    found = [record["loss"] for record in programs.records(program / "run0", "train")]
+    assert found == pytest.approx(one_device_losses, rel=2e-4)
 
 
 def test_devices_the_mesh_leaves_unused_are_noted(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -147,18 +146,12 @@ def test_every_mesh_matches_one_process(tmp_path: Path, one_process: list[float]
     assert found == pytest.approx(one_process[:3], rel=2e-4), mesh
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _independent_ranks(
     program: Path, per_rank: list[list[str]], env: dict[str, str] | None = None
 ) -> tuple[list[int], list[str], float]:
     """Rank i runs train.py with per_rank[i] as its own process (as on several hosts, no torchrun
     agent to stop the rest): their exit statuses, stderr texts, and the seconds until all ended."""
-    port = str(_free_port())
+    port = str(programs.free_port())
     start = time.monotonic()
     processes = []
     for rank, args in enumerate(per_rank):
@@ -211,7 +204,7 @@ def test_ranks_started_with_different_flags_are_refused_before_training(tmp_path
 def test_a_rank_that_never_joins_is_one_line_after_timeout(tmp_path: Path) -> None:
     """Rank 1 fails while starting (here: never started); rank 0 waits --timeout, then says so."""
     program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
-    port = str(_free_port())
+    port = str(programs.free_port())
     env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
     command = [sys.executable, "-c", programs.launcher(), "--steps", "2", "--timeout", "3"]
     result = subprocess.run(
