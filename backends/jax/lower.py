@@ -96,6 +96,7 @@ def _relative_bias(low: Lowering, node: str, op: ir.Op) -> None:
         str(op.kv_length),
         f"bidirectional={op.bidirectional}",
         "max_distance=CONFIG.relative_attention_max_distance",
+        f"shards={low.spec.mesh.shards('batch')}",
     )
 
 

@@ -50,22 +50,32 @@ def relative_position_bucket(
 
 
 def position_bias(
-    table: jax.Array, batch: int, query_length: int, key_length: int, *, bidirectional: bool, max_distance: int
+    table: jax.Array,
+    batch: int,
+    query_length: int,
+    key_length: int,
+    *,
+    bidirectional: bool,
+    max_distance: int,
+    shards: int = 1,
 ) -> jax.Array:
     """[B, H, L, M] additive attention bias from a [buckets, H] table.
 
-    The bias is the same for every row, yet it is gathered per row on purpose: its gradient then
-    flows back into a per-row copy of the small table, and the sum over rows (and devices) happens
-    on [buckets, H]. Gathered once for all rows, XLA would all-reduce the [H, L, M] gradient of
-    every layer before scattering it into the table, hundreds of times more bytes.
+    The bias is the same for every row, yet each of the batch's `shards` (the devices it is split
+    over) gathers its own copy on purpose: the gradient then flows back into a per-shard copy of the
+    small table, and the sum over shards (devices) happens on [buckets, H]. Gathered once for the
+    whole batch, XLA would all-reduce the [H, L, M] gradient of every layer before scattering it into
+    the table, hundreds of times more bytes. One copy per row does the same with B / shards times
+    the gather, transpose and scatter work of one per shard.
     """
     query = jnp.arange(query_length)[:, None]
     key = jnp.arange(key_length)[None, :]
     buckets = relative_position_bucket(
         key - query, bidirectional=bidirectional, num_buckets=table.shape[0], max_distance=max_distance
     )
-    rows = jnp.broadcast_to(table, (batch, *table.shape))  # [B, buckets, H]
-    return jnp.transpose(rows[:, buckets], (0, 3, 1, 2))
+    copies = jnp.broadcast_to(table, (shards, *table.shape))  # [S, buckets, H]
+    bias = jnp.transpose(copies[:, buckets], (0, 3, 1, 2))  # [S, H, L, M]
+    return jnp.repeat(bias, batch // shards, axis=0)  # [B, H, L, M]: each row reads its shard's copy
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
