@@ -151,6 +151,30 @@ def _join_processes(args: argparse.Namespace) -> None:
         ) from None
 
 
+def _same_settings(args: argparse.Namespace, model: ModuleType) -> None:
+    """Refuse a run whose processes were started with different programs or flags
+    (flags.run_settings): each process compares a checksum of each setting with every other's and
+    names the settings that differ, with its own values."""
+    import zlib
+
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    settings = flags.run_settings(args, model)
+    mine = np.array([zlib.crc32(value.encode()) & 0x7FFFFFFF for value in settings.values()], np.int32)
+    every = np.asarray(multihost_utils.process_allgather(mine))  # [processes, settings]
+    differing = [key for index, key in enumerate(settings) if len(set(every[:, index].tolist())) > 1]
+    if differing:
+        import jax
+
+        own = ", ".join(f"{key} {settings[key]}" for key in differing)
+        raise SystemExit(
+            f"error: process {jax.process_index()}: the processes of this run were started with different "
+            f"{', '.join(differing)} (this one: {own})\n"
+            "hint: start every process with the same program and the same flags"
+        )
+
+
 def _reach(address: str, seconds: int) -> None:
     """Wait until something accepts connections at `address` (HOST:PORT), at most `seconds`."""
     host, _, port = address.rpartition(":")
@@ -430,6 +454,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     if args.distributed:
         _join_processes(args)
     primary = jax.process_index() == 0
+    if jax.process_count() > 1:  # every process runs the same program with the same flags, or none trains
+        _same_settings(args, model)
 
     def say(text: str) -> None:
         if primary:

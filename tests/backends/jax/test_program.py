@@ -232,42 +232,51 @@ def test_a_coordinator_that_never_answers_is_one_error_after_timeout(tmp_path: P
     assert "hint: start process 0 there (--process-id 0) within --timeout" in result.stderr
 
 
-def test_two_processes_on_one_host_match_one_device(one_device_losses: list[float], tmp_path: Path) -> None:
-    """--coordinator, --num-processes and --process-id: jax.distributed without a cluster manager.
-    The 1-device run's losses, and both processes exit 0 (no abort in jax.distributed's shutdown)."""
-    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
-    port = programs.free_port()
-    quiet = ["--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1", "--steps", "3", "--devices", "1"]
-    cluster = ["--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+def _two_processes(program: Path, *per_process: list[str]) -> tuple[list[int], list[str]]:
+    """Processes 0 and 1 of a --distributed job on this host (one device each), each with its own
+    flags: their exit statuses and stderr texts."""
+    cluster = ["--distributed", "--coordinator", f"127.0.0.1:{programs.free_port()}", "--num-processes", "2"]
     processes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                programs.launcher(),
-                *cluster,
-                "--process-id",
-                str(index),
-                *quiet,
-                f"--out=run{index}",
-            ],
+            [sys.executable, "-c", programs.launcher(), *cluster, "--process-id", str(index), "--devices", "1", *args],
             cwd=program,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for index in range(2)
+        for index, args in enumerate(per_process)
     ]
     try:
-        outputs = [process.communicate(timeout=programs.RUN_TIMEOUT) for process in processes]
+        errors = [process.communicate(timeout=programs.RUN_TIMEOUT)[1] for process in processes]
     finally:
         for process in processes:
             process.kill()
-    assert [process.returncode for process in processes] == [0, 0], [out[1][-2000:] for out in outputs]
+    return [process.returncode for process in processes], errors
+
+
+QUIET = ["--eval-every", "0", "--checkpoint-every", "0", "--log-every", "1"]
+
+
+def test_two_processes_on_one_host_match_one_device(one_device_losses: list[float], tmp_path: Path) -> None:
+    """--coordinator, --num-processes and --process-id: jax.distributed without a cluster manager.
+    The 1-device run's losses, and both processes exit 0 (no abort in jax.distributed's shutdown)."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    statuses, errors = _two_processes(program, *[[*QUIET, "--steps", "3", f"--out=run{index}"] for index in range(2)])
+    assert statuses == [0, 0], [error[-2000:] for error in errors]
     assert not (program / "run1" / "metrics.jsonl").exists()  # process 0 writes the records
     found = [record["loss"] for record in programs.records(program / "run0", "train")]
     assert found == pytest.approx(one_device_losses, rel=2e-4)
+
+
+def test_processes_started_with_different_flags_are_refused(tmp_path: Path) -> None:
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    statuses, errors = _two_processes(program, [*QUIET, "--steps", "3"], [*QUIET, "--steps", "4", "--seed", "1"])
+    assert statuses == [1, 1], errors
+    for index, own in enumerate(["--steps 3, --seed 0", "--steps 4, --seed 1"]):
+        said = f"error: process {index}: the processes of this run were started with different --steps, --seed "
+        assert f"{said}(this one: {own})\nhint: start every process" in errors[index], errors[index]
+        assert "Traceback" not in errors[index]
 
 
 def test_devices_the_mesh_leaves_unused_are_noted(tmp_path: Path) -> None:
