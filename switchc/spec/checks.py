@@ -238,12 +238,15 @@ def _divisible(spec: Spec, logical: str, size: int, what: str, path: str) -> Ite
         shards *= mesh.axes[axis]
     if size % shards:
         over = " x ".join(f"{a}={mesh.axes[a]}" for a in axes)
-        # a default size was written nowhere: point at the mesh axis that splits it instead
+        # Point at the mesh axis that splits it when the size was written nowhere (a default), or
+        # when the axis came from --set and the size from a file: the user's change is the news.
         default = spec.is_default(path)
+        axis_span, size_span = spec.span(f"mesh.axes.{axes[-1]}"), spec.span(path)
+        changed = axis_span.source.name == OVERRIDE_SOURCE_NAME != size_span.source.name
         yield Diagnostic(
             f"{what} ({size}{', the default' if default else ''}) is not divisible by the {shards} shards of "
             f"mesh axes {over}",
-            spec.span(f"mesh.axes.{axes[-1]}" if default else path),
+            axis_span if default or changed else size_span,
             f"set {path} to a multiple of {shards}, or change mesh.axes / mesh.rules.{logical}",
         )
 

@@ -401,6 +401,14 @@ OVERRIDE_MISTAKES = [
         17,
         "top_k 16 is larger than num_experts 8",
     ),
+    OverrideMistake(
+        "a mesh axis the file's expert count does not divide",
+        ("mesh.axes={expert: 3}",),
+        1,
+        26,
+        "the global batch (8) is not divisible by the 3 shards of mesh axes expert=3",
+        "set train.batch_size to a multiple of 3",
+    ),
     OverrideMistake("bad mesh axis", ("mesh.axes={data: 1, 9x: 1}",), 1, 27, "'9x' is not a valid mesh axis name"),
     OverrideMistake(
         "no space after a flow mapping's colon",
