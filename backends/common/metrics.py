@@ -191,6 +191,22 @@ def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -
     raise SystemExit(NON_FINITE_EXIT) from None
 
 
+def stop_writing(error: OSError, kept_step: int | None, who: str = "") -> NoReturn:
+    """End a run whose files could not be written (a full disk, a folder gone read-only): one line
+    naming the file, the system's reason and the checkpoint to resume from, then exit 1 at once
+    (JAX: orbax's save threads, left failed, would keep the interpreter from exiting)."""
+    where = f"{error.filename}: " if error.filename else ""
+    then = (
+        f"the latest checkpoint is step {kept_step}; once there is room, the same command with --resume continues"
+        if kept_step
+        else "no checkpoint was saved"
+    )
+    print(f"error: {who}cannot write {where}{error.strerror or error}; training stopped ({then}).", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 class StopRequest:
     """SIGTERM during training (a scheduler's preemption notice, torchrun shutting its workers
     down, `switchc train` passing one on) asks the loop to stop after the step in progress, which

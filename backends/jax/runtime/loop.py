@@ -639,6 +639,13 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             metrics.stop_interrupted(signal.SIGINT, reached, kept, who=f"process {jax.process_index()}: ", at_once=True)
         metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary)
     except Exception as error:
+        if isinstance(error, OSError) and error.filename is not None:  # a save or a record not written
+            if progress is not None:
+                progress.close()
+            if log is not None:
+                log.close()
+            kept = max(checkpoints.committed_steps(), default=None) if checkpoints is not None else None
+            metrics.stop_writing(error, kept, f"process {jax.process_index()}: " if several else "")
         if not several:
             raise
         # Most often another process died (a collective fails): say so in one line and leave, as

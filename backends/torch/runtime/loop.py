@@ -444,6 +444,15 @@ def _train(
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None
         metrics.stop_training(err, kept, f"rank {rank}: " if world > 1 else "")
+    except OSError as error:  # a save or a record that could not be written
+        if error.filename is None:  # not a file (a connection): run() says it
+            raise
+        if progress is not None:
+            progress.close()
+        if log is not None:
+            log.close()
+        kept = checkpoints.latest_step() if checkpoints is not None else None
+        metrics.stop_writing(error, kept, f"rank {rank}: " if world > 1 else "")
     except KeyboardInterrupt:  # Ctrl-C: stop now
         if progress is not None:
             progress.close()

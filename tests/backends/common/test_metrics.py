@@ -8,6 +8,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +266,26 @@ def test_a_nan_stop_says_what_the_latest_checkpoint_holds(
         metrics.stop_training(metrics.NonFiniteError(5, "the loss", "nan"), kept)
     assert stopped.value.code == metrics.NON_FINITE_EXIT
     assert capsys.readouterr().err == f"error: step 5: the loss is nan; training stopped {says}\n"
+
+
+@pytest.mark.parametrize(
+    ("kept", "who", "said"),
+    [
+        (4, "", "the latest checkpoint is step 4; once there is room, the same command with --resume continues"),
+        (None, "rank 1: ", "no checkpoint was saved"),
+    ],
+)
+def test_a_file_the_run_cannot_write_stops_it_in_one_line(kept: int | None, who: str, said: str) -> None:
+    """A save that fails mid-run (a full disk): before, the JAX program printed orbax's traceback
+    and never exited, its save threads failed; now one line and status 1, at once."""
+    code = (
+        "import errno, sys\n"
+        "from switchc.backends.common import metrics\n"
+        "error = OSError(errno.EROFS, 'Read-only file system', 'run/checkpoints/6.tmp')\n"
+        f"metrics.stop_writing(error, {kept!r}, {who!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {who}cannot write run/checkpoints/6.tmp: Read-only file system; training stopped ({said}).\n"
+    )
