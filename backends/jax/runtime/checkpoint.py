@@ -21,8 +21,19 @@ copied to host memory and the files are written in the background while training
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+
+class _FailedWrites(logging.Filter):
+    """Drops orbax's log records of a file it could not write (an OSError from its save threads,
+    logged with the traceback by each thread it passes through): the training loop stops on that
+    error with one line naming the file (metrics.stop_writing)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, OSError) and error.filename is not None)
 
 
 class Checkpoints:
@@ -41,6 +52,7 @@ class Checkpoints:
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         self.closed = False
+        logging.getLogger("absl").addFilter(_FailedWrites())
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step (temporary directories of unfinished saves are not)."""

@@ -11,6 +11,8 @@ deterministic for a given program.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import signal
 from collections.abc import Iterator
@@ -202,3 +204,19 @@ def test_step_health_names_each_gradient_with_nan_or_inf(
     if not finite and named:
         with pytest.raises(metrics.NonFiniteError, match=r"^step 7: the gradient of a \(and of 1 more parameters\)"):
             metrics.check_finite(7, out["loss"], out["gradient_non_finite"])
+
+
+def test_orbax_logs_of_a_file_it_could_not_write_are_left_to_the_loops_one_line() -> None:
+    """orbax logs a failed save's OSError with its traceback from each thread it passes through;
+    the loop stops on it with one line (metrics.stop_writing), so those records are dropped."""
+    from switchc.backends.jax.runtime.checkpoint import _FailedWrites  # imports orbax when used only
+
+    def record(error: BaseException | None) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error is not None else None
+        return logging.LogRecord("absl", logging.ERROR, "orbax", 1, "save failed", None, exc_info)
+
+    unwritable = OSError(errno.EROFS, "Read-only file system", "run/checkpoints/2.orbax-checkpoint-tmp")
+    assert not _FailedWrites().filter(record(unwritable))
+    assert _FailedWrites().filter(record(ConnectionResetError(errno.ECONNRESET, "reset")))  # no file: kept
+    assert _FailedWrites().filter(record(ValueError("another failure")))
+    assert _FailedWrites().filter(record(None))
