@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from switchc.backends.jax.runtime.checkpoint import _FailedWrites
 
 from tests.backends.programs import (
     SMALL_SWITCH,
@@ -209,7 +210,6 @@ def test_step_health_names_each_gradient_with_nan_or_inf(
 def test_orbax_logs_of_a_file_it_could_not_write_are_left_to_the_loops_one_line() -> None:
     """orbax logs a failed save's OSError with its traceback from each thread it passes through;
     the loop stops on it with one line (metrics.stop_writing), so those records are dropped."""
-    from switchc.backends.jax.runtime.checkpoint import _FailedWrites  # imports orbax when used only
 
     def record(error: BaseException | None) -> logging.LogRecord:
         exc_info = (type(error), error, None) if error is not None else None
