@@ -254,9 +254,21 @@ def stop_if_interrupted(error: BaseException) -> None:
     if _Parser._first_process():
         when = "after the training loop ended" if _training[0] else "before training began (no step was trained)"
         print(f"\nSIGINT: stopped {when}.", file=sys.stderr)
+    exit_now(130)
+
+
+def exit_now(status: int) -> NoReturn:
+    """Flush what was printed and leave at once: no interpreter shutdown, which would wait for (or
+    crash under) threads a framework left running, or for the other processes of a job."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(status)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text ('' for none): frameworks append C++ frames and specs."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 @contextlib.contextmanager
@@ -277,8 +289,7 @@ def stopping_at_once() -> Iterator[None]:
             sys.stderr.flush()
             if isinstance(error.code, str):
                 os.write(stderr, (error.code + "\n").encode())
-            sys.stdout.flush()
-            os._exit(1 if isinstance(error.code, str) or error.code is None else int(error.code))
+            exit_now(1 if isinstance(error.code, str) or error.code is None else int(error.code))
         finally:  # success, or an error that is not the user's: what was held back goes out
             sys.stderr.flush()
             os.dup2(stderr, 2)
@@ -293,12 +304,9 @@ def leave_job(error: BaseException, who: str, others: str) -> NoReturn:
     it failed: say so in two lines (no traceback) and exit 1 at once, since the process group's or
     jax.distributed's teardown would wait for the dead process. `who`: "rank 0", "process 1";
     `others`: what the rest are called, "ranks" or "processes"."""
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    print(f"error: {who}: {type(error).__name__}: {detail}", file=sys.stderr, flush=True)
+    print(f"error: {who}: {type(error).__name__}: {first_line(error)}", file=sys.stderr, flush=True)
     print(f"error: {who}: exiting; if this is a communication error, see the other {others}' logs", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
+    exit_now(1)
 
 
 # ---- the run directory ------------------------------------------------------------------------------
@@ -515,8 +523,7 @@ def unreadable_checkpoint(where: str, error: BaseException, previous: int | None
     ... not valid") in one that prints the array's slices and tensorstore's whole spec."""
     while error.__cause__ is not None:
         error = error.__cause__
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    detail = detail.split(" See full TensorStore details")[0]
+    detail = first_line(error).split(" See full TensorStore details")[0]
     if len(detail) > 320:
         detail = detail[:320].rstrip() + " ..."
     then = f"continue from step {previous}" if previous is not None else "start the run afresh"
