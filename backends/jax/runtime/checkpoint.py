@@ -36,6 +36,9 @@ class _FailedWrites(logging.Filter):
         return not (isinstance(error, OSError) and error.filename is not None)
 
 
+_FAILED_WRITES = _FailedWrites()  # one instance: addFilter then adds it once however many Checkpoints
+
+
 class Checkpoints:
     """The checkpoints of one run: keep the newest `keep`, save, find the latest, restore."""
 
@@ -52,7 +55,7 @@ class Checkpoints:
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         self.closed = False
-        logging.getLogger("absl").addFilter(_FailedWrites())
+        logging.getLogger("absl").addFilter(_FAILED_WRITES)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step (temporary directories of unfinished saves are not)."""
