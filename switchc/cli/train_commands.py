@@ -324,10 +324,11 @@ def _clear_earlier_run(out: Path) -> None:
     if removed:
         click.echo(f"note: starting afresh in {out}: removing the earlier run's {', '.join(removed)}", err=True)
     try:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        for folder in ("tensorboard", "checkpoints"):
-            if (out / folder).exists():
-                shutil.rmtree(out / folder)
+        for name in removed:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
     except OSError as error:  # _check_removable passed, yet the system refused (an immutable file, a mount)
         raise PlainUserError(
             f"cannot start afresh in {out}: removing {error.filename} failed ({error.strerror or error})",
