@@ -30,6 +30,7 @@ import argparse
 import json
 import signal
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -119,11 +120,19 @@ def parse_args(
     return args
 
 
+# XLA's own deadline for joining is this much later than --timeout, so that _join_processes' watchdog
+# speaks first (XLA's expiry is a C++ check failure: an abort with a stack trace).
+_JOIN_GRACE_SECONDS = 10
+
+
 def _join_processes(args: argparse.Namespace) -> None:
     """jax.distributed.initialize(), bounded by --timeout. XLA aborts the process (a C++ check, no
     Python error) when the coordinator cannot be reached or a process is missing, so the program
-    says what it waits for first, and a process other than 0 first checks that the coordinator
-    answers at all (a wrong --coordinator is then one line, not an abort after --timeout)."""
+    says what it waits for first; a process other than 0 first checks that the coordinator answers
+    at all (a wrong --coordinator is then one line), and a watchdog ends a join that is not complete
+    after --timeout with one error naming what to start, before XLA's later deadline aborts."""
+    import threading
+
     import jax
 
     seconds = max(1, round(args.timeout))
@@ -132,14 +141,32 @@ def _join_processes(args: argparse.Namespace) -> None:
         print(f"--distributed: {who}: joining at {args.coordinator} (waiting at most {seconds}s)", flush=True)
         if args.process_id != 0:
             _reach(args.coordinator, seconds)
+        hint = (
+            f"start every process, --process-id 0 to {args.num_processes - 1}, with --coordinator "
+            f"{args.coordinator} --num-processes {args.num_processes}, within --timeout of each other"
+        )
     else:
+        who = "this process"
         print(f"--distributed: joining the cluster's processes (waiting at most {seconds}s)", flush=True)
+        hint = "check that the cluster manager started every process of the job"
+
+    def give_up() -> None:
+        print(
+            f"error: --distributed: {who}: the job's processes did not all join within {seconds}s\n"
+            f"hint: {hint}, or raise --timeout",
+            file=sys.stderr,
+        )
+        flags.exit_now(1)
+
+    watchdog = threading.Timer(seconds, give_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         jax.distributed.initialize(
             coordinator_address=args.coordinator,
             num_processes=args.num_processes,
             process_id=args.process_id,
-            initialization_timeout=seconds,
+            initialization_timeout=seconds + _JOIN_GRACE_SECONDS,
             heartbeat_timeout_seconds=seconds,
         )
     except (ValueError, RuntimeError) as error:  # no cluster found in the environment
@@ -149,6 +176,8 @@ def _join_processes(args: argparse.Namespace) -> None:
             "(SLURM, Open MPI's mpirun, Kubernetes, Cloud TPU), or give --coordinator, --num-processes and "
             "--process-id; on one host, drop --distributed"
         ) from None
+    finally:
+        watchdog.cancel()
 
 
 def _same_settings(args: argparse.Namespace, model: ModuleType) -> None:

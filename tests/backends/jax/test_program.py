@@ -232,6 +232,21 @@ def test_a_coordinator_that_never_answers_is_one_error_after_timeout(tmp_path: P
     assert "hint: start process 0 there (--process-id 0) within --timeout" in result.stderr
 
 
+def test_a_process_that_never_joins_is_one_error_after_timeout(tmp_path: Path) -> None:
+    """Process 0 of 2 alone: XLA would abort it (a C++ check failure and its stack) some time after
+    --timeout; the program's watchdog says what to start first."""
+    address = f"127.0.0.1:{programs.free_port()}"
+    cluster = ["--coordinator", address, "--num-processes", "2", "--process-id", "0", "--devices", "1"]
+    result = run_program(compile_program(tmp_path), "--distributed", *cluster, "--timeout", "2", "--steps", "1")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Check failure" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.startswith(
+        "error: --distributed: process 0 of 2: the job's processes did not all join within 2s\n"
+        f"hint: start every process, --process-id 0 to 1, with --coordinator {address} --num-processes 2, "
+        "within --timeout of each other, or raise --timeout\n"
+    ), result.stderr[-3000:]
+
+
 def _two_processes(program: Path, *per_process: list[str]) -> tuple[list[int], list[str]]:
     """Processes 0 and 1 of a --distributed job on this host (one device each), each with its own
     flags: their exit statuses and stderr texts."""
