@@ -89,6 +89,29 @@ def record(step: int, split: str, metrics: Mapping[str, Any], **extra: float) ->
     return {"step": int(step), "split": split, **{key: values[key] for key in (*first, *middle, *last)}}
 
 
+def train_record(
+    step: int,
+    metrics: Mapping[str, Any],
+    step_seconds: float,
+    tokens_per_step: int,
+    model_flops_per_step: float,
+    devices: int,
+    peak_flops_per_device: float,
+    **extra: float,
+) -> dict[str, Any]:
+    """A train record: the step's metrics (see record), the mean seconds of a step since the last
+    record, and the throughput and MFU (model_flops_utilization) they make."""
+    return record(
+        step,
+        "train",
+        metrics,
+        **extra,
+        step_seconds=step_seconds,
+        tokens_per_second=tokens_per_step / step_seconds,
+        mfu=model_flops_utilization(model_flops_per_step, step_seconds, devices, peak_flops_per_device),
+    )
+
+
 def average(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Metrics over several eval batches: the mean of each value, the sum of per-expert counts."""
     if not batches:

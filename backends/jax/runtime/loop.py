@@ -19,7 +19,8 @@ update) and one eval step (forward with train=False), and runs them:
                         was never interrupted
 
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
-stops training with the step and the quantity, and exit status 3 (metrics.NON_FINITE_EXIT).
+stops training with the step and the quantity, and exit status 3 (metrics.NON_FINITE_EXIT), after
+a train record of the step before it.
 SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
 with status 143 (metrics.StopRequest); Ctrl-C stops at once.
 """
@@ -579,7 +580,24 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
 
     began = time.perf_counter()
     window_start, window_steps, paused = began, 0, 0.0
+    logged = start  # the step of the latest train record
+
+    def log_train(number: int, values: Mapping[str, Any]) -> None:
+        """The train record of step `number` (its metrics on the host): step time and throughput
+        are the mean over the steps since the last record."""
+        nonlocal window_start, window_steps, paused, logged
+        seconds = (time.perf_counter() - window_start - paused) / window_steps
+        window_start, window_steps, paused, logged = time.perf_counter(), 0, 0.0, number
+        learning_rate = float(state["learning_rate"](number - 1))
+        flops = model.MODEL_FLOPS_PER_STEP
+        emit(
+            metrics.train_record(
+                number, values, seconds, tokens_per_step, flops, mesh.size, peak, learning_rate=learning_rate
+            )
+        )
+
     reached = start  # the steps dispatched so far
+    recent: dict[int, Any] = {}  # the metrics of the last three steps dispatched, on the device
     several = jax.process_count() > 1
     stop = metrics.StopRequest()
 
@@ -609,6 +627,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
             rng = jax.random.fold_in(base_rng, index)
             params, opt_state, step_metrics, step_health = train_step(params, opt_state, arrays, rng)
             reached = number
+            recent[number] = step_metrics
+            recent.pop(number - 3, None)
             health.push(number, step_health)
             window_steps += 1
             if progress is not None:
@@ -622,20 +642,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
                 continue
             health.settle()
             if log_now:
-                values = jax.device_get(step_metrics)
-                seconds = (time.perf_counter() - window_start - paused) / window_steps
-                window_start, window_steps, paused = time.perf_counter(), 0, 0.0
-                emit(
-                    metrics.record(
-                        number,
-                        "train",
-                        values,
-                        learning_rate=float(state["learning_rate"](index)),
-                        step_seconds=seconds,
-                        tokens_per_second=tokens_per_step / seconds,
-                        mfu=metrics.model_flops_utilization(model.MODEL_FLOPS_PER_STEP, seconds, mesh.size, peak),
-                    )
-                )
+                log_train(number, jax.device_get(step_metrics))
             interrupted = time.perf_counter()
             if eval_now:
                 emit(metrics.record(number, "eval", _evaluate(state, params, eval_batches, eval_rng)))
@@ -650,6 +657,10 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
                 metrics.stop_interrupted(signal.SIGTERM, number, committed(), announce=primary)
         health.settle()
     except metrics.NonFiniteError as err:
+        good = err.step - 1  # the steps before the bad one are finite: the last gets its record
+        if good > logged and good in recent:
+            window_steps = err.step - logged  # every step up to the bad one has finished (settled)
+            log_train(good, jax.device_get(recent[good]))
         if progress is not None:
             progress.close()
         metrics.stop_training(err, committed())  # a save in flight is of a step before the bad one

@@ -22,7 +22,8 @@ forward, backward, gradient reduction and the optimizer step:
 
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
 stops training on every rank with the step and the quantity, and exit status 3
-(metrics.NON_FINITE_EXIT); the bad step is never applied nor saved.
+(metrics.NON_FINITE_EXIT), after a train record of the step before it; the bad step is never
+applied nor saved.
 SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
 with status 143 (metrics.StopRequest); Ctrl-C stops at once.
 
@@ -372,8 +373,32 @@ def _train(
 
     began = time.perf_counter()
     window_start, window_steps, paused = began, 0, 0.0
+    logged = start  # the step of the latest train record
+
+    def log_train(
+        number: int,
+        loss: torch.Tensor,
+        step_metrics: dict[str, Any],
+        grad_norm: torch.Tensor,
+        worked: float | None = None,
+    ) -> None:
+        """The train record of step `number` (every rank takes part: the metrics are averaged over
+        batch shards); step time and throughput are the mean over the steps since the last record,
+        which took `worked` seconds (None: until now) besides evaluations and checkpoints."""
+        nonlocal window_start, window_steps, paused, logged
+        values = _reduce_over_batch({**step_metrics, "loss": loss}, parallel)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = (time.perf_counter() - window_start - paused if worked is None else worked) / window_steps
+        window_start, window_steps, paused, logged = time.perf_counter(), 0, 0.0, number
+        extra = {"grad_norm": float(grad_norm), "learning_rate": learning_rate(number - 1)}
+        flops = model_module.MODEL_FLOPS_PER_STEP
+        emit(metrics.train_record(number, values, seconds, tokens_per_step, flops, devices, peak, **extra))
+
     parallel.module.train()
     reached = start  # the steps done so far
+    unlogged: tuple[int, torch.Tensor, dict[str, Any], torch.Tensor] | None = None  # the latest step done
+    worked = 0.0  # seconds of training steps since the latest record, up to its end
     stop = metrics.StopRequest()
     flags.training_began()  # Ctrl-C is this loop's to handle from here on
     try:
@@ -393,6 +418,7 @@ def _train(
                 parallel, opt, batch, noise, learning_rate(index), config.clip_grad_norm, number
             )
             reached = number
+            unlogged, worked = (number, loss, step_metrics, grad_norm), time.perf_counter() - window_start - paused
             window_steps += 1
             if progress is not None:
                 progress.advance()
@@ -403,23 +429,7 @@ def _train(
             eval_now = evaluating and (number % args.eval_every == 0 or last)
             save_now = saving and (number % args.checkpoint_every == 0 or last or stop_now)
             if log_now:
-                values = _reduce_over_batch({**step_metrics, "loss": loss}, parallel)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds = (time.perf_counter() - window_start - paused) / window_steps
-                window_start, window_steps, paused = time.perf_counter(), 0, 0.0
-                emit(
-                    metrics.record(
-                        number,
-                        "train",
-                        values,
-                        grad_norm=float(grad_norm),
-                        learning_rate=learning_rate(index),
-                        step_seconds=seconds,
-                        tokens_per_second=tokens_per_step / seconds,
-                        mfu=metrics.model_flops_utilization(model_module.MODEL_FLOPS_PER_STEP, seconds, devices, peak),
-                    )
-                )
+                log_train(number, loss, step_metrics, grad_norm)
             interrupted = time.perf_counter()
             if eval_now:
                 emit(metrics.record(number, "eval", _evaluate(parallel, eval_batches)))
@@ -440,6 +450,8 @@ def _train(
                 kept = checkpoints.latest_step() if checkpoints is not None else None
                 metrics.stop_interrupted(signal.SIGTERM, number, kept, announce=primary)
     except metrics.NonFiniteError as err:
+        if unlogged is not None and unlogged[0] > logged:  # the last step before the bad one gets its record
+            log_train(*unlogged, worked=worked)
         if progress is not None:
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None

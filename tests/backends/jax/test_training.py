@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import signal
 from collections.abc import Iterator
@@ -155,14 +156,17 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(straight: Path) -> None:
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    """A learning rate of 1e30 makes step 1's update overflow the weights: step 2's loss is NaN."""
+    """A learning rate of 1e30 makes step 1's update overflow the weights: step 2's loss is NaN.
+    Step 1, the last finite step, gets its train record though --log-every would not log it."""
     program = compile_small(tmp_path, "prog", **{"train.optimizer.learning_rate": "1e30"})
-    result = run_program(program, "--steps", "5", "--log-every", "1", "--checkpoint-every", "1", "--out", "run")
+    result = run_program(program, "--steps", "5", "--log-every", "4", "--checkpoint-every", "1", "--out", "run")
     assert result.returncode == 3, result.stderr[-3000:]
     assert "error: step 2: the loss is nan; training stopped (the latest checkpoint is step 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert checkpoint_dirs(program / "run") == ["1"]
-    assert [r["step"] for r in records(program / "run")] == [1]
+    [kept] = records(program / "run")
+    assert (kept["step"], kept["split"]) == (1, "train") and math.isfinite(kept["loss"]), kept
+    assert kept["step_seconds"] > 0 and kept["learning_rate"] == pytest.approx(1e30)
     # the kept checkpoint loads: resuming replays step 2 and stops there again
     again = run_program(program, "--steps", "5", "--log-every", "1", "--out", "run", "--resume")
     assert again.returncode == 3 and "step 2: the loss is nan" in again.stderr, again.stderr[-3000:]

@@ -8,6 +8,7 @@ processes), on a model shrunk to step in milliseconds.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -176,10 +177,11 @@ def test_two_processes_save_their_shards_and_resume_bit_identical(tmp_path: Path
 
 
 def test_nan_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    """A learning rate of 1e30 makes step 1's update overflow the weights: step 2's loss is NaN."""
+    """A learning rate of 1e30 makes step 1's update overflow the weights: step 2's loss is NaN.
+    Step 1, the last finite step, gets its train record though --log-every would not log it."""
     settings = {"train.optimizer.learning_rate": "1e30", "mesh.axes": "{expert: 2}"}
     program = compile_small(tmp_path, "prog", **settings)
-    flags = ("--steps", "5", "--log-every", "1", "--checkpoint-every", "1", "--eval-every", "0")
+    flags = ("--steps", "5", "--log-every", "4", "--checkpoint-every", "1", "--eval-every", "0")
     result = run_program(program, *flags, "--out", "run", processes=2)
     assert result.returncode != 0
     for rank in (0, 1):
@@ -188,7 +190,9 @@ def test_nan_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp_path: Path)
     assert "exitcode  : 3" in result.stderr  # torchrun's report: both ranks exited with status 3
     assert "loop.py" not in result.stderr  # no worker traceback (torchrun prints its own)
     assert checkpoint_dirs(program / "run") == ["1"]
-    assert [r["step"] for r in records(program / "run")] == [1]
+    [kept] = records(program / "run")
+    assert (kept["step"], kept["split"]) == (1, "train") and math.isfinite(kept["loss"]), kept
+    assert kept["step_seconds"] > 0 and kept["learning_rate"] == pytest.approx(1e30)
 
 
 @pytest.mark.slow
