@@ -15,6 +15,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from switchc.errors import PlainUserError
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of an input file (an editor's byte-order mark dropped); a file that is not
+    UTF-8 is the user's error, named with the byte where decoding failed."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise PlainUserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
 
 def write_output(path: Path, data: str | bytes) -> None:
     """Write `data` (text as UTF-8) to `path`: all of it, or, on any failure, nothing changed."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from switchc.errors import PlainUserError
-from switchc.files import save_figure
+from switchc.files import read_text, save_figure
 
 METRICS_FILE = "metrics.jsonl"
 SPLITS = ("train", "eval")
@@ -123,10 +123,7 @@ def read_run(directory: Path) -> Run:
 
 def _lines(path: Path) -> tuple[list[str], bool]:
     """The file's lines, and whether its last one is complete (ends in a newline)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise PlainUserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    text = read_text(path)
     return text.splitlines(), text.endswith("\n")
 
 

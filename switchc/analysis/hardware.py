@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter, ValidationError, with_config
 
 from switchc.errors import Diagnostic, PlainUserError, Source, UserError, did_you_mean
+from switchc.files import read_text
 from switchc.spec import yamltree
 
 PositiveNumber = Annotated[StrictFloat | StrictInt, Field(gt=0, allow_inf_nan=False)]
@@ -161,7 +162,7 @@ def load_profiles(files: Sequence[str] = ()) -> dict[str, Hardware]:
             raise PlainUserError(
                 f"no such hardware file: {file}", "pass a YAML file of profiles (see `switchc report --help`)"
             )
-        profiles.update(parse_profiles(Source(str(path), path.read_text(encoding="utf-8"))))
+        profiles.update(parse_profiles(Source(str(path), read_text(path))))
     return profiles
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from shlex import quote
@@ -25,6 +26,17 @@ def overrides(func: F) -> F:
         help="Override a spec value, e.g. --set moe.num_experts=64 (VALUE is YAML).",
     )
     return option(func)
+
+
+class Number(click.FloatRange):
+    """A float option in a range, finite: click's FloatRange lets nan through every bound (a
+    comparison with nan is false) and inf through an open upper one."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def example(*lines: str) -> str:

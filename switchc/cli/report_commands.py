@@ -20,7 +20,7 @@ from switchc.analysis import (
     rich_table,
     to_markdown,
 )
-from switchc.cli.options import check_output_parent, example, overrides, table_console
+from switchc.cli.options import Number, check_output_parent, example, overrides, table_console
 from switchc.errors import PlainUserError
 from switchc.files import figure_formats
 from switchc.ir.build import build_graph
@@ -57,7 +57,7 @@ from switchc.spec import Spec, load_spec
 )
 @click.option(
     "--mfu",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=Number(0, 1, min_open=True),
     default=DEFAULT_MFU,
     show_default=True,
     help="Fraction of peak FLOP/s the executed FLOPs reach (capacity padding, router and recompute "

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from switchc.backends.common.verify import (
     TOTAL_FLOPS_TOLERANCE,
     MeasurementFailed,
 )
-from switchc.cli.options import example, overrides, table_console
+from switchc.cli.options import Number, example, overrides, table_console
 from switchc.errors import PlainUserError
 from switchc.spec import load_spec
 
@@ -48,20 +51,20 @@ def _number(value: float) -> str:
 @click.option("--backend", type=click.Choice(["jax", "torch"]), default="jax", show_default=True)
 @click.option(
     "--flops-tolerance",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=None,
     help=f"Relative, matmul FLOPs.  [default: {_per_backend(FLOPS_TOLERANCE)}]",
 )
 @click.option(
     "--total-flops-tolerance",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=TOTAL_FLOPS_TOLERANCE,
     show_default=True,
     help="Relative, against cost_analysis (which adds elementwise work; jax only).",
 )
 @click.option(
     "--bytes-tolerance",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=BYTES_TOLERANCE,
     show_default=True,
     help="Relative, for bytes.",
@@ -69,7 +72,7 @@ def _number(value: float) -> str:
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program and HLO here.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, max=1_000_000, min_open=True),
     default=None,
     help=f"Seconds the step may take, compile included.  [default: {_per_backend(TIMEOUT)}]",
 )
@@ -113,18 +116,23 @@ def verify(
         flops_tolerance = FLOPS_TOLERANCE[backend]
     seconds = TIMEOUT[backend] if timeout is None else timeout
     try:
-        result: Any = run_verify(
-            resolved,
-            report,
-            flops_tolerance=flops_tolerance,
-            bytes_tolerance=bytes_tolerance,
-            keep=keep,
-            timeout=seconds,
-            **options,
-        )
+        with _stoppable():
+            result: Any = run_verify(
+                resolved,
+                report,
+                flops_tolerance=flops_tolerance,
+                bytes_tolerance=bytes_tolerance,
+                keep=keep,
+                timeout=seconds,
+                **options,
+            )
     except MeasurementFailed as failure:
         click.echo(_not_measured(failure, keep), err=True)
         raise SystemExit(EXIT_NOT_MEASURED) from None
+    except _Stopped as stopped:
+        name = signal.Signals(stopped.signal).name
+        click.echo(f"switchc verify: stopped by {name}; nothing was compared", err=True)
+        raise SystemExit(128 + stopped.signal) from None
     measured_column = MEASURED[backend]
     if fmt == "json":
         rows = [
@@ -162,6 +170,33 @@ def verify(
         table_console(200).print(table)
     if not result.ok:
         raise SystemExit(EXIT_MISMATCH)
+
+
+class _Stopped(Exception):
+    """verify was told to stop (Ctrl-C, SIGTERM) while the step ran."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(number)
+        self.signal = number
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """While the step runs, SIGTERM (a CI job's time limit, `kill`) stops verify as Ctrl-C does:
+    as an exception, so that on the way out the step's processes are killed and the scratch
+    directory removed (Python's default for SIGTERM ends switchc alone, leaving both behind)."""
+
+    def stop(number: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise _Stopped(number)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise _Stopped(signal.SIGINT) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _not_measured(failure: MeasurementFailed, keep: Path | None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from switchc.errors import Diagnostic, PlainUserError, Source, Span, UserError, did_you_mean
+from switchc.files import read_text
 from switchc.spec import dsl, yamltree
 from switchc.spec.checks import OVERRIDE_SOURCE_NAME, cross_check
 from switchc.spec.schema import SECTIONS, SpecBody, section_type, strip_annotated
@@ -54,10 +55,7 @@ def read_source(spec: str) -> Source:
     """The text of `spec`: a path to a file, or the name of a built-in spec (NAME, NAME.yaml, NAME.switch)."""
     path = Path(spec)
     if path.is_file():
-        try:
-            return Source(str(path), path.read_text(encoding="utf-8-sig"))  # an editor's BOM is no text
-        except UnicodeDecodeError as err:
-            raise PlainUserError(f"{path}: not UTF-8 text ({err.reason})") from None
+        return Source(str(path), read_text(path))
     if path.is_dir():
         raise PlainUserError(f"{path} is a directory", "pass a spec file such as specs/switch-tiny.yaml")
     names = builtin_spec_names()

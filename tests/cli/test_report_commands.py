@@ -160,12 +160,21 @@ def test_a_user_hardware_file(tiny_file: str, tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+def test_a_hardware_file_that_is_not_utf8_is_a_user_error(tiny_file: str, tmp_path: Path) -> None:
+    profile = tmp_path / "hw.yaml"
+    profile.write_bytes(b"lab:\n  description: \xff\xfe\n")
+    result = run("report", tiny_file, "--hardware-file", str(profile), "--hardware", "lab")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"error: {profile}: not UTF-8 text (invalid start byte at byte 20)" in result.output
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--hardware", "tpu3"], "unknown hardware profile 'tpu3'"),
         (["--set", "moe.num_experts=7", "--set", "mesh.axes={expert: 2}"], "num_experts (7) is not divisible"),
         (["--mfu", "1.5"], "1.5"),
+        (["--mfu", "nan"], "'nan' is not a finite number"),
     ],
 )
 def test_user_errors_exit_2_without_a_traceback(tiny_file: str, args: list[str], message: str) -> None:

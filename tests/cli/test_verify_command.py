@@ -8,6 +8,13 @@ end), so these run in seconds.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -47,3 +54,51 @@ def test_a_step_past_the_timeout_is_exit_3_naming_the_flag(monkeypatch: pytest.M
     assert "did not finish within 3s" in stderr
     assert "raise --timeout (it was 3s)" in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_stop_signal_ends_the_step_and_removes_the_scratch_directory(
+    tmp_path: Path, backend: str, number: signal.Signals
+) -> None:
+    """SIGTERM to switchc alone (a CI job's time limit, `kill PID`) used to end switchc and leave
+    the step's processes running and the scratch directory behind; now as with Ctrl-C both go,
+    and the status says which signal stopped it (128 + its number), not a mismatch (1)."""
+    pytest.importorskip(backend)
+    started, scratch = tmp_path / "started", tmp_path / "tmp"
+    started.mkdir()
+    scratch.mkdir()
+    sleeper = f"import os, pathlib, time\npathlib.Path({str(started)!r}, str(os.getpid())).touch()\ntime.sleep(120)\n"
+    script = "\n".join(
+        [
+            f"from switchc.backends.{backend} import program",
+            f"program.generate = lambda spec: {{'train.py': {sleeper!r}, 'model.py': {sleeper!r}}}",
+            "from switchc.cli import main",
+            f"main(['verify', 'switch-tiny', '--backend', {backend!r}], prog_name='switchc')",
+        ]
+    )
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    switchc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(started.iterdir()) and switchc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(started.iterdir()), "the step never started"
+        switchc.send_signal(number)
+        _, stderr = switchc.communicate(timeout=60)
+    finally:
+        switchc.kill()
+    assert switchc.returncode == 128 + number, stderr
+    assert f"switchc verify: stopped by {number.name}; nothing was compared" in stderr
+    assert "Traceback" not in stderr
+    assert not [path.name for path in started.iterdir() if _running(int(path.name))]
+    assert list(scratch.iterdir()) == []
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs (a killed one its parent did not wait for is a zombie: not running)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

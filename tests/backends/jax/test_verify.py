@@ -38,8 +38,10 @@ def test_report_matches_xla(name: str, overrides: list[str], mesh: str) -> None:
     kinds = {row["what"].split(" over ")[0] for row in found["rows"]}
     if "expert" in mesh and "moe=null" not in overrides:
         assert "all-to-all" in kinds
-    matmuls = found["rows"][0]
+    matmuls, everything = found["rows"][:2]
     assert matmuls["what"].startswith("matmul FLOPs") and matmuls["relative_error"] <= 0.01
+    # with the optimizer update counted, what XLA adds is a few percent (norms, softmax, activations)
+    assert everything["what"].startswith("all FLOPs") and everything["relative_error"] <= 0.05
 
 
 MODEL_PARALLEL = [
@@ -88,10 +90,21 @@ def test_keep_takes_a_relative_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert not (tmp_path / "kept dir" / "v1" / "program" / "kept dir").exists()
 
 
-def test_a_negative_tolerance_is_a_usage_error() -> None:
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        (["--bytes-tolerance", "-0.1"], "-0.1 is not in the range x>=0"),
+        (["--flops-tolerance", "nan"], "'nan' is not a finite number"),
+        (["--timeout", "nan"], "'nan' is not a finite number"),
+        (["--timeout", "inf"], "inf is not in the range 0<x<=1000000"),
+        (["--timeout", "1e10"], "10000000000.0 is not in the range 0<x<=1000000"),
+    ],
+)
+def test_a_bad_tolerance_or_timeout_is_a_usage_error(flag: list[str], said: str) -> None:
+    """click's FloatRange lets nan through (every comparison with it is false), which crashed later."""
     from click.testing import CliRunner
 
     from switchc.cli import main
 
-    result = CliRunner().invoke(main, ["verify", "switch-tiny", "--bytes-tolerance", "-0.1"])
-    assert result.exit_code == 2 and "-0.1 is not in the range x>=0" in result.output + result.stderr
+    result = CliRunner().invoke(main, ["verify", "switch-tiny", *flag])
+    assert result.exit_code == 2 and said in result.output + result.stderr, result.output + result.stderr
