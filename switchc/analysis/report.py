@@ -100,6 +100,7 @@ class Report:
     comm: CommReport
     time: TimeReport
     layers: tuple[LayerRow, ...]
+    notes: tuple[str, ...] = ()  # what a user should know of the spec (routing_notes)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (the documented, versioned shape)."""
@@ -175,7 +176,9 @@ def analyse(graph: Graph, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
         for row in flops.by_layer
     )
     conventions = (*flops.conventions, *MEMORY_CONVENTIONS, *COMM_CONVENTIONS, f"step time: {time.overlap}")
-    return Report(REPORT_VERSION, _spec_summary(graph), conventions, params, flops, memory, comm, time, layers)
+    summary = _spec_summary(graph)
+    notes = tuple(routing_notes(summary))
+    return Report(REPORT_VERSION, summary, conventions, params, flops, memory, comm, time, layers, notes)
 
 
 def report_for(spec: Spec, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
@@ -257,7 +260,7 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
                 f"groups/device {r.groups_per_device} x {r.tokens_per_group} tokens, capacity {r.capacity}",
             )
         )
-    rows += [("  note", note) for note in routing_notes(s)]
+    rows += [("  note", note) for note in report.notes]
     rows += [
         ("memory/device", f"{_bytes(m.per_device_bytes)} ({fits} in {_bytes(m.device_capacity_bytes or 0)})"),
         (

@@ -11,7 +11,6 @@ from shlex import quote
 import click
 
 from switchc.analysis import DEFAULT_HARDWARE, hardware, report_for
-from switchc.analysis.report import routing_notes
 from switchc.backends import BACKEND_NAMES, target
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
@@ -31,7 +30,7 @@ def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
 
     files = generate(spec)
     report = report_for(spec, hardware(DEFAULT_HARDWARE))
-    for note in routing_notes(report.spec):
+    for note in report.notes:
         click.echo(f"note: {note}", err=True)
     files["report.json"] = json.dumps(report.to_json(), indent=2) + "\n"
     return dict(sorted(files.items()))

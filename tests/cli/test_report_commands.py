@@ -91,6 +91,8 @@ def test_routing_groups_a_prime_token_count_leaves_tiny_are_noted(tmp_path: Path
     said += "that the tokens per device have a divisor near 4096, or raise moe.group_size to 4099"
     report = run("report", "switch-tiny", *PRIME, "--format", "markdown")
     assert f"| note | {said} |" in report.output
+    assert json.loads(run("report", "switch-tiny", *PRIME, "--format", "json").output)["notes"] == [said]
+    assert json.loads(run("report", "switch-tiny", "--format", "json").output)["notes"] == []
     compiled = runner.invoke(main, ["compile", "switch-tiny", *PRIME, "-o", str(tmp_path / "p")])
     assert compiled.exit_code == 0 and f"note: {said}\n" in compiled.stderr
     for name in ("switch-tiny", "switch-base", "switch-c"):
