@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -78,7 +79,7 @@ DEFAULT_HARDWARE = "tpuv3"  # the paper trained on TPUv3 (Table 1)
 
 def parse_profiles(source: Source) -> dict[str, Hardware]:
     """Profiles from YAML text; every mistake is a located UserError."""
-    tree = yamltree.parse(source)
+    tree = yamltree.parse(source, what="hardware file")
     if tree is None:
         raise UserError.at(source.start(), "the hardware file is empty", "write 'name: {peak_flops: ..., ...}'")
     if not isinstance(tree, yamltree.Mapping):
@@ -86,8 +87,9 @@ def parse_profiles(source: Source) -> dict[str, Hardware]:
     try:
         found = _ADAPTER.validate_python(yamltree.to_python(tree))
     except ValidationError as err:
+        errors = _misspelled_only(err.errors())
         # One message per place: a union reports each of its members' failures.
-        unique = {d.render(): d for d in (_diagnostic(tree, e) for e in err.errors())}
+        unique = {d.render(): d for d in (_diagnostic(tree, e) for e in errors)}
         problems = list(unique.values())
         problems.sort(key=lambda d: (d.span.line, d.span.column))
         raise UserError(problems) from None
@@ -104,8 +106,26 @@ _FIELDS = [
     "latency",
     "network",
 ]
+_UNITS = "sizes are bytes, bandwidths bytes per second, latencies seconds, peak_flops FLOP/s: all > 0"
 _OPTIONAL = ("network",)  # HardwareProfile fields with a default
 _NESTED = {"peak_flops": ["bfloat16", "float32"], "network": ["devices_per_node", "bandwidth", "latency"]}
+
+
+def _choices(loc: tuple[Any, ...]) -> list[str]:
+    """The keys that may stand at `loc` (a profile's, or its peak_flops' or network's)."""
+    return _NESTED.get(str(loc[1]), _FIELDS) if len(loc) == 3 else _FIELDS
+
+
+def _misspelled_only(errors: list[Any]) -> list[Any]:
+    """pydantic's errors without a missing key whose place holds an unknown key close to its name:
+    that is one mistake (a misspelling), which the unknown key's 'did you mean' names."""
+    unknown = [e["loc"] for e in errors if e["type"] in ("extra_forbidden", "unexpected_keyword_argument")]
+    meant = {(loc[:-1], close) for loc in unknown for close in get_close_matches(str(loc[-1]), _choices(loc), 1, 0.6)}
+    return [
+        e
+        for e in errors
+        if not (e["type"] in ("missing", "missing_argument") and (e["loc"][:-1], e["loc"][-1]) in meant)
+    ]
 
 
 def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
@@ -116,7 +136,8 @@ def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
     dotted = ".".join(str(p) for p in loc)
     parent = ".".join(str(p) for p in loc[:-1])
     kind = error["type"]
-    choices = _NESTED.get(str(loc[1]), _FIELDS) if len(loc) == 3 else _FIELDS
+    choices = _choices(loc)
+    union = len(loc) < len(error["loc"])  # a number field: float or int
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         hint = did_you_mean(str(loc[-1]), choices) or f"keys here: {', '.join(choices)}"
         return Diagnostic(f"unknown key '{loc[-1]}' in {parent}", key.span if key else span, hint)
@@ -133,12 +154,16 @@ def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
             owner.span if owner else span,
             f"set all of: {', '.join(needed)}{optional}",
         )
-    if kind == "greater_than":
-        return Diagnostic(f"{dotted}: must be > 0", span)
-    if kind == "finite_number":
-        return Diagnostic(f"{dotted}: must be a finite number", span)
+    if kind == "greater_than" and error["input"] == error["input"]:  # nan is not greater, nor finite
+        return Diagnostic(f"{dotted}: must be > 0", span, _UNITS)
+    if kind in ("greater_than", "finite_number"):
+        return Diagnostic(f"{dotted}: must be a finite number", span, _UNITS)
+    if kind == "int_type" and not union:
+        return Diagnostic(f"{dotted}: expected a whole number", span, "write it plainly, e.g. 8")
     if kind in ("float_type", "int_type"):
-        return Diagnostic(f"{dotted}: expected a number", span, "write it plainly, e.g. 1.5e12")
+        return Diagnostic(f"{dotted}: expected a number", span, "write it plainly, e.g. 1.5e12 (no '_' between digits)")
+    if kind == "string_type":
+        return Diagnostic(f"{dotted}: expected text", span, f"quote it, e.g. {loc[-1]}: '{error['input']}'")
     if kind == "string_pattern_mismatch":
         hint = "letters, digits, '.', '_', '-'"
         return Diagnostic(f"'{loc[0]}' is not a valid profile name", key.span if key else span, hint)

@@ -68,14 +68,15 @@ def _span(source: Source, event: yaml.Event, end_event: yaml.Event | None = None
     return Span(source, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
 
 
-def parse(source: Source, text: str | None = None) -> Node | None:
+def parse(source: Source, text: str | None = None, what: str = "spec") -> Node | None:
     """Parse `text` (default: the whole source) into a located tree; None for an empty document.
 
     `text` lets a caller parse a fragment that was padded to sit at its place in `source`
-    (how command-line override values get columns that point into the command line).
+    (how command-line override values get columns that point into the command line). `what` the
+    file is ("spec", "hardware file") is how errors name it.
     """
     events = _events(source, source.text if text is None else text)
-    builder = _Builder(source, events)
+    builder = _Builder(source, events, what)
     return builder.document()
 
 
@@ -103,9 +104,10 @@ def _syntax_hint(problem: str) -> str:
 
 
 class _Builder:
-    def __init__(self, source: Source, events: Iterator[yaml.Event]) -> None:
+    def __init__(self, source: Source, events: Iterator[yaml.Event], what: str) -> None:
         self.source = source
         self.events = events
+        self.what = what
         self.errors: list[Diagnostic] = []
 
     def _next(self) -> yaml.Event:
@@ -124,7 +126,7 @@ class _Builder:
             span = _span(self.source, extra)
             self.errors.append(
                 Diagnostic(
-                    "a spec is one YAML document, this file holds more",
+                    f"a {self.what} is one YAML document, this file holds more",
                     span,
                     "remove the '---' separator and everything after it",
                 )
@@ -139,15 +141,15 @@ class _Builder:
         if tag is not None and tag != "!":
             self.errors.append(
                 Diagnostic(
-                    f"YAML tag '{tag}' is not allowed in a spec",
+                    f"YAML tag '{tag}' is not allowed in a {self.what}",
                     span,
-                    "specs are plain data: remove the tag and write the value itself",
+                    f"a {self.what} is plain data: remove the tag and write the value itself",
                 )
             )
         if event.anchor is not None:
             self.errors.append(
                 Diagnostic(
-                    f"YAML anchor '&{event.anchor}' is not allowed in a spec",
+                    f"YAML anchor '&{event.anchor}' is not allowed in a {self.what}",
                     span,
                     "write each value out where it is used",
                 )
@@ -158,7 +160,7 @@ class _Builder:
             span = _span(self.source, event)
             self.errors.append(
                 Diagnostic(
-                    f"YAML alias '*{event.anchor}' is not allowed in a spec",
+                    f"YAML alias '*{event.anchor}' is not allowed in a {self.what}",
                     span,
                     "write the value out in full",
                 )

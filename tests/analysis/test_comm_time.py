@@ -170,6 +170,10 @@ def test_a_user_profile_is_used_by_name(tmp_path) -> None:
         (USER.replace("float32: 25.0e12", "fp32: 25.0e12"), "unknown key 'fp32'", 4, 36),
         (USER + NETWORK.replace("bandwidth:", "bandwith:"), "unknown key 'bandwith' in my-gpu.network", 11, 5),
         (USER + NETWORK.replace("8", "0"), "my-gpu.network.devices_per_node: must be > 0", 10, 23),
+        (USER + NETWORK.replace("8", "8.5"), "my-gpu.network.devices_per_node: expected a whole number", 10, 23),
+        (USER.replace("4.0e-6", ".nan"), "my-gpu.latency: must be a finite number", 8, 12),
+        (USER.replace("a made-up accelerator", "42"), "my-gpu.description: expected text", 2, 16),
+        (USER.replace("my-gpu:", "my-gpu: &a"), "YAML anchor '&a' is not allowed in a hardware file", 1, 9),
     ],
 )
 def test_a_user_profile_error_is_located(tmp_path, text: str, message: str, line: int, column: int) -> None:
@@ -180,6 +184,15 @@ def test_a_user_profile_error_is_located(tmp_path, text: str, message: str, line
     diagnostic = next(d for d in info.value.diagnostics if message in d.message)
     assert (diagnostic.span.line, diagnostic.span.column) == (line, column)
     assert str(diagnostic.span).startswith(str(path))
+
+
+def test_a_misspelled_key_is_one_error_not_also_a_missing_one(tmp_path) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(USER.replace("latency:", "latncy:"))
+    with pytest.raises(UserError) as info:
+        hardware("my-gpu", [str(path)])
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.message == "unknown key 'latncy' in my-gpu" and diagnostic.hint == "did you mean 'latency'?"
 
 
 def test_unknown_profiles_and_files_are_plain_errors() -> None:
