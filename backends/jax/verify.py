@@ -55,7 +55,7 @@ def dump(program: Path, devices: int, out: Path, timeout: float = TIMEOUT["jax"]
     """Run the program's --dump-hlo on `devices` fake CPU devices; (HLO text, cost analysis)."""
     out = out.absolute()  # the program runs in its own directory
     command = [sys.executable, "train.py", "--devices", str(devices), "--dump-hlo", str(out)]
-    what = f"`{' '.join(command[1:])}` in {program}"
+    what = f"the generated program's `train.py --devices {devices} --dump-hlo`"  # in a scratch directory
     try:
         result = subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as expired:

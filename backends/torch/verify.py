@@ -287,11 +287,10 @@ def run_step(
                 process.wait()
             log.close()
     if failed:
-        logs = "\n".join(
-            f"--- rank {rank}:\n{(out / f'rank{rank}.log').read_text(encoding='utf-8')[-3000:]}"
-            for rank in range(devices)
-        )
-        raise MeasurementFailed(f"the train step of {program} failed: {failed}", logs, timeout if timed_out else None)
+        said = {rank: (out / f"rank{rank}.log").read_text(encoding="utf-8")[-3000:].strip() for rank in range(devices)}
+        logs = "\n".join(f"--- rank {rank}:\n{text}" for rank, text in said.items() if text)
+        what = f"the generated program's train step on {devices} process{'es' if devices > 1 else ''}"
+        raise MeasurementFailed(f"{what} failed: {failed}", logs, timeout if timed_out else None)
     return [json.loads((out / f"rank{rank}.json").read_text(encoding="utf-8")) for rank in range(devices)]
 
 
