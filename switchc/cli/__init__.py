@@ -35,7 +35,8 @@ class _Group(click.Group):
                 ctx.exit(EXIT_USER_ERROR)
             if err.filename is None:  # not about a path the user chose: a bug, keep the traceback
                 raise
-            # an output (or input) path the system refuses: unwritable, a file in the way, no space
+            # an output path the system refuses: unwritable, a file in the way (an input that cannot
+            # be read is a PlainUserError with an input's hint, raised by switchc.files.read_text)
             where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
             hint = "check that its directory exists" if err.errno == errno.ENOENT else "choose a path you can write to"
             click.echo(PlainUserError(f"{where}: {err.strerror or err}", hint).render(), err=True)

@@ -142,19 +142,19 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
     destination = _destination(name, target, output)
     if destination is None:
         raise PlainUserError(f"{name} is a built-in spec, not a file", "print it, or write it with -o PATH")
-    current = destination.read_text(encoding="utf-8") if destination.is_file() else None
+    # compared as bytes: what -o replaces may be any file, not UTF-8 text (it differs, then)
+    current = destination.read_bytes() if destination.is_file() else None
     if check:
-        if current == text:
+        if current == text.encode("utf-8"):
             return False
         said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
         click.echo(said, err=True)
         if current is not None:
-            diff = difflib.unified_diff(
-                current.splitlines(keepends=True), text.splitlines(keepends=True), str(destination), "formatted"
-            )
+            lines = current.decode("utf-8", errors="replace").splitlines(keepends=True)
+            diff = difflib.unified_diff(lines, text.splitlines(keepends=True), str(destination), "formatted")
             click.echo("".join(diff), err=True, nl=False)
         return True
-    if current == text:
+    if current == text.encode("utf-8"):
         click.echo(f"unchanged {destination}", err=True)
         return False
     if output is None and current is not None and destination != Path(name):

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from switchc.errors import Diagnostic, PlainUserError, Source, Span, UserError, did_you_mean
-from switchc.files import read_text
+from switchc.files import read_error, read_text
 from switchc.spec import dsl, yamltree
 from switchc.spec.checks import OVERRIDE_SOURCE_NAME, cross_check
 from switchc.spec.schema import SECTIONS, SpecBody, section_type, strip_annotated
@@ -54,10 +54,15 @@ def is_dsl(source: Source) -> bool:
 def read_source(spec: str) -> Source:
     """The text of `spec`: a path to a file, or the name of a built-in spec (NAME, NAME.yaml, NAME.switch)."""
     path = Path(spec)
-    if path.is_file():
-        return Source(str(path), read_text(path))
-    if path.is_dir():
-        raise PlainUserError(f"{path} is a directory", "pass a spec file such as specs/switch-tiny.yaml")
+    try:
+        if path.is_file():
+            return Source(str(path), read_text(path))
+        if path.is_dir():
+            raise PlainUserError(f"{path} is a directory", "pass a spec file such as specs/switch-tiny.yaml")
+        if path.exists():  # a FIFO, a device, a socket: no name of a built-in spec either
+            raise PlainUserError(f"{path} is not a regular file", "save the spec in a file, and pass that")
+    except OSError as err:  # looking at it was refused (a directory on the way that may not be searched)
+        raise read_error(path, err) from None
     names = builtin_spec_names()
     stem, dot, suffix = spec.rpartition(".")
     if spec in names:
