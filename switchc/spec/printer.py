@@ -8,9 +8,10 @@ A comment is kept when it sits on the line of a key or on the lines just above i
 elsewhere (at the end of a block, inside a DSL stack) are dropped. Both printers are exact:
 reading the text back gives an equal Spec (`switchc fmt` checks this every time).
 
-The DSL has no `layout` block: a layout is printed as stacks. `switch = every K` stays compact;
-a list of blocks is printed as the blocks themselves (`repeat` where a pattern repeats), and
-those blocks then say model.<stack>_layers.
+The DSL has no `layout` block: a layout is printed as stacks. `switch = every K` and
+`switch = [1, 3]` (YAML's `layout.<stack>.switch`) stay compact; a stack the source wrote as
+its blocks is printed as the blocks themselves (`repeat` where a pattern repeats), and those
+blocks then say model.<stack>_layers.
 """
 
 from __future__ import annotations
@@ -47,10 +48,15 @@ def format_of(source: Source) -> Format:
 
 
 def format_spec(spec: Spec, to: Format, all_keys: bool | None = None) -> str:
-    """`spec` as YAML or DSL text. `all_keys` None: every key if the spec has no source spans."""
+    """`spec` as YAML or DSL text. `all_keys` None: every key if the spec has no source text.
+
+    A source that sets nothing (`{}`, `model {}`) prints as the least text that says so: every
+    default, as it said."""
     if all_keys is None:
-        all_keys = not spec.origin.value_spans
+        all_keys = not spec.origin.source.text
     items = _items(spec, all_keys)
+    if not items:
+        return "{}\n" if to == "yaml" else "model {}\n"
     comments = _Comments.of(spec)
     lines = _yaml_lines(items, comments) if to == "yaml" else _DslPrinter(spec, comments).lines(items)
     return "\n".join(_aligned(lines)).rstrip("\n") + "\n"
@@ -368,7 +374,7 @@ class _DslPrinter:
         self.spec = spec
         self.comments = comments
         self.block_form = {
-            stack for stack in STACKS if isinstance(spec.layout.placement(stack), tuple)
+            stack for stack in STACKS if _written_as_blocks(spec, stack)
         }  # these stacks print their blocks, which say model.<stack>_layers
 
     def lines(self, items: list[_Item]) -> Lines:
@@ -417,6 +423,8 @@ class _DslPrinter:
         assert placement is not None
         if isinstance(placement, str):
             return _with_comments("", lead, f"{stack} {{ switch = {placement} }}", trail)
+        if stack not in self.block_form:
+            return _with_comments("", lead, f"{stack} {{ switch = {_dsl_value(list(placement))} }}", trail)
         out = _with_comments("", lead, f"{stack} {{", trail)
         depth = self.spec.stack_depth(stack)
         switch = set(placement)
@@ -433,6 +441,18 @@ class _DslPrinter:
                 out.append("  }")
         out.append("}")
         return out
+
+
+def _written_as_blocks(spec: Spec, stack: str) -> bool:
+    """Whether the source listed the stack's blocks: a DSL stack of blocks gives its Switch layers
+    at the stack's name, where `switch = [...]` (or YAML's layout) gives them at a `switch` key.
+    A stack written either way prints the same way; a spec without a source prints compactly."""
+    if not isinstance(spec.layout.placement(stack), tuple):
+        return False
+    span = spec.origin.key_spans.get(f"layout.{stack}.switch")
+    if span is None or span.source is not spec.origin.source:
+        return False
+    return span.source.line(span.line)[span.column - 1 : span.end_column - 1] != "switch"
 
 
 def _block(stack: str, is_switch: bool) -> str:

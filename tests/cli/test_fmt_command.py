@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -28,13 +33,15 @@ encoder { switch = [] }
 train{batch_size=8}
 """
 
-# The blocks say the depth (encoder_layers moves into them); a padded comment keeps its column.
+# Each stack keeps its form (blocks, or `switch = ...` with the depth in model); a padded comment
+# keeps its column.
 TIDY = """\
 # a small Switch model
 model {
   d_model = 64
   d_ff = 128
   num_heads = 4    # four heads
+  encoder_layers = 2
 }
 
 moe { num_experts = 4 }
@@ -43,9 +50,27 @@ decoder {  # Switch layers in the decoder only
   repeat 2 { block { attention, cross_attention, switch } }
 }
 
-encoder {
-  repeat 2 { block { attention, ffn } }
+encoder { switch = [] }
+
+train { batch_size = 8 }
+"""
+
+# YAML has only the compact form of a layout, so converted back it stays compact.
+FROM_YAML = """\
+# a small Switch model
+model {
+  d_model = 64
+  d_ff = 128
+  num_heads = 4    # four heads
+  encoder_layers = 2
+  decoder_layers = 2
 }
+
+moe { num_experts = 4 }
+
+decoder { switch = [0, 1] }  # Switch layers in the decoder only
+
+encoder { switch = [] }
 
 train { batch_size = 8 }
 """
@@ -94,7 +119,7 @@ def test_converts_both_ways_and_keeps_comments(tmp_path: Path) -> None:
     assert to_yaml.exit_code == 0 and to_yaml.stdout == AS_YAML
     yml = write(tmp_path, "m.yaml", to_yaml.stdout)
     back = run(str(yml), "--to", "dsl")
-    assert back.exit_code == 0 and back.stdout == TIDY
+    assert back.exit_code == 0 and back.stdout == FROM_YAML
     assert load_spec(str(yml)) == load_spec(str(dsl))
 
 
@@ -142,7 +167,7 @@ def test_output_format_follows_the_output_name(tmp_path: Path) -> None:
     --to says otherwise, and a --to that contradicts the name is refused: it would not load."""
     yml = write(tmp_path, "m.yaml", AS_YAML)
     assert run(str(yml), "-o", str(tmp_path / "out.switch")).exit_code == 0
-    assert (tmp_path / "out.switch").read_text() == TIDY
+    assert (tmp_path / "out.switch").read_text() == FROM_YAML
     assert run(str(tmp_path / "out.switch"), "-o", str(tmp_path / "back.yml")).exit_code == 0
     assert load_spec(str(tmp_path / "back.yml")) == load_spec(str(yml))
     refused = run(str(yml), "--to", "yaml", "-o", str(tmp_path / "x.switch"))
@@ -186,7 +211,7 @@ def test_check_of_a_conversion_compares_with_the_sibling(tmp_path: Path) -> None
     yml = write(tmp_path, "m.yaml", AS_YAML)
     missing = run("--check", "--to", "dsl", str(yml))
     assert missing.exit_code == 1 and f"{tmp_path / 'm.switch'} is missing" in missing.stderr
-    write(tmp_path, "m.switch", TIDY)
+    write(tmp_path, "m.switch", FROM_YAML)
     assert run("--check", "--to", "dsl", str(yml)).exit_code == 0
 
 
@@ -254,3 +279,93 @@ def test_dash_is_stdout_and_check_write_conflict(tmp_path: Path) -> None:
     assert schema.exit_code == 0 and '"$schema"' in schema.output
     both = runner.invoke(main, ["fmt", "--check", "--write", str(tmp_path / "x.yaml")])
     assert both.exit_code == 2 and "give --check or --write, not both" in both.output
+
+
+# ---- the files fmt reads and writes ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdout"), reason="no /dev/stdout")
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_to_dev_stdout_into_a_pipe(tmp_path: Path, stream: str) -> None:
+    """`-o /dev/stdout | cat`: a pipe, written into (its real path, `pipe:[N]`, is no path)."""
+    messy = write(tmp_path, "m.switch", MESSY)
+    command = [sys.executable, "-m", "switchc", "fmt", str(messy), "-o", f"/dev/{stream}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert getattr(result, stream).startswith(TIDY)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdout"), reason="no /dev/stdout")
+def test_schema_to_dev_stdout_into_a_pipe() -> None:
+    command = [sys.executable, "-m", "switchc", "schema", "-o", "/dev/stdout"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and '"$schema"' in result.stdout, result.stderr[-2000:]
+
+
+def test_an_output_error_names_the_output_not_a_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "no-dir" / "x.switch"
+    result = run(str(write(tmp_path, "m.switch", MESSY)), "-o", str(out))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {out}: No such file or directory\nhint: check that its directory exists\n"
+
+
+def test_write_refuses_a_read_only_file(tmp_path: Path) -> None:
+    """As `gofmt -w` fails on it: a rename would replace it, whatever its mode (and root may write anything)."""
+    messy = write(tmp_path, "m.switch", MESSY)
+    messy.chmod(0o444)
+    result = run("--write", str(messy))
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {messy} is read-only\n")
+    assert messy.read_text() == MESSY and [p.name for p in tmp_path.iterdir()] == ["m.switch"]
+
+
+def test_output_replaces_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    out = tmp_path / "out.switch"
+    out.write_bytes(b"\xff\xfe")
+    spec = write(tmp_path, "m.switch", MESSY)
+    checked = run("--check", str(spec), "-o", str(out))
+    assert checked.exit_code == 1 and f"would reformat {out}" in checked.stderr
+    assert run(str(spec), "-o", str(out)).exit_code == 0 and out.read_text() == TIDY
+
+
+def test_a_spec_that_cannot_be_read_is_an_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its hint is an input's, not the output's "choose a path you can write to"."""
+    spec = write(tmp_path, "unreadable.switch", MESSY)
+    read = Path.read_text
+
+    def refuse(path: Path, *args: Any, **kwargs: Any) -> str:
+        if path == spec:  # as chmod 000 would, but for root too
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    result = run(str(spec))
+    assert result.exit_code == 2
+    assert result.stderr == f"error: cannot read {spec}: Permission denied\nhint: check the file's permissions\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_spec_that_is_no_regular_file_is_called_that(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.switch"
+    os.mkfifo(fifo)
+    result = run(str(fifo))
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {fifo} is not a regular file\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="no /proc/self/mem")
+def test_a_spec_whose_read_fails_is_a_user_error(tmp_path: Path) -> None:
+    """/proc/self/mem is a regular file whose read from the start fails (EIO): one line, not a traceback."""
+    link = tmp_path / "mem.switch"
+    link.symlink_to("/proc/self/mem")
+    result = runner.invoke(main, ["fmt", str(link)])
+    assert result.exit_code == 2 and result.stderr == f"error: cannot read {link}: Input/output error\n"
+
+
+@pytest.mark.parametrize(("name", "text"), [("e.yaml", "{}\n"), ("e.switch", "model {}\n")])
+def test_a_spec_that_sets_nothing_stays_as_short(tmp_path: Path, name: str, text: str) -> None:
+    """`{}` (what the empty-spec hint suggests) used to print every default, 54 lines, freezing them."""
+    spec = write(tmp_path, name, text)
+    assert run(str(spec)).stdout == text
+    assert run("--check", str(spec)).exit_code == 0
+    other = "model {}\n" if name.endswith(".yaml") else "model: {}\n"
+    converted = run(str(spec), "--to", "dsl" if name.endswith(".yaml") else "yaml")
+    assert converted.exit_code == 0 and converted.stdout == other
