@@ -16,6 +16,7 @@ Rendering follows compilers users already read every day::
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -81,13 +82,31 @@ class Diagnostic:
         return "\n".join(out)
 
 
+EXCERPT_CONTEXT = 40  # characters shown on each side of a span on a long line
+EXCERPT_CARETS = 60  # the most carets drawn under one span
+
+
+def _under(text: str) -> str:
+    """Blanks as wide on a terminal as `text`: a tab stays a tab, a wide (CJK) character takes two
+    columns, a combining mark none, so a caret below lines up with what it points at."""
+    widths = {"W": "  ", "F": "  "}
+    return "".join(
+        "\t" if c == "\t" else "" if unicodedata.combining(c) else widths.get(unicodedata.east_asian_width(c), " ")
+        for c in text
+    )
+
+
 def _excerpt(span: Span) -> list[str]:
     text = span.source.line(span.line).rstrip("\n")
     gutter = str(span.line).rjust(5)
     pad = " " * len(gutter)
-    # Tabs keep their width under the caret so the caret lines up in any terminal.
-    prefix = "".join(c if c == "\t" else " " for c in text[: span.column - 1])
-    return [f"{gutter} | {text}", f"{pad} | {prefix}{'^' * span.caret_width()}"]
+    start, width = span.column - 1, min(span.caret_width(), EXCERPT_CARETS)
+    # A long line (a minified file, a number of thousands of digits) is shown around the span only.
+    first, last = max(0, start - EXCERPT_CONTEXT), min(len(text), start + width + EXCERPT_CONTEXT)
+    before, after = ("..." if first else ""), ("..." if last < len(text) else "")
+    shown = f"{before}{text[first:last]}{after}"
+    carets = "^" * len(_under(text[start : start + width])) if start < len(text) else "^"
+    return [f"{gutter} | {shown}", f"{pad} | {_under(before + text[first:start])}{carets}"]
 
 
 class UserError(Exception):

@@ -65,6 +65,11 @@ def _parser() -> Lark:
 # ---- located statements: what the transformer makes of a parse tree ------------------------------
 
 
+# One escape each, left to right (so `\\\\` is one): JSON's, or a backslash it does not take.
+_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.?)", re.DOTALL)
+_JSON_ESCAPES = ('\\"', "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t")
+
+
 @dataclass(frozen=True)
 class Name:
     text: str
@@ -125,7 +130,11 @@ class _ToStatements(Transformer[Token, tuple[Statement, ...]]):
     def _number(self, token: Token) -> Scalar:
         text = str(token)
         node = Scalar(text, True, self._token_span(token))
-        value = yamltree.resolve_scalar(node)
+        try:
+            value = yamltree.resolve_scalar(node)
+        except UserError as error:  # out of range: said with the other errors
+            self.errors += error.diagnostics
+            return Scalar(text, False, node.span)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             hint = "write it without '_' separators" if "_" in text else NUMBER_HINT
             self.errors.append(Diagnostic(f"bad number '{text}'", node.span, hint))
@@ -135,13 +144,20 @@ class _ToStatements(Transformer[Token, tuple[Statement, ...]]):
     def _string(self, token: Token) -> Scalar:
         span = self._token_span(token)
         try:
-            text = json.loads(str(token))
+            text = json.loads(str(token), strict=False)  # a tab written as it is stays a tab
         except json.JSONDecodeError:
+            escapes = _ESCAPE.finditer(str(token)[1:-1])
+            bad = next((e for e in escapes if len(e.group()) < 6 and e.group() not in _JSON_ESCAPES), None)
+            if bad is not None and span.line == span.end_line:
+                column = span.column + 1 + bad.start()
+                span = Span(self.source, span.line, column, span.line, column + len(bad.group()))
+            escape = f" '{bad.group()}'" if bad is not None else ""
             self.errors.append(
                 Diagnostic(
-                    "bad escape in a string",
+                    f"bad escape{escape} in a string",
                     span,
-                    'the escapes are \\" \\\\ \\n \\t and \\uXXXX; write other characters as they are',
+                    "the escapes are JSON's: \\\" \\\\ \\/ \\b \\f \\n \\r \\t and \\uXXXX; "
+                    "write other characters as they are",
                 )
             )
             text = str(token)[1:-1]

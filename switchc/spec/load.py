@@ -100,8 +100,8 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
         raise UserError.at(
             source.start(),
             "the spec is empty",
-            "write the sections you set (model, moe, ...; `{}` takes every default); `switchc explain switch-tiny` "
-            "prints a full spec",
+            f"write the sections you set (model, moe, ...; {'`model {}`' if is_dsl(source) else '`{}`'} takes every "
+            "default); `switchc explain switch-tiny` prints a full spec",
         )
     tree = apply_overrides(tree, overrides)
     body = _validate(tree, is_dsl(source))

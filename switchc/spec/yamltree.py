@@ -213,11 +213,25 @@ _INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
 
 
+# No setting needs an integer this long (the largest, byte counts, have 13 digits); Python refuses
+# to convert one of over 4,300 decimal digits, and repr() of a long hex literal the same.
+MAX_INTEGER_DIGITS = 40
+
+
 def resolve_scalar(node: Scalar) -> Any:
     """A scalar's value: None, bool, int, float or str, by the YAML 1.2 core schema."""
     text = node.text
     if not node.plain:
         return text
+    digits = text.lstrip("+-").removeprefix("0x").removeprefix("0o")
+    if len(digits) > MAX_INTEGER_DIGITS and (
+        _INT.fullmatch(text) or _INT_HEX.fullmatch(text) or _INT_OCT.fullmatch(text)
+    ):
+        raise UserError.at(
+            node.span,
+            f"an integer of {len(digits)} digits is out of range",
+            f"no setting takes an integer of more than {MAX_INTEGER_DIGITS} digits",
+        )
     if _NULL.fullmatch(text):
         return None
     if _TRUE.fullmatch(text):

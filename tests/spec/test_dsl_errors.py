@@ -151,7 +151,21 @@ MISTAKES = [
     Mistake("list without commas", "mesh { rules { batch = [data expert] } }\n", 1, 30, "expected ',' or ']'"),
     Mistake("unterminated string", 'data { path = "abc }\n', 1, 15, "unterminated string"),
     Mistake("single quotes", "data { path = 'abc' }\n", 1, 15, "strings are written in double quotes"),
-    Mistake("bad escape", 'data { source = text, path = "a\\qb" }\n', 1, 30, "bad escape in a string"),
+    Mistake("bad escape", 'data { source = text, path = "a\\qb" }\n', 1, 32, "bad escape '\\q' in a string"),
+    Mistake(
+        "bad escape after a good one",
+        'data { source = text, path = "\\\\\\u12" }\n',
+        1,
+        33,
+        "bad escape '\\u' in a string",
+    ),
+    Mistake(
+        "a tab written as it is",
+        'data { source = text, path = "a\tb" }\n',
+        1,
+        30,
+        "data.path: 'a\\tb' contains control characters or line breaks",
+    ),
     Mistake(
         "control character in a path",
         'data { source = text, path = "a\\nb.txt" }\n',
@@ -159,7 +173,7 @@ MISTAKES = [
         30,
         "control characters or line breaks",
     ),
-    Mistake("empty file", "", 1, 1, "the spec is empty"),
+    Mistake("empty file", "", 1, 1, "the spec is empty", "`model {}` takes every default"),
     # -- stacks and blocks --
     Mistake(
         "decoder block without cross-attention",
@@ -272,6 +286,14 @@ def test_rendering_shows_location_line_caret_and_hint() -> None:
         "      |   ^^^^^^^^\n"
         "hint: did you mean 'num_heads'?"
     )
+
+
+def test_an_integer_too_long_for_any_setting_is_one_located_error() -> None:
+    """Python refuses to convert a decimal string of over 4,300 digits: it was a lark VisitError."""
+    error = _first("model { d_model = " + "9" * 5000 + " }\n")
+    (diagnostic,) = error.diagnostics
+    assert diagnostic.message == "an integer of 5000 digits is out of range"
+    assert (diagnostic.span.line, diagnostic.span.column) == (1, 19)
 
 
 def test_missing_brace_renders_where_it_was_opened() -> None:

@@ -26,7 +26,7 @@ MISTAKES = [
         "quoted",
     ),
     Mistake("yaml syntax: tab indentation", "model:\n\td_model: 8\n", 2, 1, "YAML syntax error", "tabs"),
-    Mistake("empty file", "", 1, 1, "the spec is empty", "switchc explain"),
+    Mistake("empty file", "", 1, 1, "the spec is empty", "`{}` takes every default"),
     Mistake("comments only", "# nothing here\n", 1, 1, "the spec is empty"),
     Mistake("top level is a list", "- model\n- moe\n", 1, 1, "must be a mapping of sections", "model, moe"),
     Mistake("top level is a scalar", "hello\n", 1, 1, "must be a mapping of sections"),
@@ -288,6 +288,30 @@ def test_rendering_shows_location_line_caret_and_hint() -> None:
         "      |   ^^^^^^^^\n"
         "hint: did you mean 'num_heads'?"
     )
+
+
+def test_the_caret_lines_up_under_wide_characters() -> None:
+    """A CJK character takes two columns on a terminal: the caret counts it so, and spans it with two."""
+    error = _first('model:\n  d_model: "中文"\n')
+    assert error.render().splitlines()[1:3] == ['    2 |   d_model: "中文"', "      |            ^^^^^^"]
+
+
+def test_a_long_line_is_shown_around_its_mistake() -> None:
+    """A number of 5,000 digits (or a minified file) is not echoed whole: 40 characters either side
+    of the span, at most 60 carets."""
+    lines = _first("model: {d_ff: 8, d_model: " + "9" * 5000 + "}\n").render().splitlines()
+    assert lines[0] == "spec.yaml:1:27: error: an integer of 5000 digits is out of range"
+    assert lines[1] == "    1 | model: {d_ff: 8, d_model: " + "9" * 100 + "..."
+    assert lines[2] == "      |" + " " * 27 + "^" * 60
+    assert lines[3] == "hint: no setting takes an integer of more than 40 digits"
+
+
+@pytest.mark.parametrize("number", ["9" * 4400, "0x" + "f" * 5000, "-" + "1" * 41])
+def test_an_integer_too_long_for_any_setting_is_located_not_a_crash(number: str) -> None:
+    """Python refuses to convert a decimal string of over 4,300 digits (and repr of a huge hex)."""
+    (diagnostic,) = _first(f"model: {{d_model: {number}}}\n").diagnostics
+    assert diagnostic.message.startswith("an integer of ") and (diagnostic.span.line, diagnostic.span.column) == (1, 18)
+    assert "is out of range" in _first("{}\n", (f"model.d_model={number}",)).render()
 
 
 def test_duplicate_key_notes_the_first_occurrence() -> None:
