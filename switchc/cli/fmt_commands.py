@@ -116,6 +116,14 @@ def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, out
                 "from there",
                 f"name it {output.with_suffix(SUFFIX[to])}, or give --to {named}",
             )
+        writes = to or ("dsl" if files[0].lower().endswith(SUFFIX["dsl"]) else "yaml")
+        stream = output.exists() and not output.is_file()  # /dev/stdout, a FIFO: no file to load later
+        if named is None and writes == "dsl" and not stream:  # any other name is read as YAML
+            raise PlainUserError(
+                f"-o {output} would hold DSL text, which loads only from a file named *{SUFFIX['dsl']} "
+                "(any other name is read as YAML)",
+                f"name it {output.with_suffix(SUFFIX['dsl'])}, or give --to yaml",
+            )
     differ = invalid = 0
     for name in files:  # every file is looked at: an invalid one is reported, and the rest go on
         try:

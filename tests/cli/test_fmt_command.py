@@ -369,3 +369,14 @@ def test_a_spec_that_sets_nothing_stays_as_short(tmp_path: Path, name: str, text
     other = "model {}\n" if name.endswith(".yaml") else "model: {}\n"
     converted = run(str(spec), "--to", "dsl" if name.endswith(".yaml") else "yaml")
     assert converted.exit_code == 0 and converted.stdout == other
+
+
+def test_dsl_to_a_name_that_loads_as_yaml_is_refused(tmp_path: Path) -> None:
+    """Any name but *.switch is read as YAML: DSL written there would not load."""
+    dsl = write(tmp_path, "m.switch", TIDY)
+    refused = run(str(dsl), "-o", str(tmp_path / "out.txt"))
+    assert refused.exit_code == 2 and not (tmp_path / "out.txt").exists()
+    assert f"-o {tmp_path / 'out.txt'} would hold DSL text" in refused.stderr
+    assert f"hint: name it {tmp_path / 'out.switch'}, or give --to yaml" in refused.stderr
+    assert run(str(dsl), "--to", "yaml", "-o", str(tmp_path / "out.txt")).exit_code == 0
+    assert load_spec(str(tmp_path / "out.txt")) == load_spec(str(dsl))
