@@ -82,7 +82,8 @@ class Diagnostic:
         return "\n".join(out)
 
 
-EXCERPT_CONTEXT = 40  # characters shown on each side of a span on a long line
+EXCERPT_WIDTH = 120  # a line longer than this is shown around the span only
+EXCERPT_CONTEXT = 40  # characters shown on each side of a span then
 EXCERPT_CARETS = 60  # the most carets drawn under one span
 
 
@@ -102,7 +103,9 @@ def _excerpt(span: Span) -> list[str]:
     pad = " " * len(gutter)
     start, width = span.column - 1, min(span.caret_width(), EXCERPT_CARETS)
     # A long line (a minified file, a number of thousands of digits) is shown around the span only.
-    first, last = max(0, start - EXCERPT_CONTEXT), min(len(text), start + width + EXCERPT_CONTEXT)
+    first, last = 0, len(text)
+    if len(text) > EXCERPT_WIDTH:
+        first, last = max(0, start - EXCERPT_CONTEXT), min(len(text), start + width + EXCERPT_CONTEXT)
     before, after = ("..." if first else ""), ("..." if last < len(text) else "")
     shown = f"{before}{text[first:last]}{after}"
     carets = "^" * len(_under(text[start : start + width])) if start < len(text) else "^"

@@ -117,7 +117,10 @@ def _items(spec: Spec, all_keys: bool) -> list[_Item]:
             if isinstance(value, dict) and section is not None:
                 children = walk(value, section, path + ".")
             elif isinstance(value, dict):  # a free-form mapping is written whole, in its own order
-                children = [_Item(k, f"{path}.{k}", v, None, (1, i, 0)) for i, (k, v) in enumerate(value.items())]
+                children = [
+                    _Item(k, f"{path}.{k}", _as_written(spec, f"{path}.{k}", v), None, (1, i, 0))
+                    for i, (k, v) in enumerate(value.items())
+                ]
             else:
                 children = None
             found.append(_Item(key, path, value, children, _order(spec, path, index), _one_line(spec, path)))
@@ -125,6 +128,20 @@ def _items(spec: Spec, all_keys: bool) -> list[_Item]:
         return found
 
     return walk(data, SpecBody, "")
+
+
+def _as_written(spec: Spec, path: str, value: Any) -> Any:
+    """A mesh rule as the source wrote it: `null` (not split) or one bare axis name, which the spec
+    holds as a list ([] and [axis]), so that the printed text says what its author said."""
+    span = spec.origin.value_spans.get(path)
+    if not isinstance(value, (list, tuple)) or span is None or span.source is not spec.origin.source:
+        return value
+    text = span.source.line(span.line)[span.column - 1 : span.end_column - 1] if span.line == span.end_line else ""
+    if not value and text in ("null", "~", "Null", "NULL"):
+        return None
+    if len(value) == 1 and text == value[0]:
+        return value[0]
+    return value
 
 
 # ---- comments ------------------------------------------------------------------------------------

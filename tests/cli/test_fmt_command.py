@@ -380,3 +380,11 @@ def test_dsl_to_a_name_that_loads_as_yaml_is_refused(tmp_path: Path) -> None:
     assert f"hint: name it {tmp_path / 'out.switch'}, or give --to yaml" in refused.stderr
     assert run(str(dsl), "--to", "yaml", "-o", str(tmp_path / "out.txt")).exit_code == 0
     assert load_spec(str(tmp_path / "out.txt")) == load_spec(str(dsl))
+
+
+def test_mesh_rules_print_as_written(tmp_path: Path) -> None:
+    """A rule of null (not split) or one bare axis stays so; the spec holds both as lists."""
+    text = "mesh {\n  axes { data = 2 }\n  rules { vocab = data, heads = null, mlp = [data] }\n}\n"
+    dsl = write(tmp_path, "m.switch", text)
+    assert run(str(dsl)).stdout == text
+    assert "rules: {vocab: data, heads: null, mlp: [data]}" in run(str(dsl), "--to", "yaml").stdout
