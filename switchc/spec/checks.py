@@ -81,6 +81,15 @@ def _check_layout(spec: Spec) -> Iterator[Diagnostic]:
             continue
         yield from _check_block_list(spec, stack, placement, depth)
         if spec.moe is None and placement:
+            removed = spec.origin.value_spans.get("moe")
+            if removed is not None and removed.source.name == OVERRIDE_SOURCE_NAME:  # --set moe=null
+                yield Diagnostic(
+                    f"the layout places Switch layers in the {stack}, but --set moe=null removed the moe section",
+                    spec.span(f"{path}.0"),
+                    f"make the {stack} dense as well: --set '{path}=[]'",
+                    notes=(("moe removed here", removed),),
+                )
+                continue
             yield Diagnostic(
                 f"the layout places Switch layers in the {stack}, but the spec has no moe section",
                 spec.span(f"{path}.0"),

@@ -474,6 +474,21 @@ def test_a_key_set_after_its_section_refines_it() -> None:
     assert parse_spec(Source("t.yaml", SWITCH), ["moe.top_k=2", "moe=null"]).moe is None
 
 
+def test_moe_null_over_a_layout_of_switch_layers_names_the_override_and_the_fix() -> None:
+    """A layout that lists Switch layers (a DSL file's blocks) stays when --set moe=null removes
+    the moe section: the error points at the override, and says which --set makes the stack dense."""
+    text = "model:\n  encoder_layers: 2\nmoe: {num_experts: 4}\nlayout:\n  encoder: {switch: [1]}\n"
+    (diagnostic,) = _first(text, ("moe=null",)).diagnostics
+    assert (
+        diagnostic.message
+        == "the layout places Switch layers in the encoder, but --set moe=null removed the moe section"
+    )
+    assert diagnostic.hint == "make the encoder dense as well: --set 'layout.encoder.switch=[]'"
+    ((note, where),) = diagnostic.notes
+    assert note == "moe removed here" and (where.source.name, where.column) == ("<command line>", 11)
+    assert parse_spec(Source("t.yaml", text), ["moe=null", "layout.encoder.switch=[]"]).moe is None
+
+
 def test_a_key_that_is_no_valid_name_is_one_error_not_two() -> None:
     """`{data:2}` is one YAML key, `data:2`, with no value: its name is the mistake, not the null."""
     found = _first(SWITCH, ("mesh.axes={data:2}",))
