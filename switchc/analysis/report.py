@@ -115,7 +115,7 @@ def describe(graph: Graph) -> str:
     model = meta.model
     blocks = f"{model.encoder_layers}+{model.decoder_layers} blocks"
     shape = f"d_model {model.d_model}, d_ff {model.d_ff}, {model.num_heads} heads, {blocks}"
-    mesh = " x ".join(f"{axis}={size}" for axis, size in meta.mesh.axes)
+    mesh = " x ".join(f"{axis}={size}" for axis, size in meta.mesh.axes) or "of no axes (1 device)"
     if meta.moe is None:
         return f"dense T5; {shape}; mesh {mesh}"
     moe = meta.moe

@@ -44,7 +44,8 @@ def summary(spec: Spec) -> str:
         kind = f"{routing}, {moe.num_experts} experts in {where}"
     mesh = " x ".join(f"{axis}={size}" for axis, size in spec.mesh.axes.items())
     devices = spec.mesh.num_devices
-    return f"{kind}; {shape}; mesh {mesh} ({devices} device{'s' if devices > 1 else ''})"
+    placed = f"mesh {mesh}" if mesh else "no mesh axes"  # `axes {}`: one device
+    return f"{kind}; {shape}; {placed} ({devices} device{'s' if devices > 1 else ''})"
 
 
 def _ordinal(n: int) -> str:

@@ -54,6 +54,13 @@ def test_check_reports_mistakes_with_status_2_and_no_traceback(case, write_spec)
     assert "Traceback" not in result.output + result.stderr
 
 
+def test_a_mesh_of_no_axes_is_said_so(write_spec) -> None:
+    """`axes: {}` is one device; the summaries said 'mesh  (1 device)', an empty name."""
+    path = write_spec("mesh: {axes: {}}\n")
+    assert run("check", path).stdout.endswith("; no mesh axes (1 device)\n")
+    assert "; mesh of no axes (1 device)" in run("report", path, "--format", "json").stdout
+
+
 def test_check_goes_on_after_an_invalid_spec(write_spec) -> None:
     bad = write_spec("model:\n  d_model: x\n", "bad.yaml")
     result = run("check", bad, str(SPEC_FILES[0]))
