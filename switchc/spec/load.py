@@ -350,7 +350,7 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
     if kind == "int_type":
         hint = None
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:  # beyond: float noise, no setting
-            hint = f"write it without a decimal point: {int(value)}"
+            hint = f"write it as an integer: {int(value)}"
         return Diagnostic(f"{dotted}: expected an integer, got {_describe(value)}", span, hint)
     if kind == "float_type":
         return Diagnostic(f"{dotted}: expected a number, got {_describe(value)}", span)

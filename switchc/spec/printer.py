@@ -294,7 +294,8 @@ def _number(value: int | float) -> str:
             return ".nan"
         if math.isinf(value):
             return "-.inf" if value < 0 else ".inf"
-        return repr(value)
+        mantissa, e, exponent = repr(value).partition("e")  # Python pads the exponent: 1e-06
+        return f"{mantissa}e{int(exponent)}" if e else mantissa
     return str(value)
 
 

@@ -388,3 +388,9 @@ def test_mesh_rules_print_as_written(tmp_path: Path) -> None:
     dsl = write(tmp_path, "m.switch", text)
     assert run(str(dsl)).stdout == text
     assert "rules: {vocab: data, heads: null, mlp: [data]}" in run(str(dsl), "--to", "yaml").stdout
+
+
+def test_a_small_number_keeps_its_short_exponent(tmp_path: Path) -> None:
+    """Python's repr pads an exponent (1e-06); fmt writes what the author wrote, 1e-6."""
+    dsl = write(tmp_path, "m.switch", "train { optimizer { learning_rate = 1e-6 } }\n")
+    assert run(str(dsl)).stdout == "train {\n  optimizer { learning_rate = 1e-6 }\n}\n"

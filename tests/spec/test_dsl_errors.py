@@ -138,7 +138,7 @@ MISTAKES = [
         1,
         19,
         "expected an integer, got 768.0",
-        "without a decimal point: 768",
+        "write it as an integer: 768",
     ),
     Mistake("out of range", "model { dropout_rate = 1.0 }\n", 1, 24, "it must be < 1"),
     Mistake("True is not a keyword", "model { tie_embeddings = True }\n", 1, 26, "expected true or false, got 'True'"),

@@ -63,7 +63,7 @@ MISTAKES = [
         2,
         12,
         "expected an integer, got 768.0",
-        "without a decimal point: 768",
+        "write it as an integer: 768",
     ),
     Mistake("fractional integer", "train:\n  batch_size: 12.5\n", 2, 15, "expected an integer, got 12.5"),
     Mistake("bool for an integer", "model:\n  num_heads: true\n", 2, 14, "expected an integer, got true"),
