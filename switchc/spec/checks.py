@@ -18,9 +18,11 @@ Check = Callable[["Spec"], Iterator[Diagnostic]]
 OVERRIDE_SOURCE_NAME = "<command line>"  # as in load.py, which imports this module
 
 
-def _written(spec: Spec, yaml_text: str, dsl_text: str) -> str:
-    """A snippet in the spec's own format, for hints (a .switch file is DSL, anything else YAML)."""
-    return dsl_text if spec.origin.source.name.endswith(".switch") else yaml_text
+def _written(spec: Spec, yaml_text: str, dsl_text: str, path: str | None = None) -> str:
+    """A snippet in the format of what wrote `path` (default: the spec's file), for hints: a .switch
+    file is DSL; anything else, --set's values included, is YAML."""
+    source = spec.span(path).source if path is not None else spec.origin.source
+    return dsl_text if source.name.endswith(".switch") else yaml_text
 
 
 def _check_routing(spec: Spec) -> Iterator[Diagnostic]:
@@ -76,7 +78,8 @@ def _check_layout(spec: Spec) -> Iterator[Diagnostic]:
                 yield Diagnostic(
                     f"'{placement}' places no Switch layer in the {depth}-block {stack}",
                     spec.span(path),
-                    f"write `{_written(spec, 'switch: []', 'switch = []')}` for a dense stack, or use a smaller K",
+                    f"write `{_written(spec, 'switch: []', 'switch = []', path)}` for a dense stack, "
+                    "or use a smaller K",
                 )
             continue
         yield from _check_block_list(spec, stack, placement, depth)

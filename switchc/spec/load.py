@@ -415,8 +415,11 @@ def _key_diagnostic(loc: tuple[Any, ...], kind: str, value: Any, ctx: Any, span:
         hint = did_you_mean(str(value), choices) or f"logical axes: {', '.join(choices)}"
         return Diagnostic(f"{where}: unknown logical axis {_describe(value)}", span, hint)
     name, colon, size = str(value).partition(":")
+    dsl_name, equals, dsl_size = str(value).partition("=")
     if colon and name.isidentifier() and size.strip().isdigit():  # {data:2}: YAML read one key, `data:2`
         hint = f"YAML needs a space after the colon: {{{name}: {size.strip()}}}"
+    elif equals and dsl_name.strip().isidentifier() and dsl_size.strip().isdigit():  # the DSL's form, in YAML
+        hint = f"in YAML (a --set VALUE, a .yaml file) write {{{dsl_name.strip()}: {dsl_size.strip()}}}"
     else:
         hint = (
             "a mesh axis is a Python identifier that is not a keyword: letters, digits and '_', "

@@ -345,6 +345,14 @@ OVERRIDE_MISTAKES = [
     OverrideMistake("unknown key", ("moe.num_expert=8",), 1, 7, "unknown key 'num_expert' in moe", "num_experts"),
     OverrideMistake("unknown section", ("mdoel.d_model=8",), 1, 7, "unknown key 'mdoel' in the spec", "'model'"),
     OverrideMistake("no equals sign", ("moe.num_experts",), 1, 7, "an override is KEY=VALUE"),
+    OverrideMistake(
+        "the DSL's axes in a --set",
+        ("mesh.axes={data = 2}",),
+        1,
+        18,
+        "'data = 2' is not a valid mesh axis name",
+        "in YAML (a --set VALUE, a .yaml file) write {data: 2}",
+    ),
     OverrideMistake("value below range", ("model.d_model=8", "moe.top_k=0"), 2, 17, "moe.top_k: 0 is out of range"),
     OverrideMistake(
         "set twice differently",
@@ -487,6 +495,14 @@ def test_moe_null_over_a_layout_of_switch_layers_names_the_override_and_the_fix(
     ((note, where),) = diagnostic.notes
     assert note == "moe removed here" and (where.source.name, where.column) == ("<command line>", 11)
     assert parse_spec(Source("t.yaml", text), ["moe=null", "layout.encoder.switch=[]"]).moe is None
+
+
+def test_a_hint_for_a_set_is_yaml_though_the_file_is_dsl() -> None:
+    """--set VALUEs are YAML: a layout hint for one is YAML too, whatever the file's format."""
+    dsl = "model { encoder_layers = 2 }\nmoe { num_experts = 4 }\n"
+    with pytest.raises(UserError) as info:
+        parse_spec(Source("t.switch", dsl), ["layout.encoder.switch=every 9"])
+    assert info.value.diagnostics[0].hint == "write `switch: []` for a dense stack, or use a smaller K"
 
 
 def test_a_key_that_is_no_valid_name_is_one_error_not_two() -> None:
