@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -145,6 +146,15 @@ class _ToStatements(Transformer[Token, tuple[Statement, ...]]):
         span = self._token_span(token)
         try:
             text = json.loads(str(token), strict=False)  # a tab written as it is stays a tab
+            half = next((c for c in text if 0xD800 <= ord(c) <= 0xDFFF), None)
+            if half is not None:  # \ud800 alone: no character, and no UTF-8 to write it in
+                self.errors.append(
+                    Diagnostic(
+                        f"'\\u{ord(half):04x}' is half of a UTF-16 surrogate pair, not a character",
+                        span,
+                        "write the character itself, or both halves of its pair (\\ud83d\\ude00)",
+                    )
+                )
         except json.JSONDecodeError:
             escapes = _ESCAPE.finditer(str(token)[1:-1])
             bad = next((e for e in escapes if len(e.group()) < 6 and e.group() not in _JSON_ESCAPES), None)
@@ -776,7 +786,14 @@ def _bad_character(source: Source, err: UnexpectedCharacters) -> Diagnostic:
             "the DSL writes 'name = value' and 'name { ... }' (is this YAML? give the file a .yaml name; "
             "then `switchc fmt FILE.yaml --to dsl -o FILE.switch` converts it)",
         )
-    return Diagnostic(f"unexpected character {char!r}", span)
+    if char.isspace() or unicodedata.category(char) == "Cf":  # a no-break or zero-width space: pasted text
+        name = unicodedata.name(char, f"U+{ord(char):04X}").lower()
+        return Diagnostic(
+            f"unexpected {name} {char!r}", span, "retype it as a plain space (or delete it): editors paste these"
+        )
+    if not char.isprintable():
+        return Diagnostic(f"unexpected control character {char!r}", span, "delete it")
+    return Diagnostic(f"unexpected character {char!r}", span, "names are letters, digits and '_'; quote other text")
 
 
 def _open_bracket(tokens: list[Token]) -> Token | None:

@@ -8,6 +8,7 @@ spec file or the override that caused it. All mistakes found in one pass are rep
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from collections.abc import Sequence
@@ -348,12 +349,12 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         span = key.span if key is not None else span
         return _key_diagnostic(loc, kind, value, ctx, span)
     if kind == "int_type":
-        hint = None
+        hint = _unquote_hint(value)
         if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:  # beyond: float noise, no setting
             hint = f"write it as an integer: {int(value)}"
         return Diagnostic(f"{dotted}: expected an integer, got {_describe(value)}", span, hint)
     if kind == "float_type":
-        return Diagnostic(f"{dotted}: expected a number, got {_describe(value)}", span)
+        return Diagnostic(f"{dotted}: expected a number, got {_describe(value)}", span, _unquote_hint(value))
     if kind == "finite_number":
         return Diagnostic(f"{dotted}: {_describe(value)} is not a finite number", span, "write a finite value")
     if kind == "bool_type":
@@ -390,6 +391,17 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         said = "switch =" if dsl_text else "switch:"
         hint = f"write `{said} every 2`, `{said} [1, 3]` (0-based blocks) or `{said} []` (a dense stack)"
     return Diagnostic(f"{dotted}: {message}", span, hint)
+
+
+def _unquote_hint(value: Any) -> str | None:
+    """For a number written in quotes ("768"), which makes it text: say to drop them."""
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return f"write the number without quotes: {value.strip()}" if math.isfinite(number) else None
+    return None
 
 
 def _mapping_hint(loc: tuple[Any, ...], value: Any, span: Span, dsl_text: bool) -> str:

@@ -174,6 +174,17 @@ MISTAKES = [
         "control characters or line breaks",
     ),
     Mistake("empty file", "", 1, 1, "the spec is empty", "`model {}` takes every default"),
+    Mistake("a no-break space", "model {\xa0d_model = 8 }\n", 1, 8, "unexpected no-break space", "plain space"),
+    Mistake("a zero-width space", "model {\u200bd_model = 8 }\n", 1, 8, "unexpected zero width space", "plain space"),
+    Mistake("a quoted number", 'model { d_model = "768" }\n', 1, 19, "expected an integer", "without quotes: 768"),
+    Mistake(
+        "half a surrogate pair",
+        'data { source = text, path = "a\\ud800" }\n',
+        1,
+        30,
+        "'\\ud800' is half of a UTF-16 surrogate pair",
+        "both halves",
+    ),
     # -- stacks and blocks --
     Mistake(
         "decoder block without cross-attention",
