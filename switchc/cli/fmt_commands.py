@@ -12,7 +12,7 @@ from switchc.errors import PlainUserError, UserError
 from switchc.files import write_output
 from switchc.spec import parse_spec, read_source
 from switchc.spec.emit import differences, to_yaml
-from switchc.spec.printer import FORMATS, SUFFIX, Format, format_of, format_spec
+from switchc.spec.printer import FORMATS, SUFFIX, Format, format_of, format_with_comments
 from switchc.spec.spec import Spec
 
 EXIT_CHECK_FAILED = 1
@@ -26,7 +26,17 @@ def formatted(name: str, to: Format | None) -> tuple[str, Format, Spec]:
     source = read_source(name)
     spec = parse_spec(source)
     target = to or format_of(source)
-    text = format_spec(spec, target)
+    text, dropped = format_with_comments(spec, target)
+    if dropped:  # at the end of a block or of the file: said, so that --write loses nothing unseen
+        said = (
+            f"comments on lines {', '.join(map(str, dropped))} are"
+            if len(dropped) > 1
+            else f"comment on line {dropped[0]} is"
+        )
+        click.echo(
+            f"note: {source.name}: the {said} not kept: fmt keeps a comment on a setting's line or just above it",
+            err=True,
+        )
     again = parse_spec(type(source)(f"formatted{SUFFIX[target]}", text))
     if again != spec:  # a printer bug, never a user mistake: keep the traceback
         raise AssertionError(f"switchc fmt would change the meaning of {source.name}")

@@ -4,9 +4,11 @@
 
 Only the keys the source wrote are printed (a spec with no source, or `all_keys=True`, prints
 every key), in the order they were written, so a formatted file says what its author said.
-A comment is kept when it sits on the line of a key or on the lines just above it; comments
-elsewhere (at the end of a block, inside a DSL stack) are dropped. Both printers are exact:
-reading the text back gives an equal Spec (`switchc fmt` checks this every time).
+A comment is kept when it sits on the line of a key or on the lines just above it (and not deeper
+indented than that key: such a comment ends the block above); comments elsewhere (at the end of
+a block or of the file, inside a DSL stack) are dropped, and format_with_comments says which.
+Both printers are exact: reading the text back gives an equal Spec (`switchc fmt` checks this
+every time).
 
 The DSL has no `layout` block: a layout is printed as stacks. `switch = every K` and
 `switch = [1, 3]` (YAML's `layout.<stack>.switch`) stay compact; a stack the source wrote as
@@ -52,14 +54,20 @@ def format_spec(spec: Spec, to: Format, all_keys: bool | None = None) -> str:
 
     A source that sets nothing (`{}`, `model {}`) prints as the least text that says so: every
     default, as it said."""
+    return format_with_comments(spec, to, all_keys)[0]
+
+
+def format_with_comments(spec: Spec, to: Format, all_keys: bool | None = None) -> tuple[str, list[int]]:
+    """format_spec's text, and the lines of the source whose comments it dropped (a comment at the
+    end of a block or of the file belongs to no setting)."""
     if all_keys is None:
         all_keys = not spec.origin.source.text
     items = _items(spec, all_keys)
-    if not items:
-        return "{}\n" if to == "yaml" else "model {}\n"
     comments = _Comments.of(spec)
+    if not items:
+        return ("{}\n" if to == "yaml" else "model {}\n"), sorted(comments.lines)
     lines = _yaml_lines(items, comments) if to == "yaml" else _DslPrinter(spec, comments).lines(items)
-    return "\n".join(_aligned(lines)).rstrip("\n") + "\n"
+    return "\n".join(_aligned(lines)).rstrip("\n") + "\n", sorted(comments.lines - comments.printed)
 
 
 # ---- what to print -------------------------------------------------------------------------------
@@ -157,6 +165,9 @@ class _Comments:
     owner: dict[int, str] = field(default_factory=dict)  # line -> the path whose key starts it
     taken: set[int] = field(default_factory=set)
     key_spans: dict[str, Span] = field(default_factory=dict)
+    lines: set[int] = field(default_factory=set)  # every line with a comment
+    leading_lines: dict[int, list[int]] = field(default_factory=dict)  # line -> the lines of its leading comments
+    printed: set[int] = field(default_factory=set)  # the lines whose comments were printed
 
     @staticmethod
     def of(spec: Spec) -> _Comments:
@@ -170,6 +181,8 @@ class _Comments:
         for number, line in enumerate(source.lines, start=1):
             code, comment = _split_comment(line, dsl)
             codes.append(code)
+            if comment is not None:
+                found.lines.add(number)
             if comment is None or not code.strip():
                 continue
             # Comments on consecutive lines at one column stay aligned (and keep that column while
@@ -183,21 +196,25 @@ class _Comments:
                 found.trailing[number - 1] = _Trailing(group, prior.column, prior.text, True)
                 found.trailing[number] = _Trailing(group, len(code), comment, True)
         for number in range(1, len(source.lines) + 1):
-            above: list[str] = []
+            indent = _indent(source.lines[number - 1])
+            above: list[tuple[int, str]] = []
             for previous in range(number - 1, 0, -1):
                 code, text = codes[previous - 1], source.lines[previous - 1]
                 if code.strip() and code.strip().strip("}").strip():
                     break
                 if code.strip():  # a line of closing braces: keep looking above it
                     continue
-                above.append(text.strip() if text.strip() else "")
+                if text.strip() and _indent(text) > indent:  # the end of the block above: not this key's
+                    break
+                above.append((previous, text.strip()))
             above.reverse()
-            while above and not above[0]:
+            while above and not above[0][1]:
                 above.pop(0)
-            while above and not above[-1]:
+            while above and not above[-1][1]:
                 above.pop()
             if above:
-                found.leading[number] = above
+                found.leading[number] = [text for _, text in above]
+                found.leading_lines[number] = [line for line, text in above if text]
         ranked: dict[int, tuple[int, bool, int, str]] = {}
         for path, span in spec.origin.key_spans.items():
             if span.source is not source:
@@ -221,9 +238,15 @@ class _Comments:
         """Comments above and after the lines that `paths` own (each line's comments print once)."""
         lines = sorted({self.key_spans[path].line for path in paths if self.owns(path)})
         self.taken.update(lines)
+        self.printed.update(line for line in lines if line in self.trailing)
+        self.printed.update(above for line in lines for above in self.leading_lines.get(line, []))
         leading = [comment for line in lines for comment in self.leading.get(line, [])]
         trailing = next((self.trailing[line] for line in lines if line in self.trailing), None)
         return leading, trailing
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
 
 
 def _split_comment(line: str, dsl: bool) -> tuple[str, str | None]:

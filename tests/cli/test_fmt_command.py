@@ -394,3 +394,16 @@ def test_a_small_number_keeps_its_short_exponent(tmp_path: Path) -> None:
     """Python's repr pads an exponent (1e-06); fmt writes what the author wrote, 1e-6."""
     dsl = write(tmp_path, "m.switch", "train { optimizer { learning_rate = 1e-6 } }\n")
     assert run(str(dsl)).stdout == "train {\n  optimizer { learning_rate = 1e-6 }\n}\n"
+
+
+def test_a_comment_that_ends_a_block_is_not_moved_and_its_loss_is_said(tmp_path: Path) -> None:
+    """A comment after a block's last key (deeper than the next key) used to move above the next
+    section; one at the end of the file vanished unsaid. Both are dropped, and fmt says so."""
+    text = "model {\n  d_model = 64\n  # after the last key\n}\n# about moe\nmoe { num_experts = 4 }\n# the end\n"
+    result = run(str(write(tmp_path, "m.switch", text)))
+    assert result.stdout == "model {\n  d_model = 64\n}\n\n# about moe\nmoe { num_experts = 4 }\n"
+    assert "the comments on lines 3, 7 are not kept: fmt keeps a comment on a setting's line" in result.stderr
+    yml = write(tmp_path, "m.yaml", "model:\n  d_model: 64\n  # under model, at its end\nmoe: {num_experts: 4}\n")
+    result = run(str(yml))
+    assert result.stdout == "model:\n  d_model: 64\n\nmoe: {num_experts: 4}\n"
+    assert f"note: {yml}: the comment on line 3 is not kept" in result.stderr
