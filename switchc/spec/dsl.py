@@ -889,11 +889,20 @@ def _brace_problem(source: Source, stop: tuple[int, int] | None) -> Diagnostic |
     return None
 
 
+_OPENS = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*\{")  # a line that opens a block: `moe {`
+
+
 def _missing_close(source: Source, brace: _Brace, before: int, fallback: Span) -> Diagnostic:
-    """'{' of `brace` is never closed: point at the first line after it that is indented like it."""
+    """'{' of `brace` is never closed: point at the first line after it that is indented like it
+    (in a file that does not indent the blocks' bodies: the first line that opens a block)."""
     opened = Span(source, brace.line, brace.column, brace.line, brace.column + 1)
-    for number in range(brace.line + 1, min(before, len(source.lines) + 1)):
+    lines = range(brace.line + 1, min(before, len(source.lines) + 1))
+    body = next((_code(source.line(n)) for n in lines if _code(source.line(n)).strip()), "")
+    flat = bool(body.strip()) and _indent(body) <= brace.indent and not body.strip().startswith("}")
+    for number in lines:
         code = _code(source.line(number))
+        if flat and not _OPENS.match(code):
+            continue
         if code.strip() and _indent(code) <= brace.indent and not code.strip().startswith("}"):
             where = Span(source, number, _indent(code) + 1, number, len(code.rstrip()) + 1)
             return Diagnostic(

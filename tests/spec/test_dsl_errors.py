@@ -174,6 +174,13 @@ MISTAKES = [
         "control characters or line breaks",
     ),
     Mistake("empty file", "", 1, 1, "the spec is empty", "`model {}` takes every default"),
+    Mistake(
+        "a missing brace in a file that does not indent",
+        "model {\nd_model = 768\n\nmoe {\nnum_experts = 2\n}\n",
+        4,
+        1,
+        "missing '}': 'model {' (line 1) is not closed before this line",
+    ),
     Mistake("a no-break space", "model {\xa0d_model = 8 }\n", 1, 8, "unexpected no-break space", "plain space"),
     Mistake("a zero-width space", "model {\u200bd_model = 8 }\n", 1, 8, "unexpected zero width space", "plain space"),
     Mistake("a quoted number", 'model { d_model = "768" }\n', 1, 19, "expected an integer", "without quotes: 768"),
