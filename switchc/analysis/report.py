@@ -282,7 +282,7 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
             )
         )
     rows += [
-        (f"step time on {t.hardware} at {t.mfu:.0%} of peak", _seconds(t.step_seconds)),
+        (f"step time on {t.hardware} at {_percent(t.mfu).replace('.0%', '%')} of peak", _seconds(t.step_seconds)),
         (
             "  compute fwd / bwd / recompute",
             " / ".join(_seconds(x) for x in (t.forward_seconds, t.backward_seconds, t.recompute_seconds)),
