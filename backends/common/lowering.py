@@ -24,6 +24,7 @@ strings that differ. Its statements may read what the backend's prologue defines
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -237,7 +238,16 @@ def lower_forward(
             low.emit(f"# {op.layer.replace('.', ' block ')}")
         previous_layer = op.layer
         rules.lookup(op)(low, node, op)
-    return low.lines, low.switch_layers
+    return _without_unused(low.lines, "noise"), low.switch_layers
+
+
+def _without_unused(lines: list[str], name: str) -> list[str]:
+    """`lines` less the one that sets `name`, when no other line reads it: a model with neither
+    dropout nor Switch layers draws no noise."""
+    mentions = [index for index, line in enumerate(lines) if re.search(rf"\b{name}\b", line)]
+    if len(mentions) == 1 and lines[mentions[0]].lstrip().startswith(f"{name} = "):
+        return lines[: mentions[0]] + lines[mentions[0] + 1 :]
+    return lines
 
 
 # ---- helpers of backend rules -------------------------------------------------------------------

@@ -8,11 +8,15 @@ copied verbatim), and spec.yaml. This module runs inside switchc; it is not copi
 
 from __future__ import annotations
 
+import shlex
+import textwrap
 from importlib import resources
+from pathlib import PurePath
 from types import SimpleNamespace
 
 from switchc.errors import UserError
 from switchc.spec import Spec
+from switchc.spec.checks import OVERRIDE_SOURCE_NAME
 from switchc.spec.emit import to_yaml
 
 from .data import shape_problem
@@ -89,8 +93,45 @@ if __name__ == "__main__":
 '''
 
 
+def made_from(spec: Spec, backend: str, beside: str = "") -> str:
+    """The header's sentence on how the program was made: the spec file's name, not the path it was
+    given by (a program is the same whichever directory it was compiled from), and the --set
+    overrides applied to it, quoted for a shell; wrapped to the header's width. `beside`: more on
+    the files beside it."""
+    source = spec.origin.source.name
+    name = PurePath(source).name
+    where = f"the built-in spec {name}" if source.startswith("<builtin>") else name
+    spans = (*spec.origin.value_spans.values(), *spec.origin.key_spans.values())
+    given = next((span.source for span in spans if span.source.name == OVERRIDE_SOURCE_NAME), None)
+    if given is not None:
+        where += " with " + " ".join(f"--set {shlex.quote(line.removeprefix('--set '))}" for line in given.lines)
+    sentence = f"Made by `switchc compile --backend {backend}` from {where}; spec.yaml beside this file is the "
+    sentence += f"resolved spec{beside}."
+    return textwrap.fill(sentence, width=100, break_on_hyphens=False, break_long_words=False)
+
+
+def title(spec: Spec) -> str:
+    """What the program trains, for the first line of its header."""
+    return "a Switch Transformer" if spec.moe is not None else "a dense T5"
+
+
+# The style the generated code keeps, shipped with it: `ruff format --check .` and `ruff check .`
+# in a program's folder pass (tests/backends/programs.py checks it on every program it compiles).
+RUFF_TOML = """\
+# How this program is formatted and linted: `ruff format --check .` and `ruff check .` pass here.
+line-length = 120
+target-version = "py311"
+
+[lint]
+select = ["E", "F", "W", "B", "I"]
+
+[lint.isort]
+known-first-party = ["model", "runtime"]
+"""
+
+
 def program_files(spec: Spec, *, train: str, model: str, runtime: dict[str, str]) -> dict[str, str]:
     """Every file of a program, path -> text, in path order."""
     check_data(spec)
-    files = {"train.py": train, "model.py": model, "spec.yaml": to_yaml(spec), **runtime}
+    files = {"train.py": train, "model.py": model, "spec.yaml": to_yaml(spec), "ruff.toml": RUFF_TOML, **runtime}
     return dict(sorted(files.items()))

@@ -93,10 +93,11 @@ def write_program(files: dict[str, str], output: Path) -> None:
 def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) -> None:
     """Generate a standalone training program (model, launcher, runtime, resolved spec, cost report).
 
-    A JAX program needs only jax, optax and numpy: run it with `python DIR/train.py` (add
-    `--devices N` on a CPU host to fake the mesh's N devices). A PyTorch program (--backend torch)
-    needs torch and numpy: run it with `torchrun --standalone --nproc-per-node N DIR/train.py`, one
-    process per mesh device. `--help` lists every flag.
+    A JAX program needs jax, optax and numpy (orbax-checkpoint to save checkpoints; its header
+    lists the rest): run it with `python DIR/train.py` (add `--devices N` on a CPU host to fake the
+    mesh's N devices). A PyTorch program (--backend torch) needs torch and numpy: run it with
+    `torchrun --standalone --nproc-per-node N DIR/train.py`, one process per mesh device. `--help`
+    lists every flag. DIR/ruff.toml holds the style the code keeps.
 
     Compiling again into DIR replaces it, if switchc wrote it and it holds nothing else: a run's
     outputs or an HLO dump inside it are never deleted (compile refuses and names them).

@@ -173,16 +173,13 @@ def train_losses(program: Path, *args: str, processes: int = 1) -> list[float]:
 
 
 def ruff_findings(program: Path) -> list[str]:
-    """What `ruff format --check` and `ruff check` (line length 120) say against the program's
-    files; [] when it is formatted and lint-clean."""
+    """What `ruff format --check .` and `ruff check .` say in the program's folder, under the
+    ruff.toml it ships with; [] when it is formatted and lint-clean."""
     ruff = [sys.executable, "-m", "ruff"]
-    commands = [
-        [*ruff, "format", "--check", "--line-length", "120", str(program)],
-        [*ruff, "check", "--line-length", "120", "--select", "E,F,W,B", "--no-cache", str(program)],
-    ]
+    commands = [[*ruff, "format", "--check", "--no-cache", "."], [*ruff, "check", "--no-cache", "."]]
     findings = []
     for command in commands:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=program)
         if result.returncode != 0:
             findings.append(result.stdout + result.stderr)
     return findings

@@ -37,9 +37,31 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
 
 
-def test_output_is_formatted_and_lint_clean(tmp_path: Path) -> None:
-    program = compile_program(tmp_path, "--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001")
+@pytest.mark.parametrize(
+    "settings",
+    [("--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001"), ("--set", "moe=null")],
+    ids=["switch", "dense"],
+)
+def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
+    """Under the ruff.toml the program ships with (a dense one drew noise it never read: F841)."""
+    program = compile_program(tmp_path, *settings)
+    assert (program / "ruff.toml").is_file()
     assert programs.ruff_findings(program) == []
+
+
+def test_the_header_names_the_spec_file_and_its_overrides_not_the_path_typed(tmp_path: Path) -> None:
+    """The same spec compiled from two folders is the same program; the --set overrides it was
+    compiled with are in its header, quoted for a shell."""
+    spec = (tmp_path / "a" / "my spec.yaml", tmp_path / "some" / "much" / "longer" / "path" / "my spec.yaml")
+    for path in spec:
+        path.parent.mkdir(parents=True)
+        path.write_text("moe: {num_experts: 4}\n")
+    settings = ("--set", "mesh.axes={data: 2}")
+    first = programs.compile_program(tmp_path / "p1", *settings, spec=str(spec[0]))
+    second = programs.compile_program(tmp_path / "p2", *settings, spec=str(spec[1]))
+    assert (first / "train.py").read_bytes() == (second / "train.py").read_bytes()
+    header = " ".join((first / "train.py").read_text().split('"""')[1].split())
+    assert "from my spec.yaml with --set 'mesh.axes={data: 2}'; spec.yaml beside this file" in header
 
 
 def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
         ("--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001", "--set", "moe.expert_dropout_rate=0.2"),
         ("--set", "model.tie_embeddings=true", "--set", "model.ffn_activation=geglu", "--set", "moe.top_k=2"),
         ("--set", "mesh.axes={data: 2, expert: 2, model: 2}", "--set", "model.dtype=bfloat16"),
+        ("--set", "moe=null"),  # dense: no noise to draw
     ],
 )
 def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
