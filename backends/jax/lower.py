@@ -130,7 +130,7 @@ def _dense_ffn(low: Lowering, node: str, op: ir.Op) -> None:
 def _switch(low: Lowering, node: str, op: ir.Op) -> None:
     """Group: the whole Switch layer, through to Ungroup and the router losses, in one call."""
     layer = low.switch_layer(node, op)
-    x, eps, jitter, rng = layer.input, layer.router.jitter_eps, layer.jitter_stream, layer.dropout_stream
+    x, jitter, rng = layer.input, layer.jitter_stream, layer.dropout_stream  # jitter's size: SWITCH's
     low.emit(f"# {layer.name}: Switch layer (router, dispatch, experts, combine), per device under shard_map")
     router, experts = layer.router.name, layer.experts.name
     low.emit(f'switch_params = {{"router": params["{router}/w"], **layers.sub(params, "{experts}")}}')
@@ -140,7 +140,7 @@ def _switch(low: Lowering, node: str, op: ir.Op) -> None:
         "switch_params",
         x,
         "SWITCH if train else SWITCH_EVAL",
-        "jitter=None" if jitter is None else f"jitter=noise.jitter({jitter}, {x}.shape, {eps})",
+        "jitter=None" if jitter is None else f"jitter=noise.jitter({jitter}, {x}.shape, SWITCH.jitter_eps)",
         "rng=None" if rng is None else f"rng=noise.key({rng})",
     )
     low.switch_results(node, layer)

@@ -200,7 +200,7 @@ def _dense_ffn(low: Lowering, node: str, op: ir.Op) -> None:
 def _switch(low: Lowering, node: str, op: ir.Op) -> None:
     """Group: the whole Switch layer, through to Ungroup and the router losses, in one call."""
     layer = low.switch_layer(node, op)
-    x, eps, jitter, rng = layer.input, layer.router.jitter_eps, layer.jitter_stream, layer.dropout_stream
+    x, jitter, rng = layer.input, layer.jitter_stream, layer.dropout_stream  # jitter's size: SWITCH's
     low.emit(f"# {layer.name}: Switch layer (router, dispatch, experts, combine) on this process's tokens")
     low.call(
         f"{layer.output}, {layer.metrics}",
@@ -209,7 +209,7 @@ def _switch(low: Lowering, node: str, op: ir.Op) -> None:
         module_expression(layer.experts.name),
         x,
         "SWITCH if self.training else SWITCH_EVAL",
-        "jitter=None" if jitter is None else f"jitter=noise.jitter({jitter}, {x}, {eps!r})",
+        "jitter=None" if jitter is None else f"jitter=noise.jitter({jitter}, {x}, SWITCH.jitter_eps)",
         "rng=None" if rng is None else f"rng=noise.key({rng})",
     )
     low.switch_results(node, layer)

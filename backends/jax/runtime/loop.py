@@ -531,7 +531,8 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     params, opt_state = state["params"], state["opt_state"]
 
     say(
-        f"mesh {dict(mesh.shape)} on {mesh.size} {device.platform} device(s); steps {start}..{args.steps}; "
+        f"mesh {' x '.join(f'{axis}={size}' for axis, size in mesh.shape.items())} on {mesh.size} {device.platform} "
+        f"device(s); steps {start}..{args.steps}; "
         f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
     )
     if jax.device_count() > mesh.size:

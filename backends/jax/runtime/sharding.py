@@ -27,17 +27,18 @@ def fake_cpu_devices(count: int) -> None:
 def make_mesh(axes: Mapping[str, int]) -> Mesh:
     """A mesh with the spec's axes, in order, over the first prod(sizes) devices."""
     needed = int(np.prod(list(axes.values())))
+    shown = " x ".join(f"{axis}={size}" for axis, size in axes.items())
     devices = jax.devices()
     if len(devices) < needed:
         raise SystemExit(
-            f"error: the mesh {dict(axes)} needs {needed} devices, this host has {len(devices)}.\n"
+            f"error: the mesh {shown} needs {needed} devices, this host has {len(devices)}.\n"
             f"hint: on a CPU host pass --devices {needed} to fake them; on accelerators run on more hosts."
         )
     processes = jax.process_count()
     if processes > 1 and len(devices) != needed:  # a process with no device in the mesh has no part to play
         per_process = f"--devices {needed // processes} on CPU hosts, " if needed % processes == 0 else ""
         raise SystemExit(
-            f"error: the mesh {dict(axes)} needs {needed} devices, and the job's {processes} processes have "
+            f"error: the mesh {shown} needs {needed} devices, and the job's {processes} processes have "
             f"{len(devices)} ({len(jax.local_devices())} on this one); with several processes the mesh uses every "
             f"device of the job.\nhint: {per_process}or a mesh of {len(devices)} devices"
         )

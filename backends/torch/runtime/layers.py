@@ -136,7 +136,7 @@ def activate(h: torch.Tensor, h_gate: torch.Tensor | None, activation: str) -> t
 
 
 def _parameter(*shape: int) -> nn.Parameter:
-    """Uninitialised: init_params (in model.py) fills every parameter from the PARAMS table."""
+    """Uninitialised: init_params below fills every parameter from the PARAMS table."""
     return nn.Parameter(torch.empty(shape))
 
 

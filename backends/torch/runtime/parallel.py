@@ -125,8 +125,9 @@ def init_distributed(axes: Mapping[str, int], timeout_seconds: float, device: st
         if os.environ.get("RANK", "0") != "0":
             raise SystemExit(1)
         raise SystemExit(
-            f"error: the mesh {dict(axes)} needs {needed} processes, this job has {world}.\n"
-            f"hint: torchrun --nproc-per-node {needed} train.py"
+            f"error: the mesh {' x '.join(f'{axis}={size}' for axis, size in axes.items())} needs {needed} processes, "
+            f"this job has {world}.\n"
+            f"hint: torchrun --standalone --nproc-per-node {needed} train.py"
             + ("" if needed > 1 else "   (or plain `python train.py`)")
         )
     if "RANK" not in os.environ and world == 1:

@@ -210,7 +210,7 @@ def test_too_few_devices_is_one_error_even_with_checkpoints(tmp_path: Path) -> N
     program = compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 4}")
     result = run_program(program, "--devices", "2", "--steps", "1", "--out", "run")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "error: the mesh {'data': 2, 'expert': 4} needs 8 devices, this host has 2." in result.stderr
+    assert "error: the mesh data=2 x expert=4 needs 8 devices, this host has 2." in result.stderr
 
 
 def test_distributed_without_a_cluster_is_one_error_with_a_hint(tmp_path: Path) -> None:

@@ -105,8 +105,8 @@ def test_help_documents_the_flags_and_launch_commands(tmp_path: Path) -> None:
 def test_a_mesh_needs_its_number_of_processes(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path, "--set", "mesh.axes={expert: 2}"), "--steps", "1")
     assert result.returncode != 0
-    assert "needs 2 processes, this job has 1" in result.stderr
-    assert "torchrun --nproc-per-node 2 train.py" in result.stderr
+    assert "error: the mesh expert=2 needs 2 processes, this job has 1" in result.stderr
+    assert "hint: torchrun --standalone --nproc-per-node 2 train.py" in result.stderr
     # under torchrun every rank finds it; the first says it
     program = compile_program(tmp_path / "four", "--set", "mesh.axes={expert: 4}")
     result = run_program(program, "--steps", "1", processes=2)
