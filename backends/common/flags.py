@@ -72,13 +72,18 @@ def parser(
     # --eval-every likewise, so that `check` can refuse it for a spec without a held-out split.
     flags.set_defaults(checkpoint_default=every, keep_default=3, eval_default=every if held_out else 0)
     flags.set_defaults(held_out=held_out)
-    flags.add_argument("--steps", type=int, default=default_steps, help="train until this step (default: the spec's)")
-    flags.add_argument("--seed", type=int, default=default_seed, help="seed for init, data and noise")
-    flags.add_argument("--log-every", type=int, default=10, help="a train record every N steps (default: 10)")
+    flags.add_argument(
+        "--steps", type=int, default=default_steps, metavar="N", help="train until this step (default: the spec's)"
+    )
+    flags.add_argument("--seed", type=int, default=default_seed, metavar="N", help="seed for init, data and noise")
+    flags.add_argument(
+        "--log-every", type=int, default=10, metavar="N", help="a train record every N steps (default: 10)"
+    )
     flags.add_argument(
         "--out",
         type=Path,
         default=None,
+        metavar="DIR",
         help="run directory: metrics.jsonl, tensorboard/ and checkpoints/ (default: none written)",
     )
     flags.add_argument(
@@ -90,7 +95,7 @@ def parser(
         if held_out
         else "evaluate every N steps: this program's spec holds out no text (data.eval_fraction is 0), so 0 only",
     )
-    flags.add_argument("--eval-batches", type=int, default=10, help="batches per evaluation (default: 10)")
+    flags.add_argument("--eval-batches", type=int, default=10, metavar="N", help="batches per evaluation (default: 10)")
     flags.add_argument(
         "--checkpoint-every",
         type=int,

@@ -62,7 +62,9 @@ def parse_args(
         init_from_help="start from the weights in FILE (from --export-init of this or the PyTorch program) "
         "instead of --seed's; with --resume, only while OUT has no checkpoint",
     )
-    parser.add_argument("--devices", type=int, default=None, help="fake this many CPU devices (CPU hosts only)")
+    parser.add_argument(
+        "--devices", type=int, default=None, metavar="N", help="fake this many CPU devices (CPU hosts only)"
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -80,6 +82,7 @@ def parse_args(
         "--timeout",
         type=float,
         default=120.0,
+        metavar="SECONDS",
         help="with --distributed: seconds a process waits for the others to join, and for a word from one "
         "before it counts as dead (default: 120)",
     )

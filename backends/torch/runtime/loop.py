@@ -87,6 +87,7 @@ def parse_args(
         "--timeout",
         type=float,
         default=120.0,
+        metavar="SECONDS",
         help="seconds any collective may wait for the other ranks before failing (default: 120)",
     )
     args = parser.parse_args(argv)
