@@ -40,13 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 from .sharding import fake_cpu_devices
 
-if TYPE_CHECKING:
+if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
     from ...common import flags, host, metrics
-else:
-    try:  # a generated program: runtime/flags.py, host.py and metrics.py are copies of backends/common's
-        from . import flags, host, metrics
-    except ImportError:  # inside the switchc package
-        from ...common import flags, host, metrics
+else:  # a generated program: runtime/flags.py, host.py and metrics.py are copies of backends/common's
+    from . import flags, host, metrics
 
 
 def parse_args(
@@ -256,10 +253,9 @@ def _weights() -> Any:
     """runtime/weights.py of a generated program (a copy of backends/common/weights.py)."""
     import importlib
 
-    try:
-        return importlib.import_module(f"{__package__}.weights")
-    except ImportError:  # inside the switchc package
+    if __package__ != "runtime":  # inside the switchc package
         return importlib.import_module("...common.weights", __package__)
+    return importlib.import_module(f"{__package__}.weights")
 
 
 def _load_weights(model: ModuleType, path: Path, param_sharding: Any) -> dict[str, Any]:

@@ -26,13 +26,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-if TYPE_CHECKING:
+if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
     from ...common.routing import MoESettings
-else:
-    try:  # a generated program: runtime/routing.py is a copy of backends/common/routing.py
-        from .routing import MoESettings
-    except ImportError:  # inside the switchc package
-        from ...common.routing import MoESettings
+else:  # a generated program: runtime/routing.py is a copy of backends/common/routing.py
+    from .routing import MoESettings
 
 Params = dict[str, Any]
 

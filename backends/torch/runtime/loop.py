@@ -56,13 +56,10 @@ from .layers import Noise, flat_params, ir_name, load_flat
 from .optim import clip_by_global_norm, optimizer_for, schedule
 from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
 
-if TYPE_CHECKING:
+if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
     from ...common import flags, host, metrics, weights
-else:
-    try:  # a generated program: runtime/flags.py, host.py, metrics.py and weights.py are copies of backends/common's
-        from . import flags, host, metrics, weights
-    except ImportError:  # inside the switchc package
-        from ...common import flags, host, metrics, weights
+else:  # a generated program: runtime/ holds copies of backends/common's flags, host, metrics, weights
+    from . import flags, host, metrics, weights
 
 T = TypeVar("T")
 

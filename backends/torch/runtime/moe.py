@@ -27,13 +27,10 @@ from torch import nn
 
 from .layers import Stream, activate, dropout
 
-if TYPE_CHECKING:
+if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
     from ...common.routing import MoESettings
-else:
-    try:  # a generated program: runtime/routing.py is a copy of backends/common/routing.py
-        from .routing import MoESettings
-    except ImportError:  # inside the switchc package
-        from ...common.routing import MoESettings
+else:  # a generated program: runtime/routing.py is a copy of backends/common/routing.py
+    from .routing import MoESettings
 
 
 class Route(NamedTuple):
