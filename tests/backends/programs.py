@@ -76,6 +76,33 @@ def launcher(prelude: str = "") -> str:
     )
 
 
+def fail_at(rank: int, step: int, *, hang: bool = False) -> str:
+    """A launcher prelude for a PyTorch program: rank `rank` raises (or, with `hang`, stops without
+    exiting) as it reads the batch of step `step` (0-based), so that a test can check that the other
+    ranks then fail with an error, at once or after --timeout, instead of waiting forever."""
+    if hang:
+        failure = (
+            f"print('rank {rank} hangs at step {step} (test)', file=sys.stderr, flush=True)\n"
+            # SIGTERM's default ends it: torchrun's SIGTERM at the end of the job need not wait out
+            # its grace period for a step that never ends
+            "        signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+            "        while True:\n"
+            "            time.sleep(60)\n"
+        )
+    else:
+        failure = f"raise RuntimeError('rank {rank} fails at step {step} (test)')\n"
+    return (
+        "import os, time\n"
+        "import runtime.loop\n"
+        "_read = runtime.loop._local_batch\n"
+        "def _failing(data, step, *args):\n"
+        f"    if int(os.environ.get('RANK', '0')) == {rank} and step == {step}:\n"
+        f"        {failure}"
+        "    return _read(data, step, *args)\n"
+        "runtime.loop._local_batch = _failing\n"
+    )
+
+
 def launch(program: Path, *args: str, processes: int = 1, prelude: str = "") -> list[str]:
     """The command that runs train.py (in `program`) as a user would: torchrun for several processes."""
     if processes == 1:

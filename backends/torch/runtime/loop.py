@@ -29,10 +29,6 @@ with status 143 (metrics.StopRequest); Ctrl-C stops at once.
 
 Every rank reads only its rows of each global batch (the data pipeline is deterministic per
 (seed, epoch, index)); records are means over batch shards (per-expert counts: sums).
-
-Testing hook: SWITCHC_FAIL_AT="RANK:STEP" makes that rank raise at that step, and
-SWITCHC_FAIL_AT="RANK:STEP:hang" makes it stop there without exiting, to check that the other
-ranks then fail with an error (at once, or after --timeout seconds) instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -97,24 +93,6 @@ def parse_args(
     if not args.system_malloc:
         host.retain_freed_memory()  # before torch starts its intra-op threads
     return args
-
-
-def _inject_failure(rank: int, step: int) -> None:
-    """SWITCHC_FAIL_AT="RANK:STEP[:hang]" (testing): this rank raises, or hangs, at this step."""
-    value = os.environ.get("SWITCHC_FAIL_AT")
-    if not value:
-        return
-    fail_rank, fail_step, *mode = value.split(":")
-    if (int(fail_rank), int(fail_step)) != (rank, step):
-        return
-    if mode == ["hang"]:
-        print(f"SWITCHC_FAIL_AT: rank {rank} hangs at step {step} (testing)", file=sys.stderr, flush=True)
-        # SIGTERM's default ends it: torchrun's SIGTERM at the end of the job need not wait out its
-        # 30 s grace for a step that never ends before its SIGKILL
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        while True:
-            time.sleep(60)
-    raise RuntimeError(f"SWITCHC_FAIL_AT: rank {rank} fails at step {step} (testing)")
 
 
 def _local_batch(data: Any, step: int, config: Any, parallel: Parallel, device: torch.device) -> dict[str, Any]:
@@ -403,7 +381,6 @@ def _train(
         stop.install()
         for index in range(start, args.steps):
             number = index + 1  # steps done once this one is
-            _inject_failure(rank, index)
             batch = _local_batch(data, index, config, parallel, device)
             noise = Noise(
                 args.seed + 1,

@@ -148,7 +148,7 @@ def test_every_mesh_matches_one_process(tmp_path: Path, one_process: list[float]
 
 
 def _independent_ranks(
-    program: Path, per_rank: list[list[str]], env: dict[str, str] | None = None
+    program: Path, per_rank: list[list[str]], prelude: str = ""
 ) -> tuple[list[int], list[str], float]:
     """Rank i runs train.py with per_rank[i] as its own process (as on several hosts, no torchrun
     agent to stop the rest): their exit statuses, stderr texts, and the seconds until all ended."""
@@ -159,11 +159,10 @@ def _independent_ranks(
         env = {
             **os.environ,
             "OMP_NUM_THREADS": "1",
-            **(env or {}),
             **{"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(len(per_rank))},
             **{"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
         }
-        command = [sys.executable, "-c", programs.launcher(), *args]
+        command = [sys.executable, "-c", programs.launcher(prelude), *args]
         processes.append(
             subprocess.Popen(command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
@@ -180,9 +179,9 @@ def test_a_crashed_rank_makes_every_rank_exit(tmp_path: Path) -> None:
     every rank must still exit non-zero, well within the bound."""
     program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
     args = ["--steps", "5", "--log-every", "1", "--timeout", "30"]
-    statuses, errors, elapsed = _independent_ranks(program, [args, args], env={"SWITCHC_FAIL_AT": "1:1"})
+    statuses, errors, elapsed = _independent_ranks(program, [args, args], prelude=programs.fail_at(1, 1))
     assert all(status != 0 for status in statuses), statuses
-    assert "SWITCHC_FAIL_AT: rank 1 fails at step 1" in errors[1]
+    assert "rank 1 fails at step 1 (test)" in errors[1]
     assert "error: rank 0:" in errors[0]
     assert elapsed < 120, elapsed
 
@@ -221,7 +220,9 @@ def test_a_hung_rank_times_out_under_torchrun(tmp_path: Path) -> None:
     ends the job with an error."""
     program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
     start = time.monotonic()
-    result = run_program(program, "--steps", "5", "--timeout", "5", processes=2, env={"SWITCHC_FAIL_AT": "1:1:hang"})
+    result = run_program(
+        program, "--steps", "5", "--timeout", "5", processes=2, prelude=programs.fail_at(1, 1, hang=True)
+    )
     assert result.returncode != 0
     assert "error: rank 0:" in result.stderr and "Timed out" in result.stderr
     assert time.monotonic() - start < 120
