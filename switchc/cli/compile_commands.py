@@ -49,7 +49,8 @@ def write_program(files: dict[str, str], output: Path) -> None:
             "choose a new directory, or remove this one yourself",
         )
     if output.exists():
-        own = {Path(relative).parts[0] for relative in files} | {MARKER, "__pycache__"}
+        # what running and linting the program leave behind is the program's too
+        own = {Path(relative).parts[0] for relative in files} | {MARKER, "__pycache__", ".ruff_cache"}
         foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in output.iterdir())
         foreign = [name for name in foreign if name.rstrip("/") not in own]
         if foreign:
@@ -82,8 +83,9 @@ def write_program(files: dict[str, str], output: Path) -> None:
     "compile",
     epilog=example(
         "switchc compile switch-tiny --backend jax -o out/switch-tiny   # then: python out/switch-tiny/train.py",
+        "switchc compile switch-tiny --backend torch -o out/pt --set 'mesh.axes={data: 2}'",
+        "    # then: torchrun --standalone --nproc-per-node 2 out/pt/train.py",
         "switchc compile switch-tiny -o out/ep --set 'mesh.axes={data: 2, expert: 4}'",
-        "switchc compile switch-tiny --backend torch -o out/pt   # then: torchrun --nproc-per-node 1 out/pt/train.py",
     ),
 )
 @click.argument("spec", metavar="SPEC")

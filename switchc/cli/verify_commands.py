@@ -69,7 +69,9 @@ def _number(value: float) -> str:
     show_default=True,
     help="Relative, for bytes.",
 )
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program and HLO here.")
+@click.option(
+    "--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program (and, for jax, its HLO) here."
+)
 @click.option(
     "--timeout",
     type=Number(min=0, max=1_000_000, min_open=True),

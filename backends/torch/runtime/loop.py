@@ -322,8 +322,9 @@ def _train(
     if resumed is not None:
         ignored = f" (not from --init-from {args.init_from}: the checkpoint has the weights)" if args.init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
-        if start > args.steps:
-            say(f"note: the run is already past --steps {args.steps}; nothing to train (a larger --steps goes on)")
+        if start >= args.steps:
+            where = "past" if start > args.steps else "at"
+            say(f"note: the run is already {where} --steps {args.steps}; nothing to train (a larger --steps goes on)")
     elif args.init_from is not None:
         say(f"initialised from {args.init_from}")
 

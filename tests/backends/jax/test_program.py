@@ -111,6 +111,7 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     program = compile_program(tmp_path)
     (program / "runtime" / "stale.py").write_text("old")
     (program / "__pycache__").mkdir()
+    (program / ".ruff_cache").mkdir()  # README: `ruff check .` in the program's folder
     compile_program(tmp_path)  # a switchc-written directory is replaced whole
     assert not (program / "runtime" / "stale.py").exists() and (program / "train.py").is_file()
     # ... unless it holds what a user put there (README's --dump-hlo example writes into it)

@@ -149,6 +149,14 @@ def test_resume_after_a_finished_run_is_bit_identical(straight: Path, tmp_path: 
     assert train == without_timing(records(straight / "run", "train"))
 
 
+def test_resuming_at_the_last_step_trains_nothing_and_says_so(straight: Path) -> None:
+    records_before = (straight / "run" / "metrics.jsonl").read_text()
+    result = run_program(straight, "--steps", "6", *FLAGS, "--out", "run", "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "note: the run is already at --steps 6; nothing to train (a larger --steps goes on)" in result.stdout
+    assert (straight / "run" / "metrics.jsonl").read_text() == records_before
+
+
 def test_fresh_run_refuses_a_directory_with_checkpoints(straight: Path) -> None:
     result = run_program(straight, "--steps", "1", "--out", "run")
     assert result.returncode == 1
