@@ -162,9 +162,13 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
         raise PlainUserError(f"{name} is a built-in spec, not a file", "print it, or write it with -o PATH")
     # compared as bytes: what -o replaces may be any file, not UTF-8 text (it differs, then)
     current = destination.read_bytes() if destination.is_file() else None
+    if current == text.encode("utf-8"):
+        if not check:
+            click.echo(f"unchanged {destination}", err=True)
+        return False
+    if output is None and current is not None and destination != Path(name):
+        _check_sibling(name, spec, destination)  # --check too: it must not ask for a --write that refuses
     if check:
-        if current == text.encode("utf-8"):
-            return False
         said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
         click.echo(said, err=True)
         if current is not None:
@@ -172,11 +176,6 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
             diff = difflib.unified_diff(lines, text.splitlines(keepends=True), str(destination), "formatted")
             click.echo("".join(diff), err=True, nl=False)
         return True
-    if current == text.encode("utf-8"):
-        click.echo(f"unchanged {destination}", err=True)
-        return False
-    if output is None and current is not None and destination != Path(name):
-        _check_sibling(name, spec, destination)
     write_output(destination, text)
     click.echo(f"wrote {destination}", err=True)
     return False

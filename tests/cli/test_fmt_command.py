@@ -149,6 +149,8 @@ def test_write_replaces_a_sibling_only_when_it_is_the_same_spec(tmp_path: Path) 
         assert refused.exit_code == 2 and "Traceback" not in refused.output
         assert f"error: {sibling} " in refused.stderr and f"remove {sibling} to replace it" in refused.stderr
         assert sibling.read_text() == other
+        checked = run("--check", "--to", "yaml", str(dsl))  # says the same, not 'would reformat'
+        assert checked.exit_code == 2 and f"remove {sibling} to replace it" in checked.stderr
     sibling.write_text(AS_YAML.replace("num_experts: 4}", "num_experts: 8}"))
     assert "differs in moe.num_experts" in run("--write", "--to", "yaml", str(dsl)).stderr
     assert run("--to", "yaml", str(dsl), "-o", str(sibling)).exit_code == 0  # -o names it: replaced
