@@ -111,7 +111,7 @@ def verify(
     else:
         from switchc.backends.jax.verify import verify as run_verify
 
-        starting = f"compiling {resolved.name}'s train step on {devices} fake device(s)..."
+        starting = f"compiling {resolved.name}'s train step on {devices} fake device{'s' if devices > 1 else ''}..."
         options = {"total_flops_tolerance": total_flops_tolerance}
     click.echo(starting, err=True)
     if flops_tolerance is None:

@@ -487,7 +487,7 @@ class _DslPrinter:
 def _written_as_blocks(spec: Spec, stack: str) -> bool:
     """Whether the source listed the stack's blocks: a DSL stack of blocks gives its Switch layers
     at the stack's name, where `switch = [...]` (or YAML's layout) gives them at a `switch` key.
-    A stack written either way prints the same way; a spec without a source prints compactly."""
+    fmt prints each stack in the form its source chose; a spec without a source, compactly."""
     if not isinstance(spec.layout.placement(stack), tuple):
         return False
     span = spec.origin.key_spans.get(f"layout.{stack}.switch")

@@ -531,7 +531,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
 
     say(
         f"mesh {' x '.join(f'{axis}={size}' for axis, size in mesh.shape.items())} on {mesh.size} {device.platform} "
-        f"device(s); steps {start}..{args.steps}; "
+        f"device{'s' if mesh.size > 1 else ''}; steps {start}..{args.steps}; "
         f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
     )
     if jax.device_count() > mesh.size:

@@ -316,7 +316,7 @@ def _train(
     devices = mesh.size(mesh.axes)
     shape = " x ".join(f"{axis}={size}" for axis, size in model_module.MESH_AXES.items())
     say(
-        f"mesh {shape} on {devices} {device.type} process(es); steps {start}..{args.steps}; "
+        f"mesh {shape} on {devices} {device.type} process{'es' if devices > 1 else ''}; steps {start}..{args.steps}; "
         f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
     )
     if resumed is not None:
