@@ -17,14 +17,14 @@ depend on the target framework lives here, so both backends' programs read alike
   (each backend's runtime places the program on the mesh itself).
 
 A backend's lower.py holds a `RuleTable` with its own rule for every other op kind: only the
-strings that differ. Its statements may read what the backend's prologue defines (`noise`,
-`input_mask`, `causal_mask` when there is a decoder) and what the program provides (`batch`,
-`layers`, `CONFIG`); `moe` (Switch layer -> its router losses and metrics) is defined here.
+strings that differ. Its statements may read what the backend's prologue defines (`input_mask`,
+`causal_mask` when there is a decoder), `noise` through `Lowering.stream()` (which is what makes
+the backend's noise statement appear), and what the program provides (`batch`, `layers`,
+`CONFIG`); `moe` (Switch layer -> its router losses and metrics) is defined here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -223,9 +223,11 @@ class RuleTable:
 
 
 def lower_forward(
-    spec: Spec, graph: Graph, rules: RuleTable, indent: str, prologue: Sequence[str]
+    spec: Spec, graph: Graph, rules: RuleTable, indent: str, noise: str, prologue: Sequence[str]
 ) -> tuple[list[str], list[str]]:
-    """The statements of the forward pass (from `prologue` on), and the Switch layers' names."""
+    """The statements of the forward pass, and the Switch layers' names. They start with `noise`,
+    the statement that defines the step's noise, when a rule drew a random stream from it (a model
+    with neither dropout nor router jitter draws none), then `prologue`."""
     low = Lowering(spec, graph, indent)
     for line in prologue:
         low.emit(line)
@@ -238,16 +240,8 @@ def lower_forward(
             low.emit(f"# {op.layer.replace('.', ' block ')}")
         previous_layer = op.layer
         rules.lookup(op)(low, node, op)
-    return _without_unused(low.lines, "noise"), low.switch_layers
-
-
-def _without_unused(lines: list[str], name: str) -> list[str]:
-    """`lines` less the one that sets `name`, when no other line reads it: a model with neither
-    dropout nor Switch layers draws no noise."""
-    mentions = [index for index, line in enumerate(lines) if re.search(rf"\b{name}\b", line)]
-    if len(mentions) == 1 and lines[mentions[0]].lstrip().startswith(f"{name} = "):
-        return lines[: mentions[0]] + lines[mentions[0] + 1 :]
-    return lines
+    drawn = [indent + noise] if low.streams else []
+    return drawn + low.lines, low.switch_layers
 
 
 # ---- helpers of backend rules -------------------------------------------------------------------

@@ -166,10 +166,10 @@ def _loss(low: Lowering, node: str, op: ir.Op) -> None:
 
 def forward_body(spec: Spec, graph: Graph) -> tuple[list[str], list[str]]:
     """The statements of loss_fn's body, and the Switch layers' names."""
-    prologue = ["noise = layers.Noise(rng if train else None)", 'input_mask = layers.padding_mask(batch["inputs"])']
+    prologue = ['input_mask = layers.padding_mask(batch["inputs"])']
     if spec.model.decoder_layers:
         prologue.append(f"causal_mask = layers.causal_mask({spec.train.targets_length})")
-    return lower_forward(spec, graph, RULES, INDENT, prologue)
+    return lower_forward(spec, graph, RULES, INDENT, "noise = layers.Noise(rng if train else None)", prologue)
 
 
 def check_layout(graph: Graph) -> None:

@@ -239,10 +239,8 @@ def _loss(low: Lowering, node: str, op: ir.Op) -> None:
 def forward_body(spec: Spec, graph: Graph) -> tuple[list[str], list[str]]:
     """The statements of Transformer.forward's body, and the Switch layers' names."""
     require_unsharded(graph, "runtime/parallel.py places the model on the mesh")
-    prologue = [
-        "noise = noise if self.training and noise is not None else layers.Noise()  # evaluation: no noise",
-        'input_mask = layers.padding_mask(batch["inputs"])',
-    ]
+    noise = "noise = noise if self.training and noise is not None else layers.Noise()  # evaluation: no noise"
+    prologue = ['input_mask = layers.padding_mask(batch["inputs"])']
     if spec.model.decoder_layers:
         prologue.append(f'causal_mask = layers.causal_mask({spec.train.targets_length}, batch["targets"].device)')
-    return lower_forward(spec, graph, RULES, BODY, prologue)
+    return lower_forward(spec, graph, RULES, BODY, noise, prologue)
