@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+from typing import Any
 
 # JAX tests run meshes of up to 8 devices; on a CPU host XLA fakes them. This must be set before
 # anything imports jax, and collection imports test modules after this file. The tests, and the
@@ -18,6 +20,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SPECS_DIR = REPO / "specs"
 SPEC_FILES = sorted(SPECS_DIR.glob("*.yaml"))
+
+
+def refuse_reading(monkeypatch: pytest.MonkeyPatch, refused: Path) -> None:
+    """Make reading `refused` fail with EACCES, as chmod 000 would, but for root too."""
+    read = Path.read_text
+
+    def refuse(path: Path, *args: Any, **kwargs: Any) -> str:
+        if path == refused:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refuse)
 
 
 @pytest.fixture

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from switchc import files
 from switchc.errors import PlainUserError
+from tests.conftest import refuse_reading
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,14 +82,7 @@ def test_an_input_that_cannot_be_read_is_a_user_error(tmp_path: Path, monkeypatc
     """With an input's hint (the command line's catch-all for system errors hints at outputs)."""
     spec = tmp_path / "unreadable.yaml"
     spec.write_text("model: {}\n")
-    read = Path.read_text
-
-    def refuse(path: Path, *args: Any, **kwargs: Any) -> str:
-        if path == spec:  # as chmod 000 would, but for root too
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return read(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", refuse)
+    refuse_reading(monkeypatch, spec)
     with pytest.raises(PlainUserError) as raised:
         files.read_text(spec)
     assert raised.value.render() == f"error: cannot read {spec}: Permission denied\nhint: check the file's permissions"

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from switchc.cli import main
 from switchc.spec import load_spec
-from tests.conftest import SPECS_DIR
+from tests.conftest import SPECS_DIR, refuse_reading
 
 runner = CliRunner()
 
@@ -332,14 +330,7 @@ def test_output_replaces_a_file_that_is_not_utf8(tmp_path: Path) -> None:
 def test_a_spec_that_cannot_be_read_is_an_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its hint is an input's, not the output's "choose a path you can write to"."""
     spec = write(tmp_path, "unreadable.switch", MESSY)
-    read = Path.read_text
-
-    def refuse(path: Path, *args: Any, **kwargs: Any) -> str:
-        if path == spec:  # as chmod 000 would, but for root too
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return read(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "read_text", refuse)
+    refuse_reading(monkeypatch, spec)
     result = run(str(spec))
     assert result.exit_code == 2
     assert result.stderr == f"error: cannot read {spec}: Permission denied\nhint: check the file's permissions\n"
