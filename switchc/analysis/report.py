@@ -6,8 +6,8 @@
 
 JSON shape (version REPORT_VERSION; docs/cost-model.md describes every field): `version`,
 `spec`, `conventions`, `params`, `flops` (`model`, `executed`, `by_layer`, `by_op_kind`),
-`memory`, `comm` (`collectives[]`, `summary[]`), `time`, `layers[]`. Fields are added in later
-versions, never renamed or removed without a version bump.
+`memory`, `comm` (`collectives[]`, `summary[]`), `time`, `layers[]`, `notes[]`, `full_remat`.
+Fields are added in later versions, never renamed or removed without a version bump.
 """
 
 from __future__ import annotations
@@ -90,6 +90,16 @@ class LayerRow:
 
 
 @dataclass(frozen=True)
+class FullRemat:
+    """The same spec with train.remat = full, analysed when it does not fit as written (remat none)."""
+
+    per_device_bytes: int
+    fits: bool
+    step_seconds: float
+    recompute_flops_per_device: int
+
+
+@dataclass(frozen=True)
 class Report:
     version: int
     spec: SpecSummary
@@ -101,6 +111,7 @@ class Report:
     time: TimeReport
     layers: tuple[LayerRow, ...]
     notes: tuple[str, ...] = ()  # what a user should know of the spec (routing_notes)
+    full_remat: FullRemat | None = None  # when the spec does not fit without remat
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON data (the documented, versioned shape)."""
@@ -178,7 +189,25 @@ def analyse(graph: Graph, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
     conventions = (*flops.conventions, *MEMORY_CONVENTIONS, *COMM_CONVENTIONS, f"step time: {time.overlap}")
     summary = _spec_summary(graph)
     notes = tuple(routing_notes(summary))
-    return Report(REPORT_VERSION, summary, conventions, params, flops, memory, comm, time, layers, notes)
+    full_remat = None
+    if not memory.fits and meta.train.remat == "none":
+        again = analyse(_with_full_remat(graph), hw, mfu)
+        assert again.memory.fits is not None
+        full_remat = FullRemat(
+            per_device_bytes=again.memory.per_device_bytes,
+            fits=again.memory.fits,
+            step_seconds=again.time.step_seconds,
+            recompute_flops_per_device=again.flops.executed.recompute_per_device,
+        )
+    return Report(REPORT_VERSION, summary, conventions, params, flops, memory, comm, time, layers, notes, full_remat)
+
+
+def _with_full_remat(graph: Graph) -> Graph:
+    """The same sharded graph with train.remat = full: the analyses read remat from its info."""
+    meta = info(graph)
+    again: Graph = graph.copy()
+    again.graph["info"] = dataclasses.replace(meta, train=dataclasses.replace(meta.train, remat="full"))
+    return again
 
 
 def report_for(spec: Spec, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
@@ -272,6 +301,18 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
             "  activations no remat / full remat",
             f"{_bytes(m.activations_no_remat_bytes)} / {_bytes(m.activations_full_remat_bytes)}",
         ),
+    ]
+    if report.full_remat is not None:
+        remat = report.full_remat
+        rows.append(
+            (
+                "  with train.remat: full",
+                f"{_bytes(remat.per_device_bytes)} ({'fits' if remat.fits else 'does not fit either'}); step "
+                f"{_seconds(remat.step_seconds)}: +{_count(remat.recompute_flops_per_device)} FLOPs/device to "
+                "recompute each block",
+            )
+        )
+    rows += [
         ("comm/step/device", f"{_bytes(c.bytes_per_device)} in {sum(x.count for x in c.summary)} collectives"),
     ]
     for entry in c.summary:
