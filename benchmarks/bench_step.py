@@ -897,7 +897,7 @@ def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
     shape = {name: getattr(cfg, name) for name in ("vocab_size", "batch_size", "inputs_length", "targets_length")}
     # As the loop's _local_batch makes it: int64 ids and the target count each shard's loss divides by.
     batch = {name: torch.from_numpy(value).long().to(device) for name, value in random_batch(shape).items()}
-    batch["targets_per_shard"] = placed.mean_over_batch((batch["targets"] > 0).sum().float())
+    batch["target_count"] = placed.mean_over_batch((batch["targets"] > 0).sum().float())
     rows = placed.batch_rows(cfg.batch_size)
     placed.module.train()
     index = 0

@@ -230,8 +230,8 @@ def _logits(low: Lowering, node: str, op: ir.Op) -> None:
 @RULES.rule(ir.Loss)
 def _loss(low: Lowering, node: str, op: ir.Op) -> None:
     token_loss, *_ = low.inputs(node)
-    low.emit("# this shard's part of the global batch's mean (see layers.masked_mean)")
-    targets = ('batch["targets"] > 0', 'batch.get("targets_per_shard")')
+    low.emit('# the mean over batch["target_count"] targets when given, else over this batch\'s own')
+    targets = ('batch["targets"] > 0', 'batch.get("target_count")')
     low.call("cross_entropy", "layers.masked_mean", token_loss, *targets)
     low.sum(low.output(node, op), ["cross_entropy", *low.aux_terms])
 

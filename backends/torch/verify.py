@@ -210,7 +210,7 @@ def _worker(program: Path, out: Path, seed: int, timeout: float) -> None:
         recorder = _Recorder()
         counter = FlopCounterMode(display=False)
         with recorder.recording(), counter:  # the step of runtime/loop.py
-            batch["targets_per_shard"] = placed.mean_over_batch((batch["targets"] > 0).sum().float())
+            batch["target_count"] = placed.mean_over_batch((batch["targets"] > 0).sum().float())
             loss, _ = placed.module(batch, noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()

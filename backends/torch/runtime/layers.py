@@ -335,9 +335,9 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor | float | None = None) -> torch.Tensor:
     """Mean of `values` where `mask` is true (pad targets carry no loss).
 
-    `count` replaces the number of true entries as the divisor: for one shard of a global batch,
-    the global count divided by the number of shards makes the mean over shards of each shard's
-    result the global batch's mean (the training loop supplies it as batch["targets_per_shard"]).
+    `count` replaces the number of true entries as the divisor. The training loop passes the
+    global batch's count divided by the number of batch shards (as batch["target_count"]), so
+    that the mean over shards of each shard's result is the global batch's mean.
     """
     weights = mask.to(values.dtype)
     divisor = weights.sum() if count is None else torch.as_tensor(count, dtype=values.dtype, device=values.device)

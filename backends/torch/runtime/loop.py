@@ -96,15 +96,16 @@ def parse_args(
 
 
 def _local_batch(data: Any, step: int, config: Any, parallel: Parallel, device: torch.device) -> dict[str, Any]:
-    """This rank's rows of global batch `step`, and the share of the global target count that
-    makes each shard's loss its part of the global mean (see layers.masked_mean)."""
+    """This rank's rows of global batch `step`, and the target count its loss is averaged over:
+    the global batch's divided by the batch shards, so that the mean of the shards' losses is the
+    global mean (see layers.masked_mean)."""
     local = data.batch(step, config.batch_size, parallel.batch_rows(config.batch_size))
     batch = {
         "inputs": torch.from_numpy(local.inputs).long().to(device),
         "targets": torch.from_numpy(local.targets).long().to(device),
     }
     count = (batch["targets"] > 0).sum().float()
-    batch["targets_per_shard"] = parallel.mean_over_batch(count)
+    batch["target_count"] = parallel.mean_over_batch(count)
     return batch
 
 
