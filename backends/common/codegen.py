@@ -158,10 +158,11 @@ def params_lines(spec: Spec, graph: Graph) -> list[str]:
 # ---- the Config dataclass -------------------------------------------------------------------------
 
 
-def config_fields(spec: Spec) -> list[str]:
-    """Config's fields: every scalar the model, the loop and the data pipeline read."""
+def config_values(spec: Spec) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """Config's fields and values by group (a title, then (name, value) pairs): every scalar the
+    model, the loop and the data pipeline read."""
     optimizer = spec.train.optimizer
-    groups: list[tuple[str, list[tuple[str, Any]]]] = [
+    return [
         ("model (PAPER.md Sec. 1)", [(f.name, getattr(spec.model, f.name)) for f in fields(spec.model)]),
         (
             "training (Sec. 4)",
@@ -183,8 +184,12 @@ def config_fields(spec: Spec) -> list[str]:
         ),
         ("data", [(f.name, getattr(spec.data, f.name)) for f in fields(spec.data)]),
     ]
+
+
+def config_fields(spec: Spec) -> list[str]:
+    """Config's field lines (config_values), annotated, with their values as defaults."""
     lines: list[str] = []
-    for title, items in groups:
+    for title, items in config_values(spec):
         lines.append(f"    # {title}")
         for name, value in items:
             annotation = type(value).__name__ if value is not None else "str | None"

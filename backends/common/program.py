@@ -19,6 +19,7 @@ from switchc.spec import Spec
 from switchc.spec.checks import OVERRIDE_SOURCE_NAME
 from switchc.spec.emit import to_yaml
 
+from .codegen import config_values
 from .data import shape_problem
 
 # backends/common modules every program carries in runtime/ (standard library and numpy only)
@@ -37,19 +38,16 @@ def runtime_files(package: str, modules: tuple[str, ...]) -> dict[str, str]:
     return files
 
 
+def program_config(spec: Spec) -> SimpleNamespace:
+    """The values of the program's model.CONFIG (codegen.config_values), for runtime/data.py
+    called from switchc."""
+    return SimpleNamespace(**{name: value for _, items in config_values(spec) for name, value in items})
+
+
 def check_data(spec: Spec) -> None:
     """What runtime/data.py needs of the spec's shapes (its `shape_problem`), as a located error when
     the program is made; the program checks the same when it starts."""
-    config = SimpleNamespace(
-        tokenizer=spec.data.tokenizer,
-        objective=spec.data.objective,
-        noise_density=spec.data.noise_density,
-        mean_noise_span=spec.data.mean_noise_span,
-        vocab_size=spec.model.vocab_size,
-        inputs_length=spec.train.inputs_length,
-        targets_length=spec.train.targets_length,
-    )
-    problem = shape_problem(config)
+    problem = shape_problem(program_config(spec))
     if problem is not None:
         setting, error, hint = problem
         raise UserError.at(spec.span(setting), error, hint)

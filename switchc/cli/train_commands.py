@@ -18,6 +18,7 @@ import yaml
 
 from switchc.analysis import hardware as analysis_hardware
 from switchc.backends import target
+from switchc.backends.common import data, weights
 from switchc.backends.common.codegen import parameters
 from switchc.backends.common.flags import (
     LOCK_NAME,
@@ -29,6 +30,7 @@ from switchc.backends.common.flags import (
     run_directory_user,
     shape_differences,
 )
+from switchc.backends.common.program import program_config
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, UserError
@@ -274,6 +276,10 @@ def train(
                 err=True,
             )
             return
+    if init_from is not None:
+        _check_weights(init_from, resolved)
+    if not resume and any((out / name).exists() for name in RUN_OUTPUTS):
+        _check_data(resolved, out, evaluate=eval_every != 0)
     _hold_run_directory(out)
     try:
         if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
@@ -316,6 +322,36 @@ def _check_removable(out: Path) -> None:
                     f"(no permission to delete in {folder}, or it is on a read-only file system)",
                     "choose another --out, or continue that run with --resume",
                 )
+
+
+def _check_weights(path: Path, spec: Spec) -> None:
+    """--init-from, read and checked here as the program will (runtime/weights.py) before anything
+    in OUT changes: a file of another spec, or a damaged one, stops the command with OUT as it was."""
+    try:
+        weights.load(path, _parameter_shapes(spec))
+    except (weights.WeightsError, OSError) as error:
+        raise PlainUserError(
+            f"--init-from: {error}",
+            "give a weights file that --export-init wrote for a program of this spec (the same model shapes)",
+        ) from None
+
+
+def _check_data(spec: Spec, out: Path, *, evaluate: bool) -> None:
+    """Build the program's examples here (runtime/data.py, with its CONFIG) before a fresh start
+    removes the earlier run in OUT: a mistake in the data settings (a misspelt data.path, a broken
+    JSONL line) then stops the command with that run intact, not after its checkpoints are gone. A
+    SentencePiece model trained here is cached, and the program loads it."""
+    config = program_config(spec)
+    try:
+        data.dataset(config)
+        if evaluate and spec.data.eval_fraction > 0:
+            data.dataset(config, "eval")
+    except SystemExit as stop:  # runtime/data.py's "error: ...\nhint: ..."
+        lines = str(stop.code).splitlines()
+        message = " ".join(line for line in lines if not line.startswith("hint: ")).removeprefix("error: ")
+        hint = " ".join(line.removeprefix("hint: ") for line in lines if line.startswith("hint: "))
+        said = f"{message}\n(nothing was removed: the earlier run in {out} is as it was)"
+        raise PlainUserError(said, hint or None) from None
 
 
 def _clear_earlier_run(out: Path) -> None:

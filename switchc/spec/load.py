@@ -24,7 +24,7 @@ from switchc.errors import Diagnostic, PlainUserError, Source, Span, UserError, 
 from switchc.files import read_error, read_text
 from switchc.spec import dsl, yamltree
 from switchc.spec.checks import OVERRIDE_SOURCE_NAME, cross_check
-from switchc.spec.schema import SECTIONS, SpecBody, section_type, strip_annotated
+from switchc.spec.schema import IDENTIFIER_PATTERN, SECTIONS, SpecBody, section_type, strip_annotated
 from switchc.spec.spec import Origin, Spec
 from switchc.spec.yamltree import Entry, Mapping, Scalar
 
@@ -371,6 +371,8 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         if isinstance(limit, float) and limit.is_integer():
             limit = int(limit)
         return Diagnostic(f"{dotted}: {_describe(value)} is out of range, it must be {bounds[kind]} {limit}", span)
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == IDENTIFIER_PATTERN:  # mesh axes only
+        return Diagnostic(f"{dotted}: {_describe(value)} is not a valid mesh axis name", span, MESH_AXIS_HINT)
     if kind == "string_pattern_mismatch":
         return Diagnostic(
             f"{dotted}: {_describe(value)} contains control characters or line breaks",
@@ -420,6 +422,12 @@ def _mapping_hint(loc: tuple[Any, ...], value: Any, span: Span, dsl_text: bool) 
     return f"write its keys{its} under it, e.g. {name}: {{{key}: {example}}}"
 
 
+MESH_AXIS_HINT = (
+    "a mesh axis is a Python identifier that is not a keyword: letters, digits and '_', not starting with a digit, "
+    "at most 32 characters"
+)
+
+
 def _key_diagnostic(loc: tuple[Any, ...], kind: str, value: Any, ctx: Any, span: Span) -> Diagnostic:
     where = ".".join(str(p) for p in loc[:-1])
     if kind == "literal_error":
@@ -433,8 +441,5 @@ def _key_diagnostic(loc: tuple[Any, ...], kind: str, value: Any, ctx: Any, span:
     elif equals and dsl_name.strip().isidentifier() and dsl_size.strip().isdigit():  # the DSL's form, in YAML
         hint = f"in YAML (a --set VALUE, a .yaml file) write {{{dsl_name.strip()}: {dsl_size.strip()}}}"
     else:
-        hint = (
-            "a mesh axis is a Python identifier that is not a keyword: letters, digits and '_', "
-            "not starting with a digit, at most 32 characters"
-        )
+        hint = MESH_AXIS_HINT
     return Diagnostic(f"{where}: {_describe(value)} is not a valid mesh axis name", span, hint)

@@ -46,6 +46,11 @@ NonNegative = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 # Generated programs still quote it with repr(); this keeps control characters out entirely.
 SafeText = Annotated[str, Field(strict=True), StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=4096)]
 
+# A key of a JSON object (data.jsonl_field): any SafeText but the empty one.
+JsonKey = Annotated[
+    str, Field(strict=True), StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", min_length=1, max_length=4096)
+]
+
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
 
 
@@ -404,7 +409,7 @@ class DataConfig:
             "train records it as an absolute path); ~ is the home directory."
         ),
     ] = None
-    jsonl_field: Annotated[Identifier, Field(description="Field of each JSONL record that holds the text.")] = "text"
+    jsonl_field: Annotated[JsonKey, Field(description="Field of each JSONL record that holds the text.")] = "text"
     tokenizer: Annotated[
         Literal["byte", "sentencepiece"],
         Field(

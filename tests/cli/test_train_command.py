@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from switchc.backends.common import weights
 from switchc.backends.common.flags import CHECKPOINT_MARKERS
 
 from switchc.cli import main
+from switchc.cli.train_commands import _parameter_shapes
 from switchc.spec import load_spec
 from switchc.spec.emit import to_yaml
 from tests.backends.programs import another_run_holding, fake_checkpoint, xla_cache
@@ -148,6 +151,57 @@ def test_a_fresh_start_that_could_not_clear_the_earlier_run_changes_nothing(
     assert result.exit_code == 2, result.output
     assert f"cannot start afresh in {out}: the earlier run's checkpoints cannot be removed" in result.stderr
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != ".lock"} == before
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (["--set", "data.source=text", "--set", "data.path=corpsu"], "corpsu does not exist"),  # a misspelt folder
+        (["--set", "data.source=jsonl", "--set", "data.path=broken.jsonl"], "broken.jsonl:2: not valid JSON"),
+    ],
+    ids=["missing-path", "broken-jsonl"],
+)
+def test_a_fresh_start_with_bad_data_keeps_the_earlier_run(tmp_path: Path, settings: list[str], said: str) -> None:
+    """The data settings are checked before the earlier run in OUT is removed: a typo in data.path
+    used to delete that run's checkpoints and metrics, and only then did the program fail on it."""
+    out = tmp_path / "run"
+    compiled = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out / "program")])
+    assert compiled.exit_code == 0, compiled.output
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    fake_checkpoint(out / "checkpoints", 1, CHECKPOINT_MARKERS["jax"])
+    (tmp_path / "broken.jsonl").write_text('{"text": "a line"}\n{"text": "no end\n')
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    command = ["train", "switch-tiny", *settings, "--out", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2, result.output
+    assert said in result.stderr and f"nothing was removed: the earlier run in {out} is as it was" in result.stderr
+    assert "Traceback" not in result.stderr and "starting afresh" not in result.stderr
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != ".lock"} == before
+
+
+def test_init_from_weights_of_another_model_is_refused_before_anything(tmp_path: Path) -> None:
+    """--init-from is read and checked against the model before OUT changes: the program used to
+    refuse such a file only after the earlier run there had been removed."""
+    out = tmp_path / "run"
+    compiled = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out / "program")])
+    assert compiled.exit_code == 0, compiled.output
+    fake_checkpoint(out / "checkpoints", 1, CHECKPOINT_MARKERS["jax"])
+    four = _parameter_shapes(load_spec("switch-tiny", ["moe.num_experts=4"]))
+    weights.save(tmp_path / "four.safetensors", {name: np.zeros(shape) for name, shape in four.items()}, four)
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "four.safetensors").read_bytes()[:5000])
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    for name, said in (
+        ("four", "shape mismatch(es): encoder/1/router/w is [128, 4], the model wants [128, 8]"),
+        ("cut", "not a safetensors"),
+    ):
+        result = CliRunner().invoke(
+            main, ["train", "--out", str(out), "--init-from", str(tmp_path / f"{name}.safetensors")]
+        )
+        assert result.exit_code == 2, result.output
+        assert "error: --init-from: " in result.stderr and said in result.stderr, result.stderr
+        assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != ".lock"} == before
 
 
 def test_a_run_directory_in_use_is_left_alone(tmp_path: Path) -> None:

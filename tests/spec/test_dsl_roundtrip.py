@@ -158,7 +158,7 @@ def spec_data(draw: st.DrawFn) -> dict[str, Any]:
         if source != "shakespeare":
             data["data"]["path"] = draw(TEXT)
         if source == "jsonl":
-            data["data"]["jsonl_field"] = draw(IDENTIFIER)
+            data["data"]["jsonl_field"] = draw(TEXT.filter(bool))  # any JSON key but ""
     return data
 
 

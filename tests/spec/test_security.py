@@ -45,9 +45,22 @@ def test_free_text_has_no_control_characters(value: str) -> None:
         parse_spec(Source("s.yaml", f"data:\n  source: text\n  path: {value}\n"))
 
 
-def test_jsonl_field_is_an_identifier() -> None:
-    with pytest.raises(UserError, match="jsonl_field"):
-        parse_spec(Source("s.yaml", "data:\n  jsonl_field: \"text']; import os; x=['\"\n"))
+@pytest.mark.parametrize("key", ["content-text", "from", "1st", "meta.text", "texte français"])
+def test_jsonl_field_is_any_json_key(key: str) -> None:
+    """A JSON key is free text (programs quote it; tests/backends/jax/test_program.py tries to break out)."""
+    assert parse_spec(Source("s.yaml", f"data:\n  jsonl_field: {key!r}\n")).data.jsonl_field == key
+
+
+@pytest.mark.parametrize(("value", "said"), [('""', "at least 1 character"), ('"a\\nb"', "control characters")])
+def test_jsonl_field_is_one_printable_line(value: str, said: str) -> None:
+    with pytest.raises(UserError, match=said):
+        parse_spec(Source("s.yaml", f"data:\n  jsonl_field: {value}\n"))
+
+
+def test_a_mesh_rule_naming_no_identifier_says_so() -> None:
+    """Not 'contains control characters', as it said before: the message of free text."""
+    with pytest.raises(UserError, match="'da-ta' is not a valid mesh axis name"):
+        parse_spec(Source("s.yaml", "mesh:\n  rules: {batch: da-ta}\n"))
 
 
 def test_every_string_in_the_format_is_a_choice_or_a_pattern() -> None:

@@ -80,11 +80,10 @@ def test_generated_code_never_imports_switchc(tmp_path: Path) -> None:
 
 
 def test_hostile_strings_stay_data(tmp_path: Path) -> None:
-    """A data path is the one free string that reaches generated code: it must stay a literal."""
+    """data.path and data.jsonl_field are the free strings that reach generated code: they must stay literals."""
     hostile = "x\"); import os; os.system('touch pwned'); (\"\\\\"
-    program = compile_program(
-        tmp_path, "--set", "data.source=text", "--set", f"data.path={json.dumps(hostile)}", name="hostile"
-    )
+    settings = [f"--set=data.{key}={json.dumps(hostile)}" for key in ("path", "jsonl_field")]
+    program = compile_program(tmp_path, "--set", "data.source=jsonl", *settings, name="hostile")
     tree = ast.parse((program / "model.py").read_text())
     config = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Config")
     values = {
@@ -92,7 +91,8 @@ def test_hostile_strings_stay_data(tmp_path: Path) -> None:
         for node in config.body
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
     }
-    assert isinstance(values["path"], ast.Constant) and values["path"].value == hostile
+    for key in ("path", "jsonl_field"):
+        assert isinstance(values[key], ast.Constant) and values[key].value == hostile, key
     # nothing but the docstring and annotated fields inside Config; no stray calls at module level
     assert all(isinstance(node, ast.AnnAssign) for node in config.body[1:])
     assert not any(isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) for node in tree.body)
