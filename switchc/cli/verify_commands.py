@@ -149,11 +149,19 @@ def verify(
             }
             for c in result.comparisons
         ]
-        summary = {"spec": result.spec_name, "devices": result.devices, "backend": backend, "ok": result.ok}
+        mesh = dict(resolved.mesh.axes)
+        summary = {
+            "spec": result.spec_name,
+            "devices": result.devices,
+            "mesh": mesh,
+            "backend": backend,
+            "ok": result.ok,
+        }
         click.echo(json.dumps({**summary, "rows": rows}))
     else:
         plural = "s" if result.devices != 1 else ""
-        title = f"switchc verify {result.spec_name} ({result.devices} device{plural}, {backend})"
+        mesh_shape = f"mesh {resolved.mesh.shape}, " if resolved.mesh.shape else ""
+        title = f"switchc verify {result.spec_name} ({mesh_shape}{result.devices} device{plural}, {backend})"
         table = Table(title=title, title_justify="left")
         heading = "XLA" if backend == "jax" else "torch"
         for column in ("quantity", "report", heading, "error", "tolerance", "", "note"):

@@ -11,9 +11,11 @@ bytes per device within 2%.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
+from switchc.backends.torch.verify import VOCAB_WHOLE, compare
 
 from switchc.cli import main
 from tests.backends import programs
@@ -58,6 +60,7 @@ def check(found: dict, overrides: list[str], mesh: str) -> None:
     failures = [row for row in found["rows"] if not row["ok"]]
     assert found["ok"], json.dumps(failures, indent=1)
     assert found["backend"] == "torch"
+    assert found["mesh"] == {axis: int(size) for axis, size in re.findall(r"(\w+): (\d+)", mesh)}
     matmuls = found["rows"][0]
     assert matmuls["what"].startswith("matmul FLOPs") and matmuls["relative_error"] <= 0.001
     if "moe.top_k=2" in overrides or "moe=null" in overrides:
@@ -69,6 +72,34 @@ def check(found: dict, overrides: list[str], mesh: str) -> None:
         assert "all-reduce" in kinds  # DDP's gradient buckets, seen through the comm hook
     if mesh == "{data: 1}":
         assert kinds == set()
+
+
+@pytest.mark.parametrize(
+    ("data_parallel", "vocab_split", "flops_note", "all_reduce_note"),
+    [
+        (True, False, "FlopCounterMode: matmuls only", "1 in the report, 1 in torch (DDP buckets: bytes compared)"),
+        (False, True, "matmuls only" + VOCAB_WHOLE, "1 in the report, 1 in torch (bytes compared)" + VOCAB_WHOLE),
+    ],
+    ids=["data", "model"],
+)
+def test_notes_name_ddp_only_where_the_batch_is_split_and_the_known_vocab_difference(
+    data_parallel: bool, vocab_split: bool, flops_note: str, all_reduce_note: str
+) -> None:
+    """On a mesh with a model axis (no data axis) the all-reduces are tensor parallelism's, not
+    DDP's buckets, and the report splits vocab where the program does not: the notes say both."""
+    report = {
+        "flops": {"executed": {"train_step_per_device": 1000}},
+        "comm": {"collectives": [{"kind": "all-reduce", "group_size": 2, "count": 1, "bytes_per_device": 8192}]},
+    }
+    rank = {
+        "rank": 0,
+        "flops": 1000,
+        "collectives": [{"kind": "all-reduce", "group_size": 2, "bytes_per_device": 8192}],
+    }
+    flops, all_reduce = compare(
+        report, [rank], flops_tolerance=0.01, bytes_tolerance=0.02, data_parallel=data_parallel, vocab_split=vocab_split
+    )
+    assert flops.note.endswith(flops_note) and all_reduce.note == all_reduce_note
 
 
 @pytest.mark.parametrize("name, overrides, mesh", GRID, ids=[g[0] for g in GRID])
@@ -111,6 +142,6 @@ def test_the_table_keeps_whole_numbers_and_notes_when_piped() -> None:
         args += ["--set", item]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output + result.stderr
-    assert "switchc verify switch-tiny (1 device, torch)" in result.stdout
+    assert "switchc verify switch-tiny (mesh data=1, 1 device, torch)" in result.stdout
     row = next(line for line in result.stdout.splitlines() if "matmul FLOPs per device" in line)
     assert "FlopCounterMode: matmuls only" in row and "…" not in row
