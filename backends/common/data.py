@@ -23,11 +23,15 @@ a SentencePiece model never sees evaluation text. Example i of an epoch depends 
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import io
 import json
 import math
 import os
+import re
+import stat
 import sys
 import tempfile
 import time
@@ -74,7 +78,8 @@ class ByteTokenizer:
 # lines and a line's first word follows a newline when documents are encoded, so both see it
 # without a leading "▁". A corpus too small for the pieces asked gets fewer (hard_vocab_limit off).
 # One thread and no sampling inside SentencePiece (we sample lines ourselves, seeded): the same
-# text gives a byte-identical model.
+# text gives a byte-identical model. SentencePiece skips, with a log line only, any sentence over
+# max_sentence_length bytes, so `training_sentences` cuts longer lines into pieces under it.
 SPM_OPTIONS: dict[str, Any] = {
     "model_type": "unigram",
     "pad_id": PAD,
@@ -90,10 +95,12 @@ SPM_OPTIONS: dict[str, Any] = {
     "num_threads": 1,
     "shuffle_input_sentence": False,
     "input_sentence_size": 0,
+    "max_sentence_length": 4192,  # SentencePiece's default, pinned: `training_sentences` cuts to it
 }
 SPM_MAX_SENTENCES = 1_000_000  # lines sampled for training (seeded); Shakespeare has ~150k
 SPM_SAMPLE_SEED = 0  # fixed, not train.seed: one tokenizer serves runs with any seed
-SPM_KEY_VERSION = 1  # bump when the training recipe changes in a way SPM_OPTIONS does not show
+SPM_KEY_VERSION = 2  # bump when the training recipe changes in a way SPM_OPTIONS does not show
+# 2: lines over max_sentence_length bytes are cut into pieces (SentencePiece used to skip them)
 
 
 def _sentencepiece() -> Any:
@@ -139,16 +146,64 @@ class SentencePieceTokenizer:
 
 
 def training_sentences(documents: Sequence[str]) -> list[str]:
-    """The non-empty lines SentencePiece trains on: all of them, or a seeded sample in corpus order."""
-    lines = [line for doc in documents for line in doc.split("\n") if line.strip()]
-    if len(lines) <= SPM_MAX_SENTENCES:
-        return lines
-    keep = np.random.default_rng(SPM_SAMPLE_SEED).choice(len(lines), SPM_MAX_SENTENCES, replace=False)
-    return [lines[i] for i in np.sort(keep)]
+    """The sentences SentencePiece trains on: all of them, or a seeded sample in corpus order (`_sentences`)."""
+    return _sentences(documents)[0]
+
+
+def _sentences(documents: Sequence[str]) -> tuple[list[str], int, int]:
+    """(sentences, long lines, pieces of them among the sentences): the non-empty lines of
+    `documents`, each line over max_sentence_length bytes cut into pieces under it (`_cut`), then
+    all of them or a seeded sample of SPM_MAX_SENTENCES in corpus order.
+
+    SentencePiece would skip a longer line, saying so only in its log: a corpus of long lines (a
+    JSONL record's text is one line, a paragraph-per-line file may be) would train a model that
+    never saw most of it, and encode that text as UNKs."""
+    limit = SPM_OPTIONS["max_sentence_length"]
+    sentences: list[str] = []
+    long_lines = 0
+    pieces: list[int] = []  # where in `sentences` the pieces of long lines are
+    for doc in documents:
+        for line in doc.split("\n"):
+            if not line.strip():
+                continue
+            if len(line) * 4 <= limit or len(line.encode("utf-8")) <= limit:  # at most 4 bytes a character
+                sentences.append(line)
+                continue
+            cut = _cut(line, limit)
+            long_lines += 1
+            pieces += range(len(sentences), len(sentences) + len(cut))
+            sentences += cut
+    if len(sentences) <= SPM_MAX_SENTENCES:
+        return sentences, long_lines, len(pieces)
+    keep = np.sort(np.random.default_rng(SPM_SAMPLE_SEED).choice(len(sentences), SPM_MAX_SENTENCES, replace=False))
+    return [sentences[i] for i in keep], long_lines, int(np.isin(keep, pieces).sum())
+
+
+def _cut(line: str, limit: int) -> list[str]:
+    """`line` in pieces of at most `limit` bytes of UTF-8, each cut just before the last space (or
+    tab) in reach, so the next piece starts with it as the word does in running text; where there
+    is none (a long run of CJK, say), between two characters. Whitespace-only pieces are dropped."""
+    raw = line.encode("utf-8")
+    pieces = []
+    start = 0
+    while len(raw) - start > limit:
+        end = start + limit  # the piece is raw[start:cut] with cut <= end
+        cut = max(raw.rfind(b" ", start + 1, end + 1), raw.rfind(b"\t", start + 1, end + 1))
+        if cut < 0:
+            cut = end
+            while raw[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte: not where a character starts
+                cut -= 1
+        pieces.append(raw[start:cut].decode("utf-8"))
+        start = cut
+    pieces.append(raw[start:].decode("utf-8"))
+    return [piece for piece in pieces if piece.strip()]
 
 
 def train_sentencepiece(sentences: Sequence[str], pieces: int) -> bytes:
-    """A serialized SentencePiece model of at most `pieces` pieces (SPM_OPTIONS), trained on `sentences`."""
+    """A serialized SentencePiece model of at most `pieces` pieces (SPM_OPTIONS), trained on `sentences`.
+
+    SentencePiece's errors name its own options (--character_coverage, which a spec cannot set):
+    the ones a spec can cause are said in its terms instead."""
     spm = _sentencepiece()
     model = io.BytesIO()
     try:
@@ -156,8 +211,28 @@ def train_sentencepiece(sentences: Sequence[str], pieces: int) -> bytes:
             sentence_iterator=iter(sentences), model_writer=model, vocab_size=pieces, minloglevel=2, **SPM_OPTIONS
         )
     except RuntimeError as err:
+        said = str(err).splitlines()[-1] if str(err).strip() else repr(err)
+        # "Vocabulary size is smaller than required_chars. 20 vs 70.": every character of the
+        # corpus (character_coverage 1.0) and the special pieces need a piece each
+        required = re.search(r"smaller than required_chars\. \d+ vs (\d+)", said)
+        if required:
+            needed = int(required.group(1))
+            special = 3 + len(SPM_OPTIONS["user_defined_symbols"])  # pad, eos, unk and "\n"
+            raise SystemExit(
+                f"error: SentencePiece could not train {pieces} pieces: the training split has {needed - special} "
+                f"distinct characters, each needs a piece of its own, and {special} pieces are special: "
+                f"{needed} pieces at least\n"
+                f"hint: set model.vocab_size to at least {needed + EXTRA_IDS} ({needed} pieces + {EXTRA_IDS} "
+                "sentinels; a few thousand for real text), or use data.tokenizer: byte"
+            ) from None
+        if "sentences_.empty()" in said or "all_chars_count" in said:
+            raise SystemExit(
+                f"error: SentencePiece found no characters to train on in the training split ({len(sentences)} "
+                "lines, of characters it ignores, such as NUL)\n"
+                "hint: give data.path a corpus with text, or use data.tokenizer: byte"
+            ) from None
         raise SystemExit(
-            f"error: SentencePiece could not train {pieces} pieces: {str(err).splitlines()[-1]}\n"
+            f"error: SentencePiece could not train {pieces} pieces: {said}\n"
             f"hint: model.vocab_size sets the pieces (vocab_size - {EXTRA_IDS} sentinels); "
             "it must leave room for every character of the corpus"
         ) from None
@@ -193,34 +268,75 @@ def sentencepiece_tokenizer(
 
     The file is written to a temporary name and renamed into place, so processes that start
     together never read half a file: at worst each trains the same bytes and the last rename wins.
+    A cache that cannot be written (read-only, or $SWITCHC_CACHE naming a file) costs only the
+    cache: the run uses the model it trained, and says why it was not kept.
     """
     pieces = vocab_size - EXTRA_IDS
     if vocab_size < SPM_MIN_VOCAB:
         raise SystemExit(f"error: tokenizer sentencepiece needs model.vocab_size >= {SPM_MIN_VOCAB}; got {vocab_size}")
-    sentences = training_sentences(train_documents)
+    sentences, long_lines, long_pieces = _sentences(train_documents)
+    if not sentences:  # SentencePiece would say "INTERNAL: ... !sentences_.empty()"
+        characters = sum(len(doc) for doc in train_documents)
+        what = f"its {characters} characters are all whitespace" if characters else "it is empty"
+        raise SystemExit(
+            f"error: the training split of the corpus has no text to train a SentencePiece tokenizer on: {what}\n"
+            "hint: give data.path a corpus with text (in a jsonl corpus, in each record's data.jsonl_field)"
+        )
     path = (cache or cache_dir()) / "sentencepiece" / f"{sentencepiece_key(sentences, pieces)}.model"
     if (path, vocab_size) in _BUILT:  # the train and eval splits each ask: said once, by the first
         return _BUILT[path, vocab_size]
-    if path.is_file():
-        tokenizer = SentencePieceTokenizer(path.read_bytes(), vocab_size, str(path))
+    cached = _read_cached(path)
+    if cached is not None:
+        tokenizer = SentencePieceTokenizer(cached, vocab_size, str(path))
         _say(f"sentencepiece: using cached {path} ({tokenizer.num_pieces} pieces)")
         _BUILT[path, vocab_size] = tokenizer
         return tokenizer
     start = time.perf_counter()
     model = train_sentencepiece(sentences, pieces)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False) as tmp:
-        tmp.write(model)
-    os.chmod(tmp.name, 0o644)  # readable like any cache file (a temporary file starts private)
-    os.replace(tmp.name, path)
-    tokenizer = SentencePieceTokenizer(model, vocab_size, str(path))
     seconds = time.perf_counter() - start
+    try:
+        _write_cached(path, model)
+        kept = f"cached {path}"
+    except OSError as err:
+        folders = [*reversed(path.parent.parents), path.parent]
+        file = next((folder for folder in folders if folder.exists() and not folder.is_dir()), None)
+        why = f"{file} is a file" if file else err.strerror or str(err)
+        kept = (
+            f"not cached: cannot write {path.parent} ({why}); later runs train it again unless "
+            "SWITCHC_CACHE names a writable directory"
+        )
+    tokenizer = SentencePieceTokenizer(model, vocab_size, str(path))
+    lines = f"{long_lines} line{'s' if long_lines > 1 else ''}"
+    cut = f" ({long_pieces} of them pieces of {lines} over {SPM_OPTIONS['max_sentence_length']} bytes)"
     _say(
-        f"sentencepiece: trained {tokenizer.num_pieces} pieces (asked {pieces}) on {len(sentences)} lines "
-        f"in {seconds:.1f}s, cached {path}"
+        f"sentencepiece: trained {tokenizer.num_pieces} pieces (asked {pieces}) on {len(sentences)} lines"
+        f"{cut if long_lines else ''} in {seconds:.1f}s, {kept}"
     )
     _BUILT[path, vocab_size] = tokenizer
     return tokenizer
+
+
+def _read_cached(path: Path) -> bytes | None:
+    """The cached model at `path`; None when there is none, or it cannot be read (then it is trained)."""
+    try:
+        return path.read_bytes()
+    except OSError:  # FileNotFoundError, or NotADirectoryError when $SWITCHC_CACHE names a file
+        return None
+
+
+def _write_cached(path: Path, model: bytes) -> None:
+    """Write `model` to `path` through a temporary file renamed into place, which is removed on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False) as tmp:
+        try:
+            tmp.write(model)
+            tmp.close()
+            os.chmod(tmp.name, 0o644)  # readable like any cache file (a temporary file starts private)
+            os.replace(tmp.name, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp.name)
+            raise
 
 
 _BUILT: dict[tuple[Path, int], SentencePieceTokenizer] = {}  # this process's tokenizers, by cache file
@@ -266,21 +382,70 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
     root = Path(path).expanduser()
     if not root.exists():
         where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
-        raise SystemExit(f"error: data path {root} does not exist{where}")
+        if root.is_symlink():
+            raise SystemExit(f"error: data path {root} is a dangling symlink (to {os.readlink(root)}){where}")
+        hint = ""
+        if any(c in str(root) for c in "*?["):  # a shell would have expanded it; a spec does not
+            hint = "\nhint: data.path is not a glob pattern (*, ? and [ are not expanded): point it at a directory"
+        raise SystemExit(f"error: data path {root} does not exist{where}{hint}")
     files = [root]
-    if root.is_dir():  # every file below it but hidden ones (.git/, .DS_Store, editors' .swp files)
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root)))
+    if root.is_dir():
+        files = corpus_files(root)
         if not files:
             raise SystemExit(f"error: data path {root} holds no files (hidden ones, named .*, are not read)")
     if source == "text":
         return [_text(p, root) for p in files]
     documents = []
     for file in files:
-        for number, line in enumerate(_text(file, root).splitlines(), 1):
+        # "\n" only, not str.splitlines(): json.dumps(ensure_ascii=False) writes U+2028, U+0085 and
+        # the like raw inside strings, and splitlines() breaks lines there ("\r\n" is "\n" by now)
+        for number, line in enumerate(_text(file, root).split("\n"), 1):
             if not line.strip():
                 continue
             documents.append(_record_text(line, jsonl_field, f"{file}:{number}"))
     return documents
+
+
+def corpus_files(root: Path) -> list[Path]:
+    """Every file below the directory `root` but hidden ones (.git/, .DS_Store, editors' .swp
+    files), in name order (of their paths under `root`, so a subdirectory's files come where its
+    name does).
+
+    Symlinks are followed, to files and to directories, as `find -L` does: a corpus assembled from
+    links reads what they point at. A link to a directory it is inside (a loop) is not followed
+    again, since that directory is being read anyway. A dangling link stops the run, named: it
+    stands for text the corpus was meant to hold."""
+    files: list[Path] = []
+
+    def walk(directory: Path, inside: frozenset[tuple[int, int]]) -> None:
+        try:
+            with os.scandir(directory) as entries:
+                names = [entry.name for entry in entries if not entry.name.startswith(".")]
+        except OSError as err:  # unreadable: its files would be missing from the corpus
+            raise SystemExit(
+                f"error: data path {root} holds {directory}, which cannot be read ({err.strerror})\n"
+                f"hint: make it readable, or move it out of {root}"
+            ) from None
+        for name in names:
+            path = directory / name
+            try:
+                info = path.stat()  # of what a link points at
+            except OSError as err:
+                if not path.is_symlink():
+                    raise
+                raise SystemExit(
+                    f"error: data path {root} holds {path}, a dangling symlink (to {os.readlink(path)}: "
+                    f"{err.strerror})\nhint: remove the link, or point it at a file"
+                ) from None
+            if stat.S_ISDIR(info.st_mode):
+                if (info.st_dev, info.st_ino) not in inside:
+                    walk(path, inside | {(info.st_dev, info.st_ino)})
+            elif stat.S_ISREG(info.st_mode):
+                files.append(path)
+
+    top = root.stat()
+    walk(root, frozenset({(top.st_dev, top.st_ino)}))
+    return sorted(files)
 
 
 def _record_text(line: str, field: str, where: str) -> str:
@@ -289,7 +454,9 @@ def _record_text(line: str, field: str, where: str) -> str:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise SystemExit(f"error: {where}: not valid JSON ({err.msg} at column {err.colno}){hint}") from None
+        # json's messages may end in "at" ("Unterminated string starting at"): one "at" before the column
+        said = err.msg.removesuffix(" at")
+        raise SystemExit(f"error: {where}: not valid JSON ({said} at column {err.colno}){hint}") from None
     if not isinstance(record, dict):
         raise SystemExit(f"error: {where}: a JSON {_json_kind(record)}, not an object{hint}")
     if field not in record:
@@ -313,20 +480,51 @@ def _json_kind(value: object) -> str:
     return {int: "number", float: "number", list: "array", dict: "object"}.get(type(value), "string")
 
 
-def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
+# Compressed files, which are not text: (format, the command that decompresses one) by magic
+# bytes and by suffix
+COMPRESSED_MAGIC = {
+    b"\x1f\x8b": ("gzip", "gunzip"),
+    b"BZh": ("bzip2", "bunzip2"),
+    b"\xfd7zXZ\x00": ("xz", "unxz"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"),
+    b"PK\x03\x04": ("zip", "unzip"),
+}
+COMPRESSED_SUFFIXES = {
+    ".gz": ("gzip", "gunzip"),
+    ".bz2": ("bzip2", "bunzip2"),
+    ".xz": ("xz", "unxz"),
+    ".zst": ("zstd", "unzstd"),
+    ".zip": ("zip", "unzip"),
+}
 
 
 def _text(file: Path, root: Path) -> str:
-    """A corpus file's text; one that is not UTF-8 stops the run, named."""
+    r"""A corpus file's text as Python's text mode reads it ("\r\n" and "\r" become "\n"), less a
+    UTF-8 byte order mark (Windows editors write one). One that is not UTF-8 stops the run, named
+    with the line and byte of the first bad byte, or, compressed, with the command that decompresses it."""
     try:
-        return file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
+    except OSError as err:
+        raise SystemExit(f"error: data file {file} cannot be read ({err.strerror})") from None
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = str(memoryview(raw)[skip:], "utf-8")
     except UnicodeDecodeError as err:
         where = f"move it out of {root}, or " if root.is_dir() else ""
+        compressed = next((kind for magic, kind in COMPRESSED_MAGIC.items() if raw.startswith(magic)), None)
+        compressed = compressed or COMPRESSED_SUFFIXES.get(file.suffix.lower())
+        if compressed:
+            kind, command = compressed
+            raise SystemExit(
+                f"error: data file {file} is {kind}-compressed, not text\nhint: {where}decompress it (with {command})"
+            ) from None
+        byte = skip + err.start
+        line = raw.count(b"\n", 0, byte) + 1
         raise SystemExit(
-            f"error: data file {file} is not UTF-8 text ({err.reason} at byte {err.start})\n"
+            f"error: data file {file} is not UTF-8 text ({err.reason} at line {line}, byte {byte})\n"
             f"hint: {where}convert it to UTF-8 (iconv -f latin1 -t utf-8, if it is Latin-1)"
         ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def split_documents(documents: Sequence[str], eval_fraction: float) -> tuple[list[str], list[str]]:
@@ -559,6 +757,13 @@ def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
     if given is None:
         return sentencepiece_tokenizer(train_documents, config.vocab_size)
     path = Path(given).expanduser()
+    if path.is_dir():
+        models = ", ".join(p.name for p in sorted(path.glob("*.model"))[:3])
+        holds = f" (it holds {models})" if models else ""
+        raise SystemExit(
+            f"error: SentencePiece model {path} is a directory{holds}\n"
+            "hint: set data.spm_model to the .model file itself"
+        )
     if not path.is_file():
         where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise SystemExit(f"error: SentencePiece model {path} does not exist{where}")

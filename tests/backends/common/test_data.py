@@ -5,10 +5,14 @@ SentencePiece tests train small models (412 pieces) on a slice of Shakespeare, a
 
 from __future__ import annotations
 
+import errno
 import functools
+import gzip
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,9 +120,95 @@ def test_a_given_model_is_checked(tmp_path: Path, spm_tokenizer: data.SentencePi
 
 
 def test_too_small_a_vocabulary_is_a_clear_error(cache: Path) -> None:
+    """SentencePiece's own message ("Vocabulary size is smaller than required_chars. 20 vs 70.
+    Increase vocab_size or decrease character_coverage") names an option a spec cannot set: the
+    error names the model.vocab_size that does train instead."""
     pytest.importorskip("sentencepiece")
-    with pytest.raises(SystemExit, match="could not train 20 pieces"):
+    with pytest.raises(SystemExit) as stop:
         data.sentencepiece_tokenizer(corpus_slice(50_000), 120)
+    assert stop.value.code == (
+        "error: SentencePiece could not train 20 pieces: the training split has 66 distinct characters, each "
+        "needs a piece of its own, and 4 pieces are special: 70 pieces at least\n"
+        "hint: set model.vocab_size to at least 170 (70 pieces + 100 sentinels; a few thousand for real text), "
+        "or use data.tokenizer: byte"
+    )
+    assert data.sentencepiece_tokenizer(corpus_slice(50_000), 170).num_pieces == 70  # and that is enough
+
+
+def test_long_lines_are_cut_into_pieces_sentencepiece_trains_on(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SentencePiece skips lines over 4192 bytes, saying so only in its log: a corpus of one line
+    (or of long JSONL records) trained nothing ("INTERNAL: ... !sentences_.empty()"), or a model
+    that never saw most of the text, and the log counted the skipped lines as trained on."""
+    limit = data.SPM_OPTIONS["max_sentence_length"]
+    line = "".join(corpus_slice(50_000)).replace("\n", " ")
+    pieces = data._cut(line, limit)
+    assert "".join(pieces) == line and all(len(piece.encode()) <= limit for piece in pieces)
+    assert all(piece.startswith(" ") for piece in pieces[1:])  # cut before a space: words stay whole
+    assert [len(piece.encode()) for piece in data._cut("\u4e2d" * 3000, limit)] == [4191, 4191, 618]  # 3 bytes each
+    assert data._cut("a" * 5000, limit) == ["a" * limit, "a" * (5000 - limit)]
+    assert data._cut("a" * 10 + " " * 9000, limit) == ["a" * 10 + " " * (limit - 10)]  # no blank pieces
+    assert data.training_sentences(["short\n\n" + line]) == ["short", *pieces]
+    pytest.importorskip("sentencepiece")
+    tokenizer = data.sentencepiece_tokenizer(["short\n" + line], 400)
+    said = capsys.readouterr().err
+    assert f"on {len(pieces) + 1} lines ({len(pieces)} of them pieces of 1 line over 4192 bytes) in " in said
+    assert np.count_nonzero(tokenizer.encode(line) == data.UNK) == 0
+
+
+@pytest.mark.parametrize(
+    ("documents", "said"), [([""], "it is empty"), (["  \n\n\t", ""], "its 5 characters are all whitespace")]
+)
+def test_a_training_split_without_text_is_a_clear_error(cache: Path, documents: list[str], said: str) -> None:
+    """Not SentencePiece's "INTERNAL: ... !sentences_.empty()" with a hint about model.vocab_size."""
+    with pytest.raises(SystemExit) as stop:
+        data.sentencepiece_tokenizer(documents, 400)
+    assert stop.value.code == (
+        f"error: the training split of the corpus has no text to train a SentencePiece tokenizer on: {said}\n"
+        "hint: give data.path a corpus with text (in a jsonl corpus, in each record's data.jsonl_field)"
+    )
+
+
+def test_a_training_split_of_characters_sentencepiece_ignores_is_a_clear_error(cache: Path) -> None:
+    pytest.importorskip("sentencepiece")
+    with pytest.raises(SystemExit) as stop:
+        data.sentencepiece_tokenizer(["\x00\x00\n\x00"], 400)
+    assert stop.value.code == (
+        "error: SentencePiece found no characters to train on in the training split (2 lines, of characters it "
+        "ignores, such as NUL)\nhint: give data.path a corpus with text, or use data.tokenizer: byte"
+    )
+
+
+def test_an_unwritable_cache_costs_only_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$SWITCHC_CACHE naming a file, or a read-only cache, used to end the run with a traceback
+    after training the tokenizer: the run goes on with the model it trained, and says why it was
+    not kept (once, though the eval split asks again)."""
+    pytest.importorskip("sentencepiece")
+    documents = corpus_slice(50_000)
+    (tmp_path / "cache").write_text("a file, not a directory\n")
+    monkeypatch.setenv("SWITCHC_CACHE", str(tmp_path / "cache"))
+    tokenizer = data.sentencepiece_tokenizer(documents, 400)
+    assert data.sentencepiece_tokenizer(documents, 400) is tokenizer and tokenizer.num_pieces == 300
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and said.startswith("sentencepiece: trained 300 pieces")
+    assert said.endswith(
+        f"not cached: cannot write {tmp_path / 'cache' / 'sentencepiece'} ({tmp_path / 'cache'} is a file); "
+        "later runs train it again unless SWITCHC_CACHE names a writable directory\n"
+    )
+
+    def read_only(*args: object, **kwargs: object) -> None:  # chmod would not stop root
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setenv("SWITCHC_CACHE", str(tmp_path / "read-only"))
+    monkeypatch.setattr(data.os, "replace", read_only)
+    data._BUILT.clear()
+    assert data.sentencepiece_tokenizer(documents, 400).num_pieces == 300
+    said = capsys.readouterr().err
+    assert f"not cached: cannot write {tmp_path / 'read-only' / 'sentencepiece'} (Read-only file system); " in said
+    assert not list((tmp_path / "read-only" / "sentencepiece").iterdir())  # the temporary file is removed
 
 
 # ---- split and span corruption -----------------------------------------------------------------
@@ -284,6 +374,111 @@ def test_jsonl_records_give_their_text_field_and_anything_else_is_named(tmp_path
         )
 
 
+def test_jsonl_lines_end_at_newlines_only(tmp_path: Path) -> None:
+    """json.dumps(ensure_ascii=False) writes U+2028, U+2029 and U+0085 raw inside strings, where
+    str.splitlines() used to break a record in two ("not valid JSON"). "\r\n" still ends a line."""
+    text = "one\u2028two\u2029three\x85four\x1cfive"
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(
+        (json.dumps({"text": text}, ensure_ascii=False) + "\r\n" + '{"text": "second"}\r\n').encode("utf-8")
+    )
+    assert data.read_documents("jsonl", str(corpus), "text") == [text, "second"]
+
+
+def test_a_corpus_folder_follows_symlinks_and_names_a_dangling_one(tmp_path: Path) -> None:
+    """Linked files and folders used to be skipped without a word (a dangling link too): links are
+    followed, a loop is read once, and a dangling link stops the run, named."""
+    corpus, elsewhere = tmp_path / "corpus", tmp_path / "elsewhere"
+    (corpus / "sub").mkdir(parents=True)
+    (elsewhere / "folder").mkdir(parents=True)
+    (corpus / "a.txt").write_text("a")
+    (corpus / "sub" / "c.txt").write_text("c")
+    (elsewhere / "b.txt").write_text("b")
+    (elsewhere / "folder" / "d.txt").write_text("d")
+    (corpus / "b.txt").symlink_to(elsewhere / "b.txt")
+    (corpus / "linked").symlink_to(elsewhere / "folder")
+    (corpus / "sub" / "up").symlink_to(corpus)  # a loop: corpus/sub/up/sub/up/...
+    (elsewhere / "folder" / "back").symlink_to(corpus)  # another, through a linked folder
+    assert data.corpus_files(corpus) == [corpus / n for n in ("a.txt", "b.txt", "linked/d.txt", "sub/c.txt")]
+    assert data.read_documents("text", str(corpus), "text") == ["a", "b", "d", "c"]
+    (corpus / "sub" / "gone.txt").symlink_to(tmp_path / "moved.txt")
+    with pytest.raises(SystemExit) as stop:
+        data.read_documents("text", str(corpus), "text")
+    assert stop.value.code == (
+        f"error: data path {corpus} holds {corpus / 'sub' / 'gone.txt'}, a dangling symlink (to "
+        f"{tmp_path / 'moved.txt'}: No such file or directory)\nhint: remove the link, or point it at a file"
+    )
+    (tmp_path / "link.txt").symlink_to(tmp_path / "moved.txt")
+    with pytest.raises(SystemExit, match=r"link\.txt is a dangling symlink \(to .*moved\.txt\)$"):
+        data.read_documents("text", str(tmp_path / "link.txt"), "text")
+
+
+def test_an_unreadable_corpus_file_or_folder_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a PermissionError traceback, nor (a folder) its files silently left out. Refused by
+    monkeypatching, as chmod 000 would not stop root."""
+    (tmp_path / "corpus" / "locked").mkdir(parents=True)
+    (tmp_path / "corpus" / "a.txt").write_text("a")
+    scandir, read_bytes = os.scandir, Path.read_bytes
+
+    def refuse(path: Path, read: Any) -> Any:
+        if Path(path).name in ("locked", "a.txt"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read(path)
+
+    monkeypatch.setattr(data.os, "scandir", lambda path: refuse(path, scandir))
+    with pytest.raises(SystemExit) as stop:
+        data.read_documents("text", str(tmp_path / "corpus"), "text")
+    assert stop.value.code == (
+        f"error: data path {tmp_path / 'corpus'} holds {tmp_path / 'corpus' / 'locked'}, which cannot be read "
+        f"(Permission denied)\nhint: make it readable, or move it out of {tmp_path / 'corpus'}"
+    )
+    monkeypatch.undo()
+    monkeypatch.setattr(Path, "read_bytes", lambda path: refuse(path, read_bytes))
+    with pytest.raises(SystemExit) as stop:
+        data.read_documents("text", str(tmp_path / "corpus" / "a.txt"), "text")
+    assert stop.value.code == f"error: data file {tmp_path / 'corpus' / 'a.txt'} cannot be read (Permission denied)"
+
+
+def test_corpus_files_say_what_is_wrong_with_them(tmp_path: Path) -> None:
+    """A byte order mark is read past; a bad byte is placed by line; a compressed file is named as
+    one (not sent to iconv); a JSON error says "at" once; a glob is said not to be one."""
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbfTo be\r\nor not\n")
+    assert data.read_documents("text", str(bom), "text") == ["To be\nor not\n"]
+    bom.write_bytes(b'\xef\xbb\xbf{"text": "to be"}\n')
+    assert data.read_documents("jsonl", str(bom), "text") == ["to be"]
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"\xef\xbb\xbfone\ntwo\ncaf\xe9\n")
+    with pytest.raises(SystemExit, match=r"is not UTF-8 text \(invalid continuation byte at line 3, byte 14\)\n"):
+        data.read_documents("text", str(latin1), "text")
+    for name, content in [("corpus.jsonl.gz", gzip.compress(b"{}")), ("corpus.jsonl", gzip.compress(b"{}"))]:
+        (tmp_path / "packed").mkdir(exist_ok=True)
+        packed = tmp_path / "packed" / name
+        packed.write_bytes(content)
+        with pytest.raises(SystemExit) as stop:
+            data.read_documents("jsonl", str(tmp_path / "packed"), "text")
+        assert stop.value.code == (
+            f"error: data file {packed} is gzip-compressed, not text\n"
+            f"hint: move it out of {tmp_path / 'packed'}, or decompress it (with gunzip)"
+        )
+        packed.unlink()
+    (tmp_path / "xz.txt.xz").write_bytes(b"\x00\xff")  # by its name alone
+    with pytest.raises(SystemExit, match=r"xz\.txt\.xz is xz-compressed, not text\nhint: decompress it \(with unxz\)$"):
+        data.read_documents("text", str(tmp_path / "xz.txt.xz"), "text")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "to be\n')
+    with pytest.raises(
+        SystemExit, match=r"broken\.jsonl:1: not valid JSON \(Unterminated string starting at column 10\)"
+    ):
+        data.read_documents("jsonl", str(broken), "text")
+    with pytest.raises(SystemExit) as stop:
+        data.read_documents("text", str(tmp_path / "*.txt"), "text")
+    assert stop.value.code == (
+        f"error: data path {tmp_path / '*.txt'} does not exist\n"
+        "hint: data.path is not a glob pattern (*, ? and [ are not expanded): point it at a directory"
+    )
+
+
 def test_a_sentencepiece_vocabulary_too_small_to_train_is_a_spec_error() -> None:
     config = SimpleNamespace(tokenizer="sentencepiece", vocab_size=101, spm_model=None, objective="prefix_lm")
     problem = data.shape_problem(config)
@@ -303,6 +498,20 @@ def test_a_data_path_may_start_at_the_home_directory(tmp_path: Path, monkeypatch
     assert data.read_documents("text", "~/corpus.txt", "text") == ["To be, or not to be.\n"]
     with pytest.raises(SystemExit, match=f"error: SentencePiece model {tmp_path / 'none.model'} does not exist$"):
         data.tokenizer_for(SimpleNamespace(tokenizer="sentencepiece", spm_model="~/none.model", vocab_size=512), [])
+
+
+def test_a_sentencepiece_model_path_naming_a_directory_says_so(tmp_path: Path) -> None:
+    """It used to say the directory "does not exist"."""
+    (tmp_path / "spm").mkdir()
+    (tmp_path / "spm" / "corpus.model").write_bytes(b"")
+    with pytest.raises(SystemExit) as stop:
+        data.tokenizer_for(
+            SimpleNamespace(tokenizer="sentencepiece", spm_model=str(tmp_path / "spm"), vocab_size=512), []
+        )
+    assert stop.value.code == (
+        f"error: SentencePiece model {tmp_path / 'spm'} is a directory (it holds corpus.model)\n"
+        "hint: set data.spm_model to the .model file itself"
+    )
 
 
 def test_a_file_that_is_not_a_sentencepiece_model_is_one_line(tmp_path: Path) -> None:
