@@ -266,10 +266,11 @@ def sentencepiece_tokenizer(
 ) -> SentencePieceTokenizer:
     """The model for these documents from the cache, trained and cached first if it is not there.
 
-    The file is written to a temporary name and renamed into place, so processes that start
-    together never read half a file: at worst each trains the same bytes and the last rename wins.
-    A cache that cannot be written (read-only, or $SWITCHC_CACHE naming a file) costs only the
-    cache: the run uses the model it trained, and says why it was not kept.
+    Processes that start together take turns (`_training_lock`): the first trains, the others load
+    what it cached. The file is written to a temporary name and renamed into place, so no process
+    reads half a file (without the lock, each trains the same bytes and the last rename wins). A
+    cache that cannot be written (read-only, or $SWITCHC_CACHE naming a file) costs only the cache:
+    the run uses the model it trained, and says why it was not kept.
     """
     pieces = vocab_size - EXTRA_IDS
     if vocab_size < SPM_MIN_VOCAB:
@@ -285,11 +286,43 @@ def sentencepiece_tokenizer(
     path = (cache or cache_dir()) / "sentencepiece" / f"{sentencepiece_key(sentences, pieces)}.model"
     if (path, vocab_size) in _BUILT:  # the train and eval splits each ask: said once, by the first
         return _BUILT[path, vocab_size]
+    with _training_lock(path):
+        tokenizer = _cached_or_trained(path, sentences, pieces, vocab_size, long_lines, long_pieces)
+    _BUILT[path, vocab_size] = tokenizer
+    return tokenizer
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a file beside `path` while looking for the model and training it:
+    processes that start together (the ranks of a job on one host, runs sharing a cache) wait for
+    the first, then load what it cached, instead of each training the same model. Where no lock can
+    be taken (no fcntl, as on Windows, or a cache that cannot be written) each trains its own."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"sentencepiece: waiting for another process training {path.name}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # the lock goes with the file's close
+
+
+def _cached_or_trained(
+    path: Path, sentences: list[str], pieces: int, vocab_size: int, long_lines: int, long_pieces: int
+) -> SentencePieceTokenizer:
+    """The model cached at `path`, else one trained on `sentences` and cached there if possible."""
     cached = _read_cached(path)
     if cached is not None:
         tokenizer = SentencePieceTokenizer(cached, vocab_size, str(path))
         _say(f"sentencepiece: using cached {path} ({tokenizer.num_pieces} pieces)")
-        _BUILT[path, vocab_size] = tokenizer
         return tokenizer
     start = time.perf_counter()
     model = train_sentencepiece(sentences, pieces)
@@ -312,7 +345,6 @@ def sentencepiece_tokenizer(
         f"sentencepiece: trained {tokenizer.num_pieces} pieces (asked {pieces}) on {len(sentences)} lines"
         f"{cut if long_lines else ''} in {seconds:.1f}s, {kept}"
     )
-    _BUILT[path, vocab_size] = tokenizer
     return tokenizer
 
 

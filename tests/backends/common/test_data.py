@@ -10,6 +10,8 @@ import functools
 import gzip
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -107,6 +109,33 @@ def test_second_call_uses_the_cache(cache: Path, capsys: pytest.CaptureFixture[s
     data.sentencepiece_tokenizer(documents, 410)  # another size is another model
     data.sentencepiece_tokenizer(corpus_slice(90_000), 400)  # and so is other text
     assert len(list((cache / "sentencepiece").glob("*.model"))) == 3
+
+
+def test_processes_starting_together_train_once(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every rank of a job builds the tokenizer at start: with an empty cache each used to train
+    the same model. One that finds another training (holding the lock) waits, then loads its file."""
+    fcntl = pytest.importorskip("fcntl")
+    pytest.importorskip("sentencepiece")
+    documents = corpus_slice(100_000)
+    data.sentencepiece_tokenizer(documents, 400)  # the model the other process will have cached
+    (model,) = (cache / "sentencepiece").glob("*.model")
+    trained = model.read_bytes()
+    model.unlink()
+    data._BUILT.clear()
+    capsys.readouterr()
+    found: list[data.SentencePieceTokenizer] = []
+    with open(model.with_suffix(".lock"), "a") as other:  # another process, training now
+        fcntl.flock(other, fcntl.LOCK_EX)
+        waiting = threading.Thread(target=lambda: found.append(data.sentencepiece_tokenizer(documents, 400)))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while "waiting for another process" not in capsys.readouterr().err[-200:] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not found  # still waiting
+        model.write_bytes(trained)  # what the other process caches before it lets go
+    waiting.join(30)
+    assert found and found[0].processor.serialized_model_proto() == trained
+    assert "sentencepiece: using cached" in capsys.readouterr().err  # loaded, not trained again
 
 
 def test_a_given_model_is_checked(tmp_path: Path, spm_tokenizer: data.SentencePieceTokenizer) -> None:
@@ -208,7 +237,8 @@ def test_an_unwritable_cache_costs_only_the_cache(
     assert data.sentencepiece_tokenizer(documents, 400).num_pieces == 300
     said = capsys.readouterr().err
     assert f"not cached: cannot write {tmp_path / 'read-only' / 'sentencepiece'} (Read-only file system); " in said
-    assert not list((tmp_path / "read-only" / "sentencepiece").iterdir())  # the temporary file is removed
+    left = [p.name for p in (tmp_path / "read-only" / "sentencepiece").iterdir() if p.suffix != ".lock"]
+    assert not left  # the temporary file is removed (the lock file is what a writable cache keeps too)
 
 
 # ---- split and span corruption -----------------------------------------------------------------
