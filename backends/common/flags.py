@@ -9,6 +9,11 @@ builds its parser here, adds its own flags (JAX: --devices, --distributed, --dum
 It also holds the checks of --resume and --steps against the run: `run_identity` is what each
 checkpoint records of the program that wrote it, `check_resume` compares a checkpoint's record with
 this program, and `check_schedule` refuses steps past the end of a cosine schedule.
+
+A run that stops before its training loop begins (a refused flag, an unreadable --init-from,
+--export-init) leaves no trace: `check` notes the folders it creates (args.made), and the loops
+run inside `tidy_unless_trained`, which removes them and the run directory's lock file when this
+process created them and they are still empty.
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ def parser(
     flags.add_argument("--init-from", type=Path, default=None, metavar="FILE", help=init_from_help)
     flags.add_argument(
         "--export-init",
-        type=Path,
+        type=str,  # as given, a trailing separator included (a Path drops it); `check` makes it a Path
         default=None,
         metavar="FILE",
         help="write the step-0 weights (--seed's, or --init-from's) to FILE (safetensors keyed by IR names, "
@@ -168,45 +173,96 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.allow_changes and not args.resume:
         flags.error("--allow-changes applies only with --resume")
     if args.export_init is not None:
+        given = str(args.export_init)
+        args.export_init = Path(given)
         if args.resume:
             flags.error("--export-init writes the step-0 weights and exits; it does not go with --resume")
-        if args.export_init.is_dir():
+        # A Path drops a trailing separator ("w/new/" is "w/new") and a final "." ("w/." is "w"):
+        # such a path names a directory, and would be written as a file of that name.
+        separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+        if args.export_init.is_dir() or given.endswith(separators) or os.path.basename(given) in (".", ".."):
+            what = "is a directory" if args.export_init.is_dir() else "names a directory"
             flags.error(
-                f"--export-init {args.export_init} is a directory; name the file to write, e.g. "
-                f"{args.export_init / 'init.safetensors'}"
+                f"--export-init {given} {what}; name the file to write, e.g. {args.export_init / 'init.safetensors'}"
             )
     # Folders are created last, once every flag is accepted: a refused command leaves none behind.
+    # Each one made is noted in args.made, for `tidy_unless_trained` to remove if no step is trained.
+    args.made = []
     if args.export_init is not None:
         try:  # a folder the system refuses is a usage error, as with --out
-            args.export_init.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(args.export_init.parent, args.made)
         except OSError as error:
             flags.error(f"--export-init {args.export_init}: {error.strerror or error}")
+        return  # nothing trains, so nothing is written in --out: it is not created
     if args.out is not None:  # create it now: a path the system refuses is a usage error, not a traceback later
         if args.out.exists() and not args.out.is_dir():
             flags.error(f"--out {args.out} is a file; --out names the run directory")
         try:
-            args.out.mkdir(parents=True, exist_ok=True)
+            _make_folder(args.out, args.made)
         except OSError as error:
             flags.error(f"--out {args.out}: {error.strerror or error}")
         # A folder that takes no files would fail only at the first record or save: JAX's saves run in
         # the background, where a failure can leave the program unable to exit.
         folders = [args.out, args.out / "checkpoints"] if args.checkpoint_every else [args.out]
         for folder in folders:
-            refused = _unwritable(folder)
+            refused = _unwritable(folder, args.made)
             if refused is not None:
                 flags.error(f"--out {args.out}: cannot write files in {folder} ({refused}); choose another --out")
 
 
-def _unwritable(folder: Path) -> str | None:
-    """Why no file can be written in `folder` (created if missing), or None when one can."""
+def _make_folder(folder: Path, made: list[Path]) -> None:
+    """mkdir -p FOLDER, adding each folder it creates to `made`, outermost first."""
+    missing = []
+    path = folder
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    made.extend(reversed(missing))
+
+
+def _unwritable(folder: Path, made: list[Path]) -> str | None:
+    """Why no file can be written in `folder` (created if missing, and then added to `made`), or
+    None when one can."""
     probe = folder / f".switchc-write-test-{os.getpid()}"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(folder, made)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
         return error.strerror or str(error)
     return None
+
+
+@contextlib.contextmanager
+def tidy_unless_trained(args: argparse.Namespace) -> Iterator[None]:
+    """Around a program's run: should it end before its training loop begins (`training_began`),
+    by an error or by design (--export-init, --dump-hlo), it removes what this process made for the
+    run and that is still empty: the folders `check` created (args.made) and the run directory's
+    lock file, when this process created it. A refused --init-from then leaves no run directory
+    behind, and a directory that was there before keeps only what it held."""
+    _training[0] = False
+    try:
+        yield
+    finally:
+        if not _training[0]:
+            remove_made(args)
+
+
+def remove_made(args: argparse.Namespace) -> None:
+    """Remove the lock file this process created in --out (letting go of the lock) and the folders
+    `check` made (args.made), innermost first; a folder that holds anything is kept."""
+    out = getattr(args, "out", None)
+    if out is not None:
+        lock = (out / LOCK_NAME).resolve()
+        if lock in _created_locks:
+            with contextlib.suppress(OSError):
+                lock.unlink()  # while it is held: no other run can have taken it
+            release_run_directory(out)
+    for folder in reversed(getattr(args, "made", [])):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    args.made = []
 
 
 def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
@@ -321,6 +377,7 @@ LOCK_NAME = ".lock"
 # path and the text the launcher wrote in it, a tab between them.
 LOCK_ENV = "SWITCHC_RUN_LOCK"
 _held: dict[Path, tuple[IO[str], str]] = {}  # lock file -> its open file and what this process wrote in it
+_created_locks: set[Path] = set()  # the lock files of _held that this process created (remove_made's to remove)
 
 
 def lock_run_directory(directory: Path, by: str = "") -> str | None:
@@ -338,6 +395,7 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
     if fcntl is None:
         return None
     path = directory / LOCK_NAME
+    existed = path.exists()
     try:
         handle = path.open("a+", encoding="utf-8")
     except OSError as error:  # a directory this user cannot write: nothing of the run could be saved
@@ -356,6 +414,8 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
     handle.write(text + "\n")
     handle.flush()
     _held[path.resolve()] = (handle, text)
+    if not existed:
+        _created_locks.add(path.resolve())
     return None
 
 
@@ -384,6 +444,7 @@ def release_run_directory(directory: Path) -> None:
     """Let go of DIRECTORY's lock, taken by this process with `lock_run_directory` (a process that
     goes on after its run, as switchc train called in-process does)."""
     held = _held.pop((directory / LOCK_NAME).resolve(), None)
+    _created_locks.discard((directory / LOCK_NAME).resolve())
     if held is not None:
         held[0].close()
 
@@ -424,6 +485,43 @@ def _checkpoint_kind(path: Path) -> str | None:
 
 def _holds(path: Path, marker: str) -> bool:
     return (path / marker).is_dir() if marker.endswith("/") else (path / marker).is_file()
+
+
+def checkpoints_at(path: Path) -> tuple[str, str, Path] | None:
+    """When `path` is a checkpoint (a run's checkpoints/STEP), a run's checkpoints/ holding one, or a
+    run directory whose checkpoints/ holds one: (backend, what it is in words, the run directory);
+    else None."""
+    kind = _checkpoint_kind(path)
+    if kind is not None:
+        return kind, f"a {BACKEND_NAMES[kind]} checkpoint", _shown(path.absolute().parent.parent, path)
+    for backend in CHECKPOINT_MARKERS:
+        if latest_checkpoint(path, backend) is not None:
+            return backend, f"a folder of {BACKEND_NAMES[backend]} checkpoints", _shown(path.absolute().parent, path)
+        if latest_checkpoint(path / "checkpoints", backend) is not None:
+            return backend, f"a run directory (with {BACKEND_NAMES[backend]} checkpoints)", path
+    return None
+
+
+def _shown(run: Path, given: Path) -> Path:
+    """`run` as a path relative to the working directory when `given` was relative."""
+    return run if given.is_absolute() else Path(os.path.relpath(run))
+
+
+def init_from_error(path: Path, error: OSError | ValueError) -> SystemExit:
+    """The error (and hint) that stops a program whose --init-from FILE cannot be loaded: `error`,
+    weights.load's (a WeightsError carries a hint). A checkpoint given for a weights file is told
+    apart: checkpoints are no weights files, and --resume is what continues a run from them."""
+    if isinstance(error, IsADirectoryError):
+        found = checkpoints_at(path)
+        if found is not None:
+            _, what, run = found
+            return SystemExit(
+                f"error: --init-from {path} is {what}: checkpoints are not weights files\n"
+                "hint: --init-from takes a weights file that --export-init FILE wrote; --resume continues a run "
+                f"from its checkpoints (--out {run} --resume, with the program that wrote them)"
+            )
+    hint = getattr(error, "hint", None)
+    return SystemExit(f"error: --init-from: {error}" + (f"\nhint: {hint}" if hint else ""))
 
 
 # The flags every process of one run must be given alike (--out may differ: a path on each host).

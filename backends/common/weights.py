@@ -14,16 +14,22 @@ and loaded without executing code. In a switchc weights file:
   kernels [experts, d_model, d_ff], ...). Nothing else is in the file, and nothing is missing.
 - every tensor is float32. A bfloat16 model's weights are widened on save (losslessly) and
   narrowed back by the program that loads them, so numpy needs no bfloat16 type.
+- every value is finite: a file holding NaN or Inf is refused on load (it would stop the run at
+  its first step).
 - the header's metadata holds {"format": "switchc-weights", "version": "1"} and whatever the
-  writer adds (the programs add the spec name and the seed).
+  writer adds: the programs add "backend" and where the weights came from (`provenance`): "seed",
+  or for weights that --init-from read, "init_from" (that file's name) and "init_from_backend"
+  and "init_from_seed" (what its own metadata says, where it says it).
 
 `save(path, params)` writes a file; `load(path, params_table)` reads one and checks it against a
-PARAMS table, naming every missing, unexpected or misshapen tensor. Needs the `safetensors`
+PARAMS table, naming every missing, unexpected or misshapen tensor. A WeightsError's `hint` says
+what to do about it (None where the message says it). Needs the `safetensors`
 package (imported only when a weights file is read or written).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -36,8 +42,19 @@ VERSION = "1"
 _SHOWN = 8
 
 
+# What to do about weights that do not fit the model (their names or shapes).
+SAME_SPEC = "export the weights from a program compiled from the same spec: the same model shapes"
+# What to do about a damaged file.
+EXPORT_AGAIN = "export the weights again (train.py --export-init FILE)"
+
+
 class WeightsError(ValueError):
-    """A weights file that does not fit the program: wrong names, shapes or format."""
+    """A weights file that does not fit the program: wrong names, shapes, format or values.
+    `hint`: what to do about it, or None."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 def _safetensors() -> Any:
@@ -80,7 +97,8 @@ def check(params: Mapping[str, Any], params_table: Mapping[str, Any], source: st
         problems.append(f"{len(misshapen)} shape mismatch(es): {_listed(misshapen)}")
     if problems:
         raise WeightsError(
-            f"{source} do not fit this model ({len(params_table)} parameters in PARAMS): " + "; ".join(problems)
+            f"{source} do not fit this model (the model has {len(params_table)} parameters): " + "; ".join(problems),
+            SAME_SPEC,
         )
 
 
@@ -118,13 +136,60 @@ def save(
 
 def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The header metadata of a weights file (format, version and what the writer added)."""
-    return _open(path)[0]
+    return _open(path, tensors=False)[0]
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """(metadata, arrays) of a safetensors file; WeightsError when it is not one."""
+def provenance(backend: str, seed: int, init_from: str | os.PathLike[str] | None = None) -> tuple[dict[str, str], str]:
+    """(metadata, words) of step-0 weights a program exports: made by `backend`'s init with `seed`,
+    or, with `init_from`, read from that weights file (the seed made none of them). The metadata
+    then names the file ("init_from") and passes on what the file's own metadata says of them
+    ("init_from_backend": the program that wrote it; "init_from_seed": the seed whose init they
+    are, where known). The words complete "wrote the step-0 weights (WORDS) to FILE"."""
+    if init_from is None:
+        return {"backend": backend, "seed": str(seed)}, f"seed {seed}"
+    source = metadata(init_from)
+    name = os.path.basename(os.fspath(init_from))
+    meta = {"backend": backend, "init_from": name}
+    made_by = source.get("seed", source.get("init_from_seed"))  # a file exported from a file: the first one's seed
+    details = []
+    if "backend" in source:
+        meta["init_from_backend"] = source["backend"]
+        details.append(f"written by the {source['backend']} program")
+    if made_by is not None:
+        meta["init_from_seed"] = made_by
+        details.append(f"seed {made_by}")
+    return meta, f"from {name}" + (f": {', '.join(details)}" if details else "")
+
+
+def _damage(path: str | os.PathLike[str]) -> str | None:
+    """Why a file safetensors refused looks like a safetensors file cut short or altered (its first
+    bytes begin one: an 8-byte header length, then the JSON header), with its size against the size
+    its header gives; None when it does not begin as one (another kind of file)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        begun = f.read(1) == b"{"
+        if size == 0:
+            detail = ""
+        elif not begun:
+            return None
+        elif 8 + length > size:
+            detail = f", fewer than the {8 + length} of its header alone"
+        else:
+            f.seek(8)
+            try:
+                header = json.loads(f.read(length))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+                detail = f", where its header describes {8 + length + end} bytes"
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                detail = ", and its header cannot be read"
+    return f"{path} is truncated or damaged ({size} bytes{detail}): not a safetensors file that can be read"
+
+
+def _open(path: str | os.PathLike[str], tensors: bool = True) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata, arrays) of a safetensors file (no arrays unless `tensors`); WeightsError when it is not one."""
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a directory, not a weights file (name the .safetensors file in it)")
+        raise IsADirectoryError(f"{path} is a directory, not a weights file (one that --export-init wrote)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no weights file at {path}")
     _safetensors()
@@ -133,10 +198,13 @@ def _open(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, np.nd
     try:
         with safe_open(os.fspath(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
-            arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - not a dict
+            arrays = {name: f.get_tensor(name) for name in f.keys()} if tensors else {}  # noqa: SIM118 - not a dict
     except Exception as e:  # safetensors raises its own SafetensorError (and OSError, ValueError)
         if not isinstance(e, OSError | ValueError) and type(e).__name__ != "SafetensorError":
             raise
+        damage = _damage(path)
+        if damage is not None:
+            raise WeightsError(damage, EXPORT_AGAIN) from e
         raise WeightsError(f"{path} is not a safetensors file: {e}") from e
     return meta, arrays
 
@@ -145,7 +213,8 @@ def load(path: str | os.PathLike[str], params_table: Mapping[str, Any]) -> dict[
     """Read a weights file: IR name -> float32 array, in PARAMS order, checked against `params_table`.
 
     Raises WeightsError (naming the file and each problem) when the file is not a switchc weights
-    file or its names or shapes differ from the table's; FileNotFoundError when there is no file.
+    file, is truncated, its names or shapes differ from the table's, or a tensor holds NaN or Inf;
+    FileNotFoundError when there is no file.
     """
     meta, arrays = _open(path)
     if meta.get("format") != FORMAT:
@@ -163,4 +232,12 @@ def load(path: str | os.PathLike[str], params_table: Mapping[str, Any]) -> dict[
         if array.dtype != np.float32:
             raise WeightsError(f"{path}: {name} is {array.dtype}; switchc weights are float32")
         out[name] = array
+    bad = {name: int(array.size - np.count_nonzero(np.isfinite(array))) for name, array in out.items()}
+    named = [f"{name} ({count} of {out[name].size} values)" for name, count in bad.items() if count]
+    if named:
+        raise WeightsError(
+            f"{path} holds NaN or Inf: {len(named)} tensor(s) are not finite: {_listed(named)}",
+            "these weights cannot train; export them again from a run or seed whose weights are finite "
+            "(train.py --export-init FILE)",
+        )
     return out

@@ -330,10 +330,8 @@ def _check_weights(path: Path, spec: Spec) -> None:
     try:
         weights.load(path, _parameter_shapes(spec))
     except (weights.WeightsError, OSError) as error:
-        raise PlainUserError(
-            f"--init-from: {error}",
-            "give a weights file that --export-init wrote for a program of this spec (the same model shapes)",
-        ) from None
+        hint = getattr(error, "hint", None) or "give a weights file that --export-init wrote for a program of this spec"
+        raise PlainUserError(f"--init-from: {error}", hint) from None
 
 
 def _check_data(spec: Spec, out: Path, *, evaluate: bool) -> None:

@@ -269,12 +269,15 @@ def _load_weights(model: ModuleType, path: Path, param_sharding: Any) -> dict[st
     try:
         flat = _weights().load(path, model.PARAMS)
     except (OSError, ValueError) as error:  # FileNotFoundError, weights.WeightsError: one line, as in PyTorch
-        raise SystemExit(f"error: --init-from: {error}") from None
+        raise flags.init_from_error(path, error) from None
     return {name: place(name, value) for name, value in flat.items()}
 
 
-def export_weights(model: ModuleType, params: dict[str, Any], path: Path, seed: int) -> None:
-    """--export-init: every process gathers the whole weights; the first one writes them."""
+def export_weights(
+    model: ModuleType, params: dict[str, Any], path: Path, seed: int, init_from: Path | None = None
+) -> None:
+    """--export-init: every process gathers the whole weights; the first one writes them, with
+    where they came from (seed's init, or the file `init_from`: weights.provenance)."""
     import jax
     import numpy as np
 
@@ -284,11 +287,12 @@ def export_weights(model: ModuleType, params: dict[str, Any], path: Path, seed: 
         params = multihost_utils.process_allgather(params, tiled=True)
     arrays = {name: np.asarray(jax.device_get(value), np.float32) for name, value in params.items()}
     if jax.process_index() == 0:
+        meta, source = _weights().provenance("jax", seed, init_from)
         try:
-            _weights().save(path, arrays, model.PARAMS, {"backend": "jax", "seed": str(seed)})
+            _weights().save(path, arrays, model.PARAMS, meta)
         except OSError as error:
             raise SystemExit(f"error: --export-init {path}: {error.strerror or error}") from None
-        print(f"wrote the step-0 weights (seed {seed}) to {path}", flush=True)
+        print(f"wrote the step-0 weights ({source}) to {path}", flush=True)
 
 
 def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[str, Any]:
@@ -471,8 +475,14 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     """Train until step args.steps; returns the records (also shown, and written to --out).
 
     `data` and `eval_data` give batch(step, batch_size[, rows]) (data.Examples); without
-    eval_data (or with --eval-every 0) nothing is evaluated.
+    eval_data (or with --eval-every 0) nothing is evaluated. A run that ends before its first step
+    (an error, --export-init, --dump-hlo) removes what it made in --out (flags.tidy_unless_trained).
     """
+    with flags.tidy_unless_trained(args):
+        return _run(model, data, args, eval_data)
+
+
+def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any) -> list[dict[str, Any]]:
     import jax
 
     from .checkpoint import Checkpoints
@@ -492,7 +502,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
 
     init_from = getattr(args, "init_from", None)
     if getattr(args, "export_init", None) is not None:
-        export_weights(model, build(model, args.seed, init_from)["params"], args.export_init, args.seed)
+        export_weights(model, build(model, args.seed, init_from)["params"], args.export_init, args.seed, init_from)
         return []
 
     make_mesh(model.MESH_AXES)  # too few devices: said before orbax starts its threads
@@ -559,9 +569,6 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
     eval_rng = jax.random.key(0)  # unused with train=False (no jitter, no dropout)
     saving = checkpoints is not None and args.checkpoint_every > 0
 
-    log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
-    if log is not None and log.note:
-        say(log.note)
     progress = metrics.Progress(args.steps, start) if primary else None
     health = _Health()
     records: list[dict[str, Any]] = []
@@ -571,6 +578,10 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
         first = _global_batch(data, start, config.batch_size, shardings)
         train_step = train_step.lower(params, opt_state, first, jax.random.fold_in(base_rng, start)).compile()
         say(f"compiled the train step in {time.perf_counter() - compiling:.1f}s")
+    # opened once the step compiled: a run that fails to compile leaves no metrics file (tidy_unless_trained)
+    log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
+    if log is not None and log.note:
+        say(log.note)
 
     def emit(entry: dict[str, Any]) -> None:
         records.append(entry)

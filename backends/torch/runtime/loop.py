@@ -113,8 +113,14 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
     """Train until step args.steps; returns the records (rank 0 also shows them and writes --out).
 
     `data` and `eval_data` give batch(step, batch_size, rows) (data.Examples); without
-    eval_data (or with --eval-every 0) nothing is evaluated.
+    eval_data (or with --eval-every 0) nothing is evaluated. A run that ends before its first step
+    (an error, --export-init) removes what it made in --out (flags.tidy_unless_trained).
     """
+    with flags.tidy_unless_trained(args):
+        return _run(model_module, data, args, eval_data)
+
+
+def _run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any) -> list[dict[str, Any]]:
     if args.export_init is not None:  # no process group needed: every rank would build the same weights
         export_weights(model_module, args.export_init, args.seed, args.init_from)
         return []
@@ -214,22 +220,24 @@ def _initial_weights(model: torch.nn.Module, model_module: ModuleType, path: Pat
     try:
         flat = weights.load(path, model_module.PARAMS)
     except (OSError, ValueError) as error:  # FileNotFoundError, weights.WeightsError
-        raise SystemExit(f"error: --init-from: {error}") from None
+        raise flags.init_from_error(path, error) from None
     load_flat(model, flat)
 
 
 def export_weights(model_module: ModuleType, path: Path, seed: int, init_from: Path | None) -> None:
-    """--export-init: the step-0 weights (seed's, or init_from's), written by the first rank only."""
+    """--export-init: the step-0 weights (seed's, or init_from's), written by the first rank only,
+    with where they came from (weights.provenance)."""
     model = model_module.build(seed)
     if init_from is not None:
         _initial_weights(model, model_module, init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         arrays = {name: value.detach().float().numpy() for name, value in flat_params(model).items()}
+        meta, source = weights.provenance("torch", seed, init_from)
         try:
-            weights.save(path, arrays, model_module.PARAMS, {"backend": "torch", "seed": str(seed)})
+            weights.save(path, arrays, model_module.PARAMS, meta)
         except OSError as error:
             raise SystemExit(f"error: --export-init {path}: {error.strerror or error}") from None
-        print(f"wrote the step-0 weights (seed {seed}) to {path}", flush=True)
+        print(f"wrote the step-0 weights ({source}) to {path}", flush=True)
 
 
 def build(

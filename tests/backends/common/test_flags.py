@@ -385,3 +385,78 @@ def test_a_run_directory_where_no_lock_can_be_made_is_one_error(
     monkeypatch.setattr(Path, "open", refuse)  # a directory this user may not write (tests run as root here)
     refusal = flags.lock_run_directory(tmp_path)
     assert refusal == f"error: --out {tmp_path}: cannot write .lock there: Permission denied"
+
+
+@pytest.mark.parametrize("ending", [os.sep, os.sep + "."])
+def test_an_export_init_path_that_names_a_directory_is_refused_before_anything_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ending: str
+) -> None:
+    """`--export-init w/newdir/` (no such directory yet) would be written as a FILE named w/newdir:
+    a Path drops the trailing separator. Refused, naming a file inside it."""
+    given = str(tmp_path / "w" / "newdir") + ending
+    with pytest.raises(SystemExit) as info:
+        _checked("--export-init", given)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--export-init {given} names a directory; name the file to write, e.g. " in err
+    assert str(tmp_path / "w" / "newdir" / "init.safetensors") in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_export_init_makes_nothing_in_out(tmp_path: Path) -> None:
+    """Nothing trains: --out is not created (nor its checkpoints/)."""
+    args = _checked("--export-init", str(tmp_path / "new" / "w.safetensors"), "--out", str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    assert args.made == [tmp_path / "new"]
+
+
+def test_a_run_that_stops_before_training_removes_what_it_made_and_only_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused --init-from (any error before the first step) leaves no run directory, no .lock and
+    no checkpoints/; in a directory that was there before, only what this run made goes."""
+    monkeypatch.setattr(flags, "_training", [False])
+    args = _checked("--out", str(tmp_path / "a" / "run"))
+    assert (tmp_path / "a" / "run" / "checkpoints").is_dir()
+    with pytest.raises(SystemExit), flags.tidy_unless_trained(args):
+        assert flags.lock_run_directory(args.out) is None
+        raise SystemExit("error: --init-from: no weights file at w")
+    assert list(tmp_path.iterdir()) == []
+    assert flags.lock_run_directory(tmp_path) is None  # the lock was let go of: it can be taken again
+    flags.release_run_directory(tmp_path)
+
+    kept = tmp_path / "kept"
+    (kept / "checkpoints").mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    (kept / flags.LOCK_NAME).write_text("")  # an earlier run's: not this run's to remove
+    args = _checked("--out", str(kept))
+    with flags.tidy_unless_trained(args):
+        assert flags.lock_run_directory(args.out) is None
+    assert sorted(path.name for path in kept.iterdir()) == [flags.LOCK_NAME, "checkpoints", "notes.txt"]
+    flags.release_run_directory(kept)
+
+    args = _checked("--out", str(tmp_path / "trained"))
+    with flags.tidy_unless_trained(args):
+        flags.training_began()  # a run that trained keeps its directory, even should it fail later
+    assert (tmp_path / "trained" / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_init_from_a_checkpoint_says_checkpoints_are_not_weights_files(backend: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    step = fake_checkpoint(run / "checkpoints", 8, flags.CHECKPOINT_MARKERS[backend])
+    for given in (step, run / "checkpoints", run):
+        message = str(flags.init_from_error(given, IsADirectoryError(f"{given} is a directory")).code)
+        error, hint = message.split("\n")
+        assert error.startswith(f"error: --init-from {given} is ") and error.endswith(
+            ": checkpoints are not weights files"
+        )
+        assert flags.BACKEND_NAMES[backend] in error
+        assert hint == (
+            "hint: --init-from takes a weights file that --export-init FILE wrote; --resume continues a run from "
+            f"its checkpoints (--out {run} --resume, with the program that wrote them)"
+        )
+    other = tmp_path / "other"
+    other.mkdir()
+    plain = str(flags.init_from_error(other, IsADirectoryError(f"{other} is a directory")).code)
+    assert plain == f"error: --init-from: {other} is a directory"

@@ -91,3 +91,65 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
         weights.load(tmp_path / "plain", TABLE)
     with pytest.raises(FileNotFoundError):
         weights.load(tmp_path / "absent", TABLE)
+
+
+def test_a_mismatch_says_how_many_parameters_the_model_has_and_hints_at_the_spec(tmp_path: Path) -> None:
+    weights.save(tmp_path / "w", {"x": np.zeros(2, np.float32)})
+    with pytest.raises(weights.WeightsError) as error:
+        weights.load(tmp_path / "w", TABLE)
+    assert f"do not fit this model (the model has {len(TABLE)} parameters): " in str(error.value)
+    assert "PARAMS" not in str(error.value)  # the program's internal table is no user's word
+    assert error.value.hint == "export the weights from a program compiled from the same spec: the same model shapes"
+
+
+@pytest.mark.parametrize("cut", [0, 20, 200, -4])
+def test_a_truncated_file_is_said_to_be_truncated_with_its_size(tmp_path: Path, cut: int) -> None:
+    """Cut at its header's length, inside its header, inside its data: not "not a safetensors file"
+    (safetensors' "incomplete metadata, file not fully covered"), but its size, and to export again."""
+    weights.save(tmp_path / "w", _params(), TABLE)
+    data = (tmp_path / "w").read_bytes()
+    (tmp_path / "cut").write_bytes(data[:cut])
+    with pytest.raises(weights.WeightsError) as error:
+        weights.load(tmp_path / "cut", TABLE)
+    size = len(data[:cut])
+    assert str(error.value).startswith(f"{tmp_path / 'cut'} is ")
+    assert f"is truncated or damaged ({size} bytes" in str(error.value)
+    assert error.value.hint is not None and "export the weights again" in error.value.hint
+    if cut == -4:
+        assert f"where its header describes {len(data)} bytes" in str(error.value)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensors(tmp_path: Path) -> None:
+    params = _params()
+    params["encoder/0/attention/q"][0, 0, 0] = np.nan
+    params["encoder/final_norm/scale"][:2] = np.inf
+    weights.save(tmp_path / "w", params, TABLE)
+    with pytest.raises(weights.WeightsError) as error:
+        weights.load(tmp_path / "w", TABLE)
+    message = str(error.value)
+    assert "holds NaN or Inf: 2 tensor(s) are not finite" in message
+    assert "encoder/0/attention/q (1 of 16 values), encoder/final_norm/scale (2 of 4 values)" in message
+    assert "shared/embedding" not in message
+    assert error.value.hint is not None
+
+
+def test_provenance_names_the_seed_or_the_file_the_weights_came_from(tmp_path: Path) -> None:
+    assert weights.provenance("jax", 3) == ({"backend": "jax", "seed": "3"}, "seed 3")
+    weights.save(tmp_path / "jax_init.safetensors", _params(), TABLE, {"backend": "jax", "seed": "0"})
+    meta, words = weights.provenance("torch", 5, tmp_path / "jax_init.safetensors")
+    assert meta == {
+        "backend": "torch",
+        "init_from": "jax_init.safetensors",
+        "init_from_backend": "jax",
+        "init_from_seed": "0",
+    }
+    assert words == "from jax_init.safetensors: written by the jax program, seed 0"  # not --seed 5: it made none
+    weights.save(tmp_path / "again", _params(), TABLE, meta)  # a file exported from a file: the first one's seed
+    assert weights.provenance("jax", 9, tmp_path / "again")[0] == {
+        "backend": "jax",
+        "init_from": "again",
+        "init_from_backend": "torch",
+        "init_from_seed": "0",
+    }
+    weights.save(tmp_path / "bare", _params(), TABLE)
+    assert weights.provenance("jax", 9, tmp_path / "bare") == ({"backend": "jax", "init_from": "bare"}, "from bare")

@@ -180,6 +180,41 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path) -
     assert again.returncode == 3 and "step 2: the loss is nan" in again.stderr, again.stderr[-3000:]
 
 
+def test_weights_provenance_and_a_refused_init_from_leave_no_run_directory(tmp_path: Path) -> None:
+    """--export-init --init-from FILE records and prints FILE (and the seed that made its weights),
+    not --seed, and makes nothing in --out; a file holding NaN is refused (naming the tensor) before
+    the run's first step, and leaves no run directory (.lock, checkpoints/) behind."""
+    pytest.importorskip("safetensors")
+    import numpy as np
+    from safetensors.numpy import load_file
+    from switchc.backends.common import weights
+
+    program = compile_small(tmp_path, "prog")
+    exported = run_program(program, "--export-init", "seven.safetensors", "--seed", "7")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    again = run_program(
+        program, "--export-init", "again.safetensors", "--init-from", "seven.safetensors", "--out", "r/exp"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = "wrote the step-0 weights (from seven.safetensors: written by the jax program, seed 7) to again.safetensors"
+    assert said in again.stdout
+    meta = weights.metadata(program / "again.safetensors")
+    assert meta["init_from"] == "seven.safetensors" and meta["init_from_seed"] == "7" and "seed" not in meta
+    assert not (program / "r").exists()
+
+    params = load_file(str(program / "seven.safetensors"))
+    name = next(iter(params))
+    params[name] = np.full_like(params[name], np.nan)
+    weights.save(program / "nan.safetensors", params, metadata={"backend": "jax", "seed": "7"})
+    refused = run_program(program, "--steps", "1", "--init-from", "nan.safetensors", "--out", "r/bad1")
+    assert refused.returncode == 1
+    assert (
+        f"error: --init-from: nan.safetensors holds NaN or Inf: 1 tensor(s) are not finite: {name} (" in refused.stderr
+    )
+    assert "hint: " in refused.stderr and "Traceback" not in refused.stderr
+    assert not (program / "r").exists()
+
+
 def test_help_lists_the_training_flags(straight: Path) -> None:
     result = run_program(straight, "--help")
     assert result.returncode == 0

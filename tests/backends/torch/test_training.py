@@ -252,6 +252,44 @@ def test_init_from_a_weights_file(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_weights_provenance_and_refused_init_from_files_leave_no_run_directory(tmp_path: Path) -> None:
+    """--export-init --init-from FILE records and prints FILE (and the seed that made its weights),
+    not --seed; neither it nor a refused --init-from (a truncated file, a checkpoint) makes anything
+    in --out; the refusals say what the file is, with a hint."""
+    pytest.importorskip("safetensors")
+    from switchc.backends.common import flags, weights
+
+    from tests.backends.programs import fake_checkpoint
+
+    program = compile_small(tmp_path, "prog")
+    exported = run_program(program, "--export-init", "seven.safetensors", "--seed", "7")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    again = run_program(
+        program, "--export-init", "again.safetensors", "--init-from", "seven.safetensors", "--out", "r/exp"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = (
+        "wrote the step-0 weights (from seven.safetensors: written by the torch program, seed 7) to again.safetensors"
+    )
+    assert said in again.stdout
+    meta = weights.metadata(program / "again.safetensors")
+    assert meta["init_from"] == "seven.safetensors" and meta["init_from_seed"] == "7" and "seed" not in meta
+    assert not (program / "r").exists()
+
+    whole = (program / "seven.safetensors").read_bytes()
+    (program / "cut.safetensors").write_bytes(whole[:-100])
+    cut = run_program(program, "--steps", "1", "--init-from", "cut.safetensors", "--out", "r/bad1")
+    assert cut.returncode == 1
+    assert f"error: --init-from: cut.safetensors is truncated or damaged ({len(whole) - 100} bytes" in cut.stderr
+    assert "hint: export the weights again" in cut.stderr and "Traceback" not in cut.stderr
+    assert not (program / "r").exists()
+
+    fake_checkpoint(program / "old" / "checkpoints", 8, flags.CHECKPOINT_MARKERS["torch"])
+    checkpoint = run_program(program, "--steps", "1", "--init-from", str(Path("old", "checkpoints", "8")))
+    assert checkpoint.returncode == 1
+    assert "checkpoints are not weights files" in checkpoint.stderr and "--out old --resume" in checkpoint.stderr
+
+
 def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
     out = tmp_path / "run"
     settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
