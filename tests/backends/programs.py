@@ -304,3 +304,21 @@ def fake_checkpoint(directory: Path, step: int, markers: tuple[str, ...]) -> Pat
         else:
             (path / marker).write_text("{}")
     return path
+
+
+def check_reexport_records_its_source(program: Path, backend: str) -> None:
+    """`--export-init --init-from FILE` records and prints FILE (and the seed that made its
+    weights), not --seed, and creates nothing in --out (leaves seven.safetensors, seed 7's export)."""
+    from switchc.backends.common import weights
+
+    exported = run_program(program, "--export-init", "seven.safetensors", "--seed", "7")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    again = run_program(
+        program, "--export-init", "again.safetensors", "--init-from", "seven.safetensors", "--out", "r/exp"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = f"wrote the step-0 weights (from seven.safetensors: written by the {backend} program, seed 7)"
+    assert f"{said} to again.safetensors" in again.stdout
+    meta = weights.metadata(program / "again.safetensors")
+    assert meta["init_from"] == "seven.safetensors" and meta["init_from_seed"] == "7" and "seed" not in meta
+    assert not (program / "r").exists()

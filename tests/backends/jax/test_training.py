@@ -25,6 +25,7 @@ from switchc.backends.jax.runtime.checkpoint import _FailedWrites
 from tests.backends.programs import (
     SMALL_SWITCH,
     TIMING,
+    check_reexport_records_its_source,
     checkpoint_dirs,
     compile_program,
     records,
@@ -190,17 +191,7 @@ def test_weights_provenance_and_a_refused_init_from_leave_no_run_directory(tmp_p
     from switchc.backends.common import weights
 
     program = compile_small(tmp_path, "prog")
-    exported = run_program(program, "--export-init", "seven.safetensors", "--seed", "7")
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    again = run_program(
-        program, "--export-init", "again.safetensors", "--init-from", "seven.safetensors", "--out", "r/exp"
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    said = "wrote the step-0 weights (from seven.safetensors: written by the jax program, seed 7) to again.safetensors"
-    assert said in again.stdout
-    meta = weights.metadata(program / "again.safetensors")
-    assert meta["init_from"] == "seven.safetensors" and meta["init_from_seed"] == "7" and "seed" not in meta
-    assert not (program / "r").exists()
+    check_reexport_records_its_source(program, "jax")
 
     params = load_file(str(program / "seven.safetensors"))
     name = next(iter(params))

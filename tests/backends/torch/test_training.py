@@ -23,6 +23,7 @@ from tests.backends.programs import (
     RUN_TIMEOUT,
     SMALL_SWITCH,
     TIMING,
+    check_reexport_records_its_source,
     checkpoint_dirs,
     compile_program,
     records,
@@ -257,24 +258,12 @@ def test_weights_provenance_and_refused_init_from_files_leave_no_run_directory(t
     not --seed; neither it nor a refused --init-from (a truncated file, a checkpoint) makes anything
     in --out; the refusals say what the file is, with a hint."""
     pytest.importorskip("safetensors")
-    from switchc.backends.common import flags, weights
+    from switchc.backends.common import flags
 
     from tests.backends.programs import fake_checkpoint
 
     program = compile_small(tmp_path, "prog")
-    exported = run_program(program, "--export-init", "seven.safetensors", "--seed", "7")
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    again = run_program(
-        program, "--export-init", "again.safetensors", "--init-from", "seven.safetensors", "--out", "r/exp"
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    said = (
-        "wrote the step-0 weights (from seven.safetensors: written by the torch program, seed 7) to again.safetensors"
-    )
-    assert said in again.stdout
-    meta = weights.metadata(program / "again.safetensors")
-    assert meta["init_from"] == "seven.safetensors" and meta["init_from_seed"] == "7" and "seed" not in meta
-    assert not (program / "r").exists()
+    check_reexport_records_its_source(program, "torch")
 
     whole = (program / "seven.safetensors").read_bytes()
     (program / "cut.safetensors").write_bytes(whole[:-100])
