@@ -125,7 +125,8 @@ def parser(
         default=None,
         metavar="FILE",
         help="write the step-0 weights (--seed's, or --init-from's) to FILE (safetensors keyed by IR names, "
-        "runtime/weights.py; either program's --init-from reads it), then exit",
+        "runtime/weights.py; either program's --init-from reads it), then exit; with --resume, the weights of "
+        "--out's latest checkpoint",
     )
     flags.add_argument(
         "--hardware",
@@ -175,8 +176,11 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.export_init is not None:
         given = str(args.export_init)
         args.export_init = Path(given)
-        if args.resume:
-            flags.error("--export-init writes the step-0 weights and exits; it does not go with --resume")
+        if args.resume and not (args.out / "checkpoints").is_dir():  # --resume has made sure of --out
+            flags.error(
+                f"--export-init with --resume writes the weights of {args.out}'s latest checkpoint, and "
+                f"{args.out / 'checkpoints'} does not exist (without --resume it writes the step-0 weights)"
+            )
         # A Path drops a trailing separator ("w/new/" is "w/new") and a final "." ("w/." is "w"):
         # such a path names a directory, and would be written as a file of that name.
         separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
@@ -505,6 +509,15 @@ def checkpoints_at(path: Path) -> tuple[str, str, Path] | None:
 def _shown(run: Path, given: Path) -> Path:
     """`run` as a path relative to the working directory when `given` was relative."""
     return run if given.is_absolute() else Path(os.path.relpath(run))
+
+
+def no_checkpoint_to_export(out: Path) -> SystemExit:
+    """--export-init with --resume in a run directory that has no checkpoint yet."""
+    return SystemExit(
+        f"error: --export-init with --resume writes the weights of {out}'s latest checkpoint, and "
+        f"{out / 'checkpoints'} holds none yet\n"
+        "hint: drop --resume for the step-0 weights, or export once the run has saved a checkpoint"
+    )
 
 
 def init_from_error(path: Path, error: OSError | ValueError) -> SystemExit:

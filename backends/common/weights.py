@@ -19,7 +19,8 @@ and loaded without executing code. In a switchc weights file:
 - the header's metadata holds {"format": "switchc-weights", "version": "1"} and whatever the
   writer adds: the programs add "backend" and where the weights came from (`provenance`): "seed",
   or for weights that --init-from read, "init_from" (that file's name) and "init_from_backend"
-  and "init_from_seed" (what its own metadata says, where it says it).
+  and "init_from_seed" (what its own metadata says, where it says it), or for a checkpoint's
+  weights (--export-init with --resume), "checkpoint" (its directory), "step" and "seed".
 
 `save(path, params)` writes a file; `load(path, params_table)` reads one and checks it against a
 PARAMS table, naming every missing, unexpected or misshapen tensor. A WeightsError's `hint` says
@@ -139,12 +140,22 @@ def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return _open(path, tensors=False)[0]
 
 
-def provenance(backend: str, seed: int, init_from: str | os.PathLike[str] | None = None) -> tuple[dict[str, str], str]:
-    """(metadata, words) of step-0 weights a program exports: made by `backend`'s init with `seed`,
+def provenance(
+    backend: str,
+    seed: int,
+    init_from: str | os.PathLike[str] | None = None,
+    checkpoint: tuple[str | os.PathLike[str], int] | None = None,
+) -> tuple[dict[str, str], str]:
+    """(metadata, words) of the weights a program exports: a checkpoint's (its directory and
+    step, of a run seeded with `seed`), or step-0 weights made by `backend`'s init with `seed`,
     or, with `init_from`, read from that weights file (the seed made none of them). The metadata
     then names the file ("init_from") and passes on what the file's own metadata says of them
     ("init_from_backend": the program that wrote it; "init_from_seed": the seed whose init they
     are, where known). The words complete "wrote the step-0 weights (WORDS) to FILE"."""
+    if checkpoint is not None:
+        directory, step = checkpoint
+        meta = {"backend": backend, "checkpoint": os.fspath(directory), "step": str(step), "seed": str(seed)}
+        return meta, f"checkpoint {os.fspath(directory)}"
     if init_from is None:
         return {"backend": backend, "seed": str(seed)}, f"seed {seed}"
     source = metadata(init_from)

@@ -292,3 +292,30 @@ def test_programs_export_and_start_from_weights(tmp_path: Path) -> None:
     result = subprocess.run(command, cwd=jax_program, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train step 1/1" in result.stdout
+
+
+@pytest.mark.parametrize("trainer", ["jax", pytest.param("torch", marks=pytest.mark.slow)])  # 20 s each
+def test_a_checkpoint_exported_by_one_backend_evaluates_alike_in_the_other(trainer: str, tmp_path: Path) -> None:
+    """Train in one backend, evaluate in the other: `--export-init FILE --resume` writes the weights
+    of the run's latest checkpoint (not the step-0 weights), and the other backend's program,
+    started from FILE, evaluates them as the trainer did at that step. (Its learning rate is ~0, so
+    its one step leaves the weights as they were; evaluation has no noise, and the held-out
+    batches are the same in both programs.)"""
+    from tests.backends.programs import compile_program, records, run_program
+
+    other = "torch" if trainer == "jax" else "jax"
+    small = ["train.batch_size=4", "train.inputs_length=32", "train.targets_length=8", "moe.group_size=32"]
+    sets = [text for setting in small for text in ("--set", setting)]
+    trained = compile_program(tmp_path / "trained", *sets, backend=trainer)
+    frozen = compile_program(tmp_path / "frozen", *sets, "--set", "train.optimizer.learning_rate=1e-30", backend=other)
+    run = run_program(trained, "--steps", "2", "--checkpoint-every", "2", "--eval-every", "2", "--out", "run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    export = run_program(trained, "--export-init", str(tmp_path / "step2.safetensors"), "--resume", "--out", "run")
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert f"wrote the step-2 weights (checkpoint {trained / 'run' / 'checkpoints' / '2'})" in export.stdout
+    evaluated = run_program(frozen, "--init-from", str(tmp_path / "step2.safetensors"), "--steps", "1", "--out", "run")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    (want,) = records(trained / "run", "eval")
+    (got,) = records(frozen / "run", "eval")
+    for key in ("loss", "cross_entropy", "aux_loss", "dropped_fraction"):
+        assert got[key] == pytest.approx(want[key], rel=LOSS_RTOL), key

@@ -274,10 +274,16 @@ def _load_weights(model: ModuleType, path: Path, param_sharding: Any) -> dict[st
 
 
 def export_weights(
-    model: ModuleType, params: dict[str, Any], path: Path, seed: int, init_from: Path | None = None
+    model: ModuleType,
+    params: dict[str, Any],
+    path: Path,
+    seed: int,
+    init_from: Path | None = None,
+    checkpoint: tuple[Path, int] | None = None,
 ) -> None:
     """--export-init: every process gathers the whole weights; the first one writes them, with
-    where they came from (seed's init, or the file `init_from`: weights.provenance)."""
+    where they came from (seed's init, the file `init_from`, or `checkpoint`'s directory and
+    step: weights.provenance)."""
     import jax
     import numpy as np
 
@@ -287,12 +293,13 @@ def export_weights(
         params = multihost_utils.process_allgather(params, tiled=True)
     arrays = {name: np.asarray(jax.device_get(value), np.float32) for name, value in params.items()}
     if jax.process_index() == 0:
-        meta, source = _weights().provenance("jax", seed, init_from)
+        meta, source = _weights().provenance("jax", seed, init_from, checkpoint)
         try:
             _weights().save(path, arrays, model.PARAMS, meta)
         except OSError as error:
             raise SystemExit(f"error: --export-init {path}: {error.strerror or error}") from None
-        print(f"wrote the step-0 weights ({source}) to {path}", flush=True)
+        step = 0 if checkpoint is None else checkpoint[1]
+        print(f"wrote the step-{step} weights ({source}) to {path}", flush=True)
 
 
 def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[str, Any]:
@@ -501,8 +508,9 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             print(text, flush=True)
 
     init_from = getattr(args, "init_from", None)
-    if getattr(args, "export_init", None) is not None:
-        export_weights(model, build(model, args.seed, init_from)["params"], args.export_init, args.seed, init_from)
+    export = getattr(args, "export_init", None)
+    if export is not None and not args.resume:
+        export_weights(model, build(model, args.seed, init_from)["params"], export, args.seed, init_from)
         return []
 
     make_mesh(model.MESH_AXES)  # too few devices: said before orbax starts its threads
@@ -519,11 +527,13 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
                 f"error: {checkpoints.directory} has checkpoints already (the latest: step {found})\n"
                 "hint: pass --resume to continue that run, or choose another --out"
             )
-        if found is None and args.resume:  # a run stopped before its first checkpoint: nothing to resume
+        if found is None and args.resume and export is None:  # a run stopped before its first checkpoint
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
             with flags.stopping_at_once():  # orbax's reads run on its threads
                 flags.checked_record(checkpoints, found, args, model, announce=primary)
+    if export is not None and found is None:
+        raise flags.no_checkpoint_to_export(args.out)
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
     state = build(model, args.seed, init_from if found is None else None)
     start = 0
@@ -531,6 +541,13 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
         with flags.stopping_at_once(), flags.reading_checkpoint(checkpoints, found):
             state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
         start = found
+    if export is not None:  # --resume: the weights the run would continue from
+        assert checkpoints is not None and found is not None
+        with flags.stopping_at_once():
+            export_weights(
+                model, state["params"], export, args.seed, checkpoint=(checkpoints.directory / str(found), found)
+            )
+        return []
     mesh = state["mesh"]
     device = jax.devices()[0]
     hardware = metrics.choose_hardware(

@@ -269,6 +269,14 @@ class Checkpoints:
             if key.startswith("model/") and hasattr(entry, "size")
         }
 
+    def whole_params(self, step: int, model: nn.Module) -> None:
+        """Load checkpoint `step`'s parameters, whole, into `model` (built whole, unplaced) in this
+        one process: DCP reads every rank's shards of each from the files, whichever mesh wrote
+        them. The optimizer state is not read. (--export-init with --resume.)"""
+        state = {f"model/{ir_name(path)}": param.detach() for path, param in model.named_parameters()}
+        with _quiet(), _unwrapped(everything=True), torch.no_grad():
+            dcp.load(state, storage_reader=dcp.FileSystemReader(self.directory / str(step)), no_dist=True)
+
     def restore(self, step: int, state: dict[str, Any]) -> None:
         """Load checkpoint `step` into `state` (from training_state), every tensor in place."""
         with _quiet(), _unwrapped(everything=True):

@@ -122,7 +122,10 @@ def run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data
 
 def _run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any) -> list[dict[str, Any]]:
     if args.export_init is not None:  # no process group needed: every rank would build the same weights
-        export_weights(model_module, args.export_init, args.seed, args.init_from)
+        if args.resume:
+            export_checkpoint(model_module, args)
+        else:
+            export_weights(model_module, args.export_init, args.seed, args.init_from)
         return []
     mesh, device = init_distributed(model_module.MESH_AXES, args.timeout, args.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -231,13 +234,41 @@ def export_weights(model_module: ModuleType, path: Path, seed: int, init_from: P
     if init_from is not None:
         _initial_weights(model, model_module, init_from)
     if int(os.environ.get("RANK", "0")) == 0:
-        arrays = {name: value.detach().float().numpy() for name, value in flat_params(model).items()}
-        meta, source = weights.provenance("torch", seed, init_from)
-        try:
-            weights.save(path, arrays, model_module.PARAMS, meta)
-        except OSError as error:
-            raise SystemExit(f"error: --export-init {path}: {error.strerror or error}") from None
-        print(f"wrote the step-0 weights ({source}) to {path}", flush=True)
+        _write_weights(model, model_module, path, weights.provenance("torch", seed, init_from), 0)
+
+
+def export_checkpoint(model_module: ModuleType, args: argparse.Namespace) -> None:
+    """--export-init with --resume: the weights of --out's latest checkpoint, which a resumed run
+    would continue from; the first rank alone reads them whole (Checkpoints.whole_params) and
+    writes them, so any number of processes, or one, exports the checkpoint of any mesh."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary=True)
+    flags.check_checkpoint_directory(checkpoints.directory, "torch")
+    found = checkpoints.latest_step()
+    if found is None:
+        raise flags.no_checkpoint_to_export(args.out)
+    flags.checked_record(checkpoints, found, args, model_module, announce=False)
+    model = model_module.build(args.seed)
+    with flags.reading_checkpoint(checkpoints, found):
+        checkpoints.whole_params(found, model)
+    where = (checkpoints.directory / str(found), found)
+    _write_weights(
+        model, model_module, args.export_init, weights.provenance("torch", args.seed, checkpoint=where), found
+    )
+
+
+def _write_weights(
+    model: torch.nn.Module, model_module: ModuleType, path: Path, provenance: tuple[dict[str, str], str], step: int
+) -> None:
+    """Write the model's weights to `path` (runtime/weights.py), with their provenance, and say so."""
+    arrays = {name: value.detach().float().numpy() for name, value in flat_params(model).items()}
+    meta, source = provenance
+    try:
+        weights.save(path, arrays, model_module.PARAMS, meta)
+    except OSError as error:
+        raise SystemExit(f"error: --export-init {path}: {error.strerror or error}") from None
+    print(f"wrote the step-{step} weights ({source}) to {path}", flush=True)
 
 
 def build(

@@ -268,7 +268,7 @@ def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
     [
         (("--checkpoint-every", "5"), "--checkpoint-every applies only with --out"),
         (("--keep", "2"), "--keep applies only with --out"),
-        (("--export-init", "w.safetensors", "--out", "run", "--resume"), "it does not go with --resume"),
+        (("--export-init", "w.safetensors", "--out", "no-run", "--resume"), "no-run/checkpoints does not exist"),
         (("--export-init", "."), "--export-init . is a directory; name the file to write, e.g. init.safetensors"),
     ],
 )
