@@ -685,6 +685,19 @@ class Examples:
     def num_examples(self) -> int:
         return len(self.tokens) // self.raw_length
 
+    def repeats(self, batches: int, batch_size: int) -> str | None:
+        """A note when `batches` batches of `batch_size` examples (one evaluation) hold more
+        examples than this split has: they wrap around, so an evaluation sees some examples more
+        than once (its figures weigh those more). None when they fit."""
+        wanted = batches * batch_size
+        if wanted <= self.num_examples:
+            return None
+        return (
+            f"note: the held-out split holds {self.num_examples} example(s); an evaluation of --eval-batches "
+            f"{batches} x batch {batch_size} = {wanted} reads them {wanted / self.num_examples:.3g} times over "
+            "(raise data.eval_fraction, or lower --eval-batches)"
+        )
+
     def check(self, split: str = "train", eval_fraction: float = 0.0) -> None:
         """Stop with an error naming the split and the settings when it holds no whole example."""
         if self.num_examples > 0:

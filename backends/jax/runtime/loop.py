@@ -583,6 +583,9 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     eval_batches = []
     if evaluating:
         eval_batches = [_global_batch(eval_data, i, config.batch_size, shardings) for i in range(args.eval_batches)]
+        repeats = eval_data.repeats(args.eval_batches, config.batch_size)
+        if repeats is not None:
+            say(repeats)
     eval_rng = jax.random.key(0)  # unused with train=False (no jitter, no dropout)
     saving = checkpoints is not None and args.checkpoint_every > 0
 

@@ -373,6 +373,9 @@ def _train(
     eval_batches = []
     if evaluating:
         eval_batches = [_local_batch(eval_data, i, config, parallel, device) for i in range(args.eval_batches)]
+        repeats = eval_data.repeats(args.eval_batches, config.batch_size)
+        if repeats is not None:
+            say(repeats)
     saving = checkpoints is not None and args.checkpoint_every > 0
 
     log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None

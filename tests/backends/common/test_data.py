@@ -244,6 +244,25 @@ def test_an_unwritable_cache_costs_only_the_cache(
 # ---- split and span corruption -----------------------------------------------------------------
 
 
+def test_an_evaluation_larger_than_the_held_out_split_is_noted() -> None:
+    """--eval-batches x batch size past the split's examples wraps around silently otherwise."""
+    examples = data.SpanCorruption(
+        tokens=np.arange(3, 3 + 10 * 40, dtype=np.int32) % 200 + 3,
+        inputs_length=32,
+        targets_length=16,
+        vocab_size=300,
+        seed=0,
+        noise_density=0.15,
+        mean_noise_span=3.0,
+    )
+    count = examples.num_examples
+    assert examples.repeats(1, count) is None
+    assert examples.repeats(3, count) == (
+        f"note: the held-out split holds {count} example(s); an evaluation of --eval-batches 3 x batch {count} = "
+        f"{3 * count} reads them 3 times over (raise data.eval_fraction, or lower --eval-batches)"
+    )
+
+
 def test_split_holds_out_the_last_characters() -> None:
     train, held_out = data.split_documents(["abcdef", "ghij", "klmnopqrst"], 0.3)
     assert "".join(train) == "abcdefghijklmn" and "".join(held_out) == "opqrst"
