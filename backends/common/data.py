@@ -17,7 +17,8 @@ Token ids follow T5: 0 pad, 1 EOS, 2 UNK; sentinels count down from the top of t
   the `sentencepiece` package, imported only when this tokenizer is used.
 
 The last `eval_fraction` of the corpus's characters is held out before anything is tokenized, so
-a SentencePiece model never sees evaluation text. Example i of an epoch depends only on
+a SentencePiece model never sees evaluation text; or, with `eval_path`, all of the corpus trains
+and the files there are the evaluation text. Example i of an epoch depends only on
 (seed, epoch, i): any number of data-parallel ranks, and a resumed run, see the same examples.
 """
 
@@ -695,14 +696,17 @@ class Examples:
         return (
             f"note: the held-out split holds {self.num_examples} example(s); an evaluation of --eval-batches "
             f"{batches} x batch {batch_size} = {wanted} reads them {wanted / self.num_examples:.3g} times over "
-            "(raise data.eval_fraction, or lower --eval-batches)"
+            "(more held-out text: data.eval_fraction or data.eval_path; or lower --eval-batches)"
         )
 
-    def check(self, split: str = "train", eval_fraction: float = 0.0) -> None:
+    def check(self, split: str = "train", eval_fraction: float = 0.0, eval_path: str | None = None) -> None:
         """Stop with an error naming the split and the settings when it holds no whole example."""
         if self.num_examples > 0:
             return
-        if split == "eval":
+        if split == "eval" and eval_path is not None:
+            where = f"the evaluation text (data.eval_path {eval_path})"
+            hint = "give data.eval_path more text, shorten train.inputs_length, or evaluate never (--eval-every 0)"
+        elif split == "eval":
             where = f"the held-out split (data.eval_fraction {eval_fraction:g} of the corpus)"
             hint = "raise data.eval_fraction, or evaluate never (--eval-every 0)"
         else:
@@ -890,7 +894,12 @@ def dataset(config: Any, split: str = "train") -> Examples:
         _, error, hint = problem
         raise SystemExit(f"error: {error}\nhint: {hint}")
     documents = read_documents(config.source, config.path, config.jsonl_field)
-    train_documents, eval_documents = split_documents(documents, config.eval_fraction)
+    eval_path = getattr(config, "eval_path", None)
+    if eval_path is None:
+        train_documents, eval_documents = split_documents(documents, config.eval_fraction)
+    else:  # all of data.path trains; the eval text is its own corpus, read only when asked for
+        train_documents = documents
+        eval_documents = read_documents(config.source, eval_path, config.jsonl_field) if split == "eval" else []
     tokenizer = tokenizer_for(config, train_documents)
     tokens = token_stream(train_documents if split == "train" else eval_documents, tokenizer)
     shape = {
@@ -904,5 +913,5 @@ def dataset(config: Any, split: str = "train") -> Examples:
         data: Examples = PrefixLM(**shape)
     else:
         data = SpanCorruption(**shape, noise_density=config.noise_density, mean_noise_span=config.mean_noise_span)
-    data.check(split, config.eval_fraction)
+    data.check(split, config.eval_fraction, eval_path)
     return data

@@ -65,7 +65,8 @@ def parser(
     init_from_help: str,
 ) -> argparse.ArgumentParser:
     """A parser with the shared flags. `held_out`: whether the spec holds out an eval split
-    (data.eval_fraction > 0); without one --eval-every defaults to 0 and any other value is refused.
+    (data.eval_fraction > 0, or data.eval_path); without one --eval-every defaults to 0 and any other value
+    is refused.
     `resume_help` and `init_from_help` are the help texts of --resume and --init-from, whose
     details differ between the backends."""
     every = max(1, default_steps // 10)
@@ -98,7 +99,8 @@ def parser(
         metavar="N",
         help=f"evaluate on the held-out split every N steps and at the end; 0: never (default: {every})"
         if held_out
-        else "evaluate every N steps: this program's spec holds out no text (data.eval_fraction is 0), so 0 only",
+        else "evaluate every N steps: this program's spec has no text to evaluate on (data.eval_fraction is 0 and "
+        "no data.eval_path), so 0 only",
     )
     flags.add_argument("--eval-batches", type=int, default=10, metavar="N", help="batches per evaluation (default: 10)")
     flags.add_argument(
@@ -155,7 +157,8 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.eval_every and not args.held_out:  # silently evaluating nothing would look like a broken eval
         flags.error(
             f"--eval-every {args.eval_every}: this program's spec holds out no text to evaluate on "
-            "(data.eval_fraction is 0); compile it with data.eval_fraction > 0, or drop --eval-every"
+            "(data.eval_fraction is 0 and no data.eval_path); compile it with data.eval_fraction > 0 or a "
+            "data.eval_path, or drop --eval-every"
         )
     if args.eval_every is None:
         args.eval_every = args.eval_default

@@ -44,6 +44,11 @@ def program_config(spec: Spec) -> SimpleNamespace:
     return SimpleNamespace(**{name: value for _, items in config_values(spec) for name, value in items})
 
 
+def evaluates(spec: Spec) -> bool:
+    """Whether the spec has text to evaluate on: a held-out share of data.path, or data.eval_path."""
+    return spec.data.eval_fraction > 0 or spec.data.eval_path is not None
+
+
 def check_data(spec: Spec) -> None:
     """What runtime/data.py needs of the spec's shapes (its `shape_problem`), as a located error when
     the program is made; the program checks the same when it starts."""
@@ -61,7 +66,7 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
     """
     note = f"  # {import_note}" if import_note else ""
     # without a held-out split --eval-every defaults to 0 and refuses any other value (flags.check)
-    held_out = "" if spec.data.eval_fraction > 0 else ", held_out=False"
+    held_out = "" if evaluates(spec) else ", held_out=False"
     also = f" and {evaluate_also}" if evaluate_also else ""
     return f'''"""{docstring}"""
 

@@ -30,7 +30,7 @@ from switchc.backends.common.flags import (
     run_directory_user,
     shape_differences,
 )
-from switchc.backends.common.program import program_config
+from switchc.backends.common.program import evaluates, program_config
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, UserError
@@ -236,11 +236,12 @@ def train(
             f"--devices {devices}: the mesh {dict(resolved.mesh.axes)} needs {needed} {what}",
             "drop --devices (it defaults to the mesh's size), or change the mesh (--set 'mesh.axes={...}')",
         )
-    if eval_every and resolved.data.eval_fraction == 0:  # the program refuses it too; say so before compiling
+    if eval_every and not evaluates(resolved):  # the program refuses it too; say so before compiling
         raise UserError.at(
             resolved.span("data.eval_fraction"),
-            f"--eval-every {eval_every}: the spec holds out no text to evaluate on (data.eval_fraction is 0)",
-            "set data.eval_fraction (e.g. --set data.eval_fraction=0.05), or drop --eval-every",
+            f"--eval-every {eval_every}: the spec has no text to evaluate on (data.eval_fraction is 0 and no "
+            "data.eval_path)",
+            "set data.eval_fraction (e.g. --set data.eval_fraction=0.05) or data.eval_path, or drop --eval-every",
         )
     if hardware is not None:  # the programs know the built-in profiles (their PEAK_FLOPS)
         hardware = analysis_hardware(hardware).name
@@ -342,7 +343,7 @@ def _check_data(spec: Spec, out: Path, *, evaluate: bool) -> None:
     config = program_config(spec)
     try:
         data.dataset(config)
-        if evaluate and spec.data.eval_fraction > 0:
+        if evaluate and evaluates(spec):
             data.dataset(config, "eval")
     except SystemExit as stop:  # runtime/data.py's "error: ...\nhint: ..."
         lines = str(stop.code).splitlines()
@@ -371,7 +372,7 @@ def _clear_earlier_run(out: Path) -> None:
 
 
 def _absolute_data_paths(spec: Spec) -> Spec:
-    """The spec with its relative data paths (data.path, data.spm_model) made absolute from the
+    """The spec with its relative data paths (data.path, data.eval_path, data.spm_model) made absolute from the
     directory switchc runs in: the run's spec.yaml then names the corpus the run trained on, and a
     --resume from another directory reads the same files (or, where the spec names other ones, is
     refused as a changed setting) rather than whatever lies at that relative path there."""
@@ -379,10 +380,13 @@ def _absolute_data_paths(spec: Spec) -> Spec:
     def absolute(path: str | None) -> str | None:
         return path if path is None or os.path.isabs(os.path.expanduser(path)) else os.path.abspath(path)
 
-    path, spm_model = absolute(spec.data.path), absolute(spec.data.spm_model)
-    if (path, spm_model) == (spec.data.path, spec.data.spm_model):
+    data = spec.data
+    path, eval_path, spm_model = absolute(data.path), absolute(data.eval_path), absolute(data.spm_model)
+    if (path, eval_path, spm_model) == (data.path, data.eval_path, data.spm_model):
         return spec
-    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, path=path, spm_model=spm_model))
+    return dataclasses.replace(
+        spec, data=dataclasses.replace(data, path=path, eval_path=eval_path, spm_model=spm_model)
+    )
 
 
 def _hold_run_directory(out: Path) -> None:

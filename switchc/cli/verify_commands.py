@@ -105,8 +105,8 @@ def verify(
     if backend == "torch":
         from switchc.backends.torch.verify import verify as run_verify
 
-        plural = "es" if devices > 1 else ""
-        starting = f"running {resolved.name}'s train step on {devices} gloo process{plural}..."
+        where = f"on {devices} gloo processes" if devices > 1 else "in one process"
+        starting = f"running {resolved.name}'s train step {where}..."
         options: dict[str, float] = {}
     else:
         from switchc.backends.jax.verify import verify as run_verify

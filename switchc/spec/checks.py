@@ -304,6 +304,18 @@ def _check_data(spec: Spec) -> Iterator[Diagnostic]:
             spec.span("data.mean_noise_span"),
             "set data.mean_noise_span to 1 or more (T5 uses 3)",
         )
+    if data.eval_path is not None and data.source == "shakespeare":
+        yield Diagnostic(
+            "data.eval_path is set but data.source is 'shakespeare', the built-in corpus",
+            spec.span("data.eval_path"),
+            "set data.source to 'text' or 'jsonl' to read your own files (eval_path is read the same way)",
+        )
+    if data.eval_path is not None and data.eval_fraction > 0:
+        yield Diagnostic(
+            f"data.eval_fraction {data.eval_fraction:g} and data.eval_path both choose the text to evaluate on",
+            spec.span("data.eval_fraction"),
+            "keep data.eval_path (all of data.path then trains), or drop it to hold out data.eval_fraction",
+        )
     if data.spm_model is not None and data.tokenizer != "sentencepiece":
         yield Diagnostic(
             f"data.spm_model is set but data.tokenizer is '{data.tokenizer}'",

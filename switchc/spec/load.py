@@ -8,6 +8,7 @@ spec file or the override that caused it. All mistakes found in one pass are rep
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import typing
@@ -112,7 +113,10 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
         value_spans={path: span for path, span, _ in yamltree.leaf_spans(tree)},
         key_spans={path: key for path, _, key in yamltree.leaf_spans(tree) if key is not None},
     )
-    spec = Spec(body.model, body.moe, body.layout, body.mesh, body.train, body.data, origin=origin)
+    data = body.data
+    if data.eval_path is not None and "data.eval_fraction" not in origin.value_spans:
+        data = dataclasses.replace(data, eval_fraction=0.0)  # the eval text is eval_path's: nothing held out
+    spec = Spec(body.model, body.moe, body.layout, body.mesh, body.train, data, origin=origin)
     problems = list(cross_check(spec))
     if problems:
         raise UserError(problems)

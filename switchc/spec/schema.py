@@ -409,6 +409,13 @@ class DataConfig:
             "train records it as an absolute path); ~ is the home directory."
         ),
     ] = None
+    eval_path: Annotated[
+        SafeText | None,
+        Field(
+            description="A file or directory (read as data.path, in data.source's format) to evaluate on, instead "
+            "of holding out data.eval_fraction of data.path: all of data.path then trains."
+        ),
+    ] = None
     jsonl_field: Annotated[JsonKey, Field(description="Field of each JSONL record that holds the text.")] = "text"
     tokenizer: Annotated[
         Literal["byte", "sentencepiece"],
@@ -429,7 +436,10 @@ class DataConfig:
     ] = "span_corruption"
     noise_density: Annotated[Probability, Field(description="Fraction of input tokens corrupted (0.15).")] = 0.15
     mean_noise_span: Annotated[Positive, Field(description="Mean corrupted span length in tokens (3).")] = 3.0
-    eval_fraction: Annotated[Probability, Field(description="Share of the corpus held out for evaluation.")] = 0.05
+    eval_fraction: Annotated[
+        Probability,
+        Field(description="Share of the corpus held out for evaluation (0 when data.eval_path is set: that text is)."),
+    ] = 0.05
 
 
 SECTIONS: dict[str, type] = {

@@ -339,9 +339,16 @@ def test_a_relative_data_path_is_recorded_from_where_switchc_ran(
     out = tmp_path / "run"
     text = ["--set", "data.source=text", "--set", "data.path=corpus", "--set", "data.tokenizer=byte"]
     monkeypatch.chdir(tmp_path / "a")
-    result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), *text])
+    result = CliRunner().invoke(
+        main, ["train", "switch-tiny", "--out", str(out), *text, "--set", "data.eval_path=corpus"]
+    )
     assert result.exit_code == 0, result.stderr
-    assert f"  path: {tmp_path / 'a' / 'corpus'}\n" in (out / "program" / "spec.yaml").read_text()
+    written = (out / "program" / "spec.yaml").read_text()
+    assert (
+        f"  path: {tmp_path / 'a' / 'corpus'}\n" in written and f"  eval_path: {tmp_path / 'a' / 'corpus'}\n" in written
+    )
+    assert "  eval_fraction: 0.0\n" in written  # the eval text is eval_path's: nothing of data.path held out
+    text += ["--set", "data.eval_path=corpus"]
 
     monkeypatch.chdir(tmp_path / "b")
     resumed = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), "--resume", *text])
@@ -357,7 +364,7 @@ def test_a_relative_data_path_is_recorded_from_where_switchc_ran(
         (["--keep", "0"], "Invalid value for '--keep': 0 is not in the range x>=1"),
         (
             ["--set", "data.eval_fraction=0", "--eval-every", "5"],
-            "--eval-every 5: the spec holds out no text to evaluate on (data.eval_fraction is 0)",
+            "--eval-every 5: the spec has no text to evaluate on (data.eval_fraction is 0 and no data.eval_path)",
         ),
     ],
 )

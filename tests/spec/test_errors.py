@@ -252,6 +252,21 @@ MISTAKES = [
         "set data.tokenizer to 'sentencepiece'",
     ),
     Mistake(
+        "an eval path and a held-out share",
+        "data:\n  source: text\n  path: train/\n  eval_path: valid/\n  eval_fraction: 0.1\n",
+        5,
+        18,
+        "data.eval_fraction 0.1 and data.eval_path both choose the text to evaluate on",
+        "keep data.eval_path",
+    ),
+    Mistake(
+        "an eval path for the built-in corpus",
+        "data:\n  eval_path: valid/\n",
+        2,
+        14,
+        "data.eval_path is set but data.source is 'shakespeare'",
+    ),
+    Mistake(
         "control characters in a path",
         'data:\n  source: text\n  path: "a\\nb.txt"\n',
         3,

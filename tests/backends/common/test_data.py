@@ -259,7 +259,8 @@ def test_an_evaluation_larger_than_the_held_out_split_is_noted() -> None:
     assert examples.repeats(1, count) is None
     assert examples.repeats(3, count) == (
         f"note: the held-out split holds {count} example(s); an evaluation of --eval-batches 3 x batch {count} = "
-        f"{3 * count} reads them 3 times over (raise data.eval_fraction, or lower --eval-batches)"
+        f"{3 * count} reads them 3 times over (more held-out text: data.eval_fraction or data.eval_path; or lower "
+        "--eval-batches)"
     )
 
 
@@ -287,6 +288,21 @@ def config(**changes: object) -> SimpleNamespace:
         "objective": "span_corruption",
     }
     return SimpleNamespace(**(values | changes))
+
+
+def test_an_eval_path_is_the_evaluation_text_and_all_of_data_path_trains(tmp_path: Path) -> None:
+    """data.eval_path: a corpus of its own to evaluate on (a T5X validation split); nothing of
+    data.path is held out."""
+    (tmp_path / "train.txt").write_text("a" * 30_000)
+    (tmp_path / "valid.txt").write_text("b" * 5_000)
+    settings = {"source": "text", "path": str(tmp_path / "train.txt"), "eval_fraction": 0.0}
+    train = data.dataset(config(**settings, eval_path=str(tmp_path / "valid.txt")))
+    held_out = data.dataset(config(**settings, eval_path=str(tmp_path / "valid.txt")), "eval")
+    assert len(train.tokens) == 30_001  # every character, and EOS
+    assert set(held_out.tokens.tolist()) == {data.BYTE_OFFSET + ord("b"), data.EOS}
+    with pytest.raises(SystemExit, match=r"the evaluation text \(data.eval_path .*short.txt\) has 11 tokens"):
+        (tmp_path / "short.txt").write_text("b" * 10)
+        data.dataset(config(**settings, eval_path=str(tmp_path / "short.txt")), "eval")
 
 
 def test_span_corruption_with_sentencepiece_keeps_lengths(tmp_path: Path, cache: Path) -> None:

@@ -296,9 +296,8 @@ def test_eval_every_defaults_to_a_tenth_of_the_steps_and_to_never_without_a_held
     with pytest.raises(SystemExit) as info:  # asked for, it would silently evaluate nothing
         _checked("--eval-every", "5", held_out=False)
     assert info.value.code == 2
-    assert "--eval-every 5: this program's spec holds out no text to evaluate on (data.eval_fraction is 0)" in (
-        capsys.readouterr().err
-    )
+    said = "--eval-every 5: this program's spec holds out no text to evaluate on (data.eval_fraction is 0 and no "
+    assert said + "data.eval_path)" in capsys.readouterr().err
 
 
 def test_an_out_whose_checkpoints_cannot_be_written_is_a_usage_error_before_training(
