@@ -288,7 +288,35 @@ def identity_lines(spec: Spec) -> list[str]:
         f"# (runtime/flags.py). {left_out}",
         f"SPEC_DIGEST = {literal(spec_digest(spec))}",
         f"EXTENDABLE = {literal(extendable(spec))}",
+        "# What the weights compute besides their shapes: an exported weights file records it, and a program",
+        "# started from a file that records other values says so (runtime/weights.py, architecture_note).",
+        "ARCHITECTURE = {",  # one entry a line, with a trailing comma: ruff keeps it so
+        *(f"    {literal(key)}: {literal(value)}," for key, value in architecture(spec)),
+        "}",
     ]
+
+
+# Settings that change what given weights compute without changing their shapes (which a weights
+# file's check already covers): training-only settings (dropout, init_scale) and routing capacity
+# are not among them.
+ARCHITECTURE_SETTINGS = (
+    "model.ffn_activation",
+    "model.dtype",
+    "model.layer_norm_epsilon",
+    "model.relative_attention_max_distance",
+    "moe.top_k",
+)
+
+
+def architecture(spec: Spec) -> list[tuple[str, Any]]:
+    """(setting, value) of ARCHITECTURE_SETTINGS for model.py's ARCHITECTURE (a dense model has no moe.*)."""
+    found = []
+    for key in ARCHITECTURE_SETTINGS:
+        section, name = key.split(".")
+        holder = getattr(spec, section)
+        if holder is not None:
+            found.append((key, getattr(holder, name)))
+    return found
 
 
 def wrap(text: str, width: int = 100) -> str:

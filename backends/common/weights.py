@@ -140,7 +140,7 @@ def metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return _open(path, tensors=False)[0]
 
 
-def provenance(
+def _provenance(
     backend: str,
     seed: int,
     init_from: str | os.PathLike[str] | None = None,
@@ -170,6 +170,46 @@ def provenance(
         meta["init_from_seed"] = made_by
         details.append(f"seed {made_by}")
     return meta, f"from {name}" + (f": {', '.join(details)}" if details else "")
+
+
+def provenance(
+    backend: str,
+    seed: int,
+    init_from: str | os.PathLike[str] | None = None,
+    checkpoint: tuple[str | os.PathLike[str], int] | None = None,
+    architecture: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, str], str]:
+    """`_provenance`'s (metadata, words), the metadata with "architecture": the program's
+    ARCHITECTURE as JSON (what the weights compute besides their shapes; see architecture_note)."""
+    meta, words = _provenance(backend, seed, init_from, checkpoint)
+    if architecture is not None:
+        meta["architecture"] = json.dumps(dict(architecture), sort_keys=True)
+    return meta, words
+
+
+def architecture_note(path: str | os.PathLike[str], architecture: Mapping[str, Any]) -> str | None:
+    """A note when the weights file at `path` was exported by a program whose ARCHITECTURE differs
+    from `architecture` (this program's) in some setting: its weights fit the shapes, so they load,
+    but they computed something else there (another activation, dtype, ...). None when the file
+    records no architecture (written otherwise) or the same one."""
+    recorded = metadata(path).get("architecture")
+    if recorded is None:
+        return None
+    try:
+        theirs = json.loads(recorded)
+    except ValueError:
+        return None
+    differ = [
+        f"{key} {json.dumps(theirs[key])} there, {json.dumps(value)} here"
+        for key, value in architecture.items()
+        if key in theirs and theirs[key] != value
+    ]
+    if not differ:
+        return None
+    return (
+        f"note: {path} was exported by a program of another model ({'; '.join(differ)}); its weights fit this "
+        "model's shapes, so they load"
+    )
 
 
 def _damage(path: str | os.PathLike[str]) -> str | None:

@@ -315,6 +315,7 @@ def test_a_checkpoint_exported_by_one_backend_evaluates_alike_in_the_other(train
     assert f"wrote the step-2 weights (checkpoint {trained / 'run' / 'checkpoints' / '2'})" in export.stdout
     evaluated = run_program(frozen, "--init-from", str(tmp_path / "step2.safetensors"), "--steps", "1", "--out", "run")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "another model" not in evaluated.stdout  # another learning rate is the same architecture
     (want,) = records(trained / "run", "eval")
     (got,) = records(frozen / "run", "eval")
     for key in ("loss", "cross_entropy", "aux_loss", "dropped_fraction"):

@@ -270,6 +270,9 @@ def _load_weights(model: ModuleType, path: Path, param_sharding: Any) -> dict[st
         flat = _weights().load(path, model.PARAMS)
     except (OSError, ValueError) as error:  # FileNotFoundError, weights.WeightsError: one line, as in PyTorch
         raise flags.init_from_error(path, error) from None
+    note = _weights().architecture_note(path, model.ARCHITECTURE)
+    if note is not None and jax.process_index() == 0:
+        print(note, flush=True)
     return {name: place(name, value) for name, value in flat.items()}
 
 
@@ -293,7 +296,7 @@ def export_weights(
         params = multihost_utils.process_allgather(params, tiled=True)
     arrays = {name: np.asarray(jax.device_get(value), np.float32) for name, value in params.items()}
     if jax.process_index() == 0:
-        meta, source = _weights().provenance("jax", seed, init_from, checkpoint)
+        meta, source = _weights().provenance("jax", seed, init_from, checkpoint, model.ARCHITECTURE)
         try:
             _weights().save(path, arrays, model.PARAMS, meta)
         except OSError as error:

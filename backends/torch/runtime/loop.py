@@ -224,6 +224,9 @@ def _initial_weights(model: torch.nn.Module, model_module: ModuleType, path: Pat
         flat = weights.load(path, model_module.PARAMS)
     except (OSError, ValueError) as error:  # FileNotFoundError, weights.WeightsError
         raise flags.init_from_error(path, error) from None
+    note = weights.architecture_note(path, model_module.ARCHITECTURE)
+    if note is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(note, flush=True)
     load_flat(model, flat)
 
 
@@ -234,7 +237,13 @@ def export_weights(model_module: ModuleType, path: Path, seed: int, init_from: P
     if init_from is not None:
         _initial_weights(model, model_module, init_from)
     if int(os.environ.get("RANK", "0")) == 0:
-        _write_weights(model, model_module, path, weights.provenance("torch", seed, init_from), 0)
+        _write_weights(
+            model,
+            model_module,
+            path,
+            weights.provenance("torch", seed, init_from, architecture=model_module.ARCHITECTURE),
+            0,
+        )
 
 
 def export_checkpoint(model_module: ModuleType, args: argparse.Namespace) -> None:
@@ -254,7 +263,11 @@ def export_checkpoint(model_module: ModuleType, args: argparse.Namespace) -> Non
         checkpoints.whole_params(found, model)
     where = (checkpoints.directory / str(found), found)
     _write_weights(
-        model, model_module, args.export_init, weights.provenance("torch", args.seed, checkpoint=where), found
+        model,
+        model_module,
+        args.export_init,
+        weights.provenance("torch", args.seed, checkpoint=where, architecture=model_module.ARCHITECTURE),
+        found,
     )
 
 

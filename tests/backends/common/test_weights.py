@@ -153,3 +153,22 @@ def test_provenance_names_the_seed_or_the_file_the_weights_came_from(tmp_path: P
     }
     weights.save(tmp_path / "bare", _params(), TABLE)
     assert weights.provenance("jax", 9, tmp_path / "bare") == ({"backend": "jax", "init_from": "bare"}, "from bare")
+
+
+def test_weights_of_another_architecture_load_with_a_note(tmp_path: Path) -> None:
+    """Weights of a ReLU model fit a GELU model's shapes: they load (fine-tuning another variant is
+    a choice), with a note naming each setting that differs. A file that records none, or the same
+    settings, loads without one."""
+    relu = {"model.ffn_activation": "relu", "model.dtype": "float32", "moe.top_k": 1}
+    meta, _ = weights.provenance("jax", 0, architecture=relu)
+    path = tmp_path / "relu.safetensors"
+    weights.save(path, _params(), TABLE, meta)
+    assert weights.architecture_note(path, relu) is None
+    gelu = {**relu, "model.ffn_activation": "gelu", "moe.top_k": 2}
+    assert weights.architecture_note(path, gelu) == (
+        f'note: {path} was exported by a program of another model (model.ffn_activation "relu" there, "gelu" '
+        "here; moe.top_k 1 there, 2 here); its weights fit this model's shapes, so they load"
+    )
+    plain = tmp_path / "plain.safetensors"
+    weights.save(plain, _params(), TABLE)
+    assert weights.architecture_note(plain, gelu) is None

@@ -278,6 +278,12 @@ def test_weights_provenance_and_refused_init_from_files_leave_no_run_directory(t
     assert checkpoint.returncode == 1
     assert "checkpoints are not weights files" in checkpoint.stderr and "--out old --resume" in checkpoint.stderr
 
+    # weights of a ReLU model fit a GELU model's shapes: they load, with a note (model.ARCHITECTURE)
+    gelu = compile_small(tmp_path, "gelu", **{"model.ffn_activation": "gelu"})
+    other = run_program(gelu, "--steps", "1", "--init-from", str(program / "seven.safetensors"))
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert 'was exported by a program of another model (model.ffn_activation "relu" there, "gelu" here)' in other.stdout
+
 
 def test_switchc_train_passes_the_training_flags(tmp_path: Path) -> None:
     out = tmp_path / "run"
