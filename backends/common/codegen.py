@@ -183,6 +183,19 @@ def config_values(spec: Spec) -> list[tuple[str, list[tuple[str, Any]]]]:
             ],
         ),
         ("data", [(f.name, getattr(spec.data, f.name)) for f in fields(spec.data)]),
+        *(
+            [
+                (
+                    "router losses (Sec. 2.2; model.py's loss holds them)",
+                    [
+                        ("aux_loss_coef", spec.moe.aux_loss_coef),
+                        ("z_loss_coef", spec.moe.z_loss_coef),
+                    ],
+                )
+            ]
+            if spec.moe is not None
+            else []
+        ),
     ]
 
 

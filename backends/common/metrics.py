@@ -388,11 +388,17 @@ def _number(value: float) -> str:
     return f"{value / scale:.3g}{suffix}"
 
 
-def summary(entry: Mapping[str, Any]) -> str:
-    """The headline numbers of a record on one line (metrics.jsonl has all of them)."""
+def unweighted(config: Any) -> tuple[str, ...]:
+    """The router losses a program's CONFIG gives coefficient 0: metrics, not parts of its loss."""
+    return tuple(key for key in ("aux_loss", "z_loss") if getattr(config, f"{key}_coef", None) == 0)
+
+
+def summary(entry: Mapping[str, Any], hidden: Sequence[str] = ()) -> str:
+    """The headline numbers of a record on one line (metrics.jsonl has all of them), less the keys
+    in `hidden` (the z-loss where its coefficient is 0: shown, it would read as part of the loss)."""
     parts = [f"loss {_number(entry['loss'])}", f"ce {_number(entry['cross_entropy'])}"]
     for key, short in (("aux_loss", "aux"), ("z_loss", "z"), ("dropped_fraction", "dropped")):
-        if key in entry:
+        if key in entry and key not in hidden:
             parts.append(f"{short} {_number(entry[key])}")
     for key, short in (("grad_norm", "gnorm"), ("learning_rate", "lr"), ("tokens_per_second", "tok/s")):
         if key in entry:
@@ -414,13 +420,22 @@ class Progress:
     """A tqdm progress bar on a terminal; plain lines, one per record, anywhere else (CI, a pipe, a
     terminal narrower than 60 columns).
 
-    The bar shows the latest train record's headline numbers; eval records and messages are
-    printed above it. Off a terminal (or without tqdm) every record is printed as one line.
+    The bar shows the latest train record's headline numbers (`summary`, less `hidden`); eval
+    records and messages are printed above it. Off a terminal (or without tqdm) every record is
+    printed as one line.
     """
 
-    def __init__(self, total: int, initial: int = 0, stream: TextIO | None = None, bar: bool | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        initial: int = 0,
+        stream: TextIO | None = None,
+        bar: bool | None = None,
+        hidden: Sequence[str] = (),
+    ) -> None:
         self.stream = stream or sys.stdout
         self.total = total
+        self.hidden = tuple(hidden)
         self.bar: Any = None
         if bar is None:
             bar = _wide_terminal(self.stream)
@@ -440,10 +455,10 @@ class Progress:
 
     def show(self, entry: Mapping[str, Any]) -> None:
         if self.bar is not None and entry["split"] == "train":
-            self.bar.set_postfix_str(summary(entry), refresh=True)
+            self.bar.set_postfix_str(summary(entry, self.hidden), refresh=True)
             return
         width = len(str(self.total))
-        self.message(f"{entry['split']:<5} step {entry['step']:>{width}}/{self.total}  {summary(entry)}")
+        self.message(f"{entry['split']:<5} step {entry['step']:>{width}}/{self.total}  {summary(entry, self.hidden)}")
 
     def message(self, text: str) -> None:
         if self.bar is not None:

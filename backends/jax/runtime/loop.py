@@ -592,7 +592,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     eval_rng = jax.random.key(0)  # unused with train=False (no jitter, no dropout)
     saving = checkpoints is not None and args.checkpoint_every > 0
 
-    progress = metrics.Progress(args.steps, start) if primary else None
+    progress = metrics.Progress(args.steps, start, hidden=metrics.unweighted(config)) if primary else None
     health = _Health()
     records: list[dict[str, Any]] = []
     train_step = state["step"]

@@ -394,7 +394,7 @@ def _train(
     log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
     if log is not None and log.note:
         say(log.note)
-    progress = metrics.Progress(args.steps, start) if primary else None
+    progress = metrics.Progress(args.steps, start, hidden=metrics.unweighted(config)) if primary else None
     records: list[dict[str, Any]] = []
 
     def emit(entry: dict[str, Any]) -> None:

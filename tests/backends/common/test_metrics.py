@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -236,6 +237,19 @@ def test_progress_prints_plain_lines_off_a_terminal() -> None:
         "train step 10/20  loss 2.5  ce 2.25  aux 1  z 4  dropped 0.25  gnorm 1.5  tok/s 12.3k  mfu 1.23%",
         "eval  step 20/20  loss 2.5  ce 2.25  aux 1  z 4  dropped 0.25  gnorm 1.5",
     ]
+
+
+def test_a_router_loss_with_coefficient_0_is_left_out_of_the_progress_line() -> None:
+    """z at coefficient 0 read as part of the loss (two testers asked); the record keeps it."""
+    assert metrics.unweighted(SimpleNamespace(aux_loss_coef=0.01, z_loss_coef=0.0)) == ("z_loss",)
+    assert metrics.unweighted(SimpleNamespace(aux_loss_coef=0.01, z_loss_coef=0.001)) == ()
+    assert metrics.unweighted(SimpleNamespace()) == ()  # a dense model's CONFIG has neither
+    stream = io.StringIO()
+    progress = metrics.Progress(total=20, stream=stream, hidden=("z_loss",))
+    entry = metrics.record(10, "train", STEP)
+    progress.show(entry)
+    assert stream.getvalue() == "train step 10/20  loss 2.5  ce 2.25  aux 1  dropped 0.25  gnorm 1.5\n"
+    assert entry["z_loss"] == 4
 
 
 def test_progress_draws_a_bar_on_a_terminal() -> None:
