@@ -407,25 +407,14 @@ def shakespeare_files() -> list[Path]:
     )
 
 
-def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]:
-    """Documents of a corpus: built-in Shakespeare, text files, or JSONL records."""
+def read_documents(source: str, path: str | None, jsonl_field: str, setting: str = "data.path") -> list[str]:
+    """Documents of a corpus: built-in Shakespeare, text files, or JSONL records. `setting` names
+    the spec setting `path` came from in errors (data.path, data.eval_path)."""
     if source == "shakespeare":
         return [p.read_text(encoding="utf-8") for p in shakespeare_files()]
     assert path is not None, "text and jsonl sources need a path"
     root = Path(path).expanduser()
-    if not root.exists():
-        where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
-        if root.is_symlink():
-            raise SystemExit(f"error: data path {root} is a dangling symlink (to {os.readlink(root)}){where}")
-        hint = ""
-        if any(c in str(root) for c in "*?["):  # a shell would have expanded it; a spec does not
-            hint = "\nhint: data.path is not a glob pattern (*, ? and [ are not expanded): point it at a directory"
-        raise SystemExit(f"error: data path {root} does not exist{where}{hint}")
-    files = [root]
-    if root.is_dir():
-        files = corpus_files(root)
-        if not files:
-            raise SystemExit(f"error: data path {root} holds no files (hidden ones, named .*, are not read)")
+    files = _corpus(root, setting)
     if source == "text":
         return [_text(p, root) for p in files]
     documents = []
@@ -437,6 +426,26 @@ def read_documents(source: str, path: str | None, jsonl_field: str) -> list[str]
                 continue
             documents.append(_record_text(line, jsonl_field, f"{file}:{number}"))
     return documents
+
+
+def _corpus(root: Path, setting: str = "data.path") -> list[Path]:
+    """The files a corpus path names: itself, or a directory's `corpus_files`; a path that is not
+    there, or a directory of no files, stops the run naming `setting`."""
+    name = "data path" if setting == "data.path" else setting
+    if not root.exists():
+        where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        if root.is_symlink():
+            raise SystemExit(f"error: {name} {root} is a dangling symlink (to {os.readlink(root)}){where}")
+        hint = ""
+        if any(c in str(root) for c in "*?["):  # a shell would have expanded it; a spec does not
+            hint = f"\nhint: {setting} is not a glob pattern (*, ? and [ are not expanded): point it at a directory"
+        raise SystemExit(f"error: {name} {root} does not exist{where}{hint}")
+    if not root.is_dir():
+        return [root]
+    files = corpus_files(root)
+    if not files:
+        raise SystemExit(f"error: {name} {root} holds no files (hidden ones, named .*, are not read)")
+    return files
 
 
 def corpus_files(root: Path) -> list[Path]:
@@ -883,6 +892,12 @@ def shape_problem(config: Any) -> tuple[str, str, str] | None:
     return None
 
 
+def _shared_files(train: Path, held_out: Path) -> list[Path]:
+    """The files both corpus paths read (the same file however reached), in the held-out one's order."""
+    trained = {path.resolve() for path in _corpus(train)}
+    return [path for path in _corpus(held_out, "data.eval_path") if path.resolve() in trained]
+
+
 def dataset(config: Any, split: str = "train") -> Examples:
     """The examples of one split ("train" or "eval") that a generated program's CONFIG describes."""
     if split not in ("train", "eval"):
@@ -899,7 +914,15 @@ def dataset(config: Any, split: str = "train") -> Examples:
         train_documents, eval_documents = split_documents(documents, config.eval_fraction)
     else:  # all of data.path trains; the eval text is its own corpus, read only when asked for
         train_documents = documents
-        eval_documents = read_documents(config.source, eval_path, config.jsonl_field) if split == "eval" else []
+        eval_documents = []
+        if split == "eval":
+            eval_documents = read_documents(config.source, eval_path, config.jsonl_field, "data.eval_path")
+            shared = _shared_files(Path(config.path).expanduser(), Path(eval_path).expanduser())
+            if shared:
+                _say(
+                    f"note: data.eval_path and data.path share {len(shared)} file(s) ({shared[0]}"
+                    f"{', ...' if len(shared) > 1 else ''}): the eval loss is not a held-out measure"
+                )
     tokenizer = tokenizer_for(config, train_documents)
     tokens = token_stream(train_documents if split == "train" else eval_documents, tokenizer)
     shape = {

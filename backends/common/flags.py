@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import socket
@@ -192,6 +193,15 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             flags.error(
                 f"--export-init {given} {what}; name the file to write, e.g. {args.export_init / 'init.safetensors'}"
             )
+        # The run's files (checkpoints, metrics) and any other file but an earlier export are not
+        # for an export to replace: `--export-init RUN/checkpoints/3/meta.json` destroyed that checkpoint.
+        if args.out is not None and args.export_init.resolve().is_relative_to(args.out.resolve()):
+            flags.error(f"--export-init {given} is inside the run directory --out {args.out}; write it elsewhere")
+        if args.export_init.is_file() and not _holds_weights(args.export_init):
+            flags.error(
+                f"--export-init {given} exists and is not a weights file; name a new file (an earlier export is "
+                "replaced, nothing else is)"
+            )
     # Folders are created last, once every flag is accepted: a refused command leaves none behind.
     # Each one made is noted in args.made, for `tidy_unless_trained` to remove if no step is trained.
     args.made = []
@@ -215,6 +225,18 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             refused = _unwritable(folder, args.made)
             if refused is not None:
                 flags.error(f"--out {args.out}: cannot write files in {folder} ({refused}); choose another --out")
+
+
+def _holds_weights(path: Path) -> bool:
+    """Whether `path` begins as a switchc weights file: safetensors' 8-byte header length, then a
+    JSON header whose metadata says "switchc-weights" (runtime/weights.py; read without safetensors)."""
+    try:
+        with path.open("rb") as file:
+            length = int.from_bytes(file.read(8), "little")
+            header = json.loads(file.read(length)) if 0 < length <= 100_000_000 else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == "switchc-weights"
 
 
 def _make_folder(folder: Path, made: list[Path]) -> None:
@@ -709,7 +731,8 @@ def check_resume(
     every parameter keeps its shape (`shapes`: IR name -> global shape, as saved). Checkpoints
     written before SPEC_DIGEST existed record none; only their shapes are compared. `announce`:
     print the note (one process of a job does)."""
-    if meta["seed"] != args.seed:
+    exporting = getattr(args, "export_init", None) is not None  # reads the weights only: any seed, mesh, ...
+    if meta["seed"] != args.seed and not exporting:
         raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
     recorded = meta.get("spec_digest")
     if recorded is None or recorded == model.SPEC_DIGEST:
@@ -723,9 +746,13 @@ def check_resume(
         listing = "\n  (no setting of spec.yaml differs: the two programs were made by different switchc versions)"
     else:
         listing = "\n  (spec.yaml is missing beside this program or in the checkpoint: the settings cannot be listed)"
-    if args.allow_changes:
+    if args.allow_changes or exporting:
         _check_shapes(shapes, model, where, f"\nthe settings that differ from the run's:{listing}")
-        if announce:
+        if announce and exporting:
+            print(
+                f"note: {where} was written by a program of other settings (its weights fit):{listing}", file=sys.stderr
+            )
+        elif announce:
             print(f"note: --allow-changes: {where} continues with other settings:{listing}", file=sys.stderr)
         return
     raise SystemExit(

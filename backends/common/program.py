@@ -72,7 +72,7 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
 
 import sys
 
-from runtime.flags import stop_if_interrupted
+from runtime.flags import stop_if_interrupted, tidy_unless_trained
 
 
 def main(argv: list[str]) -> None:
@@ -82,9 +82,10 @@ def main(argv: list[str]) -> None:
     import model{note}
     from runtime import data, loop
 
-    evaluate = args.eval_every > 0{also}
-    eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
-    loop.run(model, data.dataset(model.CONFIG), args, eval_data)
+    with tidy_unless_trained(args):  # a run that stops before its first step leaves no folder it made
+        evaluate = args.eval_every > 0{also}
+        eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
+        loop.run(model, data.dataset(model.CONFIG), args, eval_data)
 
 
 if __name__ == "__main__":

@@ -150,8 +150,9 @@ def _provenance(
     step, of a run seeded with `seed`), or step-0 weights made by `backend`'s init with `seed`,
     or, with `init_from`, read from that weights file (the seed made none of them). The metadata
     then names the file ("init_from") and passes on what the file's own metadata says of them
-    ("init_from_backend": the program that wrote it; "init_from_seed": the seed whose init they
-    are, where known). The words complete "wrote the step-0 weights (WORDS) to FILE"."""
+    ("init_from_backend": the program that wrote it; "init_from_checkpoint" and "init_from_step":
+    the checkpoint they were trained to, or else "init_from_seed": the seed whose init they are,
+    where known). The words complete "wrote the step-0 weights (WORDS) to FILE"."""
     if checkpoint is not None:
         directory, step = checkpoint
         meta = {"backend": backend, "checkpoint": os.fspath(directory), "step": str(step), "seed": str(seed)}
@@ -161,12 +162,21 @@ def _provenance(
     source = metadata(init_from)
     name = os.path.basename(os.fspath(init_from))
     meta = {"backend": backend, "init_from": name}
-    made_by = source.get("seed", source.get("init_from_seed"))  # a file exported from a file: the first one's seed
     details = []
     if "backend" in source:
         meta["init_from_backend"] = source["backend"]
         details.append(f"written by the {source['backend']} program")
-    if made_by is not None:
+    # Where the file's weights were made, passed on through any chain of re-exports: a checkpoint's
+    # (its directory and step), else a seed's init.
+    saved = source.get("checkpoint", source.get("init_from_checkpoint"))
+    trained_to = source.get("step", source.get("init_from_step"))
+    made_by = source.get("seed", source.get("init_from_seed"))
+    if saved is not None:
+        meta["init_from_checkpoint"] = saved
+        details.append(f"from checkpoint {saved}")
+        if trained_to is not None:
+            meta["init_from_step"] = trained_to
+    elif made_by is not None:
         meta["init_from_seed"] = made_by
         details.append(f"seed {made_by}")
     return meta, f"from {name}" + (f": {', '.join(details)}" if details else "")

@@ -499,7 +499,8 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     from .sharding import make_mesh
 
     config = model.CONFIG
-    flags.check_schedule(config, args.steps, args.resume)
+    if getattr(args, "export_init", None) is None:  # an export trains no step: --steps is not read
+        flags.check_schedule(config, args.steps, args.resume)
     if args.distributed:
         _join_processes(args)
     primary = jax.process_index() == 0
@@ -519,7 +520,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     make_mesh(model.MESH_AXES)  # too few devices: said before orbax starts its threads
     if args.out is not None:  # one run per directory, before anything in it is read or written
         _lock_run_directory(args.out, primary)
-    checkpoints, found = None, None
+    checkpoints, found, record = None, None, None
     identity = flags.run_identity(model)  # recorded in every checkpoint, checked on --resume
     if args.out is not None and (args.checkpoint_every or args.resume):
         flags.check_checkpoint_directory(args.out / "checkpoints", "jax")
@@ -534,7 +535,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
             with flags.stopping_at_once():  # orbax's reads run on its threads
-                flags.checked_record(checkpoints, found, args, model, announce=primary)
+                record = flags.checked_record(checkpoints, found, args, model, announce=primary)
     if export is not None and found is None:
         raise flags.no_checkpoint_to_export(args.out)
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
@@ -545,11 +546,10 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
         start = found
     if export is not None:  # --resume: the weights the run would continue from
-        assert checkpoints is not None and found is not None
-        with flags.stopping_at_once():
-            export_weights(
-                model, state["params"], export, args.seed, checkpoint=(checkpoints.directory / str(found), found)
-            )
+        assert checkpoints is not None and found is not None and record is not None
+        saved = (checkpoints.directory / str(found), found)
+        with flags.stopping_at_once():  # the run's seed, which an export need not be given
+            export_weights(model, state["params"], export, int(record["seed"]), checkpoint=saved)
         return []
     mesh = state["mesh"]
     device = jax.devices()[0]

@@ -257,8 +257,9 @@ def export_checkpoint(model_module: ModuleType, args: argparse.Namespace) -> Non
     found = checkpoints.latest_step()
     if found is None:
         raise flags.no_checkpoint_to_export(args.out)
-    flags.checked_record(checkpoints, found, args, model_module, announce=False)
-    model = model_module.build(args.seed)
+    record = flags.checked_record(checkpoints, found, args, model_module, announce=True)
+    seed = int(record["seed"])  # the run's, which an export need not be given
+    model = model_module.build(seed)
     with flags.reading_checkpoint(checkpoints, found):
         checkpoints.whole_params(found, model)
     where = (checkpoints.directory / str(found), found)
@@ -266,7 +267,7 @@ def export_checkpoint(model_module: ModuleType, args: argparse.Namespace) -> Non
         model,
         model_module,
         args.export_init,
-        weights.provenance("torch", args.seed, checkpoint=where, architecture=model_module.ARCHITECTURE),
+        weights.provenance("torch", seed, checkpoint=where, architecture=model_module.ARCHITECTURE),
         found,
     )
 

@@ -305,6 +305,23 @@ def test_an_eval_path_is_the_evaluation_text_and_all_of_data_path_trains(tmp_pat
         data.dataset(config(**settings, eval_path=str(tmp_path / "short.txt")), "eval")
 
 
+def test_an_eval_path_that_shares_files_with_data_path_is_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Evaluating on training text is allowed (a smoke test may want it) but not a held-out measure:
+    said once. A missing eval_path is named as data.eval_path."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("a" * 30_000)
+    settings = {"source": "text", "path": str(tmp_path / "corpus"), "eval_fraction": 0.0}
+    data._SAID.clear()
+    data.dataset(config(**settings, eval_path=str(tmp_path / "corpus" / "a.txt")), "eval")
+    said = capsys.readouterr().err
+    assert f"note: data.eval_path and data.path share 1 file(s) ({tmp_path / 'corpus' / 'a.txt'})" in said
+    assert "the eval loss is not a held-out measure" in said
+    with pytest.raises(SystemExit, match=r"^error: data.eval_path .*nope does not exist"):
+        data.dataset(config(**settings, eval_path=str(tmp_path / "nope")), "eval")
+
+
 def test_span_corruption_with_sentencepiece_keeps_lengths(tmp_path: Path, cache: Path) -> None:
     pytest.importorskip("sentencepiece")
     corpus = tmp_path / "corpus.txt"

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from switchc.backends.common import flags
@@ -112,6 +113,24 @@ def test_allow_changes_goes_on_and_says_what_changed(tmp_path: Path, capsys: pyt
     assert "note: --allow-changes: checkpoint 4 continues with other settings:" in capsys.readouterr().err
     flags.check_resume(*_record(run), _args(allow_changes=True), other, "checkpoint 4", announce=False)
     assert capsys.readouterr().err == ""  # the other processes of a job stay quiet
+
+
+def test_an_export_reads_a_checkpoint_of_any_seed_and_settings_whose_shapes_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--export-init with --resume reads weights only: the seed, the mesh or the learning rate of
+    the program that exports need not be the run's (it needed --allow-changes and --seed before);
+    what changed is said, and other shapes are still refused."""
+    run = _program(tmp_path, load_spec("switch-tiny"))
+    other = _program(tmp_path, load_spec("switch-tiny", ("mesh.axes={expert: 2}",)))
+    exporting = argparse.Namespace(seed=5, allow_changes=False, export_init=tmp_path / "w.safetensors")
+    flags.check_resume(*_record(run), exporting, other, "checkpoint 4")
+    said = capsys.readouterr().err
+    assert "note: checkpoint 4 was written by a program of other settings (its weights fit):" in said
+    assert "mesh.axes" in said
+    fewer = _program(tmp_path, load_spec("switch-tiny", ("moe.num_experts=4",)))
+    with pytest.raises(SystemExit, match="does not fit this program's model"):
+        flags.check_resume(*_record(run), exporting, fewer, "checkpoint 4")
 
 
 def test_allow_changes_refuses_parameters_of_other_shapes(tmp_path: Path) -> None:
@@ -400,6 +419,40 @@ def test_an_export_init_path_that_names_a_directory_is_refused_before_anything_i
     assert f"--export-init {given} names a directory; name the file to write, e.g. " in err
     assert str(tmp_path / "w" / "newdir" / "init.safetensors") in err
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "said"),
+    [
+        ("run/checkpoints/3/meta.json", "is inside the run directory --out run; write it elsewhere"),
+        ("run/metrics.jsonl", "is inside the run directory --out run; write it elsewhere"),
+        ("run/../run/checkpoints/w.safetensors", "is inside the run directory --out run"),
+        ("model.py", "exists and is not a weights file; name a new file"),
+    ],
+)
+def test_an_export_never_replaces_the_runs_files_or_any_but_an_earlier_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], target: str, said: str
+) -> None:
+    """`--export-init RUN/checkpoints/3/meta.json --resume --out RUN` wrote the weights over that
+    checkpoint's record (and metrics.jsonl, model.py, ... likewise): the run was lost."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run" / "checkpoints" / "3").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "3" / "meta.json").write_text("{}")
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    (tmp_path / "model.py").write_text("# the program\n")
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    with pytest.raises(SystemExit) as info:
+        _checked("--export-init", target, "--resume", "--out", "run")
+    assert info.value.code == 2 and f"--export-init {target} {said}" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+def test_an_earlier_export_is_replaced(tmp_path: Path) -> None:
+    from switchc.backends.common import weights
+
+    path = tmp_path / "w.safetensors"
+    weights.save(path, {"a": np.zeros(2)}, metadata={"seed": "1"})
+    assert _checked("--export-init", str(path)).export_init == path
 
 
 def test_export_init_makes_nothing_in_out(tmp_path: Path) -> None:

@@ -172,3 +172,23 @@ def test_weights_of_another_architecture_load_with_a_note(tmp_path: Path) -> Non
     plain = tmp_path / "plain.safetensors"
     weights.save(plain, _params(), TABLE)
     assert weights.architecture_note(plain, gelu) is None
+
+
+def test_a_re_export_passes_on_the_checkpoint_its_source_was_trained_to(tmp_path: Path) -> None:
+    """Weights exported from checkpoint 3, read with --init-from and exported again, were said to
+    be 'seed 0' weights: the checkpoint and step are passed on instead."""
+    first, _ = weights.provenance("jax", 0, checkpoint=("runs/a/checkpoints/3", 3))
+    path = tmp_path / "step3.safetensors"
+    weights.save(path, _params(), TABLE, first)
+    meta, words = weights.provenance("torch", 0, init_from=path)
+    assert meta == {
+        "backend": "torch",
+        "init_from": "step3.safetensors",
+        "init_from_backend": "jax",
+        "init_from_checkpoint": "runs/a/checkpoints/3",
+        "init_from_step": "3",
+    }
+    assert words == "from step3.safetensors: written by the jax program, from checkpoint runs/a/checkpoints/3"
+    again = tmp_path / "again.safetensors"
+    weights.save(again, _params(), TABLE, meta)
+    assert weights.provenance("jax", 0, init_from=again)[0]["init_from_checkpoint"] == "runs/a/checkpoints/3"
