@@ -1,10 +1,10 @@
 """Dense vs Switch vs MoE, and Switch-Base from 16 to 256 experts: what the cost model says.
 
-The paper's central claim in numbers (PAPER.md Sec. 1 and 3): a Switch layer adds parameters
-without adding FLOPs per token, and top-2 MoE pays about twice the expert FLOPs. This study builds
-every variant from the spec library with `--set`-style overrides, all on one 16-device expert
-mesh, and prints for each: total and active parameters, model FLOPs per sequence, and the
-all-to-all traffic per step and device.
+The paper's central claim in numbers (Fedus, Zoph & Shazeer 2022, "Switch Transformers": Sec. 2.1
+and 3.1): a Switch layer adds parameters without adding FLOPs per token, and top-2 MoE pays about
+twice the expert FLOPs. This study builds every variant from the spec library with `--set`-style
+overrides, all on one 16-device expert mesh, and prints for each: total and active parameters,
+model FLOPs per sequence, and the all-to-all traffic per step and device.
 
     python examples/expert_scaling.py                 # prints the table
     python examples/expert_scaling.py --markdown out.md

@@ -1,4 +1,7 @@
-"""Switch vs dense at equal FLOPs per token, trained on this machine (PAPER.md Sec. 3-4, Table 1).
+"""Switch vs dense at equal FLOPs per token, trained on this machine.
+
+(Fedus, Zoph & Shazeer 2022, "Switch Transformers": Sec. 3.1 and Fig. 4, the step-basis speedup;
+Table 1 in Sec. 2.3, MoE top-2 and the capacity factors.)
 
 The paper's headline, small: a dense T5 (examples/headline/dense.yaml) and FLOP-matched Switch
 Transformers with 2, 4, 8 and 16 experts (top-1: each token goes through one expert as wide as
@@ -10,14 +13,22 @@ step (interpolated between evals) at which a sparse model reaches dense's final 
     python examples/headline/study.py                       # the default study (~25 min on 2 CPU cores)
     python examples/headline/study.py --seeds 0 1 2         # more seeds: trains only what is missing
     python examples/headline/study.py --steps 2000          # longer: every run resumes from its checkpoint
-    python examples/headline/study.py --only dense switch-8 # a subset
-    python examples/headline/study.py --set model.d_model=256 --out runs/headline-256   # bigger models
-    python examples/headline/study.py --report              # tabulate every finished run in OUT, train nothing
+    python examples/headline/study.py --only dense switch-8 # trains a subset
+    python examples/headline/study.py --set model.d_model=256 --out runs/headline-256   # other settings: a new OUT
+    python examples/headline/study.py --report              # tabulate the runs in OUT, train nothing
+    python examples/headline/study.py --report --seeds 0 --only dense switch-8   # ... only these
 
 Every run lives in OUT/<variant>-seed<k>/ (the program, metrics.jsonl, TensorBoard events,
-checkpoints), so an interrupted study resumes where it stopped and a finished run is kept. The
-study writes OUT/results.md (the tables) and OUT/headline.png (eval loss by step). It runs
-unchanged on a GPU host: the generated programs use whatever devices JAX finds.
+checkpoints), so an interrupted study resumes where it stopped and a finished run is kept. One OUT
+holds one study's settings: a run there trained with other `--set` values is refused, not
+retrained, so a study with other settings needs its own --out.
+
+The study writes OUT/results.md (the tables) and OUT/headline.png (eval loss by step), read at
+--steps. After training, they cover every run in OUT that has reached --steps and has this
+study's settings, whatever --only and --seeds chose to train (a run with other settings is left
+out, with a note). With --report they cover the runs in OUT that have reached --steps, of the
+--only variants and --seeds given (default: every variant and every seed found), their settings
+not checked. It runs unchanged on a GPU host: the generated programs use whatever devices JAX finds.
 """
 
 from __future__ import annotations
@@ -107,15 +118,22 @@ def train(variant: Variant, seed: int, directory: Path, steps: int, eval_every: 
     print(f"[{directory.name}] done in {time.perf_counter() - started:.0f}s", flush=True)
 
 
+def other_settings(
+    variant: Variant, seed: int, directory: Path, extra: Sequence[str]
+) -> list[tuple[str, object, object]]:
+    """How the settings a run was trained with differ from this study's (none: the same, or no spec written)."""
+    written = directory / "program" / "spec.yaml"
+    if not written.is_file():
+        return []
+    return changed_settings(written, load_spec(str(BASE_SPEC), variant.sets([*extra, f"train.seed={seed}"])[1::2]))
+
+
 def check_kept(variant: Variant, seed: int, directory: Path, extra: Sequence[str]) -> None:
     """A finished run the study keeps must have this study's settings, or its numbers answer another question.
 
     (A run the study resumes is checked by `switchc train --resume` itself.)
     """
-    written = directory / "program" / "spec.yaml"
-    if not written.is_file():
-        return
-    changes = changed_settings(written, load_spec(str(BASE_SPEC), variant.sets([*extra, f"train.seed={seed}"])[1::2]))
+    changes = other_settings(variant, seed, directory, extra)
     if changes:
         listed = "; ".join(f"{key}: {old} there, {new} here" for key, old, new in changes[:5])
         raise SystemExit(
@@ -337,11 +355,10 @@ def plot(runs: dict[Variant, list[Run]], path: Path) -> None:
     plt.close(figure)
 
 
-def trained(args: argparse.Namespace, chosen: Sequence[Variant], eval_every: int) -> dict[Variant, list[Run]]:
-    """Every (variant, seed) run of the study at args.steps: trained, resumed or kept as it is."""
-    runs: dict[Variant, list[Run]] = {}
+def trained(args: argparse.Namespace, chosen: Sequence[Variant], seeds: Sequence[int], eval_every: int) -> None:
+    """Brings every (variant, seed) run chosen to args.steps: trained, resumed or kept as it is."""
     for variant in chosen:
-        for seed in args.seeds:
+        for seed in seeds:
             directory = args.out / f"{variant.name}-seed{seed}"
             done = last_step(directory)
             if done < args.steps:
@@ -349,20 +366,30 @@ def trained(args: argparse.Namespace, chosen: Sequence[Variant], eval_every: int
             else:
                 check_kept(variant, seed, directory, args.overrides)
                 print(f"[{directory.name}] at step {done} already: kept", flush=True)
-            runs.setdefault(variant, []).append(read_to(directory, args.steps))
-    return runs
 
 
-def finished(out: Path, chosen: Sequence[Variant], steps: int) -> dict[Variant, list[Run]]:
-    """--report: the runs in `out` that reached `steps`, whatever their seeds."""
+def finished(
+    out: Path, chosen: Sequence[Variant], seeds: Sequence[int] | None, steps: int, extra: Sequence[str] | None = None
+) -> dict[Variant, list[Run]]:
+    """The runs in `out` of these variants and seeds (None: any seed) that reached `steps`, read to `steps`.
+
+    With `extra` (the study's --set values), only the runs trained with the study's settings; the
+    others are named on stdout and left out.
+    """
     runs: dict[Variant, list[Run]] = {}
     for variant in chosen:
-        for directory in sorted(out.glob(f"{variant.name}-seed*/")):
+        found = []
+        for directory in out.glob(f"{variant.name}-seed*/"):
             seed = directory.name.removeprefix(f"{variant.name}-seed")
-            if seed.isdigit() and last_step(directory) >= steps:
-                runs.setdefault(variant, []).append(read_to(directory, steps))
+            if seed.isdigit() and (seeds is None or int(seed) in seeds) and last_step(directory) >= steps:
+                found.append((int(seed), directory))
+        for seed, directory in sorted(found):
+            if extra is not None and other_settings(variant, seed, directory, extra):
+                print(f"[{directory.name}] trained with other settings: left out of the tables", flush=True)
+                continue
+            runs.setdefault(variant, []).append(read_to(directory, steps))
     if not runs:
-        raise SystemExit(f"error: no run in {out} has reached step {steps}")
+        raise SystemExit(f"error: no run in {out} of the variants and seeds asked for has reached step {steps}")
     return runs
 
 
@@ -373,12 +400,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, default=400, help="training steps per run (default: 400)")
     parser.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (default: steps / 10)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per variant and seed (default: 0)")
-    parser.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS], help="run these variants only")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="train one run per variant and seed (default: 0); with --report, tabulate these seeds only "
+        "(default: every seed found)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[v.name for v in VARIANTS],
+        help="train these variants only; with --report, tabulate these only (default: all)",
+    )
     parser.add_argument(
         "--report",
         action="store_true",
-        help="train nothing: tabulate and plot every run in OUT that has reached --steps (any variant, any seed)",
+        help="train nothing: tabulate and plot the runs in OUT that have reached --steps, of the --only "
+        "variants and --seeds given (default: all); without --report the tables cover every run in OUT "
+        "at --steps that has the study's settings",
     )
     parser.add_argument(
         "--set",
@@ -392,7 +432,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     eval_every = args.eval_every or max(1, args.steps // 10)
     chosen = [v for v in VARIANTS if args.only is None or v.name in args.only]
     began = time.perf_counter()
-    runs = finished(args.out, chosen, args.steps) if args.report else trained(args, chosen, eval_every)
+    if args.report:
+        runs = finished(args.out, chosen, args.seeds, args.steps)
+    else:
+        trained(args, chosen, args.seeds or [0], eval_every)
+        runs = finished(args.out, VARIANTS, None, args.steps, args.overrides)
     text = summarize(runs, args.steps) + "\n\n" + paired(runs, args.steps)
     print(text)
     (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
