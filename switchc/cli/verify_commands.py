@@ -145,6 +145,7 @@ def verify(
                 "relative_error": c.relative_error,
                 "tolerance": c.tolerance,
                 "ok": c.ok,
+                "known": c.known,
                 "note": c.note,
             }
             for c in result.comparisons

@@ -100,6 +100,7 @@ def test_notes_name_ddp_only_where_the_batch_is_split_and_the_known_vocab_differ
         report, [rank], flops_tolerance=0.01, bytes_tolerance=0.02, data_parallel=data_parallel, vocab_split=vocab_split
     )
     assert flops.note.endswith(flops_note) and all_reduce.note == all_reduce_note
+    assert flops.known == all_reduce.known == vocab_split  # --format json's "known"
 
 
 @pytest.mark.parametrize("name, overrides, mesh", GRID, ids=[g[0] for g in GRID])
