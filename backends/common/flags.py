@@ -236,7 +236,8 @@ def _holds_weights(path: Path) -> bool:
             header = json.loads(file.read(length)) if 0 < length <= 100_000_000 else None
     except (OSError, ValueError):
         return False
-    return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == "switchc-weights"
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return isinstance(meta, dict) and meta.get("format") == "switchc-weights"
 
 
 def _make_folder(folder: Path, made: list[Path]) -> None:
