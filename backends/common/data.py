@@ -379,10 +379,12 @@ _SAID: set[str] = set()
 
 
 def _say(message: str) -> None:
-    """A note on stderr, once per process (the train and eval splits each build the tokenizer)."""
+    """A note on stderr, once per process (the train and eval splits each build the tokenizer), and
+    in a torchrun job by its first rank only ($RANK): the other ranks read the same files."""
     if message not in _SAID:
         _SAID.add(message)
-        print(message, file=sys.stderr, flush=True)
+        if os.environ.get("RANK", "0") == "0":
+            print(message, file=sys.stderr, flush=True)
 
 
 Tokenizer = ByteTokenizer | SentencePieceTokenizer

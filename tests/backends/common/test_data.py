@@ -631,3 +631,17 @@ def test_short_inputs_hold_whole_corrupted_examples_or_are_refused() -> None:
         problem[1]
         == "span corruption needs inputs_length >= 3 (a clean token, a sentinel for a noise span, and EOS), not 2"
     )
+
+
+def test_notes_are_said_by_the_first_rank_of_a_torchrun_job_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every rank builds the data: a note (the tokenizer trained or cached, ...) was printed once per rank."""
+    monkeypatch.setattr(data, "_SAID", set())
+    monkeypatch.setenv("RANK", "1")
+    data._say("note: x")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(data, "_SAID", set())
+    monkeypatch.setenv("RANK", "0")
+    data._say("note: x")
+    assert capsys.readouterr().err == "note: x\n"
