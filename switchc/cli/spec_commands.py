@@ -73,6 +73,8 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
 
 
 def _origin_label(spec: Spec, path: str) -> str:
+    if path == "data.eval_fraction" and spec.is_default(path) and spec.data.eval_path is not None:
+        return "data.eval_path"  # which sets it to 0 (spec/load.py)
     if spec.is_default(path):
         return "default"
     span = spec.span(path)

@@ -90,6 +90,14 @@ def test_explain_marks_defaults_and_sources() -> None:
     assert "Sec. 2.4" in rows["model.init_scale"]["description"]
 
 
+def test_explain_says_data_eval_path_set_the_held_out_share_to_0() -> None:
+    settings = ["--set", "data.source=text", "--set", "data.path=train", "--set", "data.eval_path=valid"]
+    result = run("explain", "switch-tiny", *settings, "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = {row["key"]: row for row in json.loads(result.output)["keys"]}
+    assert rows["data.eval_fraction"]["value"] == 0.0 and rows["data.eval_fraction"]["from"] == "data.eval_path"
+
+
 def test_explain_table_names_every_key() -> None:
     result = run("explain", "switch-tiny")
     assert result.exit_code == 0
