@@ -309,10 +309,13 @@ def _training_lock(path: Path) -> Iterator[None]:
         return
     with lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(f"sentencepiece: waiting for another process training {path.name}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _say(f"sentencepiece: waiting for another process training {path.name}")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (ENOLCK on some NFS and FUSE mounts): no turns
+            pass
         yield  # the lock goes with the file's close
 
 
@@ -475,10 +478,15 @@ def corpus_files(root: Path) -> list[Path]:
             try:
                 info = path.stat()  # of what a link points at
             except OSError as err:
-                if not path.is_symlink():
-                    raise
+                try:
+                    target = os.readlink(path)
+                except OSError:  # not a link: an entry this user may not look at
+                    raise SystemExit(
+                        f"error: data path {root} holds {path}, which cannot be read ({err.strerror})\n"
+                        f"hint: make it readable, or move it out of {root}"
+                    ) from None
                 raise SystemExit(
-                    f"error: data path {root} holds {path}, a dangling symlink (to {os.readlink(path)}: "
+                    f"error: data path {root} holds {path}, a dangling symlink (to {target}: "
                     f"{err.strerror})\nhint: remove the link, or point it at a file"
                 ) from None
             if stat.S_ISDIR(info.st_mode):

@@ -207,7 +207,9 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     args.made = []
     if args.export_init is not None:
         try:  # a folder the system refuses is a usage error, as with --out
-            _make_folder(args.export_init.parent, args.made)
+            # not noted in args.made: a process of a job that has nothing to write would remove it
+            # while the first one still reads the weights it will write there
+            _make_folder(args.export_init.parent, [])
         except OSError as error:
             flags.error(f"--export-init {args.export_init}: {error.strerror or error}")
         return  # nothing trains, so nothing is written in --out: it is not created

@@ -106,11 +106,19 @@ def extendable(spec: Spec) -> tuple[str, ...]:
     return () if spec.train.optimizer.schedule == "cosine" else ("train.steps",)
 
 
+# Settings added after runs were first digested, left out of the digest while unset, so that a run
+# started before one existed still resumes: (section, key).
+DIGEST_OMITS_WHEN_NULL = (("data", "eval_path"),)
+
+
 def spec_digest(spec: Spec) -> str:
     """The identity of the run a spec trains: a digest of its resolved settings without the
     `extendable` ones. A generated program records it in every checkpoint and, on --resume, refuses
     a checkpoint that records another (docs/training.md)."""
     data = same_model_form(yaml.safe_load(to_yaml(spec)))
+    for where, added in DIGEST_OMITS_WHEN_NULL:  # settings added later: unset, a spec keeps its old digest
+        if data.get(where, {}).get(added, "set") is None:
+            del data[where][added]
     for key in extendable(spec):
         *sections, name = key.split(".")
         section = data

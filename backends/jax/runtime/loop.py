@@ -538,6 +538,20 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
                 record = flags.checked_record(checkpoints, found, args, model, announce=primary)
     if export is not None and found is None:
         raise flags.no_checkpoint_to_export(args.out)
+    if export is not None and record is not None:
+        # orbax restores the optimizer state with the parameters, into this program's optimizer's
+        # tree: another optimizer's state does not fit it (the PyTorch program reads parameters only)
+        other = [
+            line
+            for line in flags.changed_settings(record.get("spec", ""), flags.run_identity(model)["spec"])
+            if line.startswith(("train.optimizer.name:", "train.optimizer.beta1:"))
+        ]
+        if other:
+            raise SystemExit(
+                f"error: --export-init: {args.out / 'checkpoints' / str(found)} holds another optimizer's state "
+                f"({'; '.join(other)}), which this program cannot restore\n"
+                f"hint: export with the run's own program (switchc train's is {args.out / 'program' / 'train.py'})"
+            )
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
     state = build(model, args.seed, init_from if found is None else None)
     start = 0

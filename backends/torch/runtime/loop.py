@@ -252,6 +252,7 @@ def export_checkpoint(model_module: ModuleType, args: argparse.Namespace) -> Non
     writes them, so any number of processes, or one, exports the checkpoint of any mesh."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
+    _lock_run_directory(args.out, True)  # as the JAX program: no run may rotate the checkpoint away meanwhile
     checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary=True)
     flags.check_checkpoint_directory(checkpoints.directory, "torch")
     found = checkpoints.latest_step()

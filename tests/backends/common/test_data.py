@@ -645,3 +645,36 @@ def test_notes_are_said_by_the_first_rank_of_a_torchrun_job_only(
     monkeypatch.setenv("RANK", "0")
     data._say("note: x")
     assert capsys.readouterr().err == "note: x\n"
+
+
+def test_a_corpus_entry_that_cannot_be_looked_at_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subdirectory listed but not searchable: its stat() fails with EACCES (faked: tests run as
+    root). It was a PermissionError traceback."""
+    (tmp_path / "corpus" / "locked").mkdir(parents=True)
+    (tmp_path / "corpus" / "a.txt").write_text("text")
+    stat = Path.stat
+
+    def refusing(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refusing)
+    with pytest.raises(SystemExit) as stop:
+        data.read_documents("text", str(tmp_path / "corpus"), "text")
+    assert f"holds {tmp_path / 'corpus' / 'locked'}, which cannot be read (Permission denied)" in str(stop.value.code)
+
+
+def test_a_cache_on_a_file_system_without_locks_trains_all_the_same(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """flock failing with ENOLCK (some NFS and FUSE mounts) was a traceback: no turns are taken."""
+    fcntl = pytest.importorskip("fcntl")
+    pytest.importorskip("sentencepiece")
+
+    def no_locks(*args: Any) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    data.sentencepiece_tokenizer(corpus_slice(50_000), 300)
+    assert "sentencepiece: trained" in capsys.readouterr().err

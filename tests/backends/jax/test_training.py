@@ -258,3 +258,19 @@ def test_orbax_logs_of_a_file_it_could_not_write_are_left_to_the_loops_one_line(
     assert _FailedWrites().filter(record(ConnectionResetError(errno.ECONNRESET, "reset")))  # no file: kept
     assert _FailedWrites().filter(record(ValueError("another failure")))
     assert _FailedWrites().filter(record(None))
+
+
+def test_an_export_of_another_optimizers_checkpoint_is_refused_by_name(tmp_path: Path) -> None:
+    """orbax restores the optimizer state with the parameters: Adam's into Adafactor's tree failed,
+    and reading_checkpoint then called the checkpoint damaged ('delete it'). Another learning rate
+    is no obstacle."""
+    program = compile_small(tmp_path, "adam")
+    run = run_program(program, "--steps", "1", "--checkpoint-every", "1", "--eval-every", "0", "--out", "run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    other = compile_small(tmp_path, "adafactor", **{"train.optimizer.name": "adafactor"})
+    refused = run_program(other, "--export-init", "w.safetensors", "--resume", "--out", str(program / "run"))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "holds another optimizer's state (train.optimizer.name: adam in the checkpoint, adafactor in" in (
+        refused.stderr
+    )
+    assert "damaged" not in refused.stderr and not (other / "w.safetensors").exists()
