@@ -346,11 +346,15 @@ def _check_data(spec: Spec, out: Path, *, evaluate: bool) -> None:
         if evaluate and evaluates(spec):
             data.dataset(config, "eval")
     except SystemExit as stop:  # runtime/data.py's "error: ...\nhint: ..."
-        lines = str(stop.code).splitlines()
-        message = " ".join(line for line in lines if not line.startswith("hint: ")).removeprefix("error: ")
-        hint = " ".join(line.removeprefix("hint: ") for line in lines if line.startswith("hint: "))
+        message, hint = _runtime_error(str(stop.code))
         said = f"{message}\n(nothing was removed: the earlier run in {out} is as it was)"
-        raise PlainUserError(said, hint or None) from None
+        raise PlainUserError(said, hint) from None
+
+
+def _runtime_error(text: str) -> tuple[str, str | None]:
+    """(message, hint) of an error a runtime module words as "error: MESSAGE\nhint: HINT"."""
+    message, _, hint = text.removeprefix("error: ").partition("\nhint: ")
+    return message, hint or None
 
 
 def _clear_earlier_run(out: Path) -> None:
@@ -397,8 +401,7 @@ def _hold_run_directory(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     refusal = lock_run_directory(out, " (switchc train)")
     if refusal is not None:
-        message, _, hint = refusal.removeprefix("error: ").partition("\nhint: ")
-        raise PlainUserError(message, hint or None)
+        raise PlainUserError(*_runtime_error(refusal))
 
 
 def _run_program(command: list[str], lock_env: dict[str, str], lock_fds: tuple[int, ...]) -> int:
