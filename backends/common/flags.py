@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import socket
@@ -230,16 +229,13 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def _holds_weights(path: Path) -> bool:
-    """Whether `path` begins as a switchc weights file: safetensors' 8-byte header length, then a
-    JSON header whose metadata says "switchc-weights" (runtime/weights.py; read without safetensors)."""
+    """Whether `path` is a switchc weights file (runtime/weights.py: its header metadata says so)."""
+    from . import weights  # here: numpy and safetensors are not for every program's start
+
     try:
-        with path.open("rb") as file:
-            length = int.from_bytes(file.read(8), "little")
-            header = json.loads(file.read(length)) if 0 < length <= 100_000_000 else None
-    except (OSError, ValueError):
+        return weights.metadata(path).get("format") == weights.FORMAT
+    except (OSError, ValueError, ImportError):  # not safetensors; or no safetensors to tell
         return False
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return isinstance(meta, dict) and meta.get("format") == "switchc-weights"
 
 
 def _make_folder(folder: Path, made: list[Path]) -> None:
