@@ -51,6 +51,15 @@ def call_lines(head: str, args: list[str], indent: str = INDENT) -> list[str]:
     return [f"{indent}{head}(", *(f"{indent}{INDENT}{arg}," for arg in args), f"{indent})"]
 
 
+def assignment_lines(target: str, value: Mapping[str, object]) -> list[str]:
+    """`target = {...}` at module level as ruff lays it out: on one line, else one item per line
+    (a collection that does not fit is always split that way)."""
+    one = f"{target} = {literal(value)}"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    return [f"{target} = {{", *(f"{INDENT}{literal(k)}: {literal(v)}," for k, v in value.items()), "}"]
+
+
 def sum_lines(target: str, terms: list[str], indent: str = INDENT) -> list[str]:
     """`target = a + b + ...`, split before the operators inside parentheses when too long."""
     one = f"{indent}{target} = {' + '.join(terms)}"

@@ -41,7 +41,6 @@ class Comparison:
     measured: float  # what the framework ran: XLA's compiled step, or the PyTorch program's step
     tolerance: float  # relative; 0 means exact
     note: str = ""
-    known: bool = False  # a difference docs/verify.md explains (the note says which); still not ok
 
     @property
     def relative_error(self) -> float:

@@ -11,7 +11,15 @@ from switchc import __version__
 from switchc.ir import Graph, build_graph
 from switchc.spec import Spec
 
-from ..common.codegen import config_lines, cost_lines, identity_lines, literal, params_lines, switch_lines, wrap
+from ..common.codegen import (
+    assignment_lines,
+    config_lines,
+    cost_lines,
+    identity_lines,
+    params_lines,
+    switch_lines,
+    wrap,
+)
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
 from ..common.program import made_from, program_files, runtime_files, title
 from ..common.program import train_script as launcher
@@ -62,8 +70,8 @@ def model_module(spec: Spec, graph: Graph) -> str:
         "",
         *config_lines(spec, JAX_DTYPES),
         "# Mesh axes (name -> size) and which mesh axes each logical axis is split over (pjit-style rules).",
-        f"MESH_AXES = {literal(spec.mesh.axes)}",
-        f"RULES = {literal(rules)}",
+        *assignment_lines("MESH_AXES", spec.mesh.axes),
+        *assignment_lines("RULES", rules),
     ]
     out += switch_lines(spec, JAX_DTYPES)
     out += cost_lines(spec)

@@ -3,11 +3,13 @@
 Two things come out of the graph. The module tree: every op that owns parameters becomes one
 runtime module (layers.Attention, moe.Experts, ...) registered at the op's IR path, so that the
 torch name of each parameter is its IR name with dots (`encoder.0.attention.q` for
-`encoder/0/attention/q`). And the forward pass: the graph is walked in its (topological) node
-order and each op's rule writes the statement that computes it, reading the variables of its
-inputs. backends/common/lowering.py does the walk, the variable names and the rules whose statement
-is the same in every backend (as in the JAX backend, so both programs read alike); this file
-registers in RULES the rules that call this program's modules.
+`encoder/0/attention/q`); the token loss is one more, without parameters (`cross_entropy`), so
+that runtime/parallel.py can replace it where the vocabulary is split. And the forward pass: the
+graph is walked in its (topological) node order and each op's rule writes the statement that
+computes it, reading the variables of its inputs. backends/common/lowering.py does the walk, the
+variable names and the rules whose statement is the same in every backend (as in the JAX backend,
+so both programs read alike); this file registers in RULES the rules that call this program's
+modules.
 
 A Switch layer is a chain of ops (Group, Router, Dispatch, ExpertFFN, Combine, Ungroup, AuxLoss,
 RouterZLoss); the Group rule emits one call of the runtime's `switch`, which runs those ops, and
@@ -33,6 +35,9 @@ from ..common.lowering import (
 )
 
 BODY = INDENT * 2  # statements inside a method
+# The model's attribute holding the token loss: a module without parameters, so that
+# runtime/parallel.py can swap in the split-vocabulary one.
+CROSS_ENTROPY = "cross_entropy"
 
 
 def _owner(name: str) -> str:
@@ -99,7 +104,8 @@ def module_tree(graph: Graph) -> Tree:
     """Owner path -> constructor, nested by path components, in first-use order.
 
     Depth 1 is an attribute of the model (`shared`), depth 2 an entry of a stack's ModuleDict
-    (`encoder["position_bias"]`), depth 3 a sublayer of a block (`encoder["0"].attention`).
+    (`encoder["position_bias"]`), depth 3 a sublayer of a block (`encoder["0"].attention`). The
+    token loss comes last, at depth 1 (`cross_entropy`).
     """
     tree: Tree = {}
     for node in graph.nodes:
@@ -122,6 +128,8 @@ def module_tree(graph: Graph) -> Tree:
             where = child
         if parts[-1] not in where:  # a shared table is created by its first user
             where[parts[-1]] = _constructor(op)
+    if any(isinstance(op_of(graph, node), ir.CrossEntropy) for node in graph.nodes):
+        tree[CROSS_ENTROPY] = "layers.CrossEntropy()"
     return tree
 
 
@@ -221,10 +229,16 @@ def _logits(low: Lowering, node: str, op: ir.Op) -> None:
     (y,) = low.inputs(node)
     var = low.output(node, op)
     if op.tied:  # T5 v1.0: the embedding table, logits scaled by d_model^-0.5
-        table = module_expression(_owner(op.table)) + "." + op.table.rsplit("/", 1)[1]
-        low.emit(f"{var} = ({y} * {op.d_model**-0.5!r}) @ {table}.T")
+        low.emit(f"{var} = {module_expression(_owner(op.table))}.attend({y} * {op.d_model**-0.5!r})")
     else:
         low.call(var, module_expression(op.name), y)
+
+
+@RULES.rule(ir.CrossEntropy)
+def _cross_entropy(low: Lowering, node: str, op: ir.Op) -> None:
+    logits, targets = low.inputs(node)
+    low.emit("# float32 [batch, targets_length]: the loss of every target token")
+    low.call(low.output(node, op), f"self.{CROSS_ENTROPY}", logits, targets)
 
 
 @RULES.rule(ir.Loss)

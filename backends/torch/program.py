@@ -12,16 +12,23 @@ from switchc.errors import UserError
 from switchc.ir import Graph, build_graph
 from switchc.spec import Spec
 
-from ..common.codegen import config_lines, cost_lines, identity_lines, literal, params_lines, switch_lines, wrap
+from ..common.codegen import (
+    assignment_lines,
+    config_lines,
+    cost_lines,
+    identity_lines,
+    params_lines,
+    switch_lines,
+    wrap,
+)
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
 from ..common.program import made_from, program_files, runtime_files, title
 from ..common.program import train_script as launcher
 from .lower import forward_body, init_lines, module_tree
 
 RUNTIME_MODULES = ("__init__.py", "layers.py", "moe.py", "parallel.py", "optim.py", "checkpoint.py", "loop.py")
-# Logical axes whose rules a PyTorch program applies (runtime/parallel.py); `vocab` may be split
-# by the rules (the standard ones do when there is a model axis) but stays whole here.
-APPLIED_RULES = ("batch", "experts", "heads", "mlp")
+# Logical axes whose rules a PyTorch program applies (runtime/parallel.py).
+APPLIED_RULES = ("batch", "experts", "heads", "mlp", "vocab")
 TORCH_DTYPES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16"}
 
 
@@ -57,12 +64,10 @@ def model_module(spec: Spec, graph: Graph) -> str:
         "",
         "",
         *config_lines(spec, TORCH_DTYPES),
-        "# Mesh axes (name -> size) and which mesh axes split tokens, experts, heads and d_ff.",
-        f"MESH_AXES = {literal(spec.mesh.axes)}",
-        f"RULES = {literal(rules)}",
+        "# Mesh axes (name -> size) and which mesh axes split tokens, experts, heads, d_ff and the vocabulary.",
+        *assignment_lines("MESH_AXES", spec.mesh.axes),
+        *assignment_lines("RULES", rules),
     ]
-    if resolved.get("vocab"):
-        out.append("# (The rules also split vocab; here the embedding and logits stay whole: see runtime/parallel.py.)")
     out += switch_lines(spec, TORCH_DTYPES)
     out += cost_lines(spec)
     out += identity_lines(spec)
@@ -141,16 +146,16 @@ def check_supported(spec: Spec) -> None:
             raise UserError.at(
                 spec.span(f"mesh.rules.{axis}"),
                 f"the PyTorch backend cannot split the {axis} axis (over {', '.join(resolved[axis])})",
-                f"remove the {axis} rule: PyTorch programs split batch, experts, heads and d_ff (mlp) only",
+                f"remove the {axis} rule: PyTorch programs split batch, experts, heads, d_ff (mlp) and vocab only",
             )
-    tensor_axes = set(resolved.get("heads", ())) | set(resolved.get("mlp", ()))
+    tensor_axes = set(resolved.get("heads", ())) | set(resolved.get("mlp", ())) | set(resolved.get("vocab", ()))
     clash = tensor_axes & (set(resolved.get("batch", ())) | set(resolved.get("experts", ())))
     if clash:
         raise UserError.at(
             spec.span("mesh.rules"),
-            f"the PyTorch backend splits heads and d_ff over axes that split neither tokens nor experts; "
+            f"the PyTorch backend splits heads, d_ff and vocab over axes that split neither tokens nor experts; "
             f"{', '.join(sorted(clash))} does both",
-            f"give heads and mlp a mesh axis of their own, one that splits neither batch nor experts "
+            f"give heads, mlp and vocab a mesh axis of their own, one that splits neither batch nor experts "
             f"(now {', '.join(sorted(clash))} splits both)",
         )
 

@@ -38,7 +38,6 @@ switchc.backends.torch.verify --worker PROGRAM OUT`) and imports the generated p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import os
@@ -295,9 +294,6 @@ def run_step(
     return [json.loads((out / f"rank{rank}.json").read_text(encoding="utf-8")) for rank in range(devices)]
 
 
-VOCAB_WHOLE = "; known: the PyTorch program keeps vocab whole (docs/verify.md)"
-
-
 def compare(
     report: Mapping[str, Any],
     ranks: Sequence[Mapping[str, Any]],
@@ -305,24 +301,19 @@ def compare(
     flops_tolerance: float,
     bytes_tolerance: float,
     data_parallel: bool = True,
-    vocab_split: bool = False,
 ) -> list[Comparison]:
     """The report against rank 0's counts (every rank runs the same shapes; a rank that differs
     from rank 0 is a comparison of its own). data_parallel: the mesh splits the batch (DDP then
-    reduces dense gradients in buckets); vocab_split: it splits vocab, which the report does and
-    the PyTorch program does not (its logits matmul and their gradients are whole on every rank),
-    said in the notes of the rows that differs in."""
+    reduces dense gradients in buckets)."""
     executed = float(report["flops"]["executed"]["train_step_per_device"])
     first = ranks[0]
-    known = VOCAB_WHOLE if vocab_split else ""
     results = [
         Comparison(
             "matmul FLOPs per device (train step)",
             executed,
             float(first["flops"]),
             flops_tolerance,
-            "FlopCounterMode: matmuls only" + known,
-            known=vocab_split,
+            "FlopCounterMode: matmuls only",
         )
     ]
     for other in ranks[1:]:
@@ -336,9 +327,9 @@ def compare(
         measured,
         bytes_tolerance=bytes_tolerance,
         source="torch",
-        notes={"all-reduce": (" (DDP buckets: bytes compared)" if data_parallel else " (bytes compared)") + known},
+        notes={"all-reduce": " (DDP buckets: bytes compared)" if data_parallel else " (bytes compared)"},
     )
-    return [dataclasses.replace(c, known=True) if vocab_split and VOCAB_WHOLE in c.note else c for c in results]
+    return results
 
 
 def verify(
@@ -364,7 +355,6 @@ def verify(
         flops_tolerance=flops_tolerance,
         bytes_tolerance=bytes_tolerance,
         data_parallel=spec.mesh.shards("batch") > 1,
-        vocab_split=spec.mesh.shards("vocab") > 1,
     )
     collectives = tuple(TorchCollective(**c) for c in ranks[0]["collectives"])
     return Verification(spec.name, devices, tuple(comparisons), collectives, dict(ranks[0]["flops_by_op"]))

@@ -145,7 +145,6 @@ def verify(
                 "relative_error": c.relative_error,
                 "tolerance": c.tolerance,
                 "ok": c.ok,
-                "known": c.known,
                 "note": c.note,
             }
             for c in result.comparisons

@@ -148,7 +148,8 @@ class Block(nn.ModuleDict):
 
 
 class Embedding(nn.Module):
-    """The token embedding table `embedding` [V, D]."""
+    """The token embedding table `embedding` [V, D]; `attend` is its use as the tied output
+    projection (T5 v1.0)."""
 
     def __init__(self, vocab_size: int, d_model: int) -> None:
         super().__init__()
@@ -157,6 +158,10 @@ class Embedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, L] ids -> [B, L, D]."""
         return F.embedding(ids, self.embedding)
+
+    def attend(self, y: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] -> [B, L, V]: the logit of every row of the table."""
+        return y @ self.embedding.T
 
 
 class Logits(nn.Module):
@@ -324,6 +329,14 @@ def padding_mask(ids: torch.Tensor) -> torch.Tensor:
 def causal_mask(length: int, device: torch.device) -> torch.Tensor:
     """[1, 1, L, L]: True where the key position is not after the query position."""
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
+
+
+class CrossEntropy(nn.Module):
+    """forward(logits, targets): `token_cross_entropy`. A module, though it has no parameters, so
+    that runtime/parallel.py can put the split-vocabulary loss in its place."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return token_cross_entropy(logits, targets)
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

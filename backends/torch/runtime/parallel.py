@@ -5,7 +5,7 @@ it whole (as torchtitan's parallelize step does) and, from the DeviceMesh built 
 mesh axes and the logical-axis RULES:
 
 - keeps each rank's shard of every parameter whose logical axes are split (`experts` over the
-  expert axes, `heads` and `mlp` over the model axes), as the JAX program's shardings do;
+  expert axes, `heads`, `mlp` and `vocab` over the model axes), as the JAX program's shardings do;
 - expert parallelism: wraps each `Experts` module so that an all-to-all over the expert axes
   carries every rank's slots of each expert to the rank that holds it, and a second all-to-all
   brings the outputs back (capacity padding makes every split the same size: [G, E, C, D]);
@@ -16,6 +16,12 @@ mesh axes and the logical-axis RULES:
   parallelize_module: the parameters keep the IR's einsum layouts ([D, H, K], [E, D, F]), which
   ColwiseParallel / RowwiseParallel (made for nn.Linear's [out, in]) do not describe, and two
   small autograd functions say exactly which collectives run;
+- vocabulary parallelism, when vocab is split (Megatron's vocab-parallel embedding and loss): the
+  Embedding, Logits and CrossEntropy modules are replaced by ones that hold rows [start, start +
+  V / n) of the table or columns of lm_head. A lookup finds this rank's ids and the shards' rows
+  are summed (an all-reduce of [B, L, D]); the logits stay split, the loss takes the maximum, the
+  sum of exponentials and the target's logit over the shards (two all-reduces of [B, L]), and its
+  backward needs no communication; the input of the logits matmul gets Megatron's f;
 - data parallelism: tokens are split over the batch axes (data and expert by default: in Switch's
   expert parallelism every rank routes its own tokens, Sec. 6). Dense parameters are replicated
   over the batch axes and their gradients are averaged there by DistributedDataParallel, which
@@ -27,10 +33,8 @@ mesh axes and the logical-axis RULES:
 Every rank computes its loss as its share of the global batch's mean (see layers.masked_mean), so
 the global loss is the mean over batch shards, and the numbers do not depend on the mesh.
 
-The embedding table and the logits projection stay whole on every rank even where RULES split
-`vocab` (a vocab-parallel cross-entropy is not implemented); their gradients are averaged by DDP
-like any dense parameter. Every rank initialises the whole model (model.build) and keeps its
-shards: weights do not depend on the mesh, at the cost of host memory for one full copy.
+Every rank initialises the whole model (model.build) and keeps its shards: weights do not depend
+on the mesh, at the cost of host memory for one full copy.
 """
 
 from __future__ import annotations
@@ -43,15 +47,16 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.nn.parallel import DistributedDataParallel
 
-from .layers import Attention, FeedForward, Stream, ir_name, module_path
+from .layers import Attention, CrossEntropy, Embedding, FeedForward, Logits, Stream, ir_name, module_path
 from .moe import Experts
 
 # Logical axes a torch program splits; any other axis the rules split is rejected when compiling.
-SPLIT_PARAMETER_AXES = ("experts", "heads", "mlp")
+SPLIT_PARAMETER_AXES = ("experts", "heads", "mlp", "vocab")
 
 # ---- the mesh -------------------------------------------------------------------------------------------
 
@@ -220,24 +225,110 @@ def return_from_experts(out: torch.Tensor, group: dist.ProcessGroup, ranks: int)
     return received.transpose(0, 1).reshape(total // ranks, ranks * local_experts, capacity, d_model)
 
 
+# ---- a split vocabulary ----------------------------------------------------------------------------------
+
+
+class _SplitCrossEntropy(torch.autograd.Function):
+    """Token cross-entropy of logits split over the vocabulary: this rank holds the logits of ids
+    [start, start + n). Forward: the maximum over the shards, then the sums of exponentials and the
+    target's logit (each on the rank holding it, 0 elsewhere) over the shards, so every rank has
+    the whole loss. Backward: softmax minus the target's one-hot, on this rank's columns only."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: torch.Tensor, targets: torch.Tensor, start: int, group: dist.ProcessGroup
+    ) -> torch.Tensor:
+        ctx.dtype = logits.dtype
+        logits = logits.float()
+        columns = logits.shape[-1]
+        top = logits.amax(dim=-1)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX, group=group)
+        local = targets.long() - start
+        mine = (local >= 0) & (local < columns)
+        index = local.clamp(0, columns - 1)[..., None]
+        exp = (logits - top[..., None]).exp_()
+        target_logit = (logits.gather(-1, index)[..., 0] - top).masked_fill_(~mine, 0.0)
+        sums = torch.stack([exp.sum(dim=-1), target_logit])
+        dist.all_reduce(sums, group=group)
+        total, target_logit = sums
+        ctx.save_for_backward(exp.div_(total[..., None]), index, mine)  # the softmax
+        return total.log() - target_logit
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        softmax, index, mine = ctx.saved_tensors
+        grad_logits = softmax.scatter_add_(-1, index, -mine[..., None].float()).mul_(grad[..., None])
+        return grad_logits.to(ctx.dtype), None, None, None
+
+
+class SplitEmbedding(Embedding):
+    """Rows [start, start + V / n) of the embedding table (Megatron's VocabParallelEmbedding): a
+    lookup finds the ids this rank holds and the shards' rows are summed; `attend` gives this
+    rank's columns of the logits."""
+
+    def __init__(self, whole: Embedding, group: dist.ProcessGroup, index: int) -> None:
+        nn.Module.__init__(self)
+        self.embedding = whole.embedding  # the same (already narrowed) parameter, at the same name
+        self.group = group
+        self.start = index * self.embedding.shape[0]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        local = ids - self.start
+        other = (local < 0) | (local >= self.embedding.shape[0])
+        rows = F.embedding(local.masked_fill(other, 0), self.embedding).masked_fill(other[..., None], 0.0)
+        return _SumShards.apply(rows, self.group)
+
+    def attend(self, y: torch.Tensor) -> torch.Tensor:
+        return _CopyToShards.apply(y, self.group) @ self.embedding.T
+
+
+class SplitLogits(Logits):
+    """Columns [start, start + V / n) of lm_head: this rank's logits, left split for SplitCrossEntropy."""
+
+    def __init__(self, whole: Logits, group: dist.ProcessGroup) -> None:
+        nn.Module.__init__(self)
+        self.lm_head = whole.lm_head
+        self.group = group
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return _CopyToShards.apply(y, self.group) @ self.lm_head
+
+
+class SplitCrossEntropy(CrossEntropy):
+    """The token loss of logits split over the vocabulary, this rank's shard being number `index`."""
+
+    def __init__(self, group: dist.ProcessGroup, index: int) -> None:
+        super().__init__()
+        self.group = group
+        self.index = index
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = _SplitCrossEntropy.apply(logits, targets, self.index * logits.shape[-1], self.group)
+        return loss
+
+
 # ---- the plan --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Which mesh axes split tokens, experts, heads and d_ff (from the logical-axis rules)."""
+    """Which mesh axes split tokens, experts, heads, d_ff and the vocabulary (from the logical-axis rules)."""
 
     batch: tuple[str, ...]
     experts: tuple[str, ...]
     heads: tuple[str, ...]
     mlp: tuple[str, ...]
+    vocab: tuple[str, ...] = ()
 
     @classmethod
     def from_rules(cls, rules: Mapping[str, Sequence[str]]) -> Plan:
-        plan = cls(*(tuple(rules.get(axis, ())) for axis in ("batch", "experts", "heads", "mlp")))
-        tensor_axes = set(plan.heads) | set(plan.mlp)
+        plan = cls(*(tuple(rules.get(axis, ())) for axis in ("batch", "experts", "heads", "mlp", "vocab")))
+        tensor_axes = set(plan.heads) | set(plan.mlp) | set(plan.vocab)
         if tensor_axes & (set(plan.batch) | set(plan.experts)):
-            raise ValueError(f"heads / mlp must be split over axes that split neither tokens nor experts: {plan}")
+            raise ValueError(
+                f"heads / mlp / vocab must be split over axes that split neither tokens nor experts: {plan}"
+            )
         return plan
 
 
@@ -430,6 +521,26 @@ def apply_expert_and_tensor_parallel(model: nn.Module, mesh: Mesh, plan: Plan) -
                 _tensor_parallel(module, group, mesh.index(axes), 2 if isinstance(module, Attention) else 1)
 
 
+def apply_vocab_parallel(model: nn.Module, mesh: Mesh, plan: Plan) -> None:
+    """Replace the embedding, logits and loss modules by their split-vocabulary versions
+    (parameters must already be sharded)."""
+    group = mesh.group(plan.vocab)
+    if group is None:
+        return
+    index = mesh.index(plan.vocab)
+    for path, module in list(model.named_modules()):
+        if isinstance(module, Embedding):
+            split: nn.Module = SplitEmbedding(module, group, index)
+        elif isinstance(module, Logits):
+            split = SplitLogits(module, group)
+        elif isinstance(module, CrossEntropy):
+            split = SplitCrossEntropy(group, index)
+        else:
+            continue
+        parent, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent), name, split)
+
+
 def apply_data_parallel(
     model: nn.Module, mesh: Mesh, plan: Plan, ignored: Sequence[str], device: torch.device
 ) -> nn.Module:
@@ -454,13 +565,15 @@ def parallelize(
     plan = Plan.from_rules(rules)
     placements = _shard_parameters(model, param_axes, rules, mesh)
     # Create every process group up front, in the same order on every rank.
-    for axes in (plan.batch, plan.experts, plan.heads, plan.mlp, [a for a in plan.batch if a not in plan.experts]):
+    replicas = [a for a in plan.batch if a not in plan.experts]
+    for axes in (plan.batch, plan.experts, plan.heads, plan.mlp, plan.vocab, replicas):
         mesh.group(axes)
     for placement in placements.values():  # the groups gradient norms and Adafactor reduce over
         for axes in (*placement, split_axes(placement)):
             mesh.group(axes)
     model.to(device)
     apply_expert_and_tensor_parallel(model, mesh, plan)
+    apply_vocab_parallel(model, mesh, plan)
     expert_paths = [module_path(name) for name, axes in param_axes.items() if "experts" in axes]
     module = apply_data_parallel(model, mesh, plan, expert_paths, device)
     expert_params = [model.get_parameter(path) for path in expert_paths]

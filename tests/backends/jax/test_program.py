@@ -39,8 +39,12 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [("--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001"), ("--set", "moe=null")],
-    ids=["switch", "dense"],
+    [
+        ("--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001"),
+        ("--set", "moe=null"),
+        ("--set", "mesh.axes={data: 2, expert: 2, model: 2}"),  # RULES too long for one line
+    ],
+    ids=["switch", "dense", "three-axis mesh"],
 )
 def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
     """Under the ruff.toml the program ships with (a dense one drew noise it never read: F841)."""
