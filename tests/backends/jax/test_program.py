@@ -133,6 +133,7 @@ def test_trains_on_real_text(tmp_path: Path) -> None:
     assert found[-1] < found[0] - 0.5, found  # Shakespeare bytes: from ~ln(512) towards ~3 nats
 
 
+@pytest.mark.slow  # 25 s; backends/common/test_data.py trains and caches SentencePiece by default
 def test_trains_with_a_sentencepiece_tokenizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SentencePiece is trained on the program's first run and cached; the second run reuses it."""
     monkeypatch.setenv("SWITCHC_CACHE", str(tmp_path / "cache"))  # inherited by the program
