@@ -285,7 +285,7 @@ def remove_made(args: argparse.Namespace) -> None:
         lock = (out / LOCK_NAME).resolve()
         if lock in _created_locks:
             with contextlib.suppress(OSError):
-                lock.unlink()  # while it is held: no other run can have taken it
+                lock.unlink()  # while it is held; a run that opened it meanwhile sees it go (_is_at)
             release_run_directory(out)
     for folder in reversed(getattr(args, "made", [])):
         with contextlib.suppress(OSError):
@@ -423,12 +423,18 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
     if fcntl is None:
         return None
     path = directory / LOCK_NAME
-    existed = path.exists()
-    try:
-        handle = path.open("a+", encoding="utf-8")
-    except OSError as error:  # a directory this user cannot write: nothing of the run could be saved
-        return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
-    holder = _holder(handle)
+    while True:
+        existed = path.exists()
+        try:
+            handle = path.open("a+", encoding="utf-8")
+        except OSError as error:  # a directory this user cannot write: nothing of the run could be saved
+            return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
+        holder = _holder(handle)
+        if holder is not None or _is_at(handle, path):
+            break
+        # The run that held it removed the file after we opened it (remove_made): a lock on that
+        # file would lock nothing the next run opens. Take the lock of the file there now.
+        handle.close()
     if holder is not None:
         handle.close()
         if os.environ.get(LOCK_ENV) == f"{path.resolve()}\t{holder}":  # our launcher's lock
@@ -483,6 +489,14 @@ def run_directory_user(directory: Path) -> str | None:
         return None
     with (directory / LOCK_NAME).open("a+", encoding="utf-8") as handle:
         return _holder(handle)  # closing the file lets go of the lock if it was free
+
+
+def _is_at(handle: IO[str], path: Path) -> bool:
+    """Whether the open file `handle` is still the file at `path` (not removed or replaced)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
 
 
 def _holder(handle: IO[str]) -> str | None:

@@ -363,6 +363,30 @@ def test_a_run_directory_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
     assert f"pid {os.getpid()} on " in (tmp_path / ".lock").read_text()
 
 
+def test_a_lock_file_removed_while_a_run_takes_it_is_taken_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that stops before training removes its lock file while it holds it (remove_made). A
+    run that opened the file just before must not hold a lock on the removed file, which would
+    leave the directory free for a third run: it takes the lock of the file there now."""
+    taking = flags._holder
+    removed = []
+
+    def removed_first(handle: Any) -> str | None:
+        if not removed:  # the first run's remove_made, between this run's open and its flock
+            (tmp_path / ".lock").unlink()
+            removed.append(True)
+        return taking(handle)
+
+    (tmp_path / ".lock").write_text("pid 1 on host, since then\n")
+    monkeypatch.setattr(flags, "_holder", removed_first)
+    assert flags.lock_run_directory(tmp_path) is None
+    monkeypatch.setattr(flags, "_holder", taking)
+    assert removed and (tmp_path / ".lock").is_file()
+    assert flags.run_directory_user(tmp_path) == (tmp_path / ".lock").read_text().strip()  # held, and by us
+    assert f"pid {os.getpid()} on " in (tmp_path / ".lock").read_text()
+
+
 def test_a_launcher_hands_its_lock_to_the_program_it_starts(tmp_path: Path) -> None:
     """switchc train holds OUT's lock for its program: the program goes on under it, any other run
     is refused naming the launcher, and the lock stays held while the program lives, even once the
