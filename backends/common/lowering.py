@@ -13,7 +13,7 @@ depend on the target framework lives here, so both backends' programs read alike
   `Lowering.switch_layer` finds the ops, hands out the layer's random streams and binds its output,
   and `Lowering.switch_results` binds what Ungroup and the router losses read;
 - the rules whose statement is the same in every backend (`SHARED_RULES`: Input, Dropout,
-  Residual, CrossEntropy, Output, the Switch layer's members) and collectives, which emit nothing
+  Residual, Output, the Switch layer's members) and collectives, which emit nothing
   (each backend's runtime places the program on the mesh itself).
 
 A backend's lower.py holds a `RuleTable` with its own rule for every other op kind: only the
@@ -291,13 +291,6 @@ def bound_by_switch(low: Lowering, node: str, op: ir.Op) -> None:
         raise LoweringError(f"{op.span}: {op.kind} '{node}' is not part of a Switch layer")
 
 
-def cross_entropy(low: Lowering, node: str, op: ir.Op) -> None:
-    logits, targets = low.inputs(node)
-    var = low.output(node, op)
-    low.emit("# float32 [batch, targets_length]: the loss of every target token")
-    low.call(var, "layers.token_cross_entropy", logits, targets)
-
-
 def output(low: Lowering, node: str, op: ir.Op) -> None:
     (loss,) = low.inputs(node)
     low.emit(f"return {loss}, layers.summarize(cross_entropy, moe)")
@@ -316,6 +309,5 @@ SHARED_RULES: dict[type[ir.Op], Rule] = {
     ir.Dropout: dropout,
     ir.Residual: residual,
     **dict.fromkeys(SWITCH_OPS, bound_by_switch),
-    ir.CrossEntropy: cross_entropy,
     ir.Output: output,
 }

@@ -2,8 +2,8 @@
 
 backends/common/lowering.py walks the graph, names the variables (by role, reused only once dead)
 and holds the rules whose statement is the same in every backend (Input, Dropout, Residual,
-CrossEntropy, Output, the Switch layer's members; collectives emit nothing: jit inserts them from
-the shardings). This file holds the JAX program's own rules, registered in RULES: each writes the
+Output, the Switch layer's members; collectives emit nothing: jit inserts them from the
+shardings). This file holds the JAX program's own rules, registered in RULES: each writes the
 statement that computes its op over the flat `params` dict with runtime/layers.py's functions.
 
 A Switch layer is a chain of ops (Group, Router, Dispatch, ExpertFFN, Combine, Ungroup, AuxLoss,
@@ -155,6 +155,13 @@ def _logits(low: Lowering, node: str, op: ir.Op) -> None:
         low.emit(f'{var} = ({y} * {op.d_model**-0.5!r}) @ params["{op.table}"].T')
     else:
         low.emit(f'{var} = {y} @ params["{op.name}/lm_head"]')
+
+
+@RULES.rule(ir.CrossEntropy)
+def _cross_entropy(low: Lowering, node: str, op: ir.Op) -> None:
+    logits, targets = low.inputs(node)
+    low.emit("# float32 [batch, targets_length]: the loss of every target token")
+    low.call(low.output(node, op), "layers.token_cross_entropy", logits, targets)
 
 
 @RULES.rule(ir.Loss)
