@@ -40,15 +40,16 @@ def literal(value: object) -> str:
     return repr(value)
 
 
-def call_lines(head: str, args: list[str], indent: str = INDENT) -> list[str]:
-    """`head(args)` as ruff lays it out: on one line, else the args on one line, else one per line."""
-    one = f"{indent}{head}({', '.join(args)})"
+def call_lines(head: str, args: list[str], indent: str = INDENT, after: str = "") -> list[str]:
+    """`head(args)after` as ruff lays it out: on one line, else the args on one line, else one per
+    line. `after` follows the closing parenthesis (a def's ` -> T:`)."""
+    one = f"{indent}{head}({', '.join(args)}){after}"
     if len(one) <= LINE_LENGTH:
         return [one]
     inner = f"{indent}{INDENT}{', '.join(args)}"
     if len(inner) <= LINE_LENGTH:
-        return [f"{indent}{head}(", inner, f"{indent})"]
-    return [f"{indent}{head}(", *(f"{indent}{INDENT}{arg}," for arg in args), f"{indent})"]
+        return [f"{indent}{head}(", inner, f"{indent}){after}"]
+    return [f"{indent}{head}(", *(f"{indent}{INDENT}{arg}," for arg in args), f"{indent}){after}"]
 
 
 def assignment_lines(target: str, value: Mapping[str, object]) -> list[str]:

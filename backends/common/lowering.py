@@ -32,7 +32,7 @@ from switchc.ir import Graph, data_inputs, info, op_of
 from switchc.ir import ops as ir
 from switchc.spec import Spec
 
-from .codegen import Names, call_lines, sum_lines
+from .codegen import INDENT, Names, call_lines, sum_lines
 
 
 class LoweringError(Exception):
@@ -198,6 +198,7 @@ class RuleTable:
     """One backend's rules: op kind -> rule, its own (registered with `rule`) before SHARED_RULES."""
 
     backend: str  # "JAX", "PyTorch": named in the error for an op without a rule
+    array_type: str  # the type of a tensor in the program's annotations: "jax.Array", "torch.Tensor"
     rules: dict[type[ir.Op], Rule] = field(default_factory=dict)
 
     def rule(self, kind: type[ir.Op]) -> Callable[[Rule], Rule]:
@@ -232,16 +233,69 @@ def lower_forward(
     for line in prologue:
         low.emit(line)
     low.emit("moe = {}  # Switch layer -> its router losses and routing metrics")
-    previous_layer = None
-    for node in graph.nodes:
-        op = op_of(graph, node)
-        if op.layer != previous_layer and op.layer[-1].isdigit():
-            low.emit()
-            low.emit(f"# {op.layer.replace('.', ' block ')}")
-        previous_layer = op.layer
-        rules.lookup(op)(low, node, op)
+    for layer, nodes in _segments(graph):
+        if not layer[-1].isdigit():  # embeddings, position biases, final norms, the output
+            for node in nodes:
+                rules.lookup(op_of(graph, node))(low, node, op_of(graph, node))
+            continue
+        low.emit()
+        if spec.train.remat == "full":
+            _rematerialized_block(low, rules, layer, nodes)
+            continue
+        low.emit(f"# {layer.replace('.', ' block ')}")
+        for node in nodes:
+            rules.lookup(op_of(graph, node))(low, node, op_of(graph, node))
     drawn = [indent + noise] if low.streams else []
     return drawn + low.lines, low.switch_layers
+
+
+def _segments(graph: Graph) -> list[tuple[str, list[str]]]:
+    """The graph's nodes in order, cut where the layer changes: (layer, its nodes) runs."""
+    segments: list[tuple[str, list[str]]] = []
+    for node in graph.nodes:
+        layer = op_of(graph, node).layer
+        if segments and segments[-1][0] == layer:
+            segments[-1][1].append(node)
+        else:
+            segments.append((layer, [node]))
+    return segments
+
+
+def _rematerialized_block(low: Lowering, rules: RuleTable, layer: str, nodes: list[str]) -> None:
+    """train.remat = full: the block as a function of the activations it reads from outside (its
+    residual stream first; the position bias, the encoder's output), called through the runtime's
+    `layers.remat`, so that the backward pass recomputes its activations instead of keeping them.
+    Parameters and masks it reads from the enclosing function. It returns its Switch layers' router
+    losses and metrics (a `moe` of its own) rather than writing the outer one. What enters the
+    block is then what the block keeps between the passes (switchc/analysis/memory.py)."""
+    name = layer.replace(".", "_block_")
+    inside = set(nodes)
+    arguments: list[str] = []
+    for node in nodes:
+        for _, source in data_inputs(low.graph, node):
+            var = None if source in inside else low.names.var[source]
+            if var is not None and var.isidentifier() and var not in arguments:
+                arguments.append(var)
+    switch = any(isinstance(op_of(low.graph, node), ir.Group) for node in nodes)
+    returns = f"tuple[{rules.array_type}, dict[str, Any]]" if switch else rules.array_type
+    low.emit(f"# {layer.replace('.', ' block ')}: recomputed in the backward pass (train.remat: full)")
+    parameters = [f"{var}: {rules.array_type}" for var in arguments]
+    low.lines += call_lines(f"def {name}", parameters, low.indent, after=f" -> {returns}:")
+    outer = low.indent
+    low.indent = outer + INDENT
+    if switch:
+        low.emit("moe = {}")
+    for node in nodes:
+        rules.lookup(op_of(low.graph, node))(low, node, op_of(low.graph, node))
+    output = low.names.var[nodes[-1]]
+    low.emit(f"return {output}, moe" if switch else f"return {output}")
+    low.indent = outer
+    low.emit()
+    if switch:
+        low.call(f"{output}, block_moe", "layers.remat", name, *arguments)
+        low.emit("moe.update(block_moe)")
+    else:
+        low.call(output, "layers.remat", name, *arguments)
 
 
 # ---- helpers of backend rules -------------------------------------------------------------------

@@ -57,7 +57,7 @@ __all__ = [
     "sum_lines",
 ]
 
-RULES = RuleTable("JAX")
+RULES = RuleTable("JAX", "jax.Array")
 
 
 def _dropout_args(low: Lowering, rate: float) -> list[str]:

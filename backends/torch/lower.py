@@ -163,7 +163,7 @@ def _arguments(constructor: str) -> list[str]:
 
 # ---- the forward pass -------------------------------------------------------------------------------------
 
-RULES = RuleTable("PyTorch")
+RULES = RuleTable("PyTorch", "torch.Tensor")
 
 
 def _dropout_args(low: Lowering, rate: float) -> list[str]:

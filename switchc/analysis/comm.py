@@ -3,7 +3,8 @@
 Each collective node (switchc.passes.shard) becomes one entry per pass it runs in: `forward`,
 `backward` (the transpose the backward pass needs: an all-to-all's is an all-to-all, an
 all-gather's a reduce-scatter, a model-parallel input's an all-reduce), `recompute` (forward
-collectives inside blocks run again under train.remat = full) and `gradient` (parameter
+collectives inside blocks whose output the backward reads again under train.remat = full:
+memory.recomputation) and `gradient` (parameter
 gradient all-reduces, once per step). `bytes_per_device` is the buffer one device contributes.
 
 Time per collective, for a group of n devices, S bytes per device, bandwidth B (bytes/s one way,
@@ -45,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from switchc.analysis.hardware import HardwareProfile
+from switchc.analysis.memory import recomputation
 from switchc.ir import ops
 from switchc.ir.graph import Graph, all_ops, info
 from switchc.ir.tensor import Mesh
@@ -196,7 +198,8 @@ def _bucket_gradients(entries: list[CollectiveCost], hw: HardwareProfile, mesh: 
 
 def count_comm(graph: Graph, hw: HardwareProfile) -> CommReport:
     meta = info(graph)
-    remat, mesh = meta.train.remat == "full", meta.mesh
+    mesh = meta.mesh
+    again = recomputation(graph) if meta.train.remat == "full" else {}
     entries: list[CollectiveCost] = []
     for op in all_ops(graph):
         if isinstance(op, ops.GradientAllReduce):
@@ -209,7 +212,7 @@ def count_comm(graph: Graph, hw: HardwareProfile) -> CommReport:
             continue
         if op.FORWARD is not None:
             entries.append(_cost(op.name, op, op.FORWARD, "forward", op.bytes_per_device, hw, op.purpose, mesh))
-            if remat and op.in_block:
+            if again.get(op.name) == "all":  # its output is read again: see memory.recomputation
                 entries.append(_cost(op.name, op, op.FORWARD, "recompute", op.bytes_per_device, hw, op.purpose, mesh))
         if op.BACKWARD is not None:
             entries.append(

@@ -15,7 +15,9 @@ Conventions (printed in every report, see CONVENTIONS):
   groups x num_experts x capacity slots (padding included), the router matmul, the combine
   einsum (each token's top_k slot outputs weighted by their gates: 2 x tokens x top_k x d_model),
   index/gather dispatch (0 FLOPs; no one-hot O(tokens^2) dispatch einsum), and with
-  train.remat = full the forward pass of every block once more during the backward pass.
+  train.remat = full every block's forward once more during the backward pass, but for what the
+  backward does not read (memory.recomputation): a block's last FFN output projection, or its
+  last combine.
 
 Executed FLOPs per device use each op's per-device loop sizes after sharding, so computation
 that is replicated (a router on every model-parallel device) is counted on every device. This is
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from switchc.analysis.common import Sizes, global_sizes, local_sizes, rule_for
+from switchc.analysis.memory import recomputation
 from switchc.ir import ops
 from switchc.ir.graph import Graph, all_ops, info, layout_of
 
@@ -103,6 +106,27 @@ def _logits(op: ops.Op, n: Sizes) -> ForwardFlops:
 
 
 FlopRule = Callable[[ops.Op, Sizes], ForwardFlops]
+
+
+def _without_output_projection(op: ops.Op, n: Sizes, executed: int) -> int:
+    """An FFN's (or the experts') matmuls but wo: its hidden activations."""
+    assert isinstance(op, ops.DenseFFN | ops.ExpertFFN)
+    matrices = _ffn_matrices(op.activation)
+    return executed * (matrices - 1) // matrices
+
+
+def _attention_without_output_projection(op: ops.Op, n: Sizes, executed: int) -> int:
+    """Attention but its o projection (2 B L D H K): q, k, v, the weights and the context."""
+    return executed - 2 * n("batch") * n("length") * n("embed") * n("heads") * n("kv")
+
+
+# train.remat = full, an op whose output the backward does not read but whose intermediates it
+# does (memory.recomputation: "internal"): the forward FLOPs run again. Other kinds: all of them.
+INTERNAL_RULES: dict[type[ops.Op], Callable[[ops.Op, Sizes, int], int]] = {
+    ops.DenseFFN: _without_output_projection,
+    ops.ExpertFFN: _without_output_projection,
+    ops.Attention: _attention_without_output_projection,
+}
 
 # One rule per op kind; an op kind missing here is an error (MissingRuleError), never a silent 0.
 FLOP_RULES: dict[type[ops.Op], FlopRule] = {
@@ -187,7 +211,7 @@ CONVENTIONS: tuple[str, ...] = (
     "model FLOPs: each token through top_k experts, no capacity padding, router not counted",
     "executed FLOPs: experts on all groups x num_experts x capacity slots, router matmul, combine einsum "
     "(2 x tokens x top_k x d_model), dispatch by index gather (0), and with train.remat = full each block's "
-    "forward again in the backward pass",
+    "forward again in the backward pass, up to what its backward reads (not its last wo or combine)",
     "per sequence: the spec's inputs_length encoder tokens and targets_length decoder tokens",
     "model FLOPs per device = the step's model FLOPs / devices; executed FLOPs per device use the "
     "per-device loop sizes after sharding (replicated work counts on every device)",
@@ -205,7 +229,7 @@ class OpFlops:
     model_forward: int
     executed_forward_per_device: int
     executed_forward_global: int
-    recomputed: bool
+    recompute_per_device: int  # forward FLOPs run again in the backward pass (train.remat = full)
 
 
 @dataclass(frozen=True)
@@ -248,12 +272,18 @@ class FlopsReport:
 def op_flops(graph: Graph) -> list[OpFlops]:
     """FLOPs of every op of a sharded graph."""
     meta = info(graph)
-    remat = meta.train.remat == "full"
+    again = recomputation(graph) if meta.train.remat == "full" else {}
     out = []
     for op in all_ops(graph):
         rule = rule_for(FLOP_RULES, "FLOPs", op)
         whole = rule(op, global_sizes(op))
-        local = rule(op, local_sizes(op, layout_of(graph, op.name), meta.mesh))
+        sizes = local_sizes(op, layout_of(graph, op.name), meta.mesh)
+        local = rule(op, sizes)
+        recompute = again.get(op.name, "none")
+        if recompute == "internal":
+            recompute_flops = INTERNAL_RULES.get(type(op), lambda op, n, flops: flops)(op, sizes, local.executed)
+        else:
+            recompute_flops = local.executed if recompute == "all" else 0
         out.append(
             OpFlops(
                 name=op.name,
@@ -262,7 +292,7 @@ def op_flops(graph: Graph) -> list[OpFlops]:
                 model_forward=whole.model,
                 executed_forward_per_device=local.executed,
                 executed_forward_global=whole.executed,
-                recomputed=remat and op.in_block,
+                recompute_per_device=recompute_flops,
             )
         )
     return out
@@ -275,7 +305,7 @@ def count_flops(graph: Graph) -> FlopsReport:
     model_forward = sum(f.model_forward for f in per_op)
     executed_forward_global = sum(f.executed_forward_global for f in per_op)
     executed_forward = sum(f.executed_forward_per_device for f in per_op)
-    recompute = sum(f.executed_forward_per_device for f in per_op if f.recomputed)
+    recompute = sum(f.recompute_per_device for f in per_op)
     model_step = model_forward * (1 + BACKWARD_FACTOR)
     model = ModelFlops(
         forward_per_sequence=model_forward / sequences,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from switchc.analysis.common import Sizes, local_sizes, rule_for
 from switchc.ir import ops
@@ -152,6 +153,44 @@ ACTIVATION_RULES: dict[type[ops.Op], ActivationRule] = {
     ops.BackwardAllReduce: _nothing,
     ops.GradientAllReduce: _nothing,
 }
+
+
+# What of an op inside a block the backward pass computes again under train.remat = full.
+Recompute = Literal["all", "internal", "none"]
+
+
+def recomputation(graph: Graph) -> dict[str, Recompute]:
+    """train.remat = full: for every op inside a block, what the backward pass computes again from
+    the tensors entering the block. "all": the op's output is read again, by the backward of an op
+    of its block or by an op that is itself computed again; "internal": only its own intermediates
+    (an FFN's hidden activations, without its output projection; a dropout mask, from the random
+    stream alone); "none": nothing (a block's last combine, its residual sum). This is what the
+    programs run: XLA leaves out of jax.checkpoint's recomputation what the backward does not
+    read, and torch.utils.checkpoint stops at the last tensor the block saved."""
+    mesh = info(graph).mesh
+    block_of = {node: op_of(graph, node).layer if op_of(graph, node).in_block else None for node in graph.nodes}
+    saved = {
+        node: rule_for(ACTIVATION_RULES, "memory", op_of(graph, node))(
+            op_of(graph, node), local_sizes(op_of(graph, node), layout_of(graph, node), mesh)
+        )
+        for node, block in block_of.items()
+        if block is not None
+    }
+    out: dict[str, Recompute] = {}
+    for node in reversed(list(graph.nodes)):
+        block = block_of[node]
+        if block is None:
+            continue
+        needed = False
+        for _, consumer, edge in graph.out_edges(node, data=True):
+            if edge.get("gradient") or block_of[consumer] != block:
+                continue
+            # a dropout whose output is not read again draws only its mask, from the random stream
+            mask_only = out[consumer] == "internal" and isinstance(op_of(graph, consumer), ops.Dropout)
+            computed_again = out[consumer] != "none" and not mask_only
+            needed = needed or edge["port"] in saved[consumer].inputs or computed_again
+        out[node] = "all" if needed else "internal" if saved[node].internal > 0 else "none"
+    return out
 
 
 @dataclass(frozen=True)

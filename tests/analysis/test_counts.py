@@ -7,7 +7,7 @@ import math
 import pytest
 
 from switchc.analysis.flops import FLOP_RULES, count_flops, op_flops
-from switchc.analysis.memory import ACTIVATION_RULES, count_memory, optimizer_state_bytes
+from switchc.analysis.memory import ACTIVATION_RULES, count_memory, optimizer_state_bytes, recomputation
 from switchc.analysis.params import count_params
 from switchc.ir import Layout, Mesh, Param, TensorType, build_graph
 from switchc.ir import ops as irops
@@ -77,19 +77,39 @@ def test_flops_of_every_op_kind() -> None:
 
 
 def test_train_step_flops_are_forward_plus_twice_forward_and_remat_adds_the_blocks() -> None:
+    """Full remat runs every block's forward again, but for what the backward pass does not read:
+    a block's last output projection (the dense FFN's wo: half its FLOPs with ReLU) or combine."""
     plain = count_flops(lower(tiny()))
     assert plain.model.train_step == 3 * plain.model.forward_per_step
     assert plain.model.forward_per_sequence * B == plain.model.forward_per_step
     assert plain.executed.train_step_per_device == 3 * plain.executed.forward_per_device
     remat = count_flops(lower(tiny("train.remat=full")))
-    blocks = sum(
-        f.executed_forward_per_device
-        for f in op_flops(lower(tiny()))
-        if not f.layer.endswith(("embed", "final")) and f.layer != "head"
-    )
-    assert remat.executed.recompute_per_device == blocks
-    assert remat.executed.train_step_per_device == plain.executed.train_step_per_device + blocks
+    in_blocks = [f for f in op_flops(lower(tiny())) if f.layer[-1].isdigit()]
+    not_read = [f.executed_forward_per_device // 2 for f in in_blocks if f.kind == "DenseFFN"]
+    not_read += [f.executed_forward_per_device for f in in_blocks if f.kind == "Combine"]
+    assert len(not_read) == 4 and all(not_read)  # a dense and a Switch block in each stack
+    again = sum(f.executed_forward_per_device for f in in_blocks) - sum(not_read)
+    assert remat.executed.recompute_per_device == again
+    assert remat.executed.train_step_per_device == plain.executed.train_step_per_device + again
     assert remat.model == plain.model
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_remat_recomputes_what_the_backward_reads(dropout: float) -> None:
+    """What of each op of a block the backward pass computes again: everything up to the last
+    tensor it reads. A dropout mask comes from the random stream alone, so a dropout after the
+    FFN does not make its output projection run again."""
+    again = recomputation(lower(tiny("train.remat=full", f"model.dropout_rate={dropout}")))
+    assert again["encoder/0/attention"] == "all"  # its output reaches ffn_norm, which keeps its input
+    assert again["encoder/0/ffn"] == "internal"  # its hidden activations, not its output
+    assert again["encoder/0/ffn_residual"] == "none"
+    assert again["encoder/1/experts"] == "all"  # the combine keeps their outputs
+    assert again["encoder/1/combine"] == again["encoder/1/ffn_residual"] == "none"
+    assert again["decoder/1/cross_attention"] == "all"
+    assert "encoder/embed" not in again and "decoder/logits" not in again  # outside blocks: kept
+    if dropout:
+        assert again["encoder/0/ffn_dropout"] == "internal"  # the mask only
+        assert again["encoder/0/attention_dropout"] == "all"  # its output is read again
 
 
 def test_executed_flops_per_device_split_over_the_mesh() -> None:

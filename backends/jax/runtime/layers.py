@@ -11,13 +11,16 @@ Shapes: B batch, L / M query / key length, D d_model, H heads, K d_kv, F d_ff, V
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from .moe import activate
+
+T = TypeVar("T")
 
 Params = dict[str, Any]
 
@@ -135,6 +138,13 @@ def dense_ffn(
         h, h_gate = jnp.einsum("...d,dtf->t...f", x, jnp.stack([params["wi_0"], params["wi_1"]], axis=1))
         hidden = activate(h, h_gate, activation)
     return dropout(hidden, dropout_rate, rng) @ params["wo"]
+
+
+def remat(block: Callable[..., T], *args: jax.Array) -> T:
+    """`block(*args)` with its activations recomputed in the backward pass (train.remat: full):
+    jax.checkpoint keeps only the arguments, and what the backward reads is computed again from
+    them (XLA leaves out what it does not read, such as a block's last output projection)."""
+    return jax.checkpoint(block)(*args)
 
 
 def embed(table: jax.Array, ids: jax.Array) -> jax.Array:

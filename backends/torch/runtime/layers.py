@@ -18,14 +18,17 @@ Shapes: B batch, L / M query / key length, D d_model, H heads, K d_kv, F d_ff, V
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+T = TypeVar("T")
 
 
 def ir_name(module_path: str) -> str:
@@ -113,9 +116,40 @@ def dropout(x: torch.Tensor, rate: float, stream: Stream | None) -> torch.Tensor
     """Inverted dropout; the identity when rate is 0 or stream is None (evaluation)."""
     if rate == 0.0 or stream is None:
         return x
-    generator = stream.generator(x.device)
-    keep = torch.rand(x.shape, generator=generator, device=x.device) >= rate
+    out: torch.Tensor = _Dropout.apply(x, rate, stream)
+    return out
+
+
+def _dropped(x: torch.Tensor, rate: float, stream: Stream) -> torch.Tensor:
+    """x with the units `stream` drops zeroed and the rest scaled by 1 / (1 - rate)."""
+    keep = torch.rand(x.shape, generator=stream.generator(x.device), device=x.device) >= rate
     return torch.where(keep, x / (1.0 - rate), torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+class _Dropout(torch.autograd.Function):
+    """Dropout that keeps no mask for the backward pass: the backward draws it again from its
+    stream (a stream is a value: the same numbers every time). Keeping none also ends a block's
+    recomputation under train.remat at the op before it, as XLA's does (`remat`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rate: float, stream: Stream) -> torch.Tensor:
+        ctx.rate, ctx.stream = rate, stream
+        return _dropped(x, rate, stream)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return _dropped(grad, ctx.rate, ctx.stream), None, None
+
+
+def remat(block: Callable[..., T], *args: torch.Tensor) -> T:
+    """`block(*args)` with its activations recomputed in the backward pass (train.remat: full):
+    torch.utils.checkpoint (non-reentrant) keeps only the arguments, and the backward runs the
+    block again up to the last tensor it saved (so not a block's last output projection). A plain
+    call where no gradient is recorded (evaluation)."""
+    if not torch.is_grad_enabled():
+        return block(*args)
+    out: T = checkpoint(block, *args, use_reentrant=False)
+    return out
 
 
 def activate(h: torch.Tensor, h_gate: torch.Tensor | None, activation: str) -> torch.Tensor:

@@ -195,12 +195,14 @@ def switch(
         jitter = jitter.reshape(grouped.shape)
     logits = router(grouped, settings.router_dtype, jitter)
     routing = route(logits, settings.top_k, capacity, settings.batch_prioritized)
-    slots = dispatch(grouped, routing, settings.num_experts, capacity)
-    slots = experts(slots, dropout_rate=settings.expert_dropout_rate, rng=rng)
-    y = combine(slots, routing, x.dtype).reshape(batch, length, d_model)
+    # The router losses before the experts: under train.remat the backward's recomputation of the
+    # block then ends at the combine's inputs, as XLA's does (layers.remat).
     metrics = {
         "aux_loss": load_balancing_loss(logits, routing),
         "z_loss": router_z_loss(logits),
         **routing_metrics(routing, settings.num_experts),
     }
+    slots = dispatch(grouped, routing, settings.num_experts, capacity)
+    slots = experts(slots, dropout_rate=settings.expert_dropout_rate, rng=rng)
+    y = combine(slots, routing, x.dtype).reshape(batch, length, d_model)
     return y, metrics

@@ -42,9 +42,10 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
     [
         ("--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001"),
         ("--set", "moe=null"),
-        ("--set", "mesh.axes={data: 2, expert: 2, model: 2}"),  # RULES too long for one line
+        # RULES too long for one line; blocks written as functions for jax.checkpoint
+        ("--set", "mesh.axes={data: 2, expert: 2, model: 2}", "--set", "train.remat=full"),
     ],
-    ids=["switch", "dense", "three-axis mesh"],
+    ids=["switch", "dense", "three-axis mesh, remat"],
 )
 def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
     """Under the ruff.toml the program ships with (a dense one drew noise it never read: F841)."""
@@ -191,6 +192,14 @@ def test_every_mesh_matches_one_device(mesh: str, one_device_losses: list[float]
     # sqrt(v) + 1e-8 and so magnify last-bit differences of near-zero gradients (seen: 4e-5).
     assert found[0] == pytest.approx(one_device_losses[0], rel=2e-5)
     assert found == pytest.approx(one_device_losses, rel=2e-4)
+
+
+def test_full_remat_trains_alike(one_device_losses: list[float], tmp_path: Path) -> None:
+    """train.remat: full wraps each block in jax.checkpoint (layers.remat): the same losses."""
+    program = compile_program(tmp_path, "--set", "train.remat=full")
+    assert "layers.remat(encoder_block_0" in (program / "model.py").read_text()
+    found = train_losses(program, "--steps", "3", "--log-every", "1")
+    assert found == pytest.approx(one_device_losses, rel=2e-5)
 
 
 def test_dump_hlo_writes_the_compiled_step_and_its_cost(tmp_path: Path) -> None:

@@ -95,6 +95,21 @@ def test_evaluation_has_no_noise_and_is_deterministic(model_module: ModuleType) 
         assert float(model(batch, layers.Noise(0))[0]) == float(model(batch, layers.Noise(1))[0])
 
 
+def test_dropout_keeps_no_mask_and_draws_it_again_for_the_gradient() -> None:
+    """The backward pass zeroes the same units as the forward did (the mask is drawn again from
+    the stream, not kept): what lets a block's recomputation under train.remat stop before it."""
+    x = torch.randn(4, 8, 16, requires_grad=True)
+    stream = layers.Stream((0, 1, 2))
+    y = layers.dropout(x, 0.25, stream)
+    keep = torch.rand(x.shape, generator=stream.generator(x.device)) >= 0.25
+    assert 0 < int(keep.sum()) < keep.numel()
+    torch.testing.assert_close(y, torch.where(keep, x / 0.75, 0.0))
+    assert y.grad_fn is not None and len(y.grad_fn.saved_tensors) == 0
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    torch.testing.assert_close(x.grad, torch.where(keep, grad / 0.75, 0.0))
+
+
 def _reference_switch(
     router: moe.Router, experts: moe.Experts, x: torch.Tensor, settings: moe.MoESettings
 ) -> torch.Tensor:

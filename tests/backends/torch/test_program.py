@@ -45,6 +45,7 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
     [
         ("--set", "model.dropout_rate=0.1", "--set", "moe.z_loss_coef=0.001", "--set", "moe.expert_dropout_rate=0.2"),
         ("--set", "model.tie_embeddings=true", "--set", "model.ffn_activation=geglu", "--set", "moe.top_k=2"),
+        ("--set", "train.remat=full", "--set", "model.dropout_rate=0.1"),
         ("--set", "mesh.axes={data: 2, expert: 2, model: 2}", "--set", "model.dtype=bfloat16"),
         ("--set", "moe=null"),  # dense: no noise to draw
     ],
@@ -145,6 +146,16 @@ def test_every_mesh_matches_one_process(tmp_path: Path, one_process: list[float]
     # The same sums in another order: fp32 rounding, then Adam magnifies last-bit differences.
     assert found[0] == pytest.approx(one_process[0], rel=2e-5), mesh
     assert found == pytest.approx(one_process[:3], rel=2e-4), mesh
+
+
+def test_full_remat_trains_alike(tmp_path: Path, one_process: list[float]) -> None:
+    """train.remat: full recomputes each block in the backward pass (layers.remat): the same
+    losses, here with the experts split over two processes, so that the recomputation runs the
+    all-to-alls again."""
+    program = compile_program(tmp_path, "--set", "train.remat=full", "--set", "mesh.axes={expert: 2}")
+    assert "layers.remat(encoder_block_0" in (program / "model.py").read_text()
+    found = train_losses(program, "--steps", "3", "--log-every", "1", processes=2)
+    assert found == pytest.approx(one_process[:3], rel=2e-4)
 
 
 def _independent_ranks(

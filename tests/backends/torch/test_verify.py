@@ -30,6 +30,11 @@ GRID = [
     ),
     ("top-1 relu every 2nd, experts replicated, data 2", [], "{data: 2}"),
     ("top-1 relu every 2nd, heads, d_ff and vocab split, model 2", [], "{model: 2}"),
+    (
+        "top-1 relu every 2nd, dropout, full remat, expert 2",
+        ["model.dropout_rate=0.1", "train.remat=full"],
+        "{expert: 2}",
+    ),
 ]
 SLOW_GRID = [
     ("top-1 relu every 2nd, data x expert", [], "{data: 2, expert: 2}"),
