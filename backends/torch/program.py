@@ -148,16 +148,17 @@ def check_supported(spec: Spec) -> None:
                 f"the PyTorch backend cannot split the {axis} axis (over {', '.join(resolved[axis])})",
                 f"remove the {axis} rule: PyTorch programs split batch, experts, heads, d_ff (mlp) and vocab only",
             )
-    tensor_axes = set(resolved.get("heads", ())) | set(resolved.get("mlp", ())) | set(resolved.get("vocab", ()))
-    clash = tensor_axes & (set(resolved.get("batch", ())) | set(resolved.get("experts", ())))
-    if clash:
-        raise UserError.at(
-            spec.span("mesh.rules"),
-            f"the PyTorch backend splits heads, d_ff and vocab over axes that split neither tokens nor experts; "
-            f"{', '.join(sorted(clash))} does both",
-            f"give heads, mlp and vocab a mesh axis of their own, one that splits neither batch nor experts "
-            f"(now {', '.join(sorted(clash))} splits both)",
-        )
+    for axis in ("heads", "mlp", "vocab"):
+        for mesh_axis in resolved.get(axis, ()):
+            also = [what for what in ("batch", "experts") if mesh_axis in resolved.get(what, ())]
+            if also:
+                raise UserError.at(
+                    spec.span(f"mesh.rules.{axis}"),
+                    f"the PyTorch backend cannot split {axis} over {mesh_axis}, which also splits "
+                    + " and ".join(f"the {what}" for what in also),
+                    f"give {axis} a mesh axis that splits neither the batch nor the experts (the standard rules "
+                    f"put heads, mlp and vocab on a `model` axis)",
+                )
 
 
 def generate(spec: Spec) -> dict[str, str]:

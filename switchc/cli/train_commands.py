@@ -281,11 +281,12 @@ def train(
         _check_weights(init_from, resolved)
     if not resume and any((out / name).exists() for name in RUN_OUTPUTS):
         _check_data(resolved, out, evaluate=eval_every != 0)
+    files = program_files(resolved, backend)  # what the backend refuses leaves no OUT behind
     _hold_run_directory(out)
     try:
         if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
             _check_removable(out)
-        write_program(program_files(resolved, backend), program)
+        write_program(files, program)
         if not resume:
             _clear_earlier_run(out)
         wanted = devices or needed

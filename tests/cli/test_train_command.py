@@ -375,6 +375,14 @@ def test_program_flags_are_checked_before_anything(tmp_path: Path, flags: list[s
     assert not out.exists()
 
 
+def test_a_spec_the_backend_cannot_compile_leaves_no_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    command = ["train", "--backend", "torch", "--set", "mesh.rules={embed: data}", "--out", str(out)]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2 and "the PyTorch backend cannot split the embed axis" in result.stderr
+    assert not out.exists()
+
+
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "switchc", "train", "--allow-changes", "--out", str(tmp_path / "run")],

@@ -3,7 +3,7 @@
 One checkpoint per saved step, OUT/checkpoints/<step>/:
 
     __<rank>_0.distcp   what rank <rank> wrote: its shards of the split parameters (its experts,
-                        its heads and d_ff units) and of their optimizer state, as trained;
+                        its heads, d_ff units and vocabulary rows) and of their optimizer state;
                         a tensor that several ranks hold whole (a dense parameter, Adam's step
                         count) is written once, by one of them
     .metadata           DCP's index: each tensor's global shape and where each of its chunks lies

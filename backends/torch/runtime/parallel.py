@@ -19,9 +19,10 @@ mesh axes and the logical-axis RULES:
 - vocabulary parallelism, when vocab is split (Megatron's vocab-parallel embedding and loss): the
   Embedding, Logits and CrossEntropy modules are replaced by ones that hold rows [start, start +
   V / n) of the table or columns of lm_head. A lookup finds this rank's ids and the shards' rows
-  are summed (an all-reduce of [B, L, D]); the logits stay split, the loss takes the maximum, the
-  sum of exponentials and the target's logit over the shards (two all-reduces of [B, L]), and its
-  backward needs no communication; the input of the logits matmul gets Megatron's f;
+  are summed (an all-reduce of [B, L, D]); the logits stay split, the loss takes the maximum over
+  the shards (an all-reduce of [B, L]), then the sums of exponentials and the target's logits (one
+  of [2, B, L]), and its backward needs no communication; the input of the logits matmul gets
+  Megatron's f;
 - data parallelism: tokens are split over the batch axes (data and expert by default: in Switch's
   expert parallelism every rank routes its own tokens, Sec. 6). Dense parameters are replicated
   over the batch axes and their gradients are averaged there by DistributedDataParallel, which

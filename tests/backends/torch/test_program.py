@@ -94,6 +94,23 @@ def test_unsupported_choices_are_located_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize(
+    ("rule", "splits"), [("vocab: data", "the batch"), ("heads: expert", "the batch and the experts")]
+)
+def test_a_tensor_parallel_axis_that_splits_tokens_or_experts_is_a_located_error(
+    tmp_path: Path, rule: str, splits: str
+) -> None:
+    axis, mesh_axis = rule.split(": ")
+    args = ["compile", "switch-tiny", "--backend", "torch", "-o", str(tmp_path / "p")]
+    args += ["--set", "mesh.axes={data: 2, expert: 2}", "--set", f"mesh.rules={{{rule}}}"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    error = f"error: the PyTorch backend cannot split {axis} over {mesh_axis}, which also splits {splits}\n"
+    assert error in result.stderr and result.stderr.startswith("<command line>:2:"), result.stderr
+    assert "the standard rules put heads, mlp and vocab on a `model` axis" in result.stderr
+    assert not (tmp_path / "p").exists()
+
+
 def test_help_documents_the_flags_and_launch_commands(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 2}"), "--help")
     assert result.returncode == 0, result.stderr
