@@ -36,7 +36,7 @@ from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, UserError
 from switchc.ir import build_graph
 from switchc.spec import Spec, load_spec
-from switchc.spec.emit import differences, extendable
+from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable
 
 
 def _yaml_value(value: object, limit: int = 60) -> str:
@@ -49,9 +49,10 @@ def _yaml_value(value: object, limit: int = 60) -> str:
 
 def changed_settings(run_spec: Path, spec: Spec) -> list[tuple[str, object, object]]:
     """How `spec` differs from the spec a run was trained with (its spec.yaml), leaving out what
-    more steps may change (`extendable`: train.steps, unless the schedule is cosine)."""
+    more steps may change (`extendable`: train.steps, unless the schedule is cosine) and how a step
+    is computed (HOW_NOT_WHAT: train.remat)."""
     changes = differences(run_spec.read_text(encoding="utf-8"), spec)
-    return [change for change in changes if change[0] not in extendable(spec)]
+    return [change for change in changes if change[0] not in (*extendable(spec), *HOW_NOT_WHAT)]
 
 
 def _program_backend(program: Path) -> str | None:

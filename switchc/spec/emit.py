@@ -110,15 +110,25 @@ def extendable(spec: Spec) -> tuple[str, ...]:
 # started before one existed still resumes: (section, key).
 DIGEST_OMITS_WHEN_NULL = (("data", "eval_path"),)
 
+# Settings that change how a step is computed, not what it computes: a resumed run may change them
+# and stay the same run (full remat after running out of memory). The digest hashes each at the
+# value given here, which is its default, so digests made before they were exempt do not change.
+HOW_NOT_WHAT = {"train.remat": "none"}
+
 
 def spec_digest(spec: Spec) -> str:
     """The identity of the run a spec trains: a digest of its resolved settings without the
-    `extendable` ones. A generated program records it in every checkpoint and, on --resume, refuses
-    a checkpoint that records another (docs/training.md)."""
+    `extendable` ones, and with HOW_NOT_WHAT's at their defaults. A generated program records it
+    in every checkpoint and, on --resume, refuses a checkpoint that records another
+    (docs/training.md)."""
     data = same_model_form(yaml.safe_load(to_yaml(spec)))
     for where, added in DIGEST_OMITS_WHEN_NULL:  # settings added later: unset, a spec keeps its old digest
         if data.get(where, {}).get(added, "set") is None:
             del data[where][added]
+    for key, value in HOW_NOT_WHAT.items():
+        where, name = key.split(".")
+        if name in data.get(where, {}):
+            data[where][name] = value
     for key in extendable(spec):
         *sections, name = key.split(".")
         section = data

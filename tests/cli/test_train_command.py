@@ -16,7 +16,7 @@ from switchc.backends.common import weights
 from switchc.backends.common.flags import CHECKPOINT_MARKERS
 
 from switchc.cli import main
-from switchc.cli.train_commands import _parameter_shapes
+from switchc.cli.train_commands import _parameter_shapes, changed_settings
 from switchc.spec import load_spec
 from switchc.spec.emit import to_yaml
 from tests.backends.programs import another_run_holding, fake_checkpoint, xla_cache
@@ -381,6 +381,17 @@ def test_a_spec_the_backend_cannot_compile_leaves_no_run_directory(tmp_path: Pat
     result = CliRunner().invoke(main, command)
     assert result.exit_code == 2 and "the PyTorch backend cannot split the embed axis" in result.stderr
     assert not out.exists()
+
+
+def test_turning_full_remat_on_or_off_continues_the_run(tmp_path: Path) -> None:
+    """A run that ran out of memory resumes with train.remat=full, no --allow-changes needed: it
+    computes the same steps (the generated programs agree: their SPEC_DIGEST leaves remat out)."""
+    run_spec = tmp_path / "spec.yaml"
+    run_spec.write_text(to_yaml(load_spec("switch-tiny")))
+    assert changed_settings(run_spec, load_spec("switch-tiny", ["train.remat=full"])) == []
+    assert [
+        key for key, _, _ in changed_settings(run_spec, load_spec("switch-tiny", ["train.remat=full", "train.seed=3"]))
+    ] == ["train.seed"]
 
 
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:

@@ -540,6 +540,14 @@ def test_init_from_a_checkpoint_says_checkpoints_are_not_weights_files(backend: 
     assert plain == f"error: --init-from: {other} is a directory"
 
 
+def test_full_remat_is_the_same_run() -> None:
+    """train.remat changes how a step is computed, not what: a run that ran out of memory resumes
+    with full remat, and the digest of a spec without it is the one it always had."""
+    plain = spec_digest(load_spec("switch-tiny"))
+    assert spec_digest(load_spec("switch-tiny", ["train.remat=full"])) == plain == "bdcfbe0614a25c6d"
+    assert spec_digest(load_spec("switch-tiny", ["train.seed=1"])) != plain
+
+
 def test_a_setting_added_later_leaves_the_digest_of_a_spec_that_does_not_set_it() -> None:
     """Every checkpoint records SPEC_DIGEST and --resume compares it: data.eval_path (session 14)
     changed every spec's digest, so every earlier run was refused on resume. Unset, it is left out;
