@@ -342,6 +342,19 @@ def architecture(spec: Spec) -> list[tuple[str, Any]]:
     return found
 
 
+def remat_lines(spec: Spec) -> list[str]:
+    """model.py's docstring lines on train.remat (none when it is `none`)."""
+    if spec.train.remat != "full":
+        return []
+    return [
+        "",
+        wrap(
+            "train.remat: full. Each block is a function called through layers.remat: the backward pass "
+            "computes its activations again instead of keeping them."
+        ),
+    ]
+
+
 def wrap(text: str, width: int = 100) -> str:
     """A docstring paragraph wrapped to `width` columns."""
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))

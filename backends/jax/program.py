@@ -17,6 +17,7 @@ from ..common.codegen import (
     cost_lines,
     identity_lines,
     params_lines,
+    remat_lines,
     switch_lines,
     wrap,
 )
@@ -50,6 +51,7 @@ def model_module(spec: Spec, graph: Graph) -> str:
         "that RULES map onto the mesh.",
         "",
         wrap(f"Switch layers: {', '.join(switch_layers)}." if switch_layers else "A dense model: no Switch layers."),
+        *remat_lines(spec),
         '"""',
         "",
         "from __future__ import annotations",

@@ -18,6 +18,7 @@ from ..common.codegen import (
     cost_lines,
     identity_lines,
     params_lines,
+    remat_lines,
     switch_lines,
     wrap,
 )
@@ -46,6 +47,7 @@ def model_module(spec: Spec, graph: Graph) -> str:
         "parallelism: runtime/parallel.py shards and wraps it from MESH_AXES and RULES.",
         "",
         wrap(f"Switch layers: {', '.join(switch_layers)}." if switch_layers else "A dense model: no Switch layers."),
+        *remat_lines(spec),
         '"""',
         "",
         "from __future__ import annotations",
