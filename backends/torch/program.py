@@ -154,12 +154,16 @@ def check_supported(spec: Spec) -> None:
         for mesh_axis in resolved.get(axis, ()):
             also = [what for what in ("batch", "experts") if mesh_axis in resolved.get(what, ())]
             if also:
+                # point at the rule the spec wrote: the tensor-parallel one, else the batch's or the experts'
+                written = [
+                    f"mesh.rules.{key}" for key in (axis, *also) if spec.origin.value_spans.get(f"mesh.rules.{key}")
+                ]
                 raise UserError.at(
-                    spec.span(f"mesh.rules.{axis}"),
+                    spec.span(written[0] if written else f"mesh.rules.{axis}"),
                     f"the PyTorch backend cannot split {axis} over {mesh_axis}, which also splits "
                     + " and ".join(f"the {what}" for what in also),
-                    f"give {axis} a mesh axis that splits neither the batch nor the experts (the standard rules "
-                    f"put heads, mlp and vocab on a `model` axis)",
+                    f"split {axis} and " + " and ".join(f"the {what}" for what in also) + " over different mesh axes "
+                    "(the standard rules put heads, mlp and vocab on a `model` axis, the batch on data and expert)",
                 )
 
 

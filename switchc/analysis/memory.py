@@ -165,8 +165,9 @@ def recomputation(graph: Graph) -> dict[str, Recompute]:
     of its block or by an op that is itself computed again; "internal": only its own intermediates
     (an FFN's hidden activations, without its output projection; a dropout mask, from the random
     stream alone); "none": nothing (a block's last combine, its residual sum). This is what the
-    programs run: XLA leaves out of jax.checkpoint's recomputation what the backward does not
-    read, and torch.utils.checkpoint stops at the last tensor the block saved."""
+    PyTorch program runs (torch.utils.checkpoint stops at the last tensor the block saved); XLA
+    leaves out the same, and keeps the cross-attention's keys and values of the encoder output
+    too (backends/jax/verify.py, kept_cross_attention_flops)."""
     mesh = info(graph).mesh
     block_of = {node: op_of(graph, node).layer if op_of(graph, node).in_block else None for node in graph.nodes}
     saved = {

@@ -148,7 +148,9 @@ def remat(block: Callable[..., T], *args: torch.Tensor) -> T:
     call where no gradient is recorded (evaluation)."""
     if not torch.is_grad_enabled():
         return block(*args)
-    out: T = checkpoint(block, *args, use_reentrant=False)
+    # Every random number of a block comes from a Stream (a value), not from torch's global
+    # generators: there is no generator state to save and restore around the recomputation.
+    out: T = checkpoint(block, *args, use_reentrant=False, preserve_rng_state=False)
     return out
 
 

@@ -111,6 +111,16 @@ def test_a_tensor_parallel_axis_that_splits_tokens_or_experts_is_a_located_error
     assert not (tmp_path / "p").exists()
 
 
+def test_a_batch_rule_that_takes_the_model_axis_is_pointed_at(tmp_path: Path) -> None:
+    """The clash comes from the rule the spec wrote (batch), not from the standard heads rule."""
+    args = ["compile", "switch-tiny", "--backend", "torch", "-o", str(tmp_path / "p")]
+    args += ["--set", "mesh.axes={data: 1, model: 2}", "--set", "mesh.rules={batch: [data, model]}"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("<command line>:2:26: error: the PyTorch backend cannot split heads over model")
+    assert "hint: split heads and the batch over different mesh axes" in result.stderr
+
+
 def test_help_documents_the_flags_and_launch_commands(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 2}"), "--help")
     assert result.returncode == 0, result.stderr
