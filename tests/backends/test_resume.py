@@ -42,7 +42,8 @@ def _program(tmp_path: Path, backend: str, name: str, **settings: str) -> Path:
     return compile_program(tmp_path / name, *set_args({**SMALL_SWITCH, **settings}), backend=backend)
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+# torch is @slow (19 s): torch/test_checkpoint.py covers its damaged-checkpoint error by default
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Path) -> None:
     _needs(backend)
     run = tmp_path / "run"
