@@ -287,7 +287,8 @@ def _rematerialized_block(low: Lowering, rules: RuleTable, layer: str, nodes: li
         low.emit("moe = {}")
     for node in nodes:
         rules.lookup(op_of(low.graph, node))(low, node, op_of(low.graph, node))
-    output = low.names.var[nodes[-1]]
+    # the residual stream the block writes last (a router loss bound after it reads from `moe`)
+    output = next(var for var in (low.names.var[node] for node in reversed(nodes)) if var.isidentifier())
     low.emit(f"return {output}, moe" if switch else f"return {output}")
     low.indent = outer
     low.emit()
