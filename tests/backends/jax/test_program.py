@@ -194,6 +194,7 @@ def test_every_mesh_matches_one_device(mesh: str, one_device_losses: list[float]
     assert found == pytest.approx(one_device_losses, rel=2e-4)
 
 
+@pytest.mark.slow  # 16 s; test_verify.py compiles and counts the remat step by default
 def test_full_remat_trains_alike(one_device_losses: list[float], tmp_path: Path) -> None:
     """train.remat: full wraps each block in jax.checkpoint (layers.remat): the same losses."""
     program = compile_program(tmp_path, "--set", "train.remat=full")
