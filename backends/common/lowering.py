@@ -212,6 +212,11 @@ class RuleTable:
 
         return register
 
+    def apply(self, low: Lowering, node: str) -> None:
+        """Write the statement of `node` with its op's rule."""
+        op = op_of(low.graph, node)
+        self.lookup(op)(low, node, op)
+
     def lookup(self, op: ir.Op) -> Rule:
         rule = self.rules.get(type(op)) or SHARED_RULES.get(type(op))
         if rule is not None:
@@ -236,7 +241,7 @@ def lower_forward(
     for layer, nodes in _segments(graph):
         if not layer[-1].isdigit():  # embeddings, position biases, final norms, the output
             for node in nodes:
-                rules.lookup(op_of(graph, node))(low, node, op_of(graph, node))
+                rules.apply(low, node)
             continue
         low.emit()
         if spec.train.remat == "full":
@@ -244,7 +249,7 @@ def lower_forward(
             continue
         low.emit(f"# {layer.replace('.', ' block ')}")
         for node in nodes:
-            rules.lookup(op_of(graph, node))(low, node, op_of(graph, node))
+            rules.apply(low, node)
     drawn = [indent + noise] if low.streams else []
     return drawn + low.lines, low.switch_layers
 
@@ -286,7 +291,7 @@ def _rematerialized_block(low: Lowering, rules: RuleTable, layer: str, nodes: li
     if switch:
         low.emit("moe = {}")
     for node in nodes:
-        rules.lookup(op_of(low.graph, node))(low, node, op_of(low.graph, node))
+        rules.apply(low, node)
     # the residual stream the block writes last (a router loss bound after it reads from `moe`)
     output = next(var for var in (low.names.var[node] for node in reversed(nodes)) if var.isidentifier())
     low.emit(f"return {output}, moe" if switch else f"return {output}")

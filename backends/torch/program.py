@@ -153,6 +153,7 @@ def check_supported(spec: Spec) -> None:
     for axis in ("heads", "mlp", "vocab"):
         for mesh_axis in resolved.get(axis, ()):
             also = [what for what in ("batch", "experts") if mesh_axis in resolved.get(what, ())]
+            splits = " and ".join(f"the {what}" for what in also)
             if also:
                 # point at the rule the spec wrote: the tensor-parallel one, else the batch's or the experts'
                 written = [
@@ -160,10 +161,9 @@ def check_supported(spec: Spec) -> None:
                 ]
                 raise UserError.at(
                     spec.span(written[0] if written else f"mesh.rules.{axis}"),
-                    f"the PyTorch backend cannot split {axis} over {mesh_axis}, which also splits "
-                    + " and ".join(f"the {what}" for what in also),
-                    f"split {axis} and " + " and ".join(f"the {what}" for what in also) + " over different mesh axes "
-                    "(the standard rules put heads, mlp and vocab on a `model` axis, the batch on data and expert)",
+                    f"the PyTorch backend cannot split {axis} over {mesh_axis}, which also splits {splits}",
+                    f"split {axis} and {splits} over different mesh axes (the standard rules put heads, mlp and "
+                    "vocab on a `model` axis, the batch on data and expert)",
                 )
 
 
