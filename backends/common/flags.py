@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import signal
 import socket
 import sys
 import tempfile
@@ -318,6 +319,33 @@ def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
 # ---- Ctrl-C outside the training loop ------------------------------------------------------------
 
 _training = [False]  # set by the loop when its steps begin (training_began); read on Ctrl-C
+_interrupted = [False]  # set by Ctrl-C (catch_ctrl_c's handler); read by raise_if_interrupted
+
+
+def catch_ctrl_c() -> None:
+    """Make sure no Ctrl-C is lost. Python raises KeyboardInterrupt wherever the main thread is when
+    the signal is handled; in a garbage-collector callback (JAX registers one), a finalizer or a
+    weakref callback, Python reports it as "Exception ignored in ..." and carries on, and the run
+    went on as if nothing had been pressed. Here Ctrl-C raises KeyboardInterrupt as before and also
+    notes it; a swallowed one prints nothing, and raise_if_interrupted, which the program calls
+    once its step has compiled and before every step, raises it again."""
+
+    def interrupted(signal_number: int, frame: Any) -> None:
+        _interrupted[0] = True
+        raise KeyboardInterrupt
+
+    def unraisable(error: Any) -> None:
+        if not (isinstance(error.exc_type, type) and issubclass(error.exc_type, KeyboardInterrupt)):
+            sys.__unraisablehook__(error)
+
+    signal.signal(signal.SIGINT, interrupted)
+    sys.unraisablehook = unraisable
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed and its exception was swallowed (catch_ctrl_c)."""
+    if _interrupted[0]:
+        raise KeyboardInterrupt
 
 
 def training_began() -> None:

@@ -72,7 +72,7 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
 
 import sys
 
-from runtime.flags import stop_if_interrupted, tidy_unless_trained
+from runtime.flags import catch_ctrl_c, stop_if_interrupted, tidy_unless_trained
 
 
 def main(argv: list[str]) -> None:
@@ -89,6 +89,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    catch_ctrl_c()
     try:
         main(sys.argv[1:])
     except (KeyboardInterrupt, ImportError) as error:  # Ctrl-C while starting: one line, status 130

@@ -615,6 +615,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
         first = _global_batch(data, start, config.batch_size, shardings)
         train_step = train_step.lower(params, opt_state, first, jax.random.fold_in(base_rng, start)).compile()
         say(f"compiled the train step in {time.perf_counter() - compiling:.1f}s")
+    flags.raise_if_interrupted()  # a Ctrl-C during the compile that a JAX callback swallowed
     # opened once the step compiled: a run that fails to compile leaves no metrics file (tidy_unless_trained)
     log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
     if log is not None and log.note:
@@ -671,6 +672,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
         if not several:  # several processes: jax.distributed catches SIGTERM
             stop.install()
         for index in range(start, args.steps):
+            flags.raise_if_interrupted()
             number = index + 1  # steps done once this one is
             arrays = _global_batch(data, index, config.batch_size, shardings)
             rng = jax.random.fold_in(base_rng, index)

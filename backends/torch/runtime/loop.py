@@ -439,6 +439,7 @@ def _train(
     try:
         stop.install()
         for index in range(start, args.steps):
+            flags.raise_if_interrupted()
             number = index + 1  # steps done once this one is
             batch = _local_batch(data, index, config, parallel, device)
             noise = Noise(
