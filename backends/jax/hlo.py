@@ -122,3 +122,18 @@ def dot_flops(hlo: str) -> float:
             output *= size
         total += 2.0 * output * contraction
     return total
+
+
+def convert_elements(hlo: str) -> int:
+    """The elements every `convert` of the module writes, fusions included. XLA's cost analysis
+    counts a FLOP for each, though a convert does no arithmetic; XLA:CPU's float normalization
+    wraps most ops of a bfloat16 program in converts to and from float32."""
+    total = 0
+    for line in hlo.splitlines():
+        definition = _DEFINITION.match(line)
+        if definition is not None and definition["op"] == "convert":
+            elements = 1
+            for size in _dims(definition["type"]):
+                elements *= size
+            total += elements
+    return total

@@ -10,16 +10,26 @@ XLA's cost analysis (`train.py --dump-hlo`). This module compares:
   (`kept_cross_attention_flops`); and, with the optimizer
   update's elementwise FLOPs added (UPDATE_FLOPS_PER_PARAMETER per parameter element on the
   device), with `compiled.cost_analysis()["flops"]`, which counts every elementwise op (norms,
-  softmax, activations too): a few percent more, so that row gets a looser tolerance.
+  softmax, activations too): a few percent more, so that row gets a looser tolerance. The elements
+  of XLA's converts are taken off its count: they do no arithmetic, and a bfloat16 program on
+  XLA:CPU has a convert around almost every op (float normalization, below).
 - Collectives, per kind and group size (the devices that take part in each one): the all-to-all
   count exactly and bytes within the tolerance; all-reduce, all-gather and reduce-scatter by total
   bytes, since XLA combines many small gradient all-reduces into a few large ones. Collectives of
   a few bytes (the step's scalar metrics) are listed but not held against the report.
+
+XLA:CPU has no bfloat16 collectives: its all-reduce-promotion pass, and float normalization after
+it, widen them to float32, so a bfloat16 program's optimized module here moves twice the bytes it
+would on a GPU or TPU. The collectives are therefore read from XLA's dump of the module just before
+that pass (`--xla_dump_hlo_pass_re`): partitioned, with every collective the SPMD partitioner
+inserted, each in the element type the program sends. A row's note gives what the optimized module
+moves where the two differ. Without that dump (another XLA), the optimized module is used.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +41,7 @@ from typing import Any
 from ..common.verify import (
     BYTES_TOLERANCE,
     FLOPS_TOLERANCE,
+    SMALL_BYTES,
     TIMEOUT,
     TOTAL_FLOPS_TOLERANCE,
     Comparison,
@@ -38,7 +49,7 @@ from ..common.verify import (
     collective_comparisons,
     write_program,
 )
-from .hlo import HloCollective, collectives, dot_flops
+from .hlo import HloCollective, collectives, convert_elements, dot_flops
 
 
 @dataclass(frozen=True)
@@ -53,20 +64,50 @@ class Verification:
         return all(c.ok for c in self.comparisons)
 
 
-def dump(program: Path, devices: int, out: Path, timeout: float = TIMEOUT["jax"]) -> tuple[str, dict[str, float]]:
-    """Run the program's --dump-hlo on `devices` fake CPU devices; (HLO text, cost analysis)."""
+# The XLA:CPU pass that widens bfloat16 collectives to float32, and the name of its dump of the
+# train step's module just before it runs.
+WIDENING_PASS = "all-reduce-promotion"
+_BEFORE_WIDENING = f"*.jit_train_step.*.before_{WIDENING_PASS}.txt"
+SENT_NAME = f"train_step.before_{WIDENING_PASS}.hlo.txt"  # where verify --keep keeps it, beside the optimized one
+
+
+@dataclass(frozen=True)
+class Dump:
+    optimized: str  # the optimized HLO text: what runs
+    cost: dict[str, float]  # XLA's cost analysis of it
+    sent: str | None  # the module before WIDENING_PASS (None: not dumped)
+
+
+def dump(program: Path, devices: int, out: Path, timeout: float = TIMEOUT["jax"]) -> Dump:
+    """Run the program's --dump-hlo on `devices` fake CPU devices. XLA dumps the train step's
+    module before WIDENING_PASS (with a thousand object files) into a scratch directory, whose
+    path XLA_FLAGS can hold (no whitespace); that module is kept as out/SENT_NAME."""
     out = out.absolute()  # the program runs in its own directory
     command = [sys.executable, "train.py", "--devices", str(devices), "--dump-hlo", str(out)]
     what = f"the generated program's `train.py --devices {devices} --dump-hlo`"  # in a scratch directory
-    try:
-        result = subprocess.run(command, cwd=program, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as expired:
-        output = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
-        raise MeasurementFailed(f"{what} did not finish within {timeout:g}s", output or "", timeout) from None
-    if result.returncode != 0:
-        raise MeasurementFailed(f"{what} failed with exit status {result.returncode}", result.stderr)
+    with tempfile.TemporaryDirectory(prefix="switchc-xla-dump-") as passes:
+        xla_flags = os.environ.get("XLA_FLAGS", "").split()
+        if not any(character.isspace() for character in passes):
+            xla_flags += [
+                f"--xla_dump_to={passes}",
+                "--xla_dump_hlo_module_re=^jit_train_step$",
+                f"--xla_dump_hlo_pass_re=^{WIDENING_PASS}$",
+                "--xla_dump_hlo_as_text",
+            ]
+        env = {**os.environ, "XLA_FLAGS": " ".join(xla_flags)}
+        try:
+            result = subprocess.run(command, cwd=program, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            output = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
+            raise MeasurementFailed(f"{what} did not finish within {timeout:g}s", output or "", timeout) from None
+        if result.returncode != 0:
+            raise MeasurementFailed(f"{what} failed with exit status {result.returncode}", result.stderr)
+        before = sorted(Path(passes).glob(_BEFORE_WIDENING))
+        sent = before[-1].read_text() if before else None
+    if sent is not None:
+        (out / SENT_NAME).write_text(sent, encoding="utf-8")
     cost = json.loads((out / "cost_analysis.json").read_text())
-    return (out / "train_step.hlo.txt").read_text(), cost
+    return Dump((out / "train_step.hlo.txt").read_text(), cost, sent)
 
 
 # What XLA's cost analysis counts per parameter element of the optimizer update (measured with
@@ -105,6 +146,18 @@ def kept_cross_attention_flops(spec: Any) -> int:
     return kept
 
 
+def _widened_notes(sent: list[HloCollective], optimized: list[HloCollective]) -> dict[str, str]:
+    """Per kind, where XLA:CPU's optimized module moves more bytes than the program sends (beyond
+    the few bytes of scalars it combines into a large all-reduce)."""
+    notes = {}
+    for kind in sorted({c.kind for c in sent}):
+        sends = sum(c.bytes_per_device for c in sent if c.kind == kind and c.bytes_per_device > SMALL_BYTES)
+        moves = sum(c.bytes_per_device for c in optimized if c.kind == kind and c.bytes_per_device > SMALL_BYTES)
+        if moves > 1.02 * sends:
+            notes[kind] = f"; XLA:CPU widens bfloat16 to float32 and moves {moves:,}"
+    return notes
+
+
 def compare(
     report: Mapping[str, Any],
     hlo: str,
@@ -114,24 +167,31 @@ def compare(
     total_flops_tolerance: float,
     bytes_tolerance: float,
     kept: int = 0,
+    sent: str | None = None,
 ) -> tuple[list[Comparison], list[HloCollective]]:
-    """`kept`: FLOPs XLA does not recompute under remat that the report does (kept_cross_attention_flops)."""
-    found = collectives(hlo)
+    """`kept`: FLOPs XLA does not recompute under remat that the report does (kept_cross_attention_flops);
+    `sent`: the module before WIDENING_PASS, whose collectives are compared (else those of `hlo`)."""
+    found = collectives(hlo) if sent is None else collectives(sent)
+    notes = {} if sent is None else _widened_notes(found, collectives(hlo))
     executed = float(report["flops"]["executed"]["train_step_per_device"]) - kept
     per_parameter = UPDATE_FLOPS_PER_PARAMETER[report["memory"]["optimizer"]]
+    converts = convert_elements(hlo)
     dots = "every dot" + (f"; report less the {kept:,} of cross-attention keys and values XLA keeps" if kept else "")
     results = [
         Comparison("matmul FLOPs per device (train step)", executed, dot_flops(hlo), flops_tolerance, dots),
         Comparison(
             "all FLOPs per device (cost_analysis)",
             executed + update_flops(report),
-            float(cost["flops"]),
+            float(cost["flops"]) - converts,
             total_flops_tolerance,
-            f"report: + optimizer update ({per_parameter}/parameter); XLA adds other elementwise work",
+            f"report: + optimizer update ({per_parameter}/parameter); XLA adds other elementwise work"
+            f" (less its {converts:,} converts)",
         ),
     ]
     measured = [(c.kind, c.group_size, c.bytes_per_device) for c in found]
-    results += collective_comparisons(report, measured, bytes_tolerance=bytes_tolerance, source="XLA's HLO")
+    results += collective_comparisons(
+        report, measured, bytes_tolerance=bytes_tolerance, source="XLA's HLO", notes=notes
+    )
     return results, found
 
 
@@ -152,14 +212,15 @@ def verify(
     with tempfile.TemporaryDirectory(prefix="switchc-verify-") as scratch:
         work = keep or Path(scratch)
         program = write_program(generate(spec), work / "program")
-        hlo, cost = dump(program, devices, work / "hlo", timeout)
+        dumped = dump(program, devices, work / "hlo", timeout)
     comparisons, found = compare(
         report,
-        hlo,
-        cost,
+        dumped.optimized,
+        dumped.cost,
         flops_tolerance=flops_tolerance,
         total_flops_tolerance=total_flops_tolerance,
         bytes_tolerance=bytes_tolerance,
         kept=kept_cross_attention_flops(spec),
+        sent=dumped.sent,
     )
     return Verification(spec.name, devices, tuple(comparisons), tuple(found))
