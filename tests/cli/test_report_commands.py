@@ -244,3 +244,14 @@ def test_a_spec_that_does_not_fit_is_shown_with_full_remat() -> None:
     # Switch-XXL on 512 cores of 16 GiB fits with remat; on 64 it does not fit either way.
     small = run("report", "switch-xxl", "--set", "mesh.axes={expert: 64, model: 1}", "--format", "markdown").output
     assert "GiB (does not fit either); step" in small
+
+
+def test_a_spec_the_programs_refuse_is_reported_with_a_located_warning() -> None:
+    """Span corruption of 256 input tokens makes more targets than switch-tiny's 32: compile and
+    check refuse the spec, the report still costs it and says why the programs would not run."""
+    result = runner.invoke(main, ["report", "switch-tiny", "--set", "train.inputs_length=256", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["spec"]["name"] == "switch-tiny"
+    assert result.stderr.startswith("<builtin>/switch-tiny.yaml:30:19: warning: span corruption"), result.stderr
+    assert "compile and check refuse this spec" in result.stderr and "hint: set train.targets_length" in result.stderr
+    assert runner.invoke(main, ["report", "switch-tiny"]).stderr == ""
