@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 SMALL_BYTES = 4096  # the step's scalars (loss, metrics, norm partial sums): below this not compared
 
 # The defaults of switchc verify's options, which are also those of each backend's verify().
@@ -62,43 +64,66 @@ def write_program(files: Mapping[str, str], directory: Path) -> Path:
     return directory
 
 
-def _by_key(items: Iterable[tuple[str, int, int, int]]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(kind, group size, count, bytes each) -> per (kind, group size): (count, total bytes)."""
-    totals: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for kind, group, count, size in items:
-        totals[(kind, group)][0] += count
-        totals[(kind, group)][1] += count * size
+def _by_key(items: Iterable[tuple[str, str, int, int]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(kind, where, count, bytes each) -> per (kind, where): (count, total bytes)."""
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for kind, where, count, size in items:
+        totals[(kind, where)][0] += count
+        totals[(kind, where)][1] += count * size
     return {key: (count, size) for key, (count, size) in totals.items()}
+
+
+def _over(axes: Sequence[str], mesh: Mapping[str, int]) -> str:
+    """How a row names the devices of a collective: "data (2 devices)", "data x expert (4 devices)"."""
+    ordered = sorted(axes, key=list(mesh).index)
+    size = 1
+    for axis in ordered:
+        size *= int(mesh[axis])
+    return f"{' x '.join(ordered)} ({size} devices)"
+
+
+def group_axes(group: Sequence[int], mesh: Mapping[str, int]) -> tuple[str, ...]:
+    """The mesh axes along which the devices of one group differ; devices are numbered in mesh
+    order (row-major over the axes, as the programs lay out their meshes)."""
+    shape = tuple(int(size) for size in mesh.values())
+    coordinates = [index.tolist() for index in np.unravel_index(np.asarray(group, dtype=np.int64), shape)]
+    return tuple(axis for axis, values in zip(mesh, coordinates, strict=True) if len(set(values)) > 1)
 
 
 def collective_comparisons(
     report: Mapping[str, Any],
-    measured: Sequence[tuple[str, int, int]],
+    measured: Sequence[tuple[str, Sequence[int] | None, int]],
     *,
     bytes_tolerance: float,
     source: str,
     notes: Mapping[str, str] | None = None,
 ) -> list[Comparison]:
-    """The report's collectives against the measured ones, per kind and group size.
+    """The report's collectives against the measured ones, per kind and the mesh axes they span.
 
-    measured: (kind, group size, bytes per device) of every collective call; singleton groups
-    (which move nothing) and calls of at most SMALL_BYTES are left out. The all-to-all count is
-    exact; every kind's total bytes per device are compared within `bytes_tolerance`, since
-    frameworks merge or bucket reductions. `source` names the measurement in the notes; `notes`
-    adds a remark per kind.
+    measured: (kind, the device numbers of the call's group, bytes per device) of every collective
+    call; singleton groups (which move nothing), groups the measurement could not read (None: the
+    row then shows the report's bytes against fewer) and calls of at most SMALL_BYTES are left out.
+    The all-to-all count is exact; every kind's total bytes per device are compared within
+    `bytes_tolerance`, since frameworks merge or bucket reductions. `source` names the measurement
+    in the notes; `notes` adds a remark per kind.
     """
+    mesh = report["spec"]["mesh"]
     predicted = _by_key(
-        (c["kind"], int(c["group_size"]), int(c["count"]), int(c["bytes_per_device"]))
+        (c["kind"], _over(c["mesh_axes"], mesh), int(c["count"]), int(c["bytes_per_device"]))
         for c in report["comm"]["collectives"]
         if int(c["group_size"]) > 1
     )
-    found = _by_key((kind, group, 1, size) for kind, group, size in measured if size > SMALL_BYTES and group > 1)
+    found = _by_key(
+        (kind, _over(group_axes(group, mesh), mesh), 1, size)
+        for kind, group, size in measured
+        if group is not None and len(group) > 1 and size > SMALL_BYTES
+    )
     results = []
     for key in sorted(set(predicted) | set(found)):
-        kind, group = key
+        kind, where = key
         want_count, want_bytes = predicted.get(key, (0, 0))
         got_count, got_bytes = found.get(key, (0, 0))
-        label = f"{kind} over {group} devices"
+        label = f"{kind} over {where}"
         if kind == "all-to-all":
             results.append(Comparison(f"{label}: count", want_count, got_count, 0.0))
         note = f"{want_count} in the report, {got_count} in {source}" + (notes or {}).get(kind, "")

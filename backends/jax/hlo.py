@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 KINDS = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
 DTYPE_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1, "f64": 8, "s64": 8}
@@ -19,8 +21,17 @@ _INSTRUCTION = re.compile(
 )
 _ARRAY = re.compile(r"\b(?P<dtype>[a-z]+[0-9]*)\[(?P<dims>[0-9,]*)\]")
 _GROUPS_LIST = re.compile(r"replica_groups=\{(?P<groups>(?:\{[0-9,]*\},?)*)\}")
-_GROUPS_IOTA = re.compile(r"replica_groups=\[(?P<count>[0-9]+),(?P<size>[0-9]+)\]")
-_GROUPS_MESH = re.compile(r"replica_groups=mesh\[(?P<axes>[^\]]*)\][^{]*\{(?P<over>[^}]*)\}")
+# [count,size]<=[dims] or [count,size]<=[dims]T(perm): iota(prod(dims)).reshape(dims).transpose(perm)
+_GROUPS_IOTA = re.compile(
+    r"replica_groups=\[(?P<count>[0-9]+),(?P<size>[0-9]+)\]<=\[(?P<dims>[0-9,]+)\](?:T\((?P<perm>[0-9,]+)\))?"
+)
+# mesh['axis_0'=2,...] {'axis_0'}, optionally with device_ids=([dims]T(perm)) before the braces: the
+# devices laid out over the named axes (in iota order, or as device_ids says), grouped along `over`
+_GROUPS_MESH = re.compile(
+    r"replica_groups=mesh\[(?P<axes>[^\]]*)\]"
+    r"(?:, device_ids=\(\[(?P<dims>[0-9,]+)\](?:T\((?P<perm>[0-9,]+)\))?\))?"
+    r" \{(?P<over>[^}]*)\}"
+)
 
 
 @dataclass(frozen=True)
@@ -28,8 +39,13 @@ class HloCollective:
     name: str
     kind: str
     bytes_per_device: int
-    group_size: int  # devices that take part in each group (1 when unknown)
+    group: tuple[int, ...] | None  # the device ids of its first replica group (None: not readable)
     op_name: str  # the jax op it came from (metadata), for the side-by-side listing
+
+    @property
+    def group_size(self) -> int:
+        """Devices that take part in each group (1 when the groups are not readable)."""
+        return len(self.group) if self.group else 1
 
 
 def _bytes(type_text: str) -> int:
@@ -45,23 +61,35 @@ def _bytes(type_text: str) -> int:
     return total
 
 
-def _group_size(line: str) -> int:
+def _numbers(text: str | None) -> list[int]:
+    return [int(n) for n in (text or "").split(",") if n]
+
+
+def _iota(dims: list[int], perm: list[int]) -> np.ndarray:
+    """XLA's iota tile: 0..prod(dims)-1 laid out as `dims`, then transposed by `perm`."""
+    ids = np.arange(int(np.prod(dims))).reshape(dims)
+    return ids.transpose(perm) if perm else ids
+
+
+def _first_group(line: str) -> tuple[int, ...] | None:
+    """The device ids of a collective's first replica group, in any of XLA's three spellings."""
     listed = _GROUPS_LIST.search(line)
     if listed and listed["groups"]:
-        first = listed["groups"].split("}")[0].strip("{,")
-        return len([d for d in first.split(",") if d])
+        return tuple(_numbers(listed["groups"].split("}")[0].strip("{,")))
     iota = _GROUPS_IOTA.search(line)
     if iota:
-        return int(iota["size"])
+        ids = _iota(_numbers(iota["dims"]), _numbers(iota["perm"])).reshape(int(iota["count"]), int(iota["size"]))
+        return tuple(int(i) for i in ids[0])
     mesh = _GROUPS_MESH.search(line)
     if mesh:
-        sizes = dict(re.findall(r"'([^']+)'=([0-9]+)", mesh["axes"]))
-        over = re.findall(r"'([^']+)'", mesh["over"])
-        size = 1
-        for axis in over:
-            size *= int(sizes.get(axis, 1))
-        return size
-    return 1
+        sizes = [(name, int(size)) for name, size in re.findall(r"'([^']+)'=([0-9]+)", mesh["axes"])]
+        count = int(np.prod([size for _, size in sizes]))
+        layout = _iota(_numbers(mesh["dims"]), _numbers(mesh["perm"])) if mesh["dims"] else np.arange(count)
+        ids = layout.reshape([size for _, size in sizes])
+        over = set(re.findall(r"'([^']+)'", mesh["over"]))
+        first = tuple(slice(None) if name in over else 0 for name, _ in sizes)
+        return tuple(int(i) for i in ids[first].reshape(-1))
+    return None
 
 
 def collectives(hlo: str) -> list[HloCollective]:
@@ -77,7 +105,7 @@ def collectives(hlo: str) -> list[HloCollective]:
                 name=match["name"],
                 kind=match["kind"],
                 bytes_per_device=_bytes(match["type"]),
-                group_size=_group_size(line),
+                group=_first_group(line),
                 op_name=op_name.group(1) if op_name else "",
             )
         )

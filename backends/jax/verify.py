@@ -13,7 +13,8 @@ XLA's cost analysis (`train.py --dump-hlo`). This module compares:
   softmax, activations too): a few percent more, so that row gets a looser tolerance. The elements
   of XLA's converts are taken off its count: they do no arithmetic, and a bfloat16 program on
   XLA:CPU has a convert around almost every op (float normalization, below).
-- Collectives, per kind and group size (the devices that take part in each one): the all-to-all
+- Collectives, per kind and the mesh axes their replica groups span (data and model all-reduces of
+  a data x model mesh are separate rows, though both groups have two devices): the all-to-all
   count exactly and bytes within the tolerance; all-reduce, all-gather and reduce-scatter by total
   bytes, since XLA combines many small gradient all-reduces into a few large ones. Collectives of
   a few bytes (the step's scalar metrics) are listed but not held against the report.
@@ -188,7 +189,7 @@ def compare(
             f" (less its {converts:,} converts)",
         ),
     ]
-    measured = [(c.kind, c.group_size, c.bytes_per_device) for c in found]
+    measured = [(c.kind, c.group, c.bytes_per_device) for c in found]
     results += collective_comparisons(
         report, measured, bytes_tolerance=bytes_tolerance, source="XLA's HLO", notes=notes
     )

@@ -18,7 +18,7 @@ module compares:
   switch-tiny step. With top_k >= 2 the counts agree exactly. Experts run as padded bmm ([E, G * C, D]), so no
   grouped-matmul formula is needed; one for aten._grouped_mm is registered anyway (FlopCounterMode
   has none) in case a runtime uses it, so that it could not count 0 silently.
-- Collectives, per kind and group size (the ranks in each call's process group), in bytes of the
+- Collectives, per kind and the mesh axes each call's process group spans, in bytes of the
   result buffer of one rank (the report's and the JAX verify's convention): the all-to-all count
   exactly and its bytes within the tolerance; all-reduce by total bytes only, because
   DistributedDataParallel reduces dense gradients in buckets (25 MiB by default; the report has
@@ -82,6 +82,7 @@ class TorchCollective:
     function: str  # the torch.distributed function (DDP's bucket reduces: all_reduce)
     bytes_per_device: int  # the result buffer on this rank
     group_size: int  # ranks in the call's process group
+    group: tuple[int, ...]  # those ranks (global, numbered in mesh order)
     phase: str  # forward (outside autograd's backward) or backward (inside it)
 
 
@@ -132,6 +133,9 @@ class _Recorder:
                         function=function,
                         bytes_per_device=int(size),
                         group_size=dist.get_world_size(group),
+                        group=tuple(
+                            dist.get_process_group_ranks(group) if group is not None else range(dist.get_world_size())
+                        ),
                         phase="backward" if in_backward else "forward",
                     )
                 )
@@ -321,7 +325,7 @@ def compare(
             results.append(
                 Comparison(f"matmul FLOPs on rank {other['rank']}", executed, float(other["flops"]), flops_tolerance)
             )
-    measured = [(c["kind"], int(c["group_size"]), int(c["bytes_per_device"])) for c in first["collectives"]]
+    measured = [(c["kind"], c["group"], int(c["bytes_per_device"])) for c in first["collectives"]]
     results += collective_comparisons(
         report,
         measured,
@@ -356,7 +360,7 @@ def verify(
         bytes_tolerance=bytes_tolerance,
         data_parallel=spec.mesh.shards("batch") > 1,
     )
-    collectives = tuple(TorchCollective(**c) for c in ranks[0]["collectives"])
+    collectives = tuple(TorchCollective(**{**c, "group": tuple(c["group"])}) for c in ranks[0]["collectives"])
     return Verification(spec.name, devices, tuple(comparisons), collectives, dict(ranks[0]["flops_by_op"]))
 
 

@@ -72,7 +72,7 @@ def test_full_remat_counts_the_recomputed_blocks() -> None:
     assert kept == 2 * 2 * 2 * 4 * 64 * 128 * 128 and kept < flops.executed.recompute_per_device
     assert matmuls["report"] == flops.executed.train_step_per_device - kept
     assert matmuls["relative_error"] <= 0.001, matmuls
-    all_to_all = next(row for row in found["rows"] if row["what"] == "all-to-all over 2 devices: count")
+    all_to_all = next(row for row in found["rows"] if row["what"] == "all-to-all over expert (2 devices): count")
     assert all_to_all["xla"] == all_to_all["report"] == 12  # 2 layers x (dispatch, return) x 3 passes
 
 
@@ -88,7 +88,7 @@ def test_model_parallel_matches_xla(name: str, overrides: list[str], mesh: str) 
     all-reduces of Megatron-style model parallelism, counted and sized as XLA runs them."""
     found = verify(overrides, mesh)
     assert found["ok"], json.dumps([row for row in found["rows"] if not row["ok"]], indent=1)
-    assert any(row["what"].startswith("all-reduce over 2 devices") for row in found["rows"])
+    assert any(row["what"].startswith("all-reduce over model (2 devices)") for row in found["rows"])
 
 
 def test_a_wrong_report_fails_with_status_1(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,3 +141,29 @@ def test_a_bad_tolerance_or_timeout_is_a_usage_error(flag: list[str], said: str)
 
     result = CliRunner().invoke(main, ["verify", "switch-tiny", *flag])
     assert result.exit_code == 2 and said in result.output + result.stderr, result.output + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("groups", "first"),
+    [
+        ("replica_groups={{0,2},{1,3},{4,6},{5,7}}", (0, 2)),
+        ("replica_groups=[4,2]<=[8]", (0, 1)),
+        ("replica_groups=[2,4]<=[4,2]T(1,0)", (0, 2, 4, 6)),
+        ("replica_groups=mesh['axis_0'=4,'axis_1'=1,'axis_2'=2] {'axis_0'}", (0, 2, 4, 6)),
+        ("replica_groups=mesh['axis_0'=4,'axis_1'=1,'axis_2'=2] {'axis_2'}", (0, 1)),
+        ("replica_groups=mesh['axis_0'=2,'axis_1'=1,'axis_2'=4], device_ids=([4,2]T(1,0)) {'axis_0'}", (0, 1)),
+        (
+            "replica_groups=mesh['axis_0'=2,'axis_1'=2,'axis_2'=1,'axis_3'=2], device_ids=([2,4]T(1,0)) {'axis_3'}",
+            (0, 4),
+        ),
+    ],
+)
+def test_replica_groups_are_read_in_each_of_xlas_spellings(groups: str, first: tuple[int, ...]) -> None:
+    """The first group's device ids, from the spellings XLA 0.10 writes in one module (data x
+    expert x model on 8 devices): listed, iota with and without a transpose, and mesh axes with
+    and without a device order. verify maps them to the spec's mesh axes."""
+    from switchc.backends.jax.hlo import collectives
+
+    line = f"  %all-reduce.1 = f32[1024]{{0}} all-reduce(%p), channel_id=1, {groups}, to_apply=%add"
+    (found,) = collectives(line)
+    assert found.group == first and found.bytes_per_device == 4096

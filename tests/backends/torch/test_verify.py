@@ -83,14 +83,20 @@ def check(found: dict, overrides: list[str], mesh: str) -> None:
 def test_notes_name_ddp_only_where_the_batch_is_split(data_parallel: bool, all_reduce_note: str) -> None:
     """On a mesh with a model axis (no data axis) the all-reduces are tensor parallelism's, not
     DDP's buckets: the note does not name DDP."""
+    axis = "data" if data_parallel else "model"
     report = {
+        "spec": {"mesh": {axis: 2}},
         "flops": {"executed": {"train_step_per_device": 1000}},
-        "comm": {"collectives": [{"kind": "all-reduce", "group_size": 2, "count": 1, "bytes_per_device": 8192}]},
+        "comm": {
+            "collectives": [
+                {"kind": "all-reduce", "mesh_axes": [axis], "group_size": 2, "count": 1, "bytes_per_device": 8192}
+            ]
+        },
     }
     rank = {
         "rank": 0,
         "flops": 1000,
-        "collectives": [{"kind": "all-reduce", "group_size": 2, "bytes_per_device": 8192}],
+        "collectives": [{"kind": "all-reduce", "group": [0, 1], "bytes_per_device": 8192}],
     }
     flops, all_reduce = compare(report, [rank], flops_tolerance=0.01, bytes_tolerance=0.02, data_parallel=data_parallel)
     assert flops.note == "FlopCounterMode: matmuls only" and all_reduce.note == all_reduce_note
@@ -112,21 +118,48 @@ def test_compare_flags_a_wrong_report() -> None:
     from switchc.backends.torch.verify import compare
 
     def collective(kind: str, size: int, count: int = 1) -> dict:
-        return {"kind": kind, "group_size": 2, "count": count, "bytes_per_device": size}
+        return {"kind": kind, "mesh_axes": ["expert"], "group_size": 2, "count": count, "bytes_per_device": size}
 
     report = {
+        "spec": {"mesh": {"expert": 2}},
         "flops": {"executed": {"train_step_per_device": 2000.0}},
         "comm": {"collectives": [collective("all-to-all", 8192, 4), collective("all-reduce", 100_000)]},
     }
-    a2a = {"kind": "all-to-all", "group_size": 2, "bytes_per_device": 8192}
-    reduces = [{"kind": "all-reduce", "group_size": 2, "bytes_per_device": 50_000}] * 2  # two DDP buckets
-    tiny = [{"kind": "all-reduce", "group_size": 2, "bytes_per_device": 4}]  # the loss divisor: ignored
+    a2a = {"kind": "all-to-all", "group": [0, 1], "bytes_per_device": 8192}
+    reduces = [{"kind": "all-reduce", "group": [0, 1], "bytes_per_device": 50_000}] * 2  # two DDP buckets
+    tiny = [{"kind": "all-reduce", "group": [0, 1], "bytes_per_device": 4}]  # the loss divisor: ignored
     rank = {"rank": 0, "flops": 1000, "collectives": [a2a] * 3 + reduces + tiny}
     rows = {row.what: row for row in compare(report, [rank], flops_tolerance=0.01, bytes_tolerance=0.02)}
     assert not rows["matmul FLOPs per device (train step)"].ok  # half the FLOPs
-    assert not rows["all-to-all over 2 devices: count"].ok  # 3 of 4
-    assert rows["all-reduce over 2 devices: bytes per device"].ok  # 2 buckets = 1 reduce, by bytes
-    assert "all-reduce over 2 devices: count" not in rows
+    assert not rows["all-to-all over expert (2 devices): count"].ok  # 3 of 4
+    assert rows["all-reduce over expert (2 devices): bytes per device"].ok  # 2 buckets = 1 reduce, by bytes
+    assert "all-reduce over expert (2 devices): count" not in rows
+
+
+def test_collectives_are_compared_per_mesh_axis() -> None:
+    """On data x model both axes have 2 devices; the gradient and the tensor-parallel all-reduces
+    are separate rows, so bytes moved from one axis to the other show (they used to share a row)."""
+    from switchc.backends.common.verify import collective_comparisons, group_axes
+
+    mesh = {"data": 2, "model": 2}  # rank = 2 * data + model
+    assert group_axes([0, 1], mesh) == ("model",) and group_axes([1, 3], mesh) == ("data",)
+    assert group_axes([0, 1, 2, 3], mesh) == ("data", "model") and group_axes([2], mesh) == ()
+
+    def collective(axes: list[str], size: int) -> dict:
+        return {"kind": "all-reduce", "mesh_axes": axes, "group_size": 2, "count": 1, "bytes_per_device": size}
+
+    report = {
+        "spec": {"mesh": mesh},
+        "comm": {"collectives": [collective(["data"], 8192), collective(["model"], 8192)]},
+    }
+    swapped = [("all-reduce", (0, 2), 16384), ("all-reduce", (0, 1), 0)]  # all on data, none on model
+    rows = {row.what: row for row in collective_comparisons(report, swapped, bytes_tolerance=0.02, source="torch")}
+    assert set(rows) == {
+        "all-reduce over data (2 devices): bytes per device",
+        "all-reduce over model (2 devices): bytes per device",
+    }
+    assert not rows["all-reduce over data (2 devices): bytes per device"].ok
+    assert rows["all-reduce over model (2 devices): bytes per device"].measured == 0
 
 
 def test_the_table_keeps_whole_numbers_and_notes_when_piped() -> None:
