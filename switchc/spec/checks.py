@@ -242,6 +242,37 @@ def _check_shared_mesh_axes(spec: Spec) -> Iterator[Diagnostic]:
         )
 
 
+# Dimensions that the cost model and the programs do not split, with why. A layer is one op of the
+# IR, and the shard pass adds a collective where an op's output is a partial sum; an attention or
+# FFN layer split over embed or kv sums over the split dim inside (its projections, its scores),
+# which needs all-reduces the report does not count (28% of the FLOPs and most collective bytes
+# off XLA's on switch-tiny), and the JAX program runs Switch layers whole on each device (XLA
+# gathers them). No program constrains the sequence dim, so XLA runs it whole.
+UNSPLIT_AXES = {
+    "embed": "attention and FFN layers sum over d_model inside, which needs all-reduces the cost report "
+    "does not count, and parameter sharding (FSDP) is not modelled",
+    "kv": "attention scores sum over d_kv before the softmax, which needs all-reduces the cost report does not count",
+    "length": "the programs never split the sequence (XLA would run it whole on every device)",
+}
+
+
+def _check_unsplit_axes(spec: Spec) -> Iterator[Diagnostic]:
+    """embed, kv or length over a mesh axis of two or more devices: what would be counted is not what
+    runs (UNSPLIT_AXES). An axis of one device splits nothing, so a rule onto it stays allowed."""
+    resolved = spec.mesh.logical_rules()
+    for logical, why in UNSPLIT_AXES.items():
+        splitting = [axis for axis in resolved.get(logical, ()) if spec.mesh.axes.get(axis, 1) > 1]
+        if not splitting:
+            continue
+        axis = splitting[0]
+        yield Diagnostic(
+            f"switchc cannot split {logical} over mesh axis '{axis}' ({spec.mesh.axes[axis]} devices): {why}",
+            spec.span(f"mesh.rules.{logical}"),
+            f"remove mesh.rules.{logical}; split heads, mlp and vocab over a model axis (the standard rules), "
+            "the batch over data and the experts over expert",
+        )
+
+
 def _divisible(spec: Spec, logical: str, size: int, what: str, path: str) -> Iterator[Diagnostic]:
     mesh = spec.mesh
     axes = [a for a in mesh.logical_rules()[logical] if a in mesh.axes]
@@ -371,6 +402,7 @@ CHECKS: tuple[Check, ...] = (
     _check_routing,
     _check_rules,
     _check_shared_mesh_axes,
+    _check_unsplit_axes,
     _check_sharding,
     _check_data,
 )

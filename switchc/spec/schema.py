@@ -304,7 +304,10 @@ class MeshConfig:
     ] = field(default_factory=lambda: {"data": 1})
     rules: Annotated[
         dict[LogicalAxis, MeshAxes],
-        Field(description="Logical axis -> mesh axes (a name, a list, or null), overriding the standard rules."),
+        Field(
+            description="Logical axis -> mesh axes (a name, a list, or null), overriding the standard rules. "
+            "embed, kv and length stay whole: a rule may map them onto an axis of one device only."
+        ),
     ] = field(default_factory=dict)
 
     @property

@@ -434,6 +434,23 @@ OVERRIDE_MISTAKES = [
         "split heads and kv over different mesh axes",
     ),
     OverrideMistake(
+        "d_model split over a model axis",
+        ("mesh.axes={model: 2}", "mesh.rules={embed: [model], heads: null, mlp: null, vocab: null}"),
+        2,
+        26,
+        "switchc cannot split embed over mesh axis 'model' (2 devices): attention and FFN layers sum over "
+        "d_model inside",
+        "remove mesh.rules.embed; split heads, mlp and vocab over a model axis",
+    ),
+    OverrideMistake(
+        "the sequence split over data",
+        ("mesh.axes={data: 2}", "mesh.rules={length: data}"),
+        2,
+        27,
+        "switchc cannot split length over mesh axis 'data' (2 devices): the programs never split the sequence",
+        "remove mesh.rules.length",
+    ),
+    OverrideMistake(
         "one capacity factor for both",
         ("moe.capacity_factor=1.25",),
         1,
