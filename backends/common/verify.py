@@ -8,6 +8,7 @@ FlopCounterMode and recorded torch.distributed calls) and compares through `Comp
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,9 +47,12 @@ class Comparison:
 
     @property
     def relative_error(self) -> float:
+        """|measured - report| / |report|; infinite where the report has none of what was measured."""
         if self.report == self.measured:
             return 0.0
-        return abs(self.measured - self.report) / max(abs(self.report), 1e-30)
+        if self.report == 0:
+            return math.inf
+        return abs(self.measured - self.report) / abs(self.report)
 
     @property
     def ok(self) -> bool:

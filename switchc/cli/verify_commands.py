@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +143,7 @@ def verify(
                 "what": c.what,
                 "report": c.report,
                 measured_column: c.measured,
-                "relative_error": c.relative_error,
+                "relative_error": c.relative_error if math.isfinite(c.relative_error) else None,  # JSON has no inf
                 "tolerance": c.tolerance,
                 "ok": c.ok,
                 "note": c.note,
@@ -171,7 +172,7 @@ def verify(
                 c.what,
                 _number(c.report),
                 _number(c.measured),
-                "inf" if c.report == 0 and c.measured else f"{c.relative_error:.2%}",
+                f"{c.relative_error:.2%}" if math.isfinite(c.relative_error) else "inf",
                 "exact" if c.tolerance == 0 else f"{c.tolerance:.0%}",
                 "ok" if c.ok else "MISMATCH",
                 c.note,

@@ -11,6 +11,7 @@ expert and expert x model meshes of 4 processes are @slow. Matmul FLOPs per devi
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -153,11 +154,15 @@ def test_collectives_are_compared_per_mesh_axis() -> None:
         "comm": {"collectives": [collective(["data"], 8192), collective(["model"], 8192)]},
     }
     swapped = [("all-reduce", (0, 2), 16384), ("all-reduce", (0, 1), 0)]  # all on data, none on model
+    swapped.append(("all-reduce", (0, 1, 2, 3), 8192))  # and one over both, which the report does not have
     rows = {row.what: row for row in collective_comparisons(report, swapped, bytes_tolerance=0.02, source="torch")}
     assert set(rows) == {
         "all-reduce over data (2 devices): bytes per device",
         "all-reduce over model (2 devices): bytes per device",
+        "all-reduce over data x model (4 devices): bytes per device",
     }
+    both = rows["all-reduce over data x model (4 devices): bytes per device"]
+    assert both.relative_error == math.inf and not both.ok
     assert not rows["all-reduce over data (2 devices): bytes per device"].ok
     assert rows["all-reduce over model (2 devices): bytes per device"].measured == 0
 
