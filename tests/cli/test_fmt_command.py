@@ -377,10 +377,10 @@ def test_dsl_to_a_name_that_loads_as_yaml_is_refused(tmp_path: Path) -> None:
 
 def test_mesh_rules_print_as_written(tmp_path: Path) -> None:
     """A rule of null (not split) or one bare axis stays so; the spec holds both as lists."""
-    text = "mesh {\n  axes { data = 2 }\n  rules { vocab = data, heads = null, mlp = [data] }\n}\n"
+    text = "mesh {\n  axes { data = 2, model = 2 }\n  rules { vocab = model, heads = null, mlp = [model] }\n}\n"
     dsl = write(tmp_path, "m.switch", text)
     assert run(str(dsl)).stdout == text
-    assert "rules: {vocab: data, heads: null, mlp: [data]}" in run(str(dsl), "--to", "yaml").stdout
+    assert "rules: {vocab: model, heads: null, mlp: [model]}" in run(str(dsl), "--to", "yaml").stdout
 
 
 def test_a_small_number_keeps_its_short_exponent(tmp_path: Path) -> None:

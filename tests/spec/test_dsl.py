@@ -33,7 +33,7 @@ moe:
   router_dtype: float32
 mesh:
   axes: {data: 2, expert: 2}
-  rules: {batch: [data, expert], vocab: null, heads: data}
+  rules: {batch: [data, expert], vocab: null, mlp: null}
 train:
   batch_size: 8
   optimizer: {name: adam, beta1: null, learning_rate: 3e-4}
@@ -61,7 +61,7 @@ moe {
 }
 mesh {
   axes { data = 2, expert = 2 }
-  rules { batch = [data, expert], vocab = null, heads = data }
+  rules { batch = [data, expert], vocab = null, mlp = null }
 }
 train { batch_size = 8, optimizer { name = adam, beta1 = null, learning_rate = 3e-4 } }
 data { source = text, path = "corpus/my file.txt" }
@@ -77,7 +77,7 @@ def test_the_dsl_and_yaml_give_equal_specs() -> None:
     assert dsl == yaml
     assert dsl.moe is not None and dsl.moe.capacity_factor.train == 2.0
     assert isinstance(dsl.moe.capacity_factor.train, float)
-    assert dsl.mesh.logical_rules()["vocab"] == () and dsl.mesh.logical_rules()["heads"] == ("data",)
+    assert dsl.mesh.logical_rules()["vocab"] == () and dsl.mesh.logical_rules()["mlp"] == ()
     assert dsl.data.path == "corpus/my file.txt"
     assert [p for p in yaml.origin.value_spans if not p[-1].isdigit()] == [
         p for p in dsl.origin.value_spans if not p[-1].isdigit()

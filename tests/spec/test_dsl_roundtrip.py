@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from switchc.errors import Source
 from switchc.spec import Spec, parse_spec
-from switchc.spec.checks import SHARED_TENSOR_AXES, UNSPLIT_AXES
+from switchc.spec.checks import SHARED_TENSOR_AXES, TENSOR_PARALLEL_AXES, UNSPLIT_AXES
 from switchc.spec.printer import format_spec
 from switchc.spec.schema import LOGICAL_AXES, STANDARD_RULES
 from switchc.spec.yamltree import Scalar, resolve_scalar
@@ -132,6 +132,14 @@ def spec_data(draw: st.DrawFn) -> dict[str, Any]:
         )
         # nor split embed, kv or length (checks._check_unsplit_axes)
         assume(not any(axes.get(axis, 1) > 1 for name in UNSPLIT_AXES for axis in rules.get(name, ())))
+        # nor one axis split heads, mlp or vocab and also the batch or the experts
+        assume(
+            not any(
+                axes.get(axis, 1) > 1 and any(axis in rules.get(token, ()) for token in ("batch", "experts"))
+                for name in TENSOR_PARALLEL_AXES
+                for axis in rules.get(name, ())
+            )
+        )
     if mesh:
         data["mesh"] = mesh
     train = _some(

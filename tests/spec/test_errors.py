@@ -451,6 +451,31 @@ OVERRIDE_MISTAKES = [
         "remove mesh.rules.length",
     ),
     OverrideMistake(
+        "d_ff split over the data axis",
+        ("mesh.axes={data: 2, expert: 2}", "mesh.rules={mlp: data}"),
+        2,
+        24,
+        "switchc cannot split mlp over mesh axis 'data' (2 devices), which also splits the batch: the report's "
+        "gathers between the two layouts are not how XLA reshards",
+        "use 'data' for mlp or for the batch, not both; split heads, mlp and vocab over a model axis",
+    ),
+    OverrideMistake(
+        "heads split over the expert axis",
+        ("mesh.axes={data: 2, expert: 2}", "mesh.rules={heads: expert}"),
+        2,
+        26,
+        "switchc cannot split heads over mesh axis 'expert' (2 devices), which also splits the batch and the experts",
+        "use 'expert' for heads or for the batch and the experts, not both",
+    ),
+    OverrideMistake(
+        "a batch rule that takes the model axis",  # the rule the spec wrote, not the standard heads rule
+        ("mesh.axes={data: 1, model: 2}", "mesh.rules={batch: [data, model]}"),
+        2,
+        26,
+        "switchc cannot split heads, mlp and vocab over mesh axis 'model' (2 devices), which also splits the batch",
+        "use 'model' for heads, mlp and vocab or for the batch, not both",
+    ),
+    OverrideMistake(
         "one capacity factor for both",
         ("moe.capacity_factor=1.25",),
         1,
