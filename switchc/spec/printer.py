@@ -67,7 +67,10 @@ def format_with_comments(spec: Spec, to: Format, all_keys: bool | None = None) -
     if not items:
         return ("{}\n" if to == "yaml" else "model {}\n"), sorted(comments.lines)
     lines = _yaml_lines(items, comments) if to == "yaml" else _DslPrinter(spec, comments).lines(items)
-    return "\n".join(_aligned(lines)).rstrip("\n") + "\n", sorted(comments.lines - comments.printed)
+    text = "\n".join(_aligned(lines)).rstrip("\n")
+    if not text.strip():  # only what the DSL does not write (an empty layout): the least text that loads
+        text = "model {}"
+    return text + "\n", sorted(comments.lines - comments.printed)
 
 
 # ---- what to print -------------------------------------------------------------------------------

@@ -400,3 +400,11 @@ def test_a_comment_that_ends_a_block_is_not_moved_and_its_loss_is_said(tmp_path:
     result = run(str(yml))
     assert result.stdout == "model:\n  d_model: 64\n\nmoe: {num_experts: 4}\n"
     assert f"note: {yml}: the comment on line 3 is not kept" in result.stderr
+
+
+def test_a_spec_of_only_an_empty_layout_converts_to_a_dsl_file_that_loads(tmp_path: Path) -> None:
+    """The DSL writes stacks only, so `layout: {}` printed nothing: an empty file, which no command
+    loads ("the spec is empty"). It prints the least text that loads, as a spec of defaults does."""
+    result = run(str(write(tmp_path, "m.yaml", "layout: {}\n")), "--to", "dsl")
+    assert result.stdout == "model {}\n"
+    assert run(str(write(tmp_path, "m.switch", result.stdout)), "--check").exit_code == 0

@@ -132,6 +132,8 @@ def spec_data(draw: st.DrawFn) -> dict[str, Any]:
         )
         # nor split embed, kv or length (checks._check_unsplit_axes)
         assume(not any(axes.get(axis, 1) > 1 for name in UNSPLIT_AXES for axis in rules.get(name, ())))
+        # nor the experts over an axis that does not split the batch
+        assume(all(axes.get(axis, 1) == 1 or axis in rules.get("batch", ()) for axis in rules.get("experts", ())))
         # nor one axis split heads, mlp or vocab and also the batch or the experts
         assume(
             not any(
@@ -189,9 +191,11 @@ def as_yaml(data: dict[str, Any]) -> str:
 
 
 def written(spec: Spec) -> set[str]:
-    """Paths the source wrote, less an empty layout or a null stack in it (the DSL writes only stacks)
-    and list items (a rule written `batch: data` is printed as the list it means, `[data]`)."""
+    """Paths the source wrote, less an empty layout or a null stack in it (the DSL writes only stacks),
+    an empty model section, and list items (a rule written `batch: data` is printed as the list it means, `[data]`)."""
     paths = {p for p in spec.origin.value_spans if not p.rsplit(".", 1)[-1].isdigit()}  # list items aside
+    if not any(p.startswith("model.") for p in paths):  # `model {}`: what the DSL writes for a spec of defaults
+        paths.discard("model")
     if not any(spec.layout.placement(stack) for stack in ("encoder", "decoder")):
         paths.discard("layout")
     return {p for p in paths if not p.startswith("layout.") or spec.layout.placement(p.split(".")[1]) is not None}
