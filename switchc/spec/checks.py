@@ -261,11 +261,16 @@ TENSOR_PARALLEL_AXES = ("heads", "mlp", "vocab")
 
 
 def _check_unsplit_axes(spec: Spec) -> Iterator[Diagnostic]:
-    """embed, kv or length over a mesh axis of two or more devices, or heads, mlp or vocab over one
-    that also splits the batch or the experts: what the report would count is not what runs. For
-    the second, the report gathers and scatters between the two layouts while XLA reshards with
-    all-to-alls of its own choosing (on {data: 2} with {mlp: data}, 15% fewer FLOPs and every
-    collective row off). An axis of one device splits nothing, so rules onto it stay allowed."""
+    """Rules whose cost the report would not count as the programs run them, on a mesh axis of two
+    or more devices (an axis of one device splits nothing, so rules onto it stay allowed):
+    - embed, kv or length split at all (UNSPLIT_AXES);
+    - the experts over an axis that does not split the batch: both programs route each device's
+      tokens with an all-to-all over the experts' axes, so with tokens whole on that axis every
+      device sends the same tokens (on {data: 2, model: 2} with {experts: model}: 18% more FLOPs
+      than the report in PyTorch; the JAX program failed to trace);
+    - heads, mlp or vocab over an axis that also splits the batch or the experts: the report
+      gathers and scatters between the two layouts while XLA reshards with all-to-alls of its own
+      choosing (on {data: 2} with {mlp: data}, 15% fewer FLOPs and every collective row off)."""
     resolved = spec.mesh.logical_rules()
     standard = (
         "split heads, mlp and vocab over a model axis (the standard rules), the batch over data and the "
@@ -282,6 +287,19 @@ def _check_unsplit_axes(spec: Spec) -> Iterator[Diagnostic]:
                 spec.span(f"mesh.rules.{logical}"),
                 f"remove mesh.rules.{logical}; {standard}",
             )
+    for axis in splitting("experts"):
+        if axis in resolved.get("batch", ()):
+            continue
+        batch = [*resolved.get("batch", ()), axis]
+        yield Diagnostic(
+            f"switchc cannot split the experts over mesh axis '{axis}' ({spec.mesh.axes[axis]} devices), which does "
+            "not split the batch: expert parallelism sends each device's own tokens to the devices of their experts "
+            "(an all-to-all over the axis), so the batch is split over every axis the experts are",
+            spec.span("mesh.rules.experts" if "experts" in spec.mesh.rules else "mesh.rules.batch"),
+            f"split the batch over '{axis}' too (batch: [{', '.join(batch)}]), or the experts over an axis that "
+            "splits the batch",
+        )
+        break
     for axis, size in spec.mesh.axes.items():
         weights = [logical for logical in TENSOR_PARALLEL_AXES if axis in splitting(logical)]
         also = [what for what in ("batch", "experts") if axis in resolved.get(what, ())]

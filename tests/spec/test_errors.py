@@ -468,6 +468,14 @@ OVERRIDE_MISTAKES = [
         "use 'expert' for heads or for the batch and the experts, not both",
     ),
     OverrideMistake(
+        "experts over an axis that does not split the batch",
+        ("mesh.axes={data: 2, model: 2}", "mesh.rules={experts: model, heads: null, mlp: null, vocab: null}"),
+        2,
+        28,
+        "switchc cannot split the experts over mesh axis 'model' (2 devices), which does not split the batch",
+        "split the batch over 'model' too (batch: [data, model]), or the experts over an axis that splits the batch",
+    ),
+    OverrideMistake(
         "a batch rule that takes the model axis",  # the rule the spec wrote, not the standard heads rule
         ("mesh.axes={data: 1, model: 2}", "mesh.rules={batch: [data, model]}"),
         2,

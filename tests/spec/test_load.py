@@ -55,7 +55,7 @@ def test_integers_are_accepted_where_numbers_are_expected() -> None:
 
 
 def test_mesh_rules_accept_a_name_a_list_or_null() -> None:
-    spec = parse("mesh:\n  axes: {data: 2, expert: 2}\n  rules: {batch: data, experts: [expert], vocab: null}\n")
+    spec = parse("mesh:\n  axes: {data: 2, expert: 1}\n  rules: {batch: data, experts: [expert], vocab: null}\n")
     rules = spec.mesh.logical_rules()
     assert rules["batch"] == ("data",) and rules["experts"] == ("expert",) and rules["vocab"] == ()
 

@@ -26,7 +26,7 @@ WIDE = (
     "model.encoder_layers=48",
     f"layout.encoder={{switch: {list(range(0, 48, 2))}}}",
     "mesh.axes={data: 2, expert: 2, model: 2}",
-    "mesh.rules={batch: [data], experts: [expert], heads: [model], mlp: [model], vocab: [model]}",
+    "mesh.rules={batch: [data, expert], experts: [expert], heads: [model], mlp: [model], vocab: [model]}",
 )
 
 
