@@ -18,6 +18,7 @@ process created them and they are still empty.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import os
@@ -26,6 +27,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -320,6 +322,25 @@ def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
 
 _training = [False]  # set by the loop when its steps begin (training_began); read on Ctrl-C
 _interrupted = [False]  # set by Ctrl-C (catch_ctrl_c's handler); read by raise_if_interrupted
+_ctrl_c_holds = [0]  # depth of ctrl_c_held blocks (and 1 for good once the run is stopping): Ctrl-C noted, not raised
+
+
+def _ctrl_c(signal_number: int, frame: Any) -> None:
+    """SIGINT's handler (catch_ctrl_c): note it, and raise KeyboardInterrupt unless it is held."""
+    _interrupted[0] = True
+    if not _ctrl_c_holds[0]:
+        raise KeyboardInterrupt
+
+
+def _unraisable(error: Any) -> None:
+    """sys.unraisablehook: a KeyboardInterrupt that a callback swallowed is delivered again, in
+    silence; every other error is reported as Python does."""
+    if isinstance(error.exc_type, type) and issubclass(error.exc_type, KeyboardInterrupt):
+        # from another thread, a moment later: the main thread takes it once it has left the callback
+        # (raised here, in the hook, it would be swallowed again)
+        threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,)).start()
+        return
+    sys.__unraisablehook__(error)
 
 
 def catch_ctrl_c() -> None:
@@ -327,25 +348,38 @@ def catch_ctrl_c() -> None:
     the signal is handled; in a garbage-collector callback (JAX registers one), a finalizer or a
     weakref callback, Python reports it as "Exception ignored in ..." and carries on, and the run
     went on as if nothing had been pressed. Here Ctrl-C raises KeyboardInterrupt as before and also
-    notes it; a swallowed one prints nothing, and raise_if_interrupted, which the program calls
-    once its step has compiled and before every step, raises it again."""
-
-    def interrupted(signal_number: int, frame: Any) -> None:
-        _interrupted[0] = True
-        raise KeyboardInterrupt
-
-    def unraisable(error: Any) -> None:
-        if not (isinstance(error.exc_type, type) and issubclass(error.exc_type, KeyboardInterrupt)):
-            sys.__unraisablehook__(error)
-
-    signal.signal(signal.SIGINT, interrupted)
-    sys.unraisablehook = unraisable
+    notes it; a swallowed one prints nothing and is delivered again as soon as the main thread
+    leaves the callback, and raise_if_interrupted, which the loops call before every step, is the
+    net under that. ctrl_c_held blocks hold it back."""
+    signal.signal(signal.SIGINT, _ctrl_c)
+    sys.unraisablehook = _unraisable
 
 
 def raise_if_interrupted() -> None:
     """Raise KeyboardInterrupt if Ctrl-C was pressed and its exception was swallowed (catch_ctrl_c)."""
     if _interrupted[0]:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Work that Ctrl-C must not cut in the middle: a checkpoint save, or the wait for one (orbax
+    logs a traceback from the thread it was joining, DCP's writer is left mid-file and fails the
+    save). A Ctrl-C during it is raised once it is done."""
+    _ctrl_c_holds[0] += 1
+    try:
+        yield
+    finally:
+        _ctrl_c_holds[0] -= 1
+    if not _ctrl_c_holds[0]:
+        raise_if_interrupted()
+
+
+def stopping() -> None:
+    """The run is stopping on Ctrl-C: a further Ctrl-C (a second press, or torchrun passing the
+    first on) is noted, not raised, so that the stop ends as it began (its save committed, its one
+    line printed) rather than in a traceback."""
+    _ctrl_c_holds[0] += 1
 
 
 def training_began() -> None:

@@ -664,7 +664,8 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
         """The newest checkpoint, once a save in flight is committed."""
         if checkpoints is None:
             return None
-        checkpoints.wait()
+        with flags.ctrl_c_held():
+            checkpoints.wait()
         return checkpoints.latest_step()
 
     flags.training_began()  # Ctrl-C is this loop's to handle from here on
@@ -700,7 +701,8 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             if save_now:
                 assert checkpoints is not None
                 meta = {"step": number, "seed": args.seed, "examples_seen": number * config.batch_size, **identity}
-                checkpoints.save(number, params, opt_state, meta)
+                with flags.ctrl_c_held():  # it waits for the save before it
+                    checkpoints.save(number, params, opt_state, meta)
             paused += time.perf_counter() - interrupted
             if stop_now:
                 if progress is not None:
@@ -716,6 +718,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             progress.close()
         metrics.stop_training(err, committed())  # a save in flight is of a step before the bad one
     except KeyboardInterrupt:  # Ctrl-C: stop now
+        flags.stopping()
         if progress is not None:
             progress.close()
         kept = None

@@ -477,7 +477,8 @@ def _train(
                     "mesh": dict(model_module.MESH_AXES),
                     **flags.run_identity(model_module),
                 }
-                checkpoints.save(number, training_state(model, parallel.placements, opt, mesh), meta)
+                with flags.ctrl_c_held():  # DCP's writer cut mid-file fails the save
+                    checkpoints.save(number, training_state(model, parallel.placements, opt, mesh), meta)
             paused += time.perf_counter() - interrupted
             if stop_now:
                 if progress is not None:
@@ -501,6 +502,7 @@ def _train(
         kept = checkpoints.latest_step() if checkpoints is not None else None
         metrics.stop_writing(error, kept, f"rank {rank}: " if world > 1 else "")
     except KeyboardInterrupt:  # Ctrl-C: stop now
+        flags.stopping()
         if progress is not None:
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None  # saves are synchronous here
