@@ -39,7 +39,7 @@ class MeasurementFailed(Exception):
 
 @dataclass(frozen=True)
 class Comparison:
-    what: str  # "matmul FLOPs per device (train step)", "all-to-all over 2 devices: count", ...
+    what: str  # "matmul FLOPs per device (train step)", "all-to-all over expert (2 devices): count", ...
     report: float
     measured: float  # what the framework ran: XLA's compiled step, or the PyTorch program's step
     tolerance: float  # relative; 0 means exact
@@ -94,6 +94,11 @@ def group_axes(group: Sequence[int], mesh: Mapping[str, int]) -> tuple[str, ...]
     return tuple(axis for axis, values in zip(mesh, coordinates, strict=True) if len(set(values)) > 1)
 
 
+def collective_label(kind: str, group: Sequence[int], mesh: Mapping[str, int]) -> str:
+    """The row a collective of `group` (device numbers) belongs to: "all-reduce over data (2 devices)"."""
+    return f"{kind} over {_over(group_axes(group, mesh), mesh)}"
+
+
 def collective_comparisons(
     report: Mapping[str, Any],
     measured: Sequence[tuple[str, Sequence[int] | None, int]],
@@ -109,7 +114,7 @@ def collective_comparisons(
     row then shows the report's bytes against fewer) and calls of at most SMALL_BYTES are left out.
     The all-to-all count is exact; every kind's total bytes per device are compared within
     `bytes_tolerance`, since frameworks merge or bucket reductions. `source` names the measurement
-    in the notes; `notes` adds a remark per kind.
+    in the notes; `notes` adds a remark per kind ("all-reduce") or per row (collective_label).
     """
     mesh = report["spec"]["mesh"]
     predicted = _by_key(
@@ -130,6 +135,7 @@ def collective_comparisons(
         label = f"{kind} over {where}"
         if kind == "all-to-all":
             results.append(Comparison(f"{label}: count", want_count, got_count, 0.0))
-        note = f"{want_count} in the report, {got_count} in {source}" + (notes or {}).get(kind, "")
+        remarks = notes or {}
+        note = f"{want_count} in the report, {got_count} in {source}" + remarks.get(kind, "") + remarks.get(label, "")
         results.append(Comparison(f"{label}: bytes per device", want_bytes, got_bytes, bytes_tolerance, note))
     return results

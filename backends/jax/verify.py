@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ from ..common.verify import (
     Comparison,
     MeasurementFailed,
     collective_comparisons,
+    collective_label,
     write_program,
 )
 from .hlo import HloCollective, collectives, convert_elements, dot_flops
@@ -147,16 +149,25 @@ def kept_cross_attention_flops(spec: Any) -> int:
     return kept
 
 
-def _widened_notes(sent: list[HloCollective], optimized: list[HloCollective]) -> dict[str, str]:
-    """Per kind, where XLA:CPU's optimized module moves more bytes than the program sends (beyond
-    the few bytes of scalars it combines into a large all-reduce)."""
-    notes = {}
-    for kind in sorted({c.kind for c in sent}):
-        sends = sum(c.bytes_per_device for c in sent if c.kind == kind and c.bytes_per_device > SMALL_BYTES)
-        moves = sum(c.bytes_per_device for c in optimized if c.kind == kind and c.bytes_per_device > SMALL_BYTES)
-        if moves > 1.02 * sends:
-            notes[kind] = f"; XLA:CPU widens bfloat16 to float32 and moves {moves:,}"
-    return notes
+def _widened_notes(
+    sent: list[HloCollective], optimized: list[HloCollective], mesh: Mapping[str, int]
+) -> dict[str, str]:
+    """Per row (collective_label), where XLA:CPU's optimized module moves more bytes than the
+    program sends (beyond the few bytes of scalars it combines into a large all-reduce)."""
+
+    def totals(found: list[HloCollective]) -> dict[str, int]:
+        by_row: dict[str, int] = defaultdict(int)
+        for c in found:
+            if c.group is not None and len(c.group) > 1 and c.bytes_per_device > SMALL_BYTES:
+                by_row[collective_label(c.kind, c.group, mesh)] += c.bytes_per_device
+        return by_row
+
+    sends, moves = totals(sent), totals(optimized)
+    return {
+        row: f"; XLA:CPU widens bfloat16 to float32 and moves {moved:,}"
+        for row, moved in moves.items()
+        if moved > 1.02 * sends.get(row, 0)
+    }
 
 
 def compare(
@@ -173,7 +184,7 @@ def compare(
     """`kept`: FLOPs XLA does not recompute under remat that the report does (kept_cross_attention_flops);
     `sent`: the module before WIDENING_PASS, whose collectives are compared (else those of `hlo`)."""
     found = collectives(hlo) if sent is None else collectives(sent)
-    notes = {} if sent is None else _widened_notes(found, collectives(hlo))
+    notes = {} if sent is None else _widened_notes(found, collectives(hlo), report["spec"]["mesh"])
     executed = float(report["flops"]["executed"]["train_step_per_device"]) - kept
     per_parameter = UPDATE_FLOPS_PER_PARAMETER[report["memory"]["optimizer"]]
     converts = convert_elements(hlo)

@@ -167,3 +167,20 @@ def test_replica_groups_are_read_in_each_of_xlas_spellings(groups: str, first: t
     line = f"  %all-reduce.1 = f32[1024]{{0}} all-reduce(%p), channel_id=1, {groups}, to_apply=%add"
     (found,) = collectives(line)
     assert found.group == first and found.bytes_per_device == 4096
+
+
+def test_each_row_notes_what_xla_cpu_moves_for_it_alone() -> None:
+    """A bfloat16 step's all-reduces over data and over data x expert are two rows; each notes the
+    float32 bytes of its own collectives (both once noted the sum of every all-reduce)."""
+    from switchc.backends.jax.hlo import HloCollective
+    from switchc.backends.jax.verify import _widened_notes
+
+    def reduce(group: tuple[int, ...], size: int) -> HloCollective:
+        return HloCollective("r", "all-reduce", size, group, "")
+
+    mesh = {"data": 2, "expert": 2}  # device = 2 * data + expert
+    sent = [reduce((0, 2), 10_000), reduce((0, 1, 2, 3), 30_000)]
+    moved = [reduce((0, 2), 20_000), reduce((0, 1, 2, 3), 30_000)]  # only the data one widened
+    assert _widened_notes(sent, moved, mesh) == {
+        "all-reduce over data (2 devices)": "; XLA:CPU widens bfloat16 to float32 and moves 20,000"
+    }
