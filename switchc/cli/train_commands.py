@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import re
@@ -27,6 +28,7 @@ from switchc.backends.common.flags import (
     lock_for_child,
     lock_run_directory,
     release_run_directory,
+    remove_made,
     run_directory_user,
     shape_differences,
 )
@@ -283,6 +285,7 @@ def train(
     if not resume and any((out / name).exists() for name in RUN_OUTPUTS):
         _check_data(resolved, out, evaluate=eval_every != 0)
     files = program_files(resolved, backend)  # what the backend refuses leaves no OUT behind
+    existed = out.exists()
     _hold_run_directory(out)
     try:
         if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
@@ -304,10 +307,21 @@ def train(
         click.echo(f"running {shlex.join([*launcher, *arguments])}", err=True)
         start = [sys.executable] if launcher == ["python"] else [sys.executable, "-m", TORCHRUN, *launcher[1:]]
         status = _run_program([*start, *arguments], *lock_for_child(out))
+        if status and not resume and not any((out / name).exists() for name in RUN_OUTPUTS):
+            _remove_untrained(out, program, made_out=not existed)
     finally:
         release_run_directory(out)
     if status:
         raise SystemExit(status)
+
+
+def _remove_untrained(out: Path, program: Path, *, made_out: bool) -> None:
+    """A fresh run that stopped before its first step (a data path that is not there, Ctrl-C while
+    it compiled) leaves no trace, as the program itself does: its program/, the lock file, and OUT
+    when this command made it."""
+    shutil.rmtree(program, ignore_errors=True)
+    remove_made(argparse.Namespace(out=out, made=[out] if made_out else []))
+    click.echo(f"note: nothing was trained; removed what this command wrote in {out}", err=True)
 
 
 def _check_removable(out: Path) -> None:
