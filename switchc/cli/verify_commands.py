@@ -104,16 +104,19 @@ def verify(
     report = report_for(resolved, hardware(DEFAULT_HARDWARE)).to_json()
     devices = resolved.mesh.num_devices
     if backend == "torch":
+        from switchc.backends.torch.program import generate
         from switchc.backends.torch.verify import verify as run_verify
 
         where = f"on {devices} gloo processes" if devices > 1 else "in one process"
         starting = f"running {resolved.name}'s train step {where}..."
         options: dict[str, float] = {}
     else:
+        from switchc.backends.jax.program import generate
         from switchc.backends.jax.verify import verify as run_verify
 
         starting = f"compiling {resolved.name}'s train step on {devices} fake device{'s' if devices > 1 else ''}..."
         options = {"total_flops_tolerance": total_flops_tolerance}
+    generate(resolved)  # what compile refuses (the data pipeline's shapes, the backend's limits) stops here
     click.echo(starting, err=True)
     if flops_tolerance is None:
         flops_tolerance = FLOPS_TOLERANCE[backend]

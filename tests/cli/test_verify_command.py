@@ -102,3 +102,16 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_spec_compile_refuses_is_refused_before_the_step_starts(backend: str) -> None:
+    """Span corruption of 256 inputs makes more targets than switch-tiny's 32: the located error of
+    `switchc compile`, exit 2, and no "compiling ..." line for a step that never starts."""
+    pytest.importorskip(backend)
+    result = CliRunner().invoke(
+        main, ["verify", "switch-tiny", "--backend", backend, "--set", "train.inputs_length=256"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("<builtin>/switch-tiny.yaml:30:19: error: span corruption"), result.stderr
+    assert "train step" not in result.stderr
