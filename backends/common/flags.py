@@ -321,43 +321,75 @@ def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
 # ---- Ctrl-C outside the training loop ------------------------------------------------------------
 
 _training = [False]  # set by the loop when its steps begin (training_began); read on Ctrl-C
-_interrupted = [False]  # set by Ctrl-C (catch_ctrl_c's handler); read by raise_if_interrupted
-_ctrl_c_holds = [0]  # depth of ctrl_c_held blocks (and 1 for good once the run is stopping): Ctrl-C noted, not raised
+FORCE_PRESSES = 3  # Ctrl-Cs that end a run at once, whatever it is waiting for
 
 
-def _ctrl_c(signal_number: int, frame: Any) -> None:
-    """SIGINT's handler (catch_ctrl_c): note it, and raise KeyboardInterrupt unless it is held."""
-    _interrupted[0] = True
-    if not _ctrl_c_holds[0]:
-        raise KeyboardInterrupt
+class _CtrlC:
+    """What catch_ctrl_c's handler knows of the Ctrl-Cs so far."""
+
+    presses = 0  # SIGINTs received (a swallowed one delivered again is not another)
+    raised = False  # a KeyboardInterrupt is on its way up (raised, and not swallowed)
+    holds = 0  # depth of ctrl_c_held blocks, and 1 more for good once the run is stopping
+    again = False  # the next SIGINT is a swallowed one delivered again
+    previous_hook: Any = None  # sys.unraisablehook before catch_ctrl_c
+
+
+def _on_sigint(signal_number: int, frame: Any) -> None:
+    """SIGINT's handler (catch_ctrl_c)."""
+    if _CtrlC.again:
+        _CtrlC.again = False
+    else:
+        _CtrlC.presses += 1
+    if _CtrlC.presses >= FORCE_PRESSES:  # whatever the run waits for (a save on a hung file system)
+        if _Parser._first_process():
+            print(
+                f"\nSIGINT {_CtrlC.presses} times: leaving now, without waiting for the work in progress (a "
+                "checkpoint save in flight is lost; the latest complete one is kept).",
+                file=sys.stderr,
+            )
+        exit_now(128 + signal.SIGINT)
+    if _CtrlC.holds or _CtrlC.raised:  # held, or the same request as the one on its way
+        return
+    _CtrlC.raised = True
+    raise KeyboardInterrupt
 
 
 def _unraisable(error: Any) -> None:
     """sys.unraisablehook: a KeyboardInterrupt that a callback swallowed is delivered again, in
-    silence; every other error is reported as Python does."""
-    if isinstance(error.exc_type, type) and issubclass(error.exc_type, KeyboardInterrupt):
-        # from another thread, a moment later: the main thread takes it once it has left the callback
-        # (raised here, in the hook, it would be swallowed again)
-        threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,)).start()
+    silence; every other error goes to the hook there was before."""
+    if not (isinstance(error.exc_type, type) and issubclass(error.exc_type, KeyboardInterrupt)):
+        (_CtrlC.previous_hook or sys.__unraisablehook__)(error)
         return
-    sys.__unraisablehook__(error)
+    _CtrlC.raised, _CtrlC.again = False, True
+    # from another thread, a moment later: the main thread takes it once it has left the callback
+    # (raised here, in the hook, it would be swallowed again); raise_if_interrupted is the net
+    timer = threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,))
+    timer.daemon = True
+    with contextlib.suppress(RuntimeError):  # no new thread while the interpreter shuts down
+        timer.start()
 
 
 def catch_ctrl_c() -> None:
-    """Make sure no Ctrl-C is lost. Python raises KeyboardInterrupt wherever the main thread is when
-    the signal is handled; in a garbage-collector callback (JAX registers one), a finalizer or a
-    weakref callback, Python reports it as "Exception ignored in ..." and carries on, and the run
-    went on as if nothing had been pressed. Here Ctrl-C raises KeyboardInterrupt as before and also
-    notes it; a swallowed one prints nothing and is delivered again as soon as the main thread
-    leaves the callback, and raise_if_interrupted, which the loops call before every step, is the
-    net under that. ctrl_c_held blocks hold it back."""
-    signal.signal(signal.SIGINT, _ctrl_c)
+    """Make sure no Ctrl-C is lost, and none cuts a save in half. Python raises KeyboardInterrupt
+    wherever the main thread is when the signal is handled; in a garbage-collector callback (JAX
+    registers one), a finalizer or a weakref callback, Python reports it as "Exception ignored in
+    ..." and carries on, and the run went on as if nothing had been pressed. Here Ctrl-C raises
+    KeyboardInterrupt as before; a swallowed one prints nothing and is delivered again as soon as
+    the main thread leaves the callback. Within ctrl_c_held, and once the run is stopping, Ctrl-C
+    is noted, not raised; FORCE_PRESSES of them end the run at once. A program started with SIGINT
+    ignored (`cmd &` in a script) keeps ignoring it."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    _CtrlC.previous_hook = sys.unraisablehook
     sys.unraisablehook = _unraisable
 
 
 def raise_if_interrupted() -> None:
-    """Raise KeyboardInterrupt if Ctrl-C was pressed and its exception was swallowed (catch_ctrl_c)."""
-    if _interrupted[0]:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed and no KeyboardInterrupt is on its way: it was
+    held, or swallowed (catch_ctrl_c). The loops call it before every step."""
+    if _CtrlC.presses and not _CtrlC.raised and not _CtrlC.holds:
+        _CtrlC.raised = True
         raise KeyboardInterrupt
 
 
@@ -366,20 +398,19 @@ def ctrl_c_held() -> Iterator[None]:
     """Work that Ctrl-C must not cut in the middle: a checkpoint save, or the wait for one (orbax
     logs a traceback from the thread it was joining, DCP's writer is left mid-file and fails the
     save). A Ctrl-C during it is raised once it is done."""
-    _ctrl_c_holds[0] += 1
+    _CtrlC.holds += 1
     try:
         yield
     finally:
-        _ctrl_c_holds[0] -= 1
-    if not _ctrl_c_holds[0]:
-        raise_if_interrupted()
+        _CtrlC.holds -= 1
+    raise_if_interrupted()
 
 
 def stopping() -> None:
-    """The run is stopping on Ctrl-C: a further Ctrl-C (a second press, or torchrun passing the
-    first on) is noted, not raised, so that the stop ends as it began (its save committed, its one
-    line printed) rather than in a traceback."""
-    _ctrl_c_holds[0] += 1
+    """The run is stopping (Ctrl-C, a NaN, a failed write): a further Ctrl-C (a second press,
+    torchrun passing the first on) is noted, not raised, so that the stop ends as it began (its
+    save committed, its message printed) rather than in a traceback. FORCE_PRESSES end it at once."""
+    _CtrlC.holds += 1
 
 
 def training_began() -> None:

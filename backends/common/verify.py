@@ -77,13 +77,15 @@ def _by_key(items: Iterable[tuple[str, str, int, int]]) -> dict[tuple[str, str],
     return {key: (count, size) for key, (count, size) in totals.items()}
 
 
-def _over(axes: Sequence[str], mesh: Mapping[str, int]) -> str:
-    """How a row names the devices of a collective: "data (2 devices)", "data x expert (4 devices)"."""
+def _over(axes: Sequence[str], devices: int, mesh: Mapping[str, int]) -> str:
+    """How a row names the devices of a collective: "data (2 devices)", "data x expert (4 devices)",
+    and "expert (2 of 4 devices)" for a group that spans part of its axes."""
     ordered = sorted(axes, key=list(mesh).index)
-    size = 1
+    full = 1
     for axis in ordered:
-        size *= int(mesh[axis])
-    return f"{' x '.join(ordered)} ({size} devices)"
+        full *= int(mesh[axis])
+    count = f"{devices} devices" if devices == full else f"{devices} of {full} devices"
+    return f"{' x '.join(ordered)} ({count})"
 
 
 def group_axes(group: Sequence[int], mesh: Mapping[str, int]) -> tuple[str, ...]:
@@ -96,7 +98,7 @@ def group_axes(group: Sequence[int], mesh: Mapping[str, int]) -> tuple[str, ...]
 
 def collective_label(kind: str, group: Sequence[int], mesh: Mapping[str, int]) -> str:
     """The row a collective of `group` (device numbers) belongs to: "all-reduce over data (2 devices)"."""
-    return f"{kind} over {_over(group_axes(group, mesh), mesh)}"
+    return f"{kind} over {_over(group_axes(group, mesh), len(group), mesh)}"
 
 
 def collective_comparisons(
@@ -110,23 +112,24 @@ def collective_comparisons(
     """The report's collectives against the measured ones, per kind and the mesh axes they span.
 
     measured: (kind, the device numbers of the call's group, bytes per device) of every collective
-    call; singleton groups (which move nothing), groups the measurement could not read (None: the
-    row then shows the report's bytes against fewer) and calls of at most SMALL_BYTES are left out.
+    call; singleton groups (which move nothing) and calls of at most SMALL_BYTES are left out, and
+    the calls whose group the measurement could not read (None) make a failing row of their own.
     The all-to-all count is exact; every kind's total bytes per device are compared within
     `bytes_tolerance`, since frameworks merge or bucket reductions. `source` names the measurement
     in the notes; `notes` adds a remark per kind ("all-reduce") or per row (collective_label).
     """
     mesh = report["spec"]["mesh"]
     predicted = _by_key(
-        (c["kind"], _over(c["mesh_axes"], mesh), int(c["count"]), int(c["bytes_per_device"]))
+        (c["kind"], _over(c["mesh_axes"], int(c["group_size"]), mesh), int(c["count"]), int(c["bytes_per_device"]))
         for c in report["comm"]["collectives"]
         if int(c["group_size"]) > 1
     )
     found = _by_key(
-        (kind, _over(group_axes(group, mesh), mesh), 1, size)
+        (kind, _over(group_axes(group, mesh), len(group), mesh), 1, size)
         for kind, group, size in measured
         if group is not None and len(group) > 1 and size > SMALL_BYTES
     )
+    unread = [size for _, group, size in measured if group is None and size > SMALL_BYTES]
     results = []
     for key in sorted(set(predicted) | set(found)):
         kind, where = key
@@ -138,4 +141,7 @@ def collective_comparisons(
         remarks = notes or {}
         note = f"{want_count} in the report, {got_count} in {source}" + remarks.get(kind, "") + remarks.get(label, "")
         results.append(Comparison(f"{label}: bytes per device", want_bytes, got_bytes, bytes_tolerance, note))
+    if unread:  # a spelling of its devices that verify does not read: a failing row, not a silent gap
+        note = f"{len(unread)} in {source} whose devices verify could not read (keep them with --keep DIR)"
+        results.append(Comparison("collectives over unread devices: bytes per device", 0, sum(unread), 0.0, note))
     return results

@@ -72,7 +72,8 @@ def _iota(dims: list[int], perm: list[int]) -> np.ndarray:
 
 
 def _first_group(line: str) -> tuple[int, ...] | None:
-    """The device ids of a collective's first replica group, in any of XLA's three spellings."""
+    """The device ids of a collective's first replica group, in XLA's three spellings (listed,
+    iota, mesh axes); None for what is not read here: a sub-axis of a mesh, an explicit device list."""
     listed = _GROUPS_LIST.search(line)
     if listed and listed["groups"]:
         return tuple(_numbers(listed["groups"].split("}")[0].strip("{,")))
@@ -81,7 +82,7 @@ def _first_group(line: str) -> tuple[int, ...] | None:
         ids = _iota(_numbers(iota["dims"]), _numbers(iota["perm"])).reshape(int(iota["count"]), int(iota["size"]))
         return tuple(int(i) for i in ids[0])
     mesh = _GROUPS_MESH.search(line)
-    if mesh:
+    if mesh and ":(" not in mesh["axes"] + mesh["over"]:  # a sub-axis ('a':(1)2): not read
         sizes = [(name, int(size)) for name, size in re.findall(r"'([^']+)'=([0-9]+)", mesh["axes"])]
         count = int(np.prod([size for _, size in sizes]))
         layout = _iota(_numbers(mesh["dims"]), _numbers(mesh["perm"])) if mesh["dims"] else np.arange(count)

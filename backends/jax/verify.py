@@ -22,9 +22,10 @@ XLA's cost analysis (`train.py --dump-hlo`). This module compares:
 XLA:CPU has no bfloat16 collectives: its all-reduce-promotion pass, and float normalization after
 it, widen them to float32, so a bfloat16 program's optimized module here moves twice the bytes it
 would on a GPU or TPU. The collectives are therefore read from XLA's dump of the module just before
-that pass (`--xla_dump_hlo_pass_re`): partitioned, with every collective the SPMD partitioner
-inserted, each in the element type the program sends. A row's note gives what the optimized module
-moves where the two differ. Without that dump (another XLA), the optimized module is used.
+that pass (`--xla_dump_hlo_pass_re`): partitioned, its collectives as the partitioner and the
+passes before (combiners aside) left them, each in the element type the program sends. A row's
+note gives what the optimized module moves where the two differ. Without that dump (another XLA),
+the optimized module is used.
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ def train(
     if not resume and any((out / name).exists() for name in RUN_OUTPUTS):
         _check_data(resolved, out, evaluate=eval_every != 0)
     files = program_files(resolved, backend)  # what the backend refuses leaves no OUT behind
-    existed = out.exists()
+    made = [folder for folder in (*reversed(out.parents), out) if not folder.exists()]  # outermost first
     _hold_run_directory(out)
     try:
         if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
@@ -308,20 +308,23 @@ def train(
         start = [sys.executable] if launcher == ["python"] else [sys.executable, "-m", TORCHRUN, *launcher[1:]]
         status = _run_program([*start, *arguments], *lock_for_child(out))
         if status and not resume and not any((out / name).exists() for name in RUN_OUTPUTS):
-            _remove_untrained(out, program, made_out=not existed)
+            _remove_untrained(out, program, made)
     finally:
         release_run_directory(out)
     if status:
         raise SystemExit(status)
 
 
-def _remove_untrained(out: Path, program: Path, *, made_out: bool) -> None:
+def _remove_untrained(out: Path, program: Path, made: list[Path]) -> None:
     """A fresh run that stopped before its first step (a data path that is not there, Ctrl-C while
-    it compiled) leaves no trace, as the program itself does: its program/, the lock file, and OUT
-    when this command made it."""
+    it compiled) leaves no trace, as the program itself does: its program/, the lock file, and the
+    folders this command made for OUT (`made`, outermost first) once empty."""
     shutil.rmtree(program, ignore_errors=True)
-    remove_made(argparse.Namespace(out=out, made=[out] if made_out else []))
-    click.echo(f"note: nothing was trained; removed what this command wrote in {out}", err=True)
+    remove_made(argparse.Namespace(out=out, made=made))
+    if program.exists():
+        click.echo(f"note: nothing was trained; {program} could not be removed", err=True)
+    else:
+        click.echo(f"note: nothing was trained; removed what this command wrote in {out}", err=True)
 
 
 def _check_removable(out: Path) -> None:

@@ -223,6 +223,8 @@ def _check_shared_mesh_axes(spec: Spec) -> Iterator[Diagnostic]:
     beside the default vocab: model): an error naming both rules."""
     resolved = spec.mesh.logical_rules()
     for pair in sorted(SHARED_TENSOR_AXES, key=sorted):
+        if pair & set(UNSPLIT_AXES):  # embed or kv: _check_unsplit_axes refuses splitting it at all
+            continue
         first, second = sorted(pair)
         common = [
             axis
@@ -273,8 +275,8 @@ def _check_unsplit_axes(spec: Spec) -> Iterator[Diagnostic]:
       choosing (on {data: 2} with {mlp: data}, 15% fewer FLOPs and every collective row off)."""
     resolved = spec.mesh.logical_rules()
     standard = (
-        "split heads, mlp and vocab over a model axis (the standard rules), the batch over data and the "
-        "experts over expert"
+        "split heads, mlp and vocab over a model axis, the batch over data and expert, and the experts over "
+        "expert (the standard rules)"
     )
 
     def splitting(logical: str) -> list[str]:

@@ -386,14 +386,14 @@ def test_a_spec_the_backend_cannot_compile_leaves_no_run_directory(tmp_path: Pat
 def test_a_fresh_run_that_fails_before_its_first_step_leaves_no_run_directory(tmp_path: Path) -> None:
     """A data path that is not there, on a new OUT: the program fails as it starts (switchc reads
     the data first only when OUT holds a run to keep), and switchc removes the program/ and the
-    lock file it wrote there, and OUT, which it made."""
-    out = tmp_path / "run"
+    lock file it wrote there, and OUT and its parent, which it made."""
+    out = tmp_path / "runs" / "run"
     result = _train(
         tmp_path, "switch-tiny", "--set", "data.source=text", "--set", "data.path=/not/there", "--out", str(out)
     )
     assert result.returncode == 1 and "data path /not/there does not exist" in result.stderr, result.stderr[-3000:]
     assert "note: nothing was trained; removed what this command wrote in" in result.stderr
-    assert not out.exists()
+    assert not out.parent.exists()
 
 
 def test_turning_full_remat_on_or_off_continues_the_run(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ from switchc.spec.printer import format_spec
 from switchc.spec.schema import LOGICAL_AXES, STANDARD_RULES
 from switchc.spec.yamltree import Scalar, resolve_scalar
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 
 # Printable text, including what needs quoting or escaping in either format.
 TEXT = st.text(

@@ -427,11 +427,19 @@ OVERRIDE_MISTAKES = [
     ),
     OverrideMistake(
         "one mesh axis on two dims of one weight",
+        ("mesh.axes={expert: 2}", "mesh.rules={mlp: expert}"),
+        2,
+        24,
+        "mesh axis 'expert' splits both experts and mlp, two dims of one weight tensor",
+        "split experts and mlp over different mesh axes",
+    ),
+    OverrideMistake(
+        "d_kv split over a model axis",  # refused as a split of kv, before it shares a tensor with heads
         ("mesh.axes={model: 2}", "mesh.rules={kv: model}"),
         2,
         23,
-        "mesh axis 'model' splits both heads and kv, two dims of one weight tensor",
-        "split heads and kv over different mesh axes",
+        "switchc cannot split kv over mesh axis 'model' (2 devices): attention scores sum over d_kv",
+        "remove mesh.rules.kv",
     ),
     OverrideMistake(
         "d_model split over a model axis",

@@ -709,7 +709,11 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
                     progress.close()
                 metrics.stop_interrupted(signal.SIGTERM, number, committed(), announce=primary)
         health.settle()
+        if checkpoints is not None:  # the last save is committed before the run is done
+            with flags.ctrl_c_held():
+                checkpoints.wait()
     except metrics.NonFiniteError as err:
+        flags.stopping()
         good = err.step - 1  # the steps before the bad one are finite: the last gets its record
         if good > logged and good in recent:
             window_steps = err.step - logged  # every step up to the bad one has finished (settled)
@@ -733,6 +737,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             metrics.stop_interrupted(signal.SIGINT, reached, kept, who=f"process {jax.process_index()}: ", at_once=True)
         metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary)
     except Exception as error:
+        flags.stopping()
         if isinstance(error, OSError) and error.filename is not None:  # a save or a record not written
             if progress is not None:
                 progress.close()
@@ -748,6 +753,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             log.close()
         flags.leave_job(error, f"process {jax.process_index()}", "processes")
     finally:
+        flags.stopping()  # the run is over, one way or another: a Ctrl-C now does not cut a save's commit
         stop.restore()
         if progress is not None:
             progress.close()

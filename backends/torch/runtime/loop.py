@@ -486,6 +486,7 @@ def _train(
                 kept = checkpoints.latest_step() if checkpoints is not None else None
                 metrics.stop_interrupted(signal.SIGTERM, number, kept, announce=primary)
     except metrics.NonFiniteError as err:
+        flags.stopping()
         if unlogged is not None and unlogged[0] > logged:  # the last step before the bad one gets its record
             log_train(*unlogged, worked=worked)
         if progress is not None:
@@ -495,6 +496,7 @@ def _train(
     except OSError as error:  # a save or a record that could not be written
         if error.filename is None:  # not a file (a connection): run() says it
             raise
+        flags.stopping()
         if progress is not None:
             progress.close()
         if log is not None:

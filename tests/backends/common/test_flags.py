@@ -558,19 +558,15 @@ def test_a_setting_added_later_leaves_the_digest_of_a_spec_that_does_not_set_it(
     assert spec_digest(other) != spec_digest(load_spec("switch-tiny", ("data.source=text", "data.path=a")))
 
 
-SWALLOWED_CTRL_C = """
-import gc, signal, sys, time
-from switchc.backends.common import flags
-
-flags.catch_ctrl_c()
+CTRL_C = {
+    "swallowed": """
+class Broken:
+    def __del__(self):
+        raise ValueError("a finalizer's own error")
 
 def collecting(phase, info):  # as JAX's gc callback: Python reports an exception raised here and goes on
     if phase == "start":
         signal.raise_signal(signal.SIGINT)
-
-class Broken:
-    def __del__(self):
-        raise ValueError("a finalizer's own error")
 
 gc.callbacks.append(collecting)
 try:
@@ -583,20 +579,50 @@ except KeyboardInterrupt:
     print("interrupted after the callback", flush=True)
 gc.callbacks.remove(collecting)
 Broken()
+""",
+    "held": """
 with flags.ctrl_c_held():
     signal.raise_signal(signal.SIGINT)
     print("held", flush=True)
-"""
+""",
+    "forced": """
+with flags.ctrl_c_held():
+    for press in range(5):
+        signal.raise_signal(signal.SIGINT)
+        print("press", press + 1, flush=True)
+""",
+    "ignored": """
+signal.raise_signal(signal.SIGINT)
+print("ignored", flush=True)
+""",
+}
+
+
+def _ctrl_c(case: str, ignored: bool = False) -> subprocess.CompletedProcess[str]:
+    script = "import gc, signal, sys, time\nfrom switchc.backends.common import flags\nflags.catch_ctrl_c()\n"
+    if ignored:  # as `cmd &` in a script starts it
+        script = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + script
+    return subprocess.run([sys.executable, "-c", script + CTRL_C[case]], capture_output=True, text=True, timeout=60)
 
 
 def test_a_ctrl_c_a_callback_swallowed_is_delivered_again_and_other_swallowed_errors_still_show() -> None:
     """Ctrl-C while XLA compiled was lost when it landed in JAX's gc callback: the run went on and
     ended with status 0. catch_ctrl_c delivers it again once the callback is done, and says nothing
-    of it; a finalizer's error is still reported. Within ctrl_c_held (a checkpoint save) a Ctrl-C
-    waits for the block's end."""
-    done = subprocess.run([sys.executable, "-c", SWALLOWED_CTRL_C], capture_output=True, text=True, timeout=60)
-    assert done.stdout == "interrupted after the callback\nheld\n", done.stderr
-    assert done.returncode == -signal.SIGINT and done.stderr.rstrip().endswith("KeyboardInterrupt"), done.stderr
+    of it; a finalizer's error is still reported."""
+    done = _ctrl_c("swallowed")
+    assert done.stdout == "interrupted after the callback\n" and done.returncode == 0, done.stderr
     assert "Exception ignored" in done.stderr and "a finalizer's own error" in done.stderr
-    assert "collecting" not in done.stderr, done.stderr  # the swallowed Ctrl-C is not reported
-    assert "ctrl_c_held" in done.stderr  # the held one is raised as the block ends
+    assert "collecting" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+
+
+def test_ctrl_c_waits_for_a_held_block_and_three_end_the_run_at_once() -> None:
+    """Within ctrl_c_held (a checkpoint save) a Ctrl-C is raised when the block ends; the third
+    ends the run there and then, for a save that would never end (a hung file system)."""
+    held = _ctrl_c("held")
+    assert held.stdout == "held\n" and held.returncode == -signal.SIGINT, held.stderr
+    assert "ctrl_c_held" in held.stderr and held.stderr.rstrip().endswith("KeyboardInterrupt")
+    forced = _ctrl_c("forced")
+    assert forced.stdout == "press 1\npress 2\n" and forced.returncode == 128 + signal.SIGINT, forced.stderr
+    assert forced.stderr.strip().startswith("SIGINT 3 times: leaving now, without waiting"), forced.stderr
+    ignored = _ctrl_c("ignored", ignored=True)  # a program started with Ctrl-C ignored keeps ignoring it
+    assert ignored.stdout == "ignored\n" and ignored.returncode == 0, ignored.stderr

@@ -169,6 +169,20 @@ def test_replica_groups_are_read_in_each_of_xlas_spellings(groups: str, first: t
     assert found.group == first and found.bytes_per_device == 4096
 
 
+def test_a_replica_group_spelling_verify_does_not_read_is_none() -> None:
+    """A sub-axis ('a':(1)2) or an explicit device list: no group (verify then fails a row for it)."""
+    from switchc.backends.jax.hlo import collectives
+
+    for groups in (
+        "replica_groups=mesh['a'=4,'b'=2] {'a':(1)2}",
+        "replica_groups=mesh['a'=2,'b'=2], device_ids=(0,2,1,3) {'a'}",
+    ):
+        (found,) = collectives(
+            f"  %all-reduce.1 = f32[1024]{{0}} all-reduce(%p), channel_id=1, {groups}, to_apply=%add"
+        )
+        assert found.group is None and found.group_size == 1, groups
+
+
 def test_each_row_notes_what_xla_cpu_moves_for_it_alone() -> None:
     """A bfloat16 step's all-reduces over data and over data x expert are two rows; each notes the
     float32 bytes of its own collectives (both once noted the sum of every all-reduce)."""

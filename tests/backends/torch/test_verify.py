@@ -167,6 +167,21 @@ def test_collectives_are_compared_per_mesh_axis() -> None:
     assert rows["all-reduce over model (2 devices): bytes per device"].measured == 0
 
 
+def test_part_of_an_axis_and_unread_groups_are_rows_of_their_own() -> None:
+    """Pairs on a 4-device expert axis are not the whole axis, and a collective whose devices the
+    measurement could not read fails a row of its own rather than going missing."""
+    from switchc.backends.common.verify import collective_comparisons, collective_label
+
+    mesh = {"expert": 4}
+    assert collective_label("all-to-all", (0, 1), mesh) == "all-to-all over expert (2 of 4 devices)"
+    assert collective_label("all-to-all", (0, 1, 2, 3), mesh) == "all-to-all over expert (4 devices)"
+    report = {"spec": {"mesh": mesh}, "comm": {"collectives": []}}
+    measured = [("all-reduce", None, 8192), ("all-reduce", None, 16)]  # the scalar is left out as ever
+    (row,) = collective_comparisons(report, measured, bytes_tolerance=0.02, source="XLA's HLO")
+    assert row.what == "collectives over unread devices: bytes per device" and row.measured == 8192 and not row.ok
+    assert row.note.startswith("1 in XLA's HLO whose devices verify could not read")
+
+
 def test_the_table_keeps_whole_numbers_and_notes_when_piped() -> None:
     """Off a terminal (a pipe, CI's log) rich would fold the table into 80 columns, cutting numbers."""
     args = ["verify", "switch-tiny", "--backend", "torch"]
