@@ -896,7 +896,7 @@ def shape_problem(config: Any) -> tuple[str, str, str] | None:
         return (
             "train.inputs_length",
             f"span corruption of {raw} tokens makes up to {spans} spans, but the {config.tokenizer} tokenizer "
-            f"has {sentinels} sentinels",
+            f"has {sentinels} sentinel{'' if sentinels == 1 else 's'}",
             f"shorten train.inputs_length, raise data.mean_noise_span{more}",
         )
     return None
