@@ -20,9 +20,9 @@ from switchc.analysis import (
     rich_table,
     to_markdown,
 )
-from switchc.backends.common.program import check_data
 from switchc.cli.options import Number, check_output_parent, example, overrides, table_console
-from switchc.errors import PlainUserError, UserError
+from switchc.cli.spec_commands import warn_unless_compilable
+from switchc.errors import PlainUserError
 from switchc.files import figure_formats
 from switchc.ir.build import build_graph
 from switchc.ir.dot import FORMATS, write_drawing
@@ -92,7 +92,7 @@ def report(
             if spec.moe is not None and load_spec(name).moe is None:
                 click.echo(f"note: {name} is dense; the --set options make it a Switch model too", err=True)
     for spec in loaded:
-        _warn_unless_compilable(spec)
+        warn_unless_compilable(spec, "the report counts its shapes as given")
     reports: list[Report] = []
     for spec, label in zip(loaded, _labels(loaded), strict=True):
         report = report_for(spec, hw, mfu)
@@ -108,20 +108,6 @@ def report(
         click.echo(to_markdown(reports), nl=False)
     else:
         table_console(200).print(rich_table(reports))  # piped: long values kept on one line
-
-
-def _warn_unless_compilable(spec: Spec) -> None:
-    """A report costs any shapes, but the programs' data pipeline needs more of them (`switchc
-    check` and `compile` refuse the spec): say so, as a warning, where the spec says it."""
-    try:
-        check_data(spec)
-    except UserError as err:
-        refused = " (switchc compile and check refuse this spec; the report counts its shapes as given)"
-        for diagnostic in err.diagnostics:
-            click.echo(
-                dataclasses.replace(diagnostic, message=diagnostic.message + refused, severity="warning").render(),
-                err=True,
-            )
 
 
 def _labels(specs: list[Spec]) -> list[str]:

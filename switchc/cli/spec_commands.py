@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,19 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
         raise SystemExit(2)
 
 
+def warn_unless_compilable(spec: Spec, then: str) -> None:
+    """What check and compile refuse of a spec that loads (the programs' data pipeline needs more of
+    its shapes than the cost model does), as located warnings; `then` says what the command does
+    with the spec all the same."""
+    try:
+        check_data(spec)
+    except UserError as err:
+        refused = f" (switchc compile and check refuse this spec; {then})"
+        for diagnostic in err.diagnostics:
+            warning = dataclasses.replace(diagnostic, message=diagnostic.message + refused, severity="warning")
+            click.echo(warning.render(), err=True)
+
+
 def _origin_label(spec: Spec, path: str) -> str:
     if path == "data.eval_fraction" and spec.is_default(path) and spec.data.eval_path is not None:
         return "data.eval_path"  # which sets it to 0 (spec/load.py)
@@ -130,6 +144,7 @@ def _show(value: Any) -> str:
 def explain(spec: str, overrides: tuple[str, ...], fmt: str) -> None:
     """Print the resolved spec: every key, its value, and whether it came from the file or a default."""
     resolved = load_spec(spec, overrides)
+    warn_unless_compilable(resolved, "its settings follow")
     rows = explain_rows(resolved)
     if fmt == "json":
         payload = {"name": resolved.name, "summary": summary(resolved), "keys": rows}

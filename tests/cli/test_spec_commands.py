@@ -204,3 +204,13 @@ def test_yaml_in_a_dsl_file_gets_a_hint_that_works(tmp_path) -> None:
     result = runner.invoke(main, ["check", str(tmp_path / "spec.switch")])
     assert result.exit_code == 2
     assert "give the file a .yaml name; then `switchc fmt FILE.yaml --to dsl -o FILE.switch`" in result.output
+
+
+def test_explain_warns_of_what_compile_would_refuse() -> None:
+    """The settings of a spec the programs refuse are still explained, after the located warning."""
+    result = CliRunner().invoke(
+        main, ["explain", "switch-tiny", "--set", "train.inputs_length=256", "--format", "json"]
+    )
+    assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "switch-tiny"
+    assert result.stderr.startswith("<builtin>/switch-tiny.yaml:30:19: warning: span corruption"), result.stderr
+    assert "compile and check refuse this spec; its settings follow" in result.stderr
