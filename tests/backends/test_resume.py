@@ -42,8 +42,10 @@ def _program(tmp_path: Path, backend: str, name: str, **settings: str) -> Path:
     return compile_program(tmp_path / name, *set_args({**SMALL_SWITCH, **settings}), backend=backend)
 
 
-# torch is @slow (19 s): torch/test_checkpoint.py covers its damaged-checkpoint error by default
-@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
+# @slow (17-20 s each): common/test_flags.py's checkpoint-of-another-spec tests hold check_resume's
+# refusals by default, and torch/test_checkpoint.py its damaged-checkpoint error
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Path) -> None:
     _needs(backend)
     run = tmp_path / "run"
@@ -161,7 +163,10 @@ def test_another_backends_run_directory_is_left_alone(backend: str, processes: i
         assert snapshot(run) == before
 
 
-@pytest.mark.parametrize(("backend", "processes"), [("jax", 1), ("torch", 1), ("torch", 2)])
+# torch on one process is @slow (10 s): torch/test_training.py's stop-signal tests run it by default
+@pytest.mark.parametrize(
+    ("backend", "processes"), [("jax", 1), pytest.param("torch", 1, marks=pytest.mark.slow), ("torch", 2)]
+)
 def test_sigterm_checkpoints_the_step_and_stops(backend: str, processes: int, tmp_path: Path) -> None:
     """A scheduler's SIGTERM: the step in progress is finished and checkpointed (no scheduled save
     here), the program says so and exits with 143, and --resume continues from that step. Under
