@@ -68,13 +68,13 @@ def write_program(files: Mapping[str, str], directory: Path) -> Path:
     return directory
 
 
-def _by_key(items: Iterable[tuple[str, str, int, int]]) -> dict[tuple[str, str], tuple[int, int]]:
-    """(kind, where, count, bytes each) -> per (kind, where): (count, total bytes)."""
-    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for kind, where, count, size in items:
-        totals[(kind, where)][0] += count
-        totals[(kind, where)][1] += count * size
-    return {key: (count, size) for key, (count, size) in totals.items()}
+def _by_key(items: Iterable[tuple[str, int, int]]) -> dict[str, tuple[int, int]]:
+    """(row, count, bytes each) -> per row: (count, total bytes)."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row, count, size in items:
+        totals[row][0] += count
+        totals[row][1] += count * size
+    return {row: (count, size) for row, (count, size) in totals.items()}
 
 
 def _over(axes: Sequence[str], devices: int, mesh: Mapping[str, int]) -> str:
@@ -101,6 +101,18 @@ def collective_label(kind: str, group: Sequence[int], mesh: Mapping[str, int]) -
     return f"{kind} over {_over(group_axes(group, mesh), len(group), mesh)}"
 
 
+def measured_rows(
+    measured: Iterable[tuple[str, Sequence[int] | None, int]], mesh: Mapping[str, int]
+) -> dict[str, tuple[int, int]]:
+    """Row (collective_label) -> (count, total bytes per device) of the measured collectives that are
+    compared: a readable group of two or more devices, more than SMALL_BYTES."""
+    return _by_key(
+        (collective_label(kind, group, mesh), 1, size)
+        for kind, group, size in measured
+        if group is not None and len(group) > 1 and size > SMALL_BYTES
+    )
+
+
 def collective_comparisons(
     report: Mapping[str, Any],
     measured: Sequence[tuple[str, Sequence[int] | None, int]],
@@ -120,25 +132,24 @@ def collective_comparisons(
     """
     mesh = report["spec"]["mesh"]
     predicted = _by_key(
-        (c["kind"], _over(c["mesh_axes"], int(c["group_size"]), mesh), int(c["count"]), int(c["bytes_per_device"]))
+        (
+            f"{c['kind']} over {_over(c['mesh_axes'], int(c['group_size']), mesh)}",
+            int(c["count"]),
+            int(c["bytes_per_device"]),
+        )
         for c in report["comm"]["collectives"]
         if int(c["group_size"]) > 1
     )
-    found = _by_key(
-        (kind, _over(group_axes(group, mesh), len(group), mesh), 1, size)
-        for kind, group, size in measured
-        if group is not None and len(group) > 1 and size > SMALL_BYTES
-    )
+    found = measured_rows(measured, mesh)
     unread = [size for _, group, size in measured if group is None and size > SMALL_BYTES]
     results = []
-    for key in sorted(set(predicted) | set(found)):
-        kind, where = key
-        want_count, want_bytes = predicted.get(key, (0, 0))
-        got_count, got_bytes = found.get(key, (0, 0))
-        label = f"{kind} over {where}"
+    remarks = notes or {}
+    for label in sorted(set(predicted) | set(found)):
+        kind = label.split(" over ")[0]
+        want_count, want_bytes = predicted.get(label, (0, 0))
+        got_count, got_bytes = found.get(label, (0, 0))
         if kind == "all-to-all":
             results.append(Comparison(f"{label}: count", want_count, got_count, 0.0))
-        remarks = notes or {}
         note = f"{want_count} in the report, {got_count} in {source}" + remarks.get(kind, "") + remarks.get(label, "")
         results.append(Comparison(f"{label}: bytes per device", want_bytes, got_bytes, bytes_tolerance, note))
     if unread:  # a spelling of its devices that verify does not read: a failing row, not a silent gap

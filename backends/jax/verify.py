@@ -35,7 +35,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +43,12 @@ from typing import Any
 from ..common.verify import (
     BYTES_TOLERANCE,
     FLOPS_TOLERANCE,
-    SMALL_BYTES,
     TIMEOUT,
     TOTAL_FLOPS_TOLERANCE,
     Comparison,
     MeasurementFailed,
     collective_comparisons,
-    collective_label,
+    measured_rows,
     write_program,
 )
 from .hlo import HloCollective, collectives, convert_elements, dot_flops
@@ -155,20 +153,17 @@ def _widened_notes(
 ) -> dict[str, str]:
     """Per row (collective_label), where XLA:CPU's optimized module moves more bytes than the
     program sends (beyond the few bytes of scalars it combines into a large all-reduce)."""
-
-    def totals(found: list[HloCollective]) -> dict[str, int]:
-        by_row: dict[str, int] = defaultdict(int)
-        for c in found:
-            if c.group is not None and len(c.group) > 1 and c.bytes_per_device > SMALL_BYTES:
-                by_row[collective_label(c.kind, c.group, mesh)] += c.bytes_per_device
-        return by_row
-
-    sends, moves = totals(sent), totals(optimized)
+    sends, moves = measured_rows(_measured(sent), mesh), measured_rows(_measured(optimized), mesh)
     return {
         row: f"; XLA:CPU widens bfloat16 to float32 and moves {moved:,}"
-        for row, moved in moves.items()
-        if moved > 1.02 * sends.get(row, 0)
+        for row, (_, moved) in moves.items()
+        if moved > 1.02 * sends.get(row, (0, 0))[1]
     }
+
+
+def _measured(found: list[HloCollective]) -> list[tuple[str, tuple[int, ...] | None, int]]:
+    """(kind, group, bytes per device) of each collective, as collective_comparisons takes them."""
+    return [(c.kind, c.group, c.bytes_per_device) for c in found]
 
 
 def compare(
@@ -201,9 +196,8 @@ def compare(
             f" (less its {converts:,} converts)",
         ),
     ]
-    measured = [(c.kind, c.group, c.bytes_per_device) for c in found]
     results += collective_comparisons(
-        report, measured, bytes_tolerance=bytes_tolerance, source="XLA's HLO", notes=notes
+        report, _measured(found), bytes_tolerance=bytes_tolerance, source="XLA's HLO", notes=notes
     )
     return results, found
 
@@ -217,14 +211,16 @@ def verify(
     bytes_tolerance: float = BYTES_TOLERANCE,
     keep: Path | None = None,
     timeout: float = TIMEOUT["jax"],
+    files: Mapping[str, str] | None = None,
 ) -> Verification:
-    """Generate the spec's program, dump its compiled step, and compare it with `report`."""
+    """Generate the spec's program (`files`: its files, when the caller has them already), dump its
+    compiled step, and compare it with `report`."""
     from .program import generate
 
     devices = spec.mesh.num_devices
     with tempfile.TemporaryDirectory(prefix="switchc-verify-") as scratch:
         work = keep or Path(scratch)
-        program = write_program(generate(spec), work / "program")
+        program = write_program(files if files is not None else generate(spec), work / "program")
         dumped = dump(program, devices, work / "hlo", timeout)
     comparisons, found = compare(
         report,

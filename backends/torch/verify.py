@@ -344,14 +344,16 @@ def verify(
     bytes_tolerance: float = BYTES_TOLERANCE,
     keep: Path | None = None,
     timeout: float = TIMEOUT["torch"],
+    files: Mapping[str, str] | None = None,
 ) -> Verification:
-    """Generate the spec's PyTorch program, run one train step on its mesh, compare with `report`."""
+    """Generate the spec's PyTorch program (`files`: its files, when the caller has them already),
+    run one train step on its mesh, compare with `report`."""
     from .program import generate
 
     devices = spec.mesh.num_devices
     with tempfile.TemporaryDirectory(prefix="switchc-verify-") as scratch:
         work = keep or Path(scratch)
-        program = write_program(generate(spec), work / "program")
+        program = write_program(files if files is not None else generate(spec), work / "program")
         ranks = run_step(program, devices, work / "counts", seed=spec.train.seed, timeout=timeout)
     comparisons = compare(
         report,

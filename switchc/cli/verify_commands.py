@@ -116,7 +116,7 @@ def verify(
 
         starting = f"compiling {resolved.name}'s train step on {devices} fake device{'s' if devices > 1 else ''}..."
         options = {"total_flops_tolerance": total_flops_tolerance}
-    generate(resolved)  # what compile refuses (the data pipeline's shapes, the backend's limits) stops here
+    files = generate(resolved)  # what compile refuses (the data pipeline's shapes, the backend's limits) stops here
     click.echo(starting, err=True)
     if flops_tolerance is None:
         flops_tolerance = FLOPS_TOLERANCE[backend]
@@ -130,6 +130,7 @@ def verify(
                 bytes_tolerance=bytes_tolerance,
                 keep=keep,
                 timeout=seconds,
+                files=files,
                 **options,
             )
     except MeasurementFailed as failure:
