@@ -219,11 +219,12 @@ SHARED_TENSOR_AXES: frozenset[frozenset[str]] = frozenset(
 
 
 def _check_shared_mesh_axes(spec: Spec) -> Iterator[Diagnostic]:
-    """Two weight axes of one tensor split over the same mesh axis (mesh.rules {embed: model}
-    beside the default vocab: model): an error naming both rules."""
+    """Two weight axes of one tensor split over the same mesh axis (mesh.rules {mlp: expert} beside
+    the default experts: expert): an error naming both rules. Pairs with embed or kv are left to
+    _check_unsplit_axes, which refuses splitting those at all."""
     resolved = spec.mesh.logical_rules()
     for pair in sorted(SHARED_TENSOR_AXES, key=sorted):
-        if pair & set(UNSPLIT_AXES):  # embed or kv: _check_unsplit_axes refuses splitting it at all
+        if pair & set(UNSPLIT_AXES):
             continue
         first, second = sorted(pair)
         common = [
@@ -289,9 +290,7 @@ def _check_unsplit_axes(spec: Spec) -> Iterator[Diagnostic]:
                 spec.span(f"mesh.rules.{logical}"),
                 f"remove mesh.rules.{logical}; {standard}",
             )
-    for axis in splitting("experts"):
-        if axis in resolved.get("batch", ()):
-            continue
+    for axis in [axis for axis in splitting("experts") if axis not in resolved.get("batch", ())][:1]:
         batch = [*resolved.get("batch", ()), axis]
         yield Diagnostic(
             f"switchc cannot split the experts over mesh axis '{axis}' ({spec.mesh.axes[axis]} devices), which does "
@@ -301,7 +300,6 @@ def _check_unsplit_axes(spec: Spec) -> Iterator[Diagnostic]:
             f"split the batch over '{axis}' too (batch: [{', '.join(batch)}]), or the experts over an axis that "
             "splits the batch",
         )
-        break
     for axis, size in spec.mesh.axes.items():
         weights = [logical for logical in TENSOR_PARALLEL_AXES if axis in splitting(logical)]
         also = [what for what in ("batch", "experts") if axis in resolved.get(what, ())]
