@@ -91,12 +91,12 @@ def report(
         for name, spec in zip(specs, loaded, strict=True):
             if spec.moe is not None and load_spec(name).moe is None:
                 click.echo(f"note: {name} is dense; the --set options make it a Switch model too", err=True)
-    for spec in loaded:
-        warn_unless_compilable(spec, "the report counts its shapes as given")
+    refusals = [warn_unless_compilable(spec, "the report counts its shapes as given") for spec in loaded]
     reports: list[Report] = []
-    for spec, label in zip(loaded, _labels(loaded), strict=True):
+    for spec, label, refused in zip(loaded, _labels(loaded), refusals, strict=True):
         report = report_for(spec, hw, mfu)
-        reports.append(dataclasses.replace(report, spec=dataclasses.replace(report.spec, name=label)))
+        summary = dataclasses.replace(report.spec, name=label)
+        reports.append(dataclasses.replace(report, spec=summary, notes=report.notes + refused))
     if plot_path is not None:
         _plot(reports, plot_path)
     if fmt == "json":

@@ -73,17 +73,24 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
         raise SystemExit(2)
 
 
-def warn_unless_compilable(spec: Spec, then: str) -> None:
+def warn_unless_compilable(spec: Spec, then: str) -> tuple[str, ...]:
     """What check and compile refuse of a spec that loads (the programs' data pipeline needs more of
-    its shapes than the cost model does), as located warnings; `then` says what the command does
-    with the spec all the same."""
+    its shapes than the cost model does), as located warnings on stderr; `then` says what the
+    command does with the spec all the same. Returns each warning as one line, for the report's
+    notes (its JSON has no stderr)."""
     try:
         check_data(spec)
     except UserError as err:
         refused = f" (switchc compile and check refuse this spec; {then})"
+        lines = []
         for diagnostic in err.diagnostics:
             warning = dataclasses.replace(diagnostic, message=diagnostic.message + refused, severity="warning")
             click.echo(warning.render(), err=True)
+            parts = [f"{diagnostic.span}: {warning.message}"]
+            parts += [f"{text.removesuffix(' here')} at {span}" for text, span in diagnostic.notes]
+            lines.append("; ".join(parts + ([diagnostic.hint] if diagnostic.hint else [])))
+        return tuple(lines)
+    return ()
 
 
 def _origin_label(spec: Spec, path: str) -> str:

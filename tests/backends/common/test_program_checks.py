@@ -45,3 +45,39 @@ def test_data_shapes_are_checked_when_the_program_is_made(
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "\nhint: " in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "note"),
+    [
+        (  # the built-in file's targets_length is too short for the inputs_length given on the command line
+            ["train.inputs_length=512"],
+            "switch-tiny.yaml:30:19: error: span corruption of the 568 tokens that inputs_length 512 holds",
+            "<command line>:1:27: note: train.inputs_length is set here\n    1 | --set train.inputs_length=512",
+        ),
+        (  # the file's inputs_length makes more spans than the vocabulary given on the command line has sentinels
+            ["model.vocab_size=262"],
+            "switch-tiny.yaml:29:18: error: span corruption of 141 tokens makes up to 7 spans",
+            "<command line>:1:24: note: model.vocab_size is set here",
+        ),
+    ],
+    ids=["inputs-length-set", "vocab-size-set"],
+)
+def test_a_shape_error_notes_the_setting_given_elsewhere_that_caused_it(
+    settings: list[str], error: str, note: str
+) -> None:
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
+    result = CliRunner().invoke(main, ["check", "switch-tiny", *overrides])
+    assert result.exit_code == 2, result.output
+    assert error in result.stderr
+    assert note in result.stderr
+    assert result.stderr.index(note) < result.stderr.index("\nhint: ")  # the note belongs to the error
+
+
+def test_a_shape_error_at_a_setting_given_on_the_command_line_notes_nothing_from_the_same_place() -> None:
+    result = CliRunner().invoke(
+        main, ["check", "switch-tiny", "--set", "train.inputs_length=512", "--set", "train.targets_length=16"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "<command line>:2:28: error: span corruption" in result.stderr
+    assert "note:" not in result.stderr
