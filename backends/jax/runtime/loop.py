@@ -88,7 +88,8 @@ def parse_args(
         type=Path,
         default=None,
         metavar="DIR",
-        help="write DIR/train_step.hlo.txt and DIR/cost_analysis.json for the compiled step, then exit",
+        help="write DIR/train_step.hlo.txt and DIR/cost_analysis.json for the compiled step, then exit (the "
+        "step is compiled for the weights' shapes: none are initialised, loaded or restored)",
     )
     args = parser.parse_args(argv)
     flags.check(parser, args)
@@ -305,10 +306,12 @@ def export_weights(
         print(f"wrote the step-{step} weights ({source}) to {path}", flush=True)
 
 
-def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[str, Any]:
+def build(model: ModuleType, seed: int, init_from: Path | None = None, abstract: bool = False) -> dict[str, Any]:
     """Mesh, parameters, optimizer state, the jitted train and eval steps, all placed on the mesh.
 
-    The parameters are init_params(seed)'s, or with `init_from` a weights file's."""
+    The parameters are init_params(seed)'s, or with `init_from` a weights file's. `abstract`: the
+    parameters and optimizer state are their shapes, dtypes and shardings only (nothing is computed
+    or allocated), enough to compile the steps (--dump-hlo)."""
     import jax
     import optax
 
@@ -324,10 +327,13 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[s
     replicated = rules.sharding(mesh, ())
     experts = ExpertParallel(mesh, rules)
 
-    if init_from is not None:
+    init = jax.jit(model.init_params, out_shardings=param_sharding)
+    if abstract:
+        params = jax.eval_shape(init, jax.random.key(seed))
+    elif init_from is not None:
         params = _load_weights(model, init_from, param_sharding)
     else:
-        params = jax.jit(model.init_params, out_shardings=param_sharding)(jax.random.key(seed))
+        params = init(jax.random.key(seed))
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
     tx = optimizer(
         config.optimizer,
@@ -345,7 +351,8 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None) -> dict[s
     opt_sharding = jax.tree_util.tree_map_with_path(
         lambda path, leaf: _state_sharding(path, leaf.shape, model, rules, mesh), state_shapes
     )
-    opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
+    init_state = jax.jit(tx.init, out_shardings=opt_sharding)
+    opt_state = jax.eval_shape(init_state, params) if abstract else init_state(params)
 
     def train_step(params: Any, opt_state: Any, batch: dict[str, Any], rng: Any) -> Any:
         def loss(p: Any) -> Any:
@@ -553,11 +560,14 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
                 f"hint: export with the run's own program (switchc train's is {args.out / 'program' / 'train.py'})"
             )
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
-    state = build(model, args.seed, init_from if found is None else None)
+    # --dump-hlo compiles the step for the state's shapes: it initialises, loads and restores nothing.
+    dumping = args.dump_hlo is not None
+    state = build(model, args.seed, init_from if found is None else None, abstract=dumping)
     start = 0
     if checkpoints is not None and found is not None:
-        with flags.stopping_at_once(), flags.reading_checkpoint(checkpoints, found):
-            state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
+        if not dumping:
+            with flags.stopping_at_once(), flags.reading_checkpoint(checkpoints, found):
+                state["params"], state["opt_state"] = checkpoints.restore(found, state["params"], state["opt_state"])
         start = found
     if export is not None:  # --resume: the weights the run would continue from
         assert checkpoints is not None and found is not None and record is not None
@@ -580,18 +590,18 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     )
     if jax.device_count() > mesh.size:
         say(f"note: {jax.device_count()} devices; the mesh uses {mesh.size} of them (--devices sets how many to fake)")
-    if found is not None:
+    if found is not None and not dumping:  # --dump-hlo reads no weights
         ignored = f" (not from --init-from {init_from}: the checkpoint has the weights)" if init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")
         if start >= args.steps:
             where = "past" if start > args.steps else "at"
             say(f"note: the run is already {where} --steps {args.steps}; nothing to train (a larger --steps goes on)")
-    elif init_from is not None:
+    elif init_from is not None and not dumping:
         say(f"initialised from {init_from}")
 
     base_rng = jax.random.key(args.seed + 1)
     tokens_per_step = config.batch_size * (config.inputs_length + config.targets_length)
-    if args.dump_hlo is not None:
+    if dumping:
         arrays = _global_batch(data, start, config.batch_size, state["batch_sharding"])
         dump_hlo(state, arrays, jax.random.fold_in(base_rng, start), args.dump_hlo)
         return []

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from switchc.analysis.flops import count_flops
 from switchc.cli import main
+from switchc.passes import lower
 from switchc.spec import load_spec
 from tests.backends import programs
 from tests.backends.programs import run_program, train_losses
@@ -203,14 +205,30 @@ def test_full_remat_trains_alike(one_device_losses: list[float], tmp_path: Path)
     assert found == pytest.approx(one_device_losses, rel=2e-5)
 
 
+# 17.5B parameters: 65 GiB of float32 weights, and as much again for gradients and twice for Adam
+DUMPED_LARGE = [
+    "model.d_model=4096",
+    "model.d_ff=16384",
+    "moe.num_experts=64",
+    "model.encoder_layers=2",
+    "model.decoder_layers=2",
+]
+
+
 def test_dump_hlo_writes_the_compiled_step_and_its_cost(tmp_path: Path) -> None:
-    program = compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 4}")
+    """The step is compiled for the weights' shapes and shardings: a model whose weights alone
+    are more than this host's memory dumps, since none are initialised."""
+    settings = [*DUMPED_LARGE, "mesh.axes={data: 2, expert: 4}"]
+    program = compile_program(tmp_path, *[arg for setting in settings for arg in ("--set", setting)])
     result = run_program(program, "--devices", "8", "--dump-hlo", str(tmp_path / "hlo"))
     assert result.returncode == 0, result.stderr[-2000:]
     hlo = (tmp_path / "hlo" / "train_step.hlo.txt").read_text()
     assert "all-to-all" in hlo
+    assert "f32[16,4096,16384]" in hlo  # each device's 16 of the 64 experts' wi
     cost = json.loads((tmp_path / "hlo" / "cost_analysis.json").read_text())
-    assert cost["flops"] > 1e9
+    report = count_flops(lower(load_spec("switch-tiny", [*TINY[1::2], *settings])))
+    # every matmul the report counts, plus elementwise work (switchc verify compares them closely)
+    assert report.executed.train_step_per_device < cost["flops"] < 1.15 * report.executed.train_step_per_device
 
 
 def test_help_documents_the_flags(tmp_path: Path) -> None:
