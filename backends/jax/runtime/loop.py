@@ -560,9 +560,10 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
                 f"hint: export with the run's own program (switchc train's is {args.out / 'program' / 'train.py'})"
             )
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
-    # --dump-hlo compiles the step for the state's shapes: it initialises, loads and restores nothing.
+    # Restored or only compiled for (--dump-hlo), the state is built as shapes: nothing is computed,
+    # and a resumed run does not hold initial weights beside the restored ones.
     dumping = args.dump_hlo is not None
-    state = build(model, args.seed, init_from if found is None else None, abstract=dumping)
+    state = build(model, args.seed, init_from if found is None else None, abstract=dumping or found is not None)
     start = 0
     if checkpoints is not None and found is not None:
         if not dumping:
