@@ -96,7 +96,9 @@ def dump(program: Path, devices: int, out: Path, timeout: float = TIMEOUT["jax"]
                 f"--xla_dump_hlo_pass_re=^{WIDENING_PASS}$",
                 "--xla_dump_hlo_as_text",
             ]
-        env = {**os.environ, "XLA_FLAGS": " ".join(xla_flags)}
+        # A step loaded from the user's persistent compilation cache (JAX_COMPILATION_CACHE_DIR) is
+        # not compiled, so XLA would dump no module: verify compiles it afresh.
+        env = {**os.environ, "XLA_FLAGS": " ".join(xla_flags), "JAX_ENABLE_COMPILATION_CACHE": "false"}
         try:
             result = subprocess.run(command, cwd=program, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as expired:

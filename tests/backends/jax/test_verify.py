@@ -107,16 +107,23 @@ def test_a_wrong_report_fails_with_status_1(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_keep_takes_a_relative_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--keep DIR relative to where switchc runs (the program itself runs in DIR/program)."""
+    """--keep DIR relative to where switchc runs (the program itself runs in DIR/program). The
+    user's persistent compilation cache already holds the step (the program ran with it): verify
+    compiles it again all the same, since a step loaded from the cache dumps no module."""
     from click.testing import CliRunner
 
     from switchc.cli import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["verify", "switch-tiny", "--keep", "kept dir/v1", "--set", "mesh.axes={data: 2}"]
-    for item in programs.VERIFY_SMALL:
-        args += ["--set", item]
-    result = CliRunner().invoke(main, args)
+    settings = [item for setting in programs.VERIFY_SMALL for item in ("--set", setting)]
+    settings += ["--set", "mesh.axes={data: 2}"]
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "xla-cache"))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    ran = programs.run_program(
+        programs.compile_program(tmp_path / "ran", *settings), "--devices", "2", "--dump-hlo", "hlo"
+    )
+    assert ran.returncode == 0 and any((tmp_path / "xla-cache").iterdir()), ran.stderr[-2000:]
+    result = CliRunner().invoke(main, ["verify", "switch-tiny", "--keep", "kept dir/v1", *settings])
     assert result.exit_code == 0, result.output + result.stderr
     kept = sorted(path.name for path in (tmp_path / "kept dir" / "v1" / "hlo").iterdir())
     assert kept == ["cost_analysis.json", "train_step.before_all-reduce-promotion.hlo.txt", "train_step.hlo.txt"]
