@@ -282,7 +282,8 @@ def stop_interrupted(
         else:
             where = "no checkpoint was saved"
         then = "; the same command with --resume continues from it" if kept_step else ""
-        print(f"\n{who}{name}: training stopped after step {step} ({where}{then}).", file=sys.stderr, flush=True)
+        after = f"after step {step}" if step else "before its first step ended"  # a fresh run, as it began
+        print(f"\n{who}{name}: training stopped {after} ({where}{then}).", file=sys.stderr, flush=True)
     if at_once:
         sys.stdout.flush()
         os._exit(128 + signal_number)

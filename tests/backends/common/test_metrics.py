@@ -143,18 +143,31 @@ def test_sigterm_asks_to_stop_and_more_sigterms_are_the_same_request() -> None:
 
 
 @pytest.mark.parametrize(
-    ("number", "kept", "status", "says"),
+    ("number", "step", "kept", "status", "says"),
     [
-        (signal.SIGTERM, 7, 143, "SIGTERM: training stopped after step 7 (checkpoint 7 saved; the same command with"),
-        (signal.SIGINT, 7, 130, "SIGINT: training stopped after step 9 (the latest checkpoint is step 7; the same"),
-        (signal.SIGINT, None, 130, "SIGINT: training stopped after step 9 (no checkpoint was saved)."),
+        (
+            signal.SIGTERM,
+            7,
+            7,
+            143,
+            "SIGTERM: training stopped after step 7 (checkpoint 7 saved; the same command with",
+        ),
+        (signal.SIGINT, 9, 7, 130, "SIGINT: training stopped after step 9 (the latest checkpoint is step 7; the same"),
+        (signal.SIGINT, 9, None, 130, "SIGINT: training stopped after step 9 (no checkpoint was saved)."),
+        (
+            signal.SIGINT,
+            0,
+            None,
+            130,
+            "SIGINT: training stopped before its first step ended (no checkpoint was saved).",
+        ),
     ],
 )
 def test_a_stopped_run_says_where_it_stopped(
-    number: int, kept: int | None, status: int, says: str, capsys: pytest.CaptureFixture[str]
+    number: int, step: int, kept: int | None, status: int, says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as stopped:
-        metrics.stop_interrupted(number, 7 if number == signal.SIGTERM else 9, kept)
+        metrics.stop_interrupted(number, step, kept)
     assert stopped.value.code == status
     assert says in capsys.readouterr().err
 
