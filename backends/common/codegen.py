@@ -26,6 +26,16 @@ INDENT = "    "
 LINE_LENGTH = 120  # generated code is formatted as `ruff format --line-length 120` would
 
 
+def docstring_text(text: str) -> str:
+    """`text` from outside switchc (a spec file's name, the --set overrides) as it may stand in a
+    generated docstring and read back as it was: a backslash or double quote is escaped (no escape
+    sequence starts, no quote ends the string) and a character that is not printable (a newline in
+    a file name) is written as its escape."""
+    return "".join(
+        "\\" + char if char in '\\"' else char if char.isprintable() else repr(char)[1:-1] for char in text
+    )
+
+
 def literal(value: object) -> str:
     """A Python literal in the formatter's style (double quotes; spec strings are printable)."""
     if isinstance(value, str):

@@ -19,7 +19,7 @@ from switchc.spec import Spec
 from switchc.spec.checks import OVERRIDE_SOURCE_NAME
 from switchc.spec.emit import to_yaml
 
-from .codegen import config_values
+from .codegen import config_values, docstring_text
 from .data import shape_problem
 
 # backends/common modules every program carries in runtime/ (standard library and numpy only)
@@ -122,11 +122,12 @@ def made_from(spec: Spec, backend: str, beside: str = "") -> str:
     the files beside it."""
     source = spec.origin.source.name
     name = PurePath(source).name
-    where = f"the built-in spec {name}" if source.startswith("<builtin>") else name
+    where = f"the built-in spec {name}" if source.startswith("<builtin>") else docstring_text(name)
     spans = (*spec.origin.value_spans.values(), *spec.origin.key_spans.values())
     given = next((span.source for span in spans if span.source.name == OVERRIDE_SOURCE_NAME), None)
     if given is not None:
-        where += " with " + " ".join(f"--set {shlex.quote(line.removeprefix('--set '))}" for line in given.lines)
+        overrides = (f"--set {shlex.quote(line.removeprefix('--set '))}" for line in given.lines)
+        where += " with " + docstring_text(" ".join(overrides))
     sentence = f"Made by `switchc compile --backend {backend}` from {where}; spec.yaml beside this file is the "
     sentence += f"resolved spec{beside}."
     return textwrap.fill(sentence, width=100, break_on_hyphens=False, break_long_words=False)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import ast
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from switchc.cli import main
 from switchc.errors import Source, UserError
 from switchc.spec import parse_spec
+from tests.conftest import SPECS_DIR
 
 HOSTILE = [
     "model: !!python/object/apply:os.system ['touch /tmp/switchc-pwned']\n",
@@ -81,3 +89,26 @@ def test_every_string_in_the_format_is_a_choice_or_a_pattern() -> None:
 
     walk(json_schema(), "#")
     assert unconstrained == []
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_spec_files_name_and_the_set_overrides_stay_text_in_the_program(backend: str, tmp_path: Path) -> None:
+    """The header docstrings quote the spec file's name and the --set overrides: a name or a path
+    that closes the docstring, or starts an escape sequence, must neither run nor break the program."""
+    name = 'a"""; open("pwned", "w"); """ \\x1\nb'
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text((SPECS_DIR / "switch-tiny.yaml").read_text())
+    out = tmp_path / "program"
+    path = 'a"""\\x\\N{b}"'
+    args = ["compile", str(spec), "--backend", backend, "-o", str(out), "--set", f"data.path={path}"]
+    result = CliRunner().invoke(main, [*args, "--set", "data.source=text"])
+    assert result.exit_code == 0, result.output
+    for module in ("train.py", "model.py"):
+        docstring = ast.get_docstring(ast.parse((out / module).read_text()), clean=False)
+        assert docstring is not None and docstring.startswith(f"{name}: "), module
+    made = " ".join(ast.get_docstring(ast.parse((out / "train.py").read_text())).split())
+    assert f"from {' '.join(name.split())}.yaml with --set 'data.path={path}' --set data.source=text;" in made
+    shown = subprocess.run([sys.executable, "train.py", "--help"], cwd=out, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.startswith("usage: train.py") and f"\n{name}: train " in shown.stdout
+    assert not (out / "pwned").exists()
