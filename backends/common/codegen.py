@@ -31,9 +31,7 @@ def docstring_text(text: str) -> str:
     generated docstring and read back as it was: a backslash or double quote is escaped (no escape
     sequence starts, no quote ends the string) and a character that is not printable (a newline in
     a file name) is written as its escape."""
-    return "".join(
-        "\\" + char if char in '\\"' else char if char.isprintable() else repr(char)[1:-1] for char in text
-    )
+    return "".join("\\" + char if char in '\\"' else char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def literal(value: object) -> str:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, NoReturn
@@ -744,13 +744,35 @@ def check_checkpoint_directory(directory: Path, backend: str) -> None:
         )
 
 
-def checked_record(checkpoints: Any, step: int, args: argparse.Namespace, model: ModuleType, announce: bool) -> Any:
+def checked_record(
+    checkpoints: Any,
+    step: int,
+    args: argparse.Namespace,
+    model: ModuleType,
+    announce: bool,
+    state_layout: Callable[[Mapping[str, str]], str] | None = None,
+) -> Any:
     """The record (meta) of checkpoint `step` of a backend's Checkpoints, once check_resume has
-    accepted it and the shapes saved in its metadata: before any array is read or anything built."""
+    accepted it and the shapes saved in its metadata: before any array is read or anything built.
+    `state_layout`: the backend's optim.state_layout (check_resume)."""
     with reading_checkpoint(checkpoints, step):
         meta, shapes = checkpoints.meta(step), checkpoints.shapes(step)
-    check_resume(meta, shapes, args, model, f"checkpoint {checkpoints.directory / str(step)}", announce=announce)
+    where = f"checkpoint {checkpoints.directory / str(step)}"
+    check_resume(meta, shapes, args, model, where, announce=announce, state_layout=state_layout)
     return meta
+
+
+def other_optimizer_state(
+    meta: Mapping[str, Any], model: ModuleType, state_layout: Callable[[Mapping[str, str]], str]
+) -> tuple[str, str] | None:
+    """(the checkpoint's, this program's) optimizer state layouts, in words, when the spec.yaml a
+    checkpoint records and this program's give the optimizer state different layouts (state_layout:
+    the backend's optim.state_layout); None when they agree or a spec.yaml is missing."""
+    old, new = meta.get("spec", ""), run_identity(model)["spec"]
+    if not (old and new):
+        return None
+    before, after = state_layout(spec_settings(old)), state_layout(spec_settings(new))
+    return None if before == after else (before, after)
 
 
 @contextlib.contextmanager
@@ -830,13 +852,15 @@ def check_resume(
     where: str,
     *,
     announce: bool = True,
+    state_layout: Callable[[Mapping[str, str]], str] | None = None,
 ) -> None:
     """A checkpoint continues the run that wrote it: the same --seed, and a program built from the
     same spec (model.SPEC_DIGEST; the settings in model.EXTENDABLE may differ). Another
     spec's checkpoint is refused unless --allow-changes, which prints what changed and goes on if
-    every parameter keeps its shape (`shapes`: IR name -> global shape, as saved). Checkpoints
-    written before SPEC_DIGEST existed record none; only their shapes are compared. `announce`:
-    print the note (one process of a job does)."""
+    every parameter keeps its shape (`shapes`: IR name -> global shape, as saved) and, given the
+    backend's `state_layout`, the optimizer state its layout (another optimizer's state cannot be
+    restored). Checkpoints written before SPEC_DIGEST existed record none; only their shapes are
+    compared. `announce`: print the note (one process of a job does)."""
     exporting = getattr(args, "export_init", None) is not None  # reads the weights only: any seed, mesh, ...
     if meta["seed"] != args.seed and not exporting:
         raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
@@ -854,6 +878,15 @@ def check_resume(
         listing = "\n  (spec.yaml is missing beside this program or in the checkpoint: the settings cannot be listed)"
     if args.allow_changes or exporting:
         _check_shapes(shapes, model, where, f"\nthe settings that differ from the run's:{listing}")
+        other = None if exporting or state_layout is None else other_optimizer_state(meta, model, state_layout)
+        if other is not None:
+            raise SystemExit(
+                f"error: --resume --allow-changes: {where} holds the optimizer state of {other[0]}; this program's "
+                f"optimizer ({other[1]}) keeps other state, which the checkpoint's cannot become:{listing}\n"
+                "hint: keep the run's optimizer settings; or start a new run from its weights: write them with the "
+                "run's own program (train.py --export-init FILE --resume --out RUN) and start this one with "
+                "--init-from FILE and another --out"
+            )
         if announce and exporting:
             print(
                 f"note: {where} was written by a program of other settings (its weights fit):{listing}", file=sys.stderr

@@ -111,6 +111,32 @@ def test_resume_refuses_a_checkpoint_of_another_spec(backend: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_allow_changes_turns_clipping_on_and_refuses_another_optimizers_state(backend: str, tmp_path: Path) -> None:
+    """--allow-changes continues a run with other training settings: clipping turned on restores the
+    same optimizer state (JAX's optax chain kept no slot for it, and orbax refused the checkpoint,
+    which the error then called damaged: 'delete it'). Another optimizer's state cannot be
+    restored: refused from the checkpoint's record, before anything is read, with the way on."""
+    _needs(backend)
+    run = tmp_path / "run"
+    first = run_program(_program(tmp_path, backend, "adam"), "--steps", "2", *FLAGS, "--out", str(run))
+    assert first.returncode == 0, first.stderr[-3000:]
+    clipped = _program(tmp_path, backend, "clipped", **{"train.optimizer.clip_grad_norm": "1.0"})
+    resumed = run_program(clipped, "--steps", "3", *FLAGS, "--out", str(run), "--resume", "--allow-changes")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "train.optimizer.clip_grad_norm: 0.0 in the checkpoint, 1.0 in this program" in resumed.stderr
+    assert [record["step"] for record in records(run)] == [2, 3]
+
+    adafactor = _program(tmp_path, backend, "adafactor", **{"train.optimizer.name": "adafactor"})
+    before = snapshot(run)
+    refused = run_program(adafactor, "--steps", "4", *FLAGS, "--out", str(run), "--resume", "--allow-changes")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    said = f"error: --resume --allow-changes: checkpoint {run / 'checkpoints' / '3'} holds the optimizer state of adam"
+    assert said in refused.stderr and "train.optimizer.name: adam in the checkpoint, adafactor in" in refused.stderr
+    assert "--export-init FILE --resume --out RUN" in refused.stderr and "damaged" not in refused.stderr
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_steps_past_the_end_of_a_cosine_schedule_are_refused(backend: str, tmp_path: Path) -> None:
     _needs(backend)
     cosine_settings = {"train.optimizer.schedule": "cosine", "train.steps": "5", "train.optimizer.warmup_steps": "1"}

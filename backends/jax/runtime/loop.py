@@ -502,6 +502,7 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
 def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any) -> list[dict[str, Any]]:
     import jax
 
+    from . import optim
     from .checkpoint import Checkpoints
     from .sharding import make_mesh
 
@@ -542,21 +543,17 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
             with flags.stopping_at_once():  # orbax's reads run on its threads
-                record = flags.checked_record(checkpoints, found, args, model, announce=primary)
+                record = flags.checked_record(checkpoints, found, args, model, primary, optim.state_layout)
     if export is not None and found is None:
         raise flags.no_checkpoint_to_export(args.out)
     if export is not None and record is not None:
         # orbax restores the optimizer state with the parameters, into this program's optimizer's
         # tree: another optimizer's state does not fit it (the PyTorch program reads parameters only)
-        other = [
-            line
-            for line in flags.changed_settings(record.get("spec", ""), flags.run_identity(model)["spec"])
-            if line.startswith(("train.optimizer.name:", "train.optimizer.beta1:"))
-        ]
-        if other:
+        other = flags.other_optimizer_state(record, model, optim.state_layout)
+        if other is not None:
             raise SystemExit(
-                f"error: --export-init: {args.out / 'checkpoints' / str(found)} holds another optimizer's state "
-                f"({'; '.join(other)}), which this program cannot restore\n"
+                f"error: --export-init: {args.out / 'checkpoints' / str(found)} holds the optimizer state of "
+                f"{other[0]}, which this program's optimizer ({other[1]}) cannot restore\n"
                 f"hint: export with the run's own program (switchc train's is {args.out / 'program' / 'train.py'})"
             )
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
