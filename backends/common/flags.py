@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, NoReturn
@@ -750,28 +750,41 @@ def checked_record(
     args: argparse.Namespace,
     model: ModuleType,
     announce: bool,
-    state_layout: Callable[[Mapping[str, str]], str] | None = None,
+    backend: str | None = None,
 ) -> Any:
     """The record (meta) of checkpoint `step` of a backend's Checkpoints, once check_resume has
     accepted it and the shapes saved in its metadata: before any array is read or anything built.
-    `state_layout`: the backend's optim.state_layout (check_resume)."""
+    `backend` ("jax" or "torch"): check_resume compares the optimizer states' layouts."""
     with reading_checkpoint(checkpoints, step):
         meta, shapes = checkpoints.meta(step), checkpoints.shapes(step)
     where = f"checkpoint {checkpoints.directory / str(step)}"
-    check_resume(meta, shapes, args, model, where, announce=announce, state_layout=state_layout)
+    check_resume(meta, shapes, args, model, where, announce=announce, backend=backend)
     return meta
 
 
-def other_optimizer_state(
-    meta: Mapping[str, Any], model: ModuleType, state_layout: Callable[[Mapping[str, str]], str]
-) -> tuple[str, str] | None:
-    """(the checkpoint's, this program's) optimizer state layouts, in words, when the spec.yaml a
-    checkpoint records and this program's give the optimizer state different layouts (state_layout:
-    the backend's optim.state_layout); None when they agree or a spec.yaml is missing."""
-    old, new = meta.get("spec", ""), run_identity(model)["spec"]
+def optimizer_state_layout(settings: Mapping[str, str], backend: str) -> str:
+    """The optimizer state that spec.yaml's settings (`train.optimizer.*`, as written: spec_settings)
+    make a backend's program keep, in words; a checkpoint's state restores only into the same
+    layout. Adafactor keeps momentum when beta1 is set, and optax's (the JAX program's) adds a
+    transformation, with its state, for weight decay. Clipping keeps none (the JAX program's optax
+    chain has its slot either way)."""
+    name = settings.get("train.optimizer.name", "")
+    if name != "adafactor":
+        return name
+    layout = [f"{'with' if settings.get('train.optimizer.beta1', 'null') != 'null' else 'without'} momentum"]
+    if backend == "jax":
+        layout.append(
+            f"{'with' if float(settings.get('train.optimizer.weight_decay', '0')) else 'without'} weight decay"
+        )
+    return f"adafactor {', '.join(layout)}"
+
+
+def other_optimizer_state(old: str, new: str, backend: str) -> tuple[str, str] | None:
+    """(old's, new's) optimizer state layouts (optimizer_state_layout) when two spec.yaml texts give
+    a backend's optimizer state different layouts; None when they agree or a text is empty."""
     if not (old and new):
         return None
-    before, after = state_layout(spec_settings(old)), state_layout(spec_settings(new))
+    before, after = (optimizer_state_layout(spec_settings(text), backend) for text in (old, new))
     return None if before == after else (before, after)
 
 
@@ -852,15 +865,15 @@ def check_resume(
     where: str,
     *,
     announce: bool = True,
-    state_layout: Callable[[Mapping[str, str]], str] | None = None,
+    backend: str | None = None,
 ) -> None:
     """A checkpoint continues the run that wrote it: the same --seed, and a program built from the
     same spec (model.SPEC_DIGEST; the settings in model.EXTENDABLE may differ). Another
     spec's checkpoint is refused unless --allow-changes, which prints what changed and goes on if
     every parameter keeps its shape (`shapes`: IR name -> global shape, as saved) and, given the
-    backend's `state_layout`, the optimizer state its layout (another optimizer's state cannot be
-    restored). Checkpoints written before SPEC_DIGEST existed record none; only their shapes are
-    compared. `announce`: print the note (one process of a job does)."""
+    `backend`, the optimizer state its layout (another optimizer's state cannot be restored).
+    Checkpoints written before SPEC_DIGEST existed record none; only their shapes are compared.
+    `announce`: print the note (one process of a job does)."""
     exporting = getattr(args, "export_init", None) is not None  # reads the weights only: any seed, mesh, ...
     if meta["seed"] != args.seed and not exporting:
         raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
@@ -878,7 +891,7 @@ def check_resume(
         listing = "\n  (spec.yaml is missing beside this program or in the checkpoint: the settings cannot be listed)"
     if args.allow_changes or exporting:
         _check_shapes(shapes, model, where, f"\nthe settings that differ from the run's:{listing}")
-        other = None if exporting or state_layout is None else other_optimizer_state(meta, model, state_layout)
+        other = None if exporting or backend is None else other_optimizer_state(old, new, backend)
         if other is not None:
             raise SystemExit(
                 f"error: --resume --allow-changes: {where} holds the optimizer state of {other[0]}; this program's "

@@ -27,6 +27,7 @@ from switchc.backends.common.flags import (
     latest_checkpoint,
     lock_for_child,
     lock_run_directory,
+    other_optimizer_state,
     release_run_directory,
     remove_made,
     run_directory_user,
@@ -38,7 +39,7 @@ from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, UserError
 from switchc.ir import build_graph
 from switchc.spec import Spec, load_spec
-from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable
+from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable, to_yaml
 
 
 def _yaml_value(value: object, limit: int = 60) -> str:
@@ -83,7 +84,7 @@ def _is_run_directory(out: Path) -> bool:
     return names <= {*RUN_OUTPUTS, LOCK_NAME} and bool(names & {"checkpoints", LOCK_NAME})
 
 
-def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
+def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: str) -> None:
     """--resume continues one run: settings that differ from the run's would mix two runs in one.
 
     Refused unless `allow_changes` (then listed on stderr, so the log says where the run changed).
@@ -96,7 +97,7 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
         return
     lines = "\n".join(f"  {key}: {_yaml_value(old)} in the run, {_yaml_value(new)} now" for key, old, new in changed)
     if allow_changes:
-        _check_continuable(out, load_spec(str(run_spec)), spec, lines)
+        _check_continuable(out, load_spec(str(run_spec)), spec, lines, backend)
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
         return
     cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)
@@ -116,10 +117,11 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool) -> None:
     raise PlainUserError(f"--resume: {out} was trained with other settings than these{why}:\n{lines}", hint)
 
 
-def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str) -> None:
+def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str, backend: str) -> None:
     """What --allow-changes cannot change, refused before OUT/program is rewritten (the program
-    would refuse it too, but only after the run's own program and spec.yaml were replaced by these):
-    the seed (it fixes the data order and the noise) and any parameter's shape."""
+    would refuse it too, but only after the run's own program and spec.yaml were replaced by these,
+    and the way on for the optimizer state needs the run's program): the seed (it fixes the data
+    order and the noise), any parameter's shape, and the layout of the optimizer state."""
     if run.train.seed != spec.train.seed:
         raise PlainUserError(
             f"--resume: {out} was trained with train.seed {run.train.seed}, not {spec.train.seed}: a resumed run "
@@ -135,6 +137,18 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str) -> None:
             + f"\nthe settings that differ from the run's:\n{lines}",
             "--allow-changes continues a run with other training settings (learning rate, schedule, clipping); "
             "a model with other shapes is a new run: choose another --out",
+        )
+    other = other_optimizer_state(to_yaml(run), to_yaml(spec), backend)
+    if other is not None:
+        weights = out.with_name(f"{out.name}-weights.safetensors")  # not inside the run directory
+        raise PlainUserError(
+            f"--resume --allow-changes: {out}'s checkpoints hold the optimizer state of {other[0]}; the optimizer "
+            f"of these settings ({other[1]}) keeps other state, which theirs cannot become; the settings that "
+            f"differ from the run's:\n{lines}",
+            "keep the run's optimizer settings; or start a new run from the run's weights: "
+            f"python {quote(str(out / 'program' / 'train.py'))} --export-init {quote(str(weights))} --resume --out "
+            f"{quote(str(out))}, then switchc train with these settings, --init-from {quote(str(weights))} and "
+            "another --out",
         )
 
 
@@ -270,7 +284,7 @@ def train(
             f"add --backend {earlier}",
         )
     if resume:
-        _check_resume_settings(out, resolved, allow_changes)
+        _check_resume_settings(out, resolved, allow_changes, backend)
         reached = latest_checkpoint(out / "checkpoints", backend)
         if reached is not None and reached >= resolved.train.steps:  # the program is left as the run wrote it
             click.echo(

@@ -502,7 +502,6 @@ def run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any =
 def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any) -> list[dict[str, Any]]:
     import jax
 
-    from . import optim
     from .checkpoint import Checkpoints
     from .sharding import make_mesh
 
@@ -543,13 +542,13 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
             with flags.stopping_at_once():  # orbax's reads run on its threads
-                record = flags.checked_record(checkpoints, found, args, model, primary, optim.state_layout)
+                record = flags.checked_record(checkpoints, found, args, model, primary, "jax")
     if export is not None and found is None:
         raise flags.no_checkpoint_to_export(args.out)
     if export is not None and record is not None:
         # orbax restores the optimizer state with the parameters, into this program's optimizer's
         # tree: another optimizer's state does not fit it (the PyTorch program reads parameters only)
-        other = flags.other_optimizer_state(record, model, optim.state_layout)
+        other = flags.other_optimizer_state(record.get("spec", ""), flags.run_identity(model)["spec"], "jax")
         if other is not None:
             raise SystemExit(
                 f"error: --export-init: {args.out / 'checkpoints' / str(found)} holds the optimizer state of "

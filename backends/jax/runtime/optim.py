@@ -7,8 +7,6 @@ learning rate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import jax.numpy as jnp
 import optax
 
@@ -63,15 +61,3 @@ def optimizer(
     # turned on or off (--allow-changes) restores the same state tree
     clip = optax.clip_by_global_norm(clip_grad_norm) if clip_grad_norm > 0 else optax.identity()
     return optax.chain(clip, core)
-
-
-def state_layout(settings: Mapping[str, str]) -> str:
-    """The optimizer state that spec.yaml's settings (`train.optimizer.*`, as written) make optax
-    keep, in words: a checkpoint's state restores only into the same layout. optax.adafactor
-    adds a transformation, and its state, for momentum (beta1) and for weight decay."""
-    name = settings.get("train.optimizer.name", "")
-    if name != "adafactor":
-        return name
-    momentum = "with momentum" if settings.get("train.optimizer.beta1", "null") != "null" else "without momentum"
-    decay = "with weight decay" if float(settings.get("train.optimizer.weight_decay", "0")) else "without weight decay"
-    return f"adafactor {momentum}, {decay}"

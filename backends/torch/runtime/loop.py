@@ -49,7 +49,7 @@ import torch.distributed as dist
 
 from .checkpoint import Checkpoints, load_training_state, prime_optimizer, training_state
 from .layers import Noise, flat_params, ir_name, load_flat
-from .optim import clip_by_global_norm, optimizer_for, schedule, state_layout
+from .optim import clip_by_global_norm, optimizer_for, schedule
 from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
 
 if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
@@ -204,7 +204,7 @@ def _open_checkpoints(
         print(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0", flush=True)
     if found is None or not args.resume:
         return found, None
-    return found, flags.checked_record(checkpoints, found, args, model_module, primary, state_layout)
+    return found, flags.checked_record(checkpoints, found, args, model_module, primary, "torch")
 
 
 def _hardware(args: argparse.Namespace, model_module: ModuleType, device: torch.device) -> str:

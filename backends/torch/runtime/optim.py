@@ -202,16 +202,6 @@ def optimizer(
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def state_layout(settings: Mapping[str, str]) -> str:
-    """The optimizer state that spec.yaml's settings (`train.optimizer.*`, as written) make the
-    optimizer keep, in words: a checkpoint's state loads only into the same layout. Adafactor keeps
-    a momentum buffer when beta1 is set."""
-    name = settings.get("train.optimizer.name", "")
-    if name != "adafactor":
-        return name
-    return "adafactor with momentum" if settings.get("train.optimizer.beta1", "null") != "null" else name
-
-
 def clip_by_global_norm(params: Iterable[torch.nn.Parameter], norm: torch.Tensor, max_norm: float) -> None:
     """optax.clip_by_global_norm: scale every gradient by max_norm / norm when norm exceeds max_norm."""
     if max_norm <= 0 or float(norm) < max_norm:
