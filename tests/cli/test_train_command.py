@@ -90,15 +90,21 @@ def test_train_resumes_with_the_runs_own_spec_or_allowed_changes(tmp_path: Path)
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
 
 
-def test_allow_changes_refuses_another_optimizer_state_before_the_program_is_rewritten(tmp_path: Path) -> None:
-    """The way on (export the weights with the run's own program) needs that program: switchc train
-    refuses before it replaces it, where the program would refuse only once replaced."""
-    out = tmp_path / "run"
+def _fake_run(out: Path, checkpoint: int) -> Path:
+    """A run directory switchc train wrote for switch-tiny (train.steps 6, Adam), at `checkpoint`,
+    whose program fails if it is ever run."""
     program = out / "program"
     program.mkdir(parents=True)
     (program / "train.py").write_text("raise SystemExit('not run')\n")
     (program / "spec.yaml").write_text(to_yaml(load_spec("switch-tiny", ["train.steps=6"])))
-    fake_checkpoint(out / "checkpoints", 2, CHECKPOINT_MARKERS["jax"])
+    fake_checkpoint(out / "checkpoints", checkpoint, CHECKPOINT_MARKERS["jax"])
+    return out
+
+
+def test_allow_changes_refuses_another_optimizer_state_before_the_program_is_rewritten(tmp_path: Path) -> None:
+    """The way on (export the weights with the run's own program) needs that program: switchc train
+    refuses before it replaces it, where the program would refuse only once replaced."""
+    out = _fake_run(tmp_path / "run", checkpoint=2)
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     changed = ["--set", "train.optimizer.name=adafactor", "--set", "train.optimizer.beta1=0.9"]
     result = CliRunner().invoke(
@@ -114,12 +120,8 @@ def test_allow_changes_refuses_another_optimizer_state_before_the_program_is_rew
 def test_a_resume_with_no_steps_left_leaves_the_run_and_its_program_alone(tmp_path: Path) -> None:
     """Before, the program was rewritten with the smaller train.steps, so that a later `train.py
     --resume` (its default --steps) trained nothing either."""
-    out = tmp_path / "run"
+    out = _fake_run(tmp_path / "run", checkpoint=6)
     program = out / "program"
-    program.mkdir(parents=True)
-    (program / "train.py").write_text("raise SystemExit('not run')\n")
-    (program / "spec.yaml").write_text(to_yaml(load_spec("switch-tiny", ["train.steps=6"])))
-    fake_checkpoint(out / "checkpoints", 6, CHECKPOINT_MARKERS["jax"])
     before = {path: path.read_bytes() for path in program.iterdir()}
     result = CliRunner().invoke(main, ["train", "--steps", "3", "--out", str(out), "--resume"])
     assert result.exit_code == 0, result.output
