@@ -371,6 +371,23 @@ def test_switchc_train_passes_stop_signals_on_to_the_program(number: int, proces
     assert checkpoint_dirs(out) == [stopped.group(1)]
 
 
+def test_a_program_error_on_every_rank_is_its_own_lines_and_status(tmp_path: Path) -> None:
+    """A mistake every rank finds (a data path that is not there): each rank's one-line error,
+    torchrun's line naming the failed rank, and the program's status; not torchrun's traceback
+    of its ChildFailedError (47 lines)."""
+    settings = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    settings += ["--set", "mesh.axes={expert: 2}", "--set", "data.source=text", "--set", f"data.path={tmp_path / 'x'}"]
+    command = [sys.executable, "-m", "switchc", "train", "switch-tiny", "--backend", "torch", *settings]
+    result = subprocess.run(
+        [*command, "--steps", "2", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.count(f"error: data path {tmp_path / 'x'} does not exist") == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr, result.stderr[-3000:]
+    assert "failed (exitcode: 1) local_rank: " in result.stderr  # torchrun's word on which rank
+    assert not (tmp_path / "run").exists()
+
+
 def test_help_lists_the_training_flags(straight: Path) -> None:
     result = run_program(straight, "--help")
     assert result.returncode == 0
