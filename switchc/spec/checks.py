@@ -137,6 +137,7 @@ def _check_expert_every_agrees(spec: Spec) -> Iterator[Diagnostic]:
     if moe is None or spec.is_default("moe.expert_every"):
         return
     every_source = spec.span("moe.expert_every").source
+    disagree = []
     for stack in STACKS:
         placement = spec.layout.placement(stack)
         if placement is None:
@@ -145,14 +146,22 @@ def _check_expert_every_agrees(spec: Spec) -> Iterator[Diagnostic]:
         if layout_source.name == OVERRIDE_SOURCE_NAME and every_source is not layout_source:
             continue
         if not spec.expert_every_agrees(stack):
-            yield Diagnostic(
-                f"moe.expert_every {moe.expert_every} disagrees with layout.{stack}.switch",
-                spec.span("moe.expert_every"),
-                "the layout says where Switch layers sit in the stacks it names: remove moe.expert_every, "
-                "or make the two agree",
-                notes=((f"the {stack} layout is written here", spec.span(f"layout.{stack}.switch")),),
-            )
-            return
+            disagree.append(stack)
+    if not disagree:
+        return
+    hint = (
+        "the layout says where Switch layers sit in the stacks it names: remove moe.expert_every, or make the two agree"
+    )
+    if every_source.name == OVERRIDE_SOURCE_NAME:  # the file's layout stays: --set the layout itself
+        overrides = " ".join(f"--set 'layout.{stack}.switch=every {moe.expert_every}'" for stack in disagree)
+        hint = f"the layout says where Switch layers sit in the stacks it names: set it instead, {overrides}"
+    layouts = " and ".join(f"layout.{stack}.switch" for stack in disagree)
+    yield Diagnostic(
+        f"moe.expert_every {moe.expert_every} disagrees with {layouts}",
+        spec.span("moe.expert_every"),
+        hint,
+        notes=tuple((f"the {stack} layout is written here", spec.span(f"layout.{stack}.switch")) for stack in disagree),
+    )
 
 
 def _check_rules(spec: Spec) -> Iterator[Diagnostic]:

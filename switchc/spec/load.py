@@ -400,13 +400,17 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
 
 
 def _unquote_hint(value: Any) -> str | None:
-    """For a number written in quotes ("768"), which makes it text: say to drop them."""
+    """For a number written in quotes ("768") or with '_' separators (1_2), which make it text: how to write it."""
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
             return None
-        return f"write the number without quotes: {value.strip()}" if math.isfinite(number) else None
+        if not math.isfinite(number):
+            return None
+        if "_" in value:  # Python reads 1_2 as 12; YAML and the DSL take no separators in numbers
+            return f"write the number without '_' separators: {value.strip().replace('_', '')}"
+        return f"write the number without quotes: {value.strip()}"
     return None
 
 
@@ -427,7 +431,8 @@ def _mapping_hint(loc: tuple[Any, ...], value: Any, span: Span, dsl_text: bool) 
 
 
 MESH_AXIS_HINT = (
-    "a mesh axis is a Python identifier that is not a keyword: letters, digits and '_', not starting with a digit, "
+    "a mesh axis is a Python identifier in ASCII that is not a keyword: letters a-z and A-Z, digits and '_', "
+    "not starting with a digit, "
     "at most 32 characters"
 )
 

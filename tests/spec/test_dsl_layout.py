@@ -236,3 +236,22 @@ def test_a_program_with_switch_layers_only_in_the_decoder_trains(tmp_path) -> No
     assert run.returncode == 0, run.stderr[-3000:]
     last = (program / "run" / "metrics.jsonl").read_text().splitlines()[-1]
     assert "dropped_fraction/decoder/1" in last and "dropped_fraction/encoder" not in last
+
+
+def test_expert_every_set_against_a_files_layout_names_every_stack_and_the_layout_overrides() -> None:
+    """switch-tiny.switch writes its Switch blocks as a layout of both stacks; a --set
+    moe.expert_every cannot remove it, so the hint gives the --set of the layout itself, for every
+    stack it disagrees with (it named the encoder's alone, and then the same error came for the
+    decoder), and that --set passes."""
+    with pytest.raises(UserError) as refused:
+        load_spec("switch-tiny.switch", ["moe.expert_every=1"])
+    (found,) = refused.value.diagnostics
+    assert found.message == "moe.expert_every 1 disagrees with layout.encoder.switch and layout.decoder.switch"
+    assert [note for note, _ in found.notes] == [
+        "the encoder layout is written here",
+        "the decoder layout is written here",
+    ]
+    overrides = ["--set 'layout.encoder.switch=every 1'", "--set 'layout.decoder.switch=every 1'"]
+    assert found.hint is not None and found.hint.endswith("set it instead, " + " ".join(overrides))
+    spec = load_spec("switch-tiny.switch", [line.split(" ", 1)[1].strip("'") for line in overrides])
+    assert spec.switch_blocks("encoder") == spec.switch_blocks("decoder") == (0, 1)

@@ -212,6 +212,22 @@ MISTAKES = [
         "Python identifier",
     ),
     Mistake(
+        "mesh axis name not in ASCII",
+        "mesh:\n  axes: {data: 1, d\u00e4t\u00e4: 1}\n",
+        2,
+        19,
+        "'d\u00e4t\u00e4' is not a valid mesh axis name",
+        "Python identifier in ASCII",
+    ),
+    Mistake(
+        "a number with separators",
+        "model:\n  num_heads: 1_2\n",
+        2,
+        14,
+        "model.num_heads",
+        "write the number without '_' separators: 12",
+    ),
+    Mistake(
         "mesh axis name is code",
         "mesh:\n  axes:\n    data: 1\n    'os.system(\"rm -rf /\")': 1\n",
         4,
