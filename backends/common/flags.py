@@ -766,8 +766,8 @@ def optimizer_state_layout(settings: Mapping[str, str], backend: str) -> str:
     """The optimizer state that spec.yaml's settings (`train.optimizer.*`, as written: spec_settings)
     make a backend's program keep, in words; a checkpoint's state restores only into the same
     layout. Adafactor keeps momentum when beta1 is set, and optax's (the JAX program's) adds a
-    transformation, with its state, for weight decay. Clipping keeps none (the JAX program's optax
-    chain has its slot either way)."""
+    transformation, with its state, for weight decay. Clipping keeps none (both programs clip
+    outside the optimizer)."""
     name = settings.get("train.optimizer.name", "")
     if name != "adafactor":
         return name

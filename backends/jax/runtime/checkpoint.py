@@ -92,8 +92,24 @@ class Checkpoints:
         import orbax.checkpoint as ocp
 
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        except ValueError as error:
+            if "tree structures do not match" not in str(error):
+                raise
+            return self._restore_chained(step, target)
         return restored.state["params"], restored.state["opt_state"]
+
+    def _restore_chained(self, step: int, target: dict[str, Any]) -> tuple[Any, Any]:
+        """A checkpoint of an earlier switchc's program, whose optimizer chained optax's clipping when
+        clip_grad_norm > 0: its state was optax.chain's, (clipping's empty state, the optimizer's).
+        Read in that layout; the optimizer's part is this program's state."""
+        import optax
+        import orbax.checkpoint as ocp
+
+        chained = {"params": target["params"], "opt_state": (optax.EmptyState(), target["opt_state"])}
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(chained)))
+        return restored.state["params"], restored.state["opt_state"][1]
 
     def wait(self) -> None:
         """Block until a save in flight is committed (or has failed)."""

@@ -315,7 +315,7 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None, abstract:
     import jax
     import optax
 
-    from .optim import optimizer, schedule
+    from .optim import clip_by_global_norm, optimizer, schedule
     from .parallel import ExpertParallel
     from .sharding import Rules, make_mesh
 
@@ -341,7 +341,6 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None, abstract:
         beta1=config.beta1,
         beta2=config.beta2,
         weight_decay=config.weight_decay,
-        clip_grad_norm=config.clip_grad_norm,
     )
     # Optimizer state lives where its parameter lives: a moment shaped like its parameter takes
     # the parameter's sharding, a factored one (Adafactor's row or column statistics) the
@@ -359,9 +358,10 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None, abstract:
             return model.loss_fn(p, batch, rng, train=True, experts=experts)
 
         (total, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
+        grad_norm = optax.tree.norm(grads)  # before clipping: the metric and the NaN/Inf check
+        clipped = clip_by_global_norm(grads, grad_norm, config.clip_grad_norm)
+        updates, opt_state = tx.update(clipped, opt_state, params)
         params = optax.apply_updates(params, updates)
-        grad_norm = optax.tree.norm(grads)
         metrics = {**metrics, "loss": total, "grad_norm": grad_norm}
         return params, opt_state, metrics, health(total, grad_norm, grads)
 
@@ -558,7 +558,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     # A resumed run takes its checkpoint's weights; --init-from only starts a run that has none yet.
     # Restored or only compiled for (--dump-hlo), the state is built as shapes: nothing is computed,
     # and a resumed run does not hold initial weights beside the restored ones.
-    dumping = args.dump_hlo is not None
+    dumping = args.dump_hlo is not None and export is None  # an export writes the weights and ends there
     state = build(model, args.seed, init_from if found is None else None, abstract=dumping or found is not None)
     start = 0
     if checkpoints is not None and found is not None:

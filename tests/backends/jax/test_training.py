@@ -245,6 +245,39 @@ def test_step_health_names_each_gradient_with_nan_or_inf(
             metrics.check_finite(7, out["loss"], out["gradient_non_finite"])
 
 
+def test_a_checkpoint_whose_optimizer_chained_clipping_restores(tmp_path: Path) -> None:
+    """Programs of an earlier switchc clipped inside an optax chain when clip_grad_norm > 0, and
+    saved chain's state, (clipping's empty state, the optimizer's); clipping is now outside the
+    optimizer, and such a checkpoint restores into the optimizer's state as it was."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from switchc.backends.jax.runtime.checkpoint import Checkpoints
+    from switchc.backends.jax.runtime.optim import clip_by_global_norm
+
+    params = {"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.ones(3)}
+    adam = optax.adamw(1e-3)
+    chained = optax.chain(optax.clip_by_global_norm(1.0), adam)
+    _, saved = chained.update(params, chained.init(params), params)  # a step with gradients of norm > 1
+    checkpoints = Checkpoints(tmp_path / "checkpoints", keep=2)
+    checkpoints.save(1, params, saved, {"step": 1})
+    checkpoints.wait()
+    restored_params, restored = checkpoints.restore(1, params, adam.init(params))
+    checkpoints.close()
+    assert jax.tree.structure(restored) == jax.tree.structure(adam.init(params))
+    for got, want in zip(
+        jax.tree.leaves((restored_params, restored)), jax.tree.leaves((params, saved[1])), strict=True
+    ):
+        assert jnp.array_equal(got, want)
+    # ... and the clipping now outside it is optax's, bit for bit
+    norm = optax.tree.norm(params)
+    want = optax.clip_by_global_norm(1.0).update(params, optax.EmptyState())[0]
+    for got, expected in zip(
+        jax.tree.leaves(clip_by_global_norm(params, norm, 1.0)), jax.tree.leaves(want), strict=True
+    ):
+        assert jnp.array_equal(got, expected)
+
+
 def test_orbax_logs_of_a_file_it_could_not_write_are_left_to_the_loops_one_line() -> None:
     """orbax logs a failed save's OSError with its traceback from each thread it passes through;
     the loop stops on it with one line (metrics.stop_writing), so those records are dropped."""
