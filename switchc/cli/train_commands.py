@@ -140,7 +140,7 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str, backend: st
         )
     other = other_optimizer_state(to_yaml(run), to_yaml(spec), backend)
     if other is not None:
-        weights = out.with_name(f"{out.name}-weights.safetensors")  # not inside the run directory
+        weights = out.absolute().with_name(f"{out.absolute().name}-weights.safetensors")  # not inside the run
         raise PlainUserError(
             f"--resume --allow-changes: {out}'s checkpoints hold the optimizer state of {other[0]}; the optimizer "
             f"of these settings ({other[1]}) keeps other state, which theirs cannot become; the settings that "

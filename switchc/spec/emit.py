@@ -54,8 +54,11 @@ def consistent_dict(spec: Spec) -> dict[str, Any]:
 
 
 def to_yaml(spec: Spec, header: str | None = None) -> str:
-    """The whole resolved spec as YAML (see `consistent_dict`), with an optional comment header."""
-    top = header or f"{spec.name}: resolved spec (format v{SPEC_VERSION}); every key, defaults included"
+    """The whole resolved spec as YAML (see `consistent_dict`), with an optional comment header. The
+    spec's name (its file's) is written with escapes for what is not printable: a line break in
+    it would end the comment."""
+    name = "".join(char if char.isprintable() else repr(char)[1:-1] for char in spec.name)
+    top = header or f"{name}: resolved spec (format v{SPEC_VERSION}); every key, defaults included"
     body = yaml.dump(consistent_dict(spec), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
     return f"# {top}\n{body}"
 

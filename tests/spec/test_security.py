@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from switchc.cli import main
 from switchc.errors import Source, UserError
-from switchc.spec import parse_spec
+from switchc.spec import load_spec, parse_spec
 from tests.conftest import SPECS_DIR
 
 HOSTILE = [
@@ -112,3 +112,4 @@ def test_a_spec_files_name_and_the_set_overrides_stay_text_in_the_program(backen
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shown.stdout.startswith("usage: train.py") and f"\n{name}: train " in shown.stdout
     assert not (out / "pwned").exists()
+    assert load_spec(str(out / "spec.yaml")) == load_spec(str(spec), [f"data.path={path}", "data.source=text"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,8 @@ def test_dump_hlo_writes_the_compiled_step_and_its_cost(tmp_path: Path) -> None:
     program = compile_program(tmp_path, *[arg for setting in settings for arg in ("--set", setting)])
     result = run_program(program, "--devices", "8", "--dump-hlo", str(tmp_path / "hlo"))
     assert result.returncode == 0, result.stderr[-2000:]
+    # the largest resident set of any process this test session waited for (KiB): not the weights'
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 8 * 2**20
     hlo = (tmp_path / "hlo" / "train_step.hlo.txt").read_text()
     assert "all-to-all" in hlo
     assert "f32[16,4096,16384]" in hlo  # each device's 16 of the 64 experts' wi
