@@ -808,6 +808,12 @@ def unreadable_checkpoint(where: str, error: BaseException, previous: int | None
     detail = first_line(error).split(" See full TensorStore details")[0]
     if len(detail) > 320:
         detail = detail[:320].rstrip() + " ..."
+    if "tree structures do not match" in detail:  # orbax: the files are whole, their layout is another program's
+        return SystemExit(
+            f"error: --resume: {where} holds training state of another layout than this program's: {detail}\n"
+            "hint: the checkpoint is not damaged (keep it): resume it with the program that wrote it, or write its "
+            "weights with that program (--export-init FILE --resume) and start this one from them (--init-from FILE)"
+        )
     then = f"continue from step {previous}" if previous is not None else "start the run afresh"
     return SystemExit(
         f"error: --resume: cannot read {where}: {type(error).__name__}{': ' + detail if detail else ''}\n"

@@ -247,6 +247,15 @@ def test_a_damaged_checkpoint_names_itself_and_the_step_before() -> None:
     )
 
 
+def test_a_checkpoint_of_another_state_layout_is_not_called_damaged() -> None:
+    """orbax's refusal of a target tree that differs from the saved one (another optimizer
+    configuration than any check foresaw): the files are whole, so no hint to delete them."""
+    mismatch = ValueError("User-provided restore item and on-disk value metadata tree structures do not match:\n...")
+    error = flags.unreadable_checkpoint("checkpoint run/checkpoints/6", mismatch, 3)
+    assert isinstance(error.code, str) and "holds training state of another layout than this program's" in error.code
+    assert "not damaged (keep it)" in error.code and "delete" not in error.code
+
+
 def test_an_out_path_the_system_refuses_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
