@@ -133,6 +133,16 @@ def made_from(spec: Spec, backend: str, beside: str = "") -> str:
     return textwrap.fill(sentence, width=100, break_on_hyphens=False, break_long_words=False)
 
 
+def tokenizer_needs(spec: Spec) -> str:
+    """The header's line on what the spec's tokenizer needs beyond the listed packages ('' for the
+    byte tokenizer): runtime/data.py imports sentencepiece to train or load the model."""
+    return (
+        "\nThis spec's SentencePiece tokenizer also needs sentencepiece."
+        if spec.data.tokenizer == "sentencepiece"
+        else ""
+    )
+
+
 def title(spec: Spec) -> str:
     """What the program trains, for the first line of its header."""
     return "a Switch Transformer" if spec.moe is not None else "a dense T5"

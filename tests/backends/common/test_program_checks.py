@@ -81,3 +81,16 @@ def test_a_shape_error_at_a_setting_given_on_the_command_line_notes_nothing_from
     assert result.exit_code == 2, result.output
     assert "<command line>:2:28: error: span corruption" in result.stderr
     assert "note:" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_header_names_sentencepiece_for_a_spec_that_tokenizes_with_it(tmp_path: Path, backend: str) -> None:
+    """runtime/data.py imports sentencepiece to train or load the spec's tokenizer (the default, and
+    the paper specs'); a byte-tokenizer program does not need it."""
+    needs = "This spec's SentencePiece tokenizer also needs sentencepiece."
+    for tokenizer, said in (("sentencepiece", True), ("byte", False)):
+        out = tmp_path / tokenizer
+        args = ["compile", "switch-tiny", "--backend", backend, "-o", str(out), "--set", f"data.tokenizer={tokenizer}"]
+        result = CliRunner().invoke(main, [*args, "--set", "model.vocab_size=1024"])
+        assert result.exit_code == 0, result.output
+        assert (needs in (out / "train.py").read_text()) is said, tokenizer
