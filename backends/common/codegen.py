@@ -20,7 +20,7 @@ from switchc.analysis.flops import count_flops
 from switchc.ir import Graph, Param, op_of
 from switchc.passes import lower
 from switchc.spec import Spec
-from switchc.spec.emit import extendable, spec_digest
+from switchc.spec.emit import escape_unprintable, extendable, spec_digest
 
 INDENT = "    "
 LINE_LENGTH = 120  # generated code is formatted as `ruff format --line-length 120` would
@@ -31,7 +31,7 @@ def docstring_text(text: str) -> str:
     generated docstring and read back as it was: a backslash or double quote is escaped (no escape
     sequence starts, no quote ends the string) and a character that is not printable (a newline in
     a file name) is written as its escape."""
-    return "".join("\\" + char if char in '\\"' else char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return escape_unprintable(text.replace("\\", "\\\\").replace('"', '\\"'))
 
 
 def literal(value: object) -> str:

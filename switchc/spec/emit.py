@@ -53,12 +53,19 @@ def consistent_dict(spec: Spec) -> dict[str, Any]:
     return data
 
 
+def escape_unprintable(text: str) -> str:
+    """`text` with each character that is not printable (a line break, a control character) written
+    as its Python escape: a file name quoted in a comment or a docstring of generated text."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def to_yaml(spec: Spec, header: str | None = None) -> str:
     """The whole resolved spec as YAML (see `consistent_dict`), with an optional comment header. The
-    spec's name (its file's) is written with escapes for what is not printable: a line break in
-    it would end the comment."""
-    name = "".join(char if char.isprintable() else repr(char)[1:-1] for char in spec.name)
-    top = header or f"{name}: resolved spec (format v{SPEC_VERSION}); every key, defaults included"
+    spec's name (its file's) is escaped: a line break in it would end the comment."""
+    top = (
+        header
+        or f"{escape_unprintable(spec.name)}: resolved spec (format v{SPEC_VERSION}); every key, defaults included"
+    )
     body = yaml.dump(consistent_dict(spec), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100)
     return f"# {top}\n{body}"
 
