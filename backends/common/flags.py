@@ -66,12 +66,14 @@ def parser(
     held_out: bool,
     resume_help: str,
     init_from_help: str,
+    hardware: Sequence[str] = (),
 ) -> argparse.ArgumentParser:
     """A parser with the shared flags. `held_out`: whether the spec holds out an eval split
     (data.eval_fraction > 0, or data.eval_path); without one --eval-every defaults to 0 and any other value
     is refused.
     `resume_help` and `init_from_help` are the help texts of --resume and --init-from, whose
-    details differ between the backends."""
+    details differ between the backends. `hardware`: the names --hardware takes (model.PEAK_FLOPS's,
+    which train.py passes: model.py is not imported before the flags are read); none: any, checked later."""
     every = max(1, default_steps // 10)
     # No abbreviations: the JAX program's --devices N and the PyTorch program's --device KIND must not
     # pass for each other (`--device cpu` to the JAX program would read as `--devices cpu`).
@@ -136,9 +138,11 @@ def parser(
     flags.add_argument(
         "--hardware",
         default=None,
+        choices=tuple(hardware) or None,
         metavar="NAME",
-        help="hardware profile for MFU (model.PEAK_FLOPS lists them; default: cpu on CPUs, else the device's, "
-        "else the report's)",
+        help="hardware profile for MFU: "
+        + (", ".join(hardware) if hardware else "model.PEAK_FLOPS lists them")
+        + " (default: cpu on CPUs, else the device's, else the report's)",
     )
     flags.add_argument(
         "--system-malloc",

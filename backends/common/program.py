@@ -14,12 +14,13 @@ from importlib import resources
 from pathlib import PurePath
 from types import SimpleNamespace
 
+from switchc.analysis import builtin_profiles
 from switchc.errors import Diagnostic, UserError
 from switchc.spec import Spec
 from switchc.spec.checks import OVERRIDE_SOURCE_NAME
 from switchc.spec.emit import to_yaml
 
-from .codegen import config_values, docstring_text
+from .codegen import call_lines, config_values, docstring_text, literal
 from .data import shape_problem
 
 # backends/common modules every program carries in runtime/ (standard library and numpy only)
@@ -83,7 +84,22 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
     """
     note = f"  # {import_note}" if import_note else ""
     # without a held-out split --eval-every defaults to 0 and refuses any other value (flags.check)
-    held_out = "" if evaluates(spec) else ", held_out=False"
+    held_out = [] if evaluates(spec) else ["held_out=False"]
+    # --hardware takes model.PEAK_FLOPS's profile names, known before model.py is imported
+    hardware = literal(tuple(sorted(builtin_profiles())))
+    parse = "\n".join(
+        call_lines(
+            "args = parse_args",
+            [
+                "argv",
+                "__doc__",
+                f"default_steps={spec.train.steps}",
+                f"default_seed={spec.train.seed}",
+                *held_out,
+                f"hardware={hardware}",
+            ],
+        )
+    )
     also = f" and {evaluate_also}" if evaluate_also else ""
     return f'''"""{docstring}"""
 
@@ -95,7 +111,7 @@ from runtime.flags import catch_ctrl_c, stop_if_interrupted, tidy_unless_trained
 def main(argv: list[str]) -> None:
     from runtime.loop import parse_args  # here, not above: Ctrl-C during its imports is one line (below)
 
-    args = parse_args(argv, __doc__, default_steps={spec.train.steps}, default_seed={spec.train.seed}{held_out})
+{parse}
     import model{note}
     from runtime import data, loop
 

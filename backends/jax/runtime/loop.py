@@ -47,7 +47,13 @@ else:  # a generated program: runtime/flags.py, host.py and metrics.py are copie
 
 
 def parse_args(
-    argv: Sequence[str], description: str, default_steps: int, default_seed: int, *, held_out: bool = True
+    argv: Sequence[str],
+    description: str,
+    default_steps: int,
+    default_seed: int,
+    *,
+    held_out: bool = True,
+    hardware: Sequence[str] = (),
 ) -> argparse.Namespace:
     """The shared flags (flags.py) and the JAX program's own; parsed before jax is imported (see --devices)."""
     parser = flags.parser(
@@ -55,6 +61,7 @@ def parse_args(
         default_steps,
         default_seed,
         held_out=held_out,
+        hardware=hardware,
         resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
         init_from_help="start from the weights in FILE (from --export-init of this or the PyTorch program) "
         "instead of --seed's; with --resume, only while OUT has no checkpoint",

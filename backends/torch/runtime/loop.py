@@ -61,7 +61,13 @@ T = TypeVar("T")
 
 
 def parse_args(
-    argv: Sequence[str], description: str, default_steps: int, default_seed: int, *, held_out: bool = True
+    argv: Sequence[str],
+    description: str,
+    default_steps: int,
+    default_seed: int,
+    *,
+    held_out: bool = True,
+    hardware: Sequence[str] = (),
 ) -> argparse.Namespace:
     """The shared flags (flags.py, the JAX program's where they apply) and the PyTorch program's own."""
     parser = flags.parser(
@@ -69,6 +75,7 @@ def parse_args(
         default_steps,
         default_seed,
         held_out=held_out,
+        hardware=hardware,
         resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
         init_from_help="start from the weights in FILE (safetensors keyed by IR names; runtime/weights.py), "
         "not from --seed; with --resume, only while OUT has no checkpoint",

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from switchc.backends.jax.runtime.checkpoint import _FailedWrites
 
+from switchc.analysis import builtin_profiles
 from tests.backends.programs import (
     SMALL_SWITCH,
     TIMING,
@@ -212,6 +213,13 @@ def test_help_lists_the_training_flags(straight: Path) -> None:
     for flag in ("--eval-every", "--eval-batches", "--checkpoint-every", "--keep", "--resume", "--hardware"):
         assert flag in result.stdout
     assert os.path.exists(straight / "runtime" / "metrics.py")
+
+
+def test_an_unknown_hardware_profile_is_a_usage_error_naming_the_profiles(straight: Path) -> None:
+    result = run_program(straight, "--steps", "1", "--hardware", "v100")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    names = ", ".join(f"'{name}'" for name in sorted(builtin_profiles()))
+    assert f"argument --hardware: invalid choice: 'v100' (choose from {names})" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from switchc.analysis import builtin_profiles
 from tests.backends.programs import (
     RUN_TIMEOUT,
     SMALL_SWITCH,
@@ -396,6 +397,13 @@ def test_help_lists_the_training_flags(straight: Path) -> None:
     assert "--init-from" in result.stdout
     for module in ("metrics.py", "checkpoint.py", "weights.py"):
         assert (straight / "runtime" / module).is_file()
+
+
+def test_an_unknown_hardware_profile_is_a_usage_error_naming_the_profiles(straight: Path) -> None:
+    result = run_program(straight, "--steps", "1", "--hardware", "v100")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    names = ", ".join(f"'{name}'" for name in sorted(builtin_profiles()))
+    assert f"argument --hardware: invalid choice: 'v100' (choose from {names})" in result.stderr
 
 
 def test_device_cuda_without_cuda_is_a_usage_error(straight: Path) -> None:
