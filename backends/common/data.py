@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -840,64 +840,80 @@ def tokenizer_for(config: Any, train_documents: Sequence[str]) -> Tokenizer:
     return tokenizer
 
 
-def shape_problem(config: Any) -> tuple[str, str, str] | None:
-    """The first thing a CONFIG's shapes ask of this pipeline that it cannot make, as (the spec
-    setting to change, the error, the hint); None when there is none. `switchc compile` reports it
-    at that setting of the spec; a program checks it again when it starts (`dataset`)."""
+class ShapeProblem(NamedTuple):
+    """What a CONFIG's shapes ask of this pipeline that it cannot make."""
+
+    setting: str  # the spec setting to change (the hint's first choice)
+    error: str
+    hint: str
+    related: tuple[str, ...]  # the other settings the problem follows from (switchc notes where they are set)
+
+
+def shape_problem(config: Any) -> ShapeProblem | None:
+    """The first thing a CONFIG's shapes ask of this pipeline that it cannot make; None when there is
+    none. `switchc compile` reports it at its setting of the spec, with a note at each related
+    setting written elsewhere; a program checks it again when it starts (`dataset`)."""
     byte_floor = BYTE_OFFSET + 256 + 1
     if config.tokenizer == "byte" and config.vocab_size < byte_floor:
-        return (
+        return ShapeProblem(
             "model.vocab_size",
             f"the byte tokenizer needs vocab_size >= {byte_floor} (3 specials, 256 bytes, 1 sentinel), "
             f"not {config.vocab_size}",
             f"set model.vocab_size to at least {byte_floor}, or use data.tokenizer: sentencepiece",
+            ("data.tokenizer",),
         )
     trained_here = config.tokenizer == "sentencepiece" and getattr(config, "spm_model", None) is None
     if trained_here and config.vocab_size < SPM_MIN_VOCAB:
-        return (
+        return ShapeProblem(
             "model.vocab_size",
             f"a SentencePiece tokenizer trained here needs vocab_size >= {SPM_MIN_VOCAB} ({EXTRA_IDS} sentinels "
             f"and at least 4 pieces), not {config.vocab_size}",
             f"set model.vocab_size to at least {SPM_MIN_VOCAB} (a few thousand for real text), or use "
             "data.tokenizer: byte",
+            ("data.tokenizer",),
         )
     if config.objective == "prefix_lm":
         for key in ("inputs_length", "targets_length"):
             if getattr(config, key) < 2:
-                return (
+                return ShapeProblem(
                     f"train.{key}",
                     f"prefix_lm needs {key} >= 2 (room for a token and EOS on each side of its split), "
                     f"not {getattr(config, key)}",
                     f"set train.{key} to 2 or more",
+                    ("data.objective",),
                 )
         return None
     raw = raw_length_for(config.inputs_length, config.noise_density, config.mean_noise_span)
     inputs, targets = corrupted_lengths(raw, config.noise_density, config.mean_noise_span)
     if inputs > config.inputs_length:
         least = corrupted_lengths(2, config.noise_density, config.mean_noise_span)[0]
-        return (
+        return ShapeProblem(
             "train.inputs_length",
             f"span corruption needs inputs_length >= {least} (a clean token, a sentinel for a noise span, and "
             f"EOS), not {config.inputs_length}",
             f"set train.inputs_length to {least} or more, or use data.objective: prefix_lm",
+            ("data.noise_density", "data.mean_noise_span"),
         )
     if targets > config.targets_length:
-        return (
+        return ShapeProblem(
             "train.targets_length",
             f"span corruption of the {raw} tokens that inputs_length {config.inputs_length} holds makes {targets} "
             f"target tokens, more than targets_length {config.targets_length}",
             f"set train.targets_length to at least {targets}, or lower data.noise_density (or raise "
             "data.mean_noise_span)",
+            ("train.inputs_length", "data.noise_density", "data.mean_noise_span"),
         )
     _, spans = noise_spans(raw, config.noise_density, config.mean_noise_span)
     sentinels = EXTRA_IDS if config.tokenizer == "sentencepiece" else config.vocab_size - BYTE_OFFSET - 256
     if spans > sentinels:
-        more = ", or raise model.vocab_size (every id above 258 is a sentinel)" if config.tokenizer == "byte" else ""
-        return (
+        byte = config.tokenizer == "byte"
+        more = ", or raise model.vocab_size (every id above 258 is a sentinel)" if byte else ""
+        return ShapeProblem(
             "train.inputs_length",
             f"span corruption of {raw} tokens makes up to {spans} spans, but the {config.tokenizer} tokenizer "
             f"has {sentinels} sentinel{'' if sentinels == 1 else 's'}",
             f"shorten train.inputs_length, raise data.mean_noise_span{more}",
+            ("data.noise_density", "data.mean_noise_span", *(("model.vocab_size",) if byte else ())),
         )
     return None
 
@@ -916,8 +932,7 @@ def dataset(config: Any, split: str = "train") -> Examples:
         raise SystemExit(f"error: objective {config.objective!r} is not supported; use span_corruption or prefix_lm")
     problem = shape_problem(config)
     if problem is not None:
-        _, error, hint = problem
-        raise SystemExit(f"error: {error}\nhint: {hint}")
+        raise SystemExit(f"error: {problem.error}\nhint: {problem.hint}")
     documents = read_documents(config.source, config.path, config.jsonl_field)
     eval_path = getattr(config, "eval_path", None)
     if eval_path is None:

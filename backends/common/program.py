@@ -50,27 +50,19 @@ def evaluates(spec: Spec) -> bool:
     return spec.data.eval_fraction > 0 or spec.data.eval_path is not None
 
 
-# The other settings a shape problem at a setting follows from (shape_problem's messages and hints
-# name them): check_data points at those the spec sets apart from it, such as an inputs_length given
-# with --set that makes the built-in spec's targets_length too short.
-ALSO_FROM = {
-    "train.targets_length": ("train.inputs_length", "data.noise_density", "data.mean_noise_span"),
-    "train.inputs_length": ("data.noise_density", "data.mean_noise_span", "model.vocab_size"),
-}
-
-
 def check_data(spec: Spec) -> None:
     """What runtime/data.py needs of the spec's shapes (its `shape_problem`), as a located error when
     the program is made; the program checks the same when it starts. The error is at the setting the
-    hint names, with a note at each related setting written elsewhere (ALSO_FROM)."""
+    hint names, with a note at each related setting written elsewhere (such as an inputs_length given
+    with --set that makes the built-in spec's targets_length too short)."""
     problem = shape_problem(program_config(spec))
     if problem is None:
         return
-    setting, error, hint = problem
+    setting, error, hint, related = problem
     span = spec.span(setting)
     notes = tuple(
         (f"{other} is set here", spec.span(other))
-        for other in ALSO_FROM.get(setting, ())
+        for other in related
         if not spec.is_default(other) and (spec.is_default(setting) or spec.span(other).source is not span.source)
     )
     raise UserError([Diagnostic(error, span, hint, notes)])

@@ -9,6 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from switchc.cli import main
+from switchc.spec import load_spec
+from switchc.spec.emit import to_yaml
 
 
 @pytest.mark.parametrize(
@@ -72,6 +74,30 @@ def test_a_shape_error_notes_the_setting_given_elsewhere_that_caused_it(
     assert error in result.stderr
     assert note in result.stderr
     assert result.stderr.index(note) < result.stderr.index("\nhint: ")  # the note belongs to the error
+
+
+def test_a_shape_error_notes_only_the_settings_it_follows_from(tmp_path: Path) -> None:
+    """inputs_length too short for span corruption does not depend on the vocabulary (too few
+    sentinels does); a byte vocabulary too small does depend on the tokenizer."""
+    spec = tmp_path / "short.yaml"
+    spec.write_text(to_yaml(load_spec("switch-tiny", ["train.inputs_length=2"])))
+    sets = ["--set", "model.vocab_size=600", "--set", "data.noise_density=0.2"]
+    result = CliRunner().invoke(main, ["check", str(spec), *sets])
+    assert result.exit_code == 2, result.output
+    assert "error: span corruption needs inputs_length >= 3" in result.stderr
+    assert "note: data.noise_density is set here" in result.stderr
+    assert "model.vocab_size" not in result.stderr
+    result = CliRunner().invoke(
+        main, ["check", "switch-tiny", "--set", "model.vocab_size=200", "--set", "data.tokenizer=byte"]
+    )
+    assert "error: the byte tokenizer needs vocab_size >= 260" in result.stderr
+    assert "note: data.tokenizer is set here" not in result.stderr  # the same place: no note
+    small = tmp_path / "small.yaml"
+    small.write_text(to_yaml(load_spec("switch-tiny", ["model.vocab_size=200", "data.tokenizer=sentencepiece"])))
+    result = CliRunner().invoke(main, ["check", str(small), "--set", "data.tokenizer=byte"])
+    assert result.exit_code == 2, result.output
+    assert "small.yaml:3:15: error: the byte tokenizer needs vocab_size >= 260" in result.stderr
+    assert "<command line>:1:22: note: data.tokenizer is set here" in result.stderr
 
 
 def test_a_shape_error_at_a_setting_given_on_the_command_line_notes_nothing_from_the_same_place() -> None:
