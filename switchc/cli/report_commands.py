@@ -96,7 +96,9 @@ def report(
     for spec, label, refused in zip(loaded, _labels(loaded), refusals, strict=True):
         report = report_for(spec, hw, mfu)
         summary = dataclasses.replace(report.spec, name=label)
-        reports.append(dataclasses.replace(report, spec=summary, notes=report.notes + refused))
+        # JSON and markdown are files a tool or a reader gets without stderr: they carry the refusal too
+        carried = refused if fmt != "table" else ()
+        reports.append(dataclasses.replace(report, spec=summary, notes=report.notes + carried))
     if plot_path is not None:
         _plot(reports, plot_path)
     if fmt == "json":

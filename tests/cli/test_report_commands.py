@@ -260,6 +260,13 @@ def test_a_spec_the_programs_refuse_is_reported_with_a_located_warning() -> None
     (refusal,) = [note for note in report["notes"] if "refuse this spec" in note]
     assert refusal.startswith("<builtin>/switch-tiny.yaml:30:19: span corruption")
     assert "train.inputs_length is set at <command line>:1:27; set train.targets_length to at least" in refusal
+    markdown = runner.invoke(
+        main, ["report", "switch-tiny", "--set", "train.inputs_length=256", "--format", "markdown"]
+    )
+    assert "refuse this spec" in markdown.stdout
+    table = runner.invoke(main, ["report", "switch-tiny", "--set", "train.inputs_length=256"])
+    assert "refuse this spec" not in table.stdout  # on the terminal the located warning above says it once
+    assert table.stderr.count("refuse this spec") == 1
     clean = runner.invoke(main, ["report", "switch-tiny", "--format", "json"])
     assert clean.stderr == ""
     assert not any("refuse" in note for note in json.loads(clean.stdout)["notes"])
