@@ -156,6 +156,12 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The shared flags' impossible values: a usage error (exit status 2) naming the flag."""
     if args.steps < 0:
         flags.error("--steps must be >= 0")
+    # Values first, then the flags' company: `--keep 0` says 0 is no count before it asks for --out.
+    # (--checkpoint-every, --eval-every and --keep are None when not given; their defaults are valid.)
+    for name, least in (("log_every", 1), ("eval_batches", 1), ("keep", 1), ("eval_every", 0), ("checkpoint_every", 0)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            flags.error(f"--{name.replace('_', '-')} must be >= {least}")
     if args.out is None:  # nothing would be saved: say so rather than ignore the flag
         if args.checkpoint_every:
             flags.error("--checkpoint-every applies only with --out (the run directory checkpoints are saved in)")
@@ -173,12 +179,6 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.checkpoint_every = args.checkpoint_default
     if args.keep is None:
         args.keep = args.keep_default
-    for name in ("log_every", "eval_batches", "keep"):
-        if getattr(args, name) < 1:
-            flags.error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("eval_every", "checkpoint_every"):
-        if getattr(args, name) < 0:
-            flags.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.resume and args.out is None:
         flags.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
     if args.allow_changes and not args.resume:

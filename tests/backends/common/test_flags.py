@@ -297,6 +297,9 @@ def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
     [
         (("--checkpoint-every", "5"), "--checkpoint-every applies only with --out"),
         (("--keep", "2"), "--keep applies only with --out"),
+        (("--keep", "0"), "--keep must be >= 1"),  # the value first: --out would not make it valid
+        (("--checkpoint-every", "-1"), "--checkpoint-every must be >= 0"),
+        (("--log-every", "0", "--keep", "2"), "--log-every must be >= 1"),
         (("--export-init", "w.safetensors", "--out", "no-run", "--resume"), "no-run/checkpoints does not exist"),
         (("--export-init", "."), "--export-init . is a directory; name the file to write, e.g. init.safetensors"),
     ],
