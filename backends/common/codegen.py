@@ -35,9 +35,11 @@ def docstring_text(text: str) -> str:
 
 
 def literal(value: object) -> str:
-    """A Python literal in the formatter's style (double quotes; spec strings are printable)."""
+    """A Python literal in the formatter's style (double quotes). A string's unprintable characters
+    (a control character, a bidi override that would make the line display other than it runs) are
+    written as escapes (`docstring_text`)."""
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + docstring_text(value) + '"'
     if isinstance(value, tuple):
         items = [literal(v) for v in value]
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"

@@ -113,3 +113,20 @@ def test_a_spec_files_name_and_the_set_overrides_stay_text_in_the_program(backen
     assert shown.stdout.startswith("usage: train.py") and f"\n{name}: train " in shown.stdout
     assert not (out / "pwned").exists()
     assert load_spec(str(out / "spec.yaml")) == load_spec(str(spec), [f"data.path={path}", "data.source=text"])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_bidi_override_in_a_path_is_an_escape_in_the_program(backend: str, tmp_path: Path) -> None:
+    """Format characters pass the spec's control-character check, and a raw U+202E in a string
+    literal would make its line display other than it runs: every generated file holds it escaped,
+    and the string still reads back as the spec's."""
+    path = "runs/\u202etxt.corpus"
+    out = tmp_path / "program"
+    args = ["compile", "switch-tiny", "--backend", backend, "-o", str(out), "--set", "data.source=text"]
+    result = CliRunner().invoke(main, [*args, "--set", f'data.path="{path.encode("unicode_escape").decode()}"'])
+    assert result.exit_code == 0, result.output
+    for file in out.rglob("*"):
+        if file.is_file():
+            assert "\u202e" not in file.read_text(encoding="utf-8"), file
+    assert '"runs/\\u202etxt.corpus"' in (out / "model.py").read_text(encoding="utf-8")
+    assert load_spec(str(out / "spec.yaml")).data.path == path
