@@ -92,5 +92,11 @@ def figure_formats() -> list[str]:
 def save_figure(figure: Any, path: Path, dpi: int = 120) -> None:
     """A matplotlib figure to `path`, in the format its suffix names (see figure_formats), whole or not at all."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=path.suffix.lower().removeprefix("."), dpi=dpi)
+    try:
+        figure.savefig(buffer, format=path.suffix.lower().removeprefix("."), dpi=dpi)
+    except (RuntimeError, OSError) as err:  # a format drawn by a program this host lacks: .pgf's LaTeX
+        said = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise PlainUserError(
+            f"cannot draw {path.name}: {said}", "choose a format matplotlib draws itself, e.g. .png, .svg or .pdf"
+        ) from None
     write_output(path, buffer.getvalue())

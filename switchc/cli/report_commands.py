@@ -99,8 +99,8 @@ def report(
         # JSON and markdown are files a tool or a reader gets without stderr: they carry the refusal too
         carried = refused if fmt != "table" else ()
         reports.append(dataclasses.replace(report, spec=summary, notes=report.notes + carried))
-    if plot_path is not None:
-        _plot(reports, plot_path)
+    if plot_path is not None:  # a path that cannot be drawn to is refused before anything is said
+        _check_plot_path(plot_path)
     if fmt == "json":
         if len(reports) == 1:
             click.echo(json.dumps(reports[0].to_json(), indent=2))
@@ -110,6 +110,9 @@ def report(
         click.echo(to_markdown(reports), nl=False)
     else:
         table_console(200).print(rich_table(reports))  # piped: long values kept on one line
+    if plot_path is not None:  # after the report: a plot that fails to draw loses nothing else
+        plot(reports, str(plot_path))
+        click.echo(f"wrote {plot_path}", err=True)
 
 
 def _labels(specs: list[Spec]) -> list[str]:
@@ -126,7 +129,7 @@ def _labels(specs: list[Spec]) -> list[str]:
     return names
 
 
-def _plot(reports: list[Report], path: Path) -> None:
+def _check_plot_path(path: Path) -> None:
     check_output_parent(path)
     try:
         formats = figure_formats()
@@ -135,8 +138,6 @@ def _plot(reports: list[Report], path: Path) -> None:
     if path.suffix.lower().removeprefix(".") not in formats:
         said = f"unknown format '{path.suffix}'" if path.suffix else "no suffix to name its format"
         raise PlainUserError(f"cannot plot to '{path.name}': {said}", f"end it in one of .{', .'.join(formats)}")
-    plot(reports, str(path))
-    click.echo(f"wrote {path}", err=True)
 
 
 @click.command(

@@ -141,6 +141,20 @@ def test_plot_needs_a_suffix_matplotlib_writes(tiny_file: str, tmp_path: Path, n
     assert not (tmp_path / name).exists() and not (tmp_path / f"{name}.png").exists()
 
 
+def test_a_plot_format_this_host_cannot_draw_is_an_error_after_the_report(
+    tiny_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """.pgf is drawn by LaTeX: without it the report is printed all the same, then one error."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs"))  # no xelatex, whatever this host has
+    result = run("report", tiny_file, "--plot", str(tmp_path / "layers.pgf"), "--format", "json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert json.loads(result.stdout)["spec"]["name"] == "tiny"
+    assert "error: cannot draw layers.pgf: 'xelatex' not found" in result.stderr
+    assert "hint: choose a format matplotlib draws itself, e.g. .png, .svg or .pdf" in result.stderr
+    assert not (tmp_path / "layers.pgf").exists()
+
+
 def test_a_command_in_a_hint_is_quoted_for_the_shell(tiny_file: str, tmp_path: Path) -> None:
     missing = tmp_path / "dir with space"
     result = run("report", tiny_file, "--plot", str(missing / "layers.png"))
