@@ -885,22 +885,26 @@ def shape_problem(config: Any) -> ShapeProblem | None:
         return None
     raw = raw_length_for(config.inputs_length, config.noise_density, config.mean_noise_span)
     inputs, targets = corrupted_lengths(raw, config.noise_density, config.mean_noise_span)
+    # the hints offer only what would pass: prefix_lm where both lengths are 2 or more
+    prefix_lm = ", or use data.objective: prefix_lm" if min(config.inputs_length, config.targets_length) >= 2 else ""
     if inputs > config.inputs_length:
         least = corrupted_lengths(2, config.noise_density, config.mean_noise_span)[0]
         return ShapeProblem(
             "train.inputs_length",
             f"span corruption needs inputs_length >= {least} (a clean token, a sentinel for a noise span, and "
             f"EOS), not {config.inputs_length}",
-            f"set train.inputs_length to {least} or more, or use data.objective: prefix_lm",
+            f"set train.inputs_length to {least} or more{prefix_lm}",
             ("data.noise_density", "data.mean_noise_span"),
         )
     if targets > config.targets_length:
+        fewest = corrupted_lengths(raw, 0.0, config.mean_noise_span)[1]  # one noise token: its sentinel, EOS
+        less_noise = ", or lower data.noise_density (or raise data.mean_noise_span)"
         return ShapeProblem(
             "train.targets_length",
             f"span corruption of the {raw} tokens that inputs_length {config.inputs_length} holds makes {targets} "
             f"target tokens, more than targets_length {config.targets_length}",
-            f"set train.targets_length to at least {targets}, or lower data.noise_density (or raise "
-            "data.mean_noise_span)",
+            f"set train.targets_length to at least {targets}"
+            + (less_noise if config.targets_length >= fewest else prefix_lm),
             ("train.inputs_length", "data.noise_density", "data.mean_noise_span"),
         )
     _, spans = noise_spans(raw, config.noise_density, config.mean_noise_span)

@@ -100,6 +100,43 @@ def test_a_shape_error_notes_only_the_settings_it_follows_from(tmp_path: Path) -
     assert "<command line>:1:22: note: data.tokenizer is set here" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("lengths", "hint", "fixes"),
+    [
+        ((1, 1), "set train.inputs_length to 3 or more\n", ["train.inputs_length=3", "train.targets_length=3"]),
+        (
+            (2, 8),
+            "set train.inputs_length to 3 or more, or use data.objective: prefix_lm\n",
+            ["data.objective=prefix_lm"],
+        ),
+        ((3, 1), "set train.targets_length to at least 3\n", ["train.targets_length=3"]),
+        (
+            (3, 2),
+            "set train.targets_length to at least 3, or use data.objective: prefix_lm\n",
+            ["data.objective=prefix_lm"],
+        ),
+        (
+            (128, 8),
+            "set train.targets_length to at least 29, or lower data.noise_density (or raise",
+            ["data.noise_density=0.03"],
+        ),
+    ],
+)
+def test_a_span_corruption_hint_offers_only_what_passes(lengths: tuple[int, int], hint: str, fixes: list[str]) -> None:
+    """prefix_lm needs both lengths >= 2, and under 3 target tokens no noise density fits a span."""
+    inputs, targets = lengths
+    settings = {"train.inputs_length": str(inputs), "train.targets_length": str(targets)}
+    result = CliRunner().invoke(
+        main, ["check", "switch-tiny", *(a for k, v in settings.items() for a in ("--set", f"{k}={v}"))]
+    )
+    assert result.exit_code == 2 and f"hint: {hint}" in result.stderr + "\n", result.stderr
+    settings |= dict(fix.split("=") for fix in fixes)
+    fixed = CliRunner().invoke(
+        main, ["check", "switch-tiny", *(a for k, v in settings.items() for a in ("--set", f"{k}={v}"))]
+    )
+    assert fixed.exit_code == 0, fixed.stderr
+
+
 def test_a_shape_error_at_a_setting_given_on_the_command_line_notes_nothing_from_the_same_place() -> None:
     result = CliRunner().invoke(
         main, ["check", "switch-tiny", "--set", "train.inputs_length=512", "--set", "train.targets_length=16"]
