@@ -323,6 +323,10 @@ def _quoted(text: str) -> str:
     return repr(text) if "'" not in text else '"' + repr(text)[1:-1] + '"'
 
 
+# pydantic's range errors: the bound each states (a NaN fails every one: it is said to be not finite)
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
 def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic:
     loc = tuple(p for p in error["loc"] if p != "[key]")
     kind = error["type"]
@@ -359,7 +363,7 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         return Diagnostic(f"{dotted}: expected an integer, got {_describe(value)}", span, hint)
     if kind == "float_type":
         return Diagnostic(f"{dotted}: expected a number, got {_describe(value)}", span, _unquote_hint(value))
-    if kind == "finite_number":
+    if kind == "finite_number" or (kind in _BOUNDS and isinstance(value, float) and not math.isfinite(value)):
         return Diagnostic(f"{dotted}: {_describe(value)} is not a finite number", span, "write a finite value")
     if kind == "bool_type":
         return Diagnostic(f"{dotted}: expected true or false, got {_describe(value)}", span)
@@ -369,12 +373,11 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         hint = did_you_mean(str(value), choices) or f"choose one of: {', '.join(choices)}"
         return Diagnostic(f"{dotted}: unknown choice {_describe(value)}", span, hint)
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-    if kind in bounds:
+    if kind in _BOUNDS:
         limit = next(iter(ctx.values()))
         if isinstance(limit, float) and limit.is_integer():
             limit = int(limit)
-        return Diagnostic(f"{dotted}: {_describe(value)} is out of range, it must be {bounds[kind]} {limit}", span)
+        return Diagnostic(f"{dotted}: {_describe(value)} is out of range, it must be {_BOUNDS[kind]} {limit}", span)
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == IDENTIFIER_PATTERN:  # mesh axes only
         return Diagnostic(f"{dotted}: {_describe(value)} is not a valid mesh axis name", span, MESH_AXIS_HINT)
     if kind == "string_pattern_mismatch":

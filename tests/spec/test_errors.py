@@ -142,6 +142,8 @@ MISTAKES = [
         "write a finite value",
     ),
     Mistake("an infinite capacity factor", "moe:\n  capacity_factor: {train: .inf}\n", 2, 28, "is not a finite number"),
+    Mistake("a NaN dropout rate (bounded)", "model:\n  dropout_rate: .nan\n", 2, 17, "nan is not a finite number"),
+    Mistake("a NaN noise density (bounded)", "data:\n  noise_density: .nan\n", 2, 18, "nan is not a finite number"),
     Mistake("expert_every zero", "moe:\n  expert_every: 0\n", 2, 17, "moe.expert_every: 0 is out of range"),
     Mistake(
         "expert_every beyond the stacks",
