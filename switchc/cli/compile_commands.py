@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import shutil
 import tempfile
@@ -16,7 +18,11 @@ from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError
 from switchc.spec import Spec, load_spec
 
-MARKER = ".switchc-program"  # marks a directory switchc wrote, which compile may replace
+# Marks a directory switchc wrote, which compile may replace; it lists the SHA-256 of each file
+# written, so that a file edited since is never replaced unseen.
+MARKER = ".switchc-program"
+MARKER_HEADER = "written by switchc compile; the directory may be replaced"
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
@@ -36,11 +42,34 @@ def program_files(spec: Spec, backend: str = "jax") -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _marker(files: dict[str, str]) -> str:
+    """MARKER's text: its header, then `digest  path` per file written (sha256sum's format)."""
+    lines = [f"{_digest(text.encode('utf-8'))}  {relative}" for relative, text in files.items()]
+    return "\n".join([MARKER_HEADER, *lines]) + "\n"
+
+
+def _edited(output: Path) -> list[str]:
+    """The files of `output` whose bytes differ from what compile wrote (MARKER's digests; a marker
+    of an older switchc lists none). A file deleted since is not edited: there is nothing to lose."""
+    edited = []
+    for line in (output / MARKER).read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
+        digest, _, relative = line.partition("  ")
+        path = output / relative
+        if relative and path.is_file() and _digest(path.read_bytes()) != digest:
+            edited.append(relative)
+    return edited
+
+
 def write_program(files: dict[str, str], output: Path) -> None:
     """Write all files into `output` atomically: the directory appears complete or not at all.
 
-    An existing directory is replaced only if it is empty, or if switchc wrote it and it holds
-    nothing else (a run's outputs, an HLO dump): anything else is left alone.
+    An existing directory is replaced only if it is empty, or if switchc wrote it, holds nothing
+    else (a run's outputs, an HLO dump) and none of its files was edited since: anything else is
+    left alone.
     """
     empty = output.is_dir() and not any(output.iterdir())  # made for the program beforehand: nothing to keep
     if output.exists() and not empty and not (output / MARKER).is_file():
@@ -59,6 +88,23 @@ def write_program(files: dict[str, str], output: Path) -> None:
                 + ", ".join(foreign),
                 "move them out of the program directory, or compile into another one",
             )
+        edited = _edited(output) if not empty else []
+        if edited:
+            raise PlainUserError(
+                f"{output} holds files edited since switchc compile wrote them, which replacing it would lose: "
+                + ", ".join(edited),
+                "copy your edits elsewhere, or compile into another directory; delete the edited files to have "
+                "compile replace them",
+            )
+    try:
+        _replace(output, files)
+    except OSError as err:  # its message would name the staging directory, never the user's
+        hint = f"choose a directory you can write to, not {output.parent}" if err.errno in _DENIED else None
+        raise PlainUserError(f"cannot write {output}: {err.strerror or err}", hint) from None
+
+
+def _replace(output: Path, files: dict[str, str]) -> None:
+    """`output` becomes a directory of `files` and MARKER in one rename (a staging directory beside it)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
@@ -66,7 +112,7 @@ def write_program(files: dict[str, str], output: Path) -> None:
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-        (staging / MARKER).write_text("written by switchc compile; the directory may be replaced\n")
+        (staging / MARKER).write_text(_marker(files), encoding="utf-8")
         if output.exists():
             retired = output.with_name(f".{output.name}.old")
             shutil.rmtree(retired, ignore_errors=True)
@@ -102,7 +148,8 @@ def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) 
     lists every flag. DIR/ruff.toml holds the style the code keeps.
 
     Compiling again into DIR replaces it, if switchc wrote it and it holds nothing else: a run's
-    outputs or an HLO dump inside it are never deleted (compile refuses and names them).
+    outputs or an HLO dump inside it, and files edited since they were written, are never lost
+    (compile refuses and names them).
     """
     files = program_files(load_spec(spec, overrides), backend)
     write_program(files, output)

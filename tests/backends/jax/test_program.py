@@ -4,11 +4,13 @@ safe against hostile specs, and trains to the same losses on any mesh."""
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,35 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
     assert result.exit_code == 2 and "holds files switchc compile did not write" in result.stderr
     assert "hlo/" in result.stderr and (program / "hlo" / "train_step.hlo.txt").read_text() == "HloModule"
+
+
+def test_compile_never_replaces_a_file_edited_since_it_wrote_it(tmp_path: Path) -> None:
+    program = compile_program(tmp_path)
+    (program / "model.py").write_text((program / "model.py").read_text() + "# my change\n")
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"error: {program} holds files edited since switchc compile wrote them" in result.stderr
+    assert "would lose: model.py\n" in result.stderr
+    assert (program / "model.py").read_text().endswith("# my change\n")
+    (program / "model.py").unlink()  # the hint's way to take the new file: nothing edited is left
+    compile_program(tmp_path)
+    assert not (program / "model.py").read_text().endswith("# my change\n")
+
+
+def test_a_compile_the_system_refuses_names_the_program_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the hidden staging directory beside it, which the system's message names."""
+
+    def refused(*args: object, **kwargs: object) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".program.x1y2z3"))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(tmp_path / "program")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"error: cannot write {tmp_path / 'program'}: Permission denied\n")
+    assert f"hint: choose a directory you can write to, not {tmp_path}" in result.stderr
+    assert ".program.x1y2z3" not in result.stderr
 
 
 def test_trains_on_real_text(tmp_path: Path) -> None:
