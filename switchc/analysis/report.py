@@ -33,6 +33,7 @@ from switchc.ir import ops
 from switchc.ir.graph import Graph, all_ops, info
 from switchc.passes import lower
 from switchc.spec import Spec
+from switchc.spec.emit import escape_unprintable
 
 REPORT_VERSION = 1
 
@@ -395,12 +396,16 @@ def merged_order(sequences: Iterable[Sequence[str]]) -> list[str]:
     return order
 
 
+def _cell(text: str) -> str:
+    """`text` as one markdown table cell: a | would end it, a line break end the row."""
+    return escape_unprintable(text).replace("|", "\\|")
+
+
 def to_markdown(reports: Sequence[Report]) -> str:
-    names = [r.spec.name for r in reports]
+    names = [_cell(r.spec.name) for r in reports]  # a file's name may hold a |
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for metric, values in _aligned(reports):
-        cells = [v.replace("|", "\\|") for v in values]
-        lines.append(f"| {metric.strip()} | " + " | ".join(cells) + " |")
+        lines.append(f"| {metric.strip()} | " + " | ".join(_cell(v) for v in values) + " |")
     lines.append("")
     lines.append("Conventions:")
     lines += [f"- {c}" for c in reports[0].conventions]

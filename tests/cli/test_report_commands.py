@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from switchc.cli import main
+from tests.conftest import SPECS_DIR
 from tests.ir.tiny import TINY
 
 runner = CliRunner()
@@ -69,6 +70,15 @@ def test_several_specs_compare_side_by_side(tiny_file: str) -> None:
     # two specs of one name (a file and its DSL twin) are told apart by their file names
     twins = json.loads(run("report", "switch-tiny", "switch-tiny.switch", "--format", "json").output)
     assert [r["spec"]["name"] for r in twins["reports"]] == ["switch-tiny.yaml", "switch-tiny.switch"]
+
+
+def test_markdown_keeps_a_pipe_or_a_line_break_in_a_files_name_inside_its_cell(tmp_path: Path) -> None:
+    spec = tmp_path / "a|b\nc.yaml"
+    spec.write_text((SPECS_DIR / "switch-tiny.yaml").read_text())
+    result = run("report", str(spec), "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    header, rule = result.stdout.splitlines()[:2]
+    assert header == "| metric | a\\|b\\nc |" and rule == "|---|---|"
 
 
 def test_markdown_lists_the_conventions(tiny_file: str) -> None:
