@@ -33,6 +33,8 @@ METRICS_FILE = "metrics.jsonl"
 SPLITS = ("train", "eval")
 TOKENS_PER_EXPERT = "tokens_per_expert/"
 DROPPED_FRACTION = "dropped_fraction/"
+LOSSES_BY_PANEL = {"loss": ("loss", "cross_entropy"), "auxiliary losses": ("aux_loss", "z_loss")}  # the curves drawn
+LOSSES = tuple(key for keys in LOSSES_BY_PANEL.values() for key in keys)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ def read_run(directory: Path) -> Run:
             json.loads(lines[-1])
         except ValueError:
             lines, partial = lines[:-1], True
+    while lines and not lines[-1].strip():  # blank lines at the end, as an editor may leave: no record
+        lines.pop()
     records = [_record(path, number, line) for number, line in enumerate(lines, 1)]
     if not records:
         raise PlainUserError(f"{path} is empty", "the run has not logged a step yet")
@@ -148,6 +152,8 @@ def _record(path: Path, number: int, line: str) -> Record:
     for key, item in value.items():
         if key.startswith(TOKENS_PER_EXPERT) and not _is_counts(item):
             raise PlainUserError(f"{where}: {key!r} must be a list of numbers")
+        if (key in LOSSES or key.startswith(DROPPED_FRACTION)) and item is not None and not _is_number(item):
+            raise PlainUserError(f"{where}: {key!r} must be a number, got {item!r}")
     return Record(step, split, value)
 
 
@@ -175,10 +181,9 @@ def loss_curves(runs: Sequence[Run]) -> dict[str, list[Curve]]:
     panels: dict[str, list[Curve]] = {"loss": [], "auxiliary losses": []}
     for run in runs:
         for split in SPLITS:
-            for key in ("loss", "cross_entropy"):
-                panels["loss"] += _present(curve(run, split, key))
-            for key in ("aux_loss", "z_loss"):
-                panels["auxiliary losses"] += _present(curve(run, split, key))
+            for panel, keys in LOSSES_BY_PANEL.items():
+                for key in keys:
+                    panels[panel] += _present(curve(run, split, key))
     return {title: curves for title, curves in panels.items() if curves}
 
 

@@ -173,6 +173,13 @@ def test_a_last_line_still_being_written_is_left_out(tmp_path: Path) -> None:
     assert [record.step for record in read_run(run).records] == [1, 2] and not read_run(run).partial_line
 
 
+def test_blank_lines_at_the_end_of_the_metrics_are_no_records(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0}\n\n  \n')
+    assert [record.step for record in read_run(run).records] == [1]
+
+
 @pytest.mark.parametrize(
     ("contents", "message"),
     [
@@ -185,6 +192,11 @@ def test_a_last_line_still_being_written_is_left_out(tmp_path: Path) -> None:
         ('{"step": 1, "tokens_per_expert/encoder/1": 4}\n', "metrics.jsonl:1: 'tokens_per_expert/encoder/1' must be"),
         ("", "metrics.jsonl is empty"),
         ('{"step": 1, "mfu": 0.1}\n', "no run has a 'loss' to plot"),
+        ('{"step": 1, "loss": "x"}\n', "metrics.jsonl:1: 'loss' must be a number, got 'x'"),
+        (
+            '{"step": 1, "loss": 1, "dropped_fraction/encoder/1": [0]}\n',
+            "'dropped_fraction/encoder/1' must be a number",
+        ),
     ],
 )
 def test_bad_metrics_are_one_line_errors(tmp_path: Path, contents: str, message: str) -> None:
