@@ -16,6 +16,7 @@ Rendering follows compilers users already read every day::
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -97,6 +98,9 @@ def _under(text: str) -> str:
     )
 
 
+_SHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # control characters but tab and line feed
+
+
 def _excerpt(span: Span) -> list[str]:
     text = span.source.line(span.line).rstrip("\n")
     gutter = str(span.line).rjust(5)
@@ -107,7 +111,8 @@ def _excerpt(span: Span) -> list[str]:
     if len(text) > EXCERPT_WIDTH:
         first, last = max(0, start - EXCERPT_CONTEXT), min(len(text), start + width + EXCERPT_CONTEXT)
     before, after = ("..." if first else ""), ("..." if last < len(text) else "")
-    shown = f"{before}{text[first:last]}{after}"
+    # a control character is shown as U+FFFD, one column as it was: never sent raw to the terminal
+    shown = f"{before}{_SHOWN.sub(chr(0xFFFD), text[first:last])}{after}"
     carets = "^" * len(_under(text[start : start + width])) if start < len(text) else "^"
     return [f"{gutter} | {shown}", f"{pad} | {_under(before + text[first:start])}{carets}"]
 

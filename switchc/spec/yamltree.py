@@ -89,7 +89,16 @@ def _events(source: Source, text: str) -> Iterator[yaml.Event]:
         problem = err.problem or err.context or "invalid YAML"
         span = Span(source, line, column, line, column + 1)
         raise UserError.at(span, f"YAML syntax error: {problem}", _syntax_hint(problem)) from None
-    except yaml.YAMLError as err:  # reader errors: bad bytes, control characters
+    except yaml.reader.ReaderError as err:  # a character YAML allows nowhere: a control character
+        line = text.count("\n", 0, err.position) + 1
+        column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
+        character = chr(err.character) if isinstance(err.character, int) else str(err.character)
+        raise UserError.at(
+            Span(source, line, column, line, column + 1),
+            f"control character {character!r} (U+{ord(character[:1] or chr(0)):04X}): YAML allows none",
+            "delete it: spec values are printable text",
+        ) from None
+    except yaml.YAMLError as err:
         raise UserError.at(source.start(), f"cannot read YAML: {err}") from None
 
 

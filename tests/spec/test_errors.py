@@ -291,6 +291,14 @@ MISTAKES = [
         9,
         "control characters or line breaks",
     ),
+    Mistake(
+        "a raw control character",
+        "model:\n  d_model: 64\x07\n",
+        2,
+        14,
+        "control character '\\x07' (U+0007): YAML allows none",
+        "delete it",
+    ),
     Mistake("python object tag", "model: !!python/object:os.system {}\n", 1, 8, "YAML tag", "plain data"),
     Mistake("custom tag", "model:\n  d_model: !big 8\n", 2, 12, "YAML tag '!big' is not allowed"),
     Mistake("anchor", "model: &m\n  d_model: 8\n", 1, 8, "YAML anchor '&m' is not allowed"),
@@ -378,6 +386,7 @@ OVERRIDE_MISTAKES = [
     OverrideMistake("unknown key", ("moe.num_expert=8",), 1, 7, "unknown key 'num_expert' in moe", "num_experts"),
     OverrideMistake("unknown section", ("mdoel.d_model=8",), 1, 7, "unknown key 'mdoel' in the spec", "'model'"),
     OverrideMistake("no equals sign", ("moe.num_experts",), 1, 7, "an override is KEY=VALUE"),
+    OverrideMistake("a control character", ("model.d_model=8", "data.path=a\x01b"), 2, 18, "control character '\\x01'"),
     OverrideMistake(
         "the DSL's axes in a --set",
         ("mesh.axes={data = 2}",),
@@ -563,6 +572,11 @@ def test_override_error_renders_the_command_line() -> None:
         "    1 | --set moe.num_experts=sixty",
         "      |                       ^^^^^",
     ]
+
+
+def test_a_control_character_is_never_echoed_to_the_terminal() -> None:
+    rendered = _first(SWITCH, ("data.path=a\x1b[31mb",)).render()
+    assert "\x1b" not in rendered and "| --set data.path=a\ufffd[31mb" in rendered
 
 
 def test_a_key_set_after_its_section_refines_it() -> None:
