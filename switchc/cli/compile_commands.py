@@ -98,9 +98,14 @@ def write_program(files: dict[str, str], output: Path) -> None:
             )
     try:
         _replace(output, files)
-    except OSError as err:  # its message would name the staging directory, never the user's
+    except OSError as err:  # name the user's path: the system's names the staging directory beside it
+        failed = Path(err.filename) if isinstance(err.filename, str) else None
+        if failed is not None and output.is_relative_to(failed):  # a folder above it: one in the way, say
+            what = f"{failed}: {err.strerror or err}"
+        else:
+            what = f"cannot write {output}: {err.strerror or err}"
         hint = f"choose a directory you can write to, not {output.parent}" if err.errno in _DENIED else None
-        raise PlainUserError(f"cannot write {output}: {err.strerror or err}", hint) from None
+        raise PlainUserError(what, hint) from None
 
 
 def _replace(output: Path, files: dict[str, str]) -> None:
