@@ -85,6 +85,22 @@ def load_spec(spec: str, overrides: Sequence[str] = ()) -> Spec:
     return parse_spec(source, overrides, name=name)
 
 
+def _refuse_an_empty_moe(tree: Mapping) -> None:
+    """`moe:` with nothing after it is YAML's null, which (as `moe: null`) makes the model dense;
+    but every other empty section is an error, and the keys under it are most often commented out.
+    Only a written null says dense."""
+    entry = tree.get("moe")
+    if entry is not None and isinstance(entry.value, yamltree.Scalar) and entry.value.plain and not entry.value.text:
+        if entry.key.span.source.name == OVERRIDE_SOURCE_NAME:
+            hint = "--set 'moe={}' for Switch layers with the paper's defaults, or --set moe=null for a dense model"
+        else:
+            hint = (
+                "write `moe: {}` for Switch layers with the paper's defaults, or `moe: null` (or no moe section) for "
+                "a dense model"
+            )
+        raise UserError.at(entry.key.span, "the moe section is empty", hint)
+
+
 def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None = None) -> Spec:
     """Validate spec text, YAML or DSL by its name (and `--set KEY=VALUE` overrides applied on top of it)."""
     try:
@@ -106,6 +122,7 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
             "default); `switchc explain switch-tiny` prints a full spec",
         )
     tree = apply_overrides(tree, overrides)
+    _refuse_an_empty_moe(tree)
     body = _validate(tree, is_dsl(source))
     origin = Origin(
         name=name or source.name,

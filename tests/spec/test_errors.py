@@ -299,6 +299,14 @@ MISTAKES = [
         "control character '\\x07' (U+0007): YAML allows none",
         "delete it",
     ),
+    Mistake(  # YAML reads it as null, which `moe: null` spells to mean dense: keys commented out, most often
+        "an empty moe section",
+        "model:\n  d_model: 64\nmoe:\n#  num_experts: 128\n",
+        3,
+        1,
+        "the moe section is empty",
+        "write `moe: {}` for Switch layers with the paper's defaults, or `moe: null`",
+    ),
     Mistake("python object tag", "model: !!python/object:os.system {}\n", 1, 8, "YAML tag", "plain data"),
     Mistake("custom tag", "model:\n  d_model: !big 8\n", 2, 12, "YAML tag '!big' is not allowed"),
     Mistake("anchor", "model: &m\n  d_model: 8\n", 1, 8, "YAML anchor '&m' is not allowed"),
@@ -386,6 +394,7 @@ OVERRIDE_MISTAKES = [
     OverrideMistake("unknown key", ("moe.num_expert=8",), 1, 7, "unknown key 'num_expert' in moe", "num_experts"),
     OverrideMistake("unknown section", ("mdoel.d_model=8",), 1, 7, "unknown key 'mdoel' in the spec", "'model'"),
     OverrideMistake("no equals sign", ("moe.num_experts",), 1, 7, "an override is KEY=VALUE"),
+    OverrideMistake("an empty moe", ("moe=",), 1, 7, "the moe section is empty", "--set 'moe={}' for Switch"),
     OverrideMistake("a control character", ("model.d_model=8", "data.path=a\x01b"), 2, 18, "control character '\\x01'"),
     OverrideMistake(
         "the DSL's axes in a --set",

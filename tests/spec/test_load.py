@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from switchc.errors import PlainUserError, Source
+from switchc.errors import PlainUserError, Source, UserError
 from switchc.spec import MoEConfig, load_spec, parse_spec
 
 
@@ -26,7 +26,9 @@ def test_absent_keys_take_the_paper_defaults_and_are_marked() -> None:
 def test_absent_or_null_moe_is_a_dense_model() -> None:
     assert parse("model: {}\n").moe is None
     assert parse("moe: null\n").moe is None
-    assert parse("moe:\n").moe is None
+    assert parse("moe: ~\n").moe is None
+    with pytest.raises(UserError, match="the moe section is empty"):  # no value written: refused, see test_errors
+        parse("moe:\n")
 
 
 def test_values_keep_their_spans() -> None:
