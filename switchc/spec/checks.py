@@ -152,15 +152,28 @@ def _check_expert_every_agrees(spec: Spec) -> Iterator[Diagnostic]:
     hint = (
         "the layout says where Switch layers sit in the stacks it names: remove moe.expert_every, or make the two agree"
     )
+    # A depth given with --set, beside a file's layout and expert_every: the layout lists the blocks
+    # of the depth the file wrote, and it is what the --set made disagree.
+    deepened = [
+        stack
+        for stack in disagree
+        if spec.span(f"model.{stack}_layers").source.name == OVERRIDE_SOURCE_NAME
+        and spec.span(f"layout.{stack}.switch").source is not spec.span(f"model.{stack}_layers").source
+    ]
+    overrides = " ".join(f"--set 'layout.{stack}.switch=every {moe.expert_every}'" for stack in disagree)
     if every_source.name == OVERRIDE_SOURCE_NAME:  # the file's layout stays: --set the layout itself
-        overrides = " ".join(f"--set 'layout.{stack}.switch=every {moe.expert_every}'" for stack in disagree)
         hint = f"the layout says where Switch layers sit in the stacks it names: set it instead, {overrides}"
+    elif deepened:
+        hint = (
+            f"the layout lists the Switch blocks of the depth the file gives: set it for the new one too, {overrides}"
+        )
     layouts = " and ".join(f"layout.{stack}.switch" for stack in disagree)
     yield Diagnostic(
         f"moe.expert_every {moe.expert_every} disagrees with {layouts}",
         spec.span("moe.expert_every"),
         hint,
-        notes=tuple((f"the {stack} layout is written here", spec.span(f"layout.{stack}.switch")) for stack in disagree),
+        notes=tuple((f"the {stack} layout is written here", spec.span(f"layout.{stack}.switch")) for stack in disagree)
+        + tuple((f"model.{stack}_layers is set here", spec.span(f"model.{stack}_layers")) for stack in deepened),
     )
 
 

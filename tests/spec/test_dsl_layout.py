@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -255,3 +256,25 @@ def test_expert_every_set_against_a_files_layout_names_every_stack_and_the_layou
     assert found.hint is not None and found.hint.endswith("set it instead, " + " ".join(overrides))
     spec = load_spec("switch-tiny.switch", [line.split(" ", 1)[1].strip("'") for line in overrides])
     assert spec.switch_blocks("encoder") == spec.switch_blocks("decoder") == (0, 1)
+
+
+def test_a_depth_set_against_a_files_layout_and_expert_every_notes_the_set_and_hints_the_layout(
+    tmp_path: Path,
+) -> None:
+    """A file with both a layout and expert_every (switchc fmt --to yaml of a .switch twin): a --set
+    of a stack's depth makes them disagree. The error notes that --set, and hints the layout's."""
+    twin = tmp_path / "switch-tiny.yaml"
+    twin.write_text(to_yaml(load_spec("switch-tiny.switch")))
+    with pytest.raises(UserError) as refused:
+        load_spec(str(twin), ["model.encoder_layers=4"])
+    (found,) = refused.value.diagnostics
+    assert found.message == "moe.expert_every 2 disagrees with layout.encoder.switch"
+    assert [note for note, _ in found.notes] == [
+        "the encoder layout is written here",
+        "model.encoder_layers is set here",
+    ]
+    assert found.hint is not None and found.hint.endswith(
+        "set it for the new one too, --set 'layout.encoder.switch=every 2'"
+    )
+    spec = load_spec(str(twin), ["model.encoder_layers=4", "layout.encoder.switch=every 2"])
+    assert spec.switch_blocks("encoder") == (1, 3)
