@@ -13,6 +13,7 @@ Fields are added in later versions, never renamed or removed without a version b
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -340,11 +341,20 @@ SMALL_GROUP_RATIO = 4  # a routing group this many times smaller than it could b
 
 
 def routing_notes(spec: SpecSummary) -> list[str]:
-    """What a report says of routing groups far smaller than moe.group_size allows: each group
-    is the largest divisor of a device's tokens up to group_size, so a token count with no divisor
-    near it (a prime) leaves groups of a few tokens, each padded to num_experts x capacity slots."""
+    """What a report says of routing: a capacity too small for a group's tokens however evenly they
+    route; and routing groups far smaller than moe.group_size allows: each group is the largest
+    divisor of a device's tokens up to group_size, so a token count with no divisor near it (a
+    prime) leaves groups of a few tokens, each padded to num_experts x capacity slots."""
     notes = []
     for r in spec.routing:
+        slots, routed = spec.num_experts * r.capacity, r.tokens_per_group * spec.top_k
+        if slots < routed:  # capacity alone drops tokens, however evenly they route
+            notes.append(
+                f"{r.stack}: {spec.num_experts} experts x capacity {r.capacity} = {slots} slots per routing group "
+                f"for {routed} routed tokens: at least {math.floor(100 * (1 - slots / routed))}% of them skip their "
+                "experts (the residual carries them); model FLOPs count them all, so MFU reads above the efficiency "
+                "assumed"
+            )
         possible = min(r.tokens_on_device, spec.group_size)
         if r.tokens_per_group * SMALL_GROUP_RATIO > possible:
             continue
