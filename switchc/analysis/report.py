@@ -359,11 +359,11 @@ def routing_notes(spec: SpecSummary) -> list[str]:
         if r.tokens_per_group * SMALL_GROUP_RATIO > possible:
             continue
         length = "inputs_length" if r.stack == "encoder" else "targets_length"
-        slots = spec.num_experts * r.capacity / r.tokens_per_group
+        per_token = spec.num_experts * r.capacity / r.tokens_per_group
         notes.append(
             f"{r.stack}: routing groups of {r.tokens_per_group} token{'s' if r.tokens_per_group > 1 else ''}, the "
             f"largest divisor of its {r.tokens_on_device} tokens per device up to moe.group_size {spec.group_size}: "
-            f"{slots:.3g} expert slots per token; choose train.batch_size and train.{length} so that the tokens "
+            f"{per_token:.3g} expert slots per token; choose train.batch_size and train.{length} so that the tokens "
             f"per device have a divisor near {possible}, or raise moe.group_size to {r.tokens_on_device}"
         )
     return notes
