@@ -38,6 +38,10 @@ _SECTION = ConfigDict(extra="forbid", validate_default=False)
 _MAX_DIM = 2**24
 Dim = Annotated[StrictInt, Field(ge=1, le=_MAX_DIM)]
 Count = Annotated[StrictInt, Field(ge=0, le=_MAX_DIM)]
+# Blocks per stack: the paper's deepest has 24 (T5-XXL); the IR holds ops per block, and a report
+# takes seconds per thousand, so a depth past this is a typo, not a model.
+MAX_LAYERS = 1024
+Layers = Annotated[StrictInt, Field(ge=1, le=MAX_LAYERS)]
 Positive = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
 Probability = Annotated[StrictFloat, Field(ge=0, lt=1)]
 NonNegative = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
@@ -84,8 +88,8 @@ class ModelConfig:
     d_ff: Annotated[Dim, Field(description="Hidden width of each FFN and each expert.")] = 2048
     d_kv: Annotated[Dim, Field(description="Width of one attention head (T5 decouples it from d_model / heads).")] = 64
     num_heads: Annotated[Dim, Field(description="Attention heads per layer.")] = 12
-    encoder_layers: Annotated[Dim, Field(description="Blocks in the encoder stack.")] = 12
-    decoder_layers: Annotated[Dim, Field(description="Blocks in the decoder stack.")] = 12
+    encoder_layers: Annotated[Layers, Field(description="Blocks in the encoder stack.")] = 12
+    decoder_layers: Annotated[Layers, Field(description="Blocks in the decoder stack.")] = 12
     ffn_activation: Annotated[
         Activation,
         Field(description="FFN nonlinearity; geglu/swiglu are gated (two input matrices), Table 9's FFN_GEGLU."),

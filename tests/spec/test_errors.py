@@ -145,6 +145,13 @@ MISTAKES = [
     Mistake("a NaN dropout rate (bounded)", "model:\n  dropout_rate: .nan\n", 2, 17, "nan is not a finite number"),
     Mistake("a NaN noise density (bounded)", "data:\n  noise_density: .nan\n", 2, 18, "nan is not a finite number"),
     Mistake("expert_every zero", "moe:\n  expert_every: 0\n", 2, 17, "moe.expert_every: 0 is out of range"),
+    Mistake(  # a report would build the IR of every block: hours for this one
+        "a stack of 16M blocks",
+        "model:\n  encoder_layers: 16777216\n",
+        2,
+        19,
+        "model.encoder_layers: 16777216 is out of range, it must be <= 1024",
+    ),
     Mistake(
         "expert_every beyond the stacks",
         "model:\n  encoder_layers: 2\n  decoder_layers: 2\nmoe:\n  expert_every: 3\n",
