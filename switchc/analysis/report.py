@@ -13,7 +13,6 @@ Fields are added in later versions, never renamed or removed without a version b
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -291,7 +290,9 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
                 f"groups/device {r.groups_per_device} x {r.tokens_per_group} tokens, capacity {r.capacity}",
             )
         )
-    rows += [("  note", note) for note in report.notes]
+    # rows are keyed by name (specs side by side share a row): several notes are numbered
+    labels = ["  note"] if len(report.notes) == 1 else [f"  note {n}" for n in range(1, len(report.notes) + 1)]
+    rows += list(zip(labels, report.notes, strict=True))
     rows += [
         ("memory/device", f"{_bytes(m.per_device_bytes)} ({fits} in {_bytes(m.device_capacity_bytes or 0)})"),
         (
@@ -349,11 +350,12 @@ def routing_notes(spec: SpecSummary) -> list[str]:
     for r in spec.routing:
         slots, routed = spec.num_experts * r.capacity, r.tokens_per_group * spec.top_k
         if slots < routed:  # capacity alone drops tokens, however evenly they route
+            what = f"{routed} tokens" if spec.top_k == 1 else f"{r.tokens_per_group} tokens x top_k {spec.top_k}"
             notes.append(
                 f"{r.stack}: {spec.num_experts} experts x capacity {r.capacity} = {slots} slots per routing group "
-                f"for {routed} routed tokens: at least {math.floor(100 * (1 - slots / routed))}% of them skip their "
-                "experts (the residual carries them); model FLOPs count them all, so MFU reads above the efficiency "
-                "assumed"
+                f"for {what}: at least {routed - slots} ({100 * (routed - slots) / routed:.2g}%) of "
+                f"{'them' if spec.top_k == 1 else 'these assignments'} find no slot however evenly they route (the "
+                "residual carries them); model FLOPs, MFU's numerator, count them all"
             )
         possible = min(r.tokens_on_device, spec.group_size)
         if r.tokens_per_group * SMALL_GROUP_RATIO > possible:

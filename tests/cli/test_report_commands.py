@@ -81,6 +81,20 @@ def test_markdown_keeps_a_pipe_or_a_line_break_in_a_files_name_inside_its_cell(t
     assert header == "| metric | a\\|b\\nc |" and rule == "|---|---|"
 
 
+def test_a_capacity_too_small_for_the_tokens_is_noted_beside_the_mfu_it_inflates() -> None:
+    """Capacity factor 0.5: 8 experts x 256 slots for 4,096 encoder tokens. Model FLOPs count the
+    half that find no slot, so MFU reads above --mfu; the note says why, for each stack."""
+    capacity = ("--set", "moe.capacity_factor.train=0.5")
+    report = json.loads(run("report", "switch-tiny", *capacity, "--format", "json").stdout)
+    assert report["time"]["model_flops_utilization"] > report["time"]["mfu"] == 0.5
+    (encoder,) = [note for note in report["notes"] if note.startswith("encoder:")]
+    assert encoder.startswith("encoder: 8 experts x capacity 256 = 2048 slots per routing group for 4096 tokens:")
+    assert "at least 2048 (50%) of them find no slot" in encoder
+    assert json.loads(run("report", "switch-tiny", "--format", "json").stdout)["notes"] == []
+    table = run("report", "switch-tiny", *capacity, "--format", "markdown").stdout
+    assert "| note 1 | encoder: " in table and "| note 2 | decoder: " in table  # both, not the last alone
+
+
 def test_markdown_lists_the_conventions(tiny_file: str) -> None:
     result = run("report", tiny_file, "--format", "markdown", "--hardware", "h100")
     assert result.exit_code == 0
