@@ -52,24 +52,54 @@ def _marker(files: dict[str, str]) -> str:
     return "\n".join([MARKER_HEADER, *lines]) + "\n"
 
 
-def _edited(output: Path) -> list[str]:
-    """The files of `output` whose bytes differ from what compile wrote (MARKER's digests; a marker
-    of an older switchc lists none). A file deleted since is not edited: there is nothing to lose."""
-    edited = []
-    for line in (output / MARKER).read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
+def _written(output: Path) -> dict[str, str] | None:
+    """The files MARKER says compile wrote into `output`, with their digests; None for the marker
+    of an older switchc, which lists none. An entry that names a place outside `output` (an
+    absolute path, a ..) is no file compile wrote: a tampered marker makes nothing else read."""
+    lines = (output / MARKER).read_text(encoding="utf-8", errors="replace").splitlines()[1:]
+    if not lines:
+        return None
+    written = {}
+    for line in lines:
         digest, _, relative = line.partition("  ")
-        path = output / relative
-        if relative and path.is_file() and _digest(path.read_bytes()) != digest:
-            edited.append(relative)
-    return edited
+        path = Path(relative)
+        if relative and not path.is_absolute() and ".." not in path.parts:
+            written[path.as_posix()] = digest
+    return written
 
 
-def write_program(files: dict[str, str], output: Path) -> None:
+# What running and linting a program leave in it, anywhere: the program's own, never a user's
+_LEFT_BY_TOOLS = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache")
+
+
+def _not_as_written(output: Path, folders: set[str]) -> tuple[list[str], list[str]]:
+    """(files in the program's own `folders` that compile did not write, files edited since it
+    wrote them), by MARKER's list; both empty for an older marker, which lists nothing."""
+    written = _written(output)
+    if written is None:
+        return [], []
+    added = []
+    for folder in sorted(folders):
+        for path in sorted((output / folder).rglob("*")) if (output / folder).is_dir() else []:
+            inside = path.relative_to(output)
+            if path.is_file() and inside.as_posix() not in written and not set(inside.parts) & set(_LEFT_BY_TOOLS):
+                added.append(inside.as_posix())
+    edited = []
+    for name, digest in written.items():
+        if (output / name).is_file() and not (output / name).is_symlink():
+            with (output / name).open("rb") as file:
+                if hashlib.file_digest(file, "sha256").hexdigest() != digest:
+                    edited.append(name)
+    return added, edited
+
+
+def write_program(files: dict[str, str], output: Path, *, elsewhere: str = "compile into another directory") -> None:
     """Write all files into `output` atomically: the directory appears complete or not at all.
 
     An existing directory is replaced only if it is empty, or if switchc wrote it, holds nothing
-    else (a run's outputs, an HLO dump) and none of its files was edited since: anything else is
-    left alone.
+    else (a run's outputs, an HLO dump, a file added to runtime/) and none of its files was edited
+    since: anything else is left alone. `elsewhere`: the hints' other way out (switchc train's is
+    another --out).
     """
     empty = output.is_dir() and not any(output.iterdir())  # made for the program beforehand: nothing to keep
     if output.exists() and not empty and not (output / MARKER).is_file():
@@ -77,24 +107,24 @@ def write_program(files: dict[str, str], output: Path) -> None:
             f"{output} exists and was not written by switchc compile",
             "choose a new directory, or remove this one yourself",
         )
-    if output.exists():
+    if output.exists() and not empty:
         # what running and linting the program leave behind is the program's too
-        own = {Path(relative).parts[0] for relative in files} | {MARKER, "__pycache__", ".ruff_cache"}
+        own = {Path(relative).parts[0] for relative in files if len(Path(relative).parts) > 1}
         foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in output.iterdir())
-        foreign = [name for name in foreign if name.rstrip("/") not in own]
-        if foreign:
+        known = own | {Path(relative).parts[0] for relative in files} | {MARKER, *_LEFT_BY_TOOLS}
+        foreign = [name for name in foreign if name.rstrip("/") not in known]
+        added, edited = _not_as_written(output, own)
+        if foreign or added:
             raise PlainUserError(
-                f"{output} holds files switchc compile did not write, which replacing it would delete: "
-                + ", ".join(foreign),
-                "move them out of the program directory, or compile into another one",
+                f"{output} holds files switchc did not write, which replacing it would delete: "
+                + ", ".join(foreign + added),
+                f"move them out of the program directory, or {elsewhere}",
             )
-        edited = _edited(output) if not empty else []
         if edited:
             raise PlainUserError(
-                f"{output} holds files edited since switchc compile wrote them, which replacing it would lose: "
+                f"{output} holds files edited since switchc wrote them, which replacing it would lose: "
                 + ", ".join(edited),
-                "copy your edits elsewhere, or compile into another directory; delete the edited files to have "
-                "compile replace them",
+                f"copy your edits elsewhere, or {elsewhere}; delete the edited files to have them written afresh",
             )
     try:
         _replace(output, files)
@@ -116,8 +146,8 @@ def _replace(output: Path, files: dict[str, str]) -> None:
         for relative, text in files.items():
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        (staging / MARKER).write_text(_marker(files), encoding="utf-8")
+            path.write_text(text, encoding="utf-8", newline="")  # the bytes the marker's digests are of
+        (staging / MARKER).write_text(_marker(files), encoding="utf-8", newline="")
         if output.exists():
             retired = output.with_name(f".{output.name}.old")
             shutil.rmtree(retired, ignore_errors=True)

@@ -304,7 +304,7 @@ def train(
     try:
         if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
             _check_removable(out)
-        write_program(files, program)
+        write_program(files, program, elsewhere="train with another --out")
         if not resume:
             _clear_earlier_run(out)
         wanted = devices or needed

@@ -257,10 +257,10 @@ def test_a_second_train_is_refused_while_the_first_writes_the_run_directory(
     holders: list[str | None] = []
     write_program = train_commands.write_program
 
-    def write_while_another_starts(files: dict[str, str], where: Path) -> None:
+    def write_while_another_starts(files: dict[str, str], where: Path, **options: str) -> None:
         command = [sys.executable, "-m", "switchc", "train", "--steps", "1", "--out", str(out)]
         second.append(subprocess.run(command, capture_output=True, text=True, timeout=120))
-        write_program(files, where)
+        write_program(files, where, **options)
 
     def run_as_the_program_would(command: list[str], env: dict[str, str], fds: tuple[int, ...]) -> int:
         take = "import sys; from pathlib import Path; from switchc.backends.common import flags; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import hashlib
 import json
 import os
 import resource
@@ -119,7 +120,9 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(tmp_path / "empty")])
     assert result.exit_code == 0 and (tmp_path / "empty" / "train.py").is_file(), result.output
     program = compile_program(tmp_path)
-    (program / "runtime" / "stale.py").write_text("old")
+    (program / "runtime" / "stale.py").write_text("old")  # a module an earlier compile wrote, the new one does not
+    marker = program / ".switchc-program"
+    marker.write_text(marker.read_text() + f"{hashlib.sha256(b'old').hexdigest()}  runtime/stale.py\n")
     (program / "__pycache__").mkdir()
     (program / ".ruff_cache").mkdir()  # README: `ruff check .` in the program's folder
     compile_program(tmp_path)  # a switchc-written directory is replaced whole
@@ -128,7 +131,7 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     (program / "hlo").mkdir()
     (program / "hlo" / "train_step.hlo.txt").write_text("HloModule")
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
-    assert result.exit_code == 2 and "holds files switchc compile did not write" in result.stderr
+    assert result.exit_code == 2 and "holds files switchc did not write" in result.stderr
     assert "hlo/" in result.stderr and (program / "hlo" / "train_step.hlo.txt").read_text() == "HloModule"
 
 
@@ -137,12 +140,42 @@ def test_compile_never_replaces_a_file_edited_since_it_wrote_it(tmp_path: Path) 
     (program / "model.py").write_text((program / "model.py").read_text() + "# my change\n")
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"error: {program} holds files edited since switchc compile wrote them" in result.stderr
+    assert f"error: {program} holds files edited since switchc wrote them" in result.stderr
     assert "would lose: model.py\n" in result.stderr
     assert (program / "model.py").read_text().endswith("# my change\n")
     (program / "model.py").unlink()  # the hint's way to take the new file: nothing edited is left
     compile_program(tmp_path)
     assert not (program / "model.py").read_text().endswith("# my change\n")
+
+
+def test_compile_never_deletes_a_file_added_inside_the_programs_folders(tmp_path: Path) -> None:
+    program = compile_program(tmp_path)
+    (program / "runtime" / "__pycache__").mkdir()  # what running the program leaves is its own
+    (program / "runtime" / "__pycache__" / "loop.cpython-311.pyc").write_bytes(b"")
+    compile_program(tmp_path)
+    (program / "runtime" / "mine.py").write_text("x = 1\n")
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
+    assert result.exit_code == 2 and "holds files switchc did not write" in result.stderr
+    assert "delete: runtime/mine.py\n" in result.stderr and (program / "runtime" / "mine.py").read_text() == "x = 1\n"
+
+
+def test_a_tampered_marker_reads_nothing_outside_the_program(tmp_path: Path) -> None:
+    """An entry naming ../x or an absolute path is no file compile wrote: neither read nor named."""
+    program = compile_program(tmp_path)
+    (tmp_path / "outside.txt").write_text("not the program's\n")
+    marker = program / ".switchc-program"
+    marker.write_text(marker.read_text() + f"00  ../outside.txt\n00  {tmp_path / 'outside.txt'}\n")
+    compile_program(tmp_path)  # replaced as any program compile wrote
+    assert (tmp_path / "outside.txt").read_text() == "not the program's\n"
+    assert "outside" not in marker.read_text()  # the new marker lists the new program's files only
+
+
+def test_an_older_marker_without_digests_is_still_replaced(tmp_path: Path) -> None:
+    program = compile_program(tmp_path)
+    (program / ".switchc-program").write_text("written by switchc compile; the directory may be replaced\n")
+    (program / "model.py").write_text("# edited under an older switchc, which kept no digests\n")
+    compile_program(tmp_path)
+    assert (program / "model.py").read_text().startswith('"""')
 
 
 def test_a_compile_the_system_refuses_names_the_program_directory(
