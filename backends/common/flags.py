@@ -58,6 +58,18 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+MAX_SEED = 2**24  # train.seed's bound (switchc/spec/schema.py): --seed takes the same seeds
+EVAL_BATCHES = 10  # --eval-batches' default
+
+
+def _run_directory(text: str) -> Path:
+    """--out's type: an empty path, which names the current directory (an unset shell variable in
+    `--out "$RUN"`), is refused; a run there would write, and a later one clear, that directory's files."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name the run directory (--out . for this one)")
+    return Path(text)
+
+
 def parser(
     description: str,
     default_steps: int,
@@ -92,7 +104,7 @@ def parser(
     )
     flags.add_argument(
         "--out",
-        type=Path,
+        type=_run_directory,
         default=None,
         metavar="DIR",
         help="run directory: metrics.jsonl, tensorboard/ and checkpoints/ (default: none written)",
@@ -107,7 +119,9 @@ def parser(
         else "evaluate every N steps: this program's spec has no text to evaluate on (data.eval_fraction is 0 and "
         "no data.eval_path), so 0 only",
     )
-    flags.add_argument("--eval-batches", type=int, default=10, metavar="N", help="batches per evaluation (default: 10)")
+    flags.add_argument(
+        "--eval-batches", type=int, default=None, metavar="N", help="batches per evaluation (default: 10)"
+    )
     flags.add_argument(
         "--checkpoint-every",
         type=int,
@@ -156,6 +170,9 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The shared flags' impossible values: a usage error (exit status 2) naming the flag."""
     if args.steps < 0:
         flags.error("--steps must be >= 0")
+    if not 0 <= args.seed <= MAX_SEED:  # the spec's train.seed takes the same
+        flags.error(f"--seed must be in 0..{MAX_SEED}")
+
     # Values first, then the flags' company: `--keep 0` says 0 is no count before it asks for --out.
     # (--checkpoint-every, --eval-every and --keep are None when not given; their defaults are valid.)
     for name, least in (("log_every", 1), ("eval_batches", 1), ("keep", 1), ("eval_every", 0), ("checkpoint_every", 0)):
@@ -179,8 +196,15 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.checkpoint_every = args.checkpoint_default
     if args.keep is None:
         args.keep = args.keep_default
+    if args.eval_batches is not None and args.eval_every == 0:  # evaluating never: say so, as for --keep
+        why = "--eval-every 0" if args.held_out else "this program's spec holds out no text"
+        flags.error(f"--eval-batches applies only to a run that evaluates ({why})")
+    if args.eval_batches is None:
+        args.eval_batches = EVAL_BATCHES
     if args.resume and args.out is None:
         flags.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
+    if args.init_from is not None and not args.resume and not args.init_from.exists():  # resumed: maybe unread
+        flags.error(f"--init-from {args.init_from} does not exist")
     if args.allow_changes and not args.resume:
         flags.error("--allow-changes applies only with --resume")
     if args.export_init is not None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 from shlex import quote
+from typing import Any
 
 import click
 import yaml
@@ -72,6 +73,16 @@ TORCHRUN = "switchc.cli.torchrun"  # torchrun, quiet when a signal stops the job
 # What a run writes into its directory (docs/training.md), beside switchc train's program/ and the
 # run lock: a fresh start removes these.
 RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "checkpoints")
+
+
+class RunDirectory(click.Path):
+    """--out: an empty path, which names the current directory (an unset shell variable in
+    `--out "$RUN"`), is refused: starting afresh there would clear that directory's run files."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; name the run directory (--out . for this one)", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def _is_run_directory(out: Path) -> bool:
@@ -181,7 +192,7 @@ def _parameter_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=RunDirectory(file_okay=False, path_type=Path),
     default=Path("runs/latest"),
     show_default=True,
     help="Run directory: the program in OUT/program, OUT/metrics.jsonl, OUT/tensorboard, OUT/checkpoints.",

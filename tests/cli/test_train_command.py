@@ -457,3 +457,14 @@ def test_more_steps_of_a_cosine_run_are_another_schedule(tmp_path: Path) -> None
     assert "hint: add --allow-changes to go on under the new schedule" in result.stderr
     assert "NaN" not in result.stderr  # the run's own spec ends at 1000 steps: no use suggesting it
     assert {path: path.read_bytes() for path in program.iterdir()} == before
+
+
+def test_an_empty_out_is_refused_not_read_as_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out "$RUN"` with RUN unset: starting afresh in the current directory would clear its runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # someone's run, here
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", "", "--steps", "1"])
+    assert result.exit_code == 2 and "an empty path; name the run directory (--out . for this one)" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.jsonl"]

@@ -300,6 +300,11 @@ def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
         (("--keep", "0"), "--keep must be >= 1"),  # the value first: --out would not make it valid
         (("--checkpoint-every", "-1"), "--checkpoint-every must be >= 0"),
         (("--log-every", "0", "--keep", "2"), "--log-every must be >= 1"),
+        (("--seed", "-1"), "--seed must be in 0..16777216"),  # train.seed's range; torch refused it mid-start
+        (("--seed", "99999999999999999999"), "--seed must be in 0..16777216"),
+        (("--eval-every", "0", "--eval-batches", "3"), "--eval-batches applies only to a run that evaluates"),
+        (("--out", ""), "argument --out: an empty path; name the run directory (--out . for this one)"),
+        (("--init-from", "missing.safetensors"), "--init-from missing.safetensors does not exist"),
         (("--export-init", "w.safetensors", "--out", "no-run", "--resume"), "no-run/checkpoints does not exist"),
         (("--export-init", "."), "--export-init . is a directory; name the file to write, e.g. init.safetensors"),
     ],
@@ -317,6 +322,16 @@ def test_flags_that_would_be_ignored_or_fail_later_are_usage_errors(
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # a refused command creates no folder
+
+
+def test_eval_batches_without_a_held_out_split_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        _checked("--eval-batches", "3", held_out=False)
+    assert info.value.code == 2
+    assert "--eval-batches applies only to a run that evaluates (this program's spec holds out no text)" in (
+        capsys.readouterr().err
+    )
+    assert _checked().eval_batches == 10 and _checked(held_out=False).eval_batches == 10
 
 
 def test_eval_every_defaults_to_a_tenth_of_the_steps_and_to_never_without_a_held_out_split(
