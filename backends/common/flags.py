@@ -21,6 +21,7 @@ from __future__ import annotations
 import _thread
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -734,6 +735,23 @@ def disagreement(every: Sequence[Mapping[str, str]]) -> str | None:
         f"error: the processes of this run were started with different settings:{lines}\n"
         "hint: start every process with the same program and the same flags"
     )
+
+
+# Where a complete checkpoint keeps its record (meta: step, seed, spec digest, spec.yaml's text) as JSON
+META_FILES = {"jax": "meta/metadata", "torch": "meta.json"}
+
+
+def recorded_spec(directory: Path, backend: str) -> str | None:
+    """The spec.yaml text that the newest `backend` checkpoint in `directory` records (the program
+    that wrote it was compiled from it); None without a checkpoint or a readable record."""
+    step = latest_checkpoint(directory, backend)
+    if step is None:
+        return None
+    try:
+        spec = json.loads((directory / str(step) / META_FILES[backend]).read_text(encoding="utf-8")).get("spec")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return spec if isinstance(spec, str) and spec else None
 
 
 def latest_checkpoint(directory: Path, backend: str) -> int | None:

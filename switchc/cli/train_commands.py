@@ -29,6 +29,7 @@ from switchc.backends.common.flags import (
     lock_for_child,
     lock_run_directory,
     other_optimizer_state,
+    recorded_spec,
     release_run_directory,
     remove_made,
     run_directory_user,
@@ -37,9 +38,9 @@ from switchc.backends.common.flags import (
 from switchc.backends.common.program import evaluates, program_config
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
-from switchc.errors import PlainUserError, UserError
+from switchc.errors import PlainUserError, Source, UserError
 from switchc.ir import build_graph
-from switchc.spec import Spec, load_spec
+from switchc.spec import Spec, load_spec, parse_spec
 from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable, to_yaml
 
 
@@ -51,11 +52,11 @@ def _yaml_value(value: object, limit: int = 60) -> str:
     return text[: limit - 4].rstrip() + " ..." if shorten else text
 
 
-def changed_settings(run_spec: Path, spec: Spec) -> list[tuple[str, object, object]]:
-    """How `spec` differs from the spec a run was trained with (its spec.yaml), leaving out what
-    more steps may change (`extendable`: train.steps, unless the schedule is cosine) and how a step
-    is computed (HOW_NOT_WHAT: train.remat)."""
-    changes = differences(run_spec.read_text(encoding="utf-8"), spec)
+def changed_settings(run_spec: str, spec: Spec) -> list[tuple[str, object, object]]:
+    """How `spec` differs from the spec a run was trained with (its spec.yaml's text), leaving out
+    what more steps may change (`extendable`: train.steps, unless the schedule is cosine) and how a
+    step is computed (HOW_NOT_WHAT: train.remat)."""
+    changes = differences(run_spec, spec)
     return [change for change in changes if change[0] not in (*extendable(spec), *HOW_NOT_WHAT)]
 
 
@@ -101,19 +102,31 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
     Refused unless `allow_changes` (then listed on stderr, so the log says where the run changed).
     """
     run_spec = out / "program" / "spec.yaml"
-    if not run_spec.is_file():
-        return
-    changed = changed_settings(run_spec, spec)
+    if run_spec.is_file():
+        text = run_spec.read_text(encoding="utf-8")
+    else:  # a run a generated program wrote: its checkpoints record the spec (and OUT/program is not made yet)
+        recorded = recorded_spec(out / "checkpoints", backend)
+        if recorded is None:
+            return
+        text = recorded
+    changed = changed_settings(text, spec)
     if not changed:
         return
     lines = "\n".join(f"  {key}: {_yaml_value(old)} in the run, {_yaml_value(new)} now" for key, old, new in changed)
     if allow_changes:
-        _check_continuable(out, load_spec(str(run_spec)), spec, lines, backend)
+        _check_continuable(out, parse_spec(Source(str(run_spec), text)), spec, lines, backend)
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
         return
     cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)
     why = " (the cosine schedule decays to zero over train.steps: more steps are another schedule)" if cosine else ""
-    own = f"switchc train {quote(str(run_spec))} --out {quote(str(out))} --resume"
+    on = "" if backend == "jax" else f" --backend {backend}"
+    if run_spec.is_file():
+        command = f"switchc train {quote(str(run_spec))}{on} --out {quote(str(out))} --resume"
+        own = (
+            f"resume from the run's own resolved spec ({command}{')' if cosine else ', adding --steps N to train on)'}"
+        )
+    else:
+        own = f"resume with the program that wrote the run (python PROGRAM/train.py --out {quote(str(out))} --resume)"
     if cosine and len(changed) == 1:  # the run's own spec cannot give more steps: it ends at its train.steps
         hint = (
             "add --allow-changes to go on under the new schedule (the learning rate follows it from the "
@@ -121,8 +134,7 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
         )
     else:
         hint = (
-            f"resume from the run's own resolved spec ({own}{'' if cosine else ', adding --steps N to train on'}); "
-            "or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
+            f"{own}; or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
             "stop); or train into another --out"
         )
     raise PlainUserError(f"--resume: {out} was trained with other settings than these{why}:\n{lines}", hint)

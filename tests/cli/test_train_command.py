@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from switchc.backends.common import weights
-from switchc.backends.common.flags import CHECKPOINT_MARKERS
+from switchc.backends.common.flags import CHECKPOINT_MARKERS, META_FILES
 
 from switchc.cli import main
 from switchc.cli.train_commands import _parameter_shapes, changed_settings
@@ -424,9 +424,12 @@ def test_turning_full_remat_on_or_off_continues_the_run(tmp_path: Path) -> None:
     computes the same steps (the generated programs agree: their SPEC_DIGEST leaves remat out)."""
     run_spec = tmp_path / "spec.yaml"
     run_spec.write_text(to_yaml(load_spec("switch-tiny")))
-    assert changed_settings(run_spec, load_spec("switch-tiny", ["train.remat=full"])) == []
+    assert changed_settings(run_spec.read_text(), load_spec("switch-tiny", ["train.remat=full"])) == []
     assert [
-        key for key, _, _ in changed_settings(run_spec, load_spec("switch-tiny", ["train.remat=full", "train.seed=3"]))
+        key
+        for key, _, _ in changed_settings(
+            run_spec.read_text(), load_spec("switch-tiny", ["train.remat=full", "train.seed=3"])
+        )
     ] == ["train.seed"]
 
 
@@ -468,3 +471,23 @@ def test_an_empty_out_is_refused_not_read_as_the_current_directory(
     result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", "", "--steps", "1"])
     assert result.exit_code == 2 and "an empty path; name the run directory (--out . for this one)" in result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_resuming_a_run_a_program_wrote_compares_with_its_checkpoints_spec(tmp_path: Path, backend: str) -> None:
+    """A run `python train.py --out RUN` wrote has no RUN/program: its checkpoint's record holds the
+    spec. Another learning rate is refused before RUN/program is written (it was written first, and
+    then the refused spec passed for the run's own), and the hint names the program, not a spec file."""
+    out = tmp_path / "run"
+    step = fake_checkpoint(out / "checkpoints", 4, CHECKPOINT_MARKERS[backend])
+    meta = step / META_FILES[backend]
+    meta.parent.mkdir(exist_ok=True)
+    meta.write_text(json.dumps({"step": 4, "seed": 0, "spec": to_yaml(load_spec("switch-tiny"))}))
+    command = ["train", "switch-tiny", "--backend", backend, "--out", str(out), "--resume", "--steps", "6"]
+    result = CliRunner().invoke(main, [*command, "--set", "train.optimizer.learning_rate=0.005"])
+    assert result.exit_code == 2, result.output
+    assert "train.optimizer.learning_rate: 0.001 in the run, 0.005 now" in result.stderr
+    assert f"hint: resume with the program that wrote the run (python PROGRAM/train.py --out {out} --resume)" in (
+        result.stderr
+    )
+    assert not (out / "program").exists()
