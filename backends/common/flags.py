@@ -398,6 +398,42 @@ def _unraisable(error: Any) -> None:
         timer.start()
 
 
+class _Outliving:
+    """sys.stdout that outlives its reader: once the pipe it writes to is closed (`train.py | head`),
+    what it is given goes to /dev/null, where a BrokenPipeError would have ended the run mid-step."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def _gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # what is still buffered, and Python's flush at exit, go there too
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
+
+
+def outlive_stdout() -> None:
+    """Keep training when the reader of stdout goes away (a pipe to `head`, a closed log viewer):
+    progress lines are for the reader; metrics.jsonl and checkpoints are the run's record."""
+    if not isinstance(sys.stdout, _Outliving):
+        sys.stdout = _Outliving(sys.stdout)
+
+
 def catch_ctrl_c() -> None:
     """Make sure no Ctrl-C is lost, and none cuts a save in half. Python raises KeyboardInterrupt
     wherever the main thread is when the signal is handled; in a garbage-collector callback (JAX

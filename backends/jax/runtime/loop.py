@@ -120,6 +120,7 @@ def parse_args(
         parser.error("--timeout must be > 0")
     if args.dump_hlo is not None and args.dump_hlo.exists() and not args.dump_hlo.is_dir():
         parser.error(f"--dump-hlo {args.dump_hlo}: not a directory")
+    flags.outlive_stdout()
     if not args.system_malloc:
         host.retain_freed_memory()  # before jax starts XLA's threads
     if args.devices is not None:

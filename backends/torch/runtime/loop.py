@@ -97,6 +97,7 @@ def parse_args(
     if args.device == "cuda" and not torch.cuda.is_available():
         build = "a CPU build of torch" if torch.version.cuda is None else "no CUDA device is visible"
         parser.error(f"--device cuda: {build}; use --device cpu (or auto, which picks CUDA when there is one)")
+    flags.outlive_stdout()
     if not args.system_malloc:
         host.retain_freed_memory()  # before torch starts its intra-op threads
     return args

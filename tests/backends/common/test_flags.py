@@ -653,3 +653,21 @@ def test_ctrl_c_waits_for_a_held_block_and_three_end_the_run_at_once() -> None:
     assert forced.stderr.strip().startswith("SIGINT 3 times: leaving now, without waiting"), forced.stderr
     ignored = _ctrl_c("ignored", ignored=True)  # a program started with Ctrl-C ignored keeps ignoring it
     assert ignored.stdout == "ignored\n" and ignored.returncode == 0, ignored.stderr
+
+
+def test_stdout_whose_reader_went_away_takes_what_follows_without_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`train.py | head -3`: head exits, the next progress line would raise BrokenPipeError mid-run."""
+    read, write = os.pipe()
+    stream = os.fdopen(write, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", stream)
+    flags.outlive_stdout()
+    print("step 1")
+    os.close(read)  # the reader is gone
+    with pytest.raises(BrokenPipeError):
+        stream.write("step 2\n")  # the stream alone fails ...
+        stream.flush()
+    print("step 2", flush=True)  # ... through outlive_stdout the run goes on
+    print("step 3", flush=True)
+    stream.close()
