@@ -732,7 +732,8 @@ class Examples:
             where = "the training split of the corpus"
             hint = "give data.path more text, or shorten train.inputs_length"
         raise SystemExit(
-            f"error: {where} has {len(self.tokens)} tokens, fewer than the {self.raw_length} one example needs\n"
+            f"error: {where} has {len(self.tokens)} token{'' if len(self.tokens) == 1 else 's'}, fewer than the "
+            f"{self.raw_length} one example needs\n"
             f"hint: {hint}"
         )
 
@@ -938,6 +939,11 @@ def dataset(config: Any, split: str = "train") -> Examples:
     if problem is not None:
         raise SystemExit(f"error: {problem.error}\nhint: {problem.hint}")
     documents = read_documents(config.source, config.path, config.jsonl_field)
+    if not any(document.strip() for document in documents):  # it would fail later as "too few tokens"
+        raise SystemExit(
+            f"error: data.path {config.path} holds no text\nhint: point data.path at a corpus: a text file, a "
+            "folder of them, or JSON lines"
+        )
     eval_path = getattr(config, "eval_path", None)
     if eval_path is None:
         train_documents, eval_documents = split_documents(documents, config.eval_fraction)
@@ -966,4 +972,10 @@ def dataset(config: Any, split: str = "train") -> Examples:
     else:
         data = SpanCorruption(**shape, noise_density=config.noise_density, mean_noise_span=config.mean_noise_span)
     data.check(split, config.eval_fraction, eval_path)
+    if split == "train" and data.num_examples < config.batch_size:  # the held-out split's: Examples.repeats
+        _say(
+            f"note: the training split holds {data.num_examples} example(s), fewer than a batch of "
+            f"{config.batch_size}: every batch repeats examples (more text in data.path, or a smaller "
+            "train.batch_size)"
+        )
     return data

@@ -286,6 +286,7 @@ def config(**changes: object) -> SimpleNamespace:
         "eval_fraction": 0.05,
         "seed": 0,
         "objective": "span_corruption",
+        "batch_size": 8,
     }
     return SimpleNamespace(**(values | changes))
 
@@ -678,3 +679,24 @@ def test_a_cache_on_a_file_system_without_locks_trains_all_the_same(
     monkeypatch.setattr(fcntl, "flock", no_locks)
     data.sentencepiece_tokenizer(corpus_slice(50_000), 300)
     assert "sentencepiece: trained" in capsys.readouterr().err
+
+
+def test_an_empty_corpus_says_so(tmp_path: Path) -> None:
+    """It said the held-out split had 0 tokens, and with --eval-every 0 that training had 1 tokens."""
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(SystemExit) as stop:
+        data.dataset(config(source="text", path=str(tmp_path / "empty.txt")))
+    assert str(stop.value.code).startswith(f"error: data.path {tmp_path / 'empty.txt'} holds no text\nhint: ")
+
+
+def test_a_training_split_smaller_than_a_batch_is_noted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(data, "_SAID", set())
+    (tmp_path / "small.txt").write_text("To be, or not to be: that is the question. " * 12)
+    small = data.dataset(config(source="text", path=str(tmp_path / "small.txt"), eval_fraction=0.0))
+    assert 0 < small.num_examples < 8
+    said = capsys.readouterr()
+    assert f"note: the training split holds {small.num_examples} example(s), fewer than a batch of 8" in (
+        said.out + said.err
+    )
