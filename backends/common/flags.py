@@ -814,7 +814,8 @@ def check_checkpoint_directory(directory: Path, backend: str) -> None:
             raise SystemExit(
                 f"error: {path} is a {BACKEND_NAMES[kind]} checkpoint, which this {BACKEND_NAMES[backend]} "
                 "program can neither read nor overwrite\n"
-                "hint: that run was made by the other backend's program: give this one another --out"
+                f"hint: that run was made by the {kind.upper() if kind == 'jax' else 'PyTorch'} program: resume it, or "
+                "export its weights (--export-init FILE --resume), with that program; give this one another --out"
             )
         earlier = [s for s, p in steps if s < step and _checkpoint_kind(p) == backend]
         then = f"continue from step {earlier[-1]}" if earlier else "start the run afresh"

@@ -41,6 +41,8 @@ on the mesh, at the cost of host memory for one full copy.
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -130,11 +132,12 @@ def init_distributed(axes: Mapping[str, int], timeout_seconds: float, device: st
     if world != needed:  # every rank finds the same: the first says it (there is no process group yet)
         if os.environ.get("RANK", "0") != "0":
             raise SystemExit(1)
+        command = shlex.join(sys.argv)  # this program's path and flags, as started
         raise SystemExit(
-            f"error: the mesh {' x '.join(f'{axis}={size}' for axis, size in axes.items())} needs {needed} processes, "
-            f"this job has {world}.\n"
-            f"hint: torchrun --standalone --nproc-per-node {needed} train.py"
-            + ("" if needed > 1 else "   (or plain `python train.py`)")
+            f"error: the mesh {' x '.join(f'{axis}={size}' for axis, size in axes.items())} needs {needed} "
+            f"process{'es' if needed > 1 else ''}, this job has {world}.\n"
+            f"hint: torchrun --standalone --nproc-per-node {needed} {command}"
+            + ("" if needed > 1 else f"   (or plain `python {command}`)")
         )
     if "RANK" not in os.environ and world == 1:
         return Mesh(axes, None), local_device  # a plain `python train.py`: no process group at all

@@ -193,6 +193,8 @@ def test_another_backends_checkpoints_are_refused_not_overwritten(tmp_path: Path
     message = str(info.value.code)
     assert message.startswith(f"error: {foreign} is a {flags.BACKEND_NAMES[other]} checkpoint")
     assert "give this one another --out" in message
+    program = "JAX" if other == "jax" else "PyTorch"
+    assert f"made by the {program} program: resume it, or export its weights (--export-init FILE --resume)" in message
 
 
 def test_an_empty_or_partial_step_directory_is_refused_with_the_step_to_go_back_to(tmp_path: Path) -> None:

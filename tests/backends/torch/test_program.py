@@ -122,7 +122,7 @@ def test_a_mesh_needs_its_number_of_processes(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path, "--set", "mesh.axes={expert: 2}"), "--steps", "1")
     assert result.returncode != 0
     assert "error: the mesh expert=2 needs 2 processes, this job has 1" in result.stderr
-    assert "hint: torchrun --standalone --nproc-per-node 2 train.py" in result.stderr
+    assert "hint: torchrun --standalone --nproc-per-node 2 train.py --steps 1\n" in result.stderr  # as started
     # under torchrun every rank finds it; the first says it
     program = compile_program(tmp_path / "four", "--set", "mesh.axes={expert: 4}")
     result = run_program(program, "--steps", "1", processes=2)
