@@ -58,6 +58,7 @@ class ByteTokenizer:
                 f"a byte tokenizer needs vocab_size >= 260 (256 bytes, 3 specials, 1 sentinel); got {vocab_size}"
             )
         self.vocab_size = vocab_size
+        self.identity = "byte"  # what a checkpoint records of the tokenizer its run's ids come from
 
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + BYTE_OFFSET
@@ -124,6 +125,9 @@ class SentencePieceTokenizer:
         except RuntimeError:  # the protobuf does not parse
             raise SystemExit(f"error: {name} is not a SentencePiece model (its bytes do not parse as one)") from None
         self.vocab_size = vocab_size
+        # what a checkpoint records: a model trained here follows data.path's text, so edited text
+        # makes other ids, which a resumed run must not read as the ones it trained on
+        self.identity = f"sentencepiece {hashlib.sha256(model).hexdigest()[:16]}"
         self.num_pieces = int(self.processor.get_piece_size())
         ids = (self.processor.pad_id(), self.processor.eos_id(), self.processor.unk_id())
         if ids != (PAD, EOS, UNK):
@@ -696,6 +700,7 @@ class Examples:
     targets_length: int
     vocab_size: int
     seed: int
+    tokenizer: str = ""  # the identity of the tokenizer that made `tokens` (checkpoints record it)
 
     @property
     def raw_length(self) -> int:
@@ -966,6 +971,7 @@ def dataset(config: Any, split: str = "train") -> Examples:
         "targets_length": config.targets_length,
         "vocab_size": config.vocab_size,
         "seed": config.seed,
+        "tokenizer": tokenizer.identity,
     }
     if config.objective == "prefix_lm":
         data: Examples = PrefixLM(**shape)

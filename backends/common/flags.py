@@ -834,14 +834,16 @@ def checked_record(
     model: ModuleType,
     announce: bool,
     backend: str | None = None,
+    tokenizer: str | None = None,
 ) -> Any:
     """The record (meta) of checkpoint `step` of a backend's Checkpoints, once check_resume has
     accepted it and the shapes saved in its metadata: before any array is read or anything built.
-    `backend` ("jax" or "torch"): check_resume compares the optimizer states' layouts."""
+    `backend` ("jax" or "torch"): check_resume compares the optimizer states' layouts; `tokenizer`:
+    the identity of this run's tokenizer (data.Examples.tokenizer), which it compares too."""
     with reading_checkpoint(checkpoints, step):
         meta, shapes = checkpoints.meta(step), checkpoints.shapes(step)
     where = f"checkpoint {checkpoints.directory / str(step)}"
-    check_resume(meta, shapes, args, model, where, announce=announce, backend=backend)
+    check_resume(meta, shapes, args, model, where, announce=announce, backend=backend, tokenizer=tokenizer)
     return meta
 
 
@@ -955,6 +957,7 @@ def check_resume(
     *,
     announce: bool = True,
     backend: str | None = None,
+    tokenizer: str | None = None,
 ) -> None:
     """A checkpoint continues the run that wrote it: the same --seed, and a program built from the
     same spec (model.SPEC_DIGEST; the settings in model.EXTENDABLE may differ). Another
@@ -962,10 +965,20 @@ def check_resume(
     every parameter keeps its shape (`shapes`: IR name -> global shape, as saved) and, given the
     `backend`, the optimizer state its layout (another optimizer's state cannot be restored).
     Checkpoints written before SPEC_DIGEST existed record none; only their shapes are compared.
-    `announce`: print the note (one process of a job does)."""
+    A run's ids come from its tokenizer (`tokenizer`, as checkpoints record it): another one is
+    refused even with --allow-changes. `announce`: print the note (one process of a job does)."""
     exporting = getattr(args, "export_init", None) is not None  # reads the weights only: any seed, mesh, ...
     if meta["seed"] != args.seed and not exporting:
         raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
+    trained = meta.get("tokenizer")  # checkpoints of earlier programs record none
+    if tokenizer and trained and trained != tokenizer and not exporting:  # not even with --allow-changes
+        raise SystemExit(
+            f"error: --resume: {where} was trained on the ids of another tokenizer ({trained}; this run's data "
+            f"makes {tokenizer}): every id would now stand for other text\n"
+            "hint: a SentencePiece model trained here follows data.path's text: resume on the text the run began "
+            "with, or set data.spm_model to its model; or start a new run in another --out from its weights "
+            "(--export-init FILE --resume, then --init-from FILE)"
+        )
     recorded = meta.get("spec_digest")
     if recorded is None or recorded == model.SPEC_DIGEST:
         _check_shapes(shapes, model, where)

@@ -550,7 +550,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             say(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0")
         if found is not None:  # before building anything: another spec's checkpoint is refused
             with flags.stopping_at_once():  # orbax's reads run on its threads
-                record = flags.checked_record(checkpoints, found, args, model, primary, "jax")
+                record = flags.checked_record(checkpoints, found, args, model, primary, "jax", data.tokenizer)
     if export is not None and found is None:
         raise flags.no_checkpoint_to_export(args.out)
     if export is not None and record is not None:
@@ -715,7 +715,13 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
                 emit(metrics.record(number, "eval", _evaluate(state, params, eval_batches, eval_rng)))
             if save_now:
                 assert checkpoints is not None
-                meta = {"step": number, "seed": args.seed, "examples_seen": number * config.batch_size, **identity}
+                meta = {
+                    "step": number,
+                    "seed": args.seed,
+                    "examples_seen": number * config.batch_size,
+                    "tokenizer": data.tokenizer,
+                    **identity,
+                }
                 with flags.ctrl_c_held():  # it waits for the save before it
                     checkpoints.save(number, params, opt_state, meta)
             paused += time.perf_counter() - interrupted

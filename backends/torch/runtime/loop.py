@@ -197,10 +197,11 @@ def _lock_run_directory(out: Path, primary: bool) -> None:
 
 
 def _open_checkpoints(
-    checkpoints: Checkpoints, args: argparse.Namespace, model_module: ModuleType, primary: bool
+    checkpoints: Checkpoints, args: argparse.Namespace, model_module: ModuleType, primary: bool, tokenizer: str
 ) -> tuple[int | None, dict[str, Any] | None]:
     """The latest checkpoint's step and, with --resume, its record once checked against this
-    program; refused: a checkpoint there without --resume, or one this program cannot continue."""
+    program and the run's `tokenizer`; refused: a checkpoint there without --resume, or one this
+    program cannot continue."""
     flags.check_checkpoint_directory(checkpoints.directory, "torch")
     found = checkpoints.latest_step()
     if found is not None and not args.resume:
@@ -212,7 +213,7 @@ def _open_checkpoints(
         print(f"--resume: no checkpoint in {checkpoints.directory} yet; starting at step 0", flush=True)
     if found is None or not args.resume:
         return found, None
-    return found, flags.checked_record(checkpoints, found, args, model_module, primary, "torch")
+    return found, flags.checked_record(checkpoints, found, args, model_module, primary, "torch", tokenizer)
 
 
 def _hardware(args: argparse.Namespace, model_module: ModuleType, device: torch.device) -> str:
@@ -356,7 +357,9 @@ def _train(
     checkpoints, found, resumed = None, None, None  # resumed: meta.json of the checkpoint this run continues
     if args.out is not None and (args.checkpoint_every or args.resume):
         checkpoints = Checkpoints(args.out / "checkpoints", args.keep, primary)
-        found, resumed = _together(lambda: _open_checkpoints(checkpoints, args, model_module, primary), rank, world)
+        found, resumed = _together(
+            lambda: _open_checkpoints(checkpoints, args, model_module, primary, data.tokenizer), rank, world
+        )
         checkpoints.clean()
 
     hardware = _hardware(args, model_module, device)
@@ -482,6 +485,7 @@ def _train(
                     "step": number,
                     "seed": args.seed,
                     "examples_seen": number * config.batch_size,
+                    "tokenizer": data.tokenizer,
                     "mesh": dict(model_module.MESH_AXES),
                     **flags.run_identity(model_module),
                 }

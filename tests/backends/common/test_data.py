@@ -106,9 +106,11 @@ def test_second_call_uses_the_cache(cache: Path, capsys: pytest.CaptureFixture[s
     assert "sentencepiece: using cached" in capsys.readouterr().err
     assert model.stat().st_mtime == 1
     assert second.processor.serialized_model_proto() == first.processor.serialized_model_proto()
+    assert second.identity == first.identity and first.identity.startswith("sentencepiece ")
     data.sentencepiece_tokenizer(documents, 410)  # another size is another model
-    data.sentencepiece_tokenizer(corpus_slice(90_000), 400)  # and so is other text
+    other_text = data.sentencepiece_tokenizer(corpus_slice(90_000), 400)  # and so is other text
     assert len(list((cache / "sentencepiece").glob("*.model"))) == 3
+    assert other_text.identity != first.identity  # what a resumed run's checkpoint is held to
 
 
 def test_processes_starting_together_train_once(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -152,6 +152,7 @@ def test_two_processes_save_their_shards_and_resume_bit_identical(tmp_path: Path
         "step": 2,
         "seed": 0,
         "examples_seen": 8,
+        "tokenizer": "byte",
         "mesh": {"expert": 2},
         "spec_digest": meta["spec_digest"],
         "spec": (program / "spec.yaml").read_text(),
