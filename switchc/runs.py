@@ -112,13 +112,14 @@ def read_run(directory: Path) -> Run:
         )
     lines, complete = _lines(path)
     partial = False
+    while lines and not lines[-1].strip():  # blank lines at the end, as an editor may leave: no record
+        lines.pop()
+        complete = True
     if lines and not complete:  # a program appends one line per record: the last may be half written
         try:
             json.loads(lines[-1])
         except ValueError:
             lines, partial = lines[:-1], True
-    while lines and not lines[-1].strip():  # blank lines at the end, as an editor may leave: no record
-        lines.pop()
     records = [_record(path, number, line) for number, line in enumerate(lines, 1)]
     if not records:
         raise PlainUserError(f"{path} is empty", "the run has not logged a step yet")

@@ -35,11 +35,14 @@ def docstring_text(text: str) -> str:
 
 
 def literal(value: object) -> str:
-    """A Python literal in the formatter's style (double quotes). A string's unprintable characters
-    (a control character, a bidi override that would make the line display other than it runs) are
-    written as escapes (`docstring_text`)."""
+    """A Python literal in the formatter's style (double quotes, unless single ones need fewer
+    escapes). A string's unprintable characters (a control character, a bidi override that would
+    make the line display other than it runs) are written as escapes, as `docstring_text` does."""
     if isinstance(value, str):
-        return '"' + docstring_text(value) + '"'
+        body = escape_unprintable(value.replace("\\", "\\\\"))
+        if value.count('"') > value.count("'"):  # the formatter's choice: the quote that needs fewer escapes
+            return "'" + body.replace("'", "\\'") + "'"
+        return '"' + body.replace('"', '\\"') + '"'
     if isinstance(value, tuple):
         items = [literal(v) for v in value]
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"

@@ -178,6 +178,9 @@ def test_blank_lines_at_the_end_of_the_metrics_are_no_records(tmp_path: Path) ->
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0}\n\n  \n')
     assert [record.step for record in read_run(run).records] == [1]
+    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 1.0}\n\n  ')  # no final newline
+    found = read_run(run)
+    assert [record.step for record in found.records] == [1] and not found.partial_line
 
 
 @pytest.mark.parametrize(
