@@ -35,7 +35,7 @@ from lark.tree import Meta
 
 from switchc.errors import Diagnostic, Source, Span, UserError, did_you_mean
 from switchc.spec import yamltree
-from switchc.spec.schema import SECTIONS, STACKS
+from switchc.spec.schema import MAX_LAYERS, SECTIONS, STACKS
 from switchc.spec.yamltree import Entry, Mapping, Scalar, Sequence
 
 GRAMMAR = "switchc.lark"
@@ -52,7 +52,7 @@ BLOCK_PATTERN: dict[str, tuple[tuple[str, ...], ...]] = {
     "decoder": (("attention",), ("cross_attention",), ("ffn", "switch")),
 }
 KEYWORD_VALUES = ("true", "false", "null")
-MAX_BLOCKS = 2**24  # the schema's largest dimension
+MAX_BLOCKS = MAX_LAYERS  # the schema's: a stack of more is refused here, at the count that made it
 
 NUMBER_HINT = "numbers are written like 768, -5, 0.1 or 1e-2"
 
@@ -499,7 +499,7 @@ class _Lowering:
                 )
                 ok = False
             if len(out) > MAX_BLOCKS:
-                self.error(statement.span, f"more than {MAX_BLOCKS} blocks in '{stack}'")
+                self.error(statement.span, f"more than {MAX_BLOCKS} blocks in '{stack}'", "write fewer blocks")
                 return None
         return out if ok else None
 
@@ -527,7 +527,11 @@ class _Lowering:
         if once is None:
             return None
         if len(once) * times > MAX_BLOCKS:
-            self.error(count.span, f"more than {MAX_BLOCKS} blocks in '{stack}'")
+            self.error(
+                count.span,
+                f"more than {MAX_BLOCKS} blocks in '{stack}'",
+                f"repeat at most {MAX_BLOCKS // len(once)} times",
+            )
             return None
         return once * times
 

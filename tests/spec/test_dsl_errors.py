@@ -43,6 +43,14 @@ MISTAKES = [
         "write it as a block of its keys (train, eval): capacity_factor { train = 1.25 }",
     ),
     Mistake("missing closing brace at the end", "model { d_model = 8\n", 1, 20, "missing '}'", "close 'model'"),
+    Mistake(  # refused at the count, before a list of 16M blocks is built
+        "a stack repeated past the schema's depth",
+        "encoder {\n  repeat 16777216 { block { attention, ffn } }\n}\n",
+        2,
+        10,
+        "more than 1024 blocks in 'encoder'",
+        "repeat at most 1024 times",
+    ),
     Mistake("missing opening brace", "model\n  d_model = 8\n}\n", 1, 6, "missing '{' after 'model'", "model { ... }"),
     Mistake(
         "missing opening brace of a nested block",
