@@ -85,10 +85,10 @@ def load_spec(spec: str, overrides: Sequence[str] = ()) -> Spec:
     return parse_spec(source, overrides, name=name)
 
 
-def _refuse_an_empty_moe(tree: Mapping) -> None:
+def _empty_moe(tree: Mapping) -> Diagnostic | None:
     """`moe:` with nothing after it is YAML's null, which (as `moe: null`) makes the model dense;
     but every other empty section is an error, and the keys under it are most often commented out.
-    Only a written null says dense."""
+    Only a written null says dense: an empty one is refused."""
     entry = tree.get("moe")
     if entry is not None and isinstance(entry.value, yamltree.Scalar) and entry.value.plain and not entry.value.text:
         if entry.key.span.source.name == OVERRIDE_SOURCE_NAME:
@@ -98,7 +98,8 @@ def _refuse_an_empty_moe(tree: Mapping) -> None:
                 "write `moe: {}` for Switch layers with the paper's defaults, or `moe: null` (or no moe section) for "
                 "a dense model"
             )
-        raise UserError.at(entry.key.span, "the moe section is empty", hint)
+        return Diagnostic("the moe section is empty", entry.key.span, hint)
+    return None
 
 
 def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None = None) -> Spec:
@@ -122,8 +123,16 @@ def parse_spec(source: Source, overrides: Sequence[str] = (), name: str | None =
             "default); `switchc explain switch-tiny` prints a full spec",
         )
     tree = apply_overrides(tree, overrides)
-    _refuse_an_empty_moe(tree)
-    body = _validate(tree, is_dsl(source))
+    empty_moe = _empty_moe(tree)
+    try:
+        body = _validate(tree, is_dsl(source))
+    except UserError as err:  # said with the others, in the file's order
+        if empty_moe is None:
+            raise
+        found = sorted((empty_moe, *err.diagnostics), key=lambda d: (d.span.source is not source, d.span.line))
+        raise UserError(found) from None
+    if empty_moe is not None:
+        raise UserError([empty_moe])
     origin = Origin(
         name=name or source.name,
         source=source,

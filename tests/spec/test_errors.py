@@ -382,6 +382,13 @@ def test_all_mistakes_in_a_file_are_reported_together_in_order() -> None:
     assert positions == [(2, 12), (3, 9), (4, 3)]
     assert error.render().endswith("3 errors")
 
+    # an empty moe section is one of them, in its place, not a reason to hide the rest
+    error = _first("moe:\nmodel:\n  d_model: x\n")
+    assert [(d.span.line, d.message) for d in error.diagnostics] == [
+        (1, "the moe section is empty"),
+        (3, "model.d_model: expected an integer, got 'x'"),
+    ]
+
 
 # ---- command-line overrides are validated the same way and point at the override ---------------
 
