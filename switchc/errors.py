@@ -16,7 +16,6 @@ Rendering follows compilers users already read every day::
 from __future__ import annotations
 
 import difflib
-import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -98,7 +97,13 @@ def _under(text: str) -> str:
     )
 
 
-_SHOWN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # control characters but tab and line feed
+# Shown as U+FFFD in an excerpt: control, format (a bidi override), private-use and unassigned
+# characters, which a terminal would act on or draw unlike the file; a tab stays (carets keep it)
+_HIDDEN = frozenset(("Cc", "Cf", "Co", "Cs", "Cn"))
+
+
+def _shown(text: str) -> str:
+    return "".join(c if c == "\t" or unicodedata.category(c) not in _HIDDEN else "\ufffd" for c in text)
 
 
 def _excerpt(span: Span) -> list[str]:
@@ -112,7 +117,7 @@ def _excerpt(span: Span) -> list[str]:
         first, last = max(0, start - EXCERPT_CONTEXT), min(len(text), start + width + EXCERPT_CONTEXT)
     before, after = ("..." if first else ""), ("..." if last < len(text) else "")
     # a control character is shown as U+FFFD, one column as it was: never sent raw to the terminal
-    shown = f"{before}{_SHOWN.sub(chr(0xFFFD), text[first:last])}{after}"
+    shown = f"{before}{_shown(text[first:last])}{after}"
     carets = "^" * len(_under(text[start : start + width])) if start < len(text) else "^"
     return [f"{gutter} | {shown}", f"{pad} | {_under(before + text[first:start])}{carets}"]
 

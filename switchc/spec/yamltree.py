@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,12 +76,12 @@ def parse(source: Source, text: str | None = None, what: str = "spec") -> Node |
     (how command-line override values get columns that point into the command line). `what` the
     file is ("spec", "hardware file") is how errors name it.
     """
-    events = _events(source, source.text if text is None else text)
+    events = _events(source, source.text if text is None else text, what)
     builder = _Builder(source, events, what)
     return builder.document()
 
 
-def _events(source: Source, text: str) -> Iterator[yaml.Event]:
+def _events(source: Source, text: str, what: str = "spec") -> Iterator[yaml.Event]:
     try:
         yield from yaml.parse(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -92,11 +93,12 @@ def _events(source: Source, text: str) -> Iterator[yaml.Event]:
     except yaml.reader.ReaderError as err:  # a character YAML allows nowhere: a control character
         line = text.count("\n", 0, err.position) + 1
         column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1
-        character = chr(err.character) if isinstance(err.character, int) else str(err.character)
+        character = chr(err.character) if isinstance(err.character, int) else str(err.character)[:1] or "\0"
+        kind = "control character" if unicodedata.category(character) == "Cc" else "character"
         raise UserError.at(
             Span(source, line, column, line, column + 1),
-            f"control character {character!r} (U+{ord(character[:1] or chr(0)):04X}): YAML allows none",
-            "delete it: spec values are printable text",
+            f"{kind} {character!r} (U+{ord(character):04X}): YAML allows none",
+            f"delete it: a {what} holds printable text",
         ) from None
     except yaml.YAMLError as err:
         raise UserError.at(source.start(), f"cannot read YAML: {err}") from None

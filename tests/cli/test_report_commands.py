@@ -308,3 +308,12 @@ def test_a_spec_the_programs_refuse_is_reported_with_a_located_warning() -> None
     clean = runner.invoke(main, ["report", "switch-tiny", "--format", "json"])
     assert clean.stderr == ""
     assert not any("refuse" in note for note in json.loads(clean.stdout)["notes"])
+
+
+def test_a_control_character_in_a_hardware_file_is_located_with_a_hint_for_that_file(tmp_path: Path) -> None:
+    profile = tmp_path / "lab.yaml"
+    profile.write_text("lab:\n  peak_flops: {float32: 1e12\x07}\n")
+    result = run("report", "switch-tiny", "--hardware-file", str(profile), "--hardware", "lab")
+    assert result.exit_code == 2 and "\x07" not in result.stderr
+    assert f"{profile}:2:29: error: control character '\\x07' (U+0007): YAML allows none" in result.stderr
+    assert "hint: delete it: a hardware file holds printable text" in result.stderr

@@ -306,6 +306,14 @@ MISTAKES = [
         "control character '\\x07' (U+0007): YAML allows none",
         "delete it",
     ),
+    Mistake(
+        "a noncharacter",
+        "model:\n  d_model: 64\uffff\n",
+        2,
+        14,
+        "character '\\uffff' (U+FFFF): YAML allows none",
+        "delete it: a spec holds printable text",
+    ),
     Mistake(  # YAML reads it as null, which `moe: null` spells to mean dense: keys commented out, most often
         "an empty moe section",
         "model:\n  d_model: 64\nmoe:\n#  num_experts: 128\n",
@@ -600,6 +608,9 @@ def test_override_error_renders_the_command_line() -> None:
 def test_a_control_character_is_never_echoed_to_the_terminal() -> None:
     rendered = _first(SWITCH, ("data.path=a\x1b[31mb",)).render()
     assert "\x1b" not in rendered and "| --set data.path=a\ufffd[31mb" in rendered
+    # nor a bidi override that would redraw the line, in an excerpt of another mistake on it
+    rendered = _first(SWITCH, ('model.d_model="\u202e"',)).render()
+    assert "\u202e" not in rendered and '| --set model.d_model="\ufffd"' in rendered
 
 
 def test_a_key_set_after_its_section_refines_it() -> None:
