@@ -202,8 +202,9 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
     prefix = len("--set ")
     errors: list[Diagnostic] = []
     seen: dict[str, tuple[str, Span]] = {}
+    line_no = 0  # where each --set starts in `source`: an earlier VALUE may span lines ({a: 1,\n b: 2})
     for index, item in enumerate(overrides):
-        line_no = index + 1
+        line_no += len(lines[index - 1].splitlines()) if index else 1
         whole = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(item))
         match = _OVERRIDE.fullmatch(item)
         if match is None:
@@ -252,7 +253,7 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
             continue
         seen[key] = (value_text.strip(), key_span)
         value_column = prefix + len(key) + 1  # 0-based column of VALUE on its line
-        padded = "\n" * index + " " * value_column + value_text
+        padded = "\n" * (line_no - 1) + " " * value_column + value_text
         value = yamltree.parse(source, padded)
         if value is None:  # `key=` sets null, like an empty YAML value
             value = Scalar("", True, Span(source, line_no, value_column + 1, line_no, value_column + 2))

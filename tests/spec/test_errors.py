@@ -405,7 +405,7 @@ def test_all_mistakes_in_a_file_are_reported_together_in_order() -> None:
 class OverrideMistake:
     name: str
     overrides: tuple[str, ...]
-    line: int  # which --set (1-based)
+    line: int  # its line in the command-line text: one per --set, more where a VALUE spans lines
     column: int  # column in the line "--set KEY=VALUE"
     message: str
     hint: str | None = None
@@ -416,6 +416,13 @@ OVERRIDE_MISTAKES = [
     OverrideMistake("unknown key", ("moe.num_expert=8",), 1, 7, "unknown key 'num_expert' in moe", "num_experts"),
     OverrideMistake("unknown section", ("mdoel.d_model=8",), 1, 7, "unknown key 'mdoel' in the spec", "'model'"),
     OverrideMistake("no equals sign", ("moe.num_experts",), 1, 7, "an override is KEY=VALUE"),
+    OverrideMistake(  # the first value spans two lines of the command line: the second --set is on line 3
+        "after a value of two lines",
+        ("moe={num_experts: 4,\n  top_k: 2}", "model.d_ff=x"),
+        3,
+        18,
+        "model.d_ff: expected an integer, got 'x'",
+    ),
     OverrideMistake("an empty moe", ("moe=",), 1, 7, "the moe section is empty", "--set 'moe={}' for Switch"),
     OverrideMistake("a control character", ("model.d_model=8", "data.path=a\x01b"), 2, 18, "control character '\\x01'"),
     OverrideMistake(
