@@ -393,9 +393,11 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
     if kind == "finite_number" or (kind in _BOUNDS and isinstance(value, float) and not math.isfinite(value)):
         return Diagnostic(f"{dotted}: {_describe(value)} is not a finite number", span, "write a finite value")
     if kind == "bool_type":
-        return Diagnostic(f"{dotted}: expected true or false, got {_describe(value)}", span)
+        hint = _unquote_hint(value) if value is None else None  # a quoted number is no boolean either
+        return Diagnostic(f"{dotted}: expected true or false, got {_describe(value)}", span, hint)
     if kind == "string_type":
-        return Diagnostic(f"{dotted}: expected text, got {_describe(value)}", span, 'quote it: "..."')
+        hint = _unquote_hint(value) if value is None else 'quote it: "..."'
+        return Diagnostic(f"{dotted}: expected text, got {_describe(value)}", span, hint)
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         hint = did_you_mean(str(value), choices) or f"choose one of: {', '.join(choices)}"
@@ -430,7 +432,10 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
 
 
 def _unquote_hint(value: Any) -> str | None:
-    """For a number written in quotes ("768") or with '_' separators (1_2), which make it text: how to write it."""
+    """For a number written in quotes ("768") or with '_' separators (1_2), which make it text: how
+    to write it; for no value at all (`d_model:`, `--set model.d_model=`), to give one."""
+    if value is None:
+        return "write a value after the key, or leave the key out for its default"
     if isinstance(value, str):
         try:
             number = float(value.strip())

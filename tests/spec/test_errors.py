@@ -423,6 +423,14 @@ OVERRIDE_MISTAKES = [
         18,
         "model.d_ff: expected an integer, got 'x'",
     ),
+    OverrideMistake(
+        "no value",
+        ("moe.num_experts=",),
+        1,
+        23,
+        "moe.num_experts: expected an integer, got null",
+        "write a value after the key, or leave the key out for its default",
+    ),
     OverrideMistake("an empty moe", ("moe=",), 1, 7, "the moe section is empty", "--set 'moe={}' for Switch"),
     OverrideMistake("a control character", ("model.d_model=8", "data.path=a\x01b"), 2, 18, "control character '\\x01'"),
     OverrideMistake(
