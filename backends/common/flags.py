@@ -205,7 +205,7 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.resume and args.out is None:
         flags.error("--resume needs --out (the run directory whose checkpoints/ to resume from)")
     if args.init_from is not None and not args.resume and not args.init_from.exists():  # resumed: maybe unread
-        flags.error(f"--init-from {args.init_from} does not exist")
+        flags.error(f"--init-from: no weights file at {args.init_from}")
     if args.allow_changes and not args.resume:
         flags.error("--allow-changes applies only with --resume")
     if args.export_init is not None:

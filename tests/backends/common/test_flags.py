@@ -353,7 +353,7 @@ def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
         (("--seed", "99999999999999999999"), "--seed must be in 0..16777216"),
         (("--eval-every", "0", "--eval-batches", "3"), "--eval-batches applies only to a run that evaluates"),
         (("--out", ""), "argument --out: an empty path; name the run directory (--out . for this one)"),
-        (("--init-from", "missing.safetensors"), "--init-from missing.safetensors does not exist"),
+        (("--init-from", "missing.safetensors"), "--init-from: no weights file at missing.safetensors"),
         (("--export-init", "w.safetensors", "--out", "no-run", "--resume"), "no-run/checkpoints does not exist"),
         (("--export-init", "."), "--export-init . is a directory; name the file to write, e.g. init.safetensors"),
     ],
