@@ -125,7 +125,10 @@ def other_settings(
     written = directory / "program" / "spec.yaml"
     if not written.is_file():
         return []
-    return changed_settings(written, load_spec(str(BASE_SPEC), variant.sets([*extra, f"train.seed={seed}"])[1::2]))
+    return changed_settings(
+        written.read_text(encoding="utf-8"),
+        load_spec(str(BASE_SPEC), variant.sets([*extra, f"train.seed={seed}"])[1::2]),
+    )
 
 
 def check_kept(variant: Variant, seed: int, directory: Path, extra: Sequence[str]) -> None:
@@ -380,9 +383,9 @@ def finished(
     for variant in chosen:
         found = []
         for directory in out.glob(f"{variant.name}-seed*/"):
-            seed = directory.name.removeprefix(f"{variant.name}-seed")
-            if seed.isdigit() and (seeds is None or int(seed) in seeds) and last_step(directory) >= steps:
-                found.append((int(seed), directory))
+            named = directory.name.removeprefix(f"{variant.name}-seed")
+            if named.isdigit() and (seeds is None or int(named) in seeds) and last_step(directory) >= steps:
+                found.append((int(named), directory))
         for seed, directory in sorted(found):
             if extra is not None and other_settings(variant, seed, directory, extra):
                 print(f"[{directory.name}] trained with other settings: left out of the tables", flush=True)
