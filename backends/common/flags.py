@@ -777,17 +777,29 @@ def disagreement(every: Sequence[Mapping[str, str]]) -> str | None:
 META_FILES = {"jax": "meta/metadata", "torch": "meta.json"}
 
 
-def recorded_spec(directory: Path, backend: str) -> str | None:
-    """The spec.yaml text that the newest `backend` checkpoint in `directory` records (the program
-    that wrote it was compiled from it); None without a checkpoint or a readable record."""
+def recorded(directory: Path, backend: str, key: str) -> str | None:
+    """What the newest `backend` checkpoint in `directory` records under `key` ("spec": the text of
+    the spec.yaml its program was compiled from; "tokenizer"); None without a checkpoint, a
+    readable record or that key."""
     step = latest_checkpoint(directory, backend)
     if step is None:
         return None
     try:
-        spec = json.loads((directory / str(step) / META_FILES[backend]).read_text(encoding="utf-8")).get("spec")
+        value = json.loads((directory / str(step) / META_FILES[backend]).read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError, AttributeError):
         return None
-    return spec if isinstance(spec, str) and spec else None
+    return value if isinstance(value, str) and value else None
+
+
+def other_tokenizer(where: str, trained: str, tokenizer: str) -> tuple[str, str]:
+    """(error, hint) for a resume whose data makes another tokenizer than `where`'s run trained with."""
+    return (
+        f"--resume: {where} was trained on the ids of another tokenizer ({trained}; these settings and text "
+        f"make {tokenizer}): every id would now stand for other text",
+        "a SentencePiece model trained here follows the training split's text (data.path, data.eval_fraction, "
+        "data.eval_path): resume with the run's settings on the text it began with; or start a new run in another "
+        "--out from its weights (--export-init FILE --resume, then --init-from FILE)",
+    )
 
 
 def latest_checkpoint(directory: Path, backend: str) -> int | None:
@@ -972,13 +984,8 @@ def check_resume(
         raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
     trained = meta.get("tokenizer")  # checkpoints of earlier programs record none
     if tokenizer and trained and trained != tokenizer and not exporting:  # not even with --allow-changes
-        raise SystemExit(
-            f"error: --resume: {where} was trained on the ids of another tokenizer ({trained}; this run's data "
-            f"makes {tokenizer}): every id would now stand for other text\n"
-            "hint: a SentencePiece model trained here follows data.path's text: resume on the text the run began "
-            "with, or set data.spm_model to its model; or start a new run in another --out from its weights "
-            "(--export-init FILE --resume, then --init-from FILE)"
-        )
+        error, hint = other_tokenizer(where, trained, tokenizer)
+        raise SystemExit(f"error: {error}\nhint: {hint}")
     recorded = meta.get("spec_digest")
     if recorded is None or recorded == model.SPEC_DIGEST:
         _check_shapes(shapes, model, where)

@@ -84,6 +84,7 @@ def _not_as_written(output: Path, folders: set[str]) -> tuple[list[str], list[st
             inside = path.relative_to(output)
             if path.is_file() and inside.as_posix() not in written and not set(inside.parts) & set(_LEFT_BY_TOOLS):
                 added.append(inside.as_posix())
+    added += [f"{name}/" for name in written if (output / name).is_dir() and not (output / name).is_symlink()]
     edited = []
     for name, digest in written.items():
         if (output / name).is_file() and not (output / name).is_symlink():
@@ -114,17 +115,16 @@ def write_program(files: dict[str, str], output: Path, *, elsewhere: str = "comp
         known = own | {Path(relative).parts[0] for relative in files} | {MARKER, *_LEFT_BY_TOOLS}
         foreign = [name for name in foreign if name.rstrip("/") not in known]
         added, edited = _not_as_written(output, own)
+        kept = []  # what replacing it would lose, all of it in one message
         if foreign or added:
-            raise PlainUserError(
-                f"{output} holds files switchc did not write, which replacing it would delete: "
-                + ", ".join(foreign + added),
-                f"move them out of the program directory, or {elsewhere}",
-            )
+            kept.append(f"files switchc did not write ({', '.join(foreign + added)})")
         if edited:
+            kept.append(f"files edited since switchc wrote them ({', '.join(edited)})")
+        if kept:
             raise PlainUserError(
-                f"{output} holds files edited since switchc wrote them, which replacing it would lose: "
-                + ", ".join(edited),
-                f"copy your edits elsewhere, or {elsewhere}; delete the edited files to have them written afresh",
+                f"{output} holds {' and '.join(kept)}, which replacing it would lose",
+                f"move them out of the program directory (delete an edited file to have it written afresh), or "
+                f"{elsewhere}",
             )
     try:
         _replace(output, files)

@@ -29,7 +29,8 @@ from switchc.backends.common.flags import (
     lock_for_child,
     lock_run_directory,
     other_optimizer_state,
-    recorded_spec,
+    other_tokenizer,
+    recorded,
     release_run_directory,
     remove_made,
     run_directory_user,
@@ -105,10 +106,10 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
     if run_spec.is_file():
         text = run_spec.read_text(encoding="utf-8")
     else:  # a run a generated program wrote: its checkpoints record the spec (and OUT/program is not made yet)
-        recorded = recorded_spec(out / "checkpoints", backend)
-        if recorded is None:
+        written = recorded(out / "checkpoints", backend, "spec")
+        if written is None:
             return
-        text = recorded
+        text = written
     changed = changed_settings(text, spec)
     if not changed:
         return
@@ -161,6 +162,15 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str, backend: st
             "--allow-changes continues a run with other training settings (learning rate, schedule, clipping); "
             "a model with other shapes is a new run: choose another --out",
         )
+    trained = recorded(out / "checkpoints", backend, "tokenizer")
+    if trained is not None and (run.data != spec.data or run.model.vocab_size != spec.model.vocab_size):
+        try:  # the tokenizer these settings make (a SentencePiece model is trained on the training split)
+            tokenizer = data.dataset(program_config(spec)).tokenizer
+        except SystemExit as stop:  # runtime/data.py's "error: ...\nhint: ..."
+            raise PlainUserError(*_runtime_error(str(stop.code))) from None
+        if tokenizer != trained:
+            error, hint = other_tokenizer(f"{out}'s latest checkpoint", trained, tokenizer)
+            raise PlainUserError(f"{error}; the settings that differ from the run's:\n{lines}", hint)
     other = other_optimizer_state(to_yaml(run), to_yaml(spec), backend)
     if other is not None:
         weights = out.absolute().with_name(f"{out.absolute().name}-weights.safetensors")  # not inside the run
@@ -283,6 +293,9 @@ def train(
             "data.eval_path)",
             "set data.eval_fraction (e.g. --set data.eval_fraction=0.05) or data.eval_path, or drop --eval-every",
         )
+    if eval_batches is not None and (eval_every == 0 or not evaluates(resolved)):  # the program refuses it too
+        why = "--eval-every 0" if eval_every == 0 else "the spec holds out no text"
+        raise PlainUserError(f"--eval-batches applies only to a run that evaluates ({why})", "drop --eval-batches")
     if hardware is not None:  # the programs know the built-in profiles (their PEAK_FLOPS)
         hardware = analysis_hardware(hardware).name
     passed = {
@@ -301,6 +314,9 @@ def train(
     if holder is not None:  # nothing of it is touched: its program, metrics and checkpoints are in use
         raise PlainUserError(*in_use(out, holder))
     earlier = _program_backend(program)
+    if earlier is None and resume:  # a run a program wrote has no RUN/program: its checkpoints say
+        found = [kind for kind in ("jax", "torch") if latest_checkpoint(out / "checkpoints", kind) is not None]
+        earlier = found[0] if len(found) == 1 else None
     if resume and earlier is not None and earlier != backend:
         raise PlainUserError(
             f"--resume: {out} is a run of the {earlier} program; this command would continue it with {backend}",

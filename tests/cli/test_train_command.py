@@ -491,3 +491,40 @@ def test_resuming_a_run_a_program_wrote_compares_with_its_checkpoints_spec(tmp_p
         result.stderr
     )
     assert not (out / "program").exists()
+
+
+def test_resuming_a_program_written_run_with_the_other_backend_is_refused_before_anything(tmp_path: Path) -> None:
+    """Its checkpoints say which program wrote it: switchc train wrote RUN/program for the other backend,
+    whose program then refused the checkpoints, and the run was left in a loop of refusals."""
+    out = tmp_path / "run"
+    fake_checkpoint(out / "checkpoints", 3, CHECKPOINT_MARKERS["jax"])
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume"])
+    assert result.exit_code == 2 and f"--resume: {out} is a run of the jax program" in result.stderr
+    assert "hint: add --backend jax" in result.stderr and not (out / "program").exists()
+
+
+def test_allow_changes_that_make_another_tokenizer_are_refused_before_the_program_is_written(
+    tmp_path: Path,
+) -> None:
+    """The programs refuse a checkpoint of another tokenizer even with --allow-changes; switchc train
+    says so first, or RUN/program would hold the refused settings and the next resume loop on them."""
+    out = tmp_path / "run"
+    step = fake_checkpoint(out / "checkpoints", 3, CHECKPOINT_MARKERS["torch"])
+    record = {"step": 3, "seed": 0, "spec": to_yaml(load_spec("switch-tiny")), "tokenizer": "sentencepiece 0123"}
+    (step / META_FILES["torch"]).write_text(json.dumps(record))
+    command = ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume", "--allow-changes"]
+    result = CliRunner().invoke(main, [*command, "--set", "data.eval_fraction=0.1"])
+    assert result.exit_code == 2, result.output
+    assert "another tokenizer (sentencepiece 0123; these settings and text make byte)" in result.stderr
+    assert "data.eval_fraction: 0.05 in the run, 0.1 now" in result.stderr and not (out / "program").exists()
+
+
+def test_eval_batches_for_a_run_that_never_evaluates_is_refused_before_compiling(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["train", "switch-tiny", "--out", str(tmp_path / "run"), "--eval-every", "0", "--eval-batches", "3"]
+    )
+    assert (
+        result.exit_code == 2
+        and "--eval-batches applies only to a run that evaluates (--eval-every 0)" in result.stderr
+    )
+    assert not (tmp_path / "run").exists()

@@ -702,3 +702,9 @@ def test_a_training_split_smaller_than_a_batch_is_noted(
     assert f"note: the training split holds {small.num_examples} example(s), fewer than a batch of 8" in (
         said.out + said.err
     )
+
+
+def test_a_dataset_names_the_tokenizer_its_ids_come_from() -> None:
+    """What checkpoints record of a run's data (a SentencePiece model's identity: test_second_call_uses_the_cache)."""
+    assert data.ByteTokenizer(512).identity == "byte"
+    assert data.dataset(config()).tokenizer == "byte"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from switchc.backends.common import data, flags
+from switchc.backends.common import flags
 
 from switchc.spec import Spec, load_spec
 from switchc.spec.emit import extendable, spec_digest, to_yaml
@@ -177,35 +177,11 @@ def test_another_tokenizer_is_refused_even_with_allow_changes(tmp_path: Path) ->
             )
         said = str(info.value.code)
         assert said.startswith("error: --resume: checkpoint 4 was trained on the ids of another tokenizer ")
-        assert "(sentencepiece 0123456789abcdef; this run's data makes sentencepiece fedcba9876543210)" in said
+        assert "(sentencepiece 0123456789abcdef; these settings and text make sentencepiece fedcba9876543210)" in said
     flags.check_resume(*record, _args(), run, "checkpoint 4", tokenizer="sentencepiece 0123456789abcdef")
     flags.check_resume(*_record(run), _args(), run, "checkpoint 4", tokenizer="byte")  # recorded none
     exporting = argparse.Namespace(seed=0, allow_changes=False, export_init=Path("w.safetensors"))
     flags.check_resume(*record, exporting, run, "checkpoint 4", tokenizer="byte")  # weights only: any data
-
-
-def test_a_tokenizers_identity_is_its_model(tmp_path: Path) -> None:
-    """The byte tokenizer is one; a SentencePiece model is named by its bytes."""
-    assert data.ByteTokenizer(512).identity == "byte"
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("To be, or not to be: that is the question.\n" * 20)
-    config = SimpleNamespace(
-        source="text",
-        path=str(corpus),
-        jsonl_field="text",
-        tokenizer="byte",
-        spm_model=None,
-        vocab_size=512,
-        inputs_length=16,
-        targets_length=8,
-        noise_density=0.15,
-        mean_noise_span=3.0,
-        eval_fraction=0.0,
-        seed=0,
-        objective="span_corruption",
-        batch_size=2,
-    )
-    assert data.dataset(config).tokenizer == "byte"
 
 
 def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:

@@ -140,9 +140,14 @@ def test_compile_never_replaces_a_file_edited_since_it_wrote_it(tmp_path: Path) 
     (program / "model.py").write_text((program / "model.py").read_text() + "# my change\n")
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"error: {program} holds files edited since switchc wrote them" in result.stderr
-    assert "would lose: model.py\n" in result.stderr
+    assert f"error: {program} holds files edited since switchc wrote them (model.py), which" in result.stderr
     assert (program / "model.py").read_text().endswith("# my change\n")
+    (program / "notes.txt").write_text("mine\n")  # both kinds at once: one message names them all
+    both = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
+    assert "holds files switchc did not write (notes.txt) and files edited since switchc wrote them (model.py)" in (
+        both.stderr
+    )
+    (program / "notes.txt").unlink()
     (program / "model.py").unlink()  # the hint's way to take the new file: nothing edited is left
     compile_program(tmp_path)
     assert not (program / "model.py").read_text().endswith("# my change\n")
@@ -156,7 +161,14 @@ def test_compile_never_deletes_a_file_added_inside_the_programs_folders(tmp_path
     (program / "runtime" / "mine.py").write_text("x = 1\n")
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
     assert result.exit_code == 2 and "holds files switchc did not write" in result.stderr
-    assert "delete: runtime/mine.py\n" in result.stderr and (program / "runtime" / "mine.py").read_text() == "x = 1\n"
+    assert "(runtime/mine.py)" in result.stderr and (program / "runtime" / "mine.py").read_text() == "x = 1\n"
+    (program / "runtime" / "mine.py").unlink()
+    (program / "model.py").unlink()  # a folder where compile wrote a file: it holds someone's files
+    (program / "model.py").mkdir()
+    (program / "model.py" / "notes.txt").write_text("mine\n")
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
+    assert result.exit_code == 2 and "(model.py/)" in result.stderr
+    assert (program / "model.py" / "notes.txt").read_text() == "mine\n"
 
 
 def test_a_tampered_marker_reads_nothing_outside_the_program(tmp_path: Path) -> None:
