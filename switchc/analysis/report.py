@@ -341,6 +341,12 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
 SMALL_GROUP_RATIO = 4  # a routing group this many times smaller than it could be gets a note
 
 
+def _share_at_least(part: int, whole: int) -> str:
+    """part / whole as a percentage rounded down (an "at least" stays true): 49.9%, <0.1%."""
+    tenths = 1000 * part // whole
+    return f"{tenths / 10:g}%" if tenths else "<0.1%"
+
+
 def routing_notes(spec: SpecSummary) -> list[str]:
     """What a report says of routing: a capacity too small for a group's tokens however evenly they
     route; and routing groups far smaller than moe.group_size allows: each group is the largest
@@ -353,7 +359,7 @@ def routing_notes(spec: SpecSummary) -> list[str]:
             what = f"{routed} tokens" if spec.top_k == 1 else f"{r.tokens_per_group} tokens x top_k {spec.top_k}"
             notes.append(
                 f"{r.stack}: {spec.num_experts} experts x capacity {r.capacity} = {slots} slots per routing group "
-                f"for {what}: at least {routed - slots} ({100 * (routed - slots) / routed:.2g}%) of "
+                f"for {what}: at least {routed - slots} ({_share_at_least(routed - slots, routed)}) of "
                 f"{'them' if spec.top_k == 1 else 'these assignments'} find no slot however evenly they route (the "
                 "residual carries them); model FLOPs, MFU's numerator, count them all"
             )

@@ -499,7 +499,9 @@ class _Lowering:
                 )
                 ok = False
             if len(out) > MAX_BLOCKS:
-                self.error(statement.span, f"more than {MAX_BLOCKS} blocks in '{stack}'", "write fewer blocks")
+                self.error(
+                    statement.span, f"more than {MAX_BLOCKS} blocks in '{stack}'", f"a stack holds at most {MAX_BLOCKS}"
+                )
                 return None
         return out if ok else None
 
@@ -530,7 +532,7 @@ class _Lowering:
             self.error(
                 count.span,
                 f"more than {MAX_BLOCKS} blocks in '{stack}'",
-                f"repeat at most {MAX_BLOCKS // len(once)} times",
+                f"a stack holds at most {MAX_BLOCKS} blocks",
             )
             return None
         return once * times

@@ -204,7 +204,7 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
     seen: dict[str, tuple[str, Span]] = {}
     line_no = 0  # where each --set starts in `source`: an earlier VALUE may span lines ({a: 1,\n b: 2})
     for index, item in enumerate(overrides):
-        line_no += len(lines[index - 1].splitlines()) if index else 1
+        line_no += len((lines[index - 1] + "\n").splitlines()) if index else 1  # a VALUE's final \n: a line
         whole = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(item))
         match = _OVERRIDE.fullmatch(item)
         if match is None:

@@ -93,6 +93,9 @@ def test_a_capacity_too_small_for_the_tokens_is_noted_beside_the_mfu_it_inflates
     assert json.loads(run("report", "switch-tiny", "--format", "json").stdout)["notes"] == []
     table = run("report", "switch-tiny", *capacity, "--format", "markdown").stdout
     assert "| note 1 | encoder: " in table and "| note 2 | decoder: " in table  # both, not the last alone
+    tiny = ("--set", "moe.capacity_factor.train=0.002", "--set", "moe.min_capacity=1", "--format", "json")
+    notes = json.loads(run("report", "switch-tiny", *tiny).stdout)["notes"]
+    assert "at least 4080 (99.6%) of them" in notes[0]  # rounded down, never up: "at least" stays true
 
 
 def test_markdown_lists_the_conventions(tiny_file: str) -> None:

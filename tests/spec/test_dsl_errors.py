@@ -49,7 +49,7 @@ MISTAKES = [
         2,
         10,
         "more than 1024 blocks in 'encoder'",
-        "repeat at most 1024 times",
+        "a stack holds at most 1024 blocks",
     ),
     Mistake("missing opening brace", "model\n  d_model = 8\n}\n", 1, 6, "missing '{' after 'model'", "model { ... }"),
     Mistake(

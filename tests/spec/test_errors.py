@@ -431,6 +431,7 @@ OVERRIDE_MISTAKES = [
         "moe.num_experts: expected an integer, got null",
         "write a value after the key, or leave the key out for its default",
     ),
+    OverrideMistake("after a value ending in a line break", ("model.d_model=64\n", "model.d_ff=x"), 3, 18, "got 'x'"),
     OverrideMistake("an empty moe", ("moe=",), 1, 7, "the moe section is empty", "--set 'moe={}' for Switch"),
     OverrideMistake("a control character", ("model.d_model=8", "data.path=a\x01b"), 2, 18, "control character '\\x01'"),
     OverrideMistake(
