@@ -500,7 +500,9 @@ class _Lowering:
                 ok = False
             if len(out) > MAX_BLOCKS:
                 self.error(
-                    statement.span, f"more than {MAX_BLOCKS} blocks in '{stack}'", f"a stack holds at most {MAX_BLOCKS}"
+                    statement.span,
+                    f"more than {MAX_BLOCKS} blocks in '{stack}'",
+                    f"a stack holds at most {MAX_BLOCKS} blocks",
                 )
                 return None
         return out if ok else None
