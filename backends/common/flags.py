@@ -66,8 +66,15 @@ EVAL_BATCHES = 10  # --eval-batches' default
 def _run_directory(text: str) -> Path:
     """--out's type: an empty path, which names the current directory (an unset shell variable in
     `--out "$RUN"`), is refused; a run there would write, and a later one clear, that directory's files."""
-    if not text.strip():
+    if not text:
         raise argparse.ArgumentTypeError("an empty path; name the run directory (--out . for this one)")
+    return Path(text)
+
+
+def _weights_file(text: str) -> Path:
+    """--init-from's type: an empty path (Path("") is ".") names no file."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path; name the weights file")
     return Path(text)
 
 
@@ -99,7 +106,9 @@ def parser(
     flags.add_argument(
         "--steps", type=int, default=default_steps, metavar="N", help="train until this step (default: the spec's)"
     )
-    flags.add_argument("--seed", type=int, default=default_seed, metavar="N", help="seed for init, data and noise")
+    flags.add_argument(
+        "--seed", type=int, default=default_seed, metavar="N", help=f"seed for init, data and noise: 0..{MAX_SEED}"
+    )
     flags.add_argument(
         "--log-every", type=int, default=10, metavar="N", help="a train record every N steps (default: 10)"
     )
@@ -140,7 +149,7 @@ def parser(
         help="with --resume: continue a checkpoint written by a program built from another spec (its changed "
         "settings are printed); without it such a resume is refused",
     )
-    flags.add_argument("--init-from", type=Path, default=None, metavar="FILE", help=init_from_help)
+    flags.add_argument("--init-from", type=_weights_file, default=None, metavar="FILE", help=init_from_help)
     flags.add_argument(
         "--export-init",
         type=str,  # as given, a trailing separator included (a Path drops it); `check` makes it a Path
@@ -210,6 +219,8 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         flags.error("--allow-changes applies only with --resume")
     if args.export_init is not None:
         given = str(args.export_init)
+        if not given:  # Path("") is ".", the current directory
+            flags.error("--export-init: an empty path; name the file to write, e.g. init.safetensors")
         args.export_init = Path(given)
         if args.resume and not (args.out / "checkpoints").is_dir():  # --resume has made sure of --out
             flags.error(
@@ -773,7 +784,7 @@ def disagreement(every: Sequence[Mapping[str, str]]) -> str | None:
     )
 
 
-# Where a complete checkpoint keeps its record (meta: step, seed, spec digest, spec.yaml's text) as JSON
+# Where a complete checkpoint keeps its record (meta: step, seed, tokenizer, spec digest, spec.yaml's text) as JSON
 META_FILES = {"jax": "meta/metadata", "torch": "meta.json"}
 
 

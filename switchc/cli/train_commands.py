@@ -82,7 +82,7 @@ class RunDirectory(click.Path):
     `--out "$RUN"`), is refused: starting afresh there would clear that directory's run files."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value.strip():
+        if isinstance(value, str) and not value:
             self.fail("an empty path; name the run directory (--out . for this one)", param, ctx)
         return super().convert(value, param, ctx)
 
@@ -270,7 +270,8 @@ def train(
     backend's own) run OUT/program/train.py yourself; the seed is the spec's (--set train.seed=N).
     Without --resume a run starts afresh: OUT's metrics, TensorBoard events and checkpoints from an
     earlier run are removed first. With --resume, settings other than train.steps (under a cosine schedule,
-    train.steps too) must match the run's (OUT/program/spec.yaml) unless --allow-changes is given.
+    train.steps too) must match the run's (OUT/program/spec.yaml, or what its checkpoints record) unless
+    --allow-changes is given; its tokenizer must match in any case.
     """
     if allow_changes and not resume:
         raise PlainUserError("--allow-changes applies only with --resume", "add --resume, or drop --allow-changes")

@@ -5,8 +5,9 @@ One checkpoint per saved step, OUT/checkpoints/<step>/:
     state/   parameters and optimizer state as the sharded arrays they are in training (OCDBT +
              tensorstore; each process writes the shards it holds, and a restore places each
              shard straight onto the device the mesh gives it)
-    meta/    JSON: the step, the seed, the data position (examples seen), and the program's spec
-             digest and spec.yaml text (flags.run_identity), which --resume checks
+    meta/    JSON: the step, the seed, the data position (examples seen), the tokenizer (data.py's
+             identity of it), and the program's spec digest and spec.yaml text
+             (flags.run_identity): --resume checks them
 
 Nothing else is needed to resume: batch `step` of the data is a function of (seed, step) (see
 data.py) and the step's randomness is fold_in(key(seed + 1), step), so a resumed run sees the

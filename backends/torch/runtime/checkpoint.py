@@ -7,9 +7,9 @@ One checkpoint per saved step, OUT/checkpoints/<step>/:
                         a tensor that several ranks hold whole (a dense parameter, Adam's step
                         count) is written once, by one of them
     .metadata           DCP's index: each tensor's global shape and where each of its chunks lies
-    meta.json           the step, the seed, the examples seen, the mesh, and the program's spec
-                        digest and spec.yaml text (flags.run_identity), which --resume checks
-                        (written by rank 0)
+    meta.json           the step, the seed, the examples seen, the tokenizer, the mesh, and the
+                        program's spec digest and spec.yaml text (flags.run_identity): --resume
+                        checks them (written by rank 0)
 
 Each parameter is saved as a DTensor over the DeviceMesh (placements from parallel.py: Shard(d)
 on the mesh axes that split dim d, Replicate on the rest), so the files hold whole, mesh-free
@@ -256,7 +256,7 @@ class Checkpoints:
         _barrier()  # nobody goes on (or stops) before the checkpoint exists
 
     def meta(self, step: int) -> dict[str, Any]:
-        """meta.json of checkpoint `step`: step, seed, examples seen, mesh."""
+        """meta.json of checkpoint `step`: step, seed, examples seen, tokenizer, mesh, spec digest and text."""
         meta: dict[str, Any] = json.loads((self.directory / str(step) / META).read_text(encoding="utf-8"))
         return meta
 

@@ -330,6 +330,8 @@ def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
         (("--eval-every", "0", "--eval-batches", "3"), "--eval-batches applies only to a run that evaluates"),
         (("--out", ""), "argument --out: an empty path; name the run directory (--out . for this one)"),
         (("--init-from", "missing.safetensors"), "--init-from: no weights file at missing.safetensors"),
+        (("--init-from", ""), "argument --init-from: an empty path; name the weights file"),
+        (("--export-init", ""), "--export-init: an empty path; name the file to write, e.g. init.safetensors"),
         (("--export-init", "w.safetensors", "--out", "no-run", "--resume"), "no-run/checkpoints does not exist"),
         (("--export-init", "."), "--export-init . is a directory; name the file to write, e.g. init.safetensors"),
     ],
