@@ -33,7 +33,13 @@ METRICS_FILE = "metrics.jsonl"
 SPLITS = ("train", "eval")
 TOKENS_PER_EXPERT = "tokens_per_expert/"
 DROPPED_FRACTION = "dropped_fraction/"
-LOSSES_BY_PANEL = {"loss": ("loss", "cross_entropy"), "auxiliary losses": ("aux_loss", "z_loss")}  # the curves drawn
+# The curves drawn, a panel each: the router losses apart, since a z-loss weighted 0 (switch-tiny's)
+# is still recorded, at a scale that would flatten the load-balancing loss drawn beside it
+LOSSES_BY_PANEL = {
+    "loss": ("loss", "cross_entropy"),
+    "load-balancing loss": ("aux_loss",),
+    "router z-loss": ("z_loss",),
+}
 LOSSES = tuple(key for keys in LOSSES_BY_PANEL.values() for key in keys)
 
 
@@ -178,8 +184,8 @@ def curve(run: Run, split: str, key: str) -> Curve | None:
 
 
 def loss_curves(runs: Sequence[Run]) -> dict[str, list[Curve]]:
-    """Panel title -> its curves: the losses, then the auxiliary losses (that panel only if any run has them)."""
-    panels: dict[str, list[Curve]] = {"loss": [], "auxiliary losses": []}
+    """Panel title -> its curves: the losses, then each router loss (a panel only if a run has it)."""
+    panels: dict[str, list[Curve]] = {title: [] for title in LOSSES_BY_PANEL}
     for run in runs:
         for split in SPLITS:
             for panel, keys in LOSSES_BY_PANEL.items():
@@ -254,7 +260,10 @@ def draw(runs: Sequence[Run], out: Path, last: int = 10) -> list[Path]:
         for item in curves:
             style: dict[str, Any] = {"color": colors[item.run]} if len(runs) > 1 else {}
             style["linestyle"] = "-" if item.key in ("loss", "aux_loss") else ":"
-            style |= {"marker": "o", "markersize": 3, "alpha": 0.8} if item.split == "eval" else {}
+            # eval points, and a line of one point (a run of --log-every steps), are drawn as markers
+            style |= (
+                {"marker": "o", "markersize": 3, "alpha": 0.8} if item.split == "eval" or len(item.steps) == 1 else {}
+            )
             axis.plot(item.steps, item.values, label=item.label, **style)
         axis.set_title(title)
         axis.set_xlabel("step")
@@ -284,7 +293,7 @@ def draw(runs: Sequence[Run], out: Path, last: int = 10) -> list[Path]:
         for item in dropped:
             layer = item.key.removeprefix(DROPPED_FRACTION)
             name = f"{item.run} {layer}" if len(runs) > 1 else layer
-            joined.plot(item.steps, item.values, label=name)
+            joined.plot(item.steps, item.values, label=name, **({"marker": "o"} if len(item.steps) == 1 else {}))
         joined.set_title("dropped fraction per Switch layer (train)")
         joined.set_xlabel("step")
         joined.grid(alpha=0.3)

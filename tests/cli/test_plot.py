@@ -71,7 +71,7 @@ def assert_png(path: Path) -> None:
 def test_loss_curves_hold_train_and_eval(tmp_path: Path) -> None:
     run = read_run(write_run(tmp_path / "switch", switch_records()))
     panels = loss_curves([run])
-    assert list(panels) == ["loss", "auxiliary losses"]
+    assert list(panels) == ["loss", "load-balancing loss", "router z-loss"]
     by_label = {c.label: c for c in panels["loss"]}
     name = str(tmp_path / "switch")
     assert set(by_label) == {f"{name} {s} {k}" for s in ("train", "eval") for k in ("loss", "cross_entropy")}
@@ -79,7 +79,8 @@ def test_loss_curves_hold_train_and_eval(tmp_path: Path) -> None:
     assert by_label[f"{name} train loss"].values == (5.0, 4.0, 3.0, 2.0)
     assert by_label[f"{name} eval loss"].steps == (2, 4)
     assert by_label[f"{name} eval loss"].values == (4.5, 2.5)
-    assert [c.key for c in panels["auxiliary losses"]] == ["aux_loss", "z_loss"]
+    assert [c.key for c in panels["load-balancing loss"]] == ["aux_loss"]
+    assert [c.key for c in panels["router z-loss"]] == ["z_loss"]
 
 
 def test_expert_load_is_fractions_averaged_over_the_last_records(tmp_path: Path) -> None:
