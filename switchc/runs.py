@@ -293,7 +293,7 @@ def draw(runs: Sequence[Run], out: Path, last: int = 10) -> list[Path]:
         for item in dropped:
             layer = item.key.removeprefix(DROPPED_FRACTION)
             name = f"{item.run} {layer}" if len(runs) > 1 else layer
-            joined.plot(item.steps, item.values, label=name, **({"marker": "o"} if len(item.steps) == 1 else {}))
+            joined.plot(item.steps, item.values, label=name, marker="o" if len(item.steps) == 1 else None)
         joined.set_title("dropped fraction per Switch layer (train)")
         joined.set_xlabel("step")
         joined.grid(alpha=0.3)

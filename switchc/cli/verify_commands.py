@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,8 +100,8 @@ def verify(
     tolerances, 1 when not, 3 when the step failed or ran past --timeout (nothing was compared)."""
     resolved = load_spec(spec, overrides)
     target(backend).require()
-    if keep is not None and keep.exists() and any(keep.iterdir()):
-        raise PlainUserError(f"{keep} is not empty", "--keep needs a new or empty directory")
+    if keep is not None:
+        _clear_kept(keep)
     report = report_for(resolved, hardware(DEFAULT_HARDWARE)).to_json()
     devices = resolved.mesh.num_devices
     if backend == "torch":
@@ -212,6 +213,26 @@ def _stoppable() -> Iterator[None]:
         raise _Stopped(signal.SIGINT) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+KEPT = ".switchc-verify"  # marks a --keep directory verify wrote, which a later verify may clear
+KEPT_ENTRIES = ("program", "hlo", "counts")  # what verify writes there (the backends' verify.py)
+
+
+def _clear_kept(keep: Path) -> None:
+    """--keep DIR: new, empty, or an earlier verify's (its KEPT marker and nothing but KEPT_ENTRIES),
+    which is cleared; a verify that timed out or was stopped leaves its files there, and running it
+    again must not need them removed by hand. Anything else in DIR is not verify's to delete."""
+    if keep.exists() and any(keep.iterdir()):
+        names = {entry.name for entry in keep.iterdir()}
+        if KEPT not in names or not names <= {KEPT, *KEPT_ENTRIES}:
+            raise PlainUserError(
+                f"{keep} is not empty", "--keep needs a new or empty directory, or one an earlier switchc verify kept"
+            )
+        for name in names - {KEPT}:
+            shutil.rmtree(keep / name)
+    keep.mkdir(parents=True, exist_ok=True)
+    (keep / KEPT).write_text("kept by switchc verify; a later verify --keep here replaces it\n", encoding="utf-8")
 
 
 def _not_measured(failure: MeasurementFailed, keep: Path | None) -> str:

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from switchc.cli import main
+from switchc.errors import PlainUserError
 
 BROKEN = "\n".join(
     ["import sys", "print('step: building the model', file=sys.stderr)", "raise MemoryError('no room for the experts')"]
@@ -115,3 +116,26 @@ def test_a_spec_compile_refuses_is_refused_before_the_step_starts(backend: str) 
     assert result.exit_code == 2
     assert result.stderr.startswith("<builtin>/switch-tiny.yaml:30:19: error: span corruption"), result.stderr
     assert "train step" not in result.stderr
+
+
+def test_keep_reuses_a_folder_an_earlier_verify_kept_and_nothing_else(tmp_path: Path) -> None:
+    """A verify that timed out leaves its program in --keep DIR; the rerun its hint asks for (a
+    larger --timeout) must not be refused for that. Anything else in DIR is not verify's to delete."""
+    from switchc.cli.verify_commands import KEPT, _clear_kept
+
+    keep = tmp_path / "keep"
+    _clear_kept(keep)  # new: made, and marked
+    (keep / "program").mkdir()
+    (keep / "program" / "train.py").write_text("...")
+    _clear_kept(keep)  # an earlier verify's: cleared
+    assert sorted(path.name for path in keep.iterdir()) == [KEPT]
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(PlainUserError, match="is not empty"):
+        _clear_kept(keep)
+    assert (keep / "notes.txt").read_text() == "mine"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "program").mkdir()  # verify's names, but no marker: someone else's
+    with pytest.raises(PlainUserError, match="other is not empty") as refused:
+        _clear_kept(tmp_path / "other")
+    assert refused.value.hint == "--keep needs a new or empty directory, or one an earlier switchc verify kept"
+    assert (tmp_path / "other" / "program").is_dir()
