@@ -432,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="spec override for every run (moe.* and layout.* ones: the sparse runs only)",
     )
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be >= 1")
+    if args.eval_every is not None and args.eval_every < 1:
+        parser.error("--eval-every must be >= 1")
     eval_every = args.eval_every or max(1, args.steps // 10)
     chosen = [v for v in VARIANTS if args.only is None or v.name in args.only]
     began = time.perf_counter()

@@ -196,6 +196,8 @@ def hardware(name: str, files: Sequence[str] = ()) -> Hardware:
     profiles = load_profiles(files)
     found = profiles.get(name) or profiles.get(name.lower())
     if found is None:
-        hint = did_you_mean(name, profiles) or f"profiles: {', '.join(sorted(profiles))}"
+        hint = did_you_mean(name, profiles) or (
+            f"profiles: {', '.join(sorted(profiles))}; a profile of your own: --hardware-file FILE (docs/cost-model.md)"
+        )
         raise PlainUserError(f"unknown hardware profile '{name}'", hint)
     return found

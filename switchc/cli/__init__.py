@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from switchc import __version__
+from switchc.cli.options import say
 from switchc.errors import PlainUserError, UserError
 
 EXIT_USER_ERROR = 2
@@ -26,12 +27,12 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except (UserError, PlainUserError) as err:
-            click.echo(err.render(), err=True)
+            say(err.render())
             ctx.exit(EXIT_USER_ERROR)
         except OSError as err:
             if err.filename is None and err.errno in _FULL:  # a write to an output (a file, stdout) that had no room
                 message = f"cannot write the output: {err.strerror or err}"
-                click.echo(PlainUserError(message, "free some space, or write it elsewhere").render(), err=True)
+                say(PlainUserError(message, "free some space, or write it elsewhere").render())
                 ctx.exit(EXIT_USER_ERROR)
             if err.filename is None:  # not about a path the user chose: a bug, keep the traceback
                 raise
@@ -39,7 +40,7 @@ class _Group(click.Group):
             # be read is a PlainUserError with an input's hint, raised by switchc.files.read_text)
             where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
             hint = "check that its directory exists" if err.errno == errno.ENOENT else "choose a path you can write to"
-            click.echo(PlainUserError(f"{where}: {err.strerror or err}", hint).render(), err=True)
+            say(PlainUserError(f"{where}: {err.strerror or err}", hint).render())
             ctx.exit(EXIT_USER_ERROR)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from switchc.cli.options import example
+from switchc.cli.options import example, say
 from switchc.errors import PlainUserError, UserError
 from switchc.files import write_output
 from switchc.spec import parse_spec, read_source
@@ -139,13 +139,13 @@ def fmt(files: tuple[str, ...], to: Format | None, check: bool, write: bool, out
         try:
             differ += _format_file(name, to, check, write, output)
         except (UserError, PlainUserError) as err:
-            click.echo(err.render(), err=True)
+            say(err.render())
             invalid += 1
     if differ:
-        click.echo(f"{differ} of {len(files)} file(s) would change", err=True)
+        say(f"{differ} of {len(files)} file(s) would change")
     if invalid:
         if len(files) > 1:
-            click.echo(f"{invalid} of {len(files)} file(s) invalid", err=True)
+            say(f"{invalid} of {len(files)} file(s) invalid")
         raise SystemExit(EXIT_INVALID)
     if differ:
         raise SystemExit(EXIT_CHECK_FAILED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,13 @@ class Number(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+def say(text: str, *, nl: bool = True) -> None:
+    """A line for stderr (an error, a summary of errors). A reader that went away (`2>&1 | head -1`)
+    does not change the command's status, which click would make 1 for a broken pipe."""
+    with contextlib.suppress(BrokenPipeError):
+        click.echo(text, err=True, nl=nl)
 
 
 def example(*lines: str) -> str:

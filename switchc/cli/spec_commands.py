@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from switchc.backends.common.program import check_data
-from switchc.cli.options import check_output_parent, example, overrides, table_console
+from switchc.cli.options import check_output_parent, example, overrides, say, table_console
 from switchc.errors import PlainUserError, UserError
 from switchc.files import write_output
 from switchc.spec import Spec, load_spec
@@ -64,12 +64,12 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
             spec = load_spec(name, overrides)
             check_data(spec)  # what the programs' data pipeline needs of the shapes (compile checks it too)
         except (UserError, PlainUserError) as err:
-            click.echo(err.render(), err=True)
+            say(err.render())
             failed += 1
             continue
         click.echo(f"ok  {name}: {summary(spec)}")
     if failed:
-        click.echo(f"{failed} of {len(specs)} spec(s) invalid", err=True)
+        say(f"{failed} of {len(specs)} spec(s) invalid")
         raise SystemExit(2)
 
 

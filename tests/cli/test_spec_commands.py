@@ -214,3 +214,12 @@ def test_explain_warns_of_what_compile_would_refuse() -> None:
     assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "switch-tiny"
     assert result.stderr.startswith("<builtin>/switch-tiny.yaml:30:19: warning: span corruption"), result.stderr
     assert "compile and check refuse this spec; its settings follow" in result.stderr
+
+
+def test_a_user_error_keeps_its_status_when_the_reader_of_stderr_went_away() -> None:
+    """`switchc check ... 2>&1 | head -1`: click's handling of the broken pipe made it status 1."""
+    command = [sys.executable, "-m", "switchc", "check", "switch-tiny", "--set", "mesh.axes={data: 2, expert: 3}"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    process.stderr.close()  # gone before switchc writes its error
+    assert process.wait(timeout=120) == 2
