@@ -219,7 +219,7 @@ SwitchPlacement = Annotated[
     PlainValidator(
         _placement,
         json_schema_input_type=Annotated[str, StringConstraints(pattern=_EVERY.pattern)]
-        | list[Annotated[int, Field(ge=0)]],
+        | Annotated[list[Annotated[int, Field(ge=0)]], Field(json_schema_extra={"uniqueItems": True})],
     ),
 ]
 

@@ -127,6 +127,8 @@ def test_schema_validates_every_spec_in_the_library(tmp_path) -> None:
         "mesh: {rules: {expertz: data}}\n",
         "train: {optimizer: {name: sgd}}\n",
         "model: {d_model: 0}\n",
+        "moe: {}\nlayout: {encoder: {switch: [1, 1]}}\n",  # a block listed twice
+        "model: {encoder_layers: 2000}\n",
     ],
 )
 def test_schema_rejects_what_the_validator_rejects(text: str) -> None:
