@@ -807,9 +807,9 @@ def other_tokenizer(where: str, trained: str, tokenizer: str) -> tuple[str, str]
     return (
         f"--resume: {where} was trained on the ids of another tokenizer ({trained}; these settings and text "
         f"make {tokenizer}): every id would now stand for other text",
-        "a SentencePiece model trained here follows the training split's text (data.path, data.eval_fraction, "
-        "data.eval_path): resume with the run's settings on the text it began with; or start a new run in another "
-        "--out from its weights (--export-init FILE --resume, then --init-from FILE)",
+        "resume with the run's data settings on the text it began with (a SentencePiece model trained here "
+        "follows the training split's text: data.path, data.eval_fraction, data.eval_path); or start a new run "
+        "in another --out from its weights (--export-init FILE --resume, then --init-from FILE)",
     )
 
 

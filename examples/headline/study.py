@@ -436,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--steps must be >= 1")
     if args.eval_every is not None and args.eval_every < 1:
         parser.error("--eval-every must be >= 1")
+    if any(seed < 0 for seed in args.seeds or ()):
+        parser.error("--seeds must be >= 0 (train.seed's range)")
     eval_every = args.eval_every or max(1, args.steps // 10)
     chosen = [v for v in VARIANTS if args.only is None or v.name in args.only]
     began = time.perf_counter()

@@ -191,13 +191,13 @@ def load_profiles(files: Sequence[str] = ()) -> dict[str, Hardware]:
     return profiles
 
 
-def hardware(name: str, files: Sequence[str] = ()) -> Hardware:
-    """The profile called `name` among the built-ins and `files`."""
-    profiles = load_profiles(files)
+def hardware(name: str, files: Sequence[str] | None = ()) -> Hardware:
+    """The profile called `name` among the built-ins and `files`; None: the built-ins only, where
+    no profile file can be given (switchc train: the programs know the built-in profiles)."""
+    profiles = load_profiles(files or ())
     found = profiles.get(name) or profiles.get(name.lower())
     if found is None:
-        hint = did_you_mean(name, profiles) or (
-            f"profiles: {', '.join(sorted(profiles))}; a profile of your own: --hardware-file FILE (docs/cost-model.md)"
-        )
+        own = "" if files is None else "; a profile of your own: --hardware-file FILE (docs/cost-model.md)"
+        hint = did_you_mean(name, profiles) or f"profiles: {', '.join(sorted(profiles))}{own}"
         raise PlainUserError(f"unknown hardware profile '{name}'", hint)
     return found

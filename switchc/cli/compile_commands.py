@@ -114,6 +114,7 @@ def write_program(files: dict[str, str], output: Path, *, elsewhere: str = "comp
         foreign = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in output.iterdir())
         known = own | {Path(relative).parts[0] for relative in files} | {MARKER, *_LEFT_BY_TOOLS}
         foreign = [name for name in foreign if name.rstrip("/") not in known]
+        foreign += sorted(name for name in own if (output / name).exists() and not (output / name).is_dir())
         added, edited = _not_as_written(output, own)
         kept = []  # what replacing it would lose, all of it in one message
         if foreign or added:

@@ -33,10 +33,7 @@ def formatted(name: str, to: Format | None) -> tuple[str, Format, Spec]:
             if len(dropped) > 1
             else f"comment on line {dropped[0]} is"
         )
-        click.echo(
-            f"note: {source.name}: the {said} not kept: fmt keeps a comment on a setting's line or just above it",
-            err=True,
-        )
+        say(f"note: {source.name}: the {said} not kept: fmt keeps a comment on a setting's line or just above it")
     again = parse_spec(type(source)(f"formatted{SUFFIX[target]}", text))
     if again != spec:  # a printer bug, never a user mistake: keep the traceback
         raise AssertionError(f"switchc fmt would change the meaning of {source.name}")
@@ -155,7 +152,7 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
     """Print, check or write one file (see fmt); whether --check found it differs."""
     text, target, spec = formatted(name, to)
     if not (check or write or output):
-        click.echo(text, nl=False)
+        say(text, nl=False, err=False)
         return False
     destination = _destination(name, target, output)
     if destination is None:
@@ -164,20 +161,20 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
     current = destination.read_bytes() if destination.is_file() else None
     if current == text.encode("utf-8"):
         if not check:
-            click.echo(f"unchanged {destination}", err=True)
+            say(f"unchanged {destination}")
         return False
     if output is None and current is not None and destination != Path(name):
         _check_sibling(name, spec, destination)  # --check too: it must not ask for a --write that refuses
     if check:
         said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
-        click.echo(said, err=True)
+        say(said)
         if current is not None:
             lines = current.decode("utf-8", errors="replace").splitlines(keepends=True)
             diff = difflib.unified_diff(lines, text.splitlines(keepends=True), str(destination), "formatted")
-            click.echo("".join(diff), err=True, nl=False)
+            say("".join(diff), nl=False)
         return True
     write_output(destination, text)
-    click.echo(f"wrote {destination}", err=True)
+    say(f"wrote {destination}")
     return False
 
 

@@ -40,11 +40,12 @@ class Number(click.FloatRange):
         return number
 
 
-def say(text: str, *, nl: bool = True) -> None:
-    """A line for stderr (an error, a summary of errors). A reader that went away (`2>&1 | head -1`)
-    does not change the command's status, which click would make 1 for a broken pipe."""
+def say(text: str, *, nl: bool = True, err: bool = True) -> None:
+    """A line for stderr (or stdout: `err` False) of a command whose status says what it found
+    (check, fmt): a reader that went away (`2>&1 | head -1`) does not change that status, which
+    click would make 1 for a broken pipe."""
     with contextlib.suppress(BrokenPipeError):
-        click.echo(text, err=True, nl=nl)
+        click.echo(text, err=err, nl=nl)
 
 
 def example(*lines: str) -> str:

@@ -36,8 +36,9 @@ from switchc.runs import draw, read_run
 def plot(run_dirs: tuple[Path, ...], out: Path | None, last: int) -> None:
     """Draw training runs from their metrics.jsonl: losses, and expert load for Switch models.
 
-    Writes loss.png (train and eval loss and cross-entropy by step; auxiliary and z losses in a
-    second panel when present) and, when a run has Switch layers, experts.png: for each run a
+    Writes loss.png (train and eval loss and cross-entropy by step; the load-balancing loss and
+    the router z-loss each in a panel of its own, when present) and, when a run has Switch layers,
+    experts.png: for each run a
     heatmap of the fraction of tokens each expert got in each layer, and the dropped fraction of
     each layer by step. Several RUN_DIRs are drawn on the same axes, e.g. dense vs Switch.
     """

@@ -67,7 +67,7 @@ def check(specs: tuple[str, ...], overrides: tuple[str, ...]) -> None:
             say(err.render())
             failed += 1
             continue
-        click.echo(f"ok  {name}: {summary(spec)}")
+        say(f"ok  {name}: {summary(spec)}", err=False)
     if failed:
         say(f"{failed} of {len(specs)} spec(s) invalid")
         raise SystemExit(2)

@@ -24,6 +24,7 @@ from switchc.backends.common import data, weights
 from switchc.backends.common.codegen import parameters
 from switchc.backends.common.flags import (
     LOCK_NAME,
+    check_checkpoint_directory,
     in_use,
     latest_checkpoint,
     lock_for_child,
@@ -174,12 +175,14 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str, backend: st
     other = other_optimizer_state(to_yaml(run), to_yaml(spec), backend)
     if other is not None:
         weights = out.absolute().with_name(f"{out.absolute().name}-weights.safetensors")  # not inside the run
+        # a run a program wrote has no OUT/program: the export is that program's
+        own = out / "program" / "train.py" if (out / "program" / "train.py").is_file() else Path("PROGRAM/train.py")
         raise PlainUserError(
             f"--resume --allow-changes: {out}'s checkpoints hold the optimizer state of {other[0]}; the optimizer "
             f"of these settings ({other[1]}) keeps other state, which theirs cannot become; the settings that "
             f"differ from the run's:\n{lines}",
             "keep the run's optimizer settings; or start a new run from the run's weights: "
-            f"python {quote(str(out / 'program' / 'train.py'))} --export-init {quote(str(weights))} --resume --out "
+            f"python {quote(str(own))} --export-init {quote(str(weights))} --resume --out "
             f"{quote(str(out))}, then switchc train with these settings, --init-from {quote(str(weights))} and "
             "another --out",
         )
@@ -298,7 +301,7 @@ def train(
         why = "--eval-every 0" if eval_every == 0 else "the spec holds out no text"
         raise PlainUserError(f"--eval-batches applies only to a run that evaluates ({why})", "drop --eval-batches")
     if hardware is not None:  # the programs know the built-in profiles (their PEAK_FLOPS)
-        hardware = analysis_hardware(hardware).name
+        hardware = analysis_hardware(hardware, None).name
     passed = {
         "--eval-every": eval_every,
         "--eval-batches": eval_batches,
@@ -324,6 +327,10 @@ def train(
             f"add --backend {earlier}",
         )
     if resume:
+        try:  # another backend's step, or one left incomplete: the program's refusal, before anything is written
+            check_checkpoint_directory(out / "checkpoints", backend)
+        except SystemExit as stop:
+            raise PlainUserError(*_runtime_error(str(stop.code))) from None
         _check_resume_settings(out, resolved, allow_changes, backend)
         reached = latest_checkpoint(out / "checkpoints", backend)
         if reached is not None and reached >= resolved.train.steps:  # the program is left as the run wrote it

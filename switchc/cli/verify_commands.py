@@ -72,7 +72,9 @@ def _number(value: float) -> str:
     help="Relative, for bytes.",
 )
 @click.option(
-    "--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep the program (and, for jax, its HLO) here."
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the program (and, for jax, its HLO) here: a new or empty folder, or one an earlier verify kept.",
 )
 @click.option(
     "--timeout",
@@ -230,7 +232,11 @@ def _clear_kept(keep: Path) -> None:
                 f"{keep} is not empty", "--keep needs a new or empty directory, or one an earlier switchc verify kept"
             )
         for name in names - {KEPT}:
-            shutil.rmtree(keep / name)
+            entry = keep / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:  # a link is removed, never what it points to
+                entry.unlink()
     keep.mkdir(parents=True, exist_ok=True)
     (keep / KEPT).write_text("kept by switchc verify; a later verify --keep here replaces it\n", encoding="utf-8")
 

@@ -383,6 +383,7 @@ def test_a_relative_data_path_is_recorded_from_where_switchc_ran(
     ("flags", "said"),
     [
         (["--hardware", "h1000"], "error: unknown hardware profile 'h1000'\nhint: did you mean 'h100'?"),
+        (["--hardware", "zzz"], "hint: profiles: a100, cpu, h100, h200, tpuv3\n"),  # no --hardware-file here
         (["--init-from", "missing.safetensors"], "File 'missing.safetensors' does not exist"),
         (["--keep", "0"], "Invalid value for '--keep': 0 is not in the range x>=1"),
         (
@@ -528,3 +529,12 @@ def test_eval_batches_for_a_run_that_never_evaluates_is_refused_before_compiling
         and "--eval-batches applies only to a run that evaluates (--eval-every 0)" in result.stderr
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_over_checkpoints_of_both_backends_is_refused_before_anything(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    fake_checkpoint(out / "checkpoints", 3, CHECKPOINT_MARKERS["torch"])
+    fake_checkpoint(out / "checkpoints", 9, CHECKPOINT_MARKERS["jax"])
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume"])
+    assert result.exit_code == 2 and f"{out / 'checkpoints' / '9'} is a JAX (orbax) checkpoint" in result.stderr
+    assert not (out / "program").exists()

@@ -127,8 +127,10 @@ def test_keep_reuses_a_folder_an_earlier_verify_kept_and_nothing_else(tmp_path: 
     _clear_kept(keep)  # new: made, and marked
     (keep / "program").mkdir()
     (keep / "program" / "train.py").write_text("...")
+    (tmp_path / "precious").mkdir()
+    (keep / "counts").symlink_to(tmp_path / "precious")  # a link among verify's names: removed, not followed
     _clear_kept(keep)  # an earlier verify's: cleared
-    assert sorted(path.name for path in keep.iterdir()) == [KEPT]
+    assert sorted(path.name for path in keep.iterdir()) == [KEPT] and (tmp_path / "precious").is_dir()
     (keep / "notes.txt").write_text("mine")
     with pytest.raises(PlainUserError, match="is not empty"):
         _clear_kept(keep)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -169,6 +170,12 @@ def test_compile_never_deletes_a_file_added_inside_the_programs_folders(tmp_path
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
     assert result.exit_code == 2 and "(model.py/)" in result.stderr
     assert (program / "model.py" / "notes.txt").read_text() == "mine\n"
+    shutil.rmtree(program / "model.py")
+    shutil.rmtree(program / "runtime")  # and a file where it wrote a folder
+    (program / "runtime").write_text("my notes\n")
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
+    assert result.exit_code == 2 and "did not write (runtime)" in result.stderr
+    assert (program / "runtime").read_text() == "my notes\n"
 
 
 def test_a_tampered_marker_reads_nothing_outside_the_program(tmp_path: Path) -> None:
