@@ -26,23 +26,27 @@ INDENT = "    "
 LINE_LENGTH = 120  # generated code is formatted as `ruff format --line-length 120` would
 
 
+def _escaped(text: str, quote: str) -> str:
+    """`text` as it may stand between two `quote`s in generated code and read back as it was: a
+    backslash or that quote is escaped (no escape sequence starts, no quote ends the string) and a
+    character that is not printable (a newline in a file name, a bidi override) is written as its
+    escape."""
+    return escape_unprintable(text.replace("\\", "\\\\").replace(quote, "\\" + quote))
+
+
 def docstring_text(text: str) -> str:
     """`text` from outside switchc (a spec file's name, the --set overrides) as it may stand in a
-    generated docstring and read back as it was: a backslash or double quote is escaped (no escape
-    sequence starts, no quote ends the string) and a character that is not printable (a newline in
-    a file name) is written as its escape."""
-    return escape_unprintable(text.replace("\\", "\\\\").replace('"', '\\"'))
+    generated (double-quoted) docstring (`_escaped`)."""
+    return _escaped(text, '"')
 
 
 def literal(value: object) -> str:
     """A Python literal in the formatter's style (double quotes, unless single ones need fewer
     escapes). A string's unprintable characters (a control character, a bidi override that would
-    make the line display other than it runs) are written as escapes, as `docstring_text` does."""
+    make the line display other than it runs) are written as escapes (`_escaped`)."""
     if isinstance(value, str):
-        body = escape_unprintable(value.replace("\\", "\\\\"))
-        if value.count('"') > value.count("'"):  # the formatter's choice: the quote that needs fewer escapes
-            return "'" + body.replace("'", "\\'") + "'"
-        return '"' + body.replace('"', '\\"') + '"'
+        quote = "'" if value.count('"') > value.count("'") else '"'  # the formatter's choice: fewer escapes
+        return quote + _escaped(value, quote) + quote
     if isinstance(value, tuple):
         items = [literal(v) for v in value]
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
