@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, NoReturn
@@ -63,19 +63,17 @@ MAX_SEED = 2**24  # train.seed's bound (switchc/spec/schema.py): --seed takes th
 EVAL_BATCHES = 10  # --eval-batches' default
 
 
-def _run_directory(text: str) -> Path:
-    """--out's type: an empty path, which names the current directory (an unset shell variable in
-    `--out "$RUN"`), is refused; a run there would write, and a later one clear, that directory's files."""
-    if not text:
-        raise argparse.ArgumentTypeError("an empty path; name the run directory (--out . for this one)")
-    return Path(text)
+def _named(what: str) -> Callable[[str], Path]:
+    """A path flag's type: an empty path, which Path reads as "." (an unset shell variable in
+    `--out "$RUN"`), is refused, naming `what` to give; a run in the current directory would
+    write, and a later one clear, its files."""
 
+    def path(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError(f"an empty path; name {what}")
+        return Path(text)
 
-def _weights_file(text: str) -> Path:
-    """--init-from's type: an empty path (Path("") is ".") names no file."""
-    if not text:
-        raise argparse.ArgumentTypeError("an empty path; name the weights file")
-    return Path(text)
+    return path
 
 
 def parser(
@@ -114,7 +112,7 @@ def parser(
     )
     flags.add_argument(
         "--out",
-        type=_run_directory,
+        type=_named("the run directory (--out . for this one)"),
         default=None,
         metavar="DIR",
         help="run directory: metrics.jsonl, tensorboard/ and checkpoints/ (default: none written)",
@@ -149,7 +147,9 @@ def parser(
         help="with --resume: continue a checkpoint written by a program built from another spec (its changed "
         "settings are printed); without it such a resume is refused",
     )
-    flags.add_argument("--init-from", type=_weights_file, default=None, metavar="FILE", help=init_from_help)
+    flags.add_argument(
+        "--init-from", type=_named("the weights file"), default=None, metavar="FILE", help=init_from_help
+    )
     flags.add_argument(
         "--export-init",
         type=str,  # as given, a trailing separator included (a Path drops it); `check` makes it a Path
