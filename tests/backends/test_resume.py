@@ -3,6 +3,7 @@ program compiled from another spec is refused (nothing written) unless --allow-c
 model whose parameters changed shape is refused even then, from the checkpoint's metadata, before
 any array is read; --steps past a cosine schedule's end is refused. runtime/flags.py holds the
 checks (tests/backends/common/test_flags.py); each backend reads its checkpoint's record and shapes.
+A flag both programs refuse alike (--init-from with no file, an unknown --hardware) is tested here too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from switchc.backends.common import flags
 
+from switchc.analysis import builtin_profiles
 from tests.backends.programs import (
     SMALL_SWITCH,
     compile_program,
@@ -272,6 +274,16 @@ def test_ctrl_c_while_the_jax_step_compiles_is_one_line_and_status_130(tmp_path:
     assert job.returncode == 128 + signal.SIGINT, err[-3000:]
     assert err.strip() == "SIGINT: stopped before training began (no step was trained).", err[-3000:]
     assert "train step" not in out
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_an_unknown_hardware_profile_is_a_usage_error_naming_the_profiles(backend: str, tmp_path: Path) -> None:
+    _needs(backend)
+    result = run_program(_program(tmp_path, backend, "program"), "--steps", "1", "--hardware", "v100")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "argument --hardware: invalid choice: 'v100' (choose from " in result.stderr
+    listed = result.stderr.split("(choose from ", 1)[1].split(")", 1)[0]  # quoted or not, by Python version
+    assert [name.strip("' ") for name in listed.split(",")] == sorted(builtin_profiles())
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
