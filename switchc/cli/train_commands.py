@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from shlex import quote
 from typing import Any
@@ -42,7 +43,7 @@ from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, Source, UserError
 from switchc.ir import build_graph
-from switchc.spec import Spec, load_spec, parse_spec
+from switchc.spec import DataConfig, Spec, load_spec, parse_spec
 from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable, to_yaml
 
 
@@ -98,10 +99,12 @@ def _is_run_directory(out: Path) -> bool:
     return names <= {*RUN_OUTPUTS, LOCK_NAME} and bool(names & {"checkpoints", LOCK_NAME})
 
 
-def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: str) -> None:
+def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: str) -> Spec:
     """--resume continues one run: settings that differ from the run's would mix two runs in one.
 
     Refused unless `allow_changes` (then listed on stderr, so the log says where the run changed).
+    Returns the spec to compile: `spec`, with its data paths spelt as the run spells them where they
+    name the same files (`_spelt_as_run`).
     """
     run_spec = out / "program" / "spec.yaml"
     if run_spec.is_file():
@@ -109,16 +112,18 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
     else:  # a run a generated program wrote: its checkpoints record the spec (and OUT/program is not made yet)
         written = recorded(out / "checkpoints", backend, "spec")
         if written is None:
-            return
+            return spec
         text = written
+    run = parse_spec(Source(str(run_spec), text))
+    spec = _spelt_as_run(run.data, spec)
     changed = changed_settings(text, spec)
     if not changed:
-        return
+        return spec
     lines = "\n".join(f"  {key}: {_yaml_value(old)} in the run, {_yaml_value(new)} now" for key, old, new in changed)
     if allow_changes:
-        _check_continuable(out, parse_spec(Source(str(run_spec), text)), spec, lines, backend)
+        _check_continuable(out, run, spec, lines, backend)
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
-        return
+        return spec
     cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)
     why = " (the cosine schedule decays to zero over train.steps: more steps are another schedule)" if cosine else ""
     on = "" if backend == "jax" else f" --backend {backend}"
@@ -331,7 +336,7 @@ def train(
             check_checkpoint_directory(out / "checkpoints", backend)
         except SystemExit as stop:
             raise PlainUserError(*_runtime_error(str(stop.code))) from None
-        _check_resume_settings(out, resolved, allow_changes, backend)
+        resolved = _check_resume_settings(out, resolved, allow_changes, backend)
         reached = latest_checkpoint(out / "checkpoints", backend)
         if reached is not None and reached >= resolved.train.steps:  # the program is left as the run wrote it
             click.echo(
@@ -455,17 +460,40 @@ def _clear_earlier_run(out: Path) -> None:
         ) from None
 
 
+def _spelt_as_run(run: DataConfig, spec: Spec) -> Spec:
+    """`spec` (its data paths absolute, `_absolute_data_paths`) with each data path that a run's spec
+    names relatively, and that names the same file from here, spelt as the run spells it. A run a
+    generated program wrote keeps the spec's paths as given (relative to the directory the program
+    ran in); the spec digest its checkpoints record hashes that spelling, which the program compiled
+    for --resume must then share, or it would refuse the run's checkpoints as another spec's."""
+
+    def spelt(name: str, given: str | None) -> str | None:
+        ran = getattr(run, name)
+        return ran if ran is not None and given is not None and _absolute(ran) == given else given
+
+    return _with_data_paths(spec, spelt)
+
+
 def _absolute_data_paths(spec: Spec) -> Spec:
     """The spec with its relative data paths (data.path, data.eval_path, data.spm_model) made absolute from the
     directory switchc runs in: the run's spec.yaml then names the corpus the run trained on, and a
     --resume from another directory reads the same files (or, where the spec names other ones, is
     refused as a changed setting) rather than whatever lies at that relative path there."""
+    return _with_data_paths(spec, lambda _, path: None if path is None else _absolute(path))
 
-    def absolute(path: str | None) -> str | None:
-        return path if path is None or os.path.isabs(os.path.expanduser(path)) else os.path.abspath(path)
 
+def _absolute(path: str) -> str:
+    """`path` as an absolute path from the directory switchc runs in (~ left for the program to expand)."""
+    return path if os.path.isabs(os.path.expanduser(path)) else os.path.abspath(path)
+
+
+DATA_PATHS = ("path", "eval_path", "spm_model")  # the data settings that name files
+
+
+def _with_data_paths(spec: Spec, new: Callable[[str, str | None], str | None]) -> Spec:
+    """`spec` with each of its DATA_PATHS replaced by `new(name, value)`; `spec` itself if none changes."""
     data = spec.data
-    path, eval_path, spm_model = absolute(data.path), absolute(data.eval_path), absolute(data.spm_model)
+    path, eval_path, spm_model = (new(name, getattr(data, name)) for name in DATA_PATHS)
     if (path, eval_path, spm_model) == (data.path, data.eval_path, data.spm_model):
         return spec
     return dataclasses.replace(

@@ -18,7 +18,7 @@ from switchc.backends.common.flags import CHECKPOINT_MARKERS, META_FILES
 from switchc.cli import main
 from switchc.cli.train_commands import _parameter_shapes, changed_settings
 from switchc.spec import load_spec
-from switchc.spec.emit import to_yaml
+from switchc.spec.emit import spec_digest, to_yaml
 from tests.backends.programs import another_run_holding, fake_checkpoint, xla_cache
 
 pytest.importorskip("jax")
@@ -492,6 +492,37 @@ def test_resuming_a_run_a_program_wrote_compares_with_its_checkpoints_spec(tmp_p
         result.stderr
     )
     assert not (out / "program").exists()
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_program_written_run_with_a_relative_data_path_resumes_with_its_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """`python train.py --out RUN` keeps data.path as the spec gives it, relative, and its checkpoints
+    record the digest of that spelling. switchc train makes paths absolute: resuming such a run listed
+    the same file as a changed setting, and the program it compiled with --allow-changes had another
+    digest. Where the run's relative path names the file given, the run's spelling is kept."""
+    from switchc.cli import train_commands
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(train_commands, "_run_program", lambda command, env, fds: started.append(command) or 0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text("To be, or not to be.\n")
+    text = ["data.source=text", "data.path=corpus.txt"]
+    ran = load_spec("switch-tiny", text)
+    out = tmp_path / "run"
+    step = fake_checkpoint(out / "checkpoints", 4, CHECKPOINT_MARKERS[backend])
+    (step / META_FILES[backend]).parent.mkdir(exist_ok=True)
+    (step / META_FILES[backend]).write_text(json.dumps({"step": 4, "seed": 0, "spec": to_yaml(ran)}))
+    given = [f"--set={setting}" for setting in (text[0], f"data.path={tmp_path / 'corpus.txt'}")]
+    command = ["train", "switch-tiny", *given, "--backend", backend, "--out", str(out), "--resume", "--steps", "6"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0 and "data.path" not in result.stderr, result.output
+    assert len(started) == 1 and f'SPEC_DIGEST = "{spec_digest(ran)}"' in (out / "program" / "model.py").read_text()
+    assert "  path: corpus.txt\n" in (out / "program" / "spec.yaml").read_text()
+    monkeypatch.chdir(out)  # the run's corpus.txt names another file from here: the file given is another setting
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2 and f"data.path: corpus.txt in the run, {tmp_path / 'corpus.txt'} now" in result.stderr
 
 
 def test_resuming_a_program_written_run_with_the_other_backend_is_refused_before_anything(tmp_path: Path) -> None:
