@@ -4,14 +4,15 @@ support, copied verbatim into every program (runtime/flags.py).
 It needs the standard library only: a program parses its flags before its framework starts (a
 JAX program's --devices must take effect before jax is imported). Each backend's runtime/loop.py
 builds its parser here, adds its own flags (JAX: --devices, --distributed, --dump-hlo,
---export-init; PyTorch: --device, --timeout), parses, and calls `check` before its own checks.
+--export-init; PyTorch: --device, --timeout), parses, calls `check` before its own checks, and
+`make_folders` after them.
 
-It also holds the checks of --resume and --steps against the run: `run_identity` is what each
-checkpoint records of the program that wrote it, `check_resume` compares a checkpoint's record with
-this program, and `check_schedule` refuses steps past the end of a cosine schedule.
+It also holds the checks of --resume against the run: `run_identity` is what each checkpoint
+records of the program that wrote it, and `check_resume` compares a checkpoint's record with this
+program.
 
 A run that stops before its training loop begins (a refused flag, an unreadable --init-from,
---export-init) leaves no trace: `check` notes the folders it creates (args.made), and the loops
+--export-init) leaves no trace: `make_folders` notes the folders it creates (args.made), and the loops
 run inside `tidy_unless_trained`, which removes them and the run directory's lock file when this
 process created them and they are still empty.
 """
@@ -85,10 +86,12 @@ def parser(
     resume_help: str,
     init_from_help: str,
     hardware: Sequence[str] = (),
+    cosine: bool = False,
 ) -> argparse.ArgumentParser:
     """A parser with the shared flags. `held_out`: whether the spec holds out an eval split
     (data.eval_fraction > 0, or data.eval_path); without one --eval-every defaults to 0 and any other value
-    is refused.
+    is refused. `cosine`: the spec's schedule is cosine, which ends at `default_steps` (train.steps):
+    a --steps past it is refused (`past_the_schedule`).
     `resume_help` and `init_from_help` are the help texts of --resume and --init-from, whose
     details differ between the backends. `hardware`: the names --hardware takes (model.PEAK_FLOPS's,
     which train.py passes: model.py is not imported before the flags are read); none: any, checked later."""
@@ -100,7 +103,7 @@ def parser(
     # without --out (nothing would be saved); it then puts these defaults in.
     # --eval-every likewise, so that `check` can refuse it for a spec without a held-out split.
     flags.set_defaults(checkpoint_default=every, keep_default=3, eval_default=every if held_out else 0)
-    flags.set_defaults(held_out=held_out)
+    flags.set_defaults(held_out=held_out, schedule_end=default_steps if cosine else None)
     flags.add_argument(
         "--steps", type=int, default=default_steps, metavar="N", help="train until this step (default: the spec's)"
     )
@@ -180,6 +183,8 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The shared flags' impossible values: a usage error (exit status 2) naming the flag."""
     if args.steps < 0:
         flags.error("--steps must be >= 0")
+    if args.schedule_end is not None and args.steps > args.schedule_end and args.export_init is None:
+        flags.error(past_the_schedule(args.steps, args.schedule_end, args.resume))  # an export trains no step
     if not 0 <= args.seed <= MAX_SEED:  # the spec's train.seed takes the same
         flags.error(f"--seed must be in 0..{MAX_SEED}")
 
@@ -244,31 +249,41 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                 f"--export-init {given} exists and is not a weights file; name a new file (an earlier export is "
                 "replaced, nothing else is)"
             )
-    # Folders are created last, once every flag is accepted: a refused command leaves none behind.
-    # Each one made is noted in args.made, for `tidy_unless_trained` to remove if no step is trained.
+
+
+def make_folders(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Create --out (or --export-init's folder). Each backend's parse_args calls it last, once every
+    flag is accepted (`check`'s and its own checks): a refused command leaves no folder behind.
+    Each one made is noted in args.made, for `tidy_unless_trained` to remove if no step is trained;
+    a folder the system refuses is a usage error, and what was made for it is removed first."""
     args.made = []
+
+    def refuse(message: str) -> NoReturn:
+        remove_made(args)
+        flags.error(message)
+
     if args.export_init is not None:
         try:  # a folder the system refuses is a usage error, as with --out
             # not noted in args.made: a process of a job that has nothing to write would remove it
             # while the first one still reads the weights it will write there
             _make_folder(args.export_init.parent, [])
         except OSError as error:
-            flags.error(f"--export-init {args.export_init}: {error.strerror or error}")
+            refuse(f"--export-init {args.export_init}: {error.strerror or error}")
         return  # nothing trains, so nothing is written in --out: it is not created
     if args.out is not None:  # create it now: a path the system refuses is a usage error, not a traceback later
         if args.out.exists() and not args.out.is_dir():
-            flags.error(f"--out {args.out} is a file; --out names the run directory")
+            refuse(f"--out {args.out} is a file; --out names the run directory")
         try:
             _make_folder(args.out, args.made)
         except OSError as error:
-            flags.error(f"--out {args.out}: {error.strerror or error}")
+            refuse(f"--out {args.out}: {error.strerror or error}")
         # A folder that takes no files would fail only at the first record or save: JAX's saves run in
         # the background, where a failure can leave the program unable to exit.
         folders = [args.out, args.out / "checkpoints"] if args.checkpoint_every else [args.out]
         for folder in folders:
             refused = _unwritable(folder, args.made)
             if refused is not None:
-                flags.error(f"--out {args.out}: cannot write files in {folder} ({refused}); choose another --out")
+                refuse(f"--out {args.out}: cannot write files in {folder} ({refused}); choose another --out")
 
 
 def _holds_weights(path: Path) -> bool:
@@ -322,7 +337,7 @@ def tidy_unless_trained(args: argparse.Namespace) -> Iterator[None]:
 
 def remove_made(args: argparse.Namespace) -> None:
     """Remove the lock file this process created in --out (letting go of the lock) and the folders
-    `check` made (args.made), innermost first; a folder that holds anything is kept."""
+    `make_folders` made (args.made), innermost first; a folder that holds anything is kept."""
     out = getattr(args, "out", None)
     if out is not None:
         lock = (out / LOCK_NAME).resolve()
@@ -336,26 +351,25 @@ def remove_made(args: argparse.Namespace) -> None:
     args.made = []
 
 
-def check_schedule(config: Any, steps: int, resume: bool = False) -> None:
-    """A cosine schedule reaches zero at the spec's train.steps (config.steps): a run past it would
-    train on at learning rate 0. rsqrt and constant schedules have no end. `resume`: the hint says
-    how to continue this run (a longer schedule is another spec: --allow-changes)."""
-    if config.schedule == "cosine" and steps > config.steps:
-        if resume:
-            how = (
-                f"to continue this run on a longer schedule, compile the spec with train.steps = {steps} and resume "
-                f"with --allow-changes (switchc train SPEC --steps {steps} --out RUN --resume --allow-changes)"
-            )
-        else:
-            how = (
-                f"compile the spec with train.steps = {steps} (switchc compile SPEC --set train.steps={steps}, "
-                f"or switchc train SPEC --steps {steps})"
-            )
-        raise SystemExit(
-            f"error: --steps {steps} runs past the end of the cosine schedule, which decays the learning rate to "
-            f"zero at train.steps = {config.steps}\n"
-            f"hint: {how}, or pass --steps {config.steps} or fewer"
+def past_the_schedule(steps: int, end: int, resume: bool) -> str:
+    """Why --steps `steps` is refused under a cosine schedule, which reaches zero at the spec's
+    train.steps (`end`): a run past it would train on at learning rate 0 (rsqrt and constant
+    schedules have no end), and the fix. `resume`: the hint says how to continue this run (a longer
+    schedule is another spec: --allow-changes)."""
+    if resume:
+        how = (
+            f"to continue this run on a longer schedule, compile the spec with train.steps = {steps} and resume "
+            f"with --allow-changes (switchc train SPEC --steps {steps} --out RUN --resume --allow-changes)"
         )
+    else:
+        how = (
+            f"compile the spec with train.steps = {steps} (switchc compile SPEC --set train.steps={steps}, "
+            f"or switchc train SPEC --steps {steps})"
+        )
+    return (
+        f"--steps {steps} runs past the end of the cosine schedule, which decays the learning rate to zero at "
+        f"train.steps = {end}\nhint: {how}, or pass --steps {end} or fewer"
+    )
 
 
 # ---- Ctrl-C outside the training loop ------------------------------------------------------------

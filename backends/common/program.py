@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import textwrap
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import PurePath
 from types import SimpleNamespace
@@ -68,15 +69,20 @@ def check_data(spec: Spec) -> None:
     raise UserError([Diagnostic(error, span, hint, notes)])
 
 
-def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_also: str = "") -> str:
+def train_script(
+    spec: Spec, docstring: str, *, import_note: str = "", evaluate_also: str = "", parse_also: Sequence[str] = ()
+) -> str:
     """train.py: `docstring` (what the program needs, its launch commands and flags), then main().
 
     import_note: a comment on `import model`; evaluate_also: a further condition (on `args`) for
-    loading the held-out split, beside --eval-every > 0 (which a spec without one refuses).
+    loading the held-out split, beside --eval-every > 0 (which a spec without one refuses);
+    parse_also: the backend's own arguments to its parse_args (`name=value`).
     """
     note = f"  # {import_note}" if import_note else ""
     # without a held-out split --eval-every defaults to 0 and refuses any other value (flags.check)
     held_out = [] if evaluates(spec) else ["held_out=False"]
+    # a cosine schedule ends at train.steps: a --steps past it is refused with the other flags (flags.check)
+    cosine = ["cosine=True"] if spec.train.optimizer.schedule == "cosine" else []
     # --hardware takes model.PEAK_FLOPS's profile names, known before model.py is imported
     hardware = literal(tuple(sorted(builtin_profiles())))
     parse = "\n".join(
@@ -88,7 +94,9 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
                 f"default_steps={spec.train.steps}",
                 f"default_seed={spec.train.seed}",
                 *held_out,
+                *cosine,
                 f"hardware={hardware}",
+                *parse_also,
             ],
         )
     )

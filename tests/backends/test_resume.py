@@ -146,7 +146,7 @@ def test_steps_past_the_end_of_a_cosine_schedule_are_refused(backend: str, tmp_p
     cosine_settings = {"train.optimizer.schedule": "cosine", "train.steps": "5", "train.optimizer.warmup_steps": "1"}
     cosine = _program(tmp_path, backend, "cosine", **cosine_settings)
     result = run_program(cosine, "--steps", "6")
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "error: --steps 6 runs past the end of the cosine schedule" in result.stderr
 
 
@@ -292,3 +292,14 @@ def test_an_init_from_file_that_is_not_there_is_one_line(backend: str, tmp_path:
     result = run_program(_program(tmp_path, backend, "program"), "--steps", "1", "--init-from", "missing.safetensors")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]  # found as flags parse
     assert "error: --init-from: no weights file at missing.safetensors" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_backends_own_refused_flag_leaves_no_run_directory(backend: str, tmp_path: Path) -> None:
+    """--timeout is the backend's flag, checked after the shared ones: the run directory the shared
+    checks used to create at once was left behind by the refusal."""
+    _needs(backend)
+    program = _program(tmp_path, backend, "program")
+    result = run_program(program, "--steps", "1", "--out", "new/run", "--timeout", "0")
+    assert result.returncode == 2 and "--timeout must be > 0" in result.stderr, result.stderr[-3000:]
+    assert not (program / "new").exists()

@@ -54,6 +54,8 @@ def parse_args(
     *,
     held_out: bool = True,
     hardware: Sequence[str] = (),
+    cosine: bool = False,
+    mesh_devices: int = 1,
 ) -> argparse.Namespace:
     """The shared flags (flags.py) and the JAX program's own; parsed before jax is imported (see --devices)."""
     parser = flags.parser(
@@ -62,6 +64,7 @@ def parse_args(
         default_seed,
         held_out=held_out,
         hardware=hardware,
+        cosine=cosine,
         resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
         init_from_help="start from the weights in FILE (from --export-init of this or the PyTorch program) "
         "instead of --seed's; with --resume, only while OUT has no checkpoint",
@@ -120,12 +123,18 @@ def parse_args(
         parser.error("--timeout must be > 0")
     if args.dump_hlo is not None and args.dump_hlo.exists() and not args.dump_hlo.is_dir():
         parser.error(f"--dump-hlo {args.dump_hlo}: not a directory")
+    if args.devices is not None and args.devices < 1:
+        parser.error("--devices must be >= 1")
+    if args.devices is not None and args.devices < mesh_devices and not args.distributed:  # else make_mesh says
+        parser.error(
+            f"--devices {args.devices}: the spec's mesh needs {mesh_devices} devices\n"
+            f"hint: pass --devices {mesh_devices}, or compile the spec with a smaller mesh (--set 'mesh.axes=...')"
+        )
+    flags.make_folders(parser, args)  # last: a refused flag leaves no folder behind
     flags.outlive_stdout()
     if not args.system_malloc:
         host.retain_freed_memory()  # before jax starts XLA's threads
     if args.devices is not None:
-        if args.devices < 1:
-            parser.error("--devices must be >= 1")
         fake_cpu_devices(args.devices)
     return args
 
@@ -522,8 +531,6 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     from .sharding import make_mesh
 
     config = model.CONFIG
-    if getattr(args, "export_init", None) is None:  # an export trains no step: --steps is not read
-        flags.check_schedule(config, args.steps, args.resume)
     if args.distributed:
         _join_processes(args)
     primary = jax.process_index() == 0

@@ -68,6 +68,7 @@ def parse_args(
     *,
     held_out: bool = True,
     hardware: Sequence[str] = (),
+    cosine: bool = False,
 ) -> argparse.Namespace:
     """The shared flags (flags.py, the JAX program's where they apply) and the PyTorch program's own."""
     parser = flags.parser(
@@ -76,6 +77,7 @@ def parse_args(
         default_seed,
         held_out=held_out,
         hardware=hardware,
+        cosine=cosine,
         resume_help="continue from the latest checkpoint in OUT/checkpoints, at its step (none yet: from step 0)",
         init_from_help="start from the weights in FILE (safetensors keyed by IR names; runtime/weights.py), "
         "not from --seed; with --resume, only while OUT has no checkpoint",
@@ -97,6 +99,7 @@ def parse_args(
     if args.device == "cuda" and not torch.cuda.is_available():
         build = "a CPU build of torch" if torch.version.cuda is None else "no CUDA device is visible"
         parser.error(f"--device cuda: {build}; use --device cpu (or auto, which picks CUDA when there is one)")
+    flags.make_folders(parser, args)  # last: a refused flag leaves no folder behind
     flags.outlive_stdout()
     if not args.system_malloc:
         host.retain_freed_memory()  # before torch starts its intra-op threads
@@ -346,7 +349,6 @@ def _train(
     world = dist.get_world_size() if dist.is_initialized() else 1
     if world > 1:  # every rank runs the same program with the same flags, or none trains
         _together(lambda: _same_settings(args, model_module, world), rank, world)
-    _together(lambda: flags.check_schedule(config, args.steps, args.resume), rank, world)
 
     def say(text: str) -> None:
         if primary:

@@ -184,24 +184,28 @@ def test_another_tokenizer_is_refused_even_with_allow_changes(tmp_path: Path) ->
     flags.check_resume(*record, exporting, run, "checkpoint 4", tokenizer="byte")  # weights only: any data
 
 
-def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path) -> None:
-    cosine = load_spec(
-        "switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=100", "train.optimizer.warmup_steps=10")
-    )
-    config = _program(tmp_path, cosine).CONFIG
-    flags.check_schedule(config, 100)
-    with pytest.raises(SystemExit, match="--steps 101 runs past the end of the cosine schedule") as refused:
-        flags.check_schedule(config, 101)
-    assert "switchc compile SPEC --set train.steps=101" in str(refused.value)
+def test_a_cosine_schedule_ends_at_train_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--steps past the end of a cosine schedule is a usage error at parse time (it was status 1,
+    after the data had loaded); an export trains no step, and rsqrt has no end."""
+    parser = flags.parser("test", 100, 0, held_out=True, resume_help="", init_from_help="", cosine=True)
+    flags.check(parser, parser.parse_args(["--steps", "100"]))
+    flags.check(parser, parser.parse_args(["--steps", "101", "--export-init", str(tmp_path / "w.safetensors")]))
+    with pytest.raises(SystemExit) as refused:
+        flags.check(parser, parser.parse_args(["--steps", "101"]))
+    said = capsys.readouterr().err
+    assert refused.value.code == 2 and "error: --steps 101 runs past the end of the cosine schedule" in said
+    assert "which decays the learning rate to zero at train.steps = 100" in said
+    assert "hint: compile the spec with train.steps = 101 (switchc compile SPEC --set train.steps=101" in said
     with pytest.raises(SystemExit) as refused:  # a resumed run: the longer schedule needs --allow-changes
-        flags.check_schedule(config, 101, resume=True)
-    assert "switchc train SPEC --steps 101 --out RUN --resume --allow-changes" in str(refused.value)
+        flags.check(parser, parser.parse_args(["--steps", "101", "--out", str(tmp_path / "run"), "--resume"]))
+    assert refused.value.code == 2
+    assert "switchc train SPEC --steps 101 --out RUN --resume --allow-changes" in capsys.readouterr().err
+    rsqrt = flags.parser("test", 100, 0, held_out=True, resume_help="", init_from_help="")
+    flags.check(rsqrt, rsqrt.parse_args(["--steps", str(10**6)]))
     # under a cosine schedule train.steps is part of the run's identity: more steps are another run
-    longer = load_spec(
-        "switch-tiny", ("train.optimizer.schedule=cosine", "train.steps=200", "train.optimizer.warmup_steps=10")
-    )
-    assert spec_digest(longer) != spec_digest(cosine)
-    flags.check_schedule(_program(tmp_path, load_spec("switch-tiny")).CONFIG, 10**6)  # rsqrt has no end
+    settings = ("train.optimizer.schedule=cosine", "train.optimizer.warmup_steps=10")
+    longer = load_spec("switch-tiny", (*settings, "train.steps=200"))
+    assert spec_digest(longer) != spec_digest(load_spec("switch-tiny", (*settings, "train.steps=100")))
 
 
 @pytest.mark.parametrize(("backend", "other"), [("jax", "torch"), ("torch", "jax")])
@@ -286,11 +290,13 @@ def test_an_out_path_the_system_refuses_is_a_usage_error(tmp_path: Path, capsys:
     blocker.write_text("")
     parser = flags.parser("test", 10, 0, held_out=True, resume_help="", init_from_help="")
     with pytest.raises(SystemExit) as info:
-        flags.check(parser, parser.parse_args(["--out", str(blocker / "run")]))
+        flags.make_folders(parser, parser.parse_args(["--out", str(blocker / "run")]))
     assert info.value.code == 2
     assert f"--out {blocker / 'run'}: Not a directory" in capsys.readouterr().err
     args = parser.parse_args(["--out", str(tmp_path / "new" / "run")])
     flags.check(parser, args)
+    assert not (tmp_path / "new").exists()  # made last, once the backend's own flags are accepted too
+    flags.make_folders(parser, args)
     assert (tmp_path / "new" / "run").is_dir()
 
 
@@ -314,6 +320,7 @@ def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
     parser = flags.parser("test", 100, 0, held_out=held_out, resume_help="", init_from_help="")
     args = parser.parse_args(list(argv))
     flags.check(parser, args)
+    flags.make_folders(parser, args)
     return args
 
 
