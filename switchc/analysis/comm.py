@@ -27,12 +27,13 @@ A profile with a `network` groups its devices in nodes (GPUs: NVLink inside a no
 between nodes). Devices are numbered in mesh order, the last axis fastest (jax.make_mesh's and
 DeviceMesh's order), and node i holds devices [i * per_node, (i + 1) * per_node). A group whose
 members span nodes is timed with the network's bandwidth N and latency b: the log-step
-collectives as above with N and b (their slowest hop), and the pairwise all-to-all sends the
-(k-1)/n of its buffer bound for the k-1 peers on its node over the interconnect while the (n-k)/n
-bound elsewhere crosses the network:
+collectives as above with their slowest hop's, min(B, N) and max(a, b) (a profile may give a
+network faster than its interconnect; a step that crosses nodes also takes hops inside one), and
+the pairwise all-to-all sends the (k-1)/n of its buffer bound for the k-1 peers on its node over
+the interconnect while the (n-k)/n bound elsewhere crosses the network:
 
     all-to-all          min(max((k-1)/n * S/B, (n-k)/n * S/N) + (k-1) a + (n-k) b,
-                            L (b + S/(2N)))
+                            L (max(a, b) + S/(2 min(B, N))))
 
 Gradient all-reduces over the same mesh axes are timed as one combined all-reduce (see
 _bucket_gradients); every other collective waits on the one before it and is timed alone.
@@ -53,10 +54,10 @@ from switchc.ir.tensor import Mesh
 
 
 def _ring_link(n: int, local: int, hw: HardwareProfile) -> tuple[float, float]:
-    """(bandwidth, latency) of a ring over n devices, `local` of them on each node."""
+    """(bandwidth, latency) of a ring over n devices, `local` of them on each node: its slowest hop's."""
     if hw.network is None or local >= n:
         return hw.interconnect_bandwidth, hw.latency
-    return hw.network.bandwidth, hw.network.latency
+    return min(hw.interconnect_bandwidth, hw.network.bandwidth), max(hw.latency, hw.network.latency)
 
 
 def _log_steps(n: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from switchc.analysis import DEFAULT_HARDWARE, builtin_profiles, hardware, load_profiles, report_for
@@ -74,6 +76,24 @@ def test_a_group_that_spans_nodes_is_timed_on_the_network() -> None:
     ]
     assert [e.bytes_per_device for e in forward[0]] == [e.bytes_per_device for e in forward[1]]
     assert sum(e.seconds for e in forward[1]) > 1.5 * sum(e.seconds for e in forward[0])
+
+
+def test_a_network_faster_than_the_interconnect_does_not_speed_up_the_hops_inside_a_node() -> None:
+    """A profile may give a network faster than its interconnect: a collective that spans nodes
+    still takes hops inside one, so it runs no faster than the interconnect allows (it was timed on
+    the network alone, 5,000 times faster than the same all-to-all without a network)."""
+    hw = hardware("h100").profile
+    assert hw.network is not None
+    fast = dataclasses.replace(hw, network=dataclasses.replace(hw.network, bandwidth=1e15, latency=1e-9))
+    size = 64 * 2**20
+    assert COLLECTIVE_TIME["all-reduce"](16, size, fast, 8) == pytest.approx(
+        2 * 15 / 16 * size / hw.interconnect_bandwidth + 2 * 4 * hw.latency
+    )
+    assert COLLECTIVE_TIME["all-gather"](16, size, fast, 8) == pytest.approx(
+        15 / 16 * size / hw.interconnect_bandwidth + 4 * hw.latency
+    )
+    # the 7/16 of the buffer bound for the node's other GPUs crosses NVLink
+    assert COLLECTIVE_TIME["all-to-all"](16, size, fast, 8) >= 7 / 16 * size / hw.interconnect_bandwidth
 
 
 def test_gradient_all_reduces_over_the_same_axes_pay_latency_once() -> None:
