@@ -54,9 +54,10 @@ class HardwareProfile:
     source: Annotated[str, Field(max_length=400)]
     peak_flops: PeakFlops
     memory_bytes: PositiveNumber  # device memory (HBM) capacity
-    memory_bandwidth: PositiveNumber
     interconnect_bandwidth: PositiveNumber  # what one device can send to its collective peers
     latency: PositiveNumber  # seconds per step of a collective (a ring hop, an all-to-all round)
+    # HBM bytes/s, for reference: the step time times compute at --mfu and communication, not memory traffic
+    memory_bandwidth: PositiveNumber | None = None
     # Between nodes; None: every device reaches every other at interconnect_bandwidth (a TPU pod's ICI).
     network: Network | None = None
 
@@ -107,7 +108,7 @@ _FIELDS = [
     "network",
 ]
 _UNITS = "sizes are bytes, bandwidths bytes per second, latencies seconds, peak_flops FLOP/s: all > 0"
-_OPTIONAL = ("network",)  # HardwareProfile fields with a default
+_OPTIONAL = ("memory_bandwidth", "network")  # HardwareProfile fields with a default
 _NESTED = {"peak_flops": ["bfloat16", "float32"], "network": ["devices_per_node", "bandwidth", "latency"]}
 
 
@@ -144,11 +145,8 @@ def _diagnostic(tree: yamltree.Mapping, error: Any) -> Diagnostic:
     if kind in ("missing", "missing_argument"):
         _, owner = yamltree.find(tree, loc[:-1])
         needed = [name for name in choices if name not in _OPTIONAL]
-        optional = (
-            f" ({', '.join(name for name in choices if name in _OPTIONAL)} optional)"
-            if len(needed) < len(choices)
-            else ""
-        )
+        left = [name for name in choices if name in _OPTIONAL]
+        optional = f"; optional: {', '.join(left)}" if left else ""
         return Diagnostic(
             f"{parent}: missing '{loc[-1]}'",
             owner.span if owner else span,

@@ -167,6 +167,16 @@ NETWORK = """\
 """
 
 
+def test_memory_bandwidth_is_optional_and_changes_no_figure(tmp_path) -> None:
+    """No figure of the report reads it: a profile need not give it (it was required)."""
+    with_it, without = tmp_path / "with.yaml", tmp_path / "without.yaml"
+    with_it.write_text(USER)
+    without.write_text(USER.replace("  memory_bandwidth: 2.0e12\n", ""))
+    reports = [report_for(tiny(), hardware("my-gpu", [str(path)])) for path in (with_it, without)]
+    assert hardware("my-gpu", [str(without)]).profile.memory_bandwidth is None
+    assert reports[0].time == reports[1].time and reports[0].memory == reports[1].memory
+
+
 def test_a_user_profile_is_used_by_name(tmp_path) -> None:
     path = tmp_path / "gpus.yaml"
     path.write_text(USER)
@@ -230,5 +240,7 @@ def test_a_missing_key_hint_lists_what_a_profile_needs(tmp_path) -> None:
     with pytest.raises(UserError) as info:
         hardware("my-gpu", [str(path)])
     (diagnostic,) = info.value.diagnostics
-    assert diagnostic.hint is not None and diagnostic.hint.endswith("latency (network optional)")
-    assert ", network" not in diagnostic.hint
+    assert diagnostic.hint == (
+        "set all of: description, source, peak_flops, memory_bytes, interconnect_bandwidth, latency; "
+        "optional: memory_bandwidth, network"
+    )
