@@ -126,7 +126,8 @@ def describe(graph: Graph) -> str:
     meta = info(graph)
     model = meta.model
     blocks = f"{model.encoder_layers}+{model.decoder_layers} blocks"
-    shape = f"d_model {model.d_model}, d_ff {model.d_ff}, {model.num_heads} heads, {blocks}"
+    heads = f"{model.num_heads} head{'s' if model.num_heads != 1 else ''}"
+    shape = f"d_model {model.d_model}, d_ff {model.d_ff}, {heads}, {blocks}"
     mesh = " x ".join(f"{axis}={size}" for axis, size in meta.mesh.axes) or "of no axes (1 device)"
     if meta.moe is None:
         return f"dense T5; {shape}; mesh {mesh}"

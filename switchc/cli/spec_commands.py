@@ -24,7 +24,7 @@ def summary(spec: Spec) -> str:
     """One line saying what the spec is: dense or Switch, shape, mesh."""
     model = spec.model
     shape = (
-        f"d_model {model.d_model}, d_ff {model.d_ff}, {model.num_heads} heads, "
+        f"d_model {model.d_model}, d_ff {model.d_ff}, {model.num_heads} head{'s' if model.num_heads != 1 else ''}, "
         f"{model.encoder_layers}+{model.decoder_layers} blocks, {model.ffn_activation}"
     )
     if spec.moe is None:

@@ -40,9 +40,9 @@ def _check_routing(spec: Spec) -> Iterator[Diagnostic]:
     by_rule = [stack for stack in STACKS if spec.layout.placement(stack) is None]
     if len(by_rule) == len(STACKS):
         deepest = max(spec.stack_depth(stack) for stack in STACKS)
+        blocks = f"{deepest} block{'s' if deepest != 1 else ''}"
         yield Diagnostic(
-            f"expert_every {moe.expert_every} exceeds the deepest stack ({deepest} blocks): "
-            "no block would be a Switch layer",
+            f"expert_every {moe.expert_every} exceeds the deepest stack ({blocks}): no block would be a Switch layer",
             spec.span("moe.expert_every"),
             "use expert_every <= the number of blocks, or remove the moe section for a dense model",
         )

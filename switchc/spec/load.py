@@ -60,7 +60,11 @@ def read_source(spec: str) -> Source:
         if path.is_file():
             return Source(str(path), read_text(path))
         if path.is_dir():
-            raise PlainUserError(f"{path} is a directory", "pass a spec file such as specs/switch-tiny.yaml")
+            if spec in builtin_spec_names() and not Path(f"{spec}.yaml").exists():  # e.g. compile's -o switch-base
+                hint = f"for the built-in spec {spec}, pass {spec}.yaml (the name alone reads this directory)"
+            else:
+                hint = "pass a spec file such as specs/switch-tiny.yaml"
+            raise PlainUserError(f"{path} is a directory", hint)
         if path.exists():  # a FIFO, a device, a socket: no name of a built-in spec either
             raise PlainUserError(f"{path} is not a regular file", "save the spec in a file, and pass that")
     except OSError as err:  # looking at it was refused (a directory on the way that may not be searched)

@@ -314,14 +314,21 @@ def _aligned(lines: Lines) -> list[str]:
 # ---- values --------------------------------------------------------------------------------------
 
 
-def _number(value: int | float) -> str:
+def _number(value: int | float, yaml: bool) -> str:
+    """`value` as written in a spec. In YAML a float with an exponent keeps a '.' in its mantissa
+    and a sign in its exponent (1.0e-6, 1.0e+20): YAML 1.1 readers (PyYAML's safe_load) read 1e-6
+    as text."""
     if isinstance(value, float):
         if math.isnan(value):
             return ".nan"
         if math.isinf(value):
             return "-.inf" if value < 0 else ".inf"
         mantissa, e, exponent = repr(value).partition("e")  # Python pads the exponent: 1e-06
-        return f"{mantissa}e{int(exponent)}" if e else mantissa
+        if not e:
+            return mantissa
+        if yaml:
+            return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{int(exponent):+d}"
+        return f"{mantissa}e{int(exponent)}"
     return str(value)
 
 
@@ -344,7 +351,7 @@ def _yaml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return _number(value)
+        return _number(value, yaml=True)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -361,7 +368,7 @@ def _dsl_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return _number(value)
+        return _number(value, yaml=False)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_dsl_value(v) for v in value) + "]"
     if isinstance(value, dict):

@@ -238,3 +238,13 @@ def test_every_key_printed_reads_back_equal(data: dict[str, Any]) -> None:
     for to, name in (("dsl", "all.switch"), ("yaml", "all.yaml")):
         text = format_spec(original, to, all_keys=True)
         assert load(text, name) == original, text
+
+
+def test_yaml_floats_read_as_numbers_in_yaml_1_1_readers_too() -> None:
+    """PyYAML's safe_load (YAML 1.1) reads 1e-6 as text; fmt --to yaml wrote it so."""
+    dsl = "model {\n  layer_norm_epsilon = 1e-6\n}\ntrain {\n  optimizer { learning_rate = 1e20 }\n}\n"
+    text = format_spec(load(dsl, "tiny.switch"), "yaml")
+    assert "layer_norm_epsilon: 1.0e-6" in text and "learning_rate: 1.0e+20" in text
+    read = yaml.safe_load(text)
+    assert read["model"]["layer_norm_epsilon"] == 1e-6 and read["train"]["optimizer"]["learning_rate"] == 1e20
+    assert format_spec(load(text, "tiny.yaml"), "dsl") == format_spec(load(dsl, "tiny.switch"), "dsl")

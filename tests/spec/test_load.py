@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +108,23 @@ def test_builtin_names_and_missing_files() -> None:
     with pytest.raises(PlainUserError, match="no such spec") as info:
         load_spec("switch-tinyy")
     assert info.value.hint == "did you mean 'switch-tiny'?"
+
+
+def test_a_directory_with_a_builtin_name_hints_at_the_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`switchc compile switch-base -o switch-base` makes such a directory: the name then reads it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "switch-base").mkdir()
+    with pytest.raises(PlainUserError, match="switch-base is a directory") as info:
+        load_spec("switch-base")
+    assert (
+        info.value.hint
+        == "for the built-in spec switch-base, pass switch-base.yaml (the name alone reads this directory)"
+    )
+    assert load_spec("switch-base.yaml").moe is not None
+    (tmp_path / "other").mkdir()
+    with pytest.raises(PlainUserError, match="other is a directory") as info:
+        load_spec("other")
+    assert info.value.hint == "pass a spec file such as specs/switch-tiny.yaml"
 
 
 def test_spec_is_frozen() -> None:
