@@ -569,3 +569,25 @@ def test_a_resume_over_checkpoints_of_both_backends_is_refused_before_anything(t
     result = CliRunner().invoke(main, ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume"])
     assert result.exit_code == 2 and f"{out / 'checkpoints' / '9'} is a JAX (orbax) checkpoint" in result.stderr
     assert not (out / "program").exists()
+
+
+def test_torchrun_names_a_rank_killed_by_a_signal_and_ends_with_status_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rank the kernel's OOM killer (or a kill -9) ends says nothing; the others fail on its closed
+    connection. switchc's torchrun named no rank, and its status was whichever failure torchrun
+    listed first (137 when it was the killed one's)."""
+    pytest.importorskip("torch")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from switchc.cli.torchrun import _failed
+
+    def failure(rank: int, status: int) -> ProcessFailure:
+        return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=status, error_file=str(tmp_path / "none"))
+
+    killed = ChildFailedError("train.py", {0: failure(0, 1), 1: failure(1, -signal.SIGKILL), 2: failure(2, 1)})
+    assert _failed(killed) == 1
+    said = capsys.readouterr().err
+    assert said.startswith("error: rank 1 (pid 101) was killed by SIGKILL: out of memory") and said.count("\n") == 1
+    assert _failed(ChildFailedError("train.py", {0: failure(0, 3), 1: failure(1, 3)})) == 3  # a NaN: every rank's 3
+    assert capsys.readouterr().err == ""
