@@ -28,14 +28,15 @@ def make_mesh(axes: Mapping[str, int]) -> Mesh:
     """A mesh with the spec's axes, in order, over the first prod(sizes) devices."""
     needed = int(np.prod(list(axes.values())))
     shown = " x ".join(f"{axis}={size}" for axis, size in axes.items())
-    devices = jax.devices()
-    if len(devices) < needed:
+    devices = jax.devices()  # the job's, with several processes
+    processes = jax.process_count()
+    if len(devices) < needed and processes == 1:
         raise SystemExit(
             f"error: the mesh {shown} needs {needed} devices, this host has {len(devices)}.\n"
             f"hint: on a CPU host pass --devices {needed} to fake them; on accelerators run on more hosts."
         )
-    processes = jax.process_count()
-    if processes > 1 and len(devices) != needed:  # a process with no device in the mesh has no part to play
+    # fewer: too few; more: a process with no device in the mesh would have no part to play
+    if processes > 1 and len(devices) != needed:
         per_process = f"--devices {needed // processes} on CPU hosts, " if needed % processes == 0 else ""
         raise SystemExit(
             f"error: the mesh {shown} needs {needed} devices, and the job's {processes} processes have "

@@ -443,6 +443,17 @@ def test_processes_started_with_different_flags_are_refused(tmp_path: Path) -> N
         assert "Traceback" not in errors[index]
 
 
+def test_too_few_devices_in_a_job_count_the_jobs_and_hint_per_process(tmp_path: Path) -> None:
+    """It said "this host has 2" (the job's devices) and hinted --devices 4, which then was refused
+    as too many; the job-wide message with the per-process count is the one to give."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 2}")
+    statuses, errors = _two_processes(program, *[[*QUIET, "--steps", "1"]] * 2)
+    assert statuses == [1, 1], errors
+    for error in errors:
+        assert "the job's 2 processes have 2 (1 on this one)" in error and "this host has" not in error, error
+        assert "hint: --devices 2 on CPU hosts, or a mesh of 2 devices" in error and "Traceback" not in error
+
+
 def test_devices_the_mesh_leaves_unused_are_noted(tmp_path: Path) -> None:
     result = run_program(compile_program(tmp_path), "--devices", "2", "--steps", "0")
     assert result.returncode == 0, result.stderr[-2000:]
