@@ -299,13 +299,26 @@ def _write_weights(
 
 
 def build(
-    model_module: ModuleType, seed: int, mesh: Mesh, device: torch.device, init_from: Path | None = None
+    model_module: ModuleType,
+    seed: int,
+    mesh: Mesh,
+    device: torch.device,
+    init_from: Path | None = None,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[Parallel, torch.optim.Optimizer]:
     """The model, initialised from `seed` (or from the weights file `init_from`), placed on the
-    mesh by parallel.parallelize, and the optimizer model.CONFIG names over its parameters."""
-    model = model_module.build(seed)
-    if init_from is not None:
-        _initial_weights(model, model_module, init_from)
+    mesh by parallel.parallelize, and the optimizer model.CONFIG names over its parameters. A
+    weights file every rank refuses (not there, not this model's) is said once (`_together`)."""
+
+    def initialised() -> torch.nn.Module:
+        model = model_module.build(seed)
+        if init_from is not None:
+            _initial_weights(model, model_module, init_from)
+        return model
+
+    model = _together(initialised, rank, world)  # no collective inside: each rank reads the file
     parallel = parallelize(model, mesh, model_module.RULES, model_module.PARAM_AXES, device)
     return parallel, optimizer_for(model_module.CONFIG, model, parallel.placements, mesh)
 
@@ -366,7 +379,8 @@ def _train(
 
     hardware = _hardware(args, model_module, device)
     peak = model_module.PEAK_FLOPS[hardware]
-    parallel, opt = build(model_module, args.seed, mesh, device, args.init_from if resumed is None else None)
+    init_from = args.init_from if resumed is None else None
+    parallel, opt = build(model_module, args.seed, mesh, device, init_from, rank=rank, world=world)
     model = parallel.model
     params = list(model.parameters())
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)

@@ -254,6 +254,18 @@ def test_init_from_a_weights_file(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_an_init_from_file_every_rank_refuses_is_said_once(tmp_path: Path) -> None:
+    """Each rank reads the file: the refusal was printed once per rank (8 copies on 8 ranks)."""
+    pytest.importorskip("safetensors")
+    program = compile_small(tmp_path, "prog", **{"mesh.axes": "{data: 2}"})
+    bad = "from runtime import weights; import numpy as np; weights.save('bad.safetensors', {'x': np.zeros(2)})"
+    written = subprocess.run([sys.executable, "-c", bad], cwd=program, capture_output=True, timeout=RUN_TIMEOUT)
+    assert written.returncode == 0, written.stderr[-3000:]
+    result = run_program(program, "--steps", "1", "--init-from", "bad.safetensors", processes=2)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.count("error: --init-from: the weights in bad.safetensors do not fit this model") == 1
+
+
 def test_weights_provenance_and_refused_init_from_files_leave_no_run_directory(tmp_path: Path) -> None:
     """--export-init --init-from FILE records and prints FILE (and the seed that made its weights),
     not --seed; neither it nor a refused --init-from (a truncated file, a checkpoint) makes anything
