@@ -620,7 +620,11 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
         handle.close()
     if holder is not None:
         handle.close()
-        if os.environ.get(LOCK_ENV) == f"{path.resolve()}\t{holder}":  # our launcher's lock
+        if os.environ.get(LOCK_ENV) == f"{path.resolve()}\t{holder.split(_AND)[0]}":  # our launcher's lock
+            # Say who trains under it: should the launcher die (kill -9), its pid names no process,
+            # and this one goes on holding the lock through the descriptor it inherited.
+            with contextlib.suppress(OSError), path.open("a", encoding="utf-8") as note:
+                note.write(f"its program: pid {os.getpid()}\n")
             return None
         message, hint = in_use(directory, holder)
         return f"error: {message}\nhint: {hint}"
@@ -640,7 +644,8 @@ def in_use(directory: Path, holder: str) -> tuple[str, str]:
     """(error, hint) when another run, `holder` (what its lock file says), is using DIRECTORY."""
     return (
         f"another run is using {directory} ({holder})",
-        "wait for it to end, or stop it (kill -TERM PID checkpoints it first), or choose another --out",
+        "wait for it to end, or stop it (kill -TERM PID checkpoints it first; its program's pid, where the "
+        "launcher has exited), or choose another --out",
     )
 
 
@@ -682,13 +687,19 @@ def _is_at(handle: IO[str], path: Path) -> bool:
         return False
 
 
+_AND = "; "  # between the lines of a lock file, as a refused run quotes them: the holder, its program
+
+
 def _holder(handle: IO[str]) -> str | None:
-    """Take the lock on an open lock file; None if it was free, else what its holder wrote in it."""
+    """Take the lock on an open lock file; None if it was free, else what its holder wrote in it
+    (and the program it started, when a launcher holds it), on one line."""
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.seek(0)
-        return handle.read().strip() or "a process that has not said which yet"
+        return _AND.join(line for line in handle.read().splitlines() if line.strip()) or (
+            "a process that has not said which yet"
+        )
     return None
 
 

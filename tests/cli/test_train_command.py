@@ -263,8 +263,8 @@ def test_a_second_train_is_refused_while_the_first_writes_the_run_directory(
         write_program(files, where, **options)
 
     def run_as_the_program_would(command: list[str], env: dict[str, str], fds: tuple[int, ...]) -> int:
-        take = "import sys; from pathlib import Path; from switchc.backends.common import flags; "
-        take += "print(flags.lock_run_directory(Path(sys.argv[1])))"
+        take = "import os, sys; from pathlib import Path; from switchc.backends.common import flags; "
+        take += "print(flags.lock_run_directory(Path(sys.argv[1])), os.getpid())"
         program = subprocess.run(
             [sys.executable, "-c", take, str(out)],
             env={**os.environ, **env},
@@ -282,9 +282,12 @@ def test_a_second_train_is_refused_while_the_first_writes_the_run_directory(
     assert second[0].returncode == 2, second[0].stderr
     assert f"error: another run is using {out} (pid {os.getpid()} on " in second[0].stderr
     assert "(switchc train))" in second[0].stderr
-    held_by_switchc, program_refusal = holders
+    held_by_switchc, program_said = holders
+    program_refusal, program_pid = program_said.split()
     assert held_by_switchc is not None and held_by_switchc.startswith(f"pid {os.getpid()} on ")
     assert program_refusal == "None"  # the program goes on under switchc's lock
+    # and says so in the lock file: killed, switchc's pid would name no process, while its program trains on
+    assert held_by_switchc.endswith(f" (switchc train); its program: pid {program_pid}")
     assert flags.run_directory_user(out) is None  # let go once the program has ended
 
 

@@ -463,7 +463,7 @@ def test_a_launcher_hands_its_lock_to_the_program_it_starts(tmp_path: Path) -> N
         assert under.stdout == "None\n", under.stderr
         other = subprocess.run(run, capture_output=True, text=True)
         assert f"another run is using {tmp_path} (pid {os.getpid()} on " in other.stdout
-        assert "(switchc train))" in other.stdout
+        assert "(switchc train); its program: pid " in other.stdout  # the pid to stop should the launcher die
         stale = {flags.LOCK_ENV: env[flags.LOCK_ENV].replace(f"pid {os.getpid()} ", "pid 1 ")}
         assert (
             "another run is using"
