@@ -292,7 +292,7 @@ def train(
     if devices is not None and (devices < needed if backend == "jax" else devices != needed):
         what = "devices" if backend == "jax" else "processes, one per device"
         raise PlainUserError(
-            f"--devices {devices}: the mesh {dict(resolved.mesh.axes)} needs {needed} {what}",
+            f"--devices {devices}: the mesh {resolved.mesh.shape} needs {needed} {what}",
             "drop --devices (it defaults to the mesh's size), or change the mesh (--set 'mesh.axes={...}')",
         )
     if eval_every and not evaluates(resolved):  # the program refuses it too; say so before compiling

@@ -303,3 +303,19 @@ def test_a_backends_own_refused_flag_leaves_no_run_directory(backend: str, tmp_p
     result = run_program(program, "--steps", "1", "--out", "new/run", "--timeout", "0")
     assert result.returncode == 2 and "--timeout must be > 0" in result.stderr, result.stderr[-3000:]
     assert not (program / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "flag", "said"),
+    [
+        ("jax", "--device=cpu", "--device is the PyTorch program's flag; this program runs on the devices jax finds"),
+        ("torch", "--devices", "--devices is the JAX program's flag; this program runs one process per device"),
+    ],
+)
+def test_the_other_programs_device_flag_says_what_this_one_takes(
+    backend: str, flag: str, said: str, tmp_path: Path
+) -> None:
+    """It was argparse's "unrecognized arguments", with no word on how this program picks devices."""
+    _needs(backend)
+    result = run_program(_program(tmp_path, backend, "program"), "--steps", "1", flag, "4")
+    assert result.returncode == 2 and said in result.stderr, result.stderr[-3000:]

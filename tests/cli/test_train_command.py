@@ -321,7 +321,7 @@ def test_devices_the_mesh_cannot_run_on_are_refused_before_anything(tmp_path: Pa
     out = tmp_path / "run"
     command = ["train", "--backend", backend, "--devices", "1", "--set", "mesh.axes={expert: 2}", "--out", str(out)]
     result = CliRunner().invoke(main, command)
-    assert result.exit_code == 2 and f"--devices 1: the mesh {{'expert': 2}} {said}" in result.stderr
+    assert result.exit_code == 2 and f"--devices 1: the mesh expert=2 {said}" in result.stderr
     assert "drop --devices" in result.stderr and not out.exists()
 
 

@@ -101,6 +101,11 @@ def parse_args(
         help="write DIR/train_step.hlo.txt and DIR/cost_analysis.json for the compiled step, then exit (the "
         "step is compiled for the weights' shapes: none are initialised, loaded or restored)",
     )
+    if any(arg == "--device" or arg.startswith("--device=") for arg in argv):  # argparse: "unrecognized"
+        parser.error(
+            "--device is the PyTorch program's flag; this program runs on the devices jax finds (on a CPU host, "
+            "--devices N fakes N of them)"
+        )
     args = parser.parse_args(argv)
     flags.check(parser, args)
     cluster = {

@@ -92,6 +92,11 @@ def parse_args(
         metavar="SECONDS",
         help="seconds any collective may wait for the other ranks before failing (default: 120)",
     )
+    if any(arg == "--devices" or arg.startswith("--devices=") for arg in argv):  # argparse: "unrecognized"
+        parser.error(
+            "--devices is the JAX program's flag; this program runs one process per device: torchrun "
+            "--nproc-per-node N train.py"
+        )
     args = parser.parse_args(argv)
     flags.check(parser, args)
     if args.timeout <= 0:
