@@ -328,13 +328,6 @@ def export_weights(
         print(f"wrote the step-{step} weights ({source}) to {path}", flush=True)
 
 
-# XLA options for a computation that runs once, on CPU: init_params. With LLVM's optimizations on,
-# compiling switch-tiny's took 7 s of the program's start (running it, 0.06 s); with them off,
-# about 2 s (benchmarks/bench_init.py). Its values differ from an optimized compile's in the last
-# bit or so of about 4% of the weights.
-_RUN_ONCE_OPTIONS: dict[str, str | bool] = {"xla_backend_optimization_level": "0"}
-
-
 def build(model: ModuleType, seed: int, init_from: Path | None = None, abstract: bool = False) -> dict[str, Any]:
     """Mesh, parameters, optimizer state, the jitted train and eval steps, all placed on the mesh.
 
@@ -362,8 +355,7 @@ def build(model: ModuleType, seed: int, init_from: Path | None = None, abstract:
     elif init_from is not None:
         params = _load_weights(model, init_from, param_sharding)
     else:
-        key = jax.random.key(seed)
-        params = init.lower(key).compile(_RUN_ONCE_OPTIONS if jax.default_backend() == "cpu" else None)(key)
+        params = init(jax.random.key(seed))
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
     tx = optimizer(
         config.optimizer,
