@@ -93,9 +93,14 @@ def same_model_form(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# Settings whose value is a mapping of the user's names (mesh axes, logical-axis rules): a change is
+# one entry with both mappings, not one per name ("mesh.axes.data: 2 in the run, null now").
+WHOLE_MAPPINGS = ("mesh.axes", "mesh.rules")
+
+
 def _differences(old: object, new: object, key: str = "") -> Iterator[tuple[str, object, object]]:
     """(dotted key, old, new) for every setting that differs; a section null on one side is one entry."""
-    if isinstance(old, dict) and isinstance(new, dict):
+    if isinstance(old, dict) and isinstance(new, dict) and key not in WHOLE_MAPPINGS:
         for name in [*old, *(name for name in new if name not in old)]:  # the spec's own order
             yield from _differences(old.get(name), new.get(name), f"{key}.{name}" if key else str(name))
     elif old != new:

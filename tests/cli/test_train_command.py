@@ -437,6 +437,13 @@ def test_turning_full_remat_on_or_off_continues_the_run(tmp_path: Path) -> None:
     ] == ["train.seed"]
 
 
+def test_another_mesh_is_one_changed_setting_with_both_meshes() -> None:
+    """It was one entry per axis name: "mesh.axes.data: 2 in the run, null now"."""
+    run = to_yaml(load_spec("switch-tiny", ["mesh.axes={data: 2, expert: 2}"]))
+    changed = changed_settings(run, load_spec("switch-tiny", ["mesh.axes={expert: 2}"]))
+    assert changed == [("mesh.axes", {"data": 2, "expert": 2}, {"expert": 2})]
+
+
 def test_allow_changes_needs_resume(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "switchc", "train", "--allow-changes", "--out", str(tmp_path / "run")],
