@@ -207,6 +207,15 @@ def test_check_passes_on_formatted_files_and_fails_with_a_diff(tmp_path: Path) -
     assert messy.read_text() == MESSY
 
 
+def test_check_says_when_only_the_line_endings_differ(tmp_path: Path) -> None:
+    """A CRLF file's diff showed lines that look the same."""
+    crlf = tmp_path / "crlf.yaml"
+    crlf.write_bytes(b"model:\r\n  d_model: 64\r\n")
+    result = run("--check", str(crlf))
+    assert result.exit_code == 1
+    assert f"would reformat {crlf}: only its line endings, CRLF to LF" in result.stderr and "@@" not in result.stderr
+
+
 def test_check_of_a_conversion_compares_with_the_sibling(tmp_path: Path) -> None:
     yml = write(tmp_path, "m.yaml", AS_YAML)
     missing = run("--check", "--to", "dsl", str(yml))
