@@ -203,6 +203,8 @@ def _placement(value: Any) -> str | tuple[int, ...]:
     if isinstance(value, str):
         if _EVERY.fullmatch(value):
             return value
+        if re.fullmatch(r"every 0+", value):
+            raise ValueError(f"'{value}': K in 'every K' is at least 1 ('every 1' makes every block a Switch layer)")
         raise ValueError(f"expected 'every K' or a list of block indices, got '{value}'")
     if isinstance(value, (list, tuple)):
         for item in value:

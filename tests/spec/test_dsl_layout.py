@@ -93,7 +93,7 @@ LAYOUT_MISTAKES = [
     ("index out of range", "layout:\n  encoder: {switch: [1, 4]}\n", 14, 25, "block 4 is out of range"),
     ("index listed twice", "layout:\n  encoder: {switch: [1, 1]}\n", 14, 25, "block 1 is listed twice"),
     ("indices out of order", "layout:\n  encoder: {switch: [3, 1]}\n", 14, 25, "list the blocks in ascending order"),
-    ("every zero", "layout:\n  encoder: {switch: every 0}\n", 14, 21, "expected 'every K' or a list"),
+    ("every zero", "layout:\n  encoder: {switch: every 0}\n", 14, 21, "'every 0': K in 'every K' is at least 1"),
     ("every a word", "layout:\n  encoder: {switch: evry 2}\n", 14, 21, "got 'evry 2'"),
     ("negative index", "layout:\n  encoder: {switch: [-1]}\n", 14, 21, "block indices are integers >= 0, got -1"),
     ("every beyond the stack", "layout:\n  encoder: {switch: every 5}\n", 14, 21, "places no Switch layer"),
