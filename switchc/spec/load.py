@@ -334,6 +334,20 @@ def _section_keys(loc: tuple[Any, ...]) -> list[str]:
     return [f.name for f in fields(cls)] if is_dataclass(cls) else []
 
 
+def _default_hint(loc: tuple[Any, ...]) -> str | None:
+    """ "the default is V" for the setting at `loc`, a field of a section with a plain default
+    (None where it has none: a mesh axis, a rule, a setting whose default depends on others)."""
+    cls: Any = SpecBody
+    for part in loc[:-1]:
+        if not (is_dataclass(cls) and isinstance(part, str)) or part not in {f.name for f in fields(cls)}:
+            return None
+        cls = _field_dataclass(cls, part)
+    found = [f for f in fields(cls) if f.name == loc[-1]] if is_dataclass(cls) else []
+    if not found or found[0].default is dataclasses.MISSING or found[0].default is None:
+        return None
+    return f"the default is {_describe(found[0].default)}"
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
@@ -410,7 +424,8 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         limit = next(iter(ctx.values()))
         if isinstance(limit, float) and limit.is_integer():
             limit = int(limit)
-        return Diagnostic(f"{dotted}: {_describe(value)} is out of range, it must be {_BOUNDS[kind]} {limit}", span)
+        message = f"{dotted}: {_describe(value)} is out of range, it must be {_BOUNDS[kind]} {limit}"
+        return Diagnostic(message, span, _default_hint(loc))
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == IDENTIFIER_PATTERN:  # mesh axes only
         return Diagnostic(f"{dotted}: {_describe(value)} is not a valid mesh axis name", span, MESH_AXIS_HINT)
     if kind == "string_pattern_mismatch":

@@ -144,7 +144,10 @@ MISTAKES = [
     Mistake("an infinite capacity factor", "moe:\n  capacity_factor: {train: .inf}\n", 2, 28, "is not a finite number"),
     Mistake("a NaN dropout rate (bounded)", "model:\n  dropout_rate: .nan\n", 2, 17, "nan is not a finite number"),
     Mistake("a NaN noise density (bounded)", "data:\n  noise_density: .nan\n", 2, 18, "nan is not a finite number"),
-    Mistake("expert_every zero", "moe:\n  expert_every: 0\n", 2, 17, "moe.expert_every: 0 is out of range"),
+    Mistake("expert_every zero", "moe:\n  expert_every: 0\n", 2, 17, "moe.expert_every: 0 is out of", "default is 2"),
+    Mistake(
+        "mesh axis zero", "mesh:\n  axes: {data: 0}\n", 2, 16, "mesh.axes.data: 0 is out of range, it must be >= 1"
+    ),
     Mistake(  # a report would build the IR of every block: hours for this one
         "a stack of 16M blocks",
         "model:\n  encoder_layers: 16777216\n",
