@@ -642,10 +642,10 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
 
 def in_use(directory: Path, holder: str) -> tuple[str, str]:
     """(error, hint) when another run, `holder` (what its lock file says), is using DIRECTORY."""
+    launched = " (its program's pid, should the launcher have exited)" if _AND in holder else ""
     return (
         f"another run is using {directory} ({holder})",
-        "wait for it to end, or stop it (kill -TERM PID checkpoints it first; its program's pid, where the "
-        "launcher has exited), or choose another --out",
+        f"wait for it to end, or stop it (kill -TERM PID checkpoints it first{launched}), or choose another --out",
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shlex
 import textwrap
-from collections.abc import Sequence
 from importlib import resources
 from pathlib import PurePath
 from types import SimpleNamespace
@@ -69,14 +68,11 @@ def check_data(spec: Spec) -> None:
     raise UserError([Diagnostic(error, span, hint, notes)])
 
 
-def train_script(
-    spec: Spec, docstring: str, *, import_note: str = "", evaluate_also: str = "", parse_also: Sequence[str] = ()
-) -> str:
+def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_also: str = "") -> str:
     """train.py: `docstring` (what the program needs, its launch commands and flags), then main().
 
     import_note: a comment on `import model`; evaluate_also: a further condition (on `args`) for
-    loading the held-out split, beside --eval-every > 0 (which a spec without one refuses);
-    parse_also: the backend's own arguments to its parse_args (`name=value`).
+    loading the held-out split, beside --eval-every > 0 (which a spec without one refuses).
     """
     note = f"  # {import_note}" if import_note else ""
     # without a held-out split --eval-every defaults to 0 and refuses any other value (flags.check)
@@ -96,7 +92,6 @@ def train_script(
                 *held_out,
                 *cosine,
                 f"hardware={hardware}",
-                *parse_also,
             ],
         )
     )

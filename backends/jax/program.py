@@ -136,7 +136,6 @@ metrics.jsonl. Exit status 3: a NaN or Inf in the loss or the gradients stopped 
         docstring,
         import_note="after parse_args: --devices must be set before jax starts",
         evaluate_also="args.dump_hlo is None",
-        parse_also=[f"mesh_devices={spec.mesh.num_devices}"],
     )
 
 

@@ -28,7 +28,8 @@ between nodes). Devices are numbered in mesh order, the last axis fastest (jax.m
 DeviceMesh's order), and node i holds devices [i * per_node, (i + 1) * per_node). A group whose
 members span nodes is timed with the network's bandwidth N and latency b: the log-step
 collectives as above with their slowest hop's, min(B, N) and max(a, b) (a profile may give a
-network faster than its interconnect; a step that crosses nodes also takes hops inside one), and
+network faster than its interconnect; with several members on a node, a step that crosses nodes
+also takes hops inside one; with one member per node, N and b), and
 the pairwise all-to-all sends the (k-1)/n of its buffer bound for the k-1 peers on its node over
 the interconnect while the (n-k)/n bound elsewhere crosses the network:
 
@@ -54,9 +55,12 @@ from switchc.ir.tensor import Mesh
 
 
 def _ring_link(n: int, local: int, hw: HardwareProfile) -> tuple[float, float]:
-    """(bandwidth, latency) of a ring over n devices, `local` of them on each node: its slowest hop's."""
+    """(bandwidth, latency) of a ring over n devices, `local` of them on each node: its slowest hop's
+    (with one member per node every hop crosses the network; with several, some stay inside a node)."""
     if hw.network is None or local >= n:
         return hw.interconnect_bandwidth, hw.latency
+    if local == 1:
+        return hw.network.bandwidth, hw.network.latency
     return min(hw.interconnect_bandwidth, hw.network.bandwidth), max(hw.latency, hw.network.latency)
 
 

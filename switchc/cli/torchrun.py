@@ -11,6 +11,7 @@ saying so.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -33,21 +34,33 @@ def main() -> None:
 
 
 def _failed(failed: ChildFailedError) -> int:
-    """The job's status when workers failed. A worker killed by a signal (the kernel's OOM killer,
-    a `kill -9`) printed nothing, and the others fail on its closed connections with errors of
-    their own: name it, and end with status 1, as for any failed rank. Otherwise the first failure's
-    status: 3 for a NaN, 1 for an error."""
-    killed = {rank: failure for rank, failure in sorted(failed.failures.items()) if failure.exitcode < 0}
-    for rank, failure in killed.items():
+    """The job's status when workers failed. Once one fails, torchrun ends the others with SIGTERM,
+    and lists them too (killed by it, or stopped by the program's handler with status 143): those
+    are not what went wrong. Of the rest, a worker ended by a signal (SIGKILL from the kernel's OOM
+    killer or from outside, a crash) printed nothing, while the others fail on its closed
+    connections with errors of their own: it is named, and the job ends with status 1, as for any
+    failed rank. Otherwise the earliest failure's status: 3 for a NaN, 2 for a flag, 1 for an
+    error. Only SIGTERMs: the workers were stopped from outside (not through this launcher), 143."""
+    own = (-signal.SIGTERM, 128 + signal.SIGTERM)
+    real = {rank: failure for rank, failure in sorted(failed.failures.items()) if failure.exitcode not in own}
+    if not real:
+        return 128 + signal.SIGTERM
+    signalled = {rank: failure for rank, failure in real.items() if failure.exitcode < 0}
+    for rank, failure in signalled.items():
+        why = (
+            ": out of memory (the kernel's log says), or killed from outside"
+            if failure.exitcode == -signal.SIGKILL
+            else ""
+        )
         print(
-            f"error: rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}: out of memory (the "
-            "kernel's log says), or stopped from outside; the other ranks' errors follow from it",
+            f"error: rank {rank} (pid {failure.pid}) was ended by {failure.signal_name()}{why}; the other ranks' "
+            "errors follow from it",
             file=sys.stderr,
         )
-    if killed:
+    if signalled:
         return 1
-    _, first = failed.get_first_failure()
-    return first.exitcode if 0 < first.exitcode < 256 else 1
+    first = min(real.values(), key=lambda failure: failure.timestamp)
+    return first.exitcode if first.exitcode < 256 else 1
 
 
 if __name__ == "__main__":

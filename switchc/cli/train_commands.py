@@ -43,7 +43,7 @@ from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, Source, UserError
 from switchc.ir import build_graph
-from switchc.spec import DataConfig, Spec, load_spec, parse_spec
+from switchc.spec import Spec, load_spec, parse_spec
 from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable, to_yaml
 
 
@@ -114,14 +114,14 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
         if written is None:
             return spec
         text = written
-    run = parse_spec(Source(str(run_spec), text))
-    spec = _spelt_as_run(run.data, spec)
+    ran = yaml.safe_load(text)  # not validated here: a plain --resume lists what differs, whatever the run has
+    spec = _spelt_as_run(ran.get("data") if isinstance(ran, dict) else None, spec)
     changed = changed_settings(text, spec)
     if not changed:
         return spec
     lines = "\n".join(f"  {key}: {_yaml_value(old)} in the run, {_yaml_value(new)} now" for key, old, new in changed)
     if allow_changes:
-        _check_continuable(out, run, spec, lines, backend)
+        _check_continuable(out, parse_spec(Source(str(run_spec), text)), spec, lines, backend)
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
         return spec
     cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)
@@ -290,9 +290,13 @@ def train(
     target(backend).require()
     needed = resolved.mesh.num_devices
     if devices is not None and (devices < needed if backend == "jax" else devices != needed):
-        what = "devices" if backend == "jax" else "processes, one per device"
+        if backend == "jax":
+            what = "device" if needed == 1 else "devices"
+        else:
+            what = f"{'process' if needed == 1 else 'processes'}, one per device"
+        shape = resolved.mesh.shape or "of no axes"
         raise PlainUserError(
-            f"--devices {devices}: the mesh {resolved.mesh.shape} needs {needed} {what}",
+            f"--devices {devices}: the mesh {shape} needs {needed} {what}",
             "drop --devices (it defaults to the mesh's size), or change the mesh (--set 'mesh.axes={...}')",
         )
     if eval_every and not evaluates(resolved):  # the program refuses it too; say so before compiling
@@ -460,16 +464,17 @@ def _clear_earlier_run(out: Path) -> None:
         ) from None
 
 
-def _spelt_as_run(run: DataConfig, spec: Spec) -> Spec:
+def _spelt_as_run(run: object, spec: Spec) -> Spec:
     """`spec` (its data paths absolute, `_absolute_data_paths`) with each data path that a run's spec
     names relatively, and that names the same file from here, spelt as the run spells it. A run a
     generated program wrote keeps the spec's paths as given (relative to the directory the program
     ran in); the spec digest its checkpoints record hashes that spelling, which the program compiled
-    for --resume must then share, or it would refuse the run's checkpoints as another spec's."""
+    for --resume must then share, or it would refuse the run's checkpoints as another spec's. `run`:
+    the data section of the run's spec.yaml as YAML reads it (not a mapping: nothing to spell)."""
 
     def spelt(name: str, given: str | None) -> str | None:
-        ran = getattr(run, name)
-        return ran if ran is not None and given is not None and _absolute(ran) == given else given
+        ran = run.get(name) if isinstance(run, dict) else None  # the run's data section, as its spec.yaml has it
+        return ran if isinstance(ran, str) and given is not None and _absolute(ran) == given else given
 
     return _with_data_paths(spec, spelt)
 

@@ -94,6 +94,8 @@ def test_a_network_faster_than_the_interconnect_does_not_speed_up_the_hops_insid
     )
     # the 7/16 of the buffer bound for the node's other GPUs crosses NVLink
     assert COLLECTIVE_TIME["all-to-all"](16, size, fast, 8) >= 7 / 16 * size / hw.interconnect_bandwidth
+    # one member per node: every hop crosses the network, at its speed
+    assert COLLECTIVE_TIME["all-reduce"](4, size, fast, 1) == pytest.approx(2 * 3 / 4 * size / 1e15 + 2 * 2 * 1e-9)
 
 
 def test_gradient_all_reduces_over_the_same_axes_pay_latency_once() -> None:

@@ -322,6 +322,11 @@ def test_devices_the_mesh_cannot_run_on_are_refused_before_anything(tmp_path: Pa
     command = ["train", "--backend", backend, "--devices", "1", "--set", "mesh.axes={expert: 2}", "--out", str(out)]
     result = CliRunner().invoke(main, command)
     assert result.exit_code == 2 and f"--devices 1: the mesh expert=2 {said}" in result.stderr
+    if backend == "torch":  # a mesh of no axes is one process
+        command[command.index("mesh.axes={expert: 2}")] = "mesh.axes={}"
+        command[command.index("--devices") + 1] = "2"
+        result = CliRunner().invoke(main, command)
+        assert "--devices 2: the mesh of no axes needs 1 process, one per device" in result.stderr
     assert "drop --devices" in result.stderr and not out.exists()
 
 
@@ -535,6 +540,18 @@ def test_a_program_written_run_with_a_relative_data_path_resumes_with_its_digest
     assert result.exit_code == 2 and f"data.path: corpus.txt in the run, {tmp_path / 'corpus.txt'} now" in result.stderr
 
 
+def test_a_run_whose_spec_this_switchc_would_refuse_lists_the_difference(tmp_path: Path) -> None:
+    """A plain --resume compares settings; it does not validate the run's own spec (a key an older or
+    newer switchc wrote), which named RUN/program/spec.yaml, absent in a run a program wrote."""
+    out = tmp_path / "run"
+    step = fake_checkpoint(out / "checkpoints", 4, CHECKPOINT_MARKERS["torch"])
+    spec = to_yaml(load_spec("switch-tiny")).replace("train:\n", "train:\n  old_knob: 3\n", 1)
+    (step / META_FILES["torch"]).write_text(json.dumps({"step": 4, "seed": 0, "spec": spec}))
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume"])
+    assert result.exit_code == 2 and "train.old_knob: 3 in the run, null now" in result.stderr, result.output
+    assert "unknown key" not in result.stderr and not (out / "program").exists()
+
+
 def test_resuming_a_program_written_run_with_the_other_backend_is_refused_before_anything(tmp_path: Path) -> None:
     """Its checkpoints say which program wrote it: switchc train wrote RUN/program for the other backend,
     whose program then refused the checkpoints, and the run was left in a loop of refusals."""
@@ -585,19 +602,26 @@ def test_torchrun_names_a_rank_killed_by_a_signal_and_ends_with_status_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A rank the kernel's OOM killer (or a kill -9) ends says nothing; the others fail on its closed
-    connection. switchc's torchrun named no rank, and its status was whichever failure torchrun
-    listed first (137 when it was the killed one's)."""
+    connection, and torchrun ends the rest with SIGTERM. switchc's torchrun named no rank, and its
+    status was whichever failure torchrun listed first (137 when it was the killed one's). The
+    ranks torchrun itself stops are neither named nor the status."""
     pytest.importorskip("torch")
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
     from switchc.cli.torchrun import _failed
 
-    def failure(rank: int, status: int) -> ProcessFailure:
-        return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=status, error_file=str(tmp_path / "none"))
+    def job(*statuses: int) -> ChildFailedError:
+        failures = {
+            rank: ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=status, error_file=str(tmp_path / "none"))
+            for rank, status in enumerate(statuses)
+        }
+        return ChildFailedError("train.py", failures)
 
-    killed = ChildFailedError("train.py", {0: failure(0, 1), 1: failure(1, -signal.SIGKILL), 2: failure(2, 1)})
-    assert _failed(killed) == 1
+    term, stopped = -signal.SIGTERM, 128 + signal.SIGTERM  # torchrun's SIGTERM: before and after the handler
+    assert _failed(job(term, -signal.SIGKILL, 1, stopped)) == 1
     said = capsys.readouterr().err
-    assert said.startswith("error: rank 1 (pid 101) was killed by SIGKILL: out of memory") and said.count("\n") == 1
-    assert _failed(ChildFailedError("train.py", {0: failure(0, 3), 1: failure(1, 3)})) == 3  # a NaN: every rank's 3
+    assert said.startswith("error: rank 1 (pid 101) was ended by SIGKILL: out of memory") and said.count("\n") == 1
+    assert _failed(job(term, 2)) == 2  # a usage error on rank 1: rank 0, still starting, was stopped
+    assert _failed(job(3, 3)) == 3  # a NaN: every rank's 3
+    assert _failed(job(term, term)) == 128 + signal.SIGTERM  # stopped from outside, not through the launcher
     assert capsys.readouterr().err == ""

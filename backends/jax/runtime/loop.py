@@ -55,7 +55,6 @@ def parse_args(
     held_out: bool = True,
     hardware: Sequence[str] = (),
     cosine: bool = False,
-    mesh_devices: int = 1,
 ) -> argparse.Namespace:
     """The shared flags (flags.py) and the JAX program's own; parsed before jax is imported (see --devices)."""
     parser = flags.parser(
@@ -130,11 +129,6 @@ def parse_args(
         parser.error(f"--dump-hlo {args.dump_hlo}: not a directory")
     if args.devices is not None and args.devices < 1:
         parser.error("--devices must be >= 1")
-    if args.devices is not None and args.devices < mesh_devices and not args.distributed:  # else make_mesh says
-        parser.error(
-            f"--devices {args.devices}: the spec's mesh needs {mesh_devices} devices\n"
-            f"hint: pass --devices {mesh_devices}, or compile the spec with a smaller mesh (--set 'mesh.axes=...')"
-        )
     flags.make_folders(parser, args)  # last: a refused flag leaves no folder behind
     flags.outlive_stdout()
     if not args.system_malloc:

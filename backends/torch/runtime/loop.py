@@ -252,7 +252,12 @@ def export_weights(model_module: ModuleType, path: Path, seed: int, init_from: P
     with where they came from (weights.provenance)."""
     model = model_module.build(seed)
     if init_from is not None:
-        _initial_weights(model, model_module, init_from)
+        try:
+            _initial_weights(model, model_module, init_from)
+        except SystemExit:  # every rank reads the same file and refuses it: the first says why
+            if int(os.environ.get("RANK", "0")) != 0:
+                raise SystemExit(1) from None
+            raise
     if int(os.environ.get("RANK", "0")) == 0:
         _write_weights(
             model,

@@ -326,17 +326,13 @@ def test_help_documents_the_flags(tmp_path: Path) -> None:
 
 
 def test_too_few_devices_is_one_error_even_with_checkpoints(tmp_path: Path) -> None:
-    """Said before orbax starts its threads: no orbax traceback after it at interpreter exit. Too
-    small a --devices is a usage error, said before jax starts."""
+    """Said before orbax starts its threads: no orbax traceback after it at interpreter exit.
+    (Not at parse time: on a GPU host --devices sets only the CPU's count, and the mesh is the GPUs'.)"""
     program = compile_program(tmp_path, "--set", "mesh.axes={data: 2, expert: 4}")
-    one_device = {"XLA_FLAGS": "--xla_backend_optimization_level=0"}  # the tests' XLA_FLAGS fake 8
-    result = run_program(program, "--steps", "1", "--out", "run", env=one_device)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "error: the mesh data=2 x expert=4 needs 8 devices, this host has 1." in result.stderr
-    assert "hint: on a CPU host pass --devices 8 to fake them" in result.stderr
     result = run_program(program, "--devices", "2", "--steps", "1", "--out", "run")
-    assert result.returncode == 2 and "error: --devices 2: the spec's mesh needs 8 devices" in result.stderr
-    assert "hint: pass --devices 8, or compile the spec with a smaller mesh" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: the mesh data=2 x expert=4 needs 8 devices, this host has 2." in result.stderr
+    assert "hint: on a CPU host pass --devices 8 to fake them" in result.stderr
     assert not (program / "run").exists()
 
 
