@@ -34,7 +34,7 @@ the pairwise all-to-all sends the (k-1)/n of its buffer bound for the k-1 peers 
 the interconnect while the (n-k)/n bound elsewhere crosses the network:
 
     all-to-all          min(max((k-1)/n * S/B, (n-k)/n * S/N) + (k-1) a + (n-k) b,
-                            L (max(a, b) + S/(2 min(B, N))))
+                            L (a' + S/(2 B')))        (B', a': the slowest hop's, as above)
 
 Gradient all-reduces over the same mesh axes are timed as one combined all-reduce (see
 _bucket_gradients); every other collective waits on the one before it and is timed alone.

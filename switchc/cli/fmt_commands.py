@@ -167,12 +167,13 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
         _check_sibling(name, spec, destination)  # --check too: it must not ask for a --write that refuses
     if check:
         said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
-        if current is not None and current.replace(b"\r\n", b"\n") == text.encode("utf-8"):
-            say(f"{said}: only its line endings, CRLF to LF")  # a diff of such lines shows no change
+        crlf = current is not None and b"\r\n" in current  # diffed as LF: every line would show changed
+        if crlf and current is not None and current.replace(b"\r\n", b"\n") == text.encode("utf-8"):
+            say(f"{said}: only its line endings, CRLF to LF")
             return True
-        say(said)
+        say(f"{said} (and its line endings, CRLF to LF)" if crlf else said)
         if current is not None:
-            lines = current.decode("utf-8", errors="replace").splitlines(keepends=True)
+            lines = current.replace(b"\r\n", b"\n").decode("utf-8", errors="replace").splitlines(keepends=True)
             diff = difflib.unified_diff(lines, text.splitlines(keepends=True), str(destination), "formatted")
             say("".join(diff), nl=False)
         return True

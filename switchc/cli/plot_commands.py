@@ -10,6 +10,8 @@ from switchc.cli.options import example
 from switchc.errors import PlainUserError
 from switchc.runs import draw, read_run
 
+PLOT_HINT = "pip install 'switchc[plot]' (in a checkout: pip install -e '.[plot]')"
+
 
 @click.command(
     epilog=example(
@@ -54,7 +56,7 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None, last: int) -> None:
     try:
         written = draw(runs, out, last)
     except ImportError:
-        raise PlainUserError("switchc plot needs matplotlib", "pip install 'switchc[plot]'") from None
+        raise PlainUserError("switchc plot needs matplotlib", PLOT_HINT) from None
     for path in written:
         click.echo(f"wrote {path}", err=True)
     stale = out / "experts.png"

@@ -21,6 +21,7 @@ from switchc.analysis import (
     to_markdown,
 )
 from switchc.cli.options import Number, check_output_parent, example, overrides, table_console
+from switchc.cli.plot_commands import PLOT_HINT
 from switchc.cli.spec_commands import warn_unless_compilable
 from switchc.errors import PlainUserError
 from switchc.files import figure_formats
@@ -134,7 +135,7 @@ def _check_plot_path(path: Path) -> None:
     try:
         formats = figure_formats()
     except ImportError:
-        raise PlainUserError("--plot needs matplotlib", "pip install 'switchc[plot]'") from None
+        raise PlainUserError("--plot needs matplotlib", PLOT_HINT) from None
     if path.suffix.lower().removeprefix(".") not in formats:
         said = f"unknown format '{path.suffix}'" if path.suffix else "no suffix to name its format"
         raise PlainUserError(f"cannot plot to '{path.name}': {said}", f"end it in one of .{', .'.join(formats)}")

@@ -33,18 +33,32 @@ def main() -> None:
         sys.exit(_failed(failed))
 
 
+_GRACE_KILL_AFTER = 10  # seconds after the first failure: a SIGKILL then is torchrun's own (grace: 30 s)
+
+
 def _failed(failed: ChildFailedError) -> int:
     """The job's status when workers failed. Once one fails, torchrun ends the others with SIGTERM,
     and lists them too (killed by it, or stopped by the program's handler with status 143): those
-    are not what went wrong. Of the rest, a worker ended by a signal (SIGKILL from the kernel's OOM
-    killer or from outside, a crash) printed nothing, while the others fail on its closed
-    connections with errors of their own: it is named, and the job ends with status 1, as for any
-    failed rank. Otherwise the earliest failure's status: 3 for a NaN, 2 for a flag, 1 for an
-    error. Only SIGTERMs: the workers were stopped from outside (not through this launcher), 143."""
+    are not what went wrong, nor is its SIGKILL, after its grace period, of a rank that outlasts
+    that SIGTERM (a collective still waiting on the failed rank). Of the rest, a worker ended by a
+    signal (SIGKILL from the kernel's OOM killer or from outside, a crash) printed nothing, while
+    the others fail on its closed connections with errors of their own: it is named, and the job
+    ends with status 1, as for any failed rank. Otherwise the earliest failure's status: 3 for a
+    NaN, 2 for a flag, 1 for an error. Only SIGTERMs: the workers were stopped from outside (not
+    through this launcher), 143."""
     own = (-signal.SIGTERM, 128 + signal.SIGTERM)
     real = {rank: failure for rank, failure in sorted(failed.failures.items()) if failure.exitcode not in own}
     if not real:
         return 128 + signal.SIGTERM
+    # A rank that outlasts torchrun's grace period after its SIGTERM gets SIGKILL, well after the
+    # first failure (timestamps are whole seconds; the grace, 30 s by default): torchrun's too.
+    others = [failure.timestamp for failure in real.values() if failure.exitcode != -signal.SIGKILL]
+    if others:
+        real = {
+            rank: failure
+            for rank, failure in real.items()
+            if failure.exitcode != -signal.SIGKILL or failure.timestamp < min(others) + _GRACE_KILL_AFTER
+        }
     signalled = {rank: failure for rank, failure in real.items() if failure.exitcode < 0}
     for rank, failure in signalled.items():
         why = (
@@ -59,8 +73,8 @@ def _failed(failed: ChildFailedError) -> int:
         )
     if signalled:
         return 1
-    first = min(real.values(), key=lambda failure: failure.timestamp)
-    return first.exitcode if first.exitcode < 256 else 1
+    earliest = min(real.values(), key=lambda failure: failure.timestamp)
+    return earliest.exitcode if earliest.exitcode < 256 else 1
 
 
 if __name__ == "__main__":

@@ -55,6 +55,18 @@ def _yaml_value(value: object, limit: int = 60) -> str:
     return text[: limit - 4].rstrip() + " ..." if shorten else text
 
 
+def _shown(changed: list[tuple[str, object, object]]) -> list[tuple[str, str, str]]:
+    """Each change's old and new values as text (`_yaml_value`). A whole mapping (mesh.rules) too
+    long to show whole shows only the entries that differ: shortened, both could read the same."""
+    shown = []
+    for key, old, new in changed:
+        if isinstance(old, dict) and isinstance(new, dict) and max(len(_yaml_value(v, 10**6)) for v in (old, new)) > 60:
+            names = [name for name in [*old, *(n for n in new if n not in old)] if old.get(name) != new.get(name)]
+            old, new = ({name: side[name] for name in names if name in side} for side in (old, new))
+        shown.append((key, _yaml_value(old), _yaml_value(new)))
+    return shown
+
+
 def changed_settings(run_spec: str, spec: Spec) -> list[tuple[str, object, object]]:
     """How `spec` differs from the spec a run was trained with (its spec.yaml's text), leaving out
     what more steps may change (`extendable`: train.steps, unless the schedule is cosine) and how a
@@ -108,20 +120,26 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
     """
     run_spec = out / "program" / "spec.yaml"
     if run_spec.is_file():
-        text = run_spec.read_text(encoding="utf-8")
+        text, source = run_spec.read_text(encoding="utf-8"), str(run_spec)
     else:  # a run a generated program wrote: its checkpoints record the spec (and OUT/program is not made yet)
         written = recorded(out / "checkpoints", backend, "spec")
         if written is None:
             return spec
-        text = written
-    ran = yaml.safe_load(text)  # not validated here: a plain --resume lists what differs, whatever the run has
-    spec = _spelt_as_run(ran.get("data") if isinstance(ran, dict) else None, spec)
+        text, source = written, f"{out / 'checkpoints'} (the spec its latest checkpoint records)"
+    try:  # not validated: a plain --resume lists what differs, whatever keys the run's switchc wrote
+        ran = yaml.safe_load(text)
+    except yaml.YAMLError:
+        ran = None
+    if not isinstance(ran, dict):  # damaged: the located error of reading it as a spec
+        parse_spec(Source(source, text))
+        ran = {}
+    spec = _spelt_as_run(ran.get("data"), spec)
     changed = changed_settings(text, spec)
     if not changed:
         return spec
-    lines = "\n".join(f"  {key}: {_yaml_value(old)} in the run, {_yaml_value(new)} now" for key, old, new in changed)
+    lines = "\n".join(f"  {key}: {old} in the run, {new} now" for key, old, new in _shown(changed))
     if allow_changes:
-        _check_continuable(out, parse_spec(Source(str(run_spec), text)), spec, lines, backend)
+        _check_continuable(out, parse_spec(Source(source, text)), spec, lines, backend)
         click.echo(f"note: --resume --allow-changes: {out} continues with other settings:\n{lines}", err=True)
         return spec
     cosine = not extendable(spec) and any(key == "train.steps" for key, _, _ in changed)

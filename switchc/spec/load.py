@@ -334,9 +334,23 @@ def _section_keys(loc: tuple[Any, ...]) -> list[str]:
     return [f.name for f in fields(cls)] if is_dataclass(cls) else []
 
 
+# Settings whose default another setting changes, or that checks against others refuse (the
+# default eval_fraction beside an eval_path, warm-up steps past train.steps, a maximum distance
+# beside more buckets, a batch the mesh cannot split): an out-of-range error hints no default.
+_DEPENDENT_DEFAULTS = (
+    ("data", "eval_fraction"),
+    ("train", "optimizer", "warmup_steps"),
+    ("model", "relative_attention_max_distance"),
+    ("model", "relative_attention_num_buckets"),
+    ("train", "batch_size"),
+)
+
+
 def _default_hint(loc: tuple[Any, ...]) -> str | None:
-    """ "the default is V" for the setting at `loc`, a field of a section with a plain default
-    (None where it has none: a mesh axis, a rule, a setting whose default depends on others)."""
+    """The default of the setting at `loc` as a hint, for a field of a section with a plain default;
+    None where it has none (a mesh axis, a rule) or where it depends on others (_DEPENDENT_DEFAULTS)."""
+    if tuple(loc) in _DEPENDENT_DEFAULTS:
+        return None
     cls: Any = SpecBody
     for part in loc[:-1]:
         if not (is_dataclass(cls) and isinstance(part, str)) or part not in {f.name for f in fields(cls)}:
@@ -425,7 +439,9 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         if isinstance(limit, float) and limit.is_integer():
             limit = int(limit)
         message = f"{dotted}: {_describe(value)} is out of range, it must be {_BOUNDS[kind]} {limit}"
-        return Diagnostic(message, span, _default_hint(loc))
+        # a --set value replaces the spec file's, not necessarily the default: no hint there
+        hint = None if span.source.name == OVERRIDE_SOURCE_NAME else _default_hint(loc)
+        return Diagnostic(message, span, hint)
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == IDENTIFIER_PATTERN:  # mesh axes only
         return Diagnostic(f"{dotted}: {_describe(value)} is not a valid mesh axis name", span, MESH_AXIS_HINT)
     if kind == "string_pattern_mismatch":

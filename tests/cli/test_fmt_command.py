@@ -214,6 +214,10 @@ def test_check_says_when_only_the_line_endings_differ(tmp_path: Path) -> None:
     result = run("--check", str(crlf))
     assert result.exit_code == 1
     assert f"would reformat {crlf}: only its line endings, CRLF to LF" in result.stderr and "@@" not in result.stderr
+    crlf.write_bytes(b"model:\r\n  d_model:   64\r\n  d_ff: 128\r\n")
+    result = run("--check", str(crlf))
+    assert f"would reformat {crlf} (and its line endings, CRLF to LF)" in result.stderr
+    assert "-  d_model:   64\n+  d_model: 64\n   d_ff: 128\n" in result.stderr  # d_ff: a context line, unchanged
 
 
 def test_check_of_a_conversion_compares_with_the_sibling(tmp_path: Path) -> None:

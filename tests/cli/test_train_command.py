@@ -547,9 +547,37 @@ def test_a_run_whose_spec_this_switchc_would_refuse_lists_the_difference(tmp_pat
     step = fake_checkpoint(out / "checkpoints", 4, CHECKPOINT_MARKERS["torch"])
     spec = to_yaml(load_spec("switch-tiny")).replace("train:\n", "train:\n  old_knob: 3\n", 1)
     (step / META_FILES["torch"]).write_text(json.dumps({"step": 4, "seed": 0, "spec": spec}))
-    result = CliRunner().invoke(main, ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume"])
+    command = ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume"]
+    result = CliRunner().invoke(main, command)
     assert result.exit_code == 2 and "train.old_knob: 3 in the run, null now" in result.stderr, result.output
     assert "unknown key" not in result.stderr and not (out / "program").exists()
+    result = CliRunner().invoke(main, [*command, "--allow-changes"])  # that needs the run's spec read as one
+    assert result.exit_code == 2 and "unknown key 'old_knob'" in result.stderr, result.output
+    assert f"{out / 'checkpoints'} (the spec its latest checkpoint records):" in result.stderr  # not program/
+
+
+def test_a_damaged_run_spec_is_a_located_error(tmp_path: Path) -> None:
+    program = tmp_path / "run" / "program"
+    program.mkdir(parents=True)
+    (program / "train.py").write_text("")
+    for damaged in ("- a\n", "model: [\n"):
+        (program / "spec.yaml").write_text(damaged)
+        result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(tmp_path / "run"), "--resume"])
+        assert result.exit_code == 2 and f"{program / 'spec.yaml'}:" in result.stderr, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_rules_that_differ_in_one_entry_show_that_entry() -> None:
+    """Shortened to 60 characters, two rule mappings read the same."""
+    from switchc.cli.train_commands import _shown
+
+    mesh = "mesh.axes={data: 2, expert: 2, model: 2}"
+    rules = "mesh.rules={batch: [data, expert], experts: [expert], heads: [model], mlp: [model], vocab: %s}"
+    run = to_yaml(load_spec("switch-tiny", [mesh, rules % "[model]"]))
+    changed = changed_settings(run, load_spec("switch-tiny", [mesh, rules % "[]"]))
+    assert _shown(changed) == [("mesh.rules", "{vocab: [model]}", "{vocab: []}")]
+    axes = changed_settings(run, load_spec("switch-tiny", ["mesh.axes={data: 8}"]))
+    assert ("mesh.axes", "{data: 2, expert: 2, model: 2}", "{data: 8}") in _shown(axes)
 
 
 def test_resuming_a_program_written_run_with_the_other_backend_is_refused_before_anything(tmp_path: Path) -> None:
@@ -610,11 +638,13 @@ def test_torchrun_names_a_rank_killed_by_a_signal_and_ends_with_status_1(
 
     from switchc.cli.torchrun import _failed
 
-    def job(*statuses: int) -> ChildFailedError:
+    def job(*statuses: int, seconds: tuple[int, ...] = ()) -> ChildFailedError:
         failures = {
             rank: ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=status, error_file=str(tmp_path / "none"))
             for rank, status in enumerate(statuses)
         }
+        for rank, second in enumerate(seconds):  # when torchrun saw each fail
+            failures[rank].timestamp = second
         return ChildFailedError("train.py", failures)
 
     term, stopped = -signal.SIGTERM, 128 + signal.SIGTERM  # torchrun's SIGTERM: before and after the handler
@@ -624,4 +654,8 @@ def test_torchrun_names_a_rank_killed_by_a_signal_and_ends_with_status_1(
     assert _failed(job(term, 2)) == 2  # a usage error on rank 1: rank 0, still starting, was stopped
     assert _failed(job(3, 3)) == 3  # a NaN: every rank's 3
     assert _failed(job(term, term)) == 128 + signal.SIGTERM  # stopped from outside, not through the launcher
+    # rank 1, in a collective, outlasted torchrun's grace after the NaN on rank 0: torchrun's SIGKILL
+    assert _failed(job(3, -signal.SIGKILL, seconds=(100, 131))) == 3
+    assert _failed(job(-signal.SIGKILL, 1, seconds=(100, 100))) == 1  # an OOM kill, and its peer's error
+    assert capsys.readouterr().err.startswith("error: rank 0 (pid 100) was ended by SIGKILL")
     assert capsys.readouterr().err == ""

@@ -248,24 +248,16 @@ def _initial_weights(model: torch.nn.Module, model_module: ModuleType, path: Pat
 
 
 def export_weights(model_module: ModuleType, path: Path, seed: int, init_from: Path | None) -> None:
-    """--export-init: the step-0 weights (seed's, or init_from's), written by the first rank only,
-    with where they came from (weights.provenance)."""
+    """--export-init: the step-0 weights (seed's, or init_from's), built, checked and written by the
+    first rank alone (a refused --init-from is said once), with where they came from
+    (weights.provenance)."""
+    if int(os.environ.get("RANK", "0")) != 0:  # the first rank builds, checks and writes them alone
+        return
     model = model_module.build(seed)
     if init_from is not None:
-        try:
-            _initial_weights(model, model_module, init_from)
-        except SystemExit:  # every rank reads the same file and refuses it: the first says why
-            if int(os.environ.get("RANK", "0")) != 0:
-                raise SystemExit(1) from None
-            raise
-    if int(os.environ.get("RANK", "0")) == 0:
-        _write_weights(
-            model,
-            model_module,
-            path,
-            weights.provenance("torch", seed, init_from, architecture=model_module.ARCHITECTURE),
-            0,
-        )
+        _initial_weights(model, model_module, init_from)
+    provenance = weights.provenance("torch", seed, init_from, architecture=model_module.ARCHITECTURE)
+    _write_weights(model, model_module, path, provenance, 0)
 
 
 def export_checkpoint(model_module: ModuleType, args: argparse.Namespace) -> None:

@@ -261,9 +261,12 @@ def test_an_init_from_file_every_rank_refuses_is_said_once(tmp_path: Path) -> No
     bad = "from runtime import weights; import numpy as np; weights.save('bad.safetensors', {'x': np.zeros(2)})"
     written = subprocess.run([sys.executable, "-c", bad], cwd=program, capture_output=True, timeout=RUN_TIMEOUT)
     assert written.returncode == 0, written.stderr[-3000:]
+    refused = "error: --init-from: the weights in bad.safetensors do not fit this model"
     result = run_program(program, "--steps", "1", "--init-from", "bad.safetensors", processes=2)
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert result.stderr.count("error: --init-from: the weights in bad.safetensors do not fit this model") == 1
+    assert result.returncode == 1 and result.stderr.count(refused) == 1, result.stderr[-3000:]
+    result = run_program(program, "--export-init", "w.safetensors", "--init-from", "bad.safetensors", processes=2)
+    assert result.returncode == 1 and result.stderr.count(refused) == 1, result.stderr[-3000:]
+    assert not (program / "w.safetensors").exists()
 
 
 def test_weights_provenance_and_refused_init_from_files_leave_no_run_directory(tmp_path: Path) -> None:
