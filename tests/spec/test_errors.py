@@ -337,6 +337,19 @@ def _first(text: str, overrides: tuple[str, ...] = ()) -> UserError:
     return first_error("spec.yaml", textwrap.dedent(text), overrides)
 
 
+@pytest.mark.parametrize(
+    ("text", "overrides"),
+    [
+        ("mesh:\n  axes: {data: 0}\n", ()),  # a mesh axis has no default
+        ("data:\n  eval_fraction: 1.5\n", ()),  # 0.05 by default, 0 beside an eval_path: no one value
+        ("moe:\n  num_experts: 8\n", ("moe.num_experts=0",)),  # a --set replaces the file's 8, not the default
+    ],
+)
+def test_out_of_range_settings_hint_no_default_that_could_mislead(text: str, overrides: tuple[str, ...]) -> None:
+    first = _first(text, overrides).diagnostics[0]
+    assert "is out of range" in first.message and first.hint is None, first.render()
+
+
 @pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
 def test_mistake_is_located(case: Mistake) -> None:
     first = _first(case.text).diagnostics[0]
