@@ -961,9 +961,16 @@ def run_identity(model: ModuleType) -> dict[str, str]:
     return {"spec_digest": model.SPEC_DIGEST, "spec": spec.read_text(encoding="utf-8") if spec.is_file() else ""}
 
 
+# Settings whose value is a mapping of the user's names: one setting, whichever style spec.yaml
+# writes it in (flow for a few entries, block for more), as switchc's own listing has them
+# (switchc/spec/emit.py's WHOLE_MAPPINGS: a program imports nothing of switchc).
+WHOLE_MAPPINGS = ("mesh.axes", "mesh.rules")
+
+
 def spec_settings(text: str) -> dict[str, str]:
     """A spec.yaml as switchc writes it (block sections indented by two, one setting per line, flow
-    style for short maps and lists) -> {dotted key: the value as written}."""
+    style for short maps and lists) -> {dotted key: the value as written}; WHOLE_MAPPINGS written
+    in block style are given in flow style."""
     settings: dict[str, str] = {}
     path: list[str] = []
     key, depth = "", 0  # a flow value that yaml wrapped onto more lines continues the last key
@@ -982,7 +989,15 @@ def spec_settings(text: str) -> dict[str, str]:
         if key:
             settings[key] = value
             depth = value.count("{") + value.count("[") - value.count("}") - value.count("]")
-    return settings
+    whole: dict[str, str] = {}
+    for key, value in settings.items():
+        owner = next((name for name in WHOLE_MAPPINGS if key.startswith(name + ".")), None)
+        if owner is None:
+            whole[key] = value
+        else:  # an entry of a mapping spec.yaml wrote in block style
+            entry = f"{key.removeprefix(owner + '.')}: {value}"
+            whole[owner] = f"{whole[owner][:-1]}, {entry}}}" if owner in whole else f"{{{entry}}}"
+    return whole
 
 
 def changed_settings(old: str, new: str) -> list[str]:

@@ -95,6 +95,7 @@ def same_model_form(data: dict[str, Any]) -> dict[str, Any]:
 
 # Settings whose value is a mapping of the user's names (mesh axes, logical-axis rules): a change is
 # one entry with both mappings, not one per name ("mesh.axes.data: 2 in the run, null now").
+# (backends/common/flags.py, copied into every program and importing nothing of switchc, has its own.)
 WHOLE_MAPPINGS = ("mesh.axes", "mesh.rules")
 
 

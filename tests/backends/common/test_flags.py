@@ -63,6 +63,19 @@ def test_changed_settings_names_each_key_with_both_values() -> None:
     assert flags.changed_settings(old, old) == []
 
 
+def test_rules_written_in_either_style_are_one_setting() -> None:
+    """spec.yaml writes four rules in flow style and five in block style: the listing gave one line
+    per block entry, each "(absent) in this program", plus "mesh.rules: (absent) ... {...}"."""
+    mesh = "mesh.axes={data: 2, expert: 2, model: 2}"
+    rules = "mesh.rules={batch: [data, expert], experts: [expert], heads: [model], mlp: [model]%s}"
+    five, four = (to_yaml(load_spec("switch-tiny", (mesh, rules % more))) for more in (", vocab: [model]", ""))
+    assert "  rules:\n    batch: [data, expert]\n" in five and "  rules: {batch: [data, expert], " in four
+    assert flags.changed_settings(five, four) == [
+        "mesh.rules: {batch: [data, expert], experts: [expert], heads: [model], mlp: [model], vocab: [model]} in the "
+        "checkpoint, {batch: [data, expert], experts: [expert], heads: [model], mlp: [model]} in this program"
+    ]
+
+
 def _program(tmp_path: Path, spec: Spec, params: dict[str, tuple[int, ...]] | None = None) -> Any:
     """A stand-in for a generated program's model module: the names check_resume reads."""
     folder = tmp_path / f"program{len(list(tmp_path.iterdir()))}"
