@@ -69,6 +69,9 @@ def test_rules_written_in_either_style_are_one_setting() -> None:
     mesh = "mesh.axes={data: 2, expert: 2, model: 2}"
     rules = "mesh.rules={batch: [data, expert], experts: [expert], heads: [model], mlp: [model]%s}"
     five, four = (to_yaml(load_spec("switch-tiny", (mesh, rules % more))) for more in (", vocab: [model]", ""))
+    from switchc.spec import emit
+
+    assert flags.WHOLE_MAPPINGS == emit.WHOLE_MAPPINGS  # the programs' listing and switchc train's agree
     assert "  rules:\n    batch: [data, expert]\n" in five and "  rules: {batch: [data, expert], " in four
     assert flags.changed_settings(five, four) == [
         "mesh.rules: {batch: [data, expert], experts: [expert], heads: [model], mlp: [model], vocab: [model]} in the "
