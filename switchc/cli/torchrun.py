@@ -51,14 +51,14 @@ def _failed(failed: ChildFailedError) -> int:
     if not real:
         return 128 + signal.SIGTERM
     # A rank that outlasts torchrun's grace period after its SIGTERM gets SIGKILL, well after the
-    # first failure (timestamps are whole seconds; the grace, 30 s by default): torchrun's too.
-    others = [failure.timestamp for failure in real.values() if failure.exitcode != -signal.SIGKILL]
-    if others:
-        real = {
-            rank: failure
-            for rank, failure in real.items()
-            if failure.exitcode != -signal.SIGKILL or failure.timestamp < min(others) + _GRACE_KILL_AFTER
-        }
+    # first failure (timestamps are whole seconds; the grace, 30 s by default): torchrun's too. The
+    # first failure itself is never torchrun's doing, SIGKILL or not: it kills only after one.
+    first = min(failure.timestamp for failure in real.values())
+    real = {
+        rank: failure
+        for rank, failure in real.items()
+        if failure.exitcode != -signal.SIGKILL or failure.timestamp < first + _GRACE_KILL_AFTER
+    }
     signalled = {rank: failure for rank, failure in real.items() if failure.exitcode < 0}
     for rank, failure in signalled.items():
         why = (

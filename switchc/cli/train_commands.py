@@ -42,6 +42,7 @@ from switchc.backends.common.program import evaluates, program_config
 from switchc.cli.compile_commands import program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, Source, UserError
+from switchc.files import read_text
 from switchc.ir import build_graph
 from switchc.spec import Spec, load_spec, parse_spec
 from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable, to_yaml
@@ -58,13 +59,21 @@ def _yaml_value(value: object, limit: int = 60) -> str:
 def _shown(changed: list[tuple[str, object, object]]) -> list[tuple[str, str, str]]:
     """Each change's old and new values as text (`_yaml_value`). A whole mapping (mesh.rules) too
     long to show whole shows only the entries that differ: shortened, both could read the same."""
-    shown = []
+    shown: list[tuple[str, str, str]] = []
     for key, old, new in changed:
         if isinstance(old, dict) and isinstance(new, dict) and max(len(_yaml_value(v, 10**6)) for v in (old, new)) > 60:
             names = [name for name in [*old, *(n for n in new if n not in old)] if old.get(name) != new.get(name)]
-            old, new = ({name: side[name] for name in names if name in side} for side in (old, new))
-        shown.append((key, _yaml_value(old), _yaml_value(new)))
+            shown.append((key, _some_entries(old, names), _some_entries(new, names)))
+        else:
+            shown.append((key, _yaml_value(old), _yaml_value(new)))
     return shown
+
+
+def _some_entries(mapping: dict[str, object], names: list[str]) -> str:
+    """The entries of `mapping` named in `names`, then "..." for the ones left out (the same on both
+    sides of a change): `{}` would read as a mapping with no entries at all."""
+    entries = [f"{name}: {_yaml_value(mapping[name])}" for name in names if name in mapping]
+    return "{" + ", ".join([*entries, "..."]) + "}"
 
 
 def changed_settings(run_spec: str, spec: Spec) -> list[tuple[str, object, object]]:
@@ -120,7 +129,7 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
     """
     run_spec = out / "program" / "spec.yaml"
     if run_spec.is_file():
-        text, source = run_spec.read_text(encoding="utf-8"), str(run_spec)
+        text, source = read_text(run_spec), str(run_spec)  # not UTF-8: an error naming it; a BOM dropped
     else:  # a run a generated program wrote: its checkpoints record the spec (and OUT/program is not made yet)
         written = recorded(out / "checkpoints", backend, "spec")
         if written is None:
@@ -128,7 +137,7 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
         text, source = written, f"{out / 'checkpoints'} (the spec its latest checkpoint records)"
     try:  # not validated: a plain --resume lists what differs, whatever keys the run's switchc wrote
         ran = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except Exception:  # YAMLError, or a tagged scalar pyyaml cannot make (!!int abc): parse_spec says where
         ran = None
     if not isinstance(ran, dict):  # damaged: the located error of reading it as a spec
         parse_spec(Source(source, text))

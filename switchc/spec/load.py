@@ -334,34 +334,6 @@ def _section_keys(loc: tuple[Any, ...]) -> list[str]:
     return [f.name for f in fields(cls)] if is_dataclass(cls) else []
 
 
-# Settings whose default another setting changes, or that checks against others refuse (the
-# default eval_fraction beside an eval_path, warm-up steps past train.steps, a maximum distance
-# beside more buckets, a batch the mesh cannot split): an out-of-range error hints no default.
-_DEPENDENT_DEFAULTS = (
-    ("data", "eval_fraction"),
-    ("train", "optimizer", "warmup_steps"),
-    ("model", "relative_attention_max_distance"),
-    ("model", "relative_attention_num_buckets"),
-    ("train", "batch_size"),
-)
-
-
-def _default_hint(loc: tuple[Any, ...]) -> str | None:
-    """The default of the setting at `loc` as a hint, for a field of a section with a plain default;
-    None where it has none (a mesh axis, a rule) or where it depends on others (_DEPENDENT_DEFAULTS)."""
-    if tuple(loc) in _DEPENDENT_DEFAULTS:
-        return None
-    cls: Any = SpecBody
-    for part in loc[:-1]:
-        if not (is_dataclass(cls) and isinstance(part, str)) or part not in {f.name for f in fields(cls)}:
-            return None
-        cls = _field_dataclass(cls, part)
-    found = [f for f in fields(cls) if f.name == loc[-1]] if is_dataclass(cls) else []
-    if not found or found[0].default is dataclasses.MISSING or found[0].default is None:
-        return None
-    return f"the default is {_describe(found[0].default)}"
-
-
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
@@ -438,10 +410,7 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         limit = next(iter(ctx.values()))
         if isinstance(limit, float) and limit.is_integer():
             limit = int(limit)
-        message = f"{dotted}: {_describe(value)} is out of range, it must be {_BOUNDS[kind]} {limit}"
-        # a --set value replaces the spec file's, not necessarily the default: no hint there
-        hint = None if span.source.name == OVERRIDE_SOURCE_NAME else _default_hint(loc)
-        return Diagnostic(message, span, hint)
+        return Diagnostic(f"{dotted}: {_describe(value)} is out of range, it must be {_BOUNDS[kind]} {limit}", span)
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == IDENTIFIER_PATTERN:  # mesh axes only
         return Diagnostic(f"{dotted}: {_describe(value)} is not a valid mesh axis name", span, MESH_AXIS_HINT)
     if kind == "string_pattern_mismatch":

@@ -560,11 +560,11 @@ def test_a_damaged_run_spec_is_a_located_error(tmp_path: Path) -> None:
     program = tmp_path / "run" / "program"
     program.mkdir(parents=True)
     (program / "train.py").write_text("")
-    for damaged in ("- a\n", "model: [\n"):
-        (program / "spec.yaml").write_text(damaged)
+    for damaged in (b"- a\n", b"model: [\n", b"model: {d_model: !!int abc}\n", b"\xff\xfe\x00bin"):
+        (program / "spec.yaml").write_bytes(damaged)
         result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(tmp_path / "run"), "--resume"])
-        assert result.exit_code == 2 and f"{program / 'spec.yaml'}:" in result.stderr, result.output
-        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.exit_code == 2 and f"{program / 'spec.yaml'}:" in result.stderr, (damaged, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), damaged
 
 
 def test_rules_that_differ_in_one_entry_show_that_entry() -> None:
@@ -575,7 +575,9 @@ def test_rules_that_differ_in_one_entry_show_that_entry() -> None:
     rules = "mesh.rules={batch: [data, expert], experts: [expert], heads: [model], mlp: [model], vocab: %s}"
     run = to_yaml(load_spec("switch-tiny", [mesh, rules % "[model]"]))
     changed = changed_settings(run, load_spec("switch-tiny", [mesh, rules % "[]"]))
-    assert _shown(changed) == [("mesh.rules", "{vocab: [model]}", "{vocab: []}")]
+    assert _shown(changed) == [("mesh.rules", "{vocab: [model], ...}", "{vocab: [], ...}")]
+    without = changed_settings(run, load_spec("switch-tiny", [mesh, (rules % "[]").replace(", vocab: []", "")]))
+    assert _shown(without) == [("mesh.rules", "{vocab: [model], ...}", "{...}")]  # not {}: no rules at all
     axes = changed_settings(run, load_spec("switch-tiny", ["mesh.axes={data: 8}"]))
     assert ("mesh.axes", "{data: 2, expert: 2, model: 2}", "{data: 8}") in _shown(axes)
 
@@ -656,6 +658,14 @@ def test_torchrun_names_a_rank_killed_by_a_signal_and_ends_with_status_1(
     assert _failed(job(term, term)) == 128 + signal.SIGTERM  # stopped from outside, not through the launcher
     # rank 1, in a collective, outlasted torchrun's grace after the NaN on rank 0: torchrun's SIGKILL
     assert _failed(job(3, -signal.SIGKILL, seconds=(100, 131))) == 3
-    assert _failed(job(-signal.SIGKILL, 1, seconds=(100, 100))) == 1  # an OOM kill, and its peer's error
-    assert capsys.readouterr().err.startswith("error: rank 0 (pid 100) was ended by SIGKILL")
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == ""  # none of these names a rank
+    kill = -signal.SIGKILL
+    for statuses, seconds in (
+        ((kill, 1), (100, 100)),
+        ((kill, kill), (100, 131)),
+        ((term, kill, kill), (100, 100, 131)),
+    ):
+        assert _failed(job(*statuses, seconds=seconds)) == 1  # an OOM kill; its peer's error, or torchrun's kill
+        said = capsys.readouterr().err
+        assert said.count("\n") == 1 and " was ended by SIGKILL: out of memory" in said, said
+        assert said.startswith(f"error: rank {statuses.index(kill)} "), said

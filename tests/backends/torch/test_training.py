@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -267,6 +268,23 @@ def test_an_init_from_file_every_rank_refuses_is_said_once(tmp_path: Path) -> No
     result = run_program(program, "--export-init", "w.safetensors", "--init-from", "bad.safetensors", processes=2)
     assert result.returncode == 1 and result.stderr.count(refused) == 1, result.stderr[-3000:]
     assert not (program / "w.safetensors").exists()
+
+
+def test_only_the_first_rank_builds_checks_and_writes_the_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--export-init needs no process group: a later rank that read an --init-from file rank 0 did not
+    (a file on node 0 only) refused it with nothing said, or said it again where all refuse."""
+    from switchc.backends.torch.runtime import loop
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a rank other than the first built or read the weights")
+
+    model = SimpleNamespace(build=refuse)
+    monkeypatch.setattr(loop, "_initial_weights", refuse)
+    monkeypatch.setenv("RANK", "1")
+    loop.export_weights(model, tmp_path / "w.safetensors", 0, tmp_path / "missing.safetensors")  # type: ignore[arg-type]
+    assert not (tmp_path / "w.safetensors").exists()
 
 
 def test_weights_provenance_and_refused_init_from_files_leave_no_run_directory(tmp_path: Path) -> None:
