@@ -174,6 +174,8 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
         say(f"{said} (and its line endings, CRLF to LF)" if crlf else said)
         if current is not None:
             lines = current.replace(b"\r\n", b"\n").decode("utf-8", errors="replace").splitlines(keepends=True)
+            if lines and not lines[-1].endswith("\n"):  # as diff(1) marks it: joined, two lines would read as one
+                lines[-1] += "\n\\ No newline at end of file\n"
             diff = difflib.unified_diff(lines, text.splitlines(keepends=True), str(destination), "formatted")
             say("".join(diff), nl=False)
         return True

@@ -220,6 +220,13 @@ def test_check_says_when_only_the_line_endings_differ(tmp_path: Path) -> None:
     assert "-  d_model:   64\n+  d_model: 64\n   d_ff: 128\n" in result.stderr  # d_ff: a context line, unchanged
 
 
+def test_check_marks_a_missing_final_newline_as_diff_does(tmp_path: Path) -> None:
+    """The last line, without its newline, ran into the next line of the diff."""
+    spec = write(tmp_path, "m.yaml", "model:\n  d_model:   64")
+    result = run("--check", str(spec))
+    assert "-  d_model:   64\n\\ No newline at end of file\n+  d_model: 64\n" in result.stderr, result.stderr
+
+
 def test_check_of_a_conversion_compares_with_the_sibling(tmp_path: Path) -> None:
     yml = write(tmp_path, "m.yaml", AS_YAML)
     missing = run("--check", "--to", "dsl", str(yml))
