@@ -990,13 +990,16 @@ def spec_settings(text: str) -> dict[str, str]:
             settings[key] = value
             depth = value.count("{") + value.count("[") - value.count("}") - value.count("]")
     whole: dict[str, str] = {}
+    entries: dict[str, list[str]] = {}  # a mapping spec.yaml wrote in block style -> its entries
     for key, value in settings.items():
         owner = next((name for name in WHOLE_MAPPINGS if key.startswith(name + ".")), None)
         if owner is None:
             whole[key] = value
-        else:  # an entry of a mapping spec.yaml wrote in block style
-            entry = f"{key.removeprefix(owner + '.')}: {value}"
-            whole[owner] = f"{whole[owner][:-1]}, {entry}}}" if owner in whole else f"{{{entry}}}"
+        else:
+            whole.setdefault(owner, "")  # its place in the order, where its first entry stood
+            entries.setdefault(owner, []).append(f"{key.removeprefix(owner + '.')}: {value}")
+    for owner, items in entries.items():
+        whole[owner] = "{" + ", ".join(items) + "}"
     return whole
 
 

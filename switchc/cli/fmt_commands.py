@@ -166,18 +166,19 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
     if output is None and current is not None and destination != Path(name):
         _check_sibling(name, spec, destination)  # --check too: it must not ask for a --write that refuses
     if check:
-        said = f"would reformat {destination}" if current is not None else f"{destination} is missing"
-        crlf = current is not None and b"\r\n" in current  # diffed as LF: every line would show changed
-        if crlf and current is not None and current.replace(b"\r\n", b"\n") == text.encode("utf-8"):
-            say(f"{said}: only its line endings, CRLF to LF")
+        if current is None:
+            say(f"{destination} is missing")
             return True
-        say(f"{said} (and its line endings, CRLF to LF)" if crlf else said)
-        if current is not None:
-            lines = current.replace(b"\r\n", b"\n").decode("utf-8", errors="replace").splitlines(keepends=True)
-            if lines and not lines[-1].endswith("\n"):  # as diff(1) marks it: joined, two lines would read as one
-                lines[-1] += "\n\\ No newline at end of file\n"
-            diff = difflib.unified_diff(lines, text.splitlines(keepends=True), str(destination), "formatted")
-            say("".join(diff), nl=False)
+        lf = current.replace(b"\r\n", b"\n")  # diffed as LF: with CRLF every line would show changed
+        if lf != current and lf == text.encode("utf-8"):
+            say(f"would reformat {destination}: only its line endings, CRLF to LF")
+            return True
+        say(f"would reformat {destination}" + (" (and its line endings, CRLF to LF)" if lf != current else ""))
+        lines = lf.decode("utf-8", errors="replace").splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):  # as diff(1) marks it: joined, two lines would read as one
+            lines[-1] += "\n\\ No newline at end of file\n"
+        diff = difflib.unified_diff(lines, text.splitlines(keepends=True), str(destination), "formatted")
+        say("".join(diff), nl=False)
         return True
     write_output(destination, text)
     say(f"wrote {destination}")
