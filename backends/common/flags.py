@@ -328,11 +328,44 @@ def tidy_unless_trained(args: argparse.Namespace) -> Iterator[None]:
     lock file, when this process created it. A refused --init-from then leaves no run directory
     behind, and a directory that was there before keeps only what it held."""
     _training[0] = False
+    ours = _end_on_sigterm(args)
     try:
         yield
     finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if not _training[0]:
             remove_made(args)
+
+
+class Terminated(BaseException):
+    """SIGTERM came before the training loop began (`_end_on_sigterm`). Like KeyboardInterrupt, it
+    is no Exception: it unwinds through every handler to train.py's top level (stop_if_interrupted)."""
+
+
+def _end_on_sigterm(args: argparse.Namespace) -> bool:
+    """Make SIGTERM before the training loop begins unwind the program (Terminated) instead of
+    killing it where it stands, so that `tidy_unless_trained` removes the run directory and lock it
+    made; the loop installs its own handler for its steps. Once the loop has begun, and inside
+    `ctrl_c_held` (a write), SIGTERM ends the process at once, as the system's default does. True
+    when installed: not where another handler is (an outer tidy_unless_trained's), nor in a JAX job
+    of several processes, whose distributed runtime installs its own (a C++ handler that a Python
+    one must not replace later)."""
+    if getattr(args, "distributed", False) or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    raised = [False]
+
+    def on_sigterm(signal_number: int, frame: Any) -> None:
+        if _training[0] or _CtrlC.holds:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if not raised[0]:  # a second SIGTERM (a launcher passing it on) is the same request
+            raised[0] = True
+            raise Terminated
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return True
 
 
 def remove_made(args: argparse.Namespace) -> None:
@@ -510,23 +543,25 @@ def training_began() -> None:
 
 def stop_if_interrupted(error: BaseException) -> None:
     """A Ctrl-C that reached train.py's top level (it came while the program imported its framework,
-    read its data or compiled its step, or after the loop ended; the loop handles it in between):
-    one line from the first process, and exit status 130 at once. An interrupted import can surface
-    as another error (numpy's ImportError), so the error's causes are searched too. Returns, for
-    the caller to re-raise, when `error` is no Ctrl-C.
+    read its data or compiled its step, or after the loop ended; the loop handles it in between),
+    or a SIGTERM before the loop began (Terminated): one line from the first process, and exit
+    status 130 (143 for SIGTERM) at once. An interrupted import can surface as another error
+    (numpy's ImportError), so the error's causes are searched too. Returns, for the caller to
+    re-raise, when `error` is neither.
 
     os._exit, not sys.exit: a compile the interrupt cut short leaves the framework's threads
     running, and an interpreter shutting down under them can crash (XLA: status 139).
     """
     cause: BaseException | None = error
-    while cause is not None and not isinstance(cause, KeyboardInterrupt):
+    while cause is not None and not isinstance(cause, (KeyboardInterrupt, Terminated)):
         cause = cause.__cause__ or cause.__context__
     if cause is None:
         return
+    name = signal.SIGTERM if isinstance(cause, Terminated) else signal.SIGINT
     if _Parser._first_process():
         when = "after the training loop ended" if _training[0] else "before training began (no step was trained)"
-        print(f"\nSIGINT: stopped {when}.", file=sys.stderr)
-    exit_now(130)
+        print(f"\n{name.name}: stopped {when}.", file=sys.stderr)
+    exit_now(128 + name)
 
 
 def exit_now(status: int) -> NoReturn:

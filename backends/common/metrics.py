@@ -301,28 +301,24 @@ class MetricsLog:
     files read as one uninterrupted run. Without it the run starts afresh: an earlier run's records
     and TensorBoard event files (one that saved no checkpoint, or the program would have refused
     to start) are removed, so neither file shows two runs on one time axis.
+
+    Nothing is written before the first record: a run stopped before it (Ctrl-C or SIGTERM while
+    the step compiles) leaves the directory as it found it.
     """
 
     def __init__(self, directory: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.path = directory / "metrics.jsonl"
+        self.resume_step = resume_step
         self.note: str | None = None
         if resume_step is None:
-            events = sorted((directory / "tensorboard").glob("events.out.tfevents.*"))
             earlier = [self.path.name] if self.path.is_file() and self.path.stat().st_size else []
-            earlier += ["its TensorBoard events"] if events else []
+            earlier += ["its TensorBoard events"] if self._events() else []
             if earlier:
                 self.note = f"note: starting afresh in {directory}: removing an earlier run's {' and '.join(earlier)}"
-            for event in events:
-                event.unlink()
-            self.path.write_text("", encoding="utf-8")
-        else:
-            kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step] if self.path.exists() else []
-            staging = self.path.with_name(f".{self.path.name}.tmp")
-            staging.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(staging, self.path)
-        self.file: TextIO = self.path.open("a", encoding="utf-8")
+        self.file: TextIO | None = None
         self.tensorboard: Any = None
+        self._writer: Any = None  # tensorboardX's SummaryWriter class, imported now (not in a timed step)
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -330,12 +326,34 @@ class MetricsLog:
                 missing = "no TensorBoard events: tensorboardX is not installed (pip install tensorboardX)"
                 self.note = f"{self.note}\n{missing}" if self.note else missing
             else:
-                purge = None if resume_step is None else resume_step + 1
-                self.tensorboard = SummaryWriter(str(directory / "tensorboard"), purge_step=purge, flush_secs=10)
+                self._writer = SummaryWriter
+
+    def _events(self) -> list[Path]:
+        return sorted((self.directory / "tensorboard").glob("events.out.tfevents.*"))
+
+    def _open(self) -> TextIO:
+        """Start the files, at the first record: clear or trim what an earlier run left."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.resume_step is None:
+            for event in self._events():
+                event.unlink()
+            self.path.write_text("", encoding="utf-8")
+        else:
+            step = self.resume_step
+            kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step] if self.path.exists() else []
+            staging = self.path.with_name(f".{self.path.name}.tmp")
+            staging.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            os.replace(staging, self.path)
+        self.file = self.path.open("a", encoding="utf-8")
+        if self._writer is not None:
+            purge = None if self.resume_step is None else self.resume_step + 1
+            self.tensorboard = self._writer(str(self.directory / "tensorboard"), purge_step=purge, flush_secs=10)
+        return self.file
 
     def write(self, entry: Mapping[str, Any]) -> None:
-        self.file.write(json.dumps(entry) + "\n")
-        self.file.flush()
+        file = self.file or self._open()
+        file.write(json.dumps(entry) + "\n")
+        file.flush()
         if self.tensorboard is None:
             return
         split, step = entry["split"], entry["step"]
@@ -367,7 +385,8 @@ class MetricsLog:
         )
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
 

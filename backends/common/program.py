@@ -100,17 +100,17 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
 
 import sys
 
-from runtime.flags import catch_ctrl_c, stop_if_interrupted, tidy_unless_trained
+from runtime.flags import Terminated, catch_ctrl_c, stop_if_interrupted, tidy_unless_trained
 
 
 def main(argv: list[str]) -> None:
     from runtime.loop import parse_args  # here, not above: Ctrl-C during its imports is one line (below)
 
 {parse}
-    import model{note}
-    from runtime import data, loop
-
     with tidy_unless_trained(args):  # a run that stops before its first step leaves no folder it made
+        import model{note}
+        from runtime import data, loop
+
         evaluate = args.eval_every > 0{also}
         eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
         loop.run(model, data.dataset(model.CONFIG), args, eval_data)
@@ -120,7 +120,7 @@ if __name__ == "__main__":
     catch_ctrl_c()
     try:
         main(sys.argv[1:])
-    except (KeyboardInterrupt, ImportError) as error:  # Ctrl-C while starting: one line, status 130
+    except (KeyboardInterrupt, Terminated, ImportError) as error:  # Ctrl-C or SIGTERM while starting: one line
         stop_if_interrupted(error)
         raise
 '''

@@ -254,13 +254,18 @@ def test_ctrl_c_names_the_checkpoint_on_disk(backend: str, tmp_path: Path) -> No
     assert int(stopped.group(1) or stopped.group(2)) == on_disk
 
 
-def test_ctrl_c_while_the_jax_step_compiles_is_one_line_and_status_130(tmp_path: Path) -> None:
-    """Ctrl-C during the first compile (seconds of XLA, before the loop handles signals): one line
-    and status 130. Before, a KeyboardInterrupt traceback out of compile_and_load, and then the
-    interpreter crashed under XLA's still-running threads (status 139)."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_while_the_jax_step_compiles_is_one_line_and_leaves_no_run_directory(
+    stop: signal.Signals, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM during the first compile (seconds of XLA, before the loop handles signals):
+    one line, status 130 or 143, and the run directory the program made is gone. Before, Ctrl-C gave
+    a KeyboardInterrupt traceback out of compile_and_load, and then the interpreter crashed under
+    XLA's still-running threads (status 139); SIGTERM killed the program where it stood, leaving
+    the run directory with its .lock and an empty checkpoints/."""
     _needs("jax")
     program = compile_program(tmp_path / "program")  # switch-tiny: its optimized compile takes seconds
-    command = launch(program, "--steps", "100", "--eval-every", "0")
+    command = launch(program, "--steps", "100", "--eval-every", "0", "--out", str(tmp_path / "run"))
     env = {**os.environ, "XLA_FLAGS": ""}
     with subprocess.Popen(
         command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -269,11 +274,12 @@ def test_ctrl_c_while_the_jax_step_compiles_is_one_line_and_status_130(tmp_path:
         header = job.stdout.readline()  # printed just before the train step compiles
         assert header.startswith("mesh "), header
         time.sleep(1)
-        job.send_signal(signal.SIGINT)
+        job.send_signal(stop)
         out, err = job.communicate(timeout=120)
-    assert job.returncode == 128 + signal.SIGINT, err[-3000:]
-    assert err.strip() == "SIGINT: stopped before training began (no step was trained).", err[-3000:]
+    assert job.returncode == 128 + stop, err[-3000:]
+    assert err.strip() == f"{stop.name}: stopped before training began (no step was trained).", err[-3000:]
     assert "train step" not in out
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

@@ -637,7 +637,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
         train_step = train_step.lower(params, opt_state, first, jax.random.fold_in(base_rng, start)).compile()
         say(f"compiled the train step in {time.perf_counter() - compiling:.1f}s")
     flags.raise_if_interrupted()  # a Ctrl-C during the compile that a JAX callback swallowed
-    # opened once the step compiled: a run that fails to compile leaves no metrics file (tidy_unless_trained)
+    # its files are written at the first record: a run stopped before it leaves none (tidy_unless_trained)
     log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
     if log is not None and log.note:
         say(log.note)

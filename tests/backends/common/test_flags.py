@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -595,6 +596,34 @@ def test_a_run_that_stops_before_training_removes_what_it_made_and_only_that(
     with flags.tidy_unless_trained(args):
         flags.training_began()  # a run that trained keeps its directory, even should it fail later
     assert (tmp_path / "trained" / "checkpoints").is_dir()
+
+
+def test_sigterm_before_training_unwinds_and_removes_what_the_run_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the program starts (it reads data, compiles) raises Terminated, so the run
+    directory and lock it made are removed as for any stop before the first step, and train.py's
+    top level ends with one line and status 143. The handler is in place only around the run."""
+    monkeypatch.setattr(flags, "_training", [False])
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    args = _checked("--out", str(tmp_path / "run"))
+    with pytest.raises(flags.Terminated) as caught, flags.tidy_unless_trained(args):
+        assert flags.lock_run_directory(args.out) is None
+        with flags.tidy_unless_trained(args):  # the loop's own, inside train.py's: installs nothing more
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # a launcher passing it on: the same request
+            time.sleep(1)  # not reached: the handler raises as soon as the signal is taken
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def exit_now(status: int) -> None:
+        raise SystemExit(status)
+
+    monkeypatch.setattr(flags, "exit_now", exit_now)
+    monkeypatch.setattr(flags._Parser, "_first_process", staticmethod(lambda: True))
+    with pytest.raises(SystemExit) as status:
+        flags.stop_if_interrupted(caught.value)
+    assert status.value.code == 128 + signal.SIGTERM
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

@@ -237,6 +237,25 @@ def test_a_fresh_run_replaces_an_earlier_runs_records_and_events(tmp_path: Path)
     assert {e.step for e in tensorboard_events(tmp_path / "tensorboard") if e.summary.value} == {1}
 
 
+def test_nothing_is_written_before_the_first_record(tmp_path: Path) -> None:
+    """A run stopped while its step compiles (after the log was set up) leaves the directory as it
+    was: an earlier run's records are neither cleared (afresh) nor trimmed (resumed) until the first
+    record of this one, and a fresh directory gets no files."""
+    earlier = '{"step": 3, "split": "train"}\n{"step": 5, "split": "train"}\n'
+    (tmp_path / "metrics.jsonl").write_text(earlier)
+    for resume_step in (None, 3):
+        with metrics.MetricsLog(tmp_path, resume_step=resume_step):
+            pass
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.jsonl"]
+        assert (tmp_path / "metrics.jsonl").read_text() == earlier
+    with metrics.MetricsLog(tmp_path, resume_step=3, tensorboard=False) as log:
+        log.write(metrics.record(4, "train", STEP))
+    assert [r["step"] for r in metrics.read_jsonl(tmp_path / "metrics.jsonl")] == [3, 4]
+    with metrics.MetricsLog(tmp_path / "new"):
+        pass
+    assert not (tmp_path / "new").exists()
+
+
 def test_progress_prints_plain_lines_off_a_terminal() -> None:
     stream = io.StringIO()
     progress = metrics.Progress(total=20, stream=stream)
