@@ -392,8 +392,15 @@ def _train(
         assert checkpoints is not None and found is not None
         prime_optimizer(opt, params)
         state = training_state(model, parallel.placements, opt, mesh)
-        with flags.reading_checkpoint(checkpoints, found):
-            checkpoints.restore(found, state)
+        try:
+            with flags.reading_checkpoint(checkpoints, found):
+                checkpoints.restore(found, state)
+        except SystemExit as refused:
+            # DCP's load is collective: a damaged file fails it on every rank, each raising the same
+            # first failure (checkpoint._unwrapped), so rank 0 says it for all of them
+            if rank != 0 and isinstance(refused.code, str):
+                raise SystemExit(1) from None
+            raise
         load_training_state(model, opt, state)
         start = int(resumed["step"])
 

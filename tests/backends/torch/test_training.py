@@ -178,6 +178,14 @@ def test_two_processes_save_their_shards_and_resume_bit_identical(tmp_path: Path
     ]
     assert without_timing(records(program / "resumed")) == straight_records
 
+    # rank 1's shard of step 4 cut short: DCP's load fails on both ranks, and the error is said once
+    shard = program / "resumed" / "checkpoints" / "4" / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:64])
+    result = run_program(program, "--steps", "5", *flags, "--out", "resumed", "--resume", processes=2)
+    error = f"error: --resume: cannot read checkpoint {program / 'resumed' / 'checkpoints' / '4'}: "
+    assert result.returncode != 0 and result.stderr.count(error) == 1, result.stderr[-3000:]
+    assert result.stderr.count("hint: the checkpoint is damaged; delete it to continue from step 2") == 1
+
 
 def test_nan_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     """A learning rate of 1e30 makes step 1's update overflow the weights: step 2's loss is NaN.
