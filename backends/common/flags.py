@@ -611,8 +611,10 @@ def leave_job(error: BaseException, who: str, others: str) -> NoReturn:
     it failed: say so in two lines (no traceback) and exit 1 at once, since the process group's or
     jax.distributed's teardown would wait for the dead process. `who`: "rank 0", "process 1";
     `others`: what the rest are called, "ranks" or "processes"."""
-    print(f"error: {who}: {type(error).__name__}: {first_line(error)}", file=sys.stderr, flush=True)
-    print(f"error: {who}: exiting; if this is a communication error, see the other {others}' logs", file=sys.stderr)
+    sys.stderr.write(  # one write: with PYTHONUNBUFFERED, print's separate newline lets ranks' lines interleave
+        f"error: {who}: {type(error).__name__}: {first_line(error)}\n"
+        f"error: {who}: exiting; if this is a communication error, see the other {others}' logs\n"
+    )
     exit_now(1)
 
 

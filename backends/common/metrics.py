@@ -201,6 +201,14 @@ def check_finite(step: int, loss: Any, gradient_non_finite: Mapping[str, Any]) -
         raise NonFiniteError(step, f"the gradient of {name}{others}", f"not finite ({count} NaN/Inf elements)")
 
 
+def said(text: str) -> None:
+    """Print `text` and a newline to stderr in one write, flushed: the processes of a job share
+    their launcher's stderr, and print() writes the newline separately, so with PYTHONUNBUFFERED
+    (usual in containers) two ranks' lines could run together on one line."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -> NoReturn:
     """End a run stopped by `error`: say so on stderr, with the checkpoint it can resume from, and
     exit with NON_FINITE_EXIT. `who` prefixes the message (e.g. "rank 1: " with several processes)."""
@@ -210,7 +218,7 @@ def stop_training(error: NonFiniteError, kept_step: int | None, who: str = "") -
         where = f"the latest checkpoint is step {kept_step}, the weights this step started from"
     else:
         where = f"the latest checkpoint is step {kept_step}, from before it"
-    print(f"error: {who}{error}; training stopped ({where}).", file=sys.stderr, flush=True)
+    said(f"error: {who}{error}; training stopped ({where}).")
     raise SystemExit(NON_FINITE_EXIT) from None
 
 
@@ -224,7 +232,7 @@ def stop_writing(error: OSError, kept_step: int | None, who: str = "") -> NoRetu
         if kept_step
         else "no checkpoint was saved"
     )
-    print(f"error: {who}cannot write {where}{error.strerror or error}; training stopped ({then}).", file=sys.stderr)
+    said(f"error: {who}cannot write {where}{error.strerror or error}; training stopped ({then}).")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
@@ -283,7 +291,7 @@ def stop_interrupted(
             where = "no checkpoint was saved"
         then = "; the same command with --resume continues from it" if kept_step else ""
         after = f"after step {step}" if step else "before its first step ended"  # a fresh run, as it began
-        print(f"\n{who}{name}: training stopped {after} ({where}{then}).", file=sys.stderr, flush=True)
+        said(f"\n{who}{name}: training stopped {after} ({where}{then}).")
     if at_once:
         sys.stdout.flush()
         os._exit(128 + signal_number)

@@ -314,6 +314,22 @@ def test_a_nan_stop_says_what_the_latest_checkpoint_holds(
     assert capsys.readouterr().err == f"error: step 5: the loss is nan; training stopped {says}\n"
 
 
+def test_a_stop_line_is_one_write_so_ranks_lines_cannot_run_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank says why it stops on the stderr they share; with PYTHONUNBUFFERED each write is
+    a system call of its own, and print()'s separate newline let two ranks' lines run together."""
+    writes: list[str] = []
+    monkeypatch.setattr(sys, "stderr", SimpleNamespace(write=writes.append, flush=lambda: None))
+    with pytest.raises(SystemExit):
+        metrics.stop_training(metrics.NonFiniteError(2, "the loss", "nan"), None, "rank 1: ")
+    with pytest.raises(SystemExit):
+        metrics.stop_interrupted(signal.SIGTERM, 3, 3, who="rank 1: ")
+    assert writes == [
+        "error: rank 1: step 2: the loss is nan; training stopped (no checkpoint was saved).\n",
+        "\nrank 1: SIGTERM: training stopped after step 3 (checkpoint 3 saved; the same command with --resume "
+        "continues from it).\n",
+    ]
+
+
 @pytest.mark.parametrize(
     ("kept", "who", "said"),
     [
