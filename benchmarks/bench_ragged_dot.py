@@ -11,6 +11,7 @@ ragged_dot's weight gradient), after one compile-and-run call each.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ def median_ms(fn: Callable[..., Any], *args: Any) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rng = np.random.default_rng(0)
     slots = jnp.asarray(rng.standard_normal((EXPERTS, CAPACITY, D_MODEL), np.float32))
     routed = jnp.asarray(rng.standard_normal((EXPERTS * ROUTED, D_MODEL), np.float32))

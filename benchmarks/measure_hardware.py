@@ -18,6 +18,7 @@ for the profile field it fills:
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -76,6 +77,7 @@ def thread_latency(rounds: int = 2000) -> float:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     flops = matmul_flops()
     bandwidth = copy_bandwidth()
     latency = thread_latency()
