@@ -601,7 +601,7 @@ class _Lowering:
         if name == "switch_attention":
             self.error(
                 word.name.span,
-                "Switch attention (PAPER.md App. A) is not supported yet by the IR",
+                "Switch attention (the Switch Transformer paper, App. A) is not supported yet by the IR",
                 "use `attention`; Switch layers replace the FFN: `switch`",
             )
             return False

@@ -81,7 +81,7 @@ LOGICAL_AXES: tuple[str, ...] = get_args(LogicalAxis)
 @with_config(_SECTION)
 @dataclass(frozen=True)
 class ModelConfig:
-    """The T5 encoder-decoder backbone (PAPER.md Sec. 1). Defaults: T5-Base / Switch-Base."""
+    """The T5 encoder-decoder backbone (the Switch Transformer paper's Table 9). Defaults: T5-Base / Switch-Base."""
 
     vocab_size: Annotated[Dim, Field(description="Vocabulary size; T5's SentencePiece has 32,128.")] = 32128
     d_model: Annotated[Dim, Field(description="Width of the residual stream.")] = 768
@@ -132,7 +132,7 @@ class CapacityFactor:
 @with_config(_SECTION)
 @dataclass(frozen=True)
 class MoEConfig:
-    """Switch / MoE layers replacing FFN blocks (PAPER.md Sec. 1-3). Defaults: Switch-Base."""
+    """Switch / MoE layers replacing FFN blocks (the Switch Transformer paper's Sec. 2). Defaults: Switch-Base."""
 
     num_experts: Annotated[Dim, Field(description="Experts per Switch layer.")] = 128
     expert_every: Annotated[

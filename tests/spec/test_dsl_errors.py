@@ -230,7 +230,7 @@ MISTAKES = [
         MOE + "encoder { block { switch_attention, ffn } }\n",
         2,
         19,
-        "Switch attention (PAPER.md App. A) is not supported yet by the IR",
+        "Switch attention (the Switch Transformer paper, App. A) is not supported yet by the IR",
     ),
     Mistake(
         "per-layer Switch settings",
