@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -144,16 +145,27 @@ def _replace(output: Path, files: dict[str, str]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)  # as mkdir would make it (mkdtemp's is 0700)
         for relative, text in files.items():
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8", newline="")  # the bytes the marker's digests are of
         (staging / MARKER).write_text(_marker(files), encoding="utf-8", newline="")
         if output.exists():
-            retired = output.with_name(f".{output.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            output.rename(retired)
-            staging.rename(output)
+            # a fresh name, made empty for the old program to be renamed onto: never one of the user's
+            retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.old.", dir=output.parent))
+            try:
+                output.rename(retired)
+            except OSError:
+                retired.rmdir()
+                raise
+            try:
+                staging.rename(output)
+            except OSError:
+                retired.rename(output)  # the old program back where it was
+                raise
             shutil.rmtree(retired)
         else:
             staging.rename(output)

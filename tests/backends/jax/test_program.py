@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,25 @@ def test_compile_refuses_to_overwrite_a_foreign_directory(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(program)])
     assert result.exit_code == 2 and "holds files switchc did not write" in result.stderr
     assert "hlo/" in result.stderr and (program / "hlo" / "train_step.hlo.txt").read_text() == "HloModule"
+
+
+def test_compile_replacing_a_program_leaves_its_neighbours_and_the_umask_alone(tmp_path: Path) -> None:
+    """Replacing a program renamed the old one to the fixed name .DIR.old beside it, deleting a
+    backup of the user's by that name first (a file by it failed the compile); the program's folder
+    was mkdtemp's 0700 whatever the umask."""
+    program = compile_program(tmp_path)
+    (tmp_path / f".{program.name}.old").mkdir()
+    (tmp_path / f".{program.name}.old" / "notes.txt").write_text("backup\n")
+    (tmp_path / f".{program.name}.old.txt").write_text("mine\n")
+    before = sorted(path.name for path in tmp_path.iterdir())
+    previous = os.umask(0o022)
+    try:
+        compile_program(tmp_path)
+    finally:
+        os.umask(previous)
+    assert sorted(path.name for path in tmp_path.iterdir()) == before
+    assert (tmp_path / f".{program.name}.old" / "notes.txt").read_text() == "backup\n"
+    assert stat.S_IMODE(program.stat().st_mode) == 0o755
 
 
 def test_compile_never_replaces_a_file_edited_since_it_wrote_it(tmp_path: Path) -> None:
