@@ -237,6 +237,9 @@ def parse(source: Source) -> Mapping | None:
         tree = _parser().parse(source.text)
     except UnexpectedInput as err:
         raise UserError([_syntax_error(source, err)]) from None
+    too_deep = _too_deep(source)
+    if too_deep is not None:
+        raise UserError([too_deep])
     to_statements = _ToStatements(source)
     statements = to_statements.transform(tree)
     if not statements and not to_statements.errors:
@@ -248,6 +251,24 @@ def parse(source: Source) -> Mapping | None:
         errors.sort(key=lambda d: (d.span.line, d.span.column))
         raise UserError(errors)
     return root
+
+
+def _too_deep(source: Source) -> Diagnostic | None:
+    """The first bracket that opens more than yamltree.MAX_NESTING blocks, lists or argument lists
+    deep, if any: the tree of such a file is deeper than the transformer's recursion can walk."""
+    depth = 0
+    for token in _parser().lex(source.text):  # the text parsed: every token lexes
+        if token.type in ("LBRACE", "LSQB", "LPAR"):
+            depth += 1
+            if depth > yamltree.MAX_NESTING:
+                return Diagnostic(
+                    f"this is nested more than {yamltree.MAX_NESTING} blocks or lists deep",
+                    _token_span(source, token),
+                    "no setting of a spec nests more than a few levels: check the braces and brackets",
+                )
+        elif token.type in ("RBRACE", "RSQB", "RPAR"):
+            depth -= 1
+    return None
 
 
 # ---- statements -> located tree ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -166,7 +166,9 @@ class _Builder:
                 )
             )
 
-    def _node(self, event: yaml.Event) -> Node:
+    def _node(self, event: yaml.Event, depth: int = 0) -> Node:
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)) and depth == MAX_NESTING:
+            return self._too_deep(event)
         if isinstance(event, yaml.AliasEvent):
             span = _span(self.source, event)
             self.errors.append(
@@ -185,14 +187,14 @@ class _Builder:
         if isinstance(event, yaml.SequenceStartEvent):
             items = []
             while not isinstance(nxt := self._next(), yaml.SequenceEndEvent):
-                items.append(self._node(nxt))
+                items.append(self._node(nxt, depth + 1))
             return Sequence(tuple(items), _span(self.source, event, nxt))
         assert isinstance(event, yaml.MappingStartEvent)
         entries: list[Entry] = []
         seen: dict[str, Scalar] = {}
         while not isinstance(nxt := self._next(), yaml.MappingEndEvent):
-            key_node = self._node(nxt)
-            value = self._node(self._next())
+            key_node = self._node(nxt, depth + 1)
+            value = self._node(self._next(), depth + 1)
             if not isinstance(key_node, Scalar):
                 self.errors.append(Diagnostic("a key must be a plain name", key_node.span, "write 'name: value'"))
                 continue
@@ -210,6 +212,23 @@ class _Builder:
             seen[key_node.text] = key_node
             entries.append(Entry(key_node, value))
         return Mapping(tuple(entries), _span(self.source, event, nxt))
+
+    def _too_deep(self, start: yaml.Event) -> NoReturn:
+        """A list or mapping nested deeper than MAX_NESTING: the errors so far and this one, at once
+        (PyYAML takes time quadratic in the depth to read the rest of such a text)."""
+        self.errors.append(
+            Diagnostic(
+                f"this value is nested more than {MAX_NESTING} lists or mappings deep",
+                _span(self.source, start),
+                f"no setting of a {self.what} nests more than a few levels: check the brackets",
+            )
+        )
+        raise UserError(self.errors)
+
+
+# Deeper lists and mappings than any spec or hardware file needs; far deeper ones would exhaust
+# Python's recursion limit in the code that walks the tree (a traceback, not an error).
+MAX_NESTING = 64
 
 
 # YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution).

@@ -293,6 +293,17 @@ def _first(text: str, overrides: tuple[str, ...] = ()) -> UserError:
     return first_error("spec.switch", text, overrides)
 
 
+@pytest.mark.parametrize("depth", [65, 5000])
+def test_nesting_too_deep_is_located_not_a_crash(depth: int) -> None:
+    """Lark's transformer recursed once per level: about 485 nested repeats or lists were a traceback."""
+    (diagnostic,) = _first("model { d_model = " + "[" * depth + "]" * depth + " }").diagnostics
+    assert diagnostic.message == "this is nested more than 64 blocks or lists deep"
+    assert (diagnostic.span.line, diagnostic.span.column) == (1, 19 + 63)  # `model {` is one
+    stack = "encoder { " + "repeat 1 { " * depth + "block { attention, ffn }" + " }" * depth + " }"
+    (diagnostic,) = _first(stack).diagnostics
+    assert (diagnostic.span.line, diagnostic.span.column) == (1, 11 + 11 * 63 + 9)
+
+
 @pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
 def test_mistake_is_located(case: Mistake) -> None:
     first = _first(case.text).diagnostics[0]

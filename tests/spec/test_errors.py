@@ -381,6 +381,19 @@ def test_an_integer_too_long_for_any_setting_is_located_not_a_crash(number: str)
     assert "is out of range" in _first("{}\n", (f"model.d_model={number}",)).render()
 
 
+@pytest.mark.parametrize("depth", [65, 5000])
+def test_a_value_nested_too_deep_is_located_not_a_crash(depth: int) -> None:
+    """About 490 levels of lists exhausted Python's recursion in the tree's walkers: a traceback."""
+    (diagnostic,) = _first("model: {d_model: " + "[" * depth + "]" * depth + "}\n").diagnostics
+    assert diagnostic.message == "this value is nested more than 64 lists or mappings deep"
+    assert (diagnostic.span.line, diagnostic.span.column) == (1, 18 + 62)  # the 65th level: the two mappings are two
+    block = "".join(" " * i + f"k{i}:\n" for i in range(depth if depth < 600 else 600))
+    (diagnostic,) = _first(block).diagnostics
+    assert (diagnostic.span.line, diagnostic.span.column) == (65, 65)
+    (diagnostic,) = _first("{}\n", ("model.d_model=" + "[" * depth + "]" * depth,)).diagnostics
+    assert diagnostic.message == "this value is nested more than 64 lists or mappings deep"
+
+
 def test_duplicate_key_notes_the_first_occurrence() -> None:
     diagnostic = _first("model:\n  d_model: 8\n  d_model: 16\n").diagnostics[0]
     ((note_text, note_span),) = diagnostic.notes
