@@ -385,9 +385,13 @@ def train(
     made = [folder for folder in (*reversed(out.parents), out) if not folder.exists()]  # outermost first
     _hold_run_directory(out)
     try:
-        if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
-            _check_removable(out)
-        write_program(files, program, elsewhere="train with another --out")
+        try:
+            if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
+                _check_removable(out)
+            write_program(files, program, elsewhere="train with another --out")
+        except PlainUserError:  # refused before anything changed: the lock file and folders made go too
+            remove_made(argparse.Namespace(out=out, made=made))
+            raise
         if not resume:
             _clear_earlier_run(out)
         wanted = devices or needed
@@ -424,9 +428,44 @@ def _remove_untrained(out: Path, program: Path, made: list[Path]) -> None:
         click.echo(f"note: nothing was trained; removed what this command wrote in {out}", err=True)
 
 
+# What a run writes inside its checkpoints/ (a step; a save in flight, PyTorch's or orbax's) and
+# tensorboard/ folders: clearing them for a fresh start removes nothing else.
+_RUN_WROTE = {
+    "checkpoints": re.compile(r"[0-9]+(\.tmp|\.orbax-checkpoint-tmp-[0-9]+)?/"),
+    "tensorboard": re.compile(r"events\.out\.tfevents\..+[^/]"),
+}
+
+
+def _not_written_by_runs(out: Path) -> list[str]:
+    """What of OUT's run outputs no run wrote (a folder with a trailing /): a metrics.jsonl that is
+    a folder, files of another tool in a folder named checkpoints/. Clearing them would lose them."""
+    found = []
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if name not in _RUN_WROTE:
+            if path.is_dir():
+                found.append(f"{name}/")
+            continue
+        if path.exists() and not path.is_dir():
+            found.append(name)
+        elif path.is_dir():
+            entries = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in path.iterdir())
+            found += [f"{name}/{entry}" for entry in entries if not _RUN_WROTE[name].fullmatch(entry)]
+    return found
+
+
 def _check_removable(out: Path) -> None:
-    """Refuse a fresh start whose clearing of OUT would stop half-way (a read-only checkpoints/, a
-    folder of someone else's): it would leave, say, checkpoints without the metrics of their run."""
+    """Refuse a fresh start whose clearing of OUT would lose what no run wrote (another tool's files
+    in a folder named checkpoints/), or stop half-way (a read-only checkpoints/): it would leave,
+    say, checkpoints without the metrics of their run."""
+    foreign = _not_written_by_runs(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise PlainUserError(
+            f"cannot start afresh in {out}: it holds what no run wrote ({shown}), which clearing the earlier "
+            "run would lose",
+            "move those files out of it, or choose another --out",
+        )
     for name in RUN_OUTPUTS:
         path = out / name
         if not path.exists():

@@ -143,6 +143,25 @@ def test_train_refuses_a_foreign_run_directory(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_fresh_start_never_clears_what_no_run_wrote(tmp_path: Path) -> None:
+    """A folder named checkpoints/ of another tool (its files, not numbered steps) made the
+    directory look like a run's, and a fresh start deleted it whole. Refused now, naming what it
+    holds; nothing is left behind (the lock file this command made)."""
+    out = tmp_path / "run"
+    (out / "checkpoints" / "best").mkdir(parents=True)
+    (out / "checkpoints" / "epoch=3.ckpt").write_text("precious")
+    (out / "checkpoints" / "7").mkdir()  # a step's name is a run's
+    (out / "checkpoints" / "7.tmp").mkdir()  # and so is a save in flight
+    before = sorted(path.relative_to(out) for path in out.rglob("*"))
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--steps", "1", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"error: cannot start afresh in {out}: it holds what no run wrote (checkpoints/best/, "
+        "checkpoints/epoch=3.ckpt), which clearing the earlier run would lose"
+    ) in result.stderr
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == before
+
+
 def test_resume_refuses_a_run_of_the_other_backend(tmp_path: Path) -> None:
     """Forgetting --backend torch when resuming a PyTorch run: refused, naming the flag, nothing changed."""
     out = tmp_path / "run"
