@@ -758,11 +758,13 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             # saves, so its threads are joined (close) and the directory, not its list, says what exists
             checkpoints.close()
             kept = max(checkpoints.committed_steps(), default=None)
-        if several:  # the others keep waiting for this process: leave now, without the shutdown barrier
-            if log is not None:
-                log.close()
-            metrics.stop_interrupted(signal.SIGINT, reached, kept, who=f"process {jax.process_index()}: ", at_once=True)
-        metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary)
+        if log is not None:
+            log.close()
+        # leave at once, without the interpreter's shutdown: under work still queued on the devices
+        # (an evaluation's batches, dispatched ahead) it crashed (SIGSEGV); and with several
+        # processes it would wait at jax.distributed's barrier for the others
+        who = f"process {jax.process_index()}: " if several else ""
+        metrics.stop_interrupted(signal.SIGINT, reached, kept, who=who, at_once=True)
     except Exception as error:
         flags.stopping()
         if isinstance(error, OSError) and error.filename is not None:  # a save or a record not written
