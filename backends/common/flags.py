@@ -273,6 +273,13 @@ def make_folders(flags: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.out is not None:  # create it now: a path the system refuses is a usage error, not a traceback later
         if args.out.exists() and not args.out.is_dir():
             refuse(f"--out {args.out} is a file; --out names the run directory")
+        for name, folder in (("checkpoints", True), ("tensorboard", True), ("metrics.jsonl", False)):
+            path = args.out / name
+            if name == "checkpoints" and not args.checkpoint_every:
+                continue  # nothing is saved there
+            if path.exists() and path.is_dir() != folder:  # a run writes there: an error at its first record
+                kind, wanted = ("a folder", "file") if path.is_dir() else ("a file", "folder")
+                refuse(f"--out {args.out}: {path} is {kind}, where a run writes its {name} {wanted}")
         try:
             _make_folder(args.out, args.made)
         except OSError as error:
@@ -665,12 +672,16 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
             return None
         message, hint = in_use(directory, holder)
         return f"error: {message}\nhint: {hint}"
-    handle.seek(0)
-    handle.truncate()
     since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
     text = f"pid {os.getpid()} on {socket.gethostname()}, since {since}{by}"
-    handle.write(text + "\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text + "\n")
+        handle.flush()
+    except OSError as error:  # a full disk
+        handle.close()
+        return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
     _held[path.resolve()] = (handle, text)
     if not existed:
         _created_locks.add(path.resolve())

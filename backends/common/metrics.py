@@ -321,7 +321,8 @@ class MetricsLog:
         self.note: str | None = None
         if resume_step is None:
             earlier = [self.path.name] if self.path.is_file() and self.path.stat().st_size else []
-            earlier += ["its TensorBoard events"] if self._events() else []
+            if self._events():
+                earlier.append("its TensorBoard events" if earlier else "TensorBoard events")
             if earlier:
                 self.note = f"note: starting afresh in {directory}: removing an earlier run's {' and '.join(earlier)}"
         self.file: TextIO | None = None

@@ -62,7 +62,7 @@ def _failed(failed: ChildFailedError) -> int:
     signalled = {rank: failure for rank, failure in real.items() if failure.exitcode < 0}
     for rank, failure in signalled.items():
         why = (
-            ": out of memory (the kernel's log says), or killed from outside"
+            ": out of memory (the kernel's log, dmesg, says so if it was), or killed from outside"
             if failure.exitcode == -signal.SIGKILL
             else ""
         )

@@ -407,8 +407,14 @@ def test_an_out_whose_checkpoints_cannot_be_written_is_a_usage_error_before_trai
     with pytest.raises(SystemExit) as info:
         _checked("--out", str(run))
     assert info.value.code == 2
-    said = f"--out {run}: cannot write files in {run / 'checkpoints'} (File exists); choose another --out"
+    said = f"--out {run}: {run / 'checkpoints'} is a file, where a run writes its checkpoints folder"
     assert said in capsys.readouterr().err
+    (run / "metrics.jsonl").mkdir()  # and a folder where it writes a file: a traceback at the first record
+    with pytest.raises(SystemExit):
+        _checked("--out", str(run), "--checkpoint-every", "0")
+    said = f"--out {run}: {run / 'metrics.jsonl'} is a folder, where a run writes its metrics.jsonl file"
+    assert said in capsys.readouterr().err
+    (run / "metrics.jsonl").rmdir()
     assert _checked("--out", str(run), "--checkpoint-every", "0").out == run  # nothing to save there
     assert [path.name for path in run.iterdir()] == ["checkpoints"]  # the probes are gone
 

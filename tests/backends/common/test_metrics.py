@@ -235,6 +235,9 @@ def test_a_fresh_run_replaces_an_earlier_runs_records_and_events(tmp_path: Path)
         log.write(metrics.record(1, "train", STEP))
     assert [r["step"] for r in metrics.read_jsonl(tmp_path / "metrics.jsonl")] == [1]
     assert {e.step for e in tensorboard_events(tmp_path / "tensorboard") if e.summary.value} == {1}
+    (tmp_path / "metrics.jsonl").write_text("")  # events alone: not "an earlier run's its ..."
+    with metrics.MetricsLog(tmp_path) as log:
+        assert log.note == f"note: starting afresh in {tmp_path}: removing an earlier run's TensorBoard events"
 
 
 def test_nothing_is_written_before_the_first_record(tmp_path: Path) -> None:
