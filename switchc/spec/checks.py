@@ -102,6 +102,15 @@ def _check_layout(spec: Spec) -> Iterator[Diagnostic]:
     yield from _check_expert_every_agrees(spec)
 
 
+def _deeper(spec: Spec, stack: str) -> str:
+    """How to make `stack` deeper: its setting, or, where a DSL file lists its blocks (the depth's
+    span is the stack's name there: dsl.merge_stacks), more blocks in the file."""
+    span = spec.span(f"model.{stack}_layers")
+    if span.source.line(span.line)[span.column - 1 : span.end_column - 1] == stack:
+        return f"add blocks to the file's '{stack}' for a deeper {stack}"
+    return f"set model.{stack}_layers for a deeper {stack}"
+
+
 def _check_block_list(spec: Spec, stack: str, blocks: tuple[int, ...], depth: int) -> Iterator[Diagnostic]:
     path = f"layout.{stack}.switch"
     first: dict[int, int] = {}
@@ -111,7 +120,7 @@ def _check_block_list(spec: Spec, stack: str, blocks: tuple[int, ...], depth: in
             yield Diagnostic(
                 f"block {index} is out of range: the {stack} has {depth} blocks (0 to {depth - 1})",
                 span,
-                f"blocks are numbered from 0; set model.{stack}_layers for a deeper {stack}",
+                f"blocks are numbered from 0; {_deeper(spec, stack)}",
             )
         elif index in first:
             yield Diagnostic(

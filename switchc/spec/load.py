@@ -8,6 +8,7 @@ spec file or the override that caused it. All mistakes found in one pass are rep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -207,6 +208,7 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
     errors: list[Diagnostic] = []
     seen: dict[str, tuple[str, Span]] = {}
     line_no = 0  # where each --set starts in `source`: an earlier VALUE may span lines ({a: 1,\n b: 2})
+    listed = {key: entry for key in _DEPTHS if (entry := _depth_from_blocks(tree, key)) is not None}
     for index, item in enumerate(overrides):
         line_no += len((lines[index - 1] + "\n").splitlines()) if index else 1  # a VALUE's final \n: a line
         whole = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(item))
@@ -243,18 +245,6 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
                 )
             )
             continue
-        blocks = _depth_from_blocks(tree, key)
-        if blocks is not None and isinstance(blocks.value, Scalar) and blocks.value.text != value_text.strip():
-            stack = blocks.key.text.removesuffix("_layers")
-            errors.append(
-                Diagnostic(
-                    f"--set {key} cannot change the {stack}'s depth: the file lists its {blocks.value.text} blocks",
-                    key_span,
-                    f"add or remove blocks in the file's '{stack}' (or write `switch = ...` there and set {key})",
-                    notes=((f"the {stack}'s blocks are listed here", blocks.key.span),),
-                )
-            )
-            continue
         seen[key] = (value_text.strip(), key_span)
         value_column = prefix + len(key) + 1  # 0-based column of VALUE on its line
         padded = "\n" * (line_no - 1) + " " * value_column + value_text
@@ -262,15 +252,62 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
         if value is None:  # `key=` sets null, like an empty YAML value
             value = Scalar("", True, Span(source, line_no, value_column + 1, line_no, value_column + 2))
         tree = _set_path(tree, key.split("."), key_span, value)
+    for key, blocks in listed.items():  # after every --set: `--set model={...}` replaces the depth too
+        changed = _changed_depth(tree, key, blocks, seen)
+        if changed is not None:
+            errors.append(changed)
     if errors:
-        raise UserError(errors)
+        raise UserError(sorted(errors, key=lambda d: (d.span.line, d.span.column)))
     return tree
+
+
+_DEPTHS = ("model.encoder_layers", "model.decoder_layers")
+
+
+def _changed_depth(tree: Mapping, key: str, blocks: Entry, seen: dict[str, tuple[str, Span]]) -> Diagnostic | None:
+    """The error for overrides that gave a stack whose blocks a DSL file lists (`blocks`, from
+    _depth_from_blocks) another depth, or none (`--set model={d_model: 64}` dropped it, and the
+    default of 12 took its place); None when the depth is the blocks' still (0x2 is 2)."""
+    final, _ = yamltree.find(tree, tuple(key.split(".")))
+    if final is blocks.value:
+        return None
+    if isinstance(final, Scalar) and isinstance(blocks.value, Scalar):
+        with contextlib.suppress(UserError):  # an integer out of range: the validation says so
+            if yamltree.resolve_scalar(final) == yamltree.resolve_scalar(blocks.value):
+                return None
+    setting = next((name for name in reversed(seen) if name in ("model", key)), None)
+    if setting is None:
+        return None
+    stack = blocks.key.text.removesuffix("_layers")
+    count = blocks.value.text if isinstance(blocks.value, Scalar) else "listed"
+    notes = ((f"the {stack}'s blocks are listed here", blocks.key.span),)
+    if setting == key:
+        return Diagnostic(
+            f"--set {key} cannot change the {stack}'s depth: the file lists its {count} blocks",
+            seen[setting][1],
+            f"add or remove blocks in the file's '{stack}' (or write `switch = ...` there and set {key})",
+            notes=notes,
+        )
+    if isinstance(final, Scalar):
+        message = f"--set model gives the {stack} another depth ({final.text}) than the file's list of {count} blocks"
+    else:
+        message = (
+            f"--set model drops the {stack}'s depth, which the file's list of {count} blocks gives (the default "
+            "would take its place)"
+        )
+    return Diagnostic(
+        message,
+        seen[setting][1],
+        f"set the model's settings one by one (--set model.d_model=64), or keep {key.removeprefix('model.')}: "
+        f"{count} in the value",
+        notes=notes,
+    )
 
 
 def _depth_from_blocks(tree: Mapping, key: str) -> Entry | None:
     """The model.<stack>_layers entry that a DSL stack's list of blocks made (dsl.merge_stacks: its
     key points at the stack's name in the file), when `key` is that setting; None otherwise."""
-    if key not in ("model.encoder_layers", "model.decoder_layers"):
+    if key not in _DEPTHS:
         return None
     model = tree.get("model")
     if model is None or not isinstance(model.value, Mapping):

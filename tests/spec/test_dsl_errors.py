@@ -379,6 +379,35 @@ def test_an_override_cannot_change_the_depth_of_a_stack_written_as_blocks(layers
     assert placed.model.encoder_layers == 3  # `switch = ...` leaves the depth to model.encoder_layers
 
 
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("model={d_model: 64}", "--set model drops the encoder's depth, which the file's list of 2 blocks gives"),
+        ("model={encoder_layers: 5}", "--set model gives the encoder another depth (5) than the file's list of 2"),
+    ],
+)
+def test_replacing_the_model_section_cannot_change_a_listed_stacks_depth_either(override: str, said: str) -> None:
+    """The guard matched model.encoder_layers only: `--set model={...}` replaced the depth the
+    blocks give (with the default, 12, when the value has none), and the spec passed."""
+    text = MOE + "encoder {\n  block { attention, switch }\n  block { attention, ffn }\n}\n"
+    (first,) = _first(text, (override,)).diagnostics
+    assert first.message.startswith(said) and (first.span.line, first.span.column) == (1, 7)
+    kept = parse_spec(Source("spec.switch", text), ("model={d_model: 64, encoder_layers: 2}",))
+    assert (kept.model.d_model, kept.model.encoder_layers) == (64, 2)
+    assert parse_spec(Source("spec.switch", text), ("model.encoder_layers=0x2",)).model.encoder_layers == 2
+
+
+def test_a_block_past_a_listed_stack_hints_at_more_blocks_not_the_setting_it_refuses() -> None:
+    """The hint said to set model.encoder_layers, which a file that lists its blocks refuses."""
+    text = MOE + "encoder {\n  block { attention, switch }\n  block { attention, ffn }\n}\n"
+    layout = ("layout.encoder.switch=[0, 1, 2]",)
+    (first,) = _first(text, layout).diagnostics
+    assert first.message == "block 2 is out of range: the encoder has 2 blocks (0 to 1)"
+    assert first.hint == "blocks are numbered from 0; add blocks to the file's 'encoder' for a deeper encoder"
+    (first,) = _first(MOE + "encoder { switch = [0] }\n", ("model.encoder_layers=2", *layout)).diagnostics
+    assert first.hint == "blocks are numbered from 0; set model.encoder_layers for a deeper encoder"
+
+
 @pytest.mark.parametrize("case", MISTAKES, ids=lambda case: case.name)
 def test_check_reports_mistakes_with_status_2_and_no_traceback(case: Mistake, tmp_path) -> None:
     path = tmp_path / "bad.switch"
