@@ -238,14 +238,17 @@ class _Comments:
         return self.owns(path) and span is not None and (span.line in self.leading or span.line in self.trailing)
 
     def take(self, *paths: str) -> tuple[list[str], _Trailing | None]:
-        """Comments above and after the lines that `paths` own (each line's comments print once)."""
+        """Comments above and after the lines that `paths` own (each line's comments print once).
+        Where several of those lines are printed as one (`encoder {` and its `switch = every 2`),
+        the first trailing comment stays after it and the others go above it."""
         lines = sorted({self.key_spans[path].line for path in paths if self.owns(path)})
         self.taken.update(lines)
-        self.printed.update(line for line in lines if line in self.trailing)
+        after = [line for line in lines if line in self.trailing]
+        self.printed.update(after)
         self.printed.update(above for line in lines for above in self.leading_lines.get(line, []))
         leading = [comment for line in lines for comment in self.leading.get(line, [])]
-        trailing = next((self.trailing[line] for line in lines if line in self.trailing), None)
-        return leading, trailing
+        leading += [self.trailing[line].text for line in after[1:]]
+        return leading, self.trailing[after[0]] if after else None
 
 
 def _indent(line: str) -> int:

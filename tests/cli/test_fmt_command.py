@@ -422,6 +422,19 @@ def test_a_comment_that_ends_a_block_is_not_moved_and_its_loss_is_said(tmp_path:
     assert f"note: {yml}: the comment on line 3 is not kept" in result.stderr
 
 
+def test_comments_on_a_stack_printed_as_one_line_are_all_kept(tmp_path: Path) -> None:
+    """`encoder {  # a` and `switch = every 2  # b` print as one line, which takes one trailing
+    comment: the others were dropped, unsaid. They now go above it."""
+    text = "moe { num_experts = 4 }\nencoder {  # on encoder\n  switch = every 2  # on switch\n}\n"
+    result = run(str(write(tmp_path, "s.switch", text)))
+    assert result.stdout == "moe { num_experts = 4 }\n\n# on switch\nencoder { switch = every 2 }  # on encoder\n"
+    assert result.stderr == ""
+    yml = "moe:\n  num_experts: 4\nlayout:  # on layout\n  encoder:  # on encoder\n    switch: every 2  # on switch\n"
+    result = run(str(write(tmp_path, "s.yaml", yml)), "--to", "dsl")
+    assert result.stdout.endswith("# on encoder\n# on switch\nencoder { switch = every 2 }  # on layout\n")
+    assert result.stderr == ""
+
+
 def test_a_spec_of_only_an_empty_layout_converts_to_a_dsl_file_that_loads(tmp_path: Path) -> None:
     """The DSL writes stacks only, so `layout: {}` printed nothing: an empty file, which no command
     loads ("the spec is empty"). It prints the least text that loads, as a spec of defaults does."""
