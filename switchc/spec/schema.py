@@ -47,13 +47,14 @@ Probability = Annotated[StrictFloat, Field(ge=0, lt=1)]
 NonNegative = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
 # Free text that may later be written into generated code: printable, one line, bounded.
-# Generated programs still quote it with repr(); this keeps control characters out entirely.
-SafeText = Annotated[str, Field(strict=True), StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=4096)]
+# Generated programs still quote it with repr(); this keeps control characters out entirely: C0,
+# DEL and C1 (a terminal takes \x9b for an escape sequence), and the Unicode line and paragraph
+# separators (str.splitlines breaks a line at them, as at \x85).
+_PRINTABLE_LINE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
+SafeText = Annotated[str, Field(strict=True), StringConstraints(pattern=_PRINTABLE_LINE, max_length=4096)]
 
 # A key of a JSON object (data.jsonl_field): any SafeText but the empty one.
-JsonKey = Annotated[
-    str, Field(strict=True), StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", min_length=1, max_length=4096)
-]
+JsonKey = Annotated[str, Field(strict=True), StringConstraints(pattern=_PRINTABLE_LINE, min_length=1, max_length=4096)]
 
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,31}$"
 
@@ -220,7 +221,7 @@ SwitchPlacement = Annotated[
     str | tuple[int, ...],
     PlainValidator(
         _placement,
-        json_schema_input_type=Annotated[str, StringConstraints(pattern=_EVERY.pattern)]
+        json_schema_input_type=Annotated[str, StringConstraints(pattern=f"^{_EVERY.pattern}$")]  # JSON: anywhere
         | Annotated[list[Annotated[int, Field(ge=0)]], Field(json_schema_extra={"uniqueItems": True})],
     ),
 ]

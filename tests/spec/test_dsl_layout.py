@@ -133,7 +133,7 @@ def test_the_json_schema_describes_the_layout() -> None:
     schema = json_schema()
     good = {"layout": {"encoder": {"switch": "every 2"}, "decoder": {"switch": [1, 3]}}}
     jsonschema.validate(good, schema)
-    for bad in ({"switch": "every two"}, {"switch": [-1]}, {}):
+    for bad in ({"switch": "every two"}, {"switch": "every 2 "}, {"switch": "xevery 2"}, {"switch": [-1]}, {}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({"layout": {"encoder": bad}}, schema)
 

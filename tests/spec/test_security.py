@@ -59,7 +59,16 @@ def test_jsonl_field_is_any_json_key(key: str) -> None:
     assert parse_spec(Source("s.yaml", f"data:\n  jsonl_field: {key!r}\n")).data.jsonl_field == key
 
 
-@pytest.mark.parametrize(("value", "said"), [('""', "at least 1 character"), ('"a\\nb"', "control characters")])
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ('""', "at least 1 character"),
+        ('"a\\nb"', "control characters"),
+        ('"a\\x9bb"', "control characters"),  # C1: a terminal's escape-sequence introducer
+        ('"a\\x85b"', "control characters"),  # C1's next line, where str.splitlines breaks
+        ('"a\\u2028b"', "control characters"),  # the Unicode line separator
+    ],
+)
 def test_jsonl_field_is_one_printable_line(value: str, said: str) -> None:
     with pytest.raises(UserError, match=said):
         parse_spec(Source("s.yaml", f"data:\n  jsonl_field: {value}\n"))
