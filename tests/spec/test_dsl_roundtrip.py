@@ -26,7 +26,10 @@ SETTINGS = settings(
 
 # Printable text, including what needs quoting or escaping in either format.
 TEXT = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="".join(map(chr, [*range(32), 127]))),
+    st.characters(
+        blacklist_categories=("Cs",),
+        blacklist_characters="".join(map(chr, [*range(32), *range(127, 160), 0x2028, 0x2029])),
+    ),
     max_size=20,
 ) | st.sampled_from(["0E0", "1.5", "null", "True", "~", "every 2", "a: b", "a #b", "-", "[1]", "'q'", '"dq"', "\\"])
 IDENTIFIER = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(
