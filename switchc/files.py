@@ -13,6 +13,7 @@ catch-all for system errors cannot tell an input from an output, and would hint 
 
 from __future__ import annotations
 
+import codecs
 import errno
 import io
 import os
@@ -21,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from switchc.errors import PlainUserError
+from switchc.errors import PlainUserError, Source, Span, UserError
 
 # The system's refusals that the file's permissions explain.
 _DENIED = (errno.EACCES, errno.EPERM)
@@ -35,14 +36,24 @@ def read_error(path: Path, err: OSError) -> PlainUserError:
 
 def read_text(path: Path) -> str:
     """The UTF-8 text of an input file (an editor's byte-order mark dropped); a file that is not
-    UTF-8, or that cannot be read, is the user's error, named with the byte where decoding failed
-    or the system's reason."""
+    UTF-8, or that cannot be read, is the user's error: located at the first byte that does not
+    decode (its line shown with U+FFFD for the bytes that do not), or with the system's reason."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise PlainUserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raw = path.read_bytes()
     except OSError as err:
         raise read_error(path, err) from None
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        source = Source(str(path), raw[bom:].decode("utf-8", errors="replace"))
+        before = (raw[bom : bom + err.start].decode("utf-8") + "x").splitlines()  # "x": where the byte is
+        line, column = len(before), len(before[-1])
+        raise UserError.at(
+            Span(source, line, column, line, column + 1),
+            f"not UTF-8 text ({err.reason} at byte {bom + err.start})",
+            "save the file as UTF-8 (iconv -f LATIN1 -t UTF-8 converts Latin-1 text)",
+        ) from None
 
 
 def write_output(path: Path, data: str | bytes) -> None:

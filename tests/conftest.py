@@ -24,14 +24,15 @@ SPEC_FILES = sorted(SPECS_DIR.glob("*.yaml"))
 
 def refuse_reading(monkeypatch: pytest.MonkeyPatch, refused: Path) -> None:
     """Make reading `refused` fail with EACCES, as chmod 000 would, but for root too."""
-    read = Path.read_text
+    for method in ("read_text", "read_bytes"):
+        read = getattr(Path, method)
 
-    def refuse(path: Path, *args: Any, **kwargs: Any) -> str:
-        if path == refused:
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return read(path, *args, **kwargs)
+        def refuse(path: Path, *args: Any, read: Any = read, **kwargs: Any) -> Any:
+            if path == refused:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", refuse)
+        monkeypatch.setattr(Path, method, refuse)
 
 
 @pytest.fixture

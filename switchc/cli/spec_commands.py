@@ -42,7 +42,7 @@ def summary(spec: Spec) -> str:
                 else f"no {stack} block"
                 for stack in STACKS
             )
-        kind = f"{routing}, {moe.num_experts} experts in {where}"
+        kind = f"{routing}, {moe.num_experts} expert{'s' if moe.num_experts != 1 else ''} in {where}"
     devices = spec.mesh.num_devices
     placed = f"mesh {spec.mesh.shape}" if spec.mesh.axes else "no mesh axes"  # `axes {}`: one device
     return f"{kind}; {shape}; {placed} ({devices} device{'s' if devices > 1 else ''})"

@@ -208,7 +208,11 @@ def test_a_hardware_file_that_is_not_utf8_is_a_user_error(tiny_file: str, tmp_pa
     profile.write_bytes(b"lab:\n  description: \xff\xfe\n")
     result = run("report", tiny_file, "--hardware-file", str(profile), "--hardware", "lab")
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"error: {profile}: not UTF-8 text (invalid start byte at byte 20)" in result.output
+    assert f"{profile}:2:16: error: not UTF-8 text (invalid start byte at byte 20)" in result.output
+    assert "    2 |   description: \ufffd\ufffd\n" in result.output  # the line, the bytes replaced
+    profile.write_bytes(b"\xef\xbb\xbflab:\n  description: a\n\xff\n")  # after a byte-order mark
+    result = run("report", tiny_file, "--hardware-file", str(profile), "--hardware", "lab")
+    assert f"{profile}:3:1: error: not UTF-8 text (invalid start byte at byte 25)" in result.output
 
 
 @pytest.mark.parametrize(

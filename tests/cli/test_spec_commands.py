@@ -45,10 +45,11 @@ def test_check_accepts_the_library() -> None:
     assert result.output.count("ok  ") == len(SPEC_FILES)
 
 
-def test_check_and_report_say_one_head_and_one_block_in_the_singular() -> None:
+def test_check_and_report_say_one_head_one_expert_and_one_block_in_the_singular() -> None:
     one = ["--set", "model.num_heads=1", "--set", "model.d_kv=64"]
     assert ", 1 head, " in run("check", "switch-tiny", *one).output
     assert ", 1 head, " in run("report", "switch-tiny", *one).output
+    assert "Switch (top-1), 1 expert in " in run("check", "switch-tiny", "--set", "moe.num_experts=1").output
     shallow = run("check", "switch-tiny", "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1")
     assert "expert_every 2 exceeds the deepest stack (1 block): " in shallow.stderr
 
