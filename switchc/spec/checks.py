@@ -111,7 +111,25 @@ def _deeper(spec: Spec, stack: str) -> str:
     return f"set model.{stack}_layers for a deeper {stack}"
 
 
+# Mistakes said one by one in a list of blocks; the rest are counted (a range typed as thousands of
+# blocks would print thousands of errors).
+SHOWN_PER_LIST = 5
+
+
 def _check_block_list(spec: Spec, stack: str, blocks: tuple[int, ...], depth: int) -> Iterator[Diagnostic]:
+    path = f"layout.{stack}.switch"
+    found = list(_block_list_mistakes(spec, stack, blocks, depth))
+    yield from found[:SHOWN_PER_LIST]
+    if len(found) > SHOWN_PER_LIST:
+        yield Diagnostic(
+            f"{len(found) - SHOWN_PER_LIST} more mistakes in {path} (the first {SHOWN_PER_LIST} are said one by "
+            "one); the next is here",
+            found[SHOWN_PER_LIST].span,
+            "fix the ones above and check again",
+        )
+
+
+def _block_list_mistakes(spec: Spec, stack: str, blocks: tuple[int, ...], depth: int) -> Iterator[Diagnostic]:
     path = f"layout.{stack}.switch"
     first: dict[int, int] = {}
     for position, index in enumerate(blocks):
@@ -133,9 +151,17 @@ def _check_block_list(spec: Spec, stack: str, blocks: tuple[int, ...], depth: in
             yield Diagnostic(
                 f"block {index} comes after block {blocks[position - 1]}: list the blocks in ascending order",
                 span,
-                f"write [{', '.join(str(i) for i in sorted(set(blocks)))}]",
+                f"write [{_listed(sorted(set(blocks)))}]",
             )
         first.setdefault(index, position)
+
+
+def _listed(blocks: list[int], most: int = 12) -> str:
+    """Block indices for a hint: all of a short list; the first and last few of a long one."""
+    if len(blocks) <= most:
+        return ", ".join(map(str, blocks))
+    half = most // 2
+    return ", ".join(map(str, blocks[:half])) + ", ..., " + ", ".join(map(str, blocks[-half:]))
 
 
 def _check_expert_every_agrees(spec: Spec) -> Iterator[Diagnostic]:

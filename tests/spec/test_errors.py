@@ -394,6 +394,24 @@ def test_a_value_nested_too_deep_is_located_not_a_crash(depth: int) -> None:
     assert diagnostic.message == "this value is nested more than 64 lists or mappings deep"
 
 
+def test_a_long_list_of_bad_blocks_says_five_and_counts_the_rest() -> None:
+    """A range typed as 5,000 blocks of a 2-block stack printed 4,998 errors (20,000 lines)."""
+    blocks = ", ".join(map(str, range(5000)))
+    error = _first(
+        f"moe: {{num_experts: 4}}\nmodel: {{encoder_layers: 2}}\nlayout: {{encoder: {{switch: [{blocks}]}}}}\n"
+    )
+    messages = [diagnostic.message for diagnostic in error.diagnostics]
+    assert messages[:5] == [f"block {i} is out of range: the encoder has 2 blocks (0 to 1)" for i in range(2, 7)]
+    assert messages[5:] == [
+        "4993 more mistakes in layout.encoder.switch (the first 5 are said one by one); the next is here"
+    ]
+    unordered = ", ".join(map(str, range(40, 0, -1)))
+    hint = _first(
+        f"layout: {{encoder: {{switch: [{unordered}]}}}}\nmoe: {{num_experts: 4}}\nmodel: {{encoder_layers: 48}}\n"
+    )
+    assert hint.diagnostics[0].hint == "write [1, 2, 3, 4, 5, 6, ..., 35, 36, 37, 38, 39, 40]"
+
+
 def test_duplicate_key_notes_the_first_occurrence() -> None:
     diagnostic = _first("model:\n  d_model: 8\n  d_model: 16\n").diagnostics[0]
     ((note_text, note_span),) = diagnostic.notes
