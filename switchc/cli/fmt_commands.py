@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 from pathlib import Path
 
@@ -169,11 +170,16 @@ def _format_file(name: str, to: Format | None, check: bool, write: bool, output:
         if current is None:
             say(f"{destination} is missing")
             return True
-        lf = current.replace(b"\r\n", b"\n")  # diffed as LF: with CRLF every line would show changed
-        if lf != current and lf == text.encode("utf-8"):
-            say(f"would reformat {destination}: only its line endings, CRLF to LF")
+        # diffed without a byte-order mark and as LF: either makes lines that look the same differ
+        lf = current.removeprefix(codecs.BOM_UTF8)
+        besides = ["its byte-order mark"] if lf != current else []
+        if b"\r\n" in lf:
+            lf = lf.replace(b"\r\n", b"\n")
+            besides.append("its line endings, CRLF to LF")
+        if besides and lf == text.encode("utf-8"):
+            say(f"would reformat {destination}: only {' and '.join(besides)}")
             return True
-        say(f"would reformat {destination}" + (" (and its line endings, CRLF to LF)" if lf != current else ""))
+        say(f"would reformat {destination}" + (f" (and {' and '.join(besides)})" if besides else ""))
         lines = lf.decode("utf-8", errors="replace").splitlines(keepends=True)
         if lines and not lines[-1].endswith("\n"):  # as diff(1) marks it: joined, two lines would read as one
             lines[-1] += "\n\\ No newline at end of file\n"

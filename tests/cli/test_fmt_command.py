@@ -218,6 +218,14 @@ def test_check_says_when_only_the_line_endings_differ(tmp_path: Path) -> None:
     result = run("--check", str(crlf))
     assert f"would reformat {crlf} (and its line endings, CRLF to LF)" in result.stderr
     assert "-  d_model:   64\n+  d_model: 64\n   d_ff: 128\n" in result.stderr  # d_ff: a context line, unchanged
+    bom = tmp_path / "bom.yaml"  # an editor's byte-order mark: the diff's first lines looked the same
+    bom.write_bytes(b"\xef\xbb\xbfmodel:\n  d_model: 64\n")
+    result = run("--check", str(bom))
+    assert f"would reformat {bom}: only its byte-order mark" in result.stderr and "@@" not in result.stderr
+    bom.write_bytes(b"\xef\xbb\xbfmodel:\r\n  d_model:   64\r\n")
+    result = run("--check", str(bom))
+    assert f"would reformat {bom} (and its byte-order mark and its line endings, CRLF to LF)" in result.stderr
+    assert "\n-model:\n" not in result.stderr and "-  d_model:   64\n+  d_model: 64\n" in result.stderr
 
 
 def test_check_marks_a_missing_final_newline_as_diff_does(tmp_path: Path) -> None:
