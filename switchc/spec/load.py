@@ -214,7 +214,9 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
         whole = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(item))
         match = _OVERRIDE.fullmatch(item)
         if match is None:
-            errors.append(Diagnostic("an override is KEY=VALUE", whole, "e.g. --set moe.num_experts=64"))
+            spaced = item[: len(item) - len(item.lstrip())]
+            hint = "remove the space before the key" if spaced and _OVERRIDE.fullmatch(item.lstrip()) else None
+            errors.append(Diagnostic("an override is KEY=VALUE", whole, hint or "e.g. --set moe.num_experts=64"))
             continue
         key, value_text = match["key"], match["value"]
         key_span = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(key))
@@ -435,7 +437,18 @@ def _diagnostic(tree: Mapping, error: Any, dsl_text: bool = False) -> Diagnostic
         return Diagnostic(f"{dotted}: {_describe(value)} is not a finite number", span, "write a finite value")
     if kind == "bool_type":
         hint = _unquote_hint(value) if value is None else None  # a quoted number is no boolean either
+        if isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):  # YAML 1.1's booleans
+            meant = "true" if value.lower() in ("yes", "on", "y") else "false"
+            hint = f"specs read YAML 1.2, where {value} is text: write {meant}"
         return Diagnostic(f"{dotted}: expected true or false, got {_describe(value)}", span, hint)
+    if kind == "string_too_short":
+        return Diagnostic(f"{dotted} is empty", span, "give it a value, or leave the key out for its default")
+    if kind == "string_unicode":  # a lone half of a UTF-16 surrogate pair ("\ud800" in a quoted YAML string)
+        return Diagnostic(
+            f"{dotted}: holds half of a UTF-16 surrogate pair, which is no character",
+            span,
+            "write the character itself, or both halves of its pair",
+        )
     if kind == "string_type":
         hint = _unquote_hint(value) if value is None else 'quote it: "..."'
         return Diagnostic(f"{dotted}: expected text, got {_describe(value)}", span, hint)

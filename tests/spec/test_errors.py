@@ -330,6 +330,12 @@ MISTAKES = [
     Mistake("anchor", "model: &m\n  d_model: 8\n", 1, 8, "YAML anchor '&m' is not allowed"),
     Mistake("two documents", "model: {}\n---\nmodel: {}\n", 2, 1, "one YAML document", "'---'"),
     Mistake("non-scalar key", "model:\n  ? [a, b]\n  : 1\n", 2, 5, "a key must be a plain name"),
+    Mistake(
+        "yes for true", "model:\n  tie_embeddings: yes\n", 2, 19, "expected true or false", "yes is text: write true"
+    ),
+    Mistake("off for false", "model:\n  tie_embeddings: Off\n", 2, 19, "expected true or false", "write false"),
+    Mistake("empty field name", 'data:\n  jsonl_field: ""\n', 2, 16, "data.jsonl_field is empty", "leave the key out"),
+    Mistake("lone surrogate", 'data:\n  path: "\\ud800"\n', 2, 9, "half of a UTF-16 surrogate pair", "both halves"),
 ]
 
 
@@ -446,6 +452,7 @@ class OverrideMistake:
 
 
 OVERRIDE_MISTAKES = [
+    OverrideMistake("a space before the key", (" moe.num_experts=8",), 1, 7, "an override is KEY=VALUE", "the space"),
     OverrideMistake("wrong type", ("moe.num_experts=sixty",), 1, 23, "expected an integer, got 'sixty'"),
     OverrideMistake("unknown key", ("moe.num_expert=8",), 1, 7, "unknown key 'num_expert' in moe", "num_experts"),
     OverrideMistake("unknown section", ("mdoel.d_model=8",), 1, 7, "unknown key 'mdoel' in the spec", "'model'"),

@@ -62,7 +62,7 @@ def test_jsonl_field_is_any_json_key(key: str) -> None:
 @pytest.mark.parametrize(
     ("value", "said"),
     [
-        ('""', "at least 1 character"),
+        ('""', "data.jsonl_field is empty"),
         ('"a\\nb"', "control characters"),
         ('"a\\x9bb"', "control characters"),  # C1: a terminal's escape-sequence introducer
         ('"a\\x85b"', "control characters"),  # C1's next line, where str.splitlines breaks
