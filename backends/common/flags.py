@@ -330,10 +330,12 @@ def _unwritable(folder: Path, made: list[Path]) -> str | None:
 @contextlib.contextmanager
 def tidy_unless_trained(args: argparse.Namespace) -> Iterator[None]:
     """Around a program's run: should it end before its training loop begins (`training_began`),
-    by an error or by design (--export-init, --dump-hlo), it removes what this process made for the
-    run and that is still empty: the folders `check` created (args.made) and the run directory's
-    lock file, when this process created it. A refused --init-from then leaves no run directory
-    behind, and a directory that was there before keeps only what it held."""
+    by an error, by design (--export-init, --dump-hlo) or by SIGTERM, it removes what this process
+    made for the run and that is still empty: the folders `check` created (args.made) and the run
+    directory's lock file, when this process created it. A refused --init-from then leaves no run
+    directory behind, and a directory that was there before keeps only what it held. The outermost
+    one makes SIGTERM raise Terminated until the loop begins (`_end_on_sigterm`), so that it
+    unwinds through here instead of killing the process where it stands."""
     _training[0] = False
     ours = _end_on_sigterm(args)
     try:
@@ -360,19 +362,24 @@ def _end_on_sigterm(args: argparse.Namespace) -> bool:
     one must not replace later)."""
     if getattr(args, "distributed", False) or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
-    raised = [False]
-
-    def on_sigterm(signal_number: int, frame: Any) -> None:
-        if _training[0] or _CtrlC.holds:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        if not raised[0]:  # a second SIGTERM (a launcher passing it on) is the same request
-            raised[0] = True
-            raise Terminated
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    _Terminating.raised = False
+    signal.signal(signal.SIGTERM, _on_sigterm)
     return True
+
+
+class _Terminating:
+    raised = False  # a Terminated is on its way up (a callback that swallows it resets this: _unraisable)
+
+
+def _on_sigterm(signal_number: int, frame: Any) -> None:
+    """SIGTERM's handler before the training loop begins (_end_on_sigterm)."""
+    if _training[0] or _CtrlC.holds:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if not _Terminating.raised:  # a second SIGTERM (a launcher passing it on) is the same request
+        _Terminating.raised = True
+        raise Terminated
 
 
 def remove_made(args: argparse.Namespace) -> None:
@@ -449,18 +456,34 @@ def _on_sigint(signal_number: int, frame: Any) -> None:
 
 
 def _unraisable(error: Any) -> None:
-    """sys.unraisablehook: a KeyboardInterrupt that a callback swallowed is delivered again, in
-    silence; every other error goes to the hook there was before."""
-    if not (isinstance(error.exc_type, type) and issubclass(error.exc_type, KeyboardInterrupt)):
+    """sys.unraisablehook: a KeyboardInterrupt (or a SIGTERM's Terminated) that a callback
+    swallowed is delivered again, in silence; every other error goes to the hook there was before."""
+    kind = error.exc_type if isinstance(error.exc_type, type) else None
+    if kind is not None and issubclass(kind, Terminated):
+        _Terminating.raised = False
+        number = signal.SIGTERM
+    elif kind is not None and issubclass(kind, KeyboardInterrupt):
+        _CtrlC.raised, _CtrlC.again = False, True
+        number = signal.SIGINT
+    else:
         (_CtrlC.previous_hook or sys.__unraisablehook__)(error)
         return
-    _CtrlC.raised, _CtrlC.again = False, True
     # from another thread, a moment later: the main thread takes it once it has left the callback
     # (raised here, in the hook, it would be swallowed again); raise_if_interrupted is the net
-    timer = threading.Timer(0.01, _thread.interrupt_main, args=(signal.SIGINT,))
+    timer = threading.Timer(0.01, _deliver_again, args=(number,))
     timer.daemon = True
     with contextlib.suppress(RuntimeError):  # no new thread while the interpreter shuts down
         timer.start()
+
+
+def _deliver_again(number: signal.Signals) -> None:
+    """Deliver signal `number` to the main thread once more (_unraisable). SIGTERM is sent to it as
+    a signal, which also ends a wait it is in (a sleep, a join); SIGINT is noted for it
+    (_thread.interrupt_main), taken when its wait ends."""
+    if number == signal.SIGTERM:
+        signal.pthread_kill(threading.main_thread().ident or 0, number)
+    else:
+        _thread.interrupt_main(number)
 
 
 class _Outliving:
@@ -680,6 +703,9 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
         handle.write(text + "\n")
         handle.flush()
     except OSError as error:  # a full disk
+        if not existed:  # made here: --out and the folders made for it can then go (remove_made)
+            with contextlib.suppress(OSError):
+                path.unlink()
         handle.close()
         return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
     _held[path.resolve()] = (handle, text)

@@ -310,8 +310,10 @@ class MetricsLog:
     and TensorBoard event files (one that saved no checkpoint, or the program would have refused
     to start) are removed, so neither file shows two runs on one time axis.
 
-    Nothing is written before the first record: a run stopped before it (Ctrl-C or SIGTERM while
-    the step compiles) leaves the directory as it found it.
+    Nothing is written until `start`, which the loops call as their steps begin (or the first
+    record): a run stopped before then (Ctrl-C or SIGTERM while the step compiles) leaves the
+    directory as it found it, and one stopped after has no earlier run's records beside its own
+    checkpoints.
     """
 
     def __init__(self, directory: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
@@ -340,8 +342,11 @@ class MetricsLog:
     def _events(self) -> list[Path]:
         return sorted((self.directory / "tensorboard").glob("events.out.tfevents.*"))
 
-    def _open(self) -> TextIO:
-        """Start the files, at the first record: clear or trim what an earlier run left."""
+    def start(self) -> TextIO:
+        """Start the files: clear or trim what an earlier run left (once; the first record starts them
+        if nothing did before)."""
+        if self.file is not None:
+            return self.file
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.resume_step is None:
             for event in self._events():
@@ -360,7 +365,7 @@ class MetricsLog:
         return self.file
 
     def write(self, entry: Mapping[str, Any]) -> None:
-        file = self.file or self._open()
+        file = self.start()
         file.write(json.dumps(entry) + "\n")
         file.flush()
         if self.tensorboard is None:

@@ -141,7 +141,10 @@ def write_program(files: dict[str, str], output: Path, *, elsewhere: str = "comp
 
 
 def _replace(output: Path, files: dict[str, str]) -> None:
-    """`output` becomes a directory of `files` and MARKER in one rename (a staging directory beside it)."""
+    """`output` becomes a directory of `files` and MARKER in one rename (a staging directory beside it).
+    Through a symbolic link, the directory it names is replaced (and the link kept)."""
+    if output.is_symlink() and output.is_dir():
+        output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
@@ -166,7 +169,7 @@ def _replace(output: Path, files: dict[str, str]) -> None:
             except OSError:
                 retired.rename(output)  # the old program back where it was
                 raise
-            shutil.rmtree(retired)
+            shutil.rmtree(retired, ignore_errors=True)  # the new program is in place: what is left is no error
         else:
             staging.rename(output)
     finally:

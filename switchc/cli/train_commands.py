@@ -431,7 +431,7 @@ def _remove_untrained(out: Path, program: Path, made: list[Path]) -> None:
 # What a run writes inside its checkpoints/ (a step; a save in flight, PyTorch's or orbax's) and
 # tensorboard/ folders: clearing them for a fresh start removes nothing else.
 _RUN_WROTE = {
-    "checkpoints": re.compile(r"[0-9]+(\.tmp|\.orbax-checkpoint-tmp-[0-9]+)?/"),
+    "checkpoints": re.compile(r"[0-9]+(\.tmp|\.orbax-checkpoint-tmp(-[0-9]+)?)?/"),  # orbax 0.12: no -<n>
     "tensorboard": re.compile(r"events\.out\.tfevents\..+[^/]"),
 }
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from switchc.errors import Diagnostic, did_you_mean
+from switchc.spec.dsl import depth_from_blocks
 from switchc.spec.schema import STACKS, STANDARD_RULES, parse_every
 
 if TYPE_CHECKING:
@@ -103,10 +104,9 @@ def _check_layout(spec: Spec) -> Iterator[Diagnostic]:
 
 
 def _deeper(spec: Spec, stack: str) -> str:
-    """How to make `stack` deeper: its setting, or, where a DSL file lists its blocks (the depth's
-    span is the stack's name there: dsl.merge_stacks), more blocks in the file."""
-    span = spec.span(f"model.{stack}_layers")
-    if span.source.line(span.line)[span.column - 1 : span.end_column - 1] == stack:
+    """How to make `stack` deeper: its setting, or, where a DSL file lists its blocks, more blocks
+    in the file."""
+    if depth_from_blocks(spec.span(f"model.{stack}_layers"), stack):
         return f"add blocks to the file's '{stack}' for a deeper {stack}"
     return f"set model.{stack}_layers for a deeper {stack}"
 

@@ -228,6 +228,12 @@ class _ToStatements(Transformer[Token, tuple[Statement, ...]]):
         return Sequence(tuple(children), self._meta_span(meta))
 
 
+def depth_from_blocks(span: Span, stack: str) -> bool:
+    """Whether model.<stack>_layers, written at `span` (its key's or its value's), is the depth a
+    stack's list of blocks gives: `_Lowering.merge_stacks` points both at the stack's name."""
+    return span.source.line(span.line)[span.column - 1 : span.end_column - 1] == stack
+
+
 # ---- parse ---------------------------------------------------------------------------------------
 
 

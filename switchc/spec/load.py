@@ -281,7 +281,7 @@ def _changed_depth(tree: Mapping, key: str, blocks: Entry, seen: dict[str, tuple
     if setting is None:
         return None
     stack = blocks.key.text.removesuffix("_layers")
-    count = blocks.value.text if isinstance(blocks.value, Scalar) else "listed"
+    count = blocks.value.text if isinstance(blocks.value, Scalar) else "?"  # merge_stacks makes a Scalar
     notes = ((f"the {stack}'s blocks are listed here", blocks.key.span),)
     if setting == key:
         return Diagnostic(
@@ -291,7 +291,9 @@ def _changed_depth(tree: Mapping, key: str, blocks: Entry, seen: dict[str, tuple
             notes=notes,
         )
     if isinstance(final, Scalar):
-        message = f"--set model gives the {stack} another depth ({final.text}) than the file's list of {count} blocks"
+        message = (
+            f"--set model gives the {stack} a different depth ({final.text}) from the file's list of {count} blocks"
+        )
     else:
         message = (
             f"--set model drops the {stack}'s depth, which the file's list of {count} blocks gives (the default "
@@ -317,9 +319,7 @@ def _depth_from_blocks(tree: Mapping, key: str) -> Entry | None:
     entry = model.value.get(key.removeprefix("model."))
     if entry is None:
         return None
-    span = entry.key.span
-    written = span.source.line(span.line)[span.column - 1 : span.end_column - 1]
-    return entry if written == entry.key.text.removesuffix("_layers") else None
+    return entry if dsl.depth_from_blocks(entry.key.span, entry.key.text.removesuffix("_layers")) else None
 
 
 def _check_override_key(key: str, span: Span) -> Diagnostic | None:

@@ -47,9 +47,10 @@ Probability = Annotated[StrictFloat, Field(ge=0, lt=1)]
 NonNegative = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
 # Free text that may later be written into generated code: printable, one line, bounded.
-# Generated programs still quote it with repr(); this keeps control characters out entirely: C0,
-# DEL and C1 (a terminal takes \x9b for an escape sequence), and the Unicode line and paragraph
-# separators (str.splitlines breaks a line at them, as at \x85).
+# Generated programs quote it with repr(); this keeps out the control characters: C0, DEL and C1
+# (a terminal takes \x9b for an escape sequence), and the Unicode line and paragraph separators
+# (str.splitlines breaks a line at them, as at \x85). Format characters (a bidi override) pass:
+# repr() escapes them in code, and error messages show them as U+FFFD.
 _PRINTABLE_LINE = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"
 SafeText = Annotated[str, Field(strict=True), StringConstraints(pattern=_PRINTABLE_LINE, max_length=4096)]
 

@@ -151,7 +151,8 @@ def test_a_fresh_start_never_clears_what_no_run_wrote(tmp_path: Path) -> None:
     (out / "checkpoints" / "best").mkdir(parents=True)
     (out / "checkpoints" / "epoch=3.ckpt").write_text("precious")
     (out / "checkpoints" / "7").mkdir()  # a step's name is a run's
-    (out / "checkpoints" / "7.tmp").mkdir()  # and so is a save in flight
+    (out / "checkpoints" / "7.tmp").mkdir()  # and so is a save in flight, PyTorch's
+    (out / "checkpoints" / "8.orbax-checkpoint-tmp").mkdir()  # or orbax's (0.12; 0.11 added -<n>)
     before = sorted(path.relative_to(out) for path in out.rglob("*"))
     result = CliRunner().invoke(main, ["train", "switch-tiny", "--steps", "1", "--out", str(out)])
     assert result.exit_code == 2, result.output

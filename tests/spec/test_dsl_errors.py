@@ -383,7 +383,7 @@ def test_an_override_cannot_change_the_depth_of_a_stack_written_as_blocks(layers
     ("override", "said"),
     [
         ("model={d_model: 64}", "--set model drops the encoder's depth, which the file's list of 2 blocks gives"),
-        ("model={encoder_layers: 5}", "--set model gives the encoder another depth (5) than the file's list of 2"),
+        ("model={encoder_layers: 5}", "--set model gives the encoder a different depth (5) from the file's list of 2"),
     ],
 )
 def test_replacing_the_model_section_cannot_change_a_listed_stacks_depth_either(override: str, said: str) -> None:

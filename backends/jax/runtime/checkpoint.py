@@ -13,7 +13,7 @@ Nothing else is needed to resume: batch `step` of the data is a function of (see
 data.py) and the step's randomness is fold_in(key(seed + 1), step), so a resumed run sees the
 same batches and the same noise as an uninterrupted one and, on CPU, computes the same bits.
 
-Saves are atomic: orbax writes a checkpoint into <step>.orbax-checkpoint-tmp-<n>/, writes
+Saves are atomic: orbax writes a checkpoint into <step>.orbax-checkpoint-tmp/, writes
 commit_success.txt into it, and only then renames it to <step>/. A process killed during a save
 leaves the temporary directory behind, which latest_step() ignores and the next run deletes: the
 previous checkpoint stays the latest. Saves are asynchronous: save() returns once the arrays are

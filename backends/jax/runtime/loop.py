@@ -637,7 +637,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
         train_step = train_step.lower(params, opt_state, first, jax.random.fold_in(base_rng, start)).compile()
         say(f"compiled the train step in {time.perf_counter() - compiling:.1f}s")
     flags.raise_if_interrupted()  # a Ctrl-C during the compile that a JAX callback swallowed
-    # its files are written at the first record: a run stopped before it leaves none (tidy_unless_trained)
+    # its files are started as the steps begin: a run stopped before leaves none (tidy_unless_trained)
     log = metrics.MetricsLog(args.out, resume_step=start if args.resume else None) if args.out and primary else None
     if log is not None and log.note:
         say(log.note)
@@ -693,6 +693,8 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     try:
         if not several:  # several processes: jax.distributed catches SIGTERM
             stop.install()
+        if log is not None:  # the earlier run's records go now: a checkpoint may come before the first record
+            log.start()
         for index in range(start, args.steps):
             flags.raise_if_interrupted()
             number = index + 1  # steps done once this one is

@@ -474,6 +474,8 @@ def _train(
     flags.training_began()  # Ctrl-C is this loop's to handle from here on
     try:
         stop.install()
+        if log is not None:  # the earlier run's records go now: a checkpoint may come before the first record
+            log.start()
         for index in range(start, args.steps):
             flags.raise_if_interrupted()
             number = index + 1  # steps done once this one is

@@ -240,10 +240,12 @@ def test_a_fresh_run_replaces_an_earlier_runs_records_and_events(tmp_path: Path)
         assert log.note == f"note: starting afresh in {tmp_path}: removing an earlier run's TensorBoard events"
 
 
-def test_nothing_is_written_before_the_first_record(tmp_path: Path) -> None:
+def test_nothing_is_written_before_the_log_starts(tmp_path: Path) -> None:
     """A run stopped while its step compiles (after the log was set up) leaves the directory as it
-    was: an earlier run's records are neither cleared (afresh) nor trimmed (resumed) until the first
-    record of this one, and a fresh directory gets no files."""
+    was: an earlier run's records are neither cleared (afresh) nor trimmed (resumed) until the log
+    starts (the loops start it as their steps begin) or takes its first record, and a fresh
+    directory gets no files. Once started, the earlier records are gone, record or not: a run
+    stopped after a checkpoint but before its first record left them beside its checkpoints."""
     earlier = '{"step": 3, "split": "train"}\n{"step": 5, "split": "train"}\n'
     (tmp_path / "metrics.jsonl").write_text(earlier)
     for resume_step in (None, 3):
@@ -257,6 +259,9 @@ def test_nothing_is_written_before_the_first_record(tmp_path: Path) -> None:
     with metrics.MetricsLog(tmp_path / "new"):
         pass
     assert not (tmp_path / "new").exists()
+    with metrics.MetricsLog(tmp_path, tensorboard=False) as log:
+        log.start()
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
 
 
 def test_progress_prints_plain_lines_off_a_terminal() -> None:

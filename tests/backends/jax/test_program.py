@@ -154,6 +154,12 @@ def test_compile_replacing_a_program_leaves_its_neighbours_and_the_umask_alone(t
     assert sorted(path.name for path in tmp_path.iterdir()) == before
     assert (tmp_path / f".{program.name}.old" / "notes.txt").read_text() == "backup\n"
     assert stat.S_IMODE(program.stat().st_mode) == 0o755
+    (tmp_path / "link").symlink_to(program)  # -o LINK: the program it names is replaced, the link kept
+    result = CliRunner().invoke(
+        main, ["compile", "switch-tiny", "--set", "train.steps=9", "-o", str(tmp_path / "link")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "link").is_symlink() and "default_steps=9" in (program / "train.py").read_text()
 
 
 def test_compile_never_replaces_a_file_edited_since_it_wrote_it(tmp_path: Path) -> None:

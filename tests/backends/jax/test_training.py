@@ -112,7 +112,7 @@ KILL_BEFORE_COMMIT = """\
 import os, signal
 _rename = os.rename
 def _rename_or_die(src, dst, *args, **kwargs):
-    # orbax commits a checkpoint by renaming <step>.orbax-checkpoint-tmp-<n> to <step>: die just before
+    # orbax commits a checkpoint by renaming <step>.orbax-checkpoint-tmp to <step>: die just before
     if os.path.basename(os.fspath(dst)) == "4" and "orbax-checkpoint-tmp" in os.fspath(src):
         os.kill(os.getpid(), signal.SIGKILL)
     return _rename(src, dst, *args, **kwargs)
