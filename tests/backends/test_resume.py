@@ -150,7 +150,8 @@ def test_steps_past_the_end_of_a_cosine_schedule_are_refused(backend: str, tmp_p
     assert "error: --steps 6 runs past the end of the cosine schedule" in result.stderr
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+# torch is @slow (9 s): its loop makes the same choice in one line (init_from only while no checkpoint)
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_init_from_starts_a_run_that_resume_then_continues(backend: str, tmp_path: Path) -> None:
     """`--resume --init-from FILE` is one command for a preemptible job: with no checkpoint yet it
     starts from FILE's weights, and once there is one it continues from the checkpoint instead."""
@@ -174,7 +175,10 @@ def test_init_from_starts_a_run_that_resume_then_continues(backend: str, tmp_pat
     assert [record["step"] for record in records(run)] == [2, 3]
 
 
-@pytest.mark.parametrize(("backend", "processes"), [("jax", 1), ("torch", 1), ("torch", 2)])
+# torch on one process is @slow (7 s): on two it takes the same path, and says the refusal once
+@pytest.mark.parametrize(
+    ("backend", "processes"), [("jax", 1), pytest.param("torch", 1, marks=pytest.mark.slow), ("torch", 2)]
+)
 def test_another_backends_run_directory_is_left_alone(backend: str, processes: int, tmp_path: Path) -> None:
     """The other program's checkpoints are neither skipped nor overwritten, with or without --resume.
     Under torchrun every rank finds the same and stops; rank 0 says it once."""
