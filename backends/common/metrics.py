@@ -234,7 +234,6 @@ def stop_writing(error: OSError, kept_step: int | None, who: str = "") -> NoRetu
     )
     said(f"error: {who}cannot write {where}{error.strerror or error}; training stopped ({then}).")
     sys.stdout.flush()
-    sys.stderr.flush()
     os._exit(1)
 
 

@@ -214,8 +214,8 @@ def apply_overrides(tree: Mapping, overrides: Sequence[str]) -> Mapping:
         whole = Span(source, line_no, prefix + 1, line_no, prefix + 1 + len(item))
         match = _OVERRIDE.fullmatch(item)
         if match is None:
-            spaced = item[: len(item) - len(item.lstrip())]
-            hint = "remove the space before the key" if spaced and _OVERRIDE.fullmatch(item.lstrip()) else None
+            spaced = item[:1].isspace() and _OVERRIDE.fullmatch(item.lstrip()) is not None
+            hint = "remove the space before the key" if spaced else None
             errors.append(Diagnostic("an override is KEY=VALUE", whole, hint or "e.g. --set moe.num_experts=64"))
             continue
         key, value_text = match["key"], match["value"]
@@ -309,10 +309,8 @@ def _changed_depth(tree: Mapping, key: str, blocks: Entry, seen: dict[str, tuple
 
 
 def _depth_from_blocks(tree: Mapping, key: str) -> Entry | None:
-    """The model.<stack>_layers entry that a DSL stack's list of blocks made (dsl.merge_stacks: its
-    key points at the stack's name in the file), when `key` is that setting; None otherwise."""
-    if key not in _DEPTHS:
-        return None
+    """The entry of `key` (one of _DEPTHS) when a DSL stack's list of blocks made it
+    (dsl.depth_from_blocks); None otherwise."""
     model = tree.get("model")
     if model is None or not isinstance(model.value, Mapping):
         return None
