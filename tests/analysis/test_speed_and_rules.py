@@ -1,9 +1,8 @@
-"""Switch-C builds and analyses fast, independent of its expert count; missing rules are errors."""
+"""Switch-C builds and analyses with a graph independent of its expert count; missing rules are errors."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
@@ -16,14 +15,11 @@ from switchc.spec import load_spec
 from tests.ir.tiny import tiny
 
 
-def test_switch_c_builds_and_analyses_well_under_a_second() -> None:
-    spec = load_spec("specs/switch-c.yaml")
-    report_for(spec, hardware("tpuv3"))  # warm imports and caches
-    start = time.perf_counter()
-    report = report_for(spec, hardware("tpuv3"))
-    elapsed = time.perf_counter() - start
+def test_switch_c_builds_and_analyses() -> None:
+    """How long it takes is benchmarks/bench_analysis.py's to measure, not a test's: timed here, the
+    test would fail on a busy machine (the suite runs two workers)."""
+    report = report_for(load_spec("specs/switch-c.yaml"), hardware("tpuv3"))
     assert report.spec.num_experts == 2048
-    assert elapsed < 2.0, f"{elapsed:.2f} s"  # generous: the benchmark prints the real time
 
 
 def test_the_graph_is_the_same_size_for_64_or_2048_experts() -> None:

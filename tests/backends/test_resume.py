@@ -270,7 +270,7 @@ def test_a_stop_while_the_jax_step_compiles_is_one_line_and_leaves_no_run_direct
     _needs("jax")
     program = compile_program(tmp_path / "program")  # switch-tiny: its optimized compile takes seconds
     command = launch(program, "--steps", "100", "--eval-every", "0", "--out", str(tmp_path / "run"))
-    env = {**os.environ, "XLA_FLAGS": ""}
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_ENABLE_COMPILATION_CACHE": "false"}  # a real compile to interrupt
     with subprocess.Popen(
         command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as job:
