@@ -19,7 +19,6 @@ process created them and they are still empty.
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import contextlib
 import json
@@ -477,13 +476,10 @@ def _unraisable(error: Any) -> None:
 
 
 def _deliver_again(number: signal.Signals) -> None:
-    """Deliver signal `number` to the main thread once more (_unraisable). SIGTERM is sent to it as
-    a signal, which also ends a wait it is in (a sleep, a join); SIGINT is noted for it
-    (_thread.interrupt_main), taken when its wait ends."""
-    if number == signal.SIGTERM:
-        signal.pthread_kill(threading.main_thread().ident or 0, number)
-    else:
-        _thread.interrupt_main(number)
+    """Deliver signal `number` to the main thread once more (_unraisable), as a signal sent to that
+    thread: it also ends a wait the thread is in (a sleep, a join), where a signal only noted for it
+    (_thread.interrupt_main) would be taken when the wait ends."""
+    signal.pthread_kill(threading.main_thread().ident or 0, number)
 
 
 class _Outliving:
