@@ -1,5 +1,5 @@
 """`python -m switchc` is the `switchc` command."""
 
-from switchc.cli import main
+from switchc.command import run
 
-main()
+run()

@@ -8,6 +8,7 @@ in switchc and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 from typing import Any
 
@@ -29,6 +30,9 @@ class _Group(click.Group):
         except (UserError, PlainUserError) as err:
             say(err.render())
             ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:  # click would say "Aborted!" and exit 1; a shell's status is 130
+            say(f"\nSIGINT: switchc {ctx.invoked_subcommand} stopped.")
+            ctx.exit(128 + signal.SIGINT)
         except OSError as err:
             if err.filename is None and err.errno in _FULL:  # a write to an output (a file, stdout) that had no room
                 message = f"cannot write the output: {err.strerror or err}"

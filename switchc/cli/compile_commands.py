@@ -69,6 +69,25 @@ def _written(output: Path) -> dict[str, str] | None:
     return written
 
 
+def program_as_written(output: Path) -> dict[str, str] | None:
+    """The files compile wrote into `output` (MARKER's list) with their text, as `write_program`
+    takes them to write them again; None where there is no such program, or one of them was edited
+    or is gone."""
+    if not (output / MARKER).is_file():
+        return None
+    written = _written(output)
+    files = {}
+    for relative, digest in (written or {}).items():
+        try:
+            data = (output / relative).read_bytes()
+        except OSError:
+            return None
+        if _digest(data) != digest:
+            return None
+        files[relative] = data.decode("utf-8")
+    return files or None
+
+
 # What running and linting a program leave in it, anywhere: the program's own, never a user's
 _LEFT_BY_TOOLS = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache")
 

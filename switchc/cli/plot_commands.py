@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import click
@@ -52,11 +53,16 @@ def plot(run_dirs: tuple[Path, ...], out: Path | None, last: int) -> None:
         if len(run_dirs) > 1:
             raise PlainUserError("plotting several runs needs -o DIR", "e.g. switchc plot RUN_A RUN_B -o compare")
         out = run_dirs[0]
-    out.mkdir(parents=True, exist_ok=True)  # created if missing, as -o's help says
     try:
+        out.mkdir(parents=True, exist_ok=True)  # created if missing, as -o's help says
         written = draw(runs, out, last)
     except ImportError:
         raise PlainUserError("switchc plot needs matplotlib", PLOT_HINT) from None
+    except OSError as error:  # a run on read-only storage, say: the PNGs can go elsewhere
+        if error.filename is None or error.errno == errno.ENOENT:  # switchc's own handler says these
+            raise
+        message = f"{error.filename}: {error.strerror or error}"
+        raise PlainUserError(message, "write the PNGs elsewhere: -o DIR") from None
     for path in written:
         click.echo(f"wrote {path}", err=True)
     stale = out / "experts.png"

@@ -39,7 +39,7 @@ from switchc.backends.common.flags import (
     shape_differences,
 )
 from switchc.backends.common.program import evaluates, program_config
-from switchc.cli.compile_commands import program_files, write_program
+from switchc.cli.compile_commands import program_as_written, program_files, write_program
 from switchc.cli.options import example, overrides
 from switchc.errors import PlainUserError, Source, UserError
 from switchc.files import read_text
@@ -385,6 +385,10 @@ def train(
     made = [folder for folder in (*reversed(out.parents), out) if not folder.exists()]  # outermost first
     _hold_run_directory(out)
     try:
+        # --allow-changes replaces the run's program; until a checkpoint of the new settings is saved,
+        # the run is still the old one, and so is its program (a stop before that puts it back)
+        runs_own = program_as_written(program) if resume and allow_changes else None
+        saved = _saved_steps(out)
         try:
             if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
                 _check_removable(out)
@@ -410,10 +414,27 @@ def train(
         status = _run_program([*start, *arguments], *lock_for_child(out))
         if status and not resume and not any((out / name).exists() for name in RUN_OUTPUTS):
             _remove_untrained(out, program, made)
+        if runs_own is not None and _saved_steps(out) == saved:
+            write_program(runs_own, program, elsewhere="train with another --out")
+            click.echo(
+                f"note: no checkpoint of the changed settings was saved: {program} is the run's own again "
+                "(the same command goes on with the changes)",
+                err=True,
+            )
     finally:
         release_run_directory(out)
     if status:
         raise SystemExit(status)
+
+
+def _saved_steps(out: Path) -> dict[str, tuple[int, int]]:
+    """The committed checkpoints in OUT/checkpoints (numbered folders), each with its inode and
+    modification time: a step saved again is another folder."""
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return {}
+    steps = (entry for entry in folder.iterdir() if entry.name.isdigit())
+    return {step.name: (step.stat().st_ino, step.stat().st_mtime_ns) for step in steps}
 
 
 def _remove_untrained(out: Path, program: Path, made: list[Path]) -> None:

@@ -237,3 +237,15 @@ def test_several_runs_need_an_output_directory(tmp_path: Path) -> None:
 def test_read_run_is_usable_as_a_library(tmp_path: Path) -> None:
     with pytest.raises(PlainUserError, match="does not exist"):
         read_run(tmp_path / "missing")
+
+
+def test_a_png_that_cannot_be_written_beside_the_run_hints_at_o(tmp_path: Path) -> None:
+    """A run on read-only storage (here: a folder in loss.png's place, which fails alike, as root
+    too): the hint named no way on ('choose a path you can write to'); -o writes elsewhere."""
+    run = write_run(tmp_path / "switch", switch_records())
+    (run / "loss.png").mkdir()
+    result = invoke(str(run))
+    assert result.exit_code == 2, result.output
+    said = f"error: {run / 'loss.png'}: Is a directory\nhint: write the PNGs elsewhere: -o DIR\n"
+    assert result.stderr == said, result.stderr
+    assert invoke(str(run), "-o", str(tmp_path / "plots")).exit_code == 0

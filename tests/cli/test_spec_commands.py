@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -234,3 +235,35 @@ def test_a_user_error_keeps_its_status_when_the_reader_of_stderr_went_away() -> 
     assert process.stderr is not None
     process.stderr.close()  # gone before switchc writes its error
     assert process.wait(timeout=120) == 2
+
+
+def test_ctrl_c_during_a_command_is_one_line_and_status_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    """click said "Aborted!" and exited 1, where README's table (and a shell) has 130 for Ctrl-C."""
+    from switchc.cli import report_commands
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_commands, "report_for", interrupted)
+    result = CliRunner().invoke(main, ["report", "switch-tiny"])
+    assert result.exit_code == 128 + signal.SIGINT, result.output
+    assert result.stderr == "\nSIGINT: switchc report stopped.\n"
+
+
+def test_ctrl_c_while_switchc_starts_is_one_line_and_status_130() -> None:
+    """switchc's imports take about a second: a Ctrl-C among them printed Python's traceback."""
+    starting = (
+        "import importlib.abc, os, signal, sys\n"
+        "class CtrlC(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'click':  # the first import of switchc.cli\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = ['switchc', 'check', 'switch-tiny']\n"
+        "from switchc.command import run\n"
+        "run()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", starting], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert result.stderr == "\nSIGINT: switchc stopped as it started.\n" and result.stdout == ""

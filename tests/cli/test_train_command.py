@@ -689,3 +689,38 @@ def test_torchrun_names_a_rank_killed_by_a_signal_and_ends_with_status_1(
         said = capsys.readouterr().err
         assert said.count("\n") == 1 and " was ended by SIGKILL: out of memory" in said, said
         assert said.startswith(f"error: rank {statuses.index(kill)} "), said
+
+
+@pytest.mark.parametrize("saves", [False, True], ids=["stopped before a save", "saved a step"])
+def test_allow_changes_stopped_before_a_save_puts_the_runs_program_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saves: bool
+) -> None:
+    """A --resume --allow-changes stopped before it saved a checkpoint left the run's program
+    rewritten with the changes: the run's own command (without them) was then refused, and its
+    hint led to the changed settings. The run is still the old one, and so is its program now;
+    once a checkpoint of the changes is saved, the program stays the new one."""
+    from switchc.cli import train_commands
+
+    out = tmp_path / "run"
+    compile_result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", str(out / "program")])
+    assert compile_result.exit_code == 0, compile_result.output
+    fake_checkpoint(out / "checkpoints", 4, CHECKPOINT_MARKERS["jax"])
+    before = {path: path.read_bytes() for path in (out / "program").rglob("*") if path.is_file()}
+
+    def stopped(command: list[str], env: dict[str, str], fds: tuple[int, ...]) -> int:
+        if saves:
+            fake_checkpoint(out / "checkpoints", 5, CHECKPOINT_MARKERS["jax"])
+        return 128 + signal.SIGINT
+
+    monkeypatch.setattr(train_commands, "_run_program", stopped)
+    changed = ["--set", "train.optimizer.learning_rate=0.005", "--steps", "8", "--resume", "--allow-changes"]
+    result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), *changed])
+    assert result.exit_code == 128 + signal.SIGINT, result.output
+    after = {path: path.read_bytes() for path in (out / "program").rglob("*") if path.is_file()}
+    note = "note: no checkpoint of the changed settings was saved: "
+    if saves:
+        assert after != before and "learning_rate: 0.005" in (out / "program" / "spec.yaml").read_text()
+        assert note not in result.stderr
+    else:
+        assert after == before, result.stderr
+        assert f"{note}{out / 'program'} is the run's own again" in result.stderr
