@@ -3,9 +3,9 @@ support, copied verbatim into every program (runtime/flags.py).
 
 It needs the standard library only: a program parses its flags before its framework starts (a
 JAX program's --devices must take effect before jax is imported). Each backend's runtime/loop.py
-builds its parser here, adds its own flags (JAX: --devices, --distributed, --dump-hlo,
---export-init; PyTorch: --device, --timeout), parses, calls `check` before its own checks, and
-`make_folders` after them.
+builds its parser here, adds its own flags (JAX: --devices, --distributed with --coordinator,
+--num-processes, --process-id and --timeout, --dump-hlo; PyTorch: --device, --timeout), parses,
+calls `check` before its own checks, and `make_folders` after them.
 
 It also holds the checks of --resume against the run: `run_identity` is what each checkpoint
 records of the program that wrote it, and `check_resume` compares a checkpoint's record with this
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import shlex
@@ -59,7 +60,7 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-MAX_SEED = 2**24  # train.seed's bound (switchc/spec/schema.py): --seed takes the same seeds
+MAX_SEED = 2**24  # train.seed's bound (switchc's switchc/spec/schema.py): --seed takes the same seeds
 EVAL_BATCHES = 10  # --eval-batches' default
 
 
@@ -104,10 +105,19 @@ def parser(
     flags.set_defaults(checkpoint_default=every, keep_default=3, eval_default=every if held_out else 0)
     flags.set_defaults(held_out=held_out, schedule_end=default_steps if cosine else None)
     flags.add_argument(
-        "--steps", type=int, default=default_steps, metavar="N", help="train until this step (default: the spec's)"
+        "--steps",
+        type=int,
+        default=default_steps,
+        metavar="N",
+        help=f"train until this step (default: the spec's, {default_steps}"
+        + ("; the cosine schedule ends there, so no more)" if cosine else ")"),
     )
     flags.add_argument(
-        "--seed", type=int, default=default_seed, metavar="N", help=f"seed for init, data and noise: 0..{MAX_SEED}"
+        "--seed",
+        type=int,
+        default=default_seed,
+        metavar="N",
+        help=f"seed for init, data and noise: 0..{MAX_SEED} (default: the spec's, {default_seed})",
     )
     flags.add_argument(
         "--log-every", type=int, default=10, metavar="N", help="a train record every N steps (default: 10)"
@@ -130,7 +140,7 @@ def parser(
         "no data.eval_path), so 0 only",
     )
     flags.add_argument(
-        "--eval-batches", type=int, default=None, metavar="N", help="batches per evaluation (default: 10)"
+        "--eval-batches", type=int, default=None, metavar="N", help=f"batches per evaluation (default: {EVAL_BATCHES})"
     )
     flags.add_argument(
         "--checkpoint-every",
@@ -330,7 +340,7 @@ def _unwritable(folder: Path, made: list[Path]) -> str | None:
 def tidy_unless_trained(args: argparse.Namespace) -> Iterator[None]:
     """Around a program's run: should it end before its training loop begins (`training_began`),
     by an error, by design (--export-init, --dump-hlo) or by SIGTERM, it removes what this process
-    made for the run and that is still empty: the folders `check` created (args.made) and the run
+    made for the run and that is still empty: the folders `make_folders` created (args.made) and the run
     directory's lock file, when this process created it. A refused --init-from then leaves no run
     directory behind, and a directory that was there before keeps only what it held. The outermost
     one makes SIGTERM raise Terminated until the loop begins (`_end_on_sigterm`), so that it
@@ -563,8 +573,11 @@ def stopping() -> None:
 
 
 def training_began() -> None:
-    """The training loop is running its steps: it handles Ctrl-C itself from here on."""
+    """The training loop is running its steps: it handles Ctrl-C itself from here on. A Ctrl-C
+    raised before and still marked on its way was swallowed where no hook saw it (by code that
+    catches everything): the loop's first `raise_if_interrupted` raises it again."""
     _training[0] = True
+    _CtrlC.raised = False
 
 
 def stop_if_interrupted(error: BaseException) -> None:
@@ -674,7 +687,7 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
         try:
             handle = path.open("a+", encoding="utf-8")
         except OSError as error:  # a directory this user cannot write: nothing of the run could be saved
-            return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
+            return _unwritable_run(directory, error)
         holder = _holder(handle)
         if holder is not None or _is_at(handle, path):
             break
@@ -703,11 +716,23 @@ def lock_run_directory(directory: Path, by: str = "") -> str | None:
             with contextlib.suppress(OSError):
                 path.unlink()
         handle.close()
-        return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}"
+        return _unwritable_run(directory, error)
     _held[path.resolve()] = (handle, text)
     if not existed:
         _created_locks.add(path.resolve())
     return None
+
+
+def _unwritable_run(directory: Path, error: OSError) -> str:
+    """lock_run_directory's error for a run directory it cannot write its lock file in."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = "free some space there, or choose another --out"
+    else:
+        hint = (
+            "a run takes its directory's lock, also to resume or to --export-init from it: a run on read-only "
+            "storage is copied to a writable place first"
+        )
+    return f"error: --out {directory}: cannot write {LOCK_NAME} there: {error.strerror or error}\nhint: {hint}"
 
 
 def in_use(directory: Path, holder: str) -> tuple[str, str]:
@@ -1033,7 +1058,7 @@ def run_identity(model: ModuleType) -> dict[str, str]:
 
 # Settings whose value is a mapping of the user's names: one setting, whichever style spec.yaml
 # writes it in (flow for a few entries, block for more), as switchc's own listing has them
-# (switchc/spec/emit.py's WHOLE_MAPPINGS: a program imports nothing of switchc).
+# (switchc's switchc/spec/emit.py, WHOLE_MAPPINGS: a program imports nothing of switchc).
 WHOLE_MAPPINGS = ("mesh.axes", "mesh.rules")
 
 

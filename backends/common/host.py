@@ -7,7 +7,7 @@ them back to the kernel on free, and gives each thread that allocates its own ar
 it also trims back: so every step page-faults its working set in again, one 4 KiB zeroed page at a
 time. On this project's 2-core benchmark machine that was 130,000-151,000 page faults and about
 0.5-0.7 s of kernel time per PyTorch step, 281,000 faults and 0.75-0.9 s per JAX step
-(`benchmarks/bench_step.py --host-memory`: its 16-expert config).
+(`benchmarks/bench_step.py --host-memory` in the switchc repository: its 16-expert config).
 
 `retain_freed_memory` tells glibc to keep freed memory in the process instead: one arena, no mmap
 for large blocks, no trimming. The process's resident memory then stays at its high-water mark

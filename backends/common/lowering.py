@@ -237,6 +237,7 @@ def lower_forward(
     low = Lowering(spec, graph, indent)
     for line in prologue:
         low.emit(line)
+    defines_moe = len(low.lines)
     low.emit("moe = {}  # Switch layer -> its router losses and routing metrics")
     for layer, nodes in _segments(graph):
         if not layer[-1].isdigit():  # embeddings, position biases, final norms, the output
@@ -250,6 +251,8 @@ def lower_forward(
         low.emit(f"# {layer.replace('.', ' block ')}")
         for node in nodes:
             rules.apply(low, node)
+    if not low.switch_layers:  # a dense model: no router losses, so nothing reads `moe` (see `output`)
+        del low.lines[defines_moe]
     drawn = [indent + noise] if low.streams else []
     return drawn + low.lines, low.switch_layers
 
@@ -353,7 +356,7 @@ def bound_by_switch(low: Lowering, node: str, op: ir.Op) -> None:
 
 def output(low: Lowering, node: str, op: ir.Op) -> None:
     (loss,) = low.inputs(node)
-    low.emit(f"return {loss}, layers.summarize(cross_entropy, moe)")
+    low.emit(f"return {loss}, layers.summarize(cross_entropy, {'moe' if low.switch_layers else '{}'})")
 
 
 def collective(low: Lowering, node: str, op: ir.Op) -> None:

@@ -14,10 +14,12 @@ metrics.jsonl holds one flat JSON object per line (tools such as `switchc plot` 
     neg_log_perplexity      float  -cross_entropy
     aux_loss                float  load-balancing loss before its coefficient, mean over Switch layers
     z_loss                  float  router z-loss before its coefficient, mean over Switch layers
-    dropped_fraction        float  tokens over expert capacity, mean over Switch layers
+    dropped_fraction        float  (token, choice) pairs over expert capacity (top-1: tokens), mean
+                                   over Switch layers
     top1_gate               float  mean router probability of the chosen expert, mean over layers
     dropped_fraction/<layer>   float      per Switch layer, e.g. "dropped_fraction/encoder/1"
-    tokens_per_expert/<layer>  [int, ...] tokens each expert was sent (before capacity), per layer
+    tokens_per_expert/<layer>  [int, ...] tokens whose first choice each expert is (before
+                                          capacity), per layer: they sum to the tokens
   train records only:
     grad_norm               float  global L2 norm of the gradients (before clipping)
     learning_rate           float  the schedule's value at this step

@@ -2,8 +2,11 @@
 train.py, the checks every backend makes of a spec, and the file set.
 
 A program is model.py (the backend's lowering), train.py (the backend's docstring of launch
-commands over the launcher below), runtime/ (the backend's runtime package plus COMMON_MODULES,
-copied verbatim), and spec.yaml. This module runs inside switchc; it is not copied into programs.
+commands over the launcher below), runtime/ (the backend's runtime modules plus COMMON_MODULES,
+copied verbatim, and an __init__.py of its own), and spec.yaml. The runtime modules import the
+common ones as siblings (`from . import flags`), as they are in a program; inside switchc, each
+runtime package's __init__.py gives backends/common's modules as its own. This module runs inside
+switchc; it is not copied into programs.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from .data import shape_problem
 COMMON_MODULES = ("data.py", "flags.py", "host.py", "metrics.py", "weights.py", "routing.py")
 
 
-def runtime_files(package: str, modules: tuple[str, ...]) -> dict[str, str]:
-    """runtime/<name> -> text: `modules` of the backend's runtime `package`, then COMMON_MODULES."""
-    files = {}
+def runtime_files(package: str, modules: tuple[str, ...], summary: str) -> dict[str, str]:
+    """runtime/<name> -> text: `modules` of the backend's runtime `package`, then COMMON_MODULES,
+    and runtime/__init__.py, its docstring `summary` (the package's own __init__.py is switchc's)."""
+    files = {"runtime/__init__.py": f'"""{summary}"""\n'}
     runtime = resources.files(package)
     for name in modules:
         files[f"runtime/{name}"] = (runtime / name).read_text(encoding="utf-8")
@@ -100,16 +104,20 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
 
 import sys
 
-from runtime.flags import Terminated, catch_ctrl_c, stop_if_interrupted, tidy_unless_trained
+from runtime.flags import Terminated, catch_ctrl_c, ctrl_c_held, stop_if_interrupted, tidy_unless_trained
 
 
 def main(argv: list[str]) -> None:
-    from runtime.loop import parse_args  # here, not above: Ctrl-C during its imports is one line (below)
+    # Imports wait for a Ctrl-C (then raised, one line below): cut by it, a framework's import can
+    # fail, crash in native code, or swallow it. Here, not above, so that the handler is installed.
+    with ctrl_c_held():
+        from runtime.loop import parse_args
 
 {parse}
     with tidy_unless_trained(args):  # a run that stops before its first step leaves no folder it made
-        import model{note}
-        from runtime import data, loop
+        with ctrl_c_held():
+            import model{note}
+            from runtime import data, loop
 
         evaluate = args.eval_every > 0{also}
         eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None

@@ -131,7 +131,8 @@ def _switch(low: Lowering, node: str, op: ir.Op) -> None:
     """Group: the whole Switch layer, through to Ungroup and the router losses, in one call."""
     layer = low.switch_layer(node, op)
     x, jitter, rng = layer.input, layer.jitter_stream, layer.dropout_stream  # jitter's size: SWITCH's
-    low.emit(f"# {layer.name}: Switch layer (router, dispatch, experts, combine), per device under shard_map")
+    where = "per device under shard_map" if low.spec.mesh.num_devices > 1 else "on the one device"
+    low.emit(f"# {layer.name}: Switch layer (router, dispatch, experts, combine), {where}")
     router, experts = layer.router.name, layer.experts.name
     low.emit(f'switch_params = {{"router": params["{router}/w"], **layers.sub(params, "{experts}")}}')
     low.call(

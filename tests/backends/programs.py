@@ -219,6 +219,33 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def independent_ranks(
+    program: Path, per_rank: list[list[str]], prelude: str = ""
+) -> tuple[list[int], list[str], float]:
+    """Rank i runs train.py with per_rank[i] as its own process (as on several hosts, no torchrun
+    agent to stop the rest): their exit statuses, stderr texts, and the seconds until all ended."""
+    port = str(free_port())
+    start = time.monotonic()
+    processes = []
+    for rank, args in enumerate(per_rank):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            **{"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(len(per_rank))},
+            **{"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+        }
+        command = [sys.executable, "-c", launcher(prelude), *args]
+        processes.append(
+            subprocess.Popen(command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    try:
+        errors = [process.communicate(timeout=RUN_TIMEOUT)[1] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    return [process.returncode for process in processes], errors, time.monotonic() - start
+
+
 def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:
     """The records of RUN/metrics.jsonl, or those of one split."""
     found = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

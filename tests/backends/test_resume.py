@@ -258,6 +258,32 @@ def test_ctrl_c_names_the_checkpoint_on_disk(backend: str, tmp_path: Path) -> No
     assert int(stopped.group(1) or stopped.group(2)) == on_disk
 
 
+# A launcher prelude: the first lookup of numpy (runtime.loop's import of the framework) sends this
+# process SIGINT, then says whether Python went on with the import (the handler raises at once).
+CTRL_C_IN_AN_IMPORT = """import importlib.abc, os
+class _CtrlCInAnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+            print("the import went on", file=sys.stderr, flush=True)
+        return None
+sys.meta_path.insert(0, _CtrlCInAnImport())
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_ctrl_c_while_the_framework_imports_waits_for_the_import(backend: str, tmp_path: Path) -> None:
+    """Raised inside the import, Ctrl-C made jax's fail with two ImportError tracebacks (numpy's C
+    extension cut short), or abort (134) or crash (139) in native code, or was swallowed and the
+    run trained to its end. The imports now hold it, and then it is the one line, status 130."""
+    _needs(backend)
+    result = run_program(_program(tmp_path, backend, "program"), "--steps", "2", prelude=CTRL_C_IN_AN_IMPORT)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    said = "the import went on\n\nSIGINT: stopped before training began (no step was trained).\n"
+    assert result.stderr == said, result.stderr[-3000:]
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_while_the_jax_step_compiles_is_one_line_and_leaves_no_run_directory(
     stop: signal.Signals, tmp_path: Path
@@ -310,7 +336,8 @@ def test_a_backends_own_refused_flag_leaves_no_run_directory(backend: str, tmp_p
     checks used to create at once was left behind by the refusal."""
     _needs(backend)
     program = _program(tmp_path, backend, "program")
-    result = run_program(program, "--steps", "1", "--out", "new/run", "--timeout", "0")
+    distributed = ["--distributed"] if backend == "jax" else []  # the JAX program's --timeout needs it
+    result = run_program(program, "--steps", "1", "--out", "new/run", *distributed, "--timeout", "0")
     assert result.returncode == 2 and "--timeout must be > 0" in result.stderr, result.stderr[-3000:]
     assert not (program / "new").exists()
 

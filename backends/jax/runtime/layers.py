@@ -170,7 +170,7 @@ def causal_mask(length: int) -> jax.Array:
 def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """[B, L] cross-entropy in nats of each target token, computed in float32: logsumexp minus the
     target's logit (optax), which never materialises the [B, L, V] log-probabilities; on XLA:CPU
-    log_softmax's backward added a full-vocabulary copy (benchmarks/bench_loss_head.py)."""
+    log_softmax's backward added a full-vocabulary copy (switchc's benchmarks/bench_loss_head.py)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 

@@ -36,14 +36,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import flags, host, metrics
 from .sharding import fake_cpu_devices
-
-if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
-    from ...common import flags, host, metrics
-else:  # a generated program: runtime/flags.py, host.py and metrics.py are copies of backends/common's
-    from . import flags, host, metrics
 
 
 def parse_args(
@@ -87,7 +83,7 @@ def parse_args(
     parser.add_argument(
         "--timeout",
         type=float,
-        default=120.0,
+        default=None,  # 120 with --distributed; refused without it (one process waits for none)
         metavar="SECONDS",
         help="with --distributed: seconds a process waits for the others to join, and for a word from one "
         "before it counts as dead (default: 120)",
@@ -123,6 +119,10 @@ def parse_args(
         address, _, port = args.coordinator.rpartition(":")
         if not address or not port.isdigit():
             parser.error(f"--coordinator {args.coordinator}: give HOST:PORT, e.g. 10.0.0.1:1234")
+    if args.timeout is not None and not args.distributed:
+        parser.error("--timeout applies only with --distributed")
+    if args.timeout is None:
+        args.timeout = 120.0
     if args.timeout <= 0:
         parser.error("--timeout must be > 0")
     if args.dump_hlo is not None and args.dump_hlo.exists() and not args.dump_hlo.is_dir():
@@ -267,12 +267,10 @@ def _state_sharding(path: Any, shape: tuple[int, ...], model: ModuleType, rules:
 
 
 def _weights() -> Any:
-    """runtime/weights.py of a generated program (a copy of backends/common/weights.py)."""
-    import importlib
+    """runtime/weights.py, imported when it is used: --init-from and --export-init."""
+    from . import weights
 
-    if __package__ != "runtime":  # inside the switchc package
-        return importlib.import_module("...common.weights", __package__)
-    return importlib.import_module(f"{__package__}.weights")
+    return weights
 
 
 def _load_weights(model: ModuleType, path: Path, param_sharding: Any) -> dict[str, Any]:

@@ -20,16 +20,13 @@ one-hot einsum of Mesh-TF costs 2 * G * S * E * C * D FLOPs (quadratic in tokens
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
-    from ...common.routing import MoESettings
-else:  # a generated program: runtime/routing.py is a copy of backends/common/routing.py
-    from .routing import MoESettings
+from . import routing
 
 Params = dict[str, Any]
 
@@ -104,13 +101,13 @@ def route(logits: jax.Array, top_k: int, capacity: int, batch_prioritized: bool)
     return Route(experts, gates, slot, kept)
 
 
-def dispatch(x: jax.Array, routing: Route, num_experts: int, capacity: int) -> jax.Array:
+def dispatch(x: jax.Array, routed: Route, num_experts: int, capacity: int) -> jax.Array:
     """Dispatch op: [G, S, D] -> [G, E, C, D]; each slot gathers the token that claimed it."""
     groups, group, d_model = x.shape
     slots = num_experts * capacity
-    token = jnp.broadcast_to(jnp.arange(group)[None, :, None], routing.slot.shape)
+    token = jnp.broadcast_to(jnp.arange(group)[None, :, None], routed.slot.shape)
     source = jnp.full((groups, slots + 1), group, jnp.int32)  # `group` indexes a zero pad row
-    source = source.at[jnp.arange(groups)[:, None, None], routing.slot].set(token)[:, :slots]
+    source = source.at[jnp.arange(groups)[:, None, None], routed.slot].set(token)[:, :slots]
     padded = jnp.concatenate([x, jnp.zeros((groups, 1, d_model), x.dtype)], axis=1)
     gathered = jnp.take_along_axis(padded, source[..., None], axis=1)
     return gathered.reshape(groups, num_experts, capacity, d_model)
@@ -156,25 +153,25 @@ def expert_ffn(
     return out
 
 
-def combine(slots: jax.Array, routing: Route, dtype: Any) -> jax.Array:
+def combine(slots: jax.Array, routed: Route, dtype: Any) -> jax.Array:
     """Combine op: [G, E, C, D] -> [G, S, D]; each token sums its slots' outputs times its gates.
 
     Gates are cast to the model dtype first, so no float32 tensor is multiplied into activations.
     """
     groups, num_experts, capacity, d_model = slots.shape
-    group, top_k = routing.slot.shape[1:]
+    group, top_k = routed.slot.shape[1:]
     flat = slots.reshape(groups, num_experts * capacity, d_model)
     flat = jnp.concatenate([flat, jnp.zeros((groups, 1, d_model), flat.dtype)], axis=1)  # dropped -> 0
-    picked = jnp.take_along_axis(flat, routing.slot.reshape(groups, group * top_k)[..., None], axis=1)
-    weights = jnp.where(routing.kept, routing.gates, 0.0).astype(dtype)
+    picked = jnp.take_along_axis(flat, routed.slot.reshape(groups, group * top_k)[..., None], axis=1)
+    weights = jnp.where(routed.kept, routed.gates, 0.0).astype(dtype)
     return jnp.einsum("gskd,gsk->gsd", picked.reshape(groups, group, top_k, d_model), weights)
 
 
-def load_balancing_loss(logits: jax.Array, routing: Route) -> jax.Array:
+def load_balancing_loss(logits: jax.Array, routed: Route) -> jax.Array:
     """AuxLoss op (eq. 4-6): N * sum_i f_i * P_i per group, averaged; 1.0 at uniform routing."""
     num_experts = logits.shape[-1]
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    fraction = jnp.mean(jax.nn.one_hot(routing.experts[..., 0], num_experts, dtype=jnp.float32), axis=1)
+    fraction = jnp.mean(jax.nn.one_hot(routed.experts[..., 0], num_experts, dtype=jnp.float32), axis=1)
     return num_experts * jnp.mean(jnp.sum(fraction * jnp.mean(probs, axis=1), axis=-1))
 
 
@@ -183,19 +180,19 @@ def router_z_loss(logits: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)))
 
 
-def routing_metrics(routing: Route, num_experts: int) -> dict[str, jax.Array]:
+def routing_metrics(routed: Route, num_experts: int) -> dict[str, jax.Array]:
     """Share of (token, choice) pairs dropped, tokens whose first choice is each expert, top-1 gate."""
     return {
-        "dropped_fraction": 1.0 - jnp.mean(routing.kept.astype(jnp.float32)),
-        "tokens_per_expert": jnp.sum(jax.nn.one_hot(routing.experts[..., 0], num_experts, dtype=jnp.int32), (0, 1)),
-        "top1_gate": jnp.mean(routing.gates[..., 0].astype(jnp.float32)),
+        "dropped_fraction": 1.0 - jnp.mean(routed.kept.astype(jnp.float32)),
+        "tokens_per_expert": jnp.sum(jax.nn.one_hot(routed.experts[..., 0], num_experts, dtype=jnp.int32), (0, 1)),
+        "top1_gate": jnp.mean(routed.gates[..., 0].astype(jnp.float32)),
     }
 
 
 def switch_ffn(
     params: Params,
     x: jax.Array,
-    settings: MoESettings,
+    settings: routing.MoESettings,
     *,
     jitter: jax.Array | None = None,
     rng: jax.Array | None = None,
@@ -217,8 +214,8 @@ def switch_ffn(
     if jitter is not None:
         jitter = jitter.reshape(grouped.shape)
     logits = router_logits(params["router"], grouped, settings.router_dtype, jitter)
-    routing = route(logits, settings.top_k, capacity, settings.batch_prioritized)
-    slots = dispatch(grouped, routing, settings.num_experts, capacity)
+    routed = route(logits, settings.top_k, capacity, settings.batch_prioritized)
+    slots = dispatch(grouped, routed, settings.num_experts, capacity)
     if rng is not None:  # each device drops its own units
         for axis in dict.fromkeys((*batch_axes, *expert_axes)):
             rng = jax.random.fold_in(rng, lax.axis_index(axis))
@@ -232,11 +229,11 @@ def switch_ffn(
         expert_axes=expert_axes,
         mlp_axes=mlp_axes,
     )
-    y = combine(slots, routing, x.dtype).reshape(batch, length, d_model)
+    y = combine(slots, routed, x.dtype).reshape(batch, length, d_model)
     metrics = {
-        "aux_loss": load_balancing_loss(logits, routing),
+        "aux_loss": load_balancing_loss(logits, routed),
         "z_loss": router_z_loss(logits),
-        **routing_metrics(routing, settings.num_experts),
+        **routing_metrics(routed, settings.num_experts),
     }
     if batch_axes:
         counts = metrics.pop("tokens_per_expert")

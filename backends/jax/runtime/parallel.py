@@ -17,7 +17,8 @@ import jax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from .moe import MoESettings, switch_ffn
+from . import routing
+from .moe import switch_ffn
 from .sharding import Rules
 
 METRICS = ("aux_loss", "z_loss", "dropped_fraction", "tokens_per_expert", "top1_gate")
@@ -40,7 +41,7 @@ class ExpertParallel:
         self,
         params: dict[str, Any],
         x: jax.Array,
-        settings: MoESettings,
+        settings: routing.MoESettings,
         *,
         jitter: jax.Array | None = None,
         rng: jax.Array | None = None,

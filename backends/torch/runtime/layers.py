@@ -420,7 +420,8 @@ def truncated_normal(shape: tuple[int, ...], generator: torch.Generator) -> torc
 
 
 def init_params(model: nn.Module, table: ParamTable, seed: int) -> None:
-    """Truncated-normal weights with std sqrt(init_scale / fan_in) (Sec. 2.4), norms at 1.
+    """Truncated-normal weights with PARAMS' std (sqrt(init_scale / fan_in) for kernels, Sec. 2.4; 1 for
+    the embedding), norms at 1.
 
     Every parameter is drawn whole, in table order, from one generator seeded by `seed`: the
     weights do not depend on the mesh (parallel.py keeps each rank's shard afterwards).

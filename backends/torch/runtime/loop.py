@@ -18,7 +18,8 @@ forward, backward, gradient reduction and the optimizer step:
     --resume            continue from the latest checkpoint, at the same step; on CPU the losses
                         are bit-identical to a run that was never interrupted
     --init-from FILE    start from the weights in a safetensors file keyed by IR names (weights.py)
-    --export-init FILE  write the step-0 weights to such a file, then exit
+    --export-init FILE  write the step-0 weights to such a file, then exit (with --resume: the
+                        latest checkpoint's)
 
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
 stops training on every rank with the step and the quantity, and exit status 3
@@ -41,21 +42,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from . import flags, host, metrics, weights
 from .checkpoint import Checkpoints, load_training_state, prime_optimizer, training_state
 from .layers import Noise, flat_params, ir_name, load_flat
 from .optim import clip_by_global_norm, optimizer_for, schedule
 from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
-
-if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
-    from ...common import flags, host, metrics, weights
-else:  # a generated program: runtime/ holds copies of backends/common's flags, host, metrics, weights
-    from . import flags, host, metrics, weights
 
 T = TypeVar("T")
 
@@ -172,11 +169,18 @@ def _same_settings(args: argparse.Namespace, model_module: ModuleType, world: in
         raise SystemExit(refusal)
 
 
+def _first_on_host() -> bool:
+    """This process is its host's first (torchrun's LOCAL_RANK 0; so is a process started alone).
+    A job of several hosts has a log per host: a reason that every rank shares is said by the first
+    rank of each host, so that every host's log says why the job stopped, and says it once."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
 def _together(check: Callable[[], T], rank: int, world: int) -> T:
     """Run a check that every rank makes before training and that may refuse the run (SystemExit
-    with a message). If any rank refuses, every rank stops, and rank 0 says each distinct reason
-    once (naming the ranks it came from when not all did), rather than each rank repeating it or
-    the rest waiting at their next collective for one that has left."""
+    with a message). If any rank refuses, every rank stops, and the first rank of each host says
+    each distinct reason once (naming the ranks it came from when not all did), rather than each
+    rank repeating it or the rest waiting at their next collective for one that has left."""
     refusal = None
     try:
         value = check()
@@ -188,7 +192,7 @@ def _together(check: Callable[[], T], rank: int, world: int) -> T:
         refusals: list[str | None] = [None] * world
         dist.all_gather_object(refusals, refusal)
         if any(refusals):
-            if rank == 0:
+            if _first_on_host():
                 for message in dict.fromkeys(r for r in refusals if r):
                     ranks = [str(i) for i, r in enumerate(refusals) if r == message]
                     who = "" if len(ranks) == world else f"rank {', '.join(ranks)}: "
@@ -397,8 +401,8 @@ def _train(
                 checkpoints.restore(found, state)
         except SystemExit as refused:
             # DCP's load is collective: a damaged file fails it on every rank, each raising the same
-            # first failure (checkpoint._unwrapped), so rank 0 says it for all of them
-            if rank != 0 and isinstance(refused.code, str):
+            # first failure (checkpoint._unwrapped), so the first rank of each host says it
+            if not _first_on_host() and isinstance(refused.code, str):
                 raise SystemExit(1) from None
             raise
         load_training_state(model, opt, state)

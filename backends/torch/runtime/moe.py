@@ -19,18 +19,14 @@ einsum of Mesh-TF costs 2 * G * S * E * C * D FLOPs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import routing
 from .layers import Stream, activate, dropout
-
-if TYPE_CHECKING or __package__ != "runtime":  # inside the switchc package
-    from ...common.routing import MoESettings
-else:  # a generated program: runtime/routing.py is a copy of backends/common/routing.py
-    from .routing import MoESettings
 
 
 class Route(NamedTuple):
@@ -92,15 +88,15 @@ def route(logits: torch.Tensor, top_k: int, capacity: int, batch_prioritized: bo
     return Route(experts, gates, slot, kept)
 
 
-def dispatch(x: torch.Tensor, routing: Route, num_experts: int, capacity: int) -> torch.Tensor:
+def dispatch(x: torch.Tensor, routed: Route, num_experts: int, capacity: int) -> torch.Tensor:
     """Dispatch op: [G, S, D] -> [G, E, C, D]; each slot gathers the token that claimed it."""
     groups, group, d_model = x.shape
     slots = num_experts * capacity
-    top_k = routing.slot.shape[-1]
+    top_k = routed.slot.shape[-1]
     token = torch.arange(group, device=x.device)[None, :, None].expand(groups, group, top_k)
     # `group` indexes a zero pad row; the extra last slot collects every dropped (token, choice)
     source = torch.full((groups, slots + 1), group, dtype=torch.long, device=x.device)
-    source = source.scatter(1, routing.slot.reshape(groups, -1), token.reshape(groups, -1))[:, :slots]
+    source = source.scatter(1, routed.slot.reshape(groups, -1), token.reshape(groups, -1))[:, :slots]
     padded = torch.cat([x, x.new_zeros(groups, 1, d_model)], dim=1)
     gathered = padded.gather(1, source[..., None].expand(groups, slots, d_model))
     return gathered.reshape(groups, num_experts, capacity, d_model)
@@ -137,26 +133,26 @@ class Experts(nn.Module):
         return out.reshape(experts, groups, capacity, d_model).transpose(0, 1)
 
 
-def combine(slots: torch.Tensor, routing: Route, dtype: torch.dtype) -> torch.Tensor:
+def combine(slots: torch.Tensor, routed: Route, dtype: torch.dtype) -> torch.Tensor:
     """Combine op: [G, E, C, D] -> [G, S, D]; each token sums its slots' outputs times its gates.
 
     Gates are cast to the model dtype first, so no float32 tensor is multiplied into activations.
     """
     groups, num_experts, capacity, d_model = slots.shape
-    group, top_k = routing.slot.shape[1:]
+    group, top_k = routed.slot.shape[1:]
     flat = slots.reshape(groups, num_experts * capacity, d_model)
     flat = torch.cat([flat, flat.new_zeros(groups, 1, d_model)], dim=1)  # dropped -> 0
-    index = routing.slot.reshape(groups, group * top_k, 1).expand(groups, group * top_k, d_model)
+    index = routed.slot.reshape(groups, group * top_k, 1).expand(groups, group * top_k, d_model)
     picked = flat.gather(1, index).reshape(groups, group, top_k, d_model)
-    weights = torch.where(routing.kept, routing.gates, 0.0).to(dtype)
+    weights = torch.where(routed.kept, routed.gates, 0.0).to(dtype)
     return torch.einsum("gskd,gsk->gsd", picked, weights)
 
 
-def load_balancing_loss(logits: torch.Tensor, routing: Route) -> torch.Tensor:
+def load_balancing_loss(logits: torch.Tensor, routed: Route) -> torch.Tensor:
     """AuxLoss op (eq. 4-6): N * sum_i f_i * P_i per group, averaged; 1.0 at uniform routing."""
     num_experts = logits.shape[-1]
     probs = torch.softmax(logits.float(), dim=-1)
-    fraction = F.one_hot(routing.experts[..., 0], num_experts).float().mean(dim=1)
+    fraction = F.one_hot(routed.experts[..., 0], num_experts).float().mean(dim=1)
     return num_experts * (fraction * probs.mean(dim=1)).sum(dim=-1).mean()
 
 
@@ -165,12 +161,12 @@ def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits.float(), dim=-1).square().mean()
 
 
-def routing_metrics(routing: Route, num_experts: int) -> dict[str, torch.Tensor]:
+def routing_metrics(routed: Route, num_experts: int) -> dict[str, torch.Tensor]:
     """Share of (token, choice) pairs dropped, tokens whose first choice is each expert, top-1 gate."""
     return {
-        "dropped_fraction": 1.0 - routing.kept.float().mean(),
-        "tokens_per_expert": F.one_hot(routing.experts[..., 0], num_experts).sum(dim=(0, 1)),
-        "top1_gate": routing.gates[..., 0].float().mean(),
+        "dropped_fraction": 1.0 - routed.kept.float().mean(),
+        "tokens_per_expert": F.one_hot(routed.experts[..., 0], num_experts).sum(dim=(0, 1)),
+        "top1_gate": routed.gates[..., 0].float().mean(),
     }
 
 
@@ -178,7 +174,7 @@ def switch(
     router: Router,
     experts: Experts,
     x: torch.Tensor,
-    settings: MoESettings,
+    settings: routing.MoESettings,
     *,
     jitter: torch.Tensor | None = None,
     rng: Stream | None = None,
@@ -194,15 +190,15 @@ def switch(
     if jitter is not None:
         jitter = jitter.reshape(grouped.shape)
     logits = router(grouped, settings.router_dtype, jitter)
-    routing = route(logits, settings.top_k, capacity, settings.batch_prioritized)
+    routed = route(logits, settings.top_k, capacity, settings.batch_prioritized)
     # The router losses before the experts: under train.remat the backward's recomputation of the
     # block then ends at the combine's inputs, as XLA's does (layers.remat).
     metrics = {
-        "aux_loss": load_balancing_loss(logits, routing),
+        "aux_loss": load_balancing_loss(logits, routed),
         "z_loss": router_z_loss(logits),
-        **routing_metrics(routing, settings.num_experts),
+        **routing_metrics(routed, settings.num_experts),
     }
-    slots = dispatch(grouped, routing, settings.num_experts, capacity)
+    slots = dispatch(grouped, routed, settings.num_experts, capacity)
     slots = experts(slots, dropout_rate=settings.expert_dropout_rate, rng=rng)
-    y = combine(slots, routing, x.dtype).reshape(batch, length, d_model)
+    y = combine(slots, routed, x.dtype).reshape(batch, length, d_model)
     return y, metrics

@@ -512,7 +512,11 @@ def test_a_run_directory_where_no_lock_can_be_made_is_one_error(
 
     monkeypatch.setattr(Path, "open", refuse)  # a directory this user may not write (tests run as root here)
     refusal = flags.lock_run_directory(tmp_path)
-    assert refusal == f"error: --out {tmp_path}: cannot write .lock there: Permission denied"
+    assert refusal == (
+        f"error: --out {tmp_path}: cannot write .lock there: Permission denied\n"
+        "hint: a run takes its directory's lock, also to resume or to --export-init from it: a run on read-only "
+        "storage is copied to a writable place first"
+    )
 
 
 def test_a_lock_file_that_cannot_be_written_is_one_error_and_not_left_behind(
@@ -533,7 +537,10 @@ def test_a_lock_file_that_cannot_be_written_is_one_error_and_not_left_behind(
 
     monkeypatch.setattr(Path, "open", full)
     refusal = flags.lock_run_directory(tmp_path)
-    assert refusal == f"error: --out {tmp_path}: cannot write .lock there: No space left on device"
+    assert refusal == (
+        f"error: --out {tmp_path}: cannot write .lock there: No space left on device\n"
+        "hint: free some space there, or choose another --out"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -738,6 +745,18 @@ with flags.ctrl_c_held():
 signal.raise_signal(signal.SIGINT)
 print("ignored", flush=True)
 """,
+    "caught": """
+try:
+    signal.raise_signal(signal.SIGINT)
+except BaseException:  # code that catches everything, as an interrupted import can
+    pass
+flags.training_began()
+try:
+    flags.raise_if_interrupted()
+    print("lost", flush=True)
+except KeyboardInterrupt:
+    print("raised before the first step", flush=True)
+""",
 }
 
 
@@ -757,6 +776,14 @@ def test_a_ctrl_c_a_callback_swallowed_is_delivered_again_and_other_swallowed_er
     assert done.stdout == "interrupted after the callback at once\n" and done.returncode == 0, done.stderr
     assert "Exception ignored" in done.stderr and "a finalizer's own error" in done.stderr
     assert "collecting" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+
+
+def test_a_ctrl_c_caught_before_training_is_raised_before_the_first_step() -> None:
+    """A KeyboardInterrupt that code caught and dropped, out of sight of the unraisable hook (seen
+    with a Ctrl-C while the JAX program imported jax), stayed marked as on its way, and the loop
+    never raised it: the run trained to its end."""
+    done = _ctrl_c("caught")
+    assert done.stdout == "raised before the first step\n" and done.returncode == 0, done.stderr
 
 
 def test_ctrl_c_waits_for_a_held_block_and_three_end_the_run_at_once() -> None:

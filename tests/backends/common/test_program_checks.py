@@ -157,3 +157,18 @@ def test_the_header_names_sentencepiece_for_a_spec_that_tokenizes_with_it(tmp_pa
         result = CliRunner().invoke(main, [*args, "--set", "model.vocab_size=1024"])
         assert result.exit_code == 0, result.output
         assert (needs in (out / "train.py").read_text()) is said, tokenizer
+
+
+def test_the_pytorch_header_shows_the_launch_lines_of_its_mesh(tmp_path: Path) -> None:
+    """A one-device mesh runs with python alone; a larger one needs torchrun, and `python train.py`
+    fails there ("needs 2 processes, this job has 1"): it was shown for every mesh."""
+    for axes, shown, hidden in (
+        ("{data: 1}", "    python train.py                           # one process", "torchrun --"),
+        ("{expert: 2}", "    torchrun --standalone --nproc-per-node 2 train.py    ", "    python train.py   "),
+    ):
+        out = tmp_path / axes.strip("{}").replace(": ", "")
+        args = ["compile", "switch-tiny", "--backend", "torch", "-o", str(out), "--set", f"mesh.axes={axes}"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        header = (out / "train.py").read_text().split('"""')[1]
+        assert shown in header and hidden not in header, header

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
-from switchc.backends.common.routing import expert_capacity, routing_group_size
-from switchc.backends.jax.runtime.moe import MoESettings, switch_ffn
+from switchc.backends.common.routing import MoESettings, expert_capacity, routing_group_size
+from switchc.backends.jax.runtime.moe import switch_ffn
 from switchc.backends.jax.runtime.parallel import ExpertParallel
 from switchc.backends.jax.runtime.sharding import Rules
 

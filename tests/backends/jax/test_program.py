@@ -374,6 +374,7 @@ def test_distributed_without_a_cluster_is_one_error_with_a_hint(tmp_path: Path) 
     ("flags", "said"),
     [
         (["--coordinator", "127.0.0.1:1234"], "--coordinator applies only with --distributed"),
+        (["--timeout", "5"], "--timeout applies only with --distributed"),  # it was taken, and ignored
         (
             ["--distributed", "--coordinator", "127.0.0.1:1234", "--process-id", "0"],
             "--coordinator, --process-id without --num-processes: give all three",

@@ -13,6 +13,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from switchc.backends.common import routing
 from switchc.backends.torch.program import generate
 from switchc.backends.torch.runtime import layers, moe
 from switchc.backends.torch.runtime.optim import Adafactor, optimizer, schedule
@@ -111,7 +112,7 @@ def test_dropout_keeps_no_mask_and_draws_it_again_for_the_gradient() -> None:
 
 
 def _reference_switch(
-    router: moe.Router, experts: moe.Experts, x: torch.Tensor, settings: moe.MoESettings
+    router: moe.Router, experts: moe.Experts, x: torch.Tensor, settings: routing.MoESettings
 ) -> torch.Tensor:
     """Token by token: the chosen experts' FFN outputs times their gates (no capacity limit)."""
     probs = torch.softmax(x.reshape(-1, x.shape[-1]) @ router.w, dim=-1)
@@ -127,7 +128,7 @@ def _reference_switch(
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_switch_layer_matches_a_per_token_reference(top_k: int) -> None:
     torch.manual_seed(0)
-    settings = moe.MoESettings(
+    settings = routing.MoESettings(
         num_experts=4,
         top_k=top_k,
         capacity_factor=4.0,  # room for every token: nothing is dropped
@@ -150,7 +151,7 @@ def test_switch_layer_matches_a_per_token_reference(top_k: int) -> None:
 
 def test_capacity_drops_late_tokens_through_the_residual() -> None:
     """All tokens pick expert 0, capacity 2: only the first two of each group get an output."""
-    settings = moe.MoESettings(4, 1, 1.0, 2, 8, 0.0, torch.float32, False, 0.0, "relu")
+    settings = routing.MoESettings(4, 1, 1.0, 2, 8, 0.0, torch.float32, False, 0.0, "relu")
     router, experts = moe.Router(4, 4), moe.Experts(4, 4, 8, "relu")
     with torch.no_grad():
         router.w.zero_()

@@ -27,6 +27,7 @@ from tests.backends.programs import (
     check_reexport_records_its_source,
     checkpoint_dirs,
     compile_program,
+    independent_ranks,
     records,
     run_program,
     set_args,
@@ -181,10 +182,16 @@ def test_two_processes_save_their_shards_and_resume_bit_identical(tmp_path: Path
     # rank 1's shard of step 4 cut short: DCP's load fails on both ranks, and the error is said once
     shard = program / "resumed" / "checkpoints" / "4" / "__1_0.distcp"
     shard.write_bytes(shard.read_bytes()[:64])
-    result = run_program(program, "--steps", "5", *flags, "--out", "resumed", "--resume", processes=2)
+    resume = ["--steps", "5", *flags, "--out", "resumed", "--resume"]
+    result = run_program(program, *resume, processes=2)
     error = f"error: --resume: cannot read checkpoint {program / 'resumed' / 'checkpoints' / '4'}: "
+    hint = "hint: the checkpoint is damaged; delete it to continue from step 2"
     assert result.returncode != 0 and result.stderr.count(error) == 1, result.stderr[-3000:]
-    assert result.stderr.count("hint: the checkpoint is damaged; delete it to continue from step 2") == 1
+    assert result.stderr.count(hint) == 1
+    # the ranks as two hosts' (each LOCAL_RANK 0, each with its own log): each log says it once
+    statuses, errors, _ = independent_ranks(program, [resume, resume])
+    assert statuses == [1, 1], errors
+    assert [(text.count(error), text.count(hint)) for text in errors] == [(1, 1), (1, 1)], errors
 
 
 def test_nan_stops_every_rank_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
