@@ -889,13 +889,14 @@ def run_settings(args: argparse.Namespace, model: ModuleType) -> dict[str, str]:
     return settings
 
 
-def disagreement(every: Sequence[Mapping[str, str]]) -> str | None:
-    """The error when the processes' run_settings (one per rank, in rank order) differ, else None."""
+def disagreement(every: Sequence[Mapping[str, str]], member: str = "rank") -> str | None:
+    """The error when the processes' run_settings (one per process, in order) differ, else None.
+    `member`: what the job calls one of them (torch: "rank", jax.distributed: "process")."""
     differing = [key for key in every[0] if len({settings[key] for settings in every}) > 1]
     if not differing:
         return None
     lines = "".join(
-        f"\n  {key}: " + ", ".join(f"{settings[key]} on rank {rank}" for rank, settings in enumerate(every))
+        f"\n  {key}: " + ", ".join(f"{settings[key]} on {member} {index}" for index, settings in enumerate(every))
         for key in differing
     )
     return (

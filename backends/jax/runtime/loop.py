@@ -200,26 +200,20 @@ def _join_processes(args: argparse.Namespace) -> None:
 
 def _same_settings(args: argparse.Namespace, model: ModuleType) -> None:
     """Refuse a run whose processes were started with different programs or flags
-    (flags.run_settings): each process compares a checksum of each setting with every other's and
-    names the settings that differ, with its own values."""
-    import zlib
-
+    (flags.run_settings): every process gathers every other's settings, as the PyTorch program's
+    ranks do, and each says which differ and each process's value (flags.disagreement)."""
     import numpy as np
     from jax.experimental import multihost_utils
 
-    settings = flags.run_settings(args, model)
-    mine = np.array([zlib.crc32(value.encode()) & 0x7FFFFFFF for value in settings.values()], np.int32)
-    every = np.asarray(multihost_utils.process_allgather(mine))  # [processes, settings]
-    differing = [key for index, key in enumerate(settings) if len(set(every[:, index].tolist())) > 1]
-    if differing:
-        import jax
-
-        own = ", ".join(f"{key} {settings[key]}" for key in differing)
-        raise SystemExit(
-            f"error: process {jax.process_index()}: the processes of this run were started with different "
-            f"{', '.join(differing)} (this one: {own})\n"
-            "hint: start every process with the same program and the same flags"
-        )
+    text = np.frombuffer(json.dumps(flags.run_settings(args, model)).encode(), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.array([text.size], np.int32))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)  # process_allgather takes one shape from all
+    padded[: text.size] = text
+    rows = np.asarray(multihost_utils.process_allgather(padded))
+    every = [json.loads(row[:length].tobytes()) for row, length in zip(rows, lengths.tolist(), strict=True)]
+    refusal = flags.disagreement(every, "process")
+    if refusal is not None:
+        raise SystemExit(refusal)
 
 
 def _reach(address: str, seconds: int) -> None:
