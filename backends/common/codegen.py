@@ -189,10 +189,11 @@ def config_values(spec: Spec) -> list[tuple[str, list[tuple[str, Any]]]]:
     """Config's fields and values by group (a title, then (name, value) pairs): every scalar the
     model, the loop and the data pipeline read."""
     optimizer = spec.train.optimizer
+    model_fields = [(f.name, getattr(spec.model, f.name)) for f in fields(spec.model)]
     return [
-        ("model (PAPER.md Sec. 1)", [(f.name, getattr(spec.model, f.name)) for f in fields(spec.model)]),
+        ("model (T5's encoder-decoder; Switch layers: the Switch Transformer paper's Sec. 2)", model_fields),
         (
-            "training (Sec. 4)",
+            "training",
             [
                 ("batch_size", spec.train.batch_size),
                 ("inputs_length", spec.train.inputs_length),
@@ -213,7 +214,7 @@ def config_values(spec: Spec) -> list[tuple[str, list[tuple[str, Any]]]]:
         *(
             [
                 (
-                    "router losses (Sec. 2.2; model.py's loss holds them)",
+                    "router losses (load balancing: the Switch Transformer paper's Sec. 2.2; z-loss: ST-MoE's)",
                     [
                         ("aux_loss_coef", spec.moe.aux_loss_coef),
                         ("z_loss_coef", spec.moe.z_loss_coef),

@@ -1,5 +1,5 @@
 """Routing groups and expert capacity: the one definition that switchc's cost model and every
-generated program share (PAPER.md Sec. 2.2, eq. 3, with the floor of the reference code):
+generated program share (the Switch Transformer paper's Sec. 2.2, eq. 3, with the floor of the reference code):
 
     tokens per group = the largest divisor of the tokens on one device that is <= group_size
     capacity         = min(tokens per group,

@@ -1,6 +1,6 @@
 """Spec -> IR graph: the T5 encoder-decoder with Switch layers, one node per op instance.
 
-The graph follows PAPER.md Sec. 1 block by block: pre-norm residual blocks (self-attention,
+The graph follows T5's architecture block by block: pre-norm residual blocks (self-attention,
 cross-attention in the decoder, then an FFN or a Switch layer), one relative position bias per
 stack, a final norm per stack, logits, cross-entropy and the router losses. A Switch layer is
 Group -> Router -> Dispatch -> ExpertFFN -> Combine -> Ungroup, with the experts as one dim of

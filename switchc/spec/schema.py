@@ -1,7 +1,7 @@
 """The spec format, v1: one frozen dataclass per section, one field per key.
 
 This file is the single source of truth for the format. Every field carries its type, its range,
-its default (taken from the paper, shared/PAPER.md, unless stated) and a description that says
+its default (taken from the paper unless stated) and a description that says
 why; validation, `switchc explain` and `switchc schema` (JSON Schema) are all derived from it.
 
 Sections: `model` (the T5 backbone), `moe` (absent or null = a dense model), `layout` (which FFN

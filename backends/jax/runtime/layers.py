@@ -1,4 +1,4 @@
-"""T5 building blocks as plain functions over arrays (PAPER.md Sec. 1).
+"""T5 building blocks as plain functions over arrays (the Switch Transformer is a T5 of Switch FFNs).
 
 Runtime support, copied verbatim into generated JAX programs. Parameters are nested dicts of
 arrays; functions take what they need and return arrays. Conventions follow T5 / flaxformer:

@@ -1,4 +1,5 @@
-"""The Switch / MoE feed-forward layer: routing, capacity, dispatch, experts, combine (PAPER.md Sec. 2-3).
+"""The Switch / MoE feed-forward layer: routing, capacity, dispatch, experts, combine (the Switch
+Transformer paper's Sec. 2).
 
 This file is runtime support: it is copied verbatim into every generated JAX program and depends
 only on jax and runtime/routing.py (routing group size, expert capacity and MoESettings: pure
@@ -6,8 +7,8 @@ Python shared with the PyTorch program and switchc's cost model). It has one fun
 of a Switch layer (Router, Dispatch, ExpertFFN, Combine, AuxLoss, RouterZLoss); `switch_ffn`
 composes them on one device's tokens and runs inside `jax.shard_map` (see parallel.py): each
 device routes its own tokens, an all-to-all over the expert mesh axes moves each expert's slots
-to the device holding that expert, and a second all-to-all brings the results back (PAPER.md
-Sec. 6).
+to the device holding that expert, and a second all-to-all brings the results back (the paper's
+Sec. 5).
 
 Shapes: G groups of S tokens (S = routing group size), D = d_model, F = d_ff (or d_ff / model
 shards), E experts (E_local on one device), C = expert capacity, k = experts per token.

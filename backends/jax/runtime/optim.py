@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules (PAPER.md Sec. 4), on optax. Runtime support.
+"""Optimizers and learning-rate schedules, on optax (the Switch Transformer paper trains as T5 does).
+Runtime support.
 
 The T5 recipe is Adafactor with an inverse-square-root schedule, lr(step) = 1/sqrt(max(step, w)):
 constant for w warm-up steps, then decaying. `peak` rescales it so its maximum is the spec's

@@ -1,4 +1,5 @@
-"""T5 building blocks as torch modules (PAPER.md Sec. 1). Runtime support, copied verbatim.
+"""T5 building blocks as torch modules (the Switch Transformer is a T5 of Switch FFNs). Runtime
+support, copied verbatim.
 
 Each module holds the parameters of one IR op under the IR's leaf names (q, k, v, o; wi, wo;
 scale; table; ...), with exactly the shapes of the IR (and of the JAX program's PARAMS): q is

@@ -1,4 +1,5 @@
-"""The Switch / MoE feed-forward layer: routing, capacity, dispatch, experts, combine (PAPER.md Sec. 2-3).
+"""The Switch / MoE feed-forward layer: routing, capacity, dispatch, experts, combine (the Switch
+Transformer paper's Sec. 2).
 
 Runtime support, copied verbatim into every generated PyTorch program; it depends only on torch
 and runtime/routing.py (routing group size, expert capacity and MoESettings: pure Python shared
@@ -7,7 +8,7 @@ layer (Router, Dispatch, ExpertFFN, Combine, AuxLoss, RouterZLoss), the same fun
 program's runtime/moe.py, and `switch` composes them on the tokens this process holds. The layer
 knows nothing about parallelism: parallel.py wraps the `Experts` module so that an all-to-all
 carries each expert's slots to the rank that holds the expert before it runs, and a second one
-brings the results back (PAPER.md Sec. 6).
+brings the results back (the paper's Sec. 5).
 
 Shapes: G groups of S tokens (S = routing group size), D = d_model, F = d_ff (or d_ff / model
 shards), E experts (E_local on one rank), C = expert capacity, k = experts per token.

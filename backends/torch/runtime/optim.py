@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules (PAPER.md Sec. 4), matching the JAX program's optax ones.
+"""Optimizers and learning-rate schedules (the Switch Transformer paper trains as T5 does), matching
+the JAX program's optax ones.
 
 Runtime support, copied verbatim. The JAX program uses optax.adamw and optax.adafactor (with
 multiply_by_parameter_scale=False, as T5X does); torch has AdamW with the same arithmetic, but
