@@ -277,21 +277,23 @@ def stop_interrupted(
     *,
     who: str = "",
     at_once: bool = False,
+    first: int = 0,
 ) -> NoReturn:
     """End a run stopped by a signal after `step` steps: say where it stopped and how to go on, and
     exit with the shell's status for the signal (128 + its number). A save in flight was committed.
     `who` prefixes the message ("process 1: "); `at_once` exits without the interpreter's shutdown
-    (one process of several, whose distributed runtime would wait there for the others)."""
+    (one process of several, whose distributed runtime would wait there for the others); `first`:
+    the step the run started from (a resumed run's), where `step` stands if it trained none."""
     name = signal.Signals(signal_number).name
     if announce:
-        if kept_step is not None and kept_step == step:
+        if kept_step is not None and kept_step == step and step > first:
             where = f"checkpoint {step} saved"
         elif kept_step:
             where = f"the latest checkpoint is step {kept_step}"
         else:
             where = "no checkpoint was saved"
         then = "; the same command with --resume continues from it" if kept_step else ""
-        after = f"after step {step}" if step else "before its first step ended"  # a fresh run, as it began
+        after = f"after step {step}" if step > first else "before its first step ended"  # none trained here
         said(f"\n{who}{name}: training stopped {after} ({where}{then}).")
     if at_once:
         sys.stdout.flush()

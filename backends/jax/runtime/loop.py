@@ -758,7 +758,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
         # (an evaluation's batches, dispatched ahead) it crashed (SIGSEGV); and with several
         # processes it would wait at jax.distributed's barrier for the others
         who = f"process {jax.process_index()}: " if several else ""
-        metrics.stop_interrupted(signal.SIGINT, reached, kept, who=who, at_once=True)
+        metrics.stop_interrupted(signal.SIGINT, reached, kept, who=who, at_once=True, first=start)
     except Exception as error:
         flags.stopping()
         if isinstance(error, OSError) and error.filename is not None:  # a save or a record not written

@@ -551,7 +551,7 @@ def _train(
         if progress is not None:
             progress.close()
         kept = checkpoints.latest_step() if checkpoints is not None else None  # saves are synchronous here
-        metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary)
+        metrics.stop_interrupted(signal.SIGINT, reached, kept, announce=primary, first=start)
     finally:
         stop.restore()
         if progress is not None:

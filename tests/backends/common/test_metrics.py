@@ -161,13 +161,26 @@ def test_sigterm_asks_to_stop_and_more_sigterms_are_the_same_request() -> None:
             130,
             "SIGINT: training stopped before its first step ended (no checkpoint was saved).",
         ),
+        (  # resumed at step 4 and stopped before step 5 ended: it said "after step 4 (checkpoint 4 saved"
+            signal.SIGINT,
+            (4, 4),
+            4,
+            130,
+            "SIGINT: training stopped before its first step ended (the latest checkpoint is step 4; the same",
+        ),
     ],
 )
 def test_a_stopped_run_says_where_it_stopped(
-    number: int, step: int, kept: int | None, status: int, says: str, capsys: pytest.CaptureFixture[str]
+    number: int,
+    step: int | tuple[int, int],
+    kept: int | None,
+    status: int,
+    says: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    reached, first = step if isinstance(step, tuple) else (step, 0)  # (the step reached, the run's first)
     with pytest.raises(SystemExit) as stopped:
-        metrics.stop_interrupted(number, step, kept)
+        metrics.stop_interrupted(number, reached, kept, first=first)
     assert stopped.value.code == status
     assert says in capsys.readouterr().err
 
