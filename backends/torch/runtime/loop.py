@@ -92,7 +92,7 @@ def parse_args(
     if any(arg == "--devices" or arg.startswith("--devices=") for arg in argv):  # argparse: "unrecognized"
         parser.error(
             "--devices is the JAX program's flag; this program runs one process per device: torchrun "
-            "--nproc-per-node N train.py"
+            "--standalone --nproc-per-node N train.py"
         )
     args = parser.parse_args(argv)
     flags.check(parser, args)
