@@ -174,6 +174,16 @@ def choose_hardware(
     return max(matches, key=len) if matches else default
 
 
+def mfu_against(hardware: str, peak: float, requested: str | None, device_kind: str, default: str) -> str:
+    """The start line's word on MFU's peak. A profile that no name chose (`choose_hardware` fell back
+    to `default`: no profile is named in the device's kind, an L4 say) says so, with the way to pick one."""
+    said = f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
+    named = hardware == "cpu" or hardware in "".join(device_kind.lower().split())
+    if requested is None and not named and hardware == default:
+        said += f": no profile is named in {device_kind!r}, so the spec's; --hardware NAME picks another"
+    return said
+
+
 # ---- non-finite values ---------------------------------------------------------------------------
 
 

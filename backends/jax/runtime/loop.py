@@ -589,7 +589,7 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
     say(
         f"mesh {' x '.join(f'{axis}={size}' for axis, size in mesh.shape.items())} on {mesh.size} {device.platform} "
         f"device{'s' if mesh.size > 1 else ''}; steps {start}..{args.steps}; "
-        f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
+        + metrics.mfu_against(hardware, peak, args.hardware, device.device_kind, model.DEFAULT_HARDWARE)
     )
     if jax.device_count() > mesh.size:
         say(f"note: {jax.device_count()} devices; the mesh uses {mesh.size} of them (--devices sets how many to fake)")

@@ -228,14 +228,16 @@ def _open_checkpoints(
     return found, flags.checked_record(checkpoints, found, args, model_module, primary, "torch", tokenizer)
 
 
+def _device_kind(device: torch.device) -> str:
+    """What the device is, as hardware profiles name it: the GPU's name ("NVIDIA H200"), else "cpu"."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def _hardware(args: argparse.Namespace, model_module: ModuleType, device: torch.device) -> str:
     """The hardware profile MFU is measured against (metrics.choose_hardware)."""
-    if device.type == "cuda":
-        platform, kind = "gpu", torch.cuda.get_device_name(device)
-    else:
-        platform, kind = device.type, device.type
+    platform = "gpu" if device.type == "cuda" else device.type
     return metrics.choose_hardware(
-        args.hardware, platform, kind, model_module.PEAK_FLOPS, model_module.DEFAULT_HARDWARE
+        args.hardware, platform, _device_kind(device), model_module.PEAK_FLOPS, model_module.DEFAULT_HARDWARE
     )
 
 
@@ -412,7 +414,7 @@ def _train(
     shape = " x ".join(f"{axis}={size}" for axis, size in model_module.MESH_AXES.items())
     say(
         f"mesh {shape} on {devices} {device.type} process{'es' if devices > 1 else ''}; steps {start}..{args.steps}; "
-        f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
+        + metrics.mfu_against(hardware, peak, args.hardware, _device_kind(device), model_module.DEFAULT_HARDWARE)
     )
     if resumed is not None:
         ignored = f" (not from --init-from {args.init_from}: the checkpoint has the weights)" if args.init_from else ""

@@ -107,6 +107,26 @@ def test_hardware_choice(requested: str | None, platform: str, kind: str, chosen
     assert metrics.choose_hardware(requested, platform, kind, PROFILES, "tpuv3") == chosen
 
 
+@pytest.mark.parametrize(
+    ("requested", "kind", "fallback"),
+    [
+        (None, "NVIDIA GeForce RTX 4090", True),  # no profile named: the spec's, said as such
+        (None, "TPU v3", False),
+        (None, "NVIDIA H200", False),
+        (None, "cpu", False),
+        ("tpuv3", "NVIDIA GeForce RTX 4090", False),  # asked for
+    ],
+)
+def test_the_start_line_says_when_no_profile_names_the_device(requested: str | None, kind: str, fallback: bool) -> None:
+    """MFU on a GPU no profile names was measured against the spec's TPU v3 without a word."""
+    platform = "cpu" if kind == "cpu" else "gpu"
+    chosen = metrics.choose_hardware(requested, platform, kind, PROFILES, "tpuv3")
+    said = metrics.mfu_against(chosen, 1.23e14, requested, kind, "tpuv3")
+    assert said.startswith(f"MFU against {chosen} (1.23e+14 FLOP/s per device)")
+    note = f": no profile is named in {kind!r}, so the spec's; --hardware NAME picks another"
+    assert said.endswith(note) is fallback, said
+
+
 def test_an_unknown_hardware_profile_is_an_error() -> None:
     with pytest.raises(SystemExit, match="unknown hardware profile 'v100'; profiles: a100, cpu"):
         metrics.choose_hardware("v100", "gpu", "Tesla V100", PROFILES, "tpuv3")
