@@ -42,13 +42,20 @@ except ImportError:  # Windows: runs there take no lock on their directory
     fcntl = None  # type: ignore[assignment]
 
 
+def first_on_host() -> bool:
+    """This process is the first of its host in a job (torchrun's LOCAL_RANK 0; without LOCAL_RANK,
+    RANK 0; a process started alone). A job of several hosts has a log per host: what every process
+    would say alike is said by the first of each host, so that each log says it, once."""
+    return os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, quiet on every process but the first of a job (torchrun's RANK, when set): a usage
-    error exits each with status 2, but is printed once, not once per rank."""
+    """argparse, quiet on every process but the first of each host (`first_on_host`): a usage
+    error exits each with status 2, but is printed once per log, not once per rank."""
 
     @staticmethod
     def _first_process() -> bool:
-        return os.environ.get("RANK", "0") == "0"
+        return first_on_host()
 
     def print_help(self, file: Any = None) -> None:
         if self._first_process():
@@ -347,11 +354,16 @@ def tidy_unless_trained(args: argparse.Namespace) -> Iterator[None]:
     unwinds through here instead of killing the process where it stands."""
     _training[0] = False
     ours = _end_on_sigterm(args)
+    outermost = _Importing.tidy is None
+    if outermost:
+        _Importing.tidy = args
     try:
         yield
     finally:
         if ours:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if outermost:
+            _Importing.tidy = None
         if not _training[0]:
             remove_made(args)
 
@@ -382,6 +394,9 @@ class _Terminating:
 
 def _on_sigterm(signal_number: int, frame: Any) -> None:
     """SIGTERM's handler before the training loop begins (_end_on_sigterm)."""
+    if _Importing.depth:  # raised once the imports are done (imports_held)
+        _Importing.terminated = True
+        return
     if _training[0] or _CtrlC.holds:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -389,6 +404,31 @@ def _on_sigterm(signal_number: int, frame: Any) -> None:
     if not _Terminating.raised:  # a second SIGTERM (a launcher passing it on) is the same request
         _Terminating.raised = True
         raise Terminated
+
+
+class _Importing:
+    depth = 0  # imports_held blocks entered and not left
+    terminated = False  # a SIGTERM came during them
+    tidy: argparse.Namespace | None = None  # the run tidy_unless_trained tidies (a forced exit's to tidy)
+
+
+@contextlib.contextmanager
+def imports_held() -> Iterator[None]:
+    """train.py's imports of the program and its framework: cut by a signal, an import can fail in
+    pieces (numpy's C extension: two ImportError tracebacks), crash in native code, or swallow the
+    KeyboardInterrupt. A Ctrl-C or a SIGTERM during them is raised once they are done
+    (KeyboardInterrupt, Terminated); FORCE_PRESSES of Ctrl-C still end the program at once."""
+    _Importing.depth += 1
+    _CtrlC.holds += 1
+    try:
+        yield
+    finally:
+        _CtrlC.holds -= 1
+        _Importing.depth -= 1
+    if _Importing.terminated and not _Importing.depth and not _Terminating.raised:
+        _Terminating.raised = True
+        raise Terminated
+    raise_if_interrupted()
 
 
 def remove_made(args: argparse.Namespace) -> None:
@@ -451,10 +491,17 @@ def _on_sigint(signal_number: int, frame: Any) -> None:
     else:
         _CtrlC.presses += 1
     if _CtrlC.presses >= FORCE_PRESSES:  # whatever the run waits for (a save on a hung file system)
+        began = _training[0]
+        if not began and _Importing.tidy is not None:  # what the run made goes, as on the way out
+            remove_made(_Importing.tidy)
         if _Parser._first_process():
+            lost = (
+                "a checkpoint save in flight is lost; the latest complete one is kept"
+                if began
+                else "no step was trained"
+            )
             print(
-                f"\nSIGINT {_CtrlC.presses} times: leaving now, without waiting for the work in progress (a "
-                "checkpoint save in flight is lost; the latest complete one is kept).",
+                f"\nSIGINT {_CtrlC.presses} times: leaving now, without waiting for the work in progress ({lost}).",
                 file=sys.stderr,
             )
         exit_now(128 + signal.SIGINT)

@@ -104,18 +104,18 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
 
 import sys
 
-from runtime.flags import Terminated, catch_ctrl_c, ctrl_c_held, stop_if_interrupted, tidy_unless_trained
+from runtime.flags import Terminated, catch_ctrl_c, imports_held, stop_if_interrupted, tidy_unless_trained
 
 
 def main(argv: list[str]) -> None:
-    # Imports wait for a Ctrl-C (then raised, one line below): cut by it, a framework's import can
-    # fail, crash in native code, or swallow it. Here, not above, so that the handler is installed.
-    with ctrl_c_held():
+    # Ctrl-C (and SIGTERM, once the flags are read) waits for the imports, then is one line (below):
+    # cut by a signal, a framework's import can fail, crash in native code, or swallow it.
+    with imports_held():
         from runtime.loop import parse_args
 
 {parse}
     with tidy_unless_trained(args):  # a run that stops before its first step leaves no folder it made
-        with ctrl_c_held():
+        with imports_held():
             import model{note}
             from runtime import data, loop
 

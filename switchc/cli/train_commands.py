@@ -384,6 +384,7 @@ def train(
     files = program_files(resolved, backend)  # what the backend refuses leaves no OUT behind
     made = [folder for folder in (*reversed(out.parents), out) if not folder.exists()]  # outermost first
     _hold_run_directory(out)
+    replaced: dict[str, str] | None = None  # the run's own program, once --allow-changes replaced it
     try:
         # --allow-changes replaces the run's program; until a checkpoint of the new settings is saved,
         # the run is still the old one, and so is its program (a stop before that puts it back)
@@ -396,6 +397,7 @@ def train(
         except PlainUserError:  # refused before anything changed: the lock file and folders made go too
             remove_made(argparse.Namespace(out=out, made=made))
             raise
+        replaced = runs_own
         if not resume:
             _clear_earlier_run(out)
         wanted = devices or needed
@@ -414,17 +416,32 @@ def train(
         status = _run_program([*start, *arguments], *lock_for_child(out))
         if status and not resume and not any((out / name).exists() for name in RUN_OUTPUTS):
             _remove_untrained(out, program, made)
-        if runs_own is not None and _saved_steps(out) == saved:
-            write_program(runs_own, program, elsewhere="train with another --out")
-            click.echo(
-                f"note: no checkpoint of the changed settings was saved: {program} is the run's own again "
-                "(the same command goes on with the changes)",
-                err=True,
-            )
-    finally:
+    finally:  # however this ended (a status, an error, a signal to switchc itself)
+        if replaced is not None and _saved_steps(out) == saved:
+            _put_back(replaced, program)
         release_run_directory(out)
     if status:
         raise SystemExit(status)
+
+
+def _put_back(files: dict[str, str], program: Path) -> None:
+    """Write the run's own program back into RUN/program (--allow-changes stopped before a checkpoint
+    of the changes), with Ctrl-C and SIGTERM held off: cut between its renames, the swap would leave
+    no program at all. A failure is said, and leaves the changed program and the run's status."""
+    held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        write_program(files, program, elsewhere="train with another --out")
+    except (PlainUserError, OSError) as error:
+        click.echo(f"warning: could not put the run's own program back in {program}: {error}", err=True)
+        return
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+    click.echo(
+        f"note: no checkpoint of the changed settings was saved: {program} is the run's own again (the same "
+        "command goes on with the changes)",
+        err=True,
+    )
 
 
 def _saved_steps(out: Path) -> dict[str, tuple[int, int]]:

@@ -258,30 +258,60 @@ def test_ctrl_c_names_the_checkpoint_on_disk(backend: str, tmp_path: Path) -> No
     assert int(stopped.group(1) or stopped.group(2)) == on_disk
 
 
-# A launcher prelude: the first lookup of numpy (runtime.loop's import of the framework) sends this
-# process SIGINT, then says whether Python went on with the import (the handler raises at once).
-CTRL_C_IN_AN_IMPORT = """import importlib.abc, os
-class _CtrlCInAnImport(importlib.abc.MetaPathFinder):
+def _signal_in_an_import(module: str, number: int) -> str:
+    """A launcher prelude: the first lookup of `module` sends this process signal `number`, then
+    says whether Python went on with the import (an unheld Ctrl-C raises at once)."""
+    return f"""import importlib.abc, os
+class _SignalInAnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "numpy":
+        if name == {module!r}:
             sys.meta_path.remove(self)
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), {int(number)})
             print("the import went on", file=sys.stderr, flush=True)
         return None
-sys.meta_path.insert(0, _CtrlCInAnImport())
+sys.meta_path.insert(0, _SignalInAnImport())
 """
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_ctrl_c_while_the_framework_imports_waits_for_the_import(backend: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "stop", "module"),
+    [
+        ("jax", signal.SIGINT, "numpy"),  # runtime.loop's imports, before the flags are read
+        ("torch", signal.SIGINT, "numpy"),
+        ("jax", signal.SIGINT, "model"),  # model.py's, which imports the framework, in --out's tidy block
+        ("jax", signal.SIGTERM, "model"),
+    ],
+)
+def test_a_signal_while_the_program_imports_waits_for_the_import(
+    backend: str, stop: signal.Signals, module: str, tmp_path: Path
+) -> None:
     """Raised inside the import, Ctrl-C made jax's fail with two ImportError tracebacks (numpy's C
     extension cut short), or abort (134) or crash (139) in native code, or was swallowed and the
-    run trained to its end. The imports now hold it, and then it is the one line, status 130."""
+    run trained to its end. The imports now hold Ctrl-C and SIGTERM: one line, 130 or 143, and the
+    run directory the program made is gone."""
     _needs(backend)
-    result = run_program(_program(tmp_path, backend, "program"), "--steps", "2", prelude=CTRL_C_IN_AN_IMPORT)
-    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
-    said = "the import went on\n\nSIGINT: stopped before training began (no step was trained).\n"
+    program = _program(tmp_path, backend, "program")
+    run = tmp_path / "new" / "run"
+    result = run_program(program, "--steps", "2", "--out", str(run), prelude=_signal_in_an_import(module, stop))
+    assert result.returncode == 128 + stop, result.stderr[-3000:]
+    said = f"the import went on\n\n{stop.name}: stopped before training began (no step was trained).\n"
     assert result.stderr == said, result.stderr[-3000:]
+    assert not (tmp_path / "new").exists()
+
+
+def test_three_ctrl_cs_while_the_program_imports_leave_at_once_and_tidy(tmp_path: Path) -> None:
+    """The third Ctrl-C ends a program at once, an import too; before training began it removes
+    what the run made (it left --out's folders) and says no step was trained (it spoke of a save)."""
+    _needs("jax")
+    thrice = _signal_in_an_import("model", signal.SIGINT).replace(
+        f"os.kill(os.getpid(), {int(signal.SIGINT)})", f"[os.kill(os.getpid(), {int(signal.SIGINT)}) for _ in range(3)]"
+    )
+    run = tmp_path / "new" / "run"
+    result = run_program(_program(tmp_path, "jax", "program"), "--steps", "2", "--out", str(run), prelude=thrice)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    said = "\nSIGINT 3 times: leaving now, without waiting for the work in progress (no step was trained).\n"
+    assert result.stderr == said, result.stderr[-3000:]
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -691,9 +691,13 @@ def test_torchrun_names_a_rank_killed_by_a_signal_and_ends_with_status_1(
         assert said.startswith(f"error: rank {statuses.index(kill)} "), said
 
 
-@pytest.mark.parametrize("saves", [False, True], ids=["stopped before a save", "saved a step"])
+@pytest.mark.parametrize(
+    ("saves", "raises"),
+    [(False, False), (True, False), (False, True)],
+    ids=["stopped before a save", "saved a step", "switchc interrupted"],
+)
 def test_allow_changes_stopped_before_a_save_puts_the_runs_program_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saves: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saves: bool, raises: bool
 ) -> None:
     """A --resume --allow-changes stopped before it saved a checkpoint left the run's program
     rewritten with the changes: the run's own command (without them) was then refused, and its
@@ -710,6 +714,8 @@ def test_allow_changes_stopped_before_a_save_puts_the_runs_program_back(
     def stopped(command: list[str], env: dict[str, str], fds: tuple[int, ...]) -> int:
         if saves:
             fake_checkpoint(out / "checkpoints", 5, CHECKPOINT_MARKERS["jax"])
+        if raises:  # switchc itself interrupted while the program ran
+            raise KeyboardInterrupt
         return 128 + signal.SIGINT
 
     monkeypatch.setattr(train_commands, "_run_program", stopped)

@@ -169,13 +169,6 @@ def _same_settings(args: argparse.Namespace, model_module: ModuleType, world: in
         raise SystemExit(refusal)
 
 
-def _first_on_host() -> bool:
-    """This process is its host's first (torchrun's LOCAL_RANK 0; so is a process started alone).
-    A job of several hosts has a log per host: a reason that every rank shares is said by the first
-    rank of each host, so that every host's log says why the job stopped, and says it once."""
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0
-
-
 def _together(check: Callable[[], T], rank: int, world: int) -> T:
     """Run a check that every rank makes before training and that may refuse the run (SystemExit
     with a message). If any rank refuses, every rank stops, and the first rank of each host says
@@ -192,7 +185,7 @@ def _together(check: Callable[[], T], rank: int, world: int) -> T:
         refusals: list[str | None] = [None] * world
         dist.all_gather_object(refusals, refusal)
         if any(refusals):
-            if _first_on_host():
+            if flags.first_on_host():
                 for message in dict.fromkeys(r for r in refusals if r):
                     ranks = [str(i) for i, r in enumerate(refusals) if r == message]
                     who = "" if len(ranks) == world else f"rank {', '.join(ranks)}: "
@@ -404,7 +397,7 @@ def _train(
         except SystemExit as refused:
             # DCP's load is collective: a damaged file fails it on every rank, each raising the same
             # first failure (checkpoint._unwrapped), so the first rank of each host says it
-            if not _first_on_host() and isinstance(refused.code, str):
+            if not flags.first_on_host() and isinstance(refused.code, str):
                 raise SystemExit(1) from None
             raise
         load_training_state(model, opt, state)

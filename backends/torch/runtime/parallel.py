@@ -55,6 +55,7 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.nn.parallel import DistributedDataParallel
 
+from . import flags
 from .layers import Attention, CrossEntropy, Embedding, FeedForward, Logits, Stream, ir_name, module_path
 from .moe import Experts
 
@@ -129,8 +130,8 @@ def init_distributed(axes: Mapping[str, int], timeout_seconds: float, device: st
         torch.cuda.set_device(local_device)
     else:
         local_device = torch.device("cpu")
-    if world != needed:  # every rank finds the same: the first says it (there is no process group yet)
-        if os.environ.get("RANK", "0") != "0":
+    if world != needed:  # every rank finds the same: each host's first says it (there is no process group yet)
+        if not flags.first_on_host():
             raise SystemExit(1)
         command = shlex.join(sys.argv)  # this program's path and flags, as started
         raise SystemExit(

@@ -815,3 +815,26 @@ def test_stdout_whose_reader_went_away_takes_what_follows_without_an_error(
     print("step 2", flush=True)  # ... through outlive_stdout the run goes on
     print("step 3", flush=True)
     stream.close()
+
+
+@pytest.mark.parametrize(
+    ("environment", "first"),
+    [
+        ({}, True),  # a process started alone
+        ({"RANK": "3", "LOCAL_RANK": "0"}, True),  # torchrun: the first rank of the second host
+        ({"RANK": "3", "LOCAL_RANK": "1"}, False),
+        ({"RANK": "1"}, False),  # a launcher that sets no LOCAL_RANK: rank 0 alone says it
+        ({"RANK": "0"}, True),
+    ],
+)
+def test_the_first_process_of_each_host_says_what_all_would(
+    environment: dict[str, str], first: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job of several hosts has a log per host: a refusal every process makes alike (a flag, a
+    damaged checkpoint) is said by each host's first process, so that no host's log is silent."""
+    for name in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert flags.first_on_host() is first
+    assert flags._Parser._first_process() is first
