@@ -482,6 +482,7 @@ class _CtrlC:
     holds = 0  # depth of ctrl_c_held blocks, and 1 more for good once the run is stopping
     again = False  # the next SIGINT is a swallowed one delivered again
     previous_hook: Any = None  # sys.unraisablehook before catch_ctrl_c
+    in_hook = False  # the main thread is in _unraisable, where a signal delivered again would be lost
 
 
 def _on_sigint(signal_number: int, frame: Any) -> None:
@@ -524,18 +525,27 @@ def _unraisable(error: Any) -> None:
     else:
         (_CtrlC.previous_hook or sys.__unraisablehook__)(error)
         return
-    # from another thread, a moment later: the main thread takes it once it has left the callback
-    # (raised here, in the hook, it would be swallowed again); raise_if_interrupted is the net
-    timer = threading.Timer(0.01, _deliver_again, args=(number,))
-    timer.daemon = True
-    with contextlib.suppress(RuntimeError):  # no new thread while the interpreter shuts down
-        timer.start()
+    # from another thread, once the main thread has left the hook (raised in it, the signal's
+    # exception would be swallowed again); raise_if_interrupted is the net
+    _CtrlC.in_hook = True
+    try:
+        timer = threading.Timer(0.01, _deliver_again, args=(number,))
+        timer.daemon = True
+        with contextlib.suppress(RuntimeError):  # no new thread while the interpreter shuts down
+            timer.start()
+    finally:
+        _CtrlC.in_hook = False
 
 
 def _deliver_again(number: signal.Signals) -> None:
     """Deliver signal `number` to the main thread once more (_unraisable), as a signal sent to that
     thread: it also ends a wait the thread is in (a sleep, a join), where a signal only noted for it
-    (_thread.interrupt_main) would be taken when the wait ends."""
+    (_thread.interrupt_main) would be taken when the wait ends. It waits for the main thread to
+    leave the hook first: on a busy machine the main thread can still be starting this timer's
+    thread when it fires, and the handler's exception, raised in the hook, was swallowed there."""
+    waited = time.monotonic() + 5.0
+    while _CtrlC.in_hook and time.monotonic() < waited:
+        time.sleep(0.001)
     signal.pthread_kill(threading.main_thread().ident or 0, number)
 
 

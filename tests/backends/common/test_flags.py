@@ -730,6 +730,24 @@ except KeyboardInterrupt:
 gc.callbacks.remove(collecting)
 Broken()
 """,
+    "slow hook": """
+start = threading.Timer.start
+def slow_start(self):  # the main thread still in the hook when the timer fires: a busy machine
+    start(self)
+    time.sleep(0.5)
+threading.Timer.start = slow_start
+def collecting(phase, info):
+    if phase == "start":
+        signal.raise_signal(signal.SIGINT)
+gc.callbacks.append(collecting)
+try:
+    gc.collect()
+    time.sleep(30)
+    print("went on", flush=True)
+except KeyboardInterrupt:
+    print("interrupted after the callback", flush=True)
+gc.callbacks.remove(collecting)
+""",
     "held": """
 with flags.ctrl_c_held():
     signal.raise_signal(signal.SIGINT)
@@ -761,7 +779,9 @@ except KeyboardInterrupt:
 
 
 def _ctrl_c(case: str, ignored: bool = False) -> subprocess.CompletedProcess[str]:
-    script = "import gc, signal, sys, time\nfrom switchc.backends.common import flags\nflags.catch_ctrl_c()\n"
+    script = (
+        "import gc, signal, sys, threading, time\nfrom switchc.backends.common import flags\nflags.catch_ctrl_c()\n"
+    )
     if ignored:  # as `cmd &` in a script starts it
         script = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + script
     return subprocess.run([sys.executable, "-c", script + CTRL_C[case]], capture_output=True, text=True, timeout=60)
@@ -776,6 +796,15 @@ def test_a_ctrl_c_a_callback_swallowed_is_delivered_again_and_other_swallowed_er
     assert done.stdout == "interrupted after the callback at once\n" and done.returncode == 0, done.stderr
     assert "Exception ignored" in done.stderr and "a finalizer's own error" in done.stderr
     assert "collecting" not in done.stderr and "KeyboardInterrupt" not in done.stderr, done.stderr
+
+
+def test_a_ctrl_c_delivered_again_waits_for_the_main_thread_to_leave_the_hook() -> None:
+    """Seen in CI, two workers: the timer fired while the main thread was still starting it, inside
+    the hook; the handler's KeyboardInterrupt was swallowed there ("Exception ignored in
+    sys.unraisablehook"), and the program stopped only at its first step."""
+    done = _ctrl_c("slow hook")
+    assert done.stdout == "interrupted after the callback\n" and done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
 
 
 def test_a_ctrl_c_caught_before_training_is_raised_before_the_first_step() -> None:
