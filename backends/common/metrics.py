@@ -169,16 +169,20 @@ def choose_hardware(
         return requested
     if platform == "cpu" and "cpu" in names:
         return "cpu"
-    kind = "".join(device_kind.lower().split())
-    matches = [name for name in names if name != "cpu" and name in kind]
+    matches = [name for name in names if name != "cpu" and _names(device_kind, name)]
     return max(matches, key=len) if matches else default
+
+
+def _names(device_kind: str, profile: str) -> bool:
+    """Whether the device's kind spells the profile's name ("NVIDIA H200" -> h200, "TPU v3" -> tpuv3)."""
+    return profile in "".join(device_kind.lower().split())
 
 
 def mfu_against(hardware: str, peak: float, requested: str | None, device_kind: str, default: str) -> str:
     """The start line's word on MFU's peak. A profile that no name chose (`choose_hardware` fell back
     to `default`: no profile is named in the device's kind, an L4 say) says so, with the way to pick one."""
     said = f"MFU against {hardware} ({peak:.3g} FLOP/s per device)"
-    named = hardware == "cpu" or hardware in "".join(device_kind.lower().split())
+    named = hardware == "cpu" or _names(device_kind, hardware)
     if requested is None and not named and hardware == default:
         said += f": no profile is named in {device_kind!r}, so the spec's; --hardware NAME picks another"
     return said

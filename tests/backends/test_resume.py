@@ -258,15 +258,16 @@ def test_ctrl_c_names_the_checkpoint_on_disk(backend: str, tmp_path: Path) -> No
     assert int(stopped.group(1) or stopped.group(2)) == on_disk
 
 
-def _signal_in_an_import(module: str, number: int) -> str:
-    """A launcher prelude: the first lookup of `module` sends this process signal `number`, then
-    says whether Python went on with the import (an unheld Ctrl-C raises at once)."""
+def _signal_in_an_import(module: str, number: int, times: int = 1) -> str:
+    """A launcher prelude: the first lookup of `module` sends this process signal `number` (`times`
+    times), then says whether Python went on with the import (an unheld Ctrl-C raises at once)."""
     return f"""import importlib.abc, os
 class _SignalInAnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == {module!r}:
             sys.meta_path.remove(self)
-            os.kill(os.getpid(), {int(number)})
+            for _ in range({times}):
+                os.kill(os.getpid(), {int(number)})
             print("the import went on", file=sys.stderr, flush=True)
         return None
 sys.meta_path.insert(0, _SignalInAnImport())
@@ -303,9 +304,7 @@ def test_three_ctrl_cs_while_the_program_imports_leave_at_once_and_tidy(tmp_path
     """The third Ctrl-C ends a program at once, an import too; before training began it removes
     what the run made (it left --out's folders) and says no step was trained (it spoke of a save)."""
     _needs("jax")
-    thrice = _signal_in_an_import("model", signal.SIGINT).replace(
-        f"os.kill(os.getpid(), {int(signal.SIGINT)})", f"[os.kill(os.getpid(), {int(signal.SIGINT)}) for _ in range(3)]"
-    )
+    thrice = _signal_in_an_import("model", signal.SIGINT, times=3)
     run = tmp_path / "new" / "run"
     result = run_program(_program(tmp_path, "jax", "program"), "--steps", "2", "--out", str(run), prelude=thrice)
     assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]

@@ -1,13 +1,8 @@
-"""The PyTorch program's runtime as switchc keeps it. Every program gets a copy of these modules in its
-runtime/ (RUNTIME_MODULES of backends/torch/program.py, not this file: a program's
-runtime/__init__.py is written with it), beside copies of backends/common's COMMON_MODULES. So that
-the modules import those the same way here as there (`from . import flags`), this package gives
-backends/common's as its own.
-"""
+"""The PyTorch program's runtime as switchc keeps it. A program gets a copy of these modules in
+its runtime/ (RUNTIME_MODULES of backends/torch/program.py; its runtime/__init__.py is written
+with it, not copied from this file) beside copies of backends/common's COMMON_MODULES, which this
+package gives as its own (as_runtime_siblings)."""
 
-import sys
+from ...common import as_runtime_siblings, data, flags, host, metrics, routing, weights
 
-from ...common import data, flags, host, metrics, routing, weights
-
-for _module in (data, flags, host, metrics, routing, weights):
-    sys.modules[f"{__name__}.{_module.__name__.rpartition('.')[2]}"] = _module
+as_runtime_siblings(__name__, (data, flags, host, metrics, routing, weights))

@@ -172,3 +172,20 @@ def test_the_pytorch_header_shows_the_launch_lines_of_its_mesh(tmp_path: Path) -
         assert result.exit_code == 0, result.output
         header = (out / "train.py").read_text().split('"""')[1]
         assert shown in header and hidden not in header, header
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_switchcs_runtime_has_as_siblings_the_common_modules_a_program_carries(backend: str) -> None:
+    """The runtime imports backends/common's modules as siblings (`from . import flags`), as a
+    program's runtime/ holds them: each runtime package gives exactly COMMON_MODULES as its own."""
+    import importlib
+    import sys
+
+    from switchc.backends.common.program import COMMON_MODULES
+
+    package = importlib.import_module(f"switchc.backends.{backend}.runtime").__name__
+    for name in COMMON_MODULES:
+        common = importlib.import_module(f"switchc.backends.common.{name.removesuffix('.py')}")
+        assert sys.modules[f"{package}.{name.removesuffix('.py')}"] is common, name
+    program = importlib.import_module(f"switchc.backends.{backend}.program")
+    assert not set(program.RUNTIME_MODULES) & set(COMMON_MODULES)
