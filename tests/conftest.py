@@ -53,6 +53,12 @@ def refuse_reading(monkeypatch: pytest.MonkeyPatch, refused: Path) -> None:
         monkeypatch.setattr(Path, method, refuse)
 
 
+@pytest.fixture(scope="session")
+def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for the tests that type-check generated programs (programs.type_findings)."""
+    return tmp_path_factory.mktemp("mypy-cache")
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """Write YAML text to a file and return its path (as a string, as the CLI gets it)."""

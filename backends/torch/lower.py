@@ -46,14 +46,23 @@ def _owner(name: str) -> str:
 
 
 def module_expression(path: str) -> str:
-    """How forward() reaches the module at IR path `path` (see `module_tree` for the layout)."""
+    """How forward() reaches the module at IR path `path` (see `module_tree` for the layout):
+    `self.shared`, `self.encoder["final_norm"]`, `self.encoder.block(0).attention`."""
     parts = path.split("/")
     expression = f"self.{parts[0]}"
-    if len(parts) > 1:
+    if len(parts) == 2:
         expression += f"[{literal(parts[1])}]"
-    for part in parts[2:]:
-        expression += f".{part}"
+    elif len(parts) == 3:
+        expression += f".block({_block_index(path)}).{parts[2]}"
     return expression
+
+
+def _block_index(path: str) -> int:
+    """The index of the block that holds the sublayer at IR path stack/block/sublayer."""
+    index = path.split("/")[1]
+    if not index.isdigit():
+        raise LoweringError(f"module '{path}' is not a sublayer of a numbered block")
+    return int(index)
 
 
 # ---- the module tree ----------------------------------------------------------------------------------
@@ -103,9 +112,10 @@ Tree = dict[str, "Tree | str"]
 def module_tree(graph: Graph) -> Tree:
     """Owner path -> constructor, nested by path components, in first-use order.
 
-    Depth 1 is an attribute of the model (`shared`), depth 2 an entry of a stack's ModuleDict
-    (`encoder["position_bias"]`), depth 3 a sublayer of a block (`encoder["0"].attention`). The
-    token loss comes last, at depth 1 (`cross_entropy`).
+    Depth 1 is an attribute of the model (`shared`), depth 2 an entry of a stack (a ModuleDict:
+    `encoder["position_bias"]`, or a block `encoder["0"]`), depth 3 a sublayer of a block
+    (`encoder["0"].attention`, reached as `encoder.block(0).attention`). The token loss comes
+    last, at depth 1 (`cross_entropy`).
     """
     tree: Tree = {}
     for node in graph.nodes:
@@ -140,7 +150,7 @@ def init_lines(tree: Tree) -> list[str]:
         if isinstance(sub, str):
             lines.append(f"{BODY}self.{top} = {sub}")
             continue
-        lines.append(f"{BODY}self.{top} = nn.ModuleDict()")
+        lines.append(f"{BODY}self.{top} = layers.Stack()")
         for key, child in sub.items():
             target = f"self.{top}[{literal(key)}]"
             if isinstance(child, str):
@@ -150,6 +160,7 @@ def init_lines(tree: Tree) -> list[str]:
             for name, constructor in child.items():
                 if not isinstance(constructor, str) or not name.isidentifier():
                     raise LoweringError(f"module '{top}/{key}/{name}' is not a sublayer of a block")
+                _block_index(f"{top}/{key}/{name}")
                 sublayers.append(f"{name}={constructor}")
             lines += call_lines(f"{target} = layers.Block", sublayers, BODY)
     return lines

@@ -21,13 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+if TYPE_CHECKING:  # the Switch modules, for Block's annotations (moe.py imports this module)
+    from .moe import Experts, Router
 
 T = TypeVar("T")
 
@@ -178,10 +181,33 @@ def _parameter(*shape: int) -> nn.Parameter:
 
 
 class Block(nn.ModuleDict):
-    """A transformer block's sublayers by IR name (attention_norm, attention, ffn_norm, ffn, ...)."""
+    """A transformer block's sublayers by IR name. A block holds the ones its IR op has: a Switch
+    block has router and experts instead of ffn, an encoder block no cross-attention; the
+    annotations give each name's module type to a type checker (they create no attribute)."""
+
+    attention_norm: RMSNorm
+    attention: Attention
+    cross_attention_norm: RMSNorm
+    cross_attention: Attention
+    ffn_norm: RMSNorm
+    ffn: FeedForward
+    router: Router
+    experts: Experts
 
     def __init__(self, **sublayers: nn.Module) -> None:
         super().__init__(sublayers)
+
+
+class Stack(nn.ModuleDict):
+    """An encoder or decoder: its blocks under their indices ("0", "1", ...) beside the modules
+    the whole stack shares (position_bias, final_norm, ...) under their IR names."""
+
+    def block(self, index: int) -> Block:
+        """Block `index`, typed as a Block (`self[...]` is any module)."""
+        block = self[str(index)]
+        if not isinstance(block, Block):
+            raise TypeError(f"entry {index} of the stack is a {type(block).__name__}, not a Block")
+        return block
 
 
 class Embedding(nn.Module):

@@ -55,11 +55,15 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
     ],
     ids=["switch", "dense", "three-axis mesh, remat"],
 )
-def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
-    """Under the ruff.toml the program ships with (a dense one drew noise it never read: F841)."""
+def test_output_is_formatted_lint_clean_and_type_checks(
+    tmp_path: Path, mypy_cache: Path, settings: tuple[str, ...]
+) -> None:
+    """Under the ruff.toml the program ships with (a dense one drew noise it never read: F841),
+    and mypy with switchc's own flags."""
     program = compile_program(tmp_path, *settings)
     assert (program / "ruff.toml").is_file()
     assert programs.ruff_findings(program) == []
+    assert programs.type_findings(program, mypy_cache) == ""
 
 
 def test_the_header_names_the_spec_file_and_its_overrides_not_the_path_typed(tmp_path: Path) -> None:

@@ -50,9 +50,14 @@ def test_output_is_byte_identical_for_the_same_spec(tmp_path: Path) -> None:
         ("--set", "moe=null"),  # dense: no noise to draw
     ],
 )
-def test_output_is_formatted_and_lint_clean(tmp_path: Path, settings: tuple[str, ...]) -> None:
+def test_output_is_formatted_lint_clean_and_type_checks(
+    tmp_path: Path, mypy_cache: Path, settings: tuple[str, ...]
+) -> None:
+    """Under the ruff.toml the program ships with, and mypy with switchc's own flags (module
+    attributes of the blocks were `Tensor | Module` to it)."""
     program = compile_program(tmp_path, *settings)
     assert programs.ruff_findings(program) == []
+    assert programs.type_findings(program, mypy_cache) == ""
 
 
 def test_resolved_spec_and_report_sit_beside_the_program(tmp_path: Path) -> None:
