@@ -245,7 +245,12 @@ def config_lines(spec: Spec, dtypes: Mapping[str, str]) -> list[str]:
     return [
         "@dataclass(frozen=True)",
         "class Config:",
-        '    """What the spec fixed (see spec.yaml beside this file for every value and its meaning)."""',
+        '    """What the spec fixed (see spec.yaml beside this file for every value and its meaning).',
+        "",
+        "    runtime/ reads the training and data settings from here. The model code below is specialized:",
+        "    most model values (sizes, activation, loss coefficients) are written into it as literals, not",
+        "    read from here. To change the model, change the spec and compile again.",
+        '    """',
         "",
         *config_fields(spec),
         "",
