@@ -32,6 +32,7 @@ MOMENTUM_DTYPE = "float32"
 # optax.adafactor's default: dims smaller than this are not worth factoring.
 ADAFACTOR_MIN_DIM_TO_FACTOR = 128
 MASK_BYTES = 1  # a dropout mask keeps one byte per element
+SOFTMAX_BYTES = 4  # attention softmax runs in float32
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,33 @@ def _dropout(op: ops.Op, n: Sizes) -> Saved:
 def _attention(op: ops.Op, n: Sizes) -> Saved:
     """Legend: B batch, L query length, M key length, H heads, K d_kv, b dtype bytes.
 
-    Keeps q, k, v, the attention weights and the context (weights v) besides its inputs.
+    Keeps q, k, v and the context (weights v) besides its inputs, and per attention weight: the
+    float32 softmax output (its backward reads it), the weights in the model dtype that the
+    context matmul reads (another copy when that dtype is not float32 or dropout is on), and
+    dropout's mask.
     """
     assert isinstance(op, ops.Attention)
     B, L, M, H, K, b = n("batch"), n("length"), n("kv_length"), n("heads"), n("kv"), DTYPE_BYTES[op.dtype]
-    kept = (B * L * H * K * 2 + B * M * H * K * 2 + B * H * L * M) * b
+    per_weight = SOFTMAX_BYTES
+    if b != SOFTMAX_BYTES or op.dropout_rate > 0:
+        per_weight += b
     if op.dropout_rate > 0:
-        kept += B * H * L * M * MASK_BYTES
+        per_weight += MASK_BYTES
+    kept = (B * L * H * K * 2 + B * M * H * K * 2) * b + B * H * L * M * per_weight
     return Saved((0, 1) if op.cross else (0,), kept)
 
 
 def _ffn_hidden(count: int, activation: str, rate: float, b: int) -> int:
-    """Bytes of an FFN's hidden activations for `count` hidden units: pre-activations and output."""
-    pre = 2 if activation in ops.GATED else 1
-    return count * (pre + 1) * b + (count * MASK_BYTES if rate > 0 else 0)
+    """Bytes of an FFN's hidden activations for `count` hidden units: what the output matmul reads
+    (the activation, or with dropout the dropped activation and the mask) and what the
+    activation's backward reads: ReLU its own output; GELU its input; a gated one both inputs."""
+    if activation in ops.GATED:
+        read = 2
+    elif activation == "gelu":
+        read = 1
+    else:  # ReLU's output is the output matmul's input too, unless dropout comes between them
+        read = 1 if rate > 0 else 0
+    return count * (read + 1) * b + (count * MASK_BYTES if rate > 0 else 0)
 
 
 def _dense_ffn(op: ops.Op, n: Sizes) -> Saved:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .moe import activate
+from .moe import activate, dropout
 
 T = TypeVar("T")
 
@@ -81,14 +81,6 @@ def position_bias(
     return jnp.repeat(bias, batch // shards, axis=0)  # [B, H, L, M]: each row reads its shard's copy
 
 
-def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    """Inverted dropout; the identity when rate is 0 or rng is None (evaluation)."""
-    if rate == 0.0 or rng is None:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
-
-
 def attention(
     params: Params,
     x: jax.Array,
@@ -123,9 +115,28 @@ def attention(
         term = jnp.where(mask, 0.0 if term is None else term, jnp.finfo(jnp.float32).min)
     if term is not None:
         logits = logits + term
-    weights = dropout(jax.nn.softmax(logits, axis=-1).astype(x.dtype), dropout_rate, rng)
+    weights = dropout(softmax(logits).astype(x.dtype), dropout_rate, rng)
     context = jnp.einsum("bhlm,bhmk->bhlk", weights, v)
     return jnp.einsum("bhlk,hkd->bld", context, params["o"])
+
+
+@jax.custom_vjp
+def softmax(logits: jax.Array) -> jax.Array:
+    """Softmax over the last axis, whose backward reads its output alone: jax.nn.softmax's keeps
+    its exponentials too, a second tensor the size of the attention weights until the backward."""
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def _softmax_forward(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    weights = jax.nn.softmax(logits, axis=-1)
+    return weights, weights
+
+
+def _softmax_backward(weights: jax.Array, grad: jax.Array) -> tuple[jax.Array]:
+    return (weights * (grad - jnp.sum(grad * weights, axis=-1, keepdims=True)),)
+
+
+softmax.defvjp(_softmax_forward, _softmax_backward)
 
 
 def dense_ffn(

@@ -21,6 +21,7 @@ one-hot einsum of Mesh-TF costs 2 * G * S * E * C * D FLOPs (quadratic in tokens
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -33,9 +34,37 @@ Params = dict[str, Any]
 
 
 def activate(h: jax.Array, h_gate: jax.Array | None, activation: str) -> jax.Array:
-    """The FFN nonlinearity; gated variants multiply by a second projection (GEGLU, SwiGLU)."""
+    """The FFN nonlinearity; gated variants multiply by a second projection (GEGLU, SwiGLU).
+
+    The smooth ones run under jax.checkpoint: their backward computes them again from h (and
+    h_gate), where autodiff would keep every elementwise intermediate of the tanh GELU (six
+    tensors of the hidden size for GEGLU, besides h and h_gate) until the backward pass.
+    """
     if activation == "relu":
-        return jax.nn.relu(h)
+        return relu(h)
+    return jax.checkpoint(_smooth, static_argnums=(2,))(h, h_gate, activation)
+
+
+@jax.custom_vjp
+def relu(h: jax.Array) -> jax.Array:
+    """max(h, 0), whose backward reads its output (which the next matmul keeps anyway):
+    jax.nn.relu's keeps a mask and a zeros tensor of h's size besides."""
+    return jnp.maximum(h, 0)
+
+
+def _relu_forward(h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    out = jnp.maximum(h, 0)
+    return out, out
+
+
+def _relu_backward(out: jax.Array, grad: jax.Array) -> tuple[jax.Array]:
+    return (jnp.where(out > 0, grad, 0).astype(grad.dtype),)
+
+
+relu.defvjp(_relu_forward, _relu_backward)
+
+
+def _smooth(h: jax.Array, h_gate: jax.Array | None, activation: str) -> jax.Array:
     if activation == "gelu":
         return jax.nn.gelu(h, approximate=True)
     assert h_gate is not None, activation
@@ -44,6 +73,32 @@ def activate(h: jax.Array, h_gate: jax.Array | None, activation: str) -> jax.Arr
     if activation == "swiglu":
         return jax.nn.silu(h) * h_gate
     raise ValueError(f"unknown activation {activation!r}")
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    """Inverted dropout; the identity when rate is 0 or rng is None (evaluation). Its backward
+    reads the 1-byte mask alone (`_drop`)."""
+    if rate == 0.0 or rng is None:
+        return x
+    return _drop(x, jax.random.bernoulli(rng, 1.0 - rate, x.shape), rate)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _drop(x: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
+    """x / (1 - rate) where `keep`, else 0. Autodiff of jnp.where would keep two more tensors of
+    x's size until the backward; this keeps `keep`."""
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def _drop_forward(x: jax.Array, keep: jax.Array, rate: float) -> tuple[jax.Array, jax.Array]:
+    return _drop(x, keep, rate), keep
+
+
+def _drop_backward(rate: float, keep: jax.Array, grad: jax.Array) -> tuple[jax.Array, None]:
+    return jnp.where(keep, grad / (1.0 - rate), 0.0).astype(grad.dtype), None
+
+
+_drop.defvjp(_drop_forward, _drop_backward)
 
 
 def _slot_positions(experts: jax.Array, gates: jax.Array, num_experts: int, prioritized: bool) -> jax.Array:
@@ -142,9 +197,7 @@ def expert_ffn(
         stacked = jnp.stack([params["wi_0"], params["wi_1"]], axis=1)  # [E, 2, D, F]
         h, h_gate = jnp.einsum("ecd,etdf->tecf", x, stacked)
         hidden = activate(h, h_gate, activation)
-    if dropout_rate > 0 and rng is not None:  # expert dropout (Table 4), training only
-        keep = 1.0 - dropout_rate
-        hidden = jnp.where(jax.random.bernoulli(rng, keep, hidden.shape), hidden / keep, 0.0).astype(hidden.dtype)
+    hidden = dropout(hidden, dropout_rate, rng)  # expert dropout (Table 4), training only
     out = jnp.einsum("ecf,efd->ecd", hidden, params["wo"])
     if mlp_axes:  # d_ff is split over the model axes: each device holds a partial sum
         out = lax.psum(out, tuple(mlp_axes))

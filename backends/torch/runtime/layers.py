@@ -159,12 +159,24 @@ def remat(block: Callable[..., T], *args: torch.Tensor) -> T:
 
 
 def activate(h: torch.Tensor, h_gate: torch.Tensor | None, activation: str) -> torch.Tensor:
-    """The FFN nonlinearity; gated variants multiply by a second projection (GEGLU, SwiGLU)."""
+    """The FFN nonlinearity; gated variants multiply by a second projection (GEGLU, SwiGLU).
+
+    A gated one runs under torch.utils.checkpoint where gradients are recorded: its backward
+    computes the activation of h again, where autograd would keep it, a third tensor of the hidden
+    size besides h and h_gate, until the backward pass.
+    """
     if activation == "relu":
         return F.relu(h)
     if activation == "gelu":
         return F.gelu(h, approximate="tanh")
     assert h_gate is not None, activation
+    if not torch.is_grad_enabled():
+        return _gated(h, h_gate, activation)
+    out: torch.Tensor = checkpoint(_gated, h, h_gate, activation, use_reentrant=False, preserve_rng_state=False)
+    return out
+
+
+def _gated(h: torch.Tensor, h_gate: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "geglu":
         return F.gelu(h, approximate="tanh") * h_gate
     if activation == "swiglu":
