@@ -13,6 +13,7 @@ Fields are added in later versions, never renamed or removed without a version b
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -366,6 +367,7 @@ def routing_notes(spec: SpecSummary) -> list[str]:
             )
         possible = min(r.tokens_on_device, spec.group_size)
         if r.tokens_per_group * SMALL_GROUP_RATIO > possible:
+            notes += _floor_note(spec, r)
             continue
         length = "inputs_length" if r.stack == "encoder" else "targets_length"
         per_token = spec.num_experts * r.capacity / r.tokens_per_group
@@ -376,6 +378,25 @@ def routing_notes(spec: SpecSummary) -> list[str]:
             f"per device have a divisor near {possible}, or raise moe.group_size to {r.tokens_on_device}"
         )
     return notes
+
+
+FLOOR_PADDING_RATIO = 2  # capacity slots this many times the routed tokens, set by the floor, get a note
+
+
+def _floor_note(spec: SpecSummary, r: StackRouting) -> list[str]:
+    """A note when moe.min_capacity, not the capacity factor, sets a stack's capacity and the
+    slots it pads every group to are at least FLOOR_PADDING_RATIO times the tokens routed."""
+    wanted = math.ceil(spec.top_k * r.tokens_per_group / spec.num_experts * spec.capacity_factor)
+    slots, routed = spec.num_experts * r.capacity, r.tokens_per_group * spec.top_k
+    if r.capacity <= wanted or slots < FLOOR_PADDING_RATIO * routed:
+        return []
+    return [
+        f"{r.stack}: capacity {r.capacity} is moe.min_capacity's floor (capacity factor {spec.capacity_factor:g} "
+        f"gives {wanted}): {spec.num_experts} experts x {r.capacity} = {slots} slots per routing group for "
+        f"{routed} routed tokens, so the experts execute {slots / routed:.3g}x the FLOPs the tokens need (executed "
+        "FLOPs count every slot); fewer experts, larger routing groups (moe.group_size, more tokens per device) "
+        "or a lower moe.min_capacity pad less"
+    ]
 
 
 def rich_table(reports: Sequence[Report]) -> Table:

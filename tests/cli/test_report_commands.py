@@ -122,8 +122,30 @@ def test_routing_groups_a_prime_token_count_leaves_tiny_are_noted(tmp_path: Path
     assert json.loads(run("report", "switch-tiny", "--format", "json").output)["notes"] == []
     compiled = runner.invoke(main, ["compile", "switch-tiny", *PRIME, "-o", str(tmp_path / "p")])
     assert compiled.exit_code == 0 and f"note: {said}\n" in compiled.stderr
-    for name in ("switch-tiny", "switch-base", "switch-c"):
-        assert "| note |" not in run("report", name, "--format", "markdown").output
+    for name in ("switch-tiny", "switch-base"):
+        assert json.loads(run("report", name, "--format", "json").output)["notes"] == []
+
+
+def test_a_capacity_set_by_the_min_capacity_floor_is_noted_with_the_padding_it_costs() -> None:
+    """Switch-Base's 128 experts on routing groups of 64 tokens: the capacity factor asks for 1
+    slot per expert, min_capacity makes it 4, so 512 slots run for 64 tokens (executed expert
+    FLOPs 8x the model's). Switch-C as shipped pads the same way (2,048 experts x 4 slots for
+    groups of 512 and 114 tokens); Switch-Base as shipped, whose factor sets its capacity, does not."""
+    notes = json.loads(run("report", "switch-base", "--set", "moe.group_size=64", "--format", "json").output)["notes"]
+    assert [note.split(":")[0] for note in notes] == ["encoder", "decoder"]
+    assert notes[0].startswith(
+        "encoder: capacity 4 is moe.min_capacity's floor (capacity factor 1.25 gives 1): 128 experts x 4 = 512 "
+        "slots per routing group for 64 routed tokens, so the experts execute 8x the FLOPs the tokens need"
+    )
+    assert "or a lower moe.min_capacity pad less" in notes[0]
+    switch_c = json.loads(run("report", "switch-c", "--format", "json").output)["notes"]
+    assert [note.split(" (")[0] for note in switch_c] == [
+        "encoder: capacity 4 is moe.min_capacity's floor",
+        "decoder: capacity 4 is moe.min_capacity's floor",
+    ]
+    assert "8192 slots per routing group for 512 routed tokens, so the experts execute 16x" in switch_c[0]
+    floor_only = ("--set", "moe.group_size=32", "--set", "moe.min_capacity=6")  # 8 x 5 slots wanted, 8 x 6 run
+    assert json.loads(run("report", "switch-tiny", *floor_only, "--format", "json").output)["notes"] == []
 
 
 def test_a_set_that_makes_a_dense_spec_a_switch_model_is_noted() -> None:
