@@ -191,7 +191,7 @@ def analyse(graph: Graph, hw: Hardware, mfu: float = DEFAULT_MFU) -> Report:
     )
     conventions = (*flops.conventions, *MEMORY_CONVENTIONS, *COMM_CONVENTIONS, f"step time: {time.overlap}")
     summary = _spec_summary(graph)
-    notes = tuple(routing_notes(summary))
+    notes = (*routing_notes(summary), *_causality_notes(graph))
     full_remat = None
     if not memory.fits and meta.train.remat == "none":
         again = analyse(_with_full_remat(graph), hw, mfu)
@@ -378,6 +378,25 @@ def routing_notes(spec: SpecSummary) -> list[str]:
             f"per device have a divisor near {possible}, or raise moe.group_size to {r.tokens_on_device}"
         )
     return notes
+
+
+def _causality_notes(graph: Graph) -> list[str]:
+    """A note when batch-prioritized routing reaches the decoder's Switch layers: a target token's
+    slot (whether it is dropped) then depends on the router probabilities of later targets, which
+    teacher-forced training sees and token-by-token decoding cannot."""
+    moe = info(graph).moe
+    if moe is None or not moe.batch_prioritized_routing:
+        return []
+    decoder = [op.name.rsplit("/", 1)[0] for op in all_ops(graph) if isinstance(op, ops.ExpertFFN)]
+    decoder = [name for name in decoder if name.startswith("decoder/")]
+    if not decoder:
+        return []
+    return [
+        f"decoder: moe.batch_prioritized_routing orders the decoder's Switch layers ({', '.join(decoder)}) too, "
+        "so whether a target token finds an expert slot depends on the router probabilities of the targets after "
+        "it: teacher-forced training sees them, decoding one token at a time cannot (the paper proposes it for "
+        "the encoder); to keep it there only, make the decoder dense (layout.decoder.switch: [])"
+    ]
 
 
 FLOOR_PADDING_RATIO = 2  # capacity slots this many times the routed tokens, set by the floor, get a note

@@ -154,7 +154,11 @@ class MoEConfig:
         Dim, Field(description="Most tokens in one routing group; capacity is computed per group.")
     ] = 4096
     batch_prioritized_routing: Annotated[
-        StrictBool, Field(description="Claim expert slots in order of router probability instead of position.")
+        StrictBool,
+        Field(
+            description="Claim expert slots in order of router probability instead of position, in every Switch "
+            "layer (in the decoder's, a target's slot then depends on later targets: the report notes it)."
+        ),
     ] = False
     aux_loss_coef: Annotated[
         NonNegative, Field(description="Load-balancing loss weight alpha (eq. 4), 1e-2 in the paper.")

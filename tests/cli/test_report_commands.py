@@ -346,3 +346,18 @@ def test_a_control_character_in_a_hardware_file_is_located_with_a_hint_for_that_
     assert result.exit_code == 2 and "\x07" not in result.stderr
     assert f"{profile}:2:29: error: control character '\\x07' (U+0007): YAML allows none" in result.stderr
     assert "hint: delete it: a hardware file holds printable text" in result.stderr
+
+
+def test_batch_prioritized_routing_in_the_decoder_is_noted(tmp_path: Path) -> None:
+    """Ordering a group's slots by router probability lets a target's slot depend on later targets
+    in a decoder Switch layer: report and compile say so and how to keep it to the encoder."""
+    prioritized = ("--set", "moe.batch_prioritized_routing=true")
+    notes = json.loads(run("report", "switch-tiny", *prioritized, "--format", "json").output)["notes"]
+    assert len(notes) == 1 and notes[0].startswith(
+        "decoder: moe.batch_prioritized_routing orders the decoder's Switch layers (decoder/1) too"
+    )
+    assert notes[0].endswith("make the decoder dense (layout.decoder.switch: [])")
+    compiled = runner.invoke(main, ["compile", "switch-tiny", *prioritized, "-o", str(tmp_path / "p")])
+    assert compiled.exit_code == 0 and f"note: {notes[0]}\n" in compiled.stderr
+    encoder_only = (*prioritized, "--set", "layout.decoder.switch=[]")
+    assert json.loads(run("report", "switch-tiny", *encoder_only, "--format", "json").output)["notes"] == []
