@@ -14,7 +14,7 @@ import math
 import re
 import typing
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import MISSING, fields, is_dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -362,13 +362,28 @@ def _field_dataclass(cls: Any, name: str) -> Any:
     return None if typing.get_origin(strip_annotated(hint)) is dict else False
 
 
-def _section_keys(loc: tuple[Any, ...]) -> list[str]:
+def _section_class(loc: tuple[Any, ...]) -> Any:
+    """The dataclass of the section at `loc`, or None where `loc` names none."""
     cls: Any = SpecBody
     for part in loc:
         if not (is_dataclass(cls) and isinstance(part, str)) or part not in {f.name for f in fields(cls)}:
-            return []
+            return None
         cls = _field_dataclass(cls, part)
-    return [f.name for f in fields(cls)] if is_dataclass(cls) else []
+    return cls if is_dataclass(cls) else None
+
+
+def _section_keys(loc: tuple[Any, ...]) -> list[str]:
+    cls = _section_class(loc)
+    return [f.name for f in fields(cls)] if cls is not None else []
+
+
+def _valid_in(loc: tuple[Any, ...], key: str, value: Any) -> bool:
+    """Whether the section at `loc` takes `value` under `key` (a hint's example must be valid)."""
+    try:
+        TypeAdapter(_section_class(loc)).validate_python({key: value})
+    except ValidationError:
+        return False
+    return True
 
 
 def _describe(value: Any) -> str:
@@ -509,6 +524,9 @@ def _mapping_hint(loc: tuple[Any, ...], value: Any, span: Span, dsl_text: bool) 
     name = str(loc[-1]) if loc else "name"
     first = keys and len(keys) <= 3 and not isinstance(value, (dict, list))
     key, example = (keys[0], _describe(value).strip("'")) if first else ("KEY", "VALUE")
+    if first and not _valid_in(loc, key, value):  # an example must be valid: the key's default
+        default = _section_class(loc).__dataclass_fields__[key].default
+        example = "VALUE" if default is MISSING else _describe(default).strip("'")
     its = f" ({', '.join(keys)})" if keys else ""
     if span.source.name == OVERRIDE_SOURCE_NAME and loc:
         return f"set one of its keys{its}: --set {'.'.join(str(p) for p in loc)}.{key}={example}"

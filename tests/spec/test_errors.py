@@ -98,6 +98,14 @@ MISTAKES = [
         "write its keys (train, eval) under it, e.g. capacity_factor: {train: 1.25}",
     ),
     Mistake(
+        "one capacity factor, and invalid: the hint's example is the default, not the value",
+        "moe:\n  capacity_factor: -2.0\n",
+        2,
+        20,
+        "moe.capacity_factor: expected a mapping of keys, got -2.0",
+        "write its keys (train, eval) under it, e.g. capacity_factor: {train: 1.25}",
+    ),
+    Mistake(
         "top_k above num_experts",
         "moe:\n  num_experts: 4\n  top_k: 8\n",
         3,
