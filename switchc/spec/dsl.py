@@ -407,6 +407,13 @@ class _Lowering:
             seen[name.text] = name
             if isinstance(statement, Setting):
                 entries.append(Entry(_key(name), statement.value))
+            elif name.text in ("block", "repeat"):  # a stack's words: their bodies are no settings
+                self.error(
+                    name.span,
+                    f"'{name.text}' is not a block of '{path}'",
+                    f"blocks and repeats are listed in an encoder or decoder stack: encoder {{ {name.text} "
+                    f"{'2 ' if name.text == 'repeat' else ''}{{ ... }} }}, at the top level",
+                )
             else:
                 self.no_count(statement)
                 entries.append(Entry(_key(name), self.mapping(statement, f"{path}.{name.text}")))

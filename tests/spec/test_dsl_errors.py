@@ -42,6 +42,22 @@ MISTAKES = [
         "moe.capacity_factor: expected a mapping of keys, got 1.25",
         "write it as a block of its keys (train, eval): capacity_factor { train = 1.25 }",
     ),
+    Mistake(
+        "a stack's block inside a section (its words were each 'needs a value')",
+        "model { block { attention, ffn } }\n",
+        1,
+        9,
+        "'block' is not a block of 'model'",
+        "listed in an encoder or decoder stack: encoder { block { ... } }",
+    ),
+    Mistake(  # the hint was "write 'repeat { ... }'", which the next check refused too
+        "a stack's repeat inside a section",
+        "model { repeat 2 { d_model = 3 } }\n",
+        1,
+        9,
+        "'repeat' is not a block of 'model'",
+        "encoder { repeat 2 { ... } }",
+    ),
     Mistake("missing closing brace at the end", "model { d_model = 8\n", 1, 20, "missing '}'", "close 'model'"),
     Mistake(  # refused at the count, before a list of 16M blocks is built
         "a stack repeated past the schema's depth",
