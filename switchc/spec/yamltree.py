@@ -89,7 +89,19 @@ def _events(source: Source, text: str, what: str = "spec") -> Iterator[yaml.Even
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = err.problem or err.context or "invalid YAML"
         span = Span(source, line, column, line, column + 1)
-        raise UserError.at(span, f"YAML syntax error: {problem}", _syntax_hint(problem)) from None
+        notes: tuple[tuple[str, Span], ...] = ()
+        hint = _syntax_hint(problem)
+        opened, found = err.context_mark, err.problem_mark
+        if opened and found and err.context and (opened.line, opened.column) != (found.line, found.column):
+            # "while parsing a flow mapping": where the bracket that is not closed was opened
+            at = Span(source, opened.line + 1, opened.column + 1, opened.line + 1, opened.column + 2)
+            notes = ((f"{err.context.removeprefix('while ')} that started here", at),)
+            brackets = {"flow mapping": "{}", "flow sequence": "[]"}.get(err.context.removeprefix("while parsing a "))
+            if brackets is not None:
+                opener, closer = brackets
+                hint = f"close the '{opener}' the note points at with '{closer}', and separate its entries with ','"
+        diagnostic = Diagnostic(f"YAML syntax error: {problem}", span, hint, notes=notes)
+        raise UserError([diagnostic]) from None
     except yaml.reader.ReaderError as err:  # a character YAML allows nowhere: a control character
         line = text.count("\n", 0, err.position) + 1
         column = err.position - (text.rfind("\n", 0, err.position) + 1) + 1

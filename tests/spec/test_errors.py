@@ -744,3 +744,20 @@ def test_the_weight_axes_that_share_a_tensor_are_those_of_the_ir() -> None:
         axes = {axis for dim in param.tensor.dims for axis in dim.logical if axis in weight_axes}
         found |= {frozenset(pair) for pair in combinations(sorted(axes), 2)}
     assert found == SHARED_TENSOR_AXES
+
+
+@pytest.mark.parametrize(
+    ("text", "opened", "hint"),
+    [
+        ("model: {d_model: 128\n", (1, 8), "close the '{' the note points at with '}'"),
+        ("model: {d_model: 128\ntrain:\n  batch_size: 8\n", (1, 8), "close the '{' the note points at with '}'"),
+        ("model:\n  d_model: [1, 2\n", (2, 12), "close the '[' the note points at with ']'"),
+    ],
+)
+def test_an_unclosed_bracket_is_shown_where_it_opened(text: str, opened: tuple[int, int], hint: str) -> None:
+    """YAML notices an unclosed '{' or '[' only where the text ends or stops fitting; a note points
+    at the bracket itself (the error alone pointed at the end of the file)."""
+    (diagnostic,) = first_error("spec.yaml", text).diagnostics
+    ((what, span),) = diagnostic.notes
+    assert what.startswith("parsing a flow") and (span.line, span.column) == opened
+    assert diagnostic.hint is not None and diagnostic.hint.startswith(hint)
