@@ -94,11 +94,13 @@ def _check_layout(spec: Spec) -> Iterator[Diagnostic]:
                     notes=(("moe removed here", removed),),
                 )
                 continue
+            listed = depth_from_blocks(spec.span(f"model.{stack}_layers"), stack)  # the DSL's blocks
+            dense = _written(spec, "`switch: []`", "blocks with `ffn`" if listed else "`switch = []`")
             yield Diagnostic(
                 f"the layout places Switch layers in the {stack}, but the spec has no moe section",
                 spec.span(f"{path}.0"),
                 f"add a moe section (e.g. `{_written(spec, 'moe: {num_experts: 8}', 'moe { num_experts = 8 }')}`), "
-                f"or make the stack dense ({_written(spec, '`switch: []`', 'blocks with `ffn`')})",
+                f"or make the stack dense ({dense})",
             )
     yield from _check_expert_every_agrees(spec)
 

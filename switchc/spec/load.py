@@ -322,6 +322,12 @@ def _depth_from_blocks(tree: Mapping, key: str) -> Entry | None:
 
 def _check_override_key(key: str, span: Span) -> Diagnostic | None:
     parts = key.split(".")
+    if "" in parts:  # moe..num_experts, .moe, moe.
+        return Diagnostic(
+            f"'{key}' names an empty key (two dots together, or a dot at an end)",
+            span,
+            f"write it as {'.'.join(p for p in parts if p)}",
+        )
     cls: Any = SpecBody
     for depth, part in enumerate(parts):
         if cls is None:  # under a free-form mapping (mesh.axes, mesh.rules): any name

@@ -292,7 +292,15 @@ MISTAKES = [
         1,
         47,
         "the layout places Switch layers in the decoder, but the spec has no moe section",
-        "moe { num_experts = 8 }",
+        "or make the stack dense (blocks with `ffn`)",
+    ),
+    Mistake(  # the hint spoke of blocks with `ffn`, which this stack does not list
+        "Switch layers by `switch = [...]` without a moe section",
+        "model { d_model = 64 }\nencoder { switch = [1] }\n",
+        2,
+        21,
+        "the layout places Switch layers in the encoder, but the spec has no moe section",
+        "add a moe section (e.g. `moe { num_experts = 8 }`), or make the stack dense (`switch = []`)",
     ),
     Mistake(
         "expert_every disagrees with the blocks",

@@ -465,6 +465,14 @@ OVERRIDE_MISTAKES = [
     OverrideMistake("unknown key", ("moe.num_expert=8",), 1, 7, "unknown key 'num_expert' in moe", "num_experts"),
     OverrideMistake("unknown section", ("mdoel.d_model=8",), 1, 7, "unknown key 'mdoel' in the spec", "'model'"),
     OverrideMistake("no equals sign", ("moe.num_experts",), 1, 7, "an override is KEY=VALUE"),
+    OverrideMistake(  # was "unknown key '' in moe"
+        "two dots",
+        ("moe..num_experts=8",),
+        1,
+        7,
+        "'moe..num_experts' names an empty key",
+        "write it as moe.num_experts",
+    ),
     OverrideMistake(  # the first value spans two lines of the command line: the second --set is on line 3
         "after a value of two lines",
         ("moe={num_experts: 4,\n  top_k: 2}", "model.d_ff=x"),
