@@ -98,7 +98,7 @@ def _events(source: Source, text: str, what: str = "spec") -> Iterator[yaml.Even
             notes = ((f"{err.context.removeprefix('while ')} that started here", at),)
             brackets = {"flow mapping": "{}", "flow sequence": "[]"}.get(err.context.removeprefix("while parsing a "))
             if brackets is not None:
-                opener, closer = brackets
+                opener, closer = brackets[0], brackets[1]
                 hint = f"close the '{opener}' the note points at with '{closer}', and separate its entries with ','"
         diagnostic = Diagnostic(f"YAML syntax error: {problem}", span, hint, notes=notes)
         raise UserError([diagnostic]) from None
