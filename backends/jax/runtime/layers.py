@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .moe import activate, dropout
+from .moe import activate, dropout, stacked_einsum
 
 T = TypeVar("T")
 
@@ -101,12 +101,10 @@ def attention(
     (separate einsums leave one partial sum each, and XLA reduces each on its own).
     """
     if memory is x:  # self-attention: q, k and v all read x
-        qkv = jnp.stack([params["q"], params["k"], params["v"]], axis=1)  # [D, 3, H, K]
-        q, k, v = jnp.einsum("bld,dthk->tbhlk", x, qkv)
+        q, k, v = stacked_einsum("bld,dthk->tbhlk", x, (params["q"], params["k"], params["v"]))  # [D, 3, H, K]
     else:  # cross-attention: q reads x, k and v read the memory
         q = jnp.einsum("bld,dhk->bhlk", x, params["q"])
-        kv = jnp.stack([params["k"], params["v"]], axis=1)  # [D, 2, H, K]
-        k, v = jnp.einsum("bmd,dthk->tbhmk", memory, kv)
+        k, v = stacked_einsum("bmd,dthk->tbhmk", memory, (params["k"], params["v"]))  # [D, 2, H, K]
     logits = jnp.einsum("bhlk,bhmk->bhlm", q, k).astype(jnp.float32)
     # The mask is additive, as in T5X: the float32 minimum absorbs any logit and bias, so a masked
     # key gets weight 0, and a query with every key masked attends uniformly.
@@ -146,7 +144,7 @@ def dense_ffn(
     if "wi" in params:
         hidden = activate(x @ params["wi"], None, activation)
     else:  # gated: both input matrices in one einsum, so x's gradient is one partial sum (see attention)
-        h, h_gate = jnp.einsum("...d,dtf->t...f", x, jnp.stack([params["wi_0"], params["wi_1"]], axis=1))
+        h, h_gate = stacked_einsum("...d,dtf->t...f", x, (params["wi_0"], params["wi_1"]))
         hidden = activate(h, h_gate, activation)
     return dropout(hidden, dropout_rate, rng) @ params["wo"]
 

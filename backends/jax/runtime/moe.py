@@ -33,6 +33,18 @@ from . import routing
 Params = dict[str, Any]
 
 
+def stacked_einsum(subscripts: str, x: jax.Array, weights: Sequence[jax.Array]) -> jax.Array:
+    """einsum(subscripts, x, the weights stacked on axis 1): projections that read one input as
+    one einsum, so that x's gradient is one partial sum (with the weights split over a model axis,
+    one all-reduce instead of one per weight). Under jax.checkpoint the backward stacks the weights
+    again instead of keeping the stacked copy, the size of the weights, from the forward pass."""
+    return jax.checkpoint(_stacked_einsum, static_argnums=(0,))(subscripts, x, tuple(weights))
+
+
+def _stacked_einsum(subscripts: str, x: jax.Array, weights: tuple[jax.Array, ...]) -> jax.Array:
+    return jnp.einsum(subscripts, x, jnp.stack(weights, axis=1))
+
+
 def activate(h: jax.Array, h_gate: jax.Array | None, activation: str) -> jax.Array:
     """The FFN nonlinearity; gated variants multiply by a second projection (GEGLU, SwiGLU).
 
@@ -194,8 +206,7 @@ def expert_ffn(
     if "wi" in params:
         hidden = activate(jnp.einsum("ecd,edf->ecf", x, params["wi"]), None, activation)
     else:  # gated: both input matrices in one einsum, so the slots' gradient is one partial sum
-        stacked = jnp.stack([params["wi_0"], params["wi_1"]], axis=1)  # [E, 2, D, F]
-        h, h_gate = jnp.einsum("ecd,etdf->tecf", x, stacked)
+        h, h_gate = stacked_einsum("ecd,etdf->tecf", x, (params["wi_0"], params["wi_1"]))  # [E, 2, D, F]
         hidden = activate(h, h_gate, activation)
     hidden = dropout(hidden, dropout_rate, rng)  # expert dropout (Table 4), training only
     out = jnp.einsum("ecf,efd->ecd", hidden, params["wo"])
