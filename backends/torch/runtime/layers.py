@@ -158,6 +158,37 @@ def remat(block: Callable[..., T], *args: torch.Tensor) -> T:
     return out
 
 
+def stacked_einsum(subscripts: str, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+    """torch.einsum(subscripts, x, the weights stacked on dim 1), for projections that read one
+    input (one matmul; with heads split over a model axis, x's gradient is one partial sum). Its
+    backward keeps x and the weights, where autograd would keep the stacked copy (as large as the
+    weights) from the forward pass to the backward."""
+    out: torch.Tensor = _StackedEinsum.apply(subscripts, x, *weights)
+    return out
+
+
+class _StackedEinsum(torch.autograd.Function):
+    """stacked_einsum's op: subscripts "x,w->out" of two operands, w the stacked weights."""
+
+    @staticmethod
+    def forward(ctx: Any, subscripts: str, x: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        ctx.subscripts = subscripts
+        ctx.save_for_backward(x, *weights)
+        return torch.einsum(subscripts, x, torch.stack(weights, dim=1))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, *weights = ctx.saved_tensors
+        inputs, out = ctx.subscripts.split("->")
+        x_dims, w_dims = inputs.split(",")
+        grad_x = grad_weights = None
+        if ctx.needs_input_grad[1]:
+            grad_x = torch.einsum(f"{out},{w_dims}->{x_dims}", grad, torch.stack(weights, dim=1))
+        if any(ctx.needs_input_grad[2:]):
+            grad_weights = torch.einsum(f"{x_dims},{out}->{w_dims}", x, grad).unbind(dim=1)
+        return None, grad_x, *(grad_weights or [None] * len(weights))
+
+
 def activate(h: torch.Tensor, h_gate: torch.Tensor | None, activation: str) -> torch.Tensor:
     """The FFN nonlinearity; gated variants multiply by a second projection (GEGLU, SwiGLU).
 
@@ -332,10 +363,10 @@ class Attention(nn.Module):
         by 1/sqrt(K). Dropout (training only) applies to the attention weights. Self-attention is
         recognised by `memory is x`."""
         if memory is x:  # self-attention: q, k and v read x, as one matmul over stacked weights
-            q, k, v = torch.einsum("bld,dthk->tbhlk", x, torch.stack([self.q, self.k, self.v], dim=1))
+            q, k, v = stacked_einsum("bld,dthk->tbhlk", x, self.q, self.k, self.v)
         else:  # cross-attention: k and v read the memory
             q = torch.einsum("bld,dhk->bhlk", x, self.q)
-            k, v = torch.einsum("bmd,dthk->tbhmk", memory, torch.stack([self.k, self.v], dim=1))
+            k, v = stacked_einsum("bmd,dthk->tbhmk", memory, self.k, self.v)
         logits = attention_logits(q, k, bias, mask)
         weights = dropout(torch.softmax(logits, dim=-1).to(x.dtype), dropout_rate, rng)
         context = torch.einsum("bhlm,bhmk->bhlk", weights, v)
