@@ -934,8 +934,11 @@ def _shared_files(train: Path, held_out: Path) -> list[Path]:
     return [path for path in _corpus(held_out, "data.eval_path") if path.resolve() in trained]
 
 
-def dataset(config: Any, split: str = "train") -> Examples:
-    """The examples of one split ("train" or "eval") that a generated program's CONFIG describes."""
+def dataset(config: Any, split: str = "train", seed: int | None = None) -> Examples:
+    """The examples of one split ("train" or "eval") that a generated program's CONFIG describes.
+    `seed` (the run's --seed; default CONFIG's train.seed) orders the training examples and draws
+    their noise; the eval examples are train.seed's in every run, so that runs of other seeds are
+    evaluated on the same examples."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
     if config.objective not in ("span_corruption", "prefix_lm"):
@@ -970,7 +973,7 @@ def dataset(config: Any, split: str = "train") -> Examples:
         "inputs_length": config.inputs_length,
         "targets_length": config.targets_length,
         "vocab_size": config.vocab_size,
-        "seed": config.seed,
+        "seed": seed if seed is not None and split == "train" else config.seed,
         "tokenizer": tokenizer.identity,
     }
     if config.objective == "prefix_lm":

@@ -970,14 +970,26 @@ def recorded(directory: Path, backend: str, key: str) -> str | None:
     """What the newest `backend` checkpoint in `directory` records under `key` ("spec": the text of
     the spec.yaml its program was compiled from; "tokenizer"); None without a checkpoint, a
     readable record or that key."""
+    value = _newest_record(directory, backend).get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def recorded_seed(directory: Path, backend: str) -> int | None:
+    """The --seed the run of the newest `backend` checkpoint in `directory` trained with; None
+    without a checkpoint or a readable record."""
+    value = _newest_record(directory, backend).get("seed")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _newest_record(directory: Path, backend: str) -> dict[str, Any]:
     step = latest_checkpoint(directory, backend)
     if step is None:
-        return None
+        return {}
     try:
-        value = json.loads((directory / str(step) / META_FILES[backend]).read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and value else None
+        record = json.loads((directory / str(step) / META_FILES[backend]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def other_tokenizer(where: str, trained: str, tokenizer: str) -> tuple[str, str]:
@@ -1188,7 +1200,11 @@ def check_resume(
     refused even with --allow-changes. `announce`: print the note (one process of a job does)."""
     exporting = getattr(args, "export_init", None) is not None  # reads the weights only: any seed, mesh, ...
     if meta["seed"] != args.seed and not exporting:
-        raise SystemExit(f"error: the checkpoint was trained with --seed {meta['seed']}; resume with the same seed")
+        raise SystemExit(
+            f"error: the checkpoint was trained with --seed {meta['seed']}, not {args.seed}: a resumed run keeps "
+            f"its seed (its data order and noise)\nhint: add --seed {meta['seed']} (switchc train --resume passes "
+            "the run's own)"
+        )
     trained = meta.get("tokenizer")  # checkpoints of earlier programs record none
     if tokenizer and trained and trained != tokenizer and not exporting:  # not even with --allow-changes
         error, hint = other_tokenizer(where, trained, tokenizer)

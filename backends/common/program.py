@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
 
         evaluate = args.eval_every > 0{also}
         eval_data = data.dataset(model.CONFIG, "eval") if evaluate else None
-        loop.run(model, data.dataset(model.CONFIG), args, eval_data)
+        loop.run(model, data.dataset(model.CONFIG, seed=args.seed), args, eval_data)
 
 
 if __name__ == "__main__":

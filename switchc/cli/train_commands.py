@@ -33,6 +33,7 @@ from switchc.backends.common.flags import (
     other_optimizer_state,
     other_tokenizer,
     recorded,
+    recorded_seed,
     release_run_directory,
     remove_made,
     run_directory_user,
@@ -385,11 +386,14 @@ def train(
     made = [folder for folder in (*reversed(out.parents), out) if not folder.exists()]  # outermost first
     _hold_run_directory(out)
     replaced: dict[str, str] | None = None  # the run's own program, once --allow-changes replaced it
+    # a run a program wrote has no RUN/program: until a checkpoint of this command's is saved, the
+    # run is still the program's, and the RUN/program written here goes again on a failure
+    added_program = resume and not program.exists()
+    status, saved = 1, _saved_steps(out)
     try:
         # --allow-changes replaces the run's program; until a checkpoint of the new settings is saved,
         # the run is still the old one, and so is its program (a stop before that puts it back)
         runs_own = program_as_written(program) if resume and allow_changes else None
-        saved = _saved_steps(out)
         try:
             if not resume:  # all of the earlier run goes, or none of it: checked before anything changes
                 _check_removable(out)
@@ -410,6 +414,9 @@ def train(
             arguments += ["--devices", str(wanted)]
         if resume:
             arguments += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
+            seed = recorded_seed(out / "checkpoints", backend)  # a run a program wrote may have had its own --seed
+            if seed is not None and seed != resolved.train.seed:
+                arguments += ["--seed", str(seed)]
         arguments += [text for flag, value in passed.items() if value is not None for text in (flag, str(value))]
         click.echo(f"running {shlex.join([*launcher, *arguments])}", err=True)
         start = [sys.executable] if launcher == ["python"] else [sys.executable, "-m", TORCHRUN, *launcher[1:]]
@@ -419,6 +426,8 @@ def train(
     finally:  # however this ended (a status, an error, a signal to switchc itself)
         if replaced is not None and _saved_steps(out) == saved:
             _put_back(replaced, program)
+        elif added_program and status and _saved_steps(out) == saved:
+            shutil.rmtree(program, ignore_errors=True)
         release_run_directory(out)
     if status:
         raise SystemExit(status)

@@ -730,3 +730,31 @@ def test_allow_changes_stopped_before_a_save_puts_the_runs_program_back(
     else:
         assert after == before, result.stderr
         assert f"{note}{out / 'program'} is the run's own again" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_program_written_run_of_another_seed_resumes_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """`python train.py --seed 7 --out RUN` records seed 7 in its checkpoints; its spec says 0.
+    switchc train --resume passes the run's --seed on (the program refused any other, and switchc
+    train has no --seed). A resume whose program fails before a checkpoint of its own leaves the run
+    as it was: the RUN/program it wrote goes again."""
+    from switchc.cli import train_commands
+
+    started: list[list[str]] = []
+    status = [1]
+    monkeypatch.setattr(train_commands, "_run_program", lambda command, env, fds: started.append(command) or status[0])
+    out = tmp_path / "run"
+    step = fake_checkpoint(out / "checkpoints", 4, CHECKPOINT_MARKERS[backend])
+    (step / META_FILES[backend]).parent.mkdir(exist_ok=True)
+    (step / META_FILES[backend]).write_text(
+        json.dumps({"step": 4, "seed": 7, "spec": to_yaml(load_spec("switch-tiny"))})
+    )
+    command = ["train", "switch-tiny", "--backend", backend, "--out", str(out), "--resume", "--steps", "6"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1 and started[-1][-2:] == ["--seed", "7"], started
+    assert not (out / "program").exists()  # the program failed: the run is the program-written one still
+    status[0] = 0
+    assert CliRunner().invoke(main, command).exit_code == 0 and started[-1][-2:] == ["--seed", "7"]
+    assert (out / "program" / "train.py").is_file()

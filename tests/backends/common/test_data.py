@@ -708,3 +708,16 @@ def test_a_dataset_names_the_tokenizer_its_ids_come_from() -> None:
     """What checkpoints record of a run's data (a SentencePiece model's identity: test_second_call_uses_the_cache)."""
     assert data.ByteTokenizer(512).identity == "byte"
     assert data.dataset(config()).tokenizer == "byte"
+
+
+def test_the_runs_seed_orders_the_training_examples_and_not_the_eval_ones(tmp_path: Path) -> None:
+    """dataset(config, seed=N) is the program's --seed N: another order of training examples (it was
+    the spec's train.seed whatever --seed said); the eval examples stay train.seed's, so runs of
+    other seeds evaluate alike."""
+    (tmp_path / "corpus.txt").write_text("".join(f"line {i} of the corpus, some words.\n" for i in range(3000)))
+    settings = config(source="text", path=str(tmp_path / "corpus.txt"))
+    spec_seed = data.dataset(settings).batch(0, 8)
+    assert np.array_equal(data.dataset(settings, seed=0).batch(0, 8).inputs, spec_seed.inputs)
+    assert not np.array_equal(data.dataset(settings, seed=7).batch(0, 8).inputs, spec_seed.inputs)
+    held_out = data.dataset(settings, "eval").batch(0, 8)
+    assert np.array_equal(data.dataset(settings, "eval", seed=7).batch(0, 8).inputs, held_out.inputs)

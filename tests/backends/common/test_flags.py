@@ -175,7 +175,7 @@ def test_same_spec_with_missing_or_extra_parameters_is_refused(tmp_path: Path) -
 
 def test_another_seed_is_refused(tmp_path: Path) -> None:
     run = _program(tmp_path, load_spec("switch-tiny"))
-    with pytest.raises(SystemExit, match="trained with --seed 0; resume with the same seed"):
+    with pytest.raises(SystemExit, match=r"trained with --seed 0, not 1: a resumed run keeps .*\nhint: add --seed 0"):
         flags.check_resume(*_record(run), _args(seed=1), run, "checkpoint 4")
 
 
