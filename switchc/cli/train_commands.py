@@ -312,6 +312,11 @@ def train(
     if allow_changes and not resume:
         raise PlainUserError("--allow-changes applies only with --resume", "add --resume, or drop --allow-changes")
     if steps is not None:  # the program's schedule and intervals follow train.steps, so it is set in the spec
+        given = [item for item in overrides if item.partition("=")[0].strip() == "train.steps"]
+        if given and given[-1].partition("=")[2].strip() != str(steps):
+            raise PlainUserError(
+                f"--steps {steps} and --set {given[-1]} disagree (--steps sets train.steps)", "keep one of the two"
+            )
         overrides = (*overrides, f"train.steps={steps}")
     resolved = load_spec(spec, overrides)
     resolved = _absolute_data_paths(resolved)

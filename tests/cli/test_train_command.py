@@ -758,3 +758,14 @@ def test_a_program_written_run_of_another_seed_resumes_with_it(
     status[0] = 0
     assert CliRunner().invoke(main, command).exit_code == 0 and started[-1][-2:] == ["--seed", "7"]
     assert (out / "program" / "train.py").is_file()
+
+
+def test_steps_and_a_set_of_train_steps_that_disagree_are_named(tmp_path: Path) -> None:
+    """--steps is train.steps: with another --set train.steps the error named a `--set train.steps=2`
+    the user never typed, at a made-up command line."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--set", "train.steps=5", "--steps", "2", "--out", str(out)])
+    assert result.exit_code == 2 and result.stderr.startswith(
+        "error: --steps 2 and --set train.steps=5 disagree (--steps sets train.steps)\nhint: keep one of the two"
+    )
+    assert not out.exists()
