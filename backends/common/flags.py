@@ -228,7 +228,7 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.keep is None:
         args.keep = args.keep_default
     if args.eval_batches is not None and args.eval_every == 0:  # evaluating never: say so, as for --keep
-        why = "--eval-every 0" if args.held_out else "this program's spec holds out no text"
+        why = "this one does not: --eval-every is 0" if args.held_out else "this program's spec holds out no text"
         flags.error(f"--eval-batches applies only to a run that evaluates ({why})")
     if args.eval_batches is None:
         args.eval_batches = EVAL_BATCHES
@@ -252,6 +252,14 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         # such a path names a directory, and would be written as a file of that name.
         separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
         if args.export_init.is_dir() or given.endswith(separators) or os.path.basename(given) in (".", ".."):
+            step = args.export_init.resolve()
+            if step.is_dir() and step.name.isdigit() and step.parent.name == "checkpoints":
+                run = Path(given).parent.parent
+                flags.error(
+                    f"--export-init {given} is a checkpoint of the run {run}, not a file to write; to write the "
+                    f"weights of that run's latest checkpoint: --export-init FILE --resume --out {run} (FILE "
+                    "outside the run)"
+                )
             what = "is a directory" if args.export_init.is_dir() else "names a directory"
             flags.error(
                 f"--export-init {given} {what}; name the file to write, e.g. {args.export_init / 'init.safetensors'}"

@@ -340,7 +340,7 @@ def train(
             "set data.eval_fraction (e.g. --set data.eval_fraction=0.05) or data.eval_path, or drop --eval-every",
         )
     if eval_batches is not None and (eval_every == 0 or not evaluates(resolved)):  # the program refuses it too
-        why = "--eval-every 0" if eval_every == 0 else "the spec holds out no text"
+        why = "this one does not: --eval-every is 0" if eval_every == 0 else "the spec holds out no text"
         raise PlainUserError(f"--eval-batches applies only to a run that evaluates ({why})", "drop --eval-batches")
     if hardware is not None:  # the programs know the built-in profiles (their PEAK_FLOPS)
         hardware = analysis_hardware(hardware, None).name

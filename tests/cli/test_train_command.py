@@ -634,7 +634,8 @@ def test_eval_batches_for_a_run_that_never_evaluates_is_refused_before_compiling
     )
     assert (
         result.exit_code == 2
-        and "--eval-batches applies only to a run that evaluates (--eval-every 0)" in result.stderr
+        and "--eval-batches applies only to a run that evaluates (this one does not: --eval-every is 0)"
+        in result.stderr
     )
     assert not (tmp_path / "run").exists()
 

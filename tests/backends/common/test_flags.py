@@ -352,7 +352,10 @@ def _checked(*argv: str, held_out: bool = True) -> argparse.Namespace:
         (("--log-every", "0", "--keep", "2"), "--log-every must be >= 1"),
         (("--seed", "-1"), "--seed must be in 0..16777216"),  # train.seed's range; torch refused it mid-start
         (("--seed", "99999999999999999999"), "--seed must be in 0..16777216"),
-        (("--eval-every", "0", "--eval-batches", "3"), "--eval-batches applies only to a run that evaluates"),
+        (
+            ("--eval-every", "0", "--eval-batches", "3"),
+            "--eval-batches applies only to a run that evaluates (this one does not: --eval-every is 0)",
+        ),
         (("--out", ""), "argument --out: an empty path; name the run directory (--out . for this one)"),
         (("--init-from", "missing.safetensors"), "--init-from: no weights file at missing.safetensors"),
         (("--init-from", ""), "argument --init-from: an empty path; name the weights file"),
@@ -867,3 +870,22 @@ def test_the_first_process_of_each_host_says_what_all_would(
         monkeypatch.setenv(name, value)
     assert flags.first_on_host() is first
     assert flags._Parser._first_process() is first
+
+
+def test_a_checkpoint_as_export_init_is_told_how_to_export_the_runs_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The directory hint ("name the file to write, e.g. RUN/checkpoints/3/init.safetensors") led to
+    the step-0 weights written into a checkpoint, which --keep deletes later."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r" / "checkpoints" / "3").mkdir(parents=True)
+    with pytest.raises(SystemExit) as info:
+        _checked("--export-init", "r/checkpoints/3")
+    assert info.value.code == 2
+    said = capsys.readouterr().err
+    assert (
+        "--export-init r/checkpoints/3 is a checkpoint of the run r, not a file to write; to write the weights of "
+        in said
+    )
+    assert "--export-init FILE --resume --out r (FILE outside the run)" in said
+    assert "init.safetensors" not in said
