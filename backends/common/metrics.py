@@ -40,6 +40,7 @@ TensorBoard (OUT/tensorboard): every float key as a scalar `<split>/<key>` (e.g.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -355,6 +356,9 @@ class MetricsLog:
                 self.note = f"{self.note}\n{missing}" if self.note else missing
             else:
                 self._writer = SummaryWriter
+                # tensorboardX warns of each NaN or Inf it is given; a NaN step is the run's own error
+                # to report (loop: NaN stop), and the events record the NaN as given
+                logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
     def _events(self) -> list[Path]:
         return sorted((self.directory / "tensorboard").glob("events.out.tfevents.*"))
