@@ -99,13 +99,21 @@ def dump(program: Path, devices: int, out: Path, timeout: float = TIMEOUT["jax"]
         # A step loaded from the user's persistent compilation cache (JAX_COMPILATION_CACHE_DIR) is
         # not compiled, so XLA would dump no module: verify compiles it afresh.
         env = {**os.environ, "XLA_FLAGS": " ".join(xla_flags), "JAX_ENABLE_COMPILATION_CACHE": "false"}
-        try:
-            result = subprocess.run(command, cwd=program, env=env, capture_output=True, text=True, timeout=timeout)
+        try:  # stdout and stderr as one text: a failure shows its last lines in the order they came
+            result = subprocess.run(
+                command,
+                cwd=program,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired as expired:
-            output = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
+            output = expired.output.decode(errors="replace") if isinstance(expired.output, bytes) else expired.output
             raise MeasurementFailed(f"{what} did not finish within {timeout:g}s", output or "", timeout) from None
         if result.returncode != 0:
-            raise MeasurementFailed(f"{what} failed with exit status {result.returncode}", result.stderr)
+            raise MeasurementFailed(f"{what} failed with exit status {result.returncode}", result.stdout)
         before = sorted(Path(passes).glob(_BEFORE_WIDENING))
         sent = before[-1].read_text() if before else None
     if sent is not None:

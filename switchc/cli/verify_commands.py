@@ -60,9 +60,9 @@ def _number(value: float) -> str:
 @click.option(
     "--total-flops-tolerance",
     type=Number(min=0),
-    default=TOTAL_FLOPS_TOLERANCE,
-    show_default=True,
-    help="Relative, against cost_analysis (which adds elementwise work; jax only).",
+    default=None,
+    help="Relative, against cost_analysis (which adds elementwise work; jax only).  "
+    f"[default: {TOTAL_FLOPS_TOLERANCE:g}]",
 )
 @click.option(
     "--bytes-tolerance",
@@ -88,7 +88,7 @@ def verify(
     overrides: tuple[str, ...],
     backend: str,
     flops_tolerance: float | None,
-    total_flops_tolerance: float,
+    total_flops_tolerance: float | None,
     bytes_tolerance: float,
     keep: Path | None,
     timeout: float | None,
@@ -100,6 +100,11 @@ def verify(
     the PyTorch program on one gloo process per device, under FlopCounterMode, with every
     torch.distributed collective recorded (docs/verify.md). Exit 0 when all agree within the
     tolerances, 1 when not, 3 when the step failed or ran past --timeout (nothing was compared)."""
+    if backend == "torch" and total_flops_tolerance is not None:
+        raise PlainUserError(
+            "--total-flops-tolerance applies only to --backend jax (XLA's cost analysis of the step)",
+            "the PyTorch verify compares matmul FLOPs alone: --flops-tolerance",
+        )
     resolved = load_spec(spec, overrides)
     target(backend).require()
     if keep is not None:
@@ -118,7 +123,9 @@ def verify(
         from switchc.backends.jax.verify import verify as run_verify
 
         starting = f"compiling {resolved.name}'s train step on {devices} fake device{'s' if devices > 1 else ''}..."
-        options = {"total_flops_tolerance": total_flops_tolerance}
+        options = {
+            "total_flops_tolerance": TOTAL_FLOPS_TOLERANCE if total_flops_tolerance is None else total_flops_tolerance
+        }
     files = generate(resolved)  # what compile refuses (the data pipeline's shapes, the backend's limits) stops here
     click.echo(starting, err=True)
     if flops_tolerance is None:

@@ -24,7 +24,7 @@ from switchc.errors import PlainUserError
 BROKEN = "\n".join(
     ["import sys", "print('step: building the model', file=sys.stderr)", "raise MemoryError('no room for the experts')"]
 )
-SLOW = "import time\ntime.sleep(120)\n"
+SLOW = "import time\nprint('compiling the train step', flush=True)\ntime.sleep(120)\n"  # progress on stdout
 
 
 def _verify_program(monkeypatch: pytest.MonkeyPatch, backend: str, text: str, *args: str) -> tuple[int, str]:
@@ -53,6 +53,7 @@ def test_a_step_past_the_timeout_is_exit_3_naming_the_flag(monkeypatch: pytest.M
     code, stderr = _verify_program(monkeypatch, backend, SLOW, "--timeout", "3")
     assert code == 3, stderr
     assert "did not finish within 3s" in stderr
+    assert "  compiling the train step" in stderr  # the step's output so far: its stdout too
     assert "raise --timeout (it was 3s)" in stderr
     assert "Traceback" not in stderr
 
@@ -141,3 +142,11 @@ def test_keep_reuses_a_folder_an_earlier_verify_kept_and_nothing_else(tmp_path: 
         _clear_kept(tmp_path / "other")
     assert refused.value.hint == "--keep needs a new or empty directory, or one an earlier switchc verify kept"
     assert (tmp_path / "other" / "program").is_dir()
+
+
+def test_the_jax_only_tolerance_is_refused_for_torch() -> None:
+    """--total-flops-tolerance holds XLA's cost analysis: with --backend torch it was accepted and
+    did nothing."""
+    result = CliRunner().invoke(main, ["verify", "switch-tiny", "--backend", "torch", "--total-flops-tolerance", "0.1"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --total-flops-tolerance applies only to --backend jax")
