@@ -15,7 +15,7 @@ import click
 
 from switchc.analysis import DEFAULT_HARDWARE, hardware, report_for
 from switchc.backends import BACKEND_NAMES, target
-from switchc.cli.options import example, overrides
+from switchc.cli.options import Directory, example, overrides
 from switchc.errors import PlainUserError
 from switchc.spec import Spec, load_spec
 
@@ -207,7 +207,7 @@ def _replace(output: Path, files: dict[str, str]) -> None:
 @click.argument("spec", metavar="SPEC")
 @overrides
 @click.option("--backend", type=click.Choice(BACKEND_NAMES), default="jax", show_default=True)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True, help="Program dir.")
+@click.option("-o", "--output", type=Directory("program directory"), required=True, help="Program dir.")
 def compile_(spec: str, overrides: tuple[str, ...], backend: str, output: Path) -> None:
     """Generate a standalone training program (model, launcher, runtime, resolved spec, cost report).
 

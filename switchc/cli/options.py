@@ -17,6 +17,21 @@ from switchc.errors import PlainUserError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Directory(click.Path):
+    """A directory option that refuses an empty path, which would name the current directory (an
+    unset shell variable in `--out "$RUN"`): `what` it names, for the message."""
+
+    def __init__(self, what: str, **kwargs: Any) -> None:
+        super().__init__(file_okay=False, path_type=Path, **kwargs)
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            flag = param.opts[0] if param is not None and param.opts else "the option"
+            self.fail(f"an empty path; name the {self.what} ({flag} . for this one)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def overrides(func: F) -> F:
     """`--set KEY=VALUE`, repeatable; validated like the spec file."""
     option = click.option(

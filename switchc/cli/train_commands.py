@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from shlex import quote
-from typing import Any
 
 import click
 import yaml
@@ -41,7 +40,7 @@ from switchc.backends.common.flags import (
 )
 from switchc.backends.common.program import evaluates, program_config
 from switchc.cli.compile_commands import program_as_written, program_files, write_program
-from switchc.cli.options import example, overrides
+from switchc.cli.options import Directory, example, overrides
 from switchc.errors import PlainUserError, Source, UserError
 from switchc.files import read_text
 from switchc.ir import build_graph
@@ -99,16 +98,6 @@ TORCHRUN = "switchc.cli.torchrun"  # torchrun, quiet when a signal stops the job
 # What a run writes into its directory (docs/training.md), beside switchc train's program/ and the
 # run lock: a fresh start removes these.
 RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "checkpoints")
-
-
-class RunDirectory(click.Path):
-    """--out: an empty path, which names the current directory (an unset shell variable in
-    `--out "$RUN"`), is refused: starting afresh there would clear that directory's run files."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value:
-            self.fail("an empty path; name the run directory (--out . for this one)", param, ctx)
-        return super().convert(value, param, ctx)
 
 
 def _is_run_directory(out: Path) -> bool:
@@ -250,7 +239,7 @@ def _parameter_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
 )
 @click.option(
     "--out",
-    type=RunDirectory(file_okay=False, path_type=Path),
+    type=Directory("run directory"),  # an empty --out would clear this directory's run files
     default=Path("runs/latest"),
     show_default=True,
     help="Run directory: the program in OUT/program, OUT/metrics.jsonl, OUT/tensorboard, OUT/checkpoints.",

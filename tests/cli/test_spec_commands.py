@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -267,3 +268,13 @@ def test_ctrl_c_while_switchc_starts_is_one_line_and_status_130() -> None:
     result = subprocess.run([sys.executable, "-c", starting], capture_output=True, text=True, timeout=60)
     assert result.returncode == 128 + signal.SIGINT, result.stderr
     assert result.stderr == "\nSIGINT: switchc stopped as it started.\n" and result.stdout == ""
+
+
+def test_compile_to_an_empty_output_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o "$DIR"` with DIR unset named the current directory: "error: . exists and was not written
+    by switchc compile" said nothing of the empty path (train's --out already refused one)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["compile", "switch-tiny", "-o", ""])
+    assert result.exit_code == 2
+    assert "an empty path; name the program directory (-o . for this one)" in result.stderr
+    assert list(tmp_path.iterdir()) == []
