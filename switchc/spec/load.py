@@ -281,13 +281,16 @@ def _changed_depth(tree: Mapping, key: str, blocks: Entry, seen: dict[str, tuple
     if setting is None:
         return None
     stack = blocks.key.text.removesuffix("_layers")
+    if any(name in seen for name in ("layout", f"layout.{stack}", f"layout.{stack}.switch")):
+        return None  # the command line gives the stack's layout too: the file's list of blocks is replaced
     count = blocks.value.text if isinstance(blocks.value, Scalar) else "?"  # merge_stacks makes a Scalar
     notes = ((f"the {stack}'s blocks are listed here", blocks.key.span),)
     if setting == key:
         return Diagnostic(
             f"--set {key} cannot change the {stack}'s depth: the file lists its {count} blocks",
             seen[setting][1],
-            f"add or remove blocks in the file's '{stack}' (or write `switch = ...` there and set {key})",
+            f"add or remove blocks in the file's '{stack}' (or write `switch = ...` there and set {key}), or give "
+            f"the {stack}'s layout here too (--set 'layout.{stack}.switch=every 2')",
             notes=notes,
         )
     if isinstance(final, Scalar):

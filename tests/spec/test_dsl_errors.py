@@ -401,6 +401,17 @@ def test_an_override_cannot_change_the_depth_of_a_stack_written_as_blocks(layers
     assert parse_spec(Source("spec.switch", text), ("model.encoder_layers=2",)).model.encoder_layers == 2
     placed = parse_spec(Source("spec.switch", MOE + "encoder { switch = [1] }\n"), ("model.encoder_layers=3",))
     assert placed.model.encoder_layers == 3  # `switch = ...` leaves the depth to model.encoder_layers
+    assert "or give the encoder's layout here too (--set 'layout.encoder.switch=every 2')" in (first.hint or "")
+
+
+@pytest.mark.parametrize("order", ["layout first", "depth first"])
+def test_a_layout_on_the_command_line_frees_a_listed_stacks_depth(order: str) -> None:
+    """A built-in DSL spec cannot be edited: with the stack's layout given on the command line, the
+    file's list of blocks no longer says anything of the stack, and its depth can be set too."""
+    text = MOE + "encoder {\n  block { attention, ffn }\n  block { attention, switch }\n}\n"
+    given = ["layout.encoder.switch=every 2", "model.encoder_layers=4"]
+    spec = parse_spec(Source("spec.switch", text), tuple(given if order == "layout first" else reversed(given)))
+    assert spec.model.encoder_layers == 4 and spec.layout.encoder is not None
 
 
 @pytest.mark.parametrize(
