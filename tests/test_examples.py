@@ -67,3 +67,24 @@ def test_headline_study_trains_resumes_and_reports(tmp_path) -> None:
     ]
     run("--steps", "2", "--report", "--only", "dense", "switch-2")  # one sparse variant: no pooled row
     assert "pooled" not in (tmp_path / "study" / "results.md").read_text()
+
+
+def test_the_headline_studys_paired_table_without_sparse_runs_says_why(tmp_path, monkeypatch) -> None:
+    """`study.py --only dense` at steps no sparse run had reached wrote a table header with no rows."""
+    import importlib.util
+    import json
+
+    from switchc.runs import read_run
+
+    loaded = importlib.util.spec_from_file_location("study", REPO / "examples" / "headline" / "study.py")
+    assert loaded is not None and loaded.loader is not None
+    study = importlib.util.module_from_spec(loaded)
+    monkeypatch.setitem(sys.modules, "study", study)  # its dataclasses look their module up
+    loaded.loader.exec_module(study)
+    run = tmp_path / "dense-seed0"
+    run.mkdir()
+    records = [{"step": step, "split": "eval", "loss": 3.0, "cross_entropy": 3.0} for step in (2, 4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    text = study.paired({study.VARIANTS[0]: [read_run(run)]}, 4)
+    assert text.startswith("No sparse model against dense: no sparse run in the table above has a dense run")
+    assert "|" not in text

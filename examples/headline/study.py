@@ -303,6 +303,11 @@ def paired(runs: dict[Variant, list[Run]], steps: int) -> str:
             + f" | {ahead} of {total} | {', '.join(f'{gap:+.3f}' for gap in train_gaps) or '-'} "
             f"| {', '.join(gates) or '-'}{uniform} |"
         )
+    if len(lines) == 2:  # no sparse run has a dense run of its seed at these steps
+        return (
+            f"No sparse model against dense: no sparse run in the table above has a dense run of its seed that "
+            f"reached step {steps} (train both, e.g. --only dense switch-8, to compare them)."
+        )
     runs_pooled = len(pooled_goals[-1])
     pooled = len(pooled_experts) > 1  # one variant alone is its own row already
     if pooled:
