@@ -144,11 +144,14 @@ class UserError(Exception):
 
 
 class PlainUserError(Exception):
-    """A user mistake with no text to point at (a missing file, a bad command-line flag)."""
+    """A user mistake with no text to point at (a missing file, a bad command-line flag). `status`:
+    the exit status (2; `switchc train` ends with 1 where it refuses what its program would, as the
+    program does)."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, status: int = 2) -> None:
         self.message = message
         self.hint = hint
+        self.status = status
         super().__init__(message)
 
     def render(self) -> str:

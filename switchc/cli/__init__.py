@@ -29,7 +29,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (UserError, PlainUserError) as err:
             say(err.render())
-            ctx.exit(EXIT_USER_ERROR)
+            ctx.exit(err.status if isinstance(err, PlainUserError) else EXIT_USER_ERROR)
         except KeyboardInterrupt:  # click would say "Aborted!" and exit 1; a shell's status is 130
             say(f"\nSIGINT: switchc {ctx.invoked_subcommand} stopped.")
             ctx.exit(128 + signal.SIGINT)

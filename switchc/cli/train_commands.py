@@ -98,6 +98,9 @@ TORCHRUN = "switchc.cli.torchrun"  # torchrun, quiet when a signal stops the job
 # What a run writes into its directory (docs/training.md), beside switchc train's program/ and the
 # run lock: a fresh start removes these.
 RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "checkpoints")
+# The exit status of what switchc train refuses on its program's behalf (the data, a run directory
+# in use, a checkpoint it cannot continue from): the program's own for it (README: Exit status).
+REFUSED = 1
 
 
 def _is_run_directory(out: Path) -> bool:
@@ -190,7 +193,7 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str, backend: st
         try:  # the tokenizer these settings make (a SentencePiece model is trained on the training split)
             tokenizer = data.dataset(program_config(spec)).tokenizer
         except SystemExit as stop:  # runtime/data.py's "error: ...\nhint: ..."
-            raise PlainUserError(*_runtime_error(str(stop.code))) from None
+            raise PlainUserError(*_runtime_error(str(stop.code)), status=REFUSED) from None
         if tokenizer != trained:
             error, hint = other_tokenizer(f"{out}'s latest checkpoint", trained, tokenizer)
             raise PlainUserError(f"{error}; the settings that differ from the run's:\n{lines}", hint)
@@ -347,7 +350,7 @@ def train(
         raise PlainUserError(f"{out} exists and is not a switchc run directory", "choose another --out")
     holder = run_directory_user(out)
     if holder is not None:  # nothing of it is touched: its program, metrics and checkpoints are in use
-        raise PlainUserError(*in_use(out, holder))
+        raise PlainUserError(*in_use(out, holder), status=REFUSED)
     earlier = _program_backend(program)
     if earlier is None and resume:  # a run a program wrote has no RUN/program: its checkpoints say
         found = [kind for kind in ("jax", "torch") if latest_checkpoint(out / "checkpoints", kind) is not None]
@@ -361,7 +364,7 @@ def train(
         try:  # another backend's step, or one left incomplete: the program's refusal, before anything is written
             check_checkpoint_directory(out / "checkpoints", backend)
         except SystemExit as stop:
-            raise PlainUserError(*_runtime_error(str(stop.code))) from None
+            raise PlainUserError(*_runtime_error(str(stop.code)), status=REFUSED) from None
         resolved = _check_resume_settings(out, resolved, allow_changes, backend)
         reached = latest_checkpoint(out / "checkpoints", backend)
         if reached is not None and reached >= resolved.train.steps:  # the program is left as the run wrote it
@@ -544,7 +547,7 @@ def _check_data(spec: Spec, out: Path, *, evaluate: bool) -> None:
     except SystemExit as stop:  # runtime/data.py's "error: ...\nhint: ..."
         message, hint = _runtime_error(str(stop.code))
         said = f"{message}\n(nothing was removed: the earlier run in {out} is as it was)"
-        raise PlainUserError(said, hint) from None
+        raise PlainUserError(said, hint, status=REFUSED) from None
 
 
 def _runtime_error(text: str) -> tuple[str, str | None]:
@@ -621,7 +624,7 @@ def _hold_run_directory(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     refusal = lock_run_directory(out, " (switchc train)")
     if refusal is not None:
-        raise PlainUserError(*_runtime_error(refusal))
+        raise PlainUserError(*_runtime_error(refusal), status=REFUSED)
 
 
 def _run_program(command: list[str], lock_env: dict[str, str], lock_fds: tuple[int, ...]) -> int:

@@ -218,7 +218,7 @@ def test_a_fresh_start_with_bad_data_keeps_the_earlier_run(tmp_path: Path, setti
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
         result = CliRunner().invoke(main, command)
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output  # the program refuses it with 1
     assert said in result.stderr and f"nothing was removed: the earlier run in {out} is as it was" in result.stderr
     assert "Traceback" not in result.stderr and "starting afresh" not in result.stderr
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file() and path.name != ".lock"} == before
@@ -257,7 +257,7 @@ def test_a_run_directory_in_use_is_left_alone(tmp_path: Path) -> None:
     with another_run_holding(out) as pid:
         before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
         result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), "--steps", "2"])
-        assert result.exit_code == 2
+        assert result.exit_code == 1  # as the program refuses a run directory in use
         assert f"error: another run is using {out} (pid {pid} on " in result.stderr
         assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
@@ -299,7 +299,7 @@ def test_a_second_train_is_refused_while_the_first_writes_the_run_directory(
     monkeypatch.setattr(train_commands, "_run_program", run_as_the_program_would)
     result = CliRunner().invoke(main, ["train", "switch-tiny", "--out", str(out), "--steps", "1"])
     assert result.exit_code == 0, result.output
-    assert second[0].returncode == 2, second[0].stderr
+    assert second[0].returncode == 1, second[0].stderr
     assert f"error: another run is using {out} (pid {os.getpid()} on " in second[0].stderr
     assert "(switchc train))" in second[0].stderr
     held_by_switchc, program_said = holders
@@ -645,7 +645,7 @@ def test_a_resume_over_checkpoints_of_both_backends_is_refused_before_anything(t
     fake_checkpoint(out / "checkpoints", 3, CHECKPOINT_MARKERS["torch"])
     fake_checkpoint(out / "checkpoints", 9, CHECKPOINT_MARKERS["jax"])
     result = CliRunner().invoke(main, ["train", "switch-tiny", "--backend", "torch", "--out", str(out), "--resume"])
-    assert result.exit_code == 2 and f"{out / 'checkpoints' / '9'} is a JAX (orbax) checkpoint" in result.stderr
+    assert result.exit_code == 1 and f"{out / 'checkpoints' / '9'} is a JAX (orbax) checkpoint" in result.stderr
     assert not (out / "program").exists()
 
 
