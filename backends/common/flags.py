@@ -254,7 +254,7 @@ def check(flags: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if args.export_init.is_dir() or given.endswith(separators) or os.path.basename(given) in (".", ".."):
             step = args.export_init.resolve()
             if step.is_dir() and step.name.isdigit() and step.parent.name == "checkpoints":
-                run = Path(given).parent.parent
+                run = Path(os.path.relpath(step.parent.parent))  # from here: `--export-init 2` in checkpoints/ is ..
                 flags.error(
                     f"--export-init {given} is a checkpoint of the run {run}, not a file to write; to write the "
                     f"weights of that run's latest checkpoint: --export-init FILE --resume --out {run} (FILE "

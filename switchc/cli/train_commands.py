@@ -45,6 +45,7 @@ from switchc.errors import PlainUserError, Source, UserError
 from switchc.files import read_text
 from switchc.ir import build_graph
 from switchc.spec import Spec, load_spec, parse_spec
+from switchc.spec.checks import OVERRIDE_SOURCE_NAME
 from switchc.spec.emit import HOW_NOT_WHAT, differences, extendable, to_yaml
 
 
@@ -98,8 +99,8 @@ TORCHRUN = "switchc.cli.torchrun"  # torchrun, quiet when a signal stops the job
 # What a run writes into its directory (docs/training.md), beside switchc train's program/ and the
 # run lock: a fresh start removes these.
 RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "checkpoints")
-# The exit status of what switchc train refuses on its program's behalf (the data, a run directory
-# in use, a checkpoint it cannot continue from): the program's own for it (README: Exit status).
+# The exit status where switchc train runs its program's own checks before the program (the data,
+# the run directory's lock, its checkpoint folders): the program's, as if it had refused (README).
 REFUSED = 1
 
 
@@ -135,6 +136,10 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
     if not isinstance(ran, dict):  # damaged: the located error of reading it as a spec
         parse_spec(Source(source, text))
         ran = {}
+    seed = recorded_seed(out / "checkpoints", backend)  # train.py --seed N: the run's seed, not its spec's
+    if seed is not None and isinstance(ran.get("train"), dict) and ran["train"].get("seed", seed) != seed:
+        ran["train"]["seed"] = seed
+        text = yaml.safe_dump(ran, sort_keys=False)
     spec = _spelt_as_run(ran.get("data"), spec)
     changed = changed_settings(text, spec)
     if not changed:
@@ -164,6 +169,9 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
             f"{own}; or add --allow-changes to continue with the new settings (a lower learning rate after a NaN "
             "stop); or train into another --out"
         )
+    run_seed = next((old for key, old, _ in changed if key == "train.seed"), None)
+    if run_seed is not None:  # the one setting --allow-changes cannot change: say how to keep it first
+        hint = f"keep the run's seed: --set train.seed={run_seed}; {hint}"
     raise PlainUserError(f"--resume: {out} was trained with other settings than these{why}:\n{lines}", hint)
 
 
@@ -177,7 +185,7 @@ def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str, backend: st
             f"--resume: {out} was trained with train.seed {run.train.seed}, not {spec.train.seed}: a resumed run "
             f"keeps its seed (its data order and noise), even with --allow-changes; the settings that differ from "
             f"the run's:\n{lines}",
-            "drop the train.seed change, or train into another --out",
+            f"keep the run's seed (--set train.seed={run.train.seed}), or train into another --out",
         )
     wrong = shape_differences(_parameter_shapes(run), _parameter_shapes(spec), "in the run", "now")
     if wrong:
@@ -304,12 +312,14 @@ def train(
     if allow_changes and not resume:
         raise PlainUserError("--allow-changes applies only with --resume", "add --resume, or drop --allow-changes")
     if steps is not None:  # the program's schedule and intervals follow train.steps, so it is set in the spec
-        given = [item for item in overrides if item.partition("=")[0].strip() == "train.steps"]
-        if given and given[-1].partition("=")[2].strip() != str(steps):
+        given = load_spec(spec, overrides)
+        if given.span("train.steps").source.name != OVERRIDE_SOURCE_NAME:
+            overrides = (*overrides, f"train.steps={steps}")
+        elif given.train.steps != steps:  # the same value (02 is 2) is the user's own --set already
             raise PlainUserError(
-                f"--steps {steps} and --set {given[-1]} disagree (--steps sets train.steps)", "keep one of the two"
+                f"--steps {steps} and --set train.steps={given.train.steps} disagree (--steps sets train.steps)",
+                "keep one of the two",
             )
-        overrides = (*overrides, f"train.steps={steps}")
     resolved = load_spec(spec, overrides)
     resolved = _absolute_data_paths(resolved)
     target(backend).require()
@@ -411,9 +421,6 @@ def train(
             arguments += ["--devices", str(wanted)]
         if resume:
             arguments += ["--resume", "--allow-changes"] if allow_changes else ["--resume"]
-            seed = recorded_seed(out / "checkpoints", backend)  # a run a program wrote may have had its own --seed
-            if seed is not None and seed != resolved.train.seed:
-                arguments += ["--seed", str(seed)]
         arguments += [text for flag, value in passed.items() if value is not None for text in (flag, str(value))]
         click.echo(f"running {shlex.join([*launcher, *arguments])}", err=True)
         start = [sys.executable] if launcher == ["python"] else [sys.executable, "-m", TORCHRUN, *launcher[1:]]

@@ -737,10 +737,11 @@ def test_allow_changes_stopped_before_a_save_puts_the_runs_program_back(
 def test_a_program_written_run_of_another_seed_resumes_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
-    """`python train.py --seed 7 --out RUN` records seed 7 in its checkpoints; its spec says 0.
-    switchc train --resume passes the run's --seed on (the program refused any other, and switchc
-    train has no --seed). A resume whose program fails before a checkpoint of its own leaves the run
-    as it was: the RUN/program it wrote goes again."""
+    """`python train.py --seed 7 --out RUN` records seed 7 in its checkpoints; its spec says 0. The
+    run's seed is 7: resuming with the spec's 0 is refused with the way on (before, no way on
+    worked: --set train.seed=7 was "0 in the run, 7 now"), and --set train.seed=7 resumes it, its
+    RUN/program compiled with that seed. A resume whose program fails before a checkpoint of its own
+    leaves the run as it was: the RUN/program it wrote goes again."""
     from switchc.cli import train_commands
 
     started: list[list[str]] = []
@@ -753,15 +754,22 @@ def test_a_program_written_run_of_another_seed_resumes_with_it(
         json.dumps({"step": 4, "seed": 7, "spec": to_yaml(load_spec("switch-tiny"))})
     )
     command = ["train", "switch-tiny", "--backend", backend, "--out", str(out), "--resume", "--steps", "6"]
-    result = CliRunner().invoke(main, command)
-    assert result.exit_code == 1 and started[-1][-2:] == ["--seed", "7"], started
+    refused = CliRunner().invoke(main, command)
+    assert refused.exit_code == 2 and not started and "  train.seed: 7 in the run, 0 now" in refused.stderr
+    assert "hint: keep the run's seed: --set train.seed=7; " in refused.stderr
+    also = CliRunner().invoke(main, [*command, "--allow-changes"])
+    assert also.exit_code == 2 and "keep the run's seed (--set train.seed=7)" in also.stderr and not started
+    seeded = [*command, "--set", "train.seed=7"]
+    assert CliRunner().invoke(main, seeded).exit_code == 1 and len(started) == 1 and "--seed" not in started[0]
     assert not (out / "program").exists()  # the program failed: the run is the program-written one still
     status[0] = 0
-    assert CliRunner().invoke(main, command).exit_code == 0 and started[-1][-2:] == ["--seed", "7"]
-    assert (out / "program" / "train.py").is_file()
+    assert CliRunner().invoke(main, seeded).exit_code == 0
+    assert "  seed: 7\n" in (out / "program" / "spec.yaml").read_text()
 
 
-def test_steps_and_a_set_of_train_steps_that_disagree_are_named(tmp_path: Path) -> None:
+def test_steps_and_a_set_of_train_steps_that_disagree_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--steps is train.steps: with another --set train.steps the error named a `--set train.steps=2`
     the user never typed, at a made-up command line."""
     out = tmp_path / "run"
@@ -770,3 +778,9 @@ def test_steps_and_a_set_of_train_steps_that_disagree_are_named(tmp_path: Path) 
         "error: --steps 2 and --set train.steps=5 disagree (--steps sets train.steps)\nhint: keep one of the two"
     )
     assert not out.exists()
+    from switchc.cli import train_commands
+
+    monkeypatch.setattr(train_commands, "_run_program", lambda command, env, fds: 0)
+    for same in ("2", "02", "+2", "2  # two"):  # compared as YAML reads them, not as text
+        result = CliRunner().invoke(main, ["train", "--set", f"train.steps={same}", "--steps", "2", "--out", str(out)])
+        assert result.exit_code == 0, (same, result.output)

@@ -889,3 +889,7 @@ def test_a_checkpoint_as_export_init_is_told_how_to_export_the_runs_weights(
     )
     assert "--export-init FILE --resume --out r (FILE outside the run)" in said
     assert "init.safetensors" not in said
+    monkeypatch.chdir(tmp_path / "r" / "checkpoints")  # the run from the checkpoint's own path, resolved
+    with pytest.raises(SystemExit):
+        _checked("--export-init", "3")
+    assert "--export-init 3 is a checkpoint of the run .., not a file" in capsys.readouterr().err
