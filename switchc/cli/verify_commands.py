@@ -187,7 +187,7 @@ def verify(
                 _number(c.report),
                 _number(c.measured),
                 f"{c.relative_error:.2%}" if math.isfinite(c.relative_error) else "inf",
-                "exact" if c.tolerance == 0 else f"{c.tolerance:.0%}",
+                "exact" if c.tolerance == 0 else f"{100 * c.tolerance:.3g}%",  # 1e-07 is no 0%
                 "ok" if c.ok else "MISMATCH",
                 c.note,
                 style="" if c.ok else "bold red",

@@ -150,3 +150,11 @@ def test_the_jax_only_tolerance_is_refused_for_torch() -> None:
     result = CliRunner().invoke(main, ["verify", "switch-tiny", "--backend", "torch", "--total-flops-tolerance", "0.1"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --total-flops-tolerance applies only to --backend jax")
+
+
+def test_a_tolerance_under_half_a_percent_is_shown_as_given() -> None:
+    """The table printed a tolerance of 1e-7 as 0%, beside a MISMATCH it had caused."""
+    pytest.importorskip("torch")
+    result = CliRunner().invoke(main, ["verify", "switch-tiny", "--backend", "torch", "--flops-tolerance", "1e-7"])
+    (row,) = [line for line in result.stdout.splitlines() if "matmul FLOPs" in line]
+    assert " 1e-05% " in row and " 0% " not in row
