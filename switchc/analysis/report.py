@@ -13,7 +13,6 @@ Fields are added in later versions, never renamed or removed without a version b
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from switchc.analysis.memory import MemoryReport, count_memory
 from switchc.analysis.params import ParamsReport, count_params
 from switchc.analysis.step_time import DEFAULT_MFU, TimeReport, estimate_time
 from switchc.files import save_figure
-from switchc.ir import ops
+from switchc.ir import expert_capacity, ops
 from switchc.ir.graph import Graph, all_ops, info
 from switchc.passes import lower
 from switchc.spec import Spec
@@ -405,7 +404,7 @@ FLOOR_PADDING_RATIO = 2  # capacity slots this many times the routed tokens, set
 def _floor_note(spec: SpecSummary, r: StackRouting) -> list[str]:
     """A note when moe.min_capacity, not the capacity factor, sets a stack's capacity and the
     slots it pads every group to are at least FLOOR_PADDING_RATIO times the tokens routed."""
-    wanted = math.ceil(spec.top_k * r.tokens_per_group / spec.num_experts * spec.capacity_factor)
+    wanted = expert_capacity(r.tokens_per_group, spec.num_experts, spec.top_k, spec.capacity_factor, 0)
     slots, routed = spec.num_experts * r.capacity, r.tokens_per_group * spec.top_k
     if r.capacity <= wanted or slots < FLOOR_PADDING_RATIO * routed:
         return []

@@ -311,16 +311,16 @@ def train(
     """
     if allow_changes and not resume:
         raise PlainUserError("--allow-changes applies only with --resume", "add --resume, or drop --allow-changes")
+    resolved = load_spec(spec, overrides)
     if steps is not None:  # the program's schedule and intervals follow train.steps, so it is set in the spec
-        given = load_spec(spec, overrides)
-        if given.span("train.steps").source.name != OVERRIDE_SOURCE_NAME:
+        if resolved.span("train.steps").source.name != OVERRIDE_SOURCE_NAME:
             overrides = (*overrides, f"train.steps={steps}")
-        elif given.train.steps != steps:  # the same value (02 is 2) is the user's own --set already
+            resolved = load_spec(spec, overrides)
+        elif resolved.train.steps != steps:  # the same value (02 is 2) is the user's own --set already
             raise PlainUserError(
-                f"--steps {steps} and --set train.steps={given.train.steps} disagree (--steps sets train.steps)",
+                f"--steps {steps} and --set train.steps={resolved.train.steps} disagree (--steps sets train.steps)",
                 "keep one of the two",
             )
-    resolved = load_spec(spec, overrides)
     resolved = _absolute_data_paths(resolved)
     target(backend).require()
     needed = resolved.mesh.num_devices

@@ -386,13 +386,15 @@ def _section_keys(loc: tuple[Any, ...]) -> list[str]:
     return [f.name for f in fields(cls)] if cls is not None else []
 
 
-def _valid_in(loc: tuple[Any, ...], key: str, value: Any) -> bool:
-    """Whether the section at `loc` takes `value` under `key` (a hint's example must be valid)."""
+def _example(cls: Any, key: str, value: Any) -> str:
+    """`value` written as the example under `key` of the section `cls`, or the key's default where
+    the section would refuse the value there (a hint's example must be valid)."""
     try:
-        TypeAdapter(_section_class(loc)).validate_python({key: value})
+        TypeAdapter(cls).validate_python({key: value})
     except ValidationError:
-        return False
-    return True
+        default = next(f.default for f in fields(cls) if f.name == key)
+        return "VALUE" if default is MISSING else _describe(default).strip("'")
+    return _describe(value).strip("'")
 
 
 def _describe(value: Any) -> str:
@@ -529,13 +531,11 @@ def _mapping_hint(loc: tuple[Any, ...], value: Any, span: Span, dsl_text: bool) 
     """How to write the section at `loc`, given `value` (a scalar or a list), in the syntax the
     mistake was made in (--set, DSL or YAML): its keys, and an example. A section of a few keys
     (capacity_factor: train, eval) gets the value under its first key, as the value probably meant."""
-    keys = _section_keys(loc)
+    cls = _section_class(loc)
+    keys = [f.name for f in fields(cls)] if cls is not None else []
     name = str(loc[-1]) if loc else "name"
     first = keys and len(keys) <= 3 and not isinstance(value, (dict, list))
-    key, example = (keys[0], _describe(value).strip("'")) if first else ("KEY", "VALUE")
-    if first and not _valid_in(loc, key, value):  # an example must be valid: the key's default
-        default = _section_class(loc).__dataclass_fields__[key].default
-        example = "VALUE" if default is MISSING else _describe(default).strip("'")
+    key, example = (keys[0], _example(cls, keys[0], value)) if first else ("KEY", "VALUE")
     its = f" ({', '.join(keys)})" if keys else ""
     if span.source.name == OVERRIDE_SOURCE_NAME and loc:
         return f"set one of its keys{its}: --set {'.'.join(str(p) for p in loc)}.{key}={example}"

@@ -96,9 +96,10 @@ def _events(source: Source, text: str, what: str = "spec") -> Iterator[yaml.Even
             # "while parsing a flow mapping": where the bracket that is not closed was opened
             at = Span(source, opened.line + 1, opened.column + 1, opened.line + 1, opened.column + 2)
             notes = ((f"{err.context.removeprefix('while ')} that started here", at),)
-            brackets = {"flow mapping": "{}", "flow sequence": "[]"}.get(err.context.removeprefix("while parsing a "))
-            if brackets is not None:
-                opener, closer = brackets[0], brackets[1]
+            brackets = {"flow mapping": ("{", "}"), "flow sequence": ("[", "]")}
+            pair = brackets.get(err.context.removeprefix("while parsing a "))
+            if pair is not None:
+                opener, closer = pair
                 hint = f"close the '{opener}' the note points at with '{closer}', and separate its entries with ','"
         diagnostic = Diagnostic(f"YAML syntax error: {problem}", span, hint, notes=notes)
         raise UserError([diagnostic]) from None

@@ -126,7 +126,7 @@ def softmax(logits: jax.Array) -> jax.Array:
 
 
 def _softmax_forward(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-    weights = jax.nn.softmax(logits, axis=-1)
+    weights = softmax(logits)
     return weights, weights
 
 
