@@ -92,8 +92,12 @@ class Noise:
         """The dropout stream `stream` of this batch shard (None: evaluation)."""
         return None if self.seed is None else Stream((self.seed, self.step, stream, self.shard))
 
+    @torch.compiler.disable
     def jitter(self, stream: int, like: torch.Tensor, eps: float) -> torch.Tensor | None:
         """Router input jitter U(1 - eps, 1 + eps) (App. C) for this shard's rows, float32.
+
+        Drawn outside torch.compile's graphs (--compile), as dropout is: a stream's generator is
+        seeded on the host, which a graph cannot hold.
 
         Row r of the global batch draws from its own stream, so a shard draws its rows only and
         gets the numbers any other mesh would give them.
@@ -120,6 +124,11 @@ def dropout(x: torch.Tensor, rate: float, stream: Stream | None) -> torch.Tensor
     """Inverted dropout; the identity when rate is 0 or stream is None (evaluation)."""
     if rate == 0.0 or stream is None:
         return x
+    return _stream_dropout(x, rate, stream)
+
+
+@torch.compiler.disable  # outside torch.compile's graphs (--compile): see Noise.jitter
+def _stream_dropout(x: torch.Tensor, rate: float, stream: Stream) -> torch.Tensor:
     out: torch.Tensor = _Dropout.apply(x, rate, stream)
     return out
 

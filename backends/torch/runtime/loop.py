@@ -89,6 +89,12 @@ def parse_args(
         metavar="SECONDS",
         help="seconds any collective may wait for the other ranks before failing (default: 120)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model's forward and backward under torch.compile (inductor): faster steps after a "
+        "first step, and a first evaluation, that compile for a minute or more on a CPU",
+    )
     if any(arg == "--devices" or arg.startswith("--devices=") for arg in argv):  # argparse: "unrecognized"
         parser.error(
             "--devices is the JAX program's flag; this program runs one process per device: torchrun "
@@ -308,10 +314,12 @@ def build(
     *,
     rank: int = 0,
     world: int = 1,
+    compile: bool = False,
 ) -> tuple[Parallel, torch.optim.Optimizer]:
     """The model, initialised from `seed` (or from the weights file `init_from`), placed on the
     mesh by parallel.parallelize, and the optimizer model.CONFIG names over its parameters. A
-    weights file every rank refuses (not there, not this model's) is said once (`_together`)."""
+    weights file every rank refuses (not there, not this model's) is said once (`_together`).
+    `compile` (--compile): the placed model runs under torch.compile (`compiled`)."""
 
     def initialised() -> torch.nn.Module:
         model = model_module.build(seed)
@@ -321,7 +329,27 @@ def build(
 
     model = _together(initialised, rank, world)  # no collective inside: each rank reads the file
     parallel = parallelize(model, mesh, model_module.RULES, model_module.PARAM_AXES, device)
+    if compile:
+        parallel.module = compiled(parallel.module, device)
     return parallel, optimizer_for(model_module.CONFIG, model, parallel.placements, mesh)
+
+
+def compiled(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """--compile: `module` (the model, or its DDP wrapper) under torch.compile with inductor. The
+    parameters, and so checkpoints and weights files, stay the model's own. Random draws and
+    collectives run between the compiled graphs (layers.Noise, parallel.py), so every number and
+    every collective is the eager program's; only float rounding may differ where kernels fuse.
+
+    On a CPU, inductor's vectorized loop tails are turned off: with them, torch 2.13's generated
+    code corrupted the heap (glibc: "corrupted size vs. prev_size") in the second step of
+    benchmarks/bench_step.py's 16-expert model; with scalar tails, or no vectorization, it ran.
+    """
+    if device.type == "cpu":
+        import torch._inductor.config as inductor
+
+        inductor.cpp.enable_loop_tail_vec = False
+    wrapped: torch.nn.Module = torch.compile(module)  # type: ignore[assignment]  # an nn.Module in, an nn.Module out
+    return wrapped
 
 
 def train_step(
@@ -381,7 +409,9 @@ def _train(
     hardware = _hardware(args, model_module, device)
     peak = model_module.PEAK_FLOPS[hardware]
     init_from = args.init_from if resumed is None else None
-    parallel, opt = build(model_module, args.seed, mesh, device, init_from, rank=rank, world=world)
+    parallel, opt = build(
+        model_module, args.seed, mesh, device, init_from, rank=rank, world=world, compile=args.compile
+    )
     model = parallel.model
     params = list(model.parameters())
     learning_rate = schedule(config.schedule, config.learning_rate, config.warmup_steps, config.steps)
@@ -409,6 +439,11 @@ def _train(
         f"mesh {shape} on {devices} {device.type} process{'es' if devices > 1 else ''}; steps {start}..{args.steps}; "
         + metrics.mfu_against(hardware, peak, args.hardware, _device_kind(device), model_module.DEFAULT_HARDWARE)
     )
+    if args.compile:
+        say(
+            "--compile: the first step and the first evaluation compile the model (torch.compile); "
+            "their records' step time includes it"
+        )
     if resumed is not None:
         ignored = f" (not from --init-from {args.init_from}: the checkpoint has the weights)" if args.init_from else ""
         say(f"resumed at step {start} from {args.out / 'checkpoints'}{ignored}")

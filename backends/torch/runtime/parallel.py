@@ -213,12 +213,19 @@ class _SumShards(torch.autograd.Function):
         return grad, None
 
 
+# Every collective runs outside torch.compile's graphs (--compile): issued as written, in the order
+# every rank takes, where a traced one could be moved or fused by the compiler.
+_all_to_all = torch.compiler.disable(_AllToAll.apply)
+_copy_to_shards = torch.compiler.disable(_CopyToShards.apply)
+_sum_shards = torch.compiler.disable(_SumShards.apply)
+
+
 def dispatch_to_experts(slots: torch.Tensor, group: dist.ProcessGroup, ranks: int) -> torch.Tensor:
     """[G, E, C, D] (this rank's groups, every expert) -> [n * G, E / n, C, D] (every rank's
     groups, this rank's experts), n = ranks in the expert group. Groups come rank by rank."""
     groups, experts, capacity, d_model = slots.shape
     chunks = slots.reshape(groups, ranks, experts // ranks, capacity, d_model).transpose(0, 1)
-    received = _AllToAll.apply(chunks, group)  # [n (source rank), G, E / n, C, D]
+    received = _all_to_all(chunks, group)  # [n (source rank), G, E / n, C, D]
     return received.reshape(ranks * groups, experts // ranks, capacity, d_model)
 
 
@@ -226,7 +233,7 @@ def return_from_experts(out: torch.Tensor, group: dist.ProcessGroup, ranks: int)
     """The inverse of dispatch_to_experts: [n * G, E / n, C, D] -> [G, E, C, D]."""
     total, local_experts, capacity, d_model = out.shape
     chunks = out.reshape(ranks, total // ranks, local_experts, capacity, d_model)
-    received = _AllToAll.apply(chunks, group)  # [n (expert shard), G, E / n, C, D]
+    received = _all_to_all(chunks, group)  # [n (expert shard), G, E / n, C, D]
     return received.transpose(0, 1).reshape(total // ranks, ranks * local_experts, capacity, d_model)
 
 
@@ -267,6 +274,9 @@ class _SplitCrossEntropy(torch.autograd.Function):
         return grad_logits.to(ctx.dtype), None, None, None
 
 
+_split_cross_entropy = torch.compiler.disable(_SplitCrossEntropy.apply)
+
+
 class SplitEmbedding(Embedding):
     """Rows [start, start + V / n) of the embedding table (Megatron's VocabParallelEmbedding): a
     lookup finds the ids this rank holds and the shards' rows are summed; `attend` gives this
@@ -282,10 +292,10 @@ class SplitEmbedding(Embedding):
         local = ids - self.start
         other = (local < 0) | (local >= self.embedding.shape[0])
         rows = F.embedding(local.masked_fill(other, 0), self.embedding).masked_fill(other[..., None], 0.0)
-        return _SumShards.apply(rows, self.group)
+        return _sum_shards(rows, self.group)
 
     def attend(self, y: torch.Tensor) -> torch.Tensor:
-        return _CopyToShards.apply(y, self.group) @ self.embedding.T
+        return _copy_to_shards(y, self.group) @ self.embedding.T
 
 
 class SplitLogits(Logits):
@@ -297,7 +307,7 @@ class SplitLogits(Logits):
         self.group = group
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return _CopyToShards.apply(y, self.group) @ self.lm_head
+        return _copy_to_shards(y, self.group) @ self.lm_head
 
 
 class SplitCrossEntropy(CrossEntropy):
@@ -309,7 +319,7 @@ class SplitCrossEntropy(CrossEntropy):
         self.index = index
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        loss: torch.Tensor = _SplitCrossEntropy.apply(logits, targets, self.index * logits.shape[-1], self.group)
+        loss: torch.Tensor = _split_cross_entropy(logits, targets, self.index * logits.shape[-1], self.group)
         return loss
 
 
@@ -469,12 +479,12 @@ def _tensor_parallel(module: nn.Module, group: dist.ProcessGroup, index: int, ac
         inputs = list(args)
         for i in range(activations):
             same = [j for j in range(i) if args[j] is args[i]]  # self-attention: x is memory, one f
-            inputs[i] = inputs[same[0]] if same else _CopyToShards.apply(args[i], group)
+            inputs[i] = inputs[same[0]] if same else _copy_to_shards(args[i], group)
         _fold(kwargs, index)
         return tuple(inputs), kwargs
 
     def after(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        return _SumShards.apply(output, group)
+        return _sum_shards(output, group)
 
     module.register_forward_pre_hook(before, with_kwargs=True)
     module.register_forward_hook(after)
@@ -494,13 +504,13 @@ def _expert_parallel(
         if expert_group is not None:
             slots = dispatch_to_experts(slots, expert_group, ranks)
         if tensor_group is not None:
-            slots = _CopyToShards.apply(slots, tensor_group)
+            slots = _copy_to_shards(slots, tensor_group)
         _fold(kwargs, index)
         return (slots,), kwargs
 
     def after(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         if tensor_group is not None:
-            output = _SumShards.apply(output, tensor_group)
+            output = _sum_shards(output, tensor_group)
         if expert_group is not None:
             output = return_from_experts(output, expert_group, ranks)
         return output

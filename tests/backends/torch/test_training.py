@@ -33,6 +33,7 @@ from tests.backends.programs import (
     set_args,
     signal_at,
     tensorboard_values,
+    train_losses,
     without_timing,
 )
 
@@ -454,3 +455,37 @@ def test_device_cuda_without_cuda_is_a_usage_error(straight: Path) -> None:
     result = run_program(straight, "--steps", "1", "--device", "cuda")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "error: --device cuda: " in result.stderr and "use --device cpu" in result.stderr
+
+
+def _close(compiled: list[dict], eager: list[dict], keys: tuple[str, ...]) -> None:
+    """The records of a --compile run against the eager run's: the same steps, the same values to
+    float32 rounding (fused kernels round differently; every random draw is the eager program's)."""
+    assert [entry["step"] for entry in compiled] == [entry["step"] for entry in eager]
+    for ours, theirs in zip(compiled, eager, strict=True):
+        for key in keys:
+            assert math.isclose(ours[key], theirs[key], rel_tol=1e-4, abs_tol=1e-6), (ours["step"], key)
+
+
+def test_compile_trains_and_evaluates_as_the_eager_program_does(straight: Path) -> None:
+    """--compile (torch.compile) with dropout and router jitter on: the same losses, router losses,
+    dropped fractions and evaluations as the eager run, and checkpoints a resume continues from."""
+    result = run_program(straight, "--steps", "6", *FLAGS, "--out", "compiled", "--compile")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--compile: the first step and the first evaluation compile the model" in result.stdout
+    keys = ("loss", "cross_entropy", "aux_loss", "dropped_fraction")
+    _close(records(straight / "compiled", "train"), records(straight / "run", "train"), (*keys, "grad_norm"))
+    _close(records(straight / "compiled", "eval"), records(straight / "run", "eval"), keys)
+    assert checkpoint_dirs(straight / "compiled") == checkpoint_dirs(straight / "run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", ["{data: 2}", "{expert: 2}", "{model: 2}"])
+def test_compile_on_two_processes_trains_as_the_eager_program_does(mesh: str, tmp_path: Path) -> None:
+    """--compile on two gloo processes, with DDP (data), the experts' all-to-alls (expert) and
+    Megatron's f and g (model) between the compiled graphs: the eager program's losses."""
+    program = compile_small(tmp_path, "prog", **{"mesh.axes": mesh})
+    eager = train_losses(program, "--steps", "4", "--log-every", "1", processes=2)
+    shutil.rmtree(program / "run")
+    compiled = train_losses(program, "--steps", "4", "--log-every", "1", "--compile", processes=2)
+    assert len(compiled) == len(eager) == 4
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(compiled, eager, strict=True)), (compiled, eager)
