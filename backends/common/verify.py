@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-SMALL_BYTES = 4096  # the step's scalars (loss, metrics, norm partial sums): below this not compared
+# The step's scalars (the loss divisor, gradient-norm partial sums, metrics), which the report lists
+# in part or not at all: a reduction of at most this many bytes per call is compared on neither side.
+SMALL_BYTES = 4096
 
 # The defaults of switchc verify's options, which are also those of each backend's verify().
 TIMEOUT = {"jax": 900.0, "torch": 300.0}  # seconds: XLA compiles the unrolled step; torch runs one step
@@ -101,15 +103,38 @@ def collective_label(kind: str, group: Sequence[int], mesh: Mapping[str, int]) -
     return f"{kind} over {_over(group_axes(group, mesh), len(group), mesh)}"
 
 
+def compared(kind: str, size: int) -> bool:
+    """Whether a collective of `size` bytes per device per call is held against the report: every
+    all-to-all (each is an expert dispatch or combine, which the report lists one by one and whose
+    count is compared exactly, however small the model), and a reduction or gather of more than
+    SMALL_BYTES. The same test on both sides: the report's entries and the measured calls."""
+    return kind == "all-to-all" or size > SMALL_BYTES
+
+
 def measured_rows(
     measured: Iterable[tuple[str, Sequence[int] | None, int]], mesh: Mapping[str, int]
 ) -> dict[str, tuple[int, int]]:
     """Row (collective_label) -> (count, total bytes per device) of the measured collectives that are
-    compared: a readable group of two or more devices, more than SMALL_BYTES."""
+    compared: a readable group of two or more devices, and `compared`."""
     return _by_key(
         (collective_label(kind, group, mesh), 1, size)
         for kind, group, size in measured
-        if group is not None and len(group) > 1 and size > SMALL_BYTES
+        if group is not None and len(group) > 1 and compared(kind, size)
+    )
+
+
+def report_rows(report: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """Row -> (count, total bytes per device) of the report's collectives that are compared: a group
+    of two or more devices, and `compared` (as measured_rows)."""
+    mesh = report["spec"]["mesh"]
+    return _by_key(
+        (
+            f"{c['kind']} over {_over(c['mesh_axes'], int(c['group_size']), mesh)}",
+            int(c["count"]),
+            int(c["bytes_per_device"]),
+        )
+        for c in report["comm"]["collectives"]
+        if int(c["group_size"]) > 1 and compared(c["kind"], int(c["bytes_per_device"]))
     )
 
 
@@ -124,24 +149,17 @@ def collective_comparisons(
     """The report's collectives against the measured ones, per kind and the mesh axes they span.
 
     measured: (kind, the device numbers of the call's group, bytes per device) of every collective
-    call; singleton groups (which move nothing) and calls of at most SMALL_BYTES are left out, and
-    the calls whose group the measurement could not read (None) make a failing row of their own.
+    call; singleton groups (which move nothing) are left out, and so are, on both sides, the
+    reductions of at most SMALL_BYTES per call (`compared`: the step's scalars; never an
+    all-to-all); the calls whose group the measurement could not read (None) make a failing row
+    of their own.
     The all-to-all count is exact; every kind's total bytes per device are compared within
     `bytes_tolerance`, since frameworks merge or bucket reductions. `source` names the measurement
     in the notes; `notes` adds a remark per kind ("all-reduce") or per row (collective_label).
     """
-    mesh = report["spec"]["mesh"]
-    predicted = _by_key(
-        (
-            f"{c['kind']} over {_over(c['mesh_axes'], int(c['group_size']), mesh)}",
-            int(c["count"]),
-            int(c["bytes_per_device"]),
-        )
-        for c in report["comm"]["collectives"]
-        if int(c["group_size"]) > 1
-    )
-    found = measured_rows(measured, mesh)
-    unread = [size for _, group, size in measured if group is None and size > SMALL_BYTES]
+    predicted = report_rows(report)
+    found = measured_rows(measured, report["spec"]["mesh"])
+    unread = [size for kind, group, size in measured if group is None and compared(kind, size)]
     results = []
     remarks = notes or {}
     for label in sorted(set(predicted) | set(found)):

@@ -16,8 +16,9 @@ XLA's cost analysis (`train.py --dump-hlo`). This module compares:
 - Collectives, per kind and the mesh axes their replica groups span (data and model all-reduces of
   a data x model mesh are separate rows, though both groups have two devices): the all-to-all
   count exactly and bytes within the tolerance; all-reduce, all-gather and reduce-scatter by total
-  bytes, since XLA combines many small gradient all-reduces into a few large ones. Collectives of
-  a few bytes (the step's scalar metrics) are listed but not held against the report.
+  bytes, since XLA combines many small gradient all-reduces into a few large ones. Reductions of
+  at most SMALL_BYTES per call (the step's scalars) are listed but compared on neither side (the
+  report's entries of that size are left out too); every all-to-all is compared.
 
 XLA:CPU has no bfloat16 collectives: its all-reduce-promotion pass, and float normalization after
 it, widen them to float32, so a bfloat16 program's optimized module here moves twice the bytes it

@@ -23,8 +23,9 @@ module compares:
   exactly and its bytes within the tolerance; all-reduce by total bytes only, because
   DistributedDataParallel reduces dense gradients in buckets (25 MiB by default; the report has
   one all-reduce per parameter group) and the expert gradients over their replicas go in one
-  flattened all-reduce (Parallel.finish_gradients). Collectives of at most SMALL_BYTES (the loss
-  divisor, gradient-norm partial sums, metrics) are listed but not held against the report.
+  flattened all-reduce (Parallel.finish_gradients). Reductions of at most SMALL_BYTES per call
+  (the loss divisor, gradient-norm partial sums, metrics) are listed but compared on neither side
+  (the report's entries of that size are left out too); every all-to-all is compared.
 
 DDP's gradient all-reduces are issued from C++ (its Reducer), which Python wrappers do not see:
 the worker registers DDP's own `allreduce_hook` (torch.distributed.algorithms.ddp_comm_hooks),

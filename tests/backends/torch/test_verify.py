@@ -192,3 +192,32 @@ def test_the_table_keeps_whole_numbers_and_notes_when_piped() -> None:
     assert "switchc verify switch-tiny (mesh data=1, 1 device, torch)" in result.stdout
     row = next(line for line in result.stdout.splitlines() if "matmul FLOPs per device" in line)
     assert "FlopCounterMode: matmuls only" in row and "…" not in row
+
+
+def test_a_switch_layer_whose_all_to_alls_are_small_matches() -> None:
+    """d_model 64, 2 experts, 2 x 8 target tokens: each decoder all-to-all is 1,280 bytes per device,
+    under the 4,096 below which verify leaves out the step's scalar reductions. Every all-to-all is
+    compared all the same (they were dropped from torch's side alone: 'count 8 vs 4', exit 1)."""
+    overrides = [
+        "model.d_model=64",
+        "model.d_ff=128",
+        "model.num_heads=2",
+        "model.d_kv=32",
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "moe.num_experts=2",
+        "moe.expert_every=1",
+        "moe.group_size=32",
+        "train.batch_size=2",
+        "train.inputs_length=32",
+        "train.targets_length=8",
+    ]
+    args = ["verify", "switch-tiny", "--backend", "torch", "--format", "json"]
+    for item in [*overrides, "mesh.axes={expert: 2}"]:
+        args += ["--set", item]
+    result = CliRunner().invoke(main, args)
+    found = json.loads(result.stdout)
+    rows = {row["what"]: row for row in found["rows"]}
+    count = rows["all-to-all over expert (2 devices): count"]
+    assert (count["report"], count["torch"]) == (8, 8), json.dumps(found["rows"], indent=1)
+    assert result.exit_code == 0 and found["ok"], json.dumps(found["rows"], indent=1)
