@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from switchc.errors import Diagnostic, did_you_mean
+from switchc.errors import Diagnostic, Span, did_you_mean
 from switchc.spec.dsl import depth_from_blocks
 from switchc.spec.schema import STACKS, STANDARD_RULES, parse_every
 
@@ -82,27 +82,35 @@ def _check_layout(spec: Spec) -> Iterator[Diagnostic]:
                     f"write `{_written(spec, 'switch: []', 'switch = []', path)}` for a dense stack, "
                     "or use a smaller K",
                 )
+            elif spec.moe is None:  # 'every K' within the stack places Switch layers, as a list does
+                yield from _switch_layers_without_moe(spec, stack, spec.span(path))
             continue
         yield from _check_block_list(spec, stack, placement, depth)
         if spec.moe is None and placement:
-            removed = spec.origin.value_spans.get("moe")
-            if removed is not None and removed.source.name == OVERRIDE_SOURCE_NAME:  # --set moe=null
-                yield Diagnostic(
-                    f"the layout places Switch layers in the {stack}, but --set moe=null removed the moe section",
-                    spec.span(f"{path}.0"),
-                    f"make the {stack} dense as well: --set '{path}=[]'",
-                    notes=(("moe removed here", removed),),
-                )
-                continue
-            listed = depth_from_blocks(spec.span(f"model.{stack}_layers"), stack)  # the DSL's blocks
-            dense = _written(spec, "`switch: []`", "blocks with `ffn`" if listed else "`switch = []`")
-            yield Diagnostic(
-                f"the layout places Switch layers in the {stack}, but the spec has no moe section",
-                spec.span(f"{path}.0"),
-                f"add a moe section (e.g. `{_written(spec, 'moe: {num_experts: 8}', 'moe { num_experts = 8 }')}`), "
-                f"or make the stack dense ({dense})",
-            )
+            yield from _switch_layers_without_moe(spec, stack, spec.span(f"{path}.0"))
     yield from _check_expert_every_agrees(spec)
+
+
+def _switch_layers_without_moe(spec: Spec, stack: str, where: Span) -> Iterator[Diagnostic]:
+    """The layout places Switch layers in `stack` (at `where`), but the spec has no moe section."""
+    path = f"layout.{stack}.switch"
+    removed = spec.origin.value_spans.get("moe")
+    if removed is not None and removed.source.name == OVERRIDE_SOURCE_NAME:  # --set moe=null
+        yield Diagnostic(
+            f"the layout places Switch layers in the {stack}, but --set moe=null removed the moe section",
+            where,
+            f"make the {stack} dense as well: --set '{path}=[]'",
+            notes=(("moe removed here", removed),),
+        )
+        return
+    listed = depth_from_blocks(spec.span(f"model.{stack}_layers"), stack)  # the DSL's blocks
+    dense = _written(spec, "`switch: []`", "blocks with `ffn`" if listed else "`switch = []`")
+    yield Diagnostic(
+        f"the layout places Switch layers in the {stack}, but the spec has no moe section",
+        where,
+        f"add a moe section (e.g. `{_written(spec, 'moe: {num_experts: 8}', 'moe { num_experts = 8 }')}`), "
+        f"or make the stack dense ({dense})",
+    )
 
 
 def _deeper(spec: Spec, stack: str) -> str:

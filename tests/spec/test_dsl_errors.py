@@ -302,6 +302,14 @@ MISTAKES = [
         "the layout places Switch layers in the encoder, but the spec has no moe section",
         "add a moe section (e.g. `moe { num_experts = 8 }`), or make the stack dense (`switch = []`)",
     ),
+    Mistake(  # 'every K' places Switch layers as a list does: it was taken as a dense model
+        "Switch layers by `switch = every 2` without a moe section",
+        "model { d_model = 64 }\nencoder { switch = every 2 }\n",
+        2,
+        20,
+        "the layout places Switch layers in the encoder, but the spec has no moe section",
+        "add a moe section (e.g. `moe { num_experts = 8 }`), or make the stack dense (`switch = []`)",
+    ),
     Mistake(
         "expert_every disagrees with the blocks",
         "moe { num_experts = 4, expert_every = 1 }\n"

@@ -116,6 +116,16 @@ def test_switch_layers_need_a_moe_section() -> None:
     assert (found.span.line, found.span.column) == (12, 22)
 
 
+def test_switch_layers_every_k_need_a_moe_section_too() -> None:
+    """`switch: every 2` places Switch layers as a list does; it was taken as a dense model."""
+    found = first_error("layout:\n  encoder: {switch: every 2}\n", moe="")
+    assert found.message == "the layout places Switch layers in the encoder, but the spec has no moe section"
+    assert (found.span.line, found.span.column) == (12, 21)  # at `every 2`
+    removed = first_error("layout:\n  encoder: {switch: every 2}\n", "moe=null")
+    assert removed.message.endswith("but --set moe=null removed the moe section")
+    assert (removed.span.line, removed.span.column) == (14, 21) and removed.notes[0][0] == "moe removed here"
+
+
 def test_expert_every_that_disagrees_is_an_error_with_a_note() -> None:
     found = first_error("layout:\n  decoder: {switch: [0]}\n", moe=MOE + "  expert_every: 2\n")
     assert found.message == "moe.expert_every 2 disagrees with layout.decoder.switch"
