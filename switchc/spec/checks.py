@@ -476,14 +476,36 @@ def _check_schedule(spec: Spec) -> Iterator[Diagnostic]:
     optimizer, steps = spec.train.optimizer, spec.train.steps
     if optimizer.schedule == "cosine" and optimizer.warmup_steps >= steps:
         path = "train.optimizer.warmup_steps"
+        # a default warm-up: the cosine schedule chose it; else the warm-up, or the steps it outlasts
+        span, notes = (
+            (spec.span("train.optimizer.schedule"), ())
+            if spec.is_default(path)
+            else _where_pair(spec, path, "train.steps")
+        )
         yield Diagnostic(
             f"the cosine schedule's warm-up ({optimizer.warmup_steps} steps"
             f"{', the default' if spec.is_default(path) else ''}) is not shorter than train.steps ({steps}): it would "
             "never reach the peak learning rate, nor decay to zero at the end",
-            spec.span("train.optimizer.schedule" if spec.is_default(path) else path),
-            f"set {path} below {steps} (a tenth of the steps is common: {steps // 10}), or use the rsqrt "
-            "or constant schedule",
+            span,
+            f"set {path} below {steps} (a tenth of the steps is common: {steps // 10}), "
+            + (f"train.steps above {optimizer.warmup_steps}, " if span == spec.span("train.steps") else "")
+            + "or use the rsqrt or constant schedule",
+            notes,
         )
+
+
+def _where_pair(spec: Spec, path: str, other: str) -> tuple[Span, tuple[tuple[str, Span], ...]]:
+    """Where an error about two keys that disagree points, and its note: at `path`, unless `path` is
+    a default and `other` was written, or `path` came from the file and `other` from --set (the
+    user's change is the news, as in _divisible); a note then points at the other key where that was
+    written too."""
+    here, there = (None if spec.is_default(key) else spec.span(key) for key in (path, other))
+    if here is None or there is None:
+        return here or there or spec.span(path), ()
+    if there.source.name == OVERRIDE_SOURCE_NAME != here.source.name:
+        path, other, here, there = other, path, there, here
+    given = "given with --set" if there.source.name == OVERRIDE_SOURCE_NAME else "written"
+    return here, ((f"{other} is {given} here", there),)
 
 
 def _check_position_buckets(spec: Spec) -> Iterator[Diagnostic]:
@@ -501,12 +523,14 @@ def _check_position_buckets(spec: Spec) -> Iterator[Diagnostic]:
             "set model.relative_attention_num_buckets to 4 or more (T5 uses 32)",
         )
     elif distance <= buckets // 2:
+        span, notes = _where_pair(spec, "model.relative_attention_max_distance", "model.relative_attention_num_buckets")
         yield Diagnostic(
             f"relative_attention_max_distance {distance} is within the decoder's {buckets // 2} exact buckets "
             f"(num_buckets // 2 of {buckets}), so no distance is left for the logarithmic buckets",
-            spec.span("model.relative_attention_max_distance"),
+            span,
             f"set model.relative_attention_max_distance above {buckets // 2} (T5 uses 128 with 32 buckets), "
             "or lower model.relative_attention_num_buckets",
+            notes,
         )
 
 

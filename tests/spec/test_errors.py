@@ -344,6 +344,14 @@ MISTAKES = [
     Mistake("off for false", "model:\n  tie_embeddings: Off\n", 2, 19, "expected true or false", "write false"),
     Mistake("empty field name", 'data:\n  jsonl_field: ""\n', 2, 16, "data.jsonl_field is empty", "leave the key out"),
     Mistake("lone surrogate", 'data:\n  path: "\\ud800"\n', 2, 9, "half of a UTF-16 surrogate pair", "both halves"),
+    Mistake(  # max_distance is the default: the error pointed at `model:` (1:1)
+        "too many position buckets for the default max distance",
+        "model:\n  d_model: 64\n  relative_attention_num_buckets: 512\n",
+        3,
+        35,
+        "relative_attention_max_distance 128 is within the decoder's 256 exact buckets",
+        "lower model.relative_attention_num_buckets",
+    ),
 ]
 
 
@@ -556,6 +564,13 @@ OVERRIDE_MISTAKES = [
         "relative_attention_max_distance 16 is within the decoder's 16 exact buckets",
         "above 16",
     ),
+    OverrideMistake(  # pointed at the file's first line, the max distance being the default
+        "too many position buckets set for the default max distance",
+        ("model.relative_attention_num_buckets=512",),
+        1,
+        44,
+        "relative_attention_max_distance 128 is within the decoder's 256 exact buckets",
+    ),
     OverrideMistake(
         "one mesh axis on two dims of one weight",
         ("mesh.axes={expert: 2}", "mesh.rules={mlp: expert}"),
@@ -667,6 +682,50 @@ def test_override_mistake_points_at_the_override(case: OverrideMistake) -> None:
     assert case.message in first.message, first.render()
     if case.hint is not None:
         assert first.hint is not None and case.hint in first.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "at", "note"),
+    [
+        (  # the file's warm-up, outlasting the --set steps: it pointed at the warm-up alone
+            "train:\n  optimizer: {schedule: cosine, warmup_steps: 100}\n",
+            ("train.steps=50",),
+            ("<command line>", 1, 19),
+            ("train.optimizer.warmup_steps is written here", "spec.yaml", 2, 47),
+        ),
+        (
+            "train:\n  steps: 50\n  optimizer: {schedule: cosine}\n",
+            ("train.optimizer.warmup_steps=100",),
+            ("<command line>", 1, 36),
+            ("train.steps is written here", "spec.yaml", 2, 10),
+        ),
+        (
+            "model:\n  relative_attention_num_buckets: 64\n",
+            ("model.relative_attention_max_distance=20",),
+            ("<command line>", 1, 45),
+            ("model.relative_attention_num_buckets is written here", "spec.yaml", 2, 35),
+        ),
+        (  # both in the file: the key the message names, the other noted
+            "model:\n  relative_attention_num_buckets: 64\n  relative_attention_max_distance: 20\n",
+            (),
+            ("spec.yaml", 3, 36),
+            ("model.relative_attention_num_buckets is written here", "spec.yaml", 2, 35),
+        ),
+    ],
+    ids=[
+        "warm-up in the file, steps set",
+        "steps in the file, warm-up set",
+        "buckets in the file, distance set",
+        "both in the file",
+    ],
+)
+def test_two_keys_that_disagree_point_at_the_one_set_and_note_the_other(
+    text: str, overrides: tuple[str, ...], at: tuple[str, int, int], note: tuple[str, str, int, int]
+) -> None:
+    first = _first(text, overrides).diagnostics[0]
+    assert (first.span.source.name, first.span.line, first.span.column) == at, first.render()
+    ((said, where),) = first.notes
+    assert (said, where.source.name, where.line, where.column) == note, first.render()
 
 
 def test_override_error_renders_the_command_line() -> None:
