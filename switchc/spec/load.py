@@ -273,6 +273,9 @@ def _changed_depth(tree: Mapping, key: str, blocks: Entry, seen: dict[str, tuple
     final, _ = yamltree.find(tree, tuple(key.split(".")))
     if final is blocks.value:
         return None
+    model, _ = yamltree.find(tree, ("model",))
+    if model is not None and not isinstance(model, Mapping):
+        return None  # `--set model=5` (or null): no depth to speak of; validation says model takes a mapping
     if isinstance(final, Scalar) and isinstance(blocks.value, Scalar):
         with contextlib.suppress(UserError):  # an integer out of range: the validation says so
             if yamltree.resolve_scalar(final) == yamltree.resolve_scalar(blocks.value):

@@ -66,10 +66,13 @@ def _not_keyword(name: str) -> str:
     return name
 
 
+# Python's keywords, which no Identifier may be: the JSON schema says so as the validation does.
+NOT_A_KEYWORD_SCHEMA: dict[str, Any] = {"not": {"enum": sorted(keyword.kwlist)}}
+
 # A name that becomes an identifier in generated code (mesh axes): checked, never escaped.
 Identifier = Annotated[
     str,
-    Field(strict=True),
+    Field(strict=True, json_schema_extra=NOT_A_KEYWORD_SCHEMA),
     StringConstraints(pattern=IDENTIFIER_PATTERN),
     AfterValidator(_not_keyword),
 ]
@@ -311,7 +314,8 @@ class MeshConfig:
             description="Ordered mesh axes, name -> size, e.g. {data: 2, expert: 4, model: 1}. The standard "
             "rules split the batch over data and expert, the experts over expert, and d_ff, heads and vocab over "
             "model; an axis of more than one device that no rule splits anything over is an error.",
-            json_schema_extra={"additionalProperties": False},  # names must match the pattern
+            # names must match the pattern (patternProperties) and be no Python keyword
+            json_schema_extra={"additionalProperties": False, "propertyNames": NOT_A_KEYWORD_SCHEMA},
         ),
     ] = field(default_factory=lambda: {"data": 1})
     rules: Annotated[

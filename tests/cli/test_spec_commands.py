@@ -135,6 +135,8 @@ def test_schema_validates_every_spec_in_the_library(tmp_path) -> None:
         "model: {num_head: 4}\n",
         "model: {ffn_activation: gelux}\n",
         "mesh: {axes: {2nd: 1}}\n",
+        "mesh: {axes: {class: 1}}\n",  # a Python keyword: the schema accepted it
+        "mesh: {axes: {data: 2}, rules: {batch: [data, def]}}\n",
         "mesh: {rules: {expertz: data}}\n",
         "train: {optimizer: {name: sgd}}\n",
         "model: {d_model: 0}\n",

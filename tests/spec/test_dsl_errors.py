@@ -440,6 +440,18 @@ def test_replacing_the_model_section_cannot_change_a_listed_stacks_depth_either(
     assert parse_spec(Source("spec.switch", text), ("model.encoder_layers=0x2",)).model.encoder_layers == 2
 
 
+@pytest.mark.parametrize(("value", "got"), [("5", "5"), ("null", "null"), ("[1]", "a list")])
+def test_a_model_that_is_no_mapping_is_said_so_not_that_it_drops_the_depth(value: str, got: str) -> None:
+    """On a file that lists its blocks, `--set model=5` was two errors about dropping each stack's
+    depth, and never that model takes a mapping (as a YAML spec says)."""
+    text = (
+        MOE + "encoder {\n  block { attention, switch }\n}\ndecoder {\n  block { attention, cross_attention, ffn }\n}\n"
+    )
+    (first,) = _first(text, (f"model={value}",)).diagnostics
+    assert first.message == f"model: expected a mapping of keys, got {got}", first.render()
+    assert first.span.source.name == "<command line>" and (first.span.line, first.span.column) == (1, 13)
+
+
 def test_a_block_past_a_listed_stack_hints_at_more_blocks_not_the_setting_it_refuses() -> None:
     """The hint said to set model.encoder_layers, which a file that lists its blocks refuses."""
     text = MOE + "encoder {\n  block { attention, switch }\n  block { attention, ffn }\n}\n"
