@@ -41,6 +41,7 @@ class HloCollective:
     bytes_per_device: int
     group: tuple[int, ...] | None  # the device ids of its first replica group (None: not readable)
     op_name: str  # the jax op it came from (metadata), for the side-by-side listing
+    dtypes: tuple[str, ...] = ()  # the element types of its result ("f32", "bf16", ...), in order
 
     @property
     def group_size(self) -> int:
@@ -108,6 +109,7 @@ def collectives(hlo: str) -> list[HloCollective]:
                 bytes_per_device=_bytes(match["type"]),
                 group=_first_group(line),
                 op_name=op_name.group(1) if op_name else "",
+                dtypes=tuple(dict.fromkeys(array["dtype"] for array in _ARRAY.finditer(match["type"]))),
             )
         )
     return found

@@ -24,8 +24,8 @@ XLA:CPU has no bfloat16 collectives: its all-reduce-promotion pass, and float no
 it, widen them to float32, so a bfloat16 program's optimized module here moves twice the bytes it
 would on a GPU or TPU. The collectives are therefore read from XLA's dump of the module just before
 that pass (`--xla_dump_hlo_pass_re`): partitioned, its collectives as the partitioner and the
-passes before (combiners aside) left them, each in the element type the program sends. A row's
-note gives what the optimized module moves where the two differ. Without that dump (another XLA),
+passes before (combiners aside) left them, each in the element type the program sends. A row sent
+in bfloat16 notes what the optimized module moves where the two differ. Without that dump (another XLA),
 the optimized module is used.
 """
 
@@ -49,6 +49,8 @@ from ..common.verify import (
     Comparison,
     MeasurementFailed,
     collective_comparisons,
+    collective_label,
+    compared,
     measured_rows,
     write_program,
 )
@@ -162,13 +164,20 @@ def kept_cross_attention_flops(spec: Any) -> int:
 def _widened_notes(
     sent: list[HloCollective], optimized: list[HloCollective], mesh: Mapping[str, int]
 ) -> dict[str, str]:
-    """Per row (collective_label), where XLA:CPU's optimized module moves more bytes than the
-    program sends (beyond the few bytes of scalars it combines into a large all-reduce)."""
+    """Per row (collective_label) whose collectives the program sends in bfloat16, where XLA:CPU's
+    optimized module moves more bytes than the program sends: it widens them to float32. A row
+    sent in float32 gets no note: its optimized module may move a little more (the combiner packs
+    the step's scalars, not compared, into a large all-reduce), but nothing is widened."""
     sends, moves = measured_rows(_measured(sent), mesh), measured_rows(_measured(optimized), mesh)
+    narrow = {
+        collective_label(c.kind, c.group, mesh)
+        for c in sent
+        if "bf16" in c.dtypes and c.group is not None and compared(c.kind, c.bytes_per_device)
+    }
     return {
         row: f"; XLA:CPU widens bfloat16 to float32 and moves {moved:,}"
         for row, (_, moved) in moves.items()
-        if moved > 1.02 * sends.get(row, (0, 0))[1]
+        if row in narrow and moved > 1.02 * sends.get(row, (0, 0))[1]
     }
 
 

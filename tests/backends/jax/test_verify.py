@@ -196,12 +196,25 @@ def test_each_row_notes_what_xla_cpu_moves_for_it_alone() -> None:
     from switchc.backends.jax.hlo import HloCollective
     from switchc.backends.jax.verify import _widened_notes
 
-    def reduce(group: tuple[int, ...], size: int) -> HloCollective:
-        return HloCollective("r", "all-reduce", size, group, "")
+    def reduce(group: tuple[int, ...], size: int, dtype: str = "bf16") -> HloCollective:
+        return HloCollective("r", "all-reduce", size, group, "", (dtype,))
 
     mesh = {"data": 2, "expert": 2}  # device = 2 * data + expert
     sent = [reduce((0, 2), 10_000), reduce((0, 1, 2, 3), 30_000)]
-    moved = [reduce((0, 2), 20_000), reduce((0, 1, 2, 3), 30_000)]  # only the data one widened
+    moved = [reduce((0, 2), 20_000, "f32"), reduce((0, 1, 2, 3), 30_000, "f32")]  # only the data one widened
     assert _widened_notes(sent, moved, mesh) == {
         "all-reduce over data (2 devices)": "; XLA:CPU widens bfloat16 to float32 and moves 20,000"
     }
+
+
+def test_a_float32_row_that_moves_a_little_more_is_not_said_to_be_widened() -> None:
+    """A float32 step sends no bfloat16: the optimized module's few KB more (the combiner packs the
+    step's scalars into a large all-reduce) were noted 'XLA:CPU widens bfloat16 to float32'."""
+    from switchc.backends.jax.hlo import HloCollective, collectives
+    from switchc.backends.jax.verify import _widened_notes
+
+    (parsed,) = collectives("  %all-reduce.1 = (f32[8]{0}, bf16[4]{0}) all-reduce(%p, %q), replica_groups={{0,1}}")
+    assert parsed.dtypes == ("f32", "bf16")
+    sent = [HloCollective("r", "all-reduce", 221_184, (0, 1), "", ("f32",))]
+    moved = [HloCollective("r", "all-reduce", 225_852, (0, 1), "", ("f32",))]  # 2.1% more: scalars packed in
+    assert _widened_notes(sent, moved, {"expert": 2}) == {}
