@@ -65,6 +65,16 @@ def _dropout_args(low: Lowering, rate: float) -> list[str]:
     return [str(rate), f"noise.key({low.stream()})"] if rate else []
 
 
+TIED_COPIES = "tied_copies"  # the variable of a tied table's per-shard copies
+
+
+def _tied_copies(low: Lowering, table: str) -> bool:
+    """Whether `table` is read by tied logits on a mesh that splits the batch: both its uses then
+    read per-shard copies of it (layers.shard_copies)."""
+    tied = any(isinstance(o := op_of(low.graph, n), ir.Logits) and o.tied and o.table == table for n in low.graph.nodes)
+    return tied and low.spec.mesh.shards("batch") > 1
+
+
 @RULES.rule(ir.Embed)
 def _embed(low: Lowering, node: str, op: ir.Op) -> None:
     """Embed. When both stacks read one shared table, the first lookup fetches both stacks' tokens
@@ -73,13 +83,21 @@ def _embed(low: Lowering, node: str, op: ir.Op) -> None:
     assert isinstance(op, ir.Embed)
     sharing = [n for n in low.graph.nodes if isinstance(e := op_of(low.graph, n), ir.Embed) and e.table == op.table]
     var = low.output(node, op)
+    lookup, table = "layers.embed", f'params["{op.table}"]'
+    if _tied_copies(low, op.table) and node == sharing[0]:
+        shards = low.spec.mesh.shards("batch")
+        low.emit(f"# A copy of the tied table per batch shard ({shards}): its two uses' gradients are added")
+        low.emit("# on each device, and the table's gradient is all-reduced once (layers.shard_copies).")
+        low.call(TIED_COPIES, "layers.shard_copies", table, str(shards))
+    if _tied_copies(low, op.table):
+        lookup, table = "layers.embed_copies", TIED_COPIES
     if len(sharing) == 1:
-        low.call(var, "layers.embed", f'params["{op.table}"]', embed_ids(low, node, op))
+        low.call(var, lookup, table, embed_ids(low, node, op))
         return
     if node == sharing[0]:
         ids = ", ".join(embed_ids(low, n, op_of(low.graph, n)) for n in sharing)
         low.emit("# One lookup for both stacks: the shared table's gradient is then reduced once.")
-        low.call("embedded", "layers.embed", f'params["{op.table}"]', f"jnp.concatenate([{ids}], axis=1)")
+        low.call("embedded", lookup, table, f"jnp.concatenate([{ids}], axis=1)")
     start = sum(op_of(low.graph, n).length for n in sharing[: sharing.index(node)])  # type: ignore[attr-defined]
     low.emit(f"{var} = embedded[:, {start}:{start + op.length}]")
 
@@ -152,7 +170,9 @@ def _logits(low: Lowering, node: str, op: ir.Op) -> None:
     assert isinstance(op, ir.Logits)
     (y,) = low.inputs(node)
     var = low.output(node, op)
-    if op.tied:  # T5 v1.0: the embedding table, logits scaled by d_model^-0.5
+    if op.tied and _tied_copies(low, op.table):  # each batch shard's rows against its copy of the table
+        low.call(var, "layers.tied_logits", y, TIED_COPIES, repr(op.d_model**-0.5))
+    elif op.tied:  # T5 v1.0: the embedding table, logits scaled by d_model^-0.5
         low.emit(f'{var} = ({y} * {op.d_model**-0.5!r}) @ params["{op.table}"].T')
     else:
         low.emit(f'{var} = {y} @ params["{op.name}/lm_head"]')

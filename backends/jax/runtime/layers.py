@@ -161,6 +161,35 @@ def embed(table: jax.Array, ids: jax.Array) -> jax.Array:
     return jnp.take(table, ids, axis=0)
 
 
+def shard_copies(table: jax.Array, shards: int) -> jax.Array:
+    """[S, V, D]: one copy of a tied embedding table per batch shard (S of them: the devices the
+    batch is split over), which both its uses read through embed_copies and tied_logits.
+
+    The lookup's and the logits' gradients of each shard then meet in that shard's copy, added on
+    the device, and the sum over shards (the broadcast's transpose) is one all-reduce of [V, D].
+    Read whole by both uses, XLA all-reduces each use's partial gradient before adding them: twice
+    the bytes (as position_bias's per-shard copies, for the same reason)."""
+    return jnp.broadcast_to(table, (shards, *table.shape))
+
+
+def _by_shard(x: jax.Array, shards: int) -> jax.Array:
+    """[B, ...] -> [S, B / S, ...]: the rows of each batch shard (rows are split in order)."""
+    return x.reshape(shards, x.shape[0] // shards, *x.shape[1:])
+
+
+def embed_copies(copies: jax.Array, ids: jax.Array) -> jax.Array:
+    """[S, V, D] per-shard copies (shard_copies), [B, L] ids -> [B, L, D]: each row from its shard's copy."""
+    rows = jax.vmap(lambda table, shard_ids: jnp.take(table, shard_ids, axis=0))(copies, _by_shard(ids, len(copies)))
+    return rows.reshape(*ids.shape, copies.shape[-1])
+
+
+def tied_logits(y: jax.Array, copies: jax.Array, scale: float) -> jax.Array:
+    """[B, L, D] decoder output, [S, V, D] per-shard copies of the embedding table -> [B, L, V]
+    logits, (y * scale) @ table.T, each row against its shard's copy (T5 v1.0's tied logits)."""
+    logits = jnp.einsum("sbld,svd->sblv", _by_shard(y * scale, len(copies)), copies)
+    return logits.reshape(*y.shape[:-1], copies.shape[1])
+
+
 def shift_right(targets: jax.Array) -> jax.Array:
     """Decoder inputs: the targets one step late, starting from id 0 (T5's decoder start token)."""
     return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]

@@ -310,6 +310,20 @@ def test_every_mesh_matches_one_device(mesh: str, one_device_losses: list[float]
     assert found == pytest.approx(one_device_losses, rel=2e-4)
 
 
+def test_tied_embeddings_on_a_split_batch_train_as_on_one_device(tmp_path: Path) -> None:
+    """With the batch split, the tied table's lookup and logits read per-shard copies of it
+    (layers.shard_copies, so that its gradient is all-reduced once): the same losses as one device,
+    and the program stays lint-clean."""
+    tied = ("--set", "model.tie_embeddings=true")
+    one = train_losses(compile_program(tmp_path / "one", *tied), "--steps", "3", "--log-every", "1")
+    program = compile_program(tmp_path / "mesh", *tied, "--set", "mesh.axes={data: 2, expert: 2, model: 2}")
+    assert "layers.shard_copies(" in (program / "model.py").read_text()
+    assert programs.ruff_findings(program) == []
+    found = train_losses(program, "--steps", "3", "--log-every", "1", "--devices", "8")
+    assert found[0] == pytest.approx(one[0], rel=2e-5)  # as test_every_mesh_matches_one_device
+    assert found == pytest.approx(one, rel=2e-4)
+
+
 @pytest.mark.slow  # 16 s; test_verify.py compiles and counts the remat step by default
 def test_full_remat_trains_alike(one_device_losses: list[float], tmp_path: Path) -> None:
     """train.remat: full wraps each block in jax.checkpoint (layers.remat): the same losses."""

@@ -218,3 +218,13 @@ def test_a_float32_row_that_moves_a_little_more_is_not_said_to_be_widened() -> N
     sent = [HloCollective("r", "all-reduce", 221_184, (0, 1), "", ("f32",))]
     moved = [HloCollective("r", "all-reduce", 225_852, (0, 1), "", ("f32",))]  # 2.1% more: scalars packed in
     assert _widened_notes(sent, moved, {"expert": 2}) == {}
+
+
+def test_tied_embeddings_on_a_split_batch_reduce_the_tables_gradient_once() -> None:
+    """The tied table's lookup and logits each made a [V, D] partial gradient, which XLA all-reduced
+    one by one before adding them: one table more than the report's (1,105,920 bytes against
+    1,007,616 on combo.yaml). The program now reads per-shard copies (layers.shard_copies)."""
+    found = verify(["model.tie_embeddings=true", "moe.expert_every=1", "model.ffn_activation=geglu"], "{data: 2}")
+    row = next(row for row in found["rows"] if row["what"] == "all-reduce over data (2 devices): bytes per device")
+    assert row["relative_error"] <= 0.001, row
+    assert found["ok"], json.dumps([row for row in found["rows"] if not row["ok"]], indent=1)
