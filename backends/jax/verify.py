@@ -9,10 +9,12 @@ XLA's cost analysis (`train.py --dump-hlo`). This module compares:
   full, the cross-attention key and value projections that XLA keeps rather than recomputes
   (`kept_cross_attention_flops`); and, with the optimizer
   update's elementwise FLOPs added (UPDATE_FLOPS_PER_PARAMETER per parameter element on the
-  device), with `compiled.cost_analysis()["flops"]`, which counts every elementwise op (norms,
-  softmax, activations too): a few percent more, so that row gets a looser tolerance. The elements
-  of XLA's converts are taken off its count: they do no arithmetic, and a bfloat16 program on
-  XLA:CPU has a convert around almost every op (float normalization, below).
+  device) and the dropout masks' random bits (dropout_elements x dropout_flops_per_element,
+  measured from the runtime's own dropout), with `compiled.cost_analysis()["flops"]`, which
+  counts every elementwise op (norms, softmax, activations too): a few percent more, so that row
+  gets a looser tolerance. The elements of XLA's converts are taken off its count: they do no
+  arithmetic, and a bfloat16 program on XLA:CPU has a convert around almost every op (float
+  normalization, below).
 - Collectives, per kind and the mesh axes their replica groups span (data and model all-reduces of
   a data x model mesh are separate rows, though both groups have two devices): the all-to-all
   count exactly and bytes within the tolerance; all-reduce, all-gather and reduce-scatter by total
@@ -31,6 +33,7 @@ the optimized module is used.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -139,6 +142,70 @@ def update_flops(report: Mapping[str, Any]) -> float:
     return elements * UPDATE_FLOPS_PER_PARAMETER[report["memory"]["optimizer"]]
 
 
+# The loop dims of each op with dropout that its mask does not span (the mask is the shape of
+# what it drops: the residual stream, the attention weights, an FFN's or an expert's hidden units).
+_NOT_MASKED = {"Dropout": (), "Attention": ("embed", "kv"), "DenseFFN": ("embed",), "ExpertFFN": ("embed",)}
+
+
+def dropout_elements(spec: Any) -> tuple[int, int]:
+    """The elements per device per train step that the program draws a dropout mask for (its
+    random bits: jax.random.bernoulli), for residual, attention-weight, FFN and expert dropout; and,
+    under train.remat = full, those of them in blocks whose masks the backward draws again."""
+    from switchc.analysis.common import local_sizes
+    from switchc.analysis.memory import recomputation
+    from switchc.ir.graph import all_ops, info, layout_of
+    from switchc.passes import lower
+
+    graph = lower(spec)
+    mesh = info(graph).mesh
+    again = recomputation(graph) if spec.train.remat == "full" else {}
+    drawn = again_drawn = 0
+    for op in all_ops(graph):
+        rate = getattr(op, "rate", None) if op.kind == "Dropout" else getattr(op, "dropout_rate", 0.0)
+        if op.kind not in _NOT_MASKED or not rate:
+            continue
+        n = local_sizes(op, layout_of(graph, op.name), mesh)
+        elements = 1
+        for dim in op.loop():
+            if dim.name not in _NOT_MASKED[op.kind]:
+                elements *= n(dim.name)
+        drawn += elements
+        again_drawn += elements if again.get(op.name, "none") != "none" else 0
+    return drawn, again_drawn
+
+
+_RNG_ELEMENTS = 1 << 16
+
+
+@functools.cache
+def dropout_flops_per_element() -> tuple[float, float]:
+    """What XLA's cost analysis counts per element of the runtime's own dropout (runtime/moe.py
+    `dropout`: threefry's random bits, the Bernoulli draw and the scaling), measured on this
+    machine over _RNG_ELEMENTS float32 elements, less converts: (forward and backward, as the train
+    step runs it; the forward alone, as a remat block's recompute runs it again). 60 and 51 with
+    jax 0.10. The report counts none of it: it is elementwise work."""
+    import jax
+    import jax.numpy as jnp
+
+    from .runtime.moe import dropout
+
+    def forward(x: Any, cotangent: Any, key: Any) -> Any:
+        return dropout(x, 0.1, key)
+
+    def forward_and_backward(x: Any, cotangent: Any, key: Any) -> Any:
+        y, pull = jax.vjp(lambda x: dropout(x, 0.1, key), x)
+        return y, pull(cotangent)
+
+    def per_element(step: Any) -> float:
+        ones = jnp.ones((_RNG_ELEMENTS,), jnp.float32)
+        compiled: Any = jax.jit(step).lower(ones, ones, jax.random.key(0)).compile()
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return (float(cost["flops"]) - convert_elements(compiled.as_text())) / _RNG_ELEMENTS
+
+    return per_element(forward_and_backward), per_element(forward)
+
+
 def kept_cross_attention_flops(spec: Any) -> int:
     """train.remat = full: the forward FLOPs per device of every cross-attention's key and value
     projections of the encoder output, which the report counts as recomputed (as the PyTorch
@@ -196,23 +263,31 @@ def compare(
     bytes_tolerance: float,
     kept: int = 0,
     sent: str | None = None,
+    dropout: tuple[tuple[int, int], tuple[float, float]] = ((0, 0), (0.0, 0.0)),
 ) -> tuple[list[Comparison], list[HloCollective]]:
     """`kept`: FLOPs XLA does not recompute under remat that the report does (kept_cross_attention_flops);
-    `sent`: the module before WIDENING_PASS, whose collectives are compared (else those of `hlo`)."""
+    `sent`: the module before WIDENING_PASS, whose collectives are compared (else those of `hlo`);
+    `dropout`: the elements the step draws dropout masks for, and draws again under remat
+    (dropout_elements), and XLA's FLOPs per element of each (dropout_flops_per_element), added to
+    the report's side of the all-FLOPs row."""
     found = collectives(hlo) if sent is None else collectives(sent)
     notes = {} if sent is None else _widened_notes(found, collectives(hlo), report["spec"]["mesh"])
     executed = float(report["flops"]["executed"]["train_step_per_device"]) - kept
     per_parameter = UPDATE_FLOPS_PER_PARAMETER[report["memory"]["optimizer"]]
     converts = convert_elements(hlo)
     dots = "every dot" + (f"; report less the {kept:,} of cross-attention keys and values XLA keeps" if kept else "")
+    (masked, again), (per_element, per_again) = dropout
+    rng = round(masked * per_element + again * per_again)
+    redrawn = f" + {again:,} drawn again x {per_again:.0f}" if again else ""
+    drawn = f" + dropout masks ({masked:,} elements x {per_element:.0f}{redrawn}: {rng:,})" if masked else ""
     results = [
         Comparison("matmul FLOPs per device (train step)", executed, dot_flops(hlo), flops_tolerance, dots),
         Comparison(
             "all FLOPs per device (cost_analysis)",
-            executed + update_flops(report),
+            executed + update_flops(report) + rng,
             float(cost["flops"]) - converts,
             total_flops_tolerance,
-            f"report: + optimizer update ({per_parameter}/parameter); XLA adds other elementwise work"
+            f"report: + optimizer update ({per_parameter}/parameter){drawn}; XLA adds other elementwise work"
             f" (less its {converts:,} converts)",
         ),
     ]
@@ -251,5 +326,8 @@ def verify(
         bytes_tolerance=bytes_tolerance,
         kept=kept_cross_attention_flops(spec),
         sent=dumped.sent,
+        dropout=(masked, dropout_flops_per_element())
+        if (masked := dropout_elements(spec))[0]
+        else ((0, 0), (0.0, 0.0)),
     )
     return Verification(spec.name, devices, tuple(comparisons), tuple(found))
