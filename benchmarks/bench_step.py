@@ -21,7 +21,8 @@ one run mean anything):
 4. the generated PyTorch program's train step for the same cases (`switchc compile --backend torch`
    from the same spec), in torch eager on all cores: runtime/loop.py's build() (model, placement on
    the one-process mesh, optimizer) and train_step() (forward + backward + gradient norm and
-   NaN/Inf check + the optimizer step), exactly what the program's loop runs, median of --steps.
+   NaN/Inf check + the optimizer step), exactly what the program's loop runs, median of --steps;
+   at 16 experts also with the program's --compile (torch.compile: its warm-up steps compile).
 
 The fixed config: d_model 512, d_ff 2048, 8 heads of d_kv 64, 4 + 4 blocks, a Switch layer in every
 2nd block, ReLU, vocabulary 8192, batch 8 x (256 inputs + 64 targets) random tokens, float32,
@@ -65,7 +66,13 @@ TORCH_SPEEDUP_STRETCH = 1.4  # ... and 1.4 x as the stretch goal
 TORCH_MFU_TARGET = 0.65  # ... at >= 65% of the matmul peak measured in the same run
 HF_NO_DROP = "no-drop"  # HF at 16 experts with expert_capacity = the input length: no token dropped
 HF_RETAIN = "retain"  # HF at 16 experts with the generated programs' malloc settings (runtime/host.py)
-HF_LABELS = {HF_NO_DROP: "HF Switch, no drops", HF_RETAIN: "HF Switch, host.py"}
+HF_SAME_INIT = "same-init"  # HF at 16 experts from the PyTorch program's initial weights (hf_weights.py)
+TORCH_COMPILE = "compile"  # the PyTorch program at 16 experts with --compile (torch.compile)
+HF_LABELS = {
+    HF_NO_DROP: "HF Switch, no drops",
+    HF_RETAIN: "HF Switch, host.py",
+    HF_SAME_INIT: "HF Switch, switchc init",
+}
 # Untimed steps per case: glibc's heap (runtime/host.py keeps one arena, never trimmed) still grows, and
 # page-faults in fresh memory, through the 3rd-4th step of the PyTorch program at 1 expert.
 DEFAULT_WARMUP = 4
@@ -163,7 +170,11 @@ def prepare_case(workdir: Path, shape: Shape, num_experts: int | None) -> dict[s
     run_checked([str(SWITCHC), "compile", str(spec), "-o", str(program)])
     run_checked([str(SWITCHC), "compile", str(spec), "--backend", "torch", "-o", str(torch_program)])
     report = json.loads(run_checked([str(SWITCHC), "report", str(spec), "--format", "json"]))
-    return {"experts": num_experts, "spec": spec, "program": program, "torch_program": torch_program, "report": report}
+    case = {"experts": num_experts, "spec": spec, "program": program, "torch_program": torch_program, "report": report}
+    if num_experts == REFERENCE_EXPERTS:  # the PyTorch program's seed-0 weights, for HF_SAME_INIT
+        case["init"] = workdir / f"{name}-init.safetensors"
+        run_checked([sys.executable, str(torch_program / "train.py"), "--export-init", str(case["init"])])
+    return case
 
 
 def run_worker(kind: str, config: dict[str, Any], xla_flags: str = "") -> dict[str, Any]:
@@ -222,11 +233,15 @@ def timing_tasks(cases: dict[str, dict[str, Any]], shape: Shape, steps: int, war
             hf["expert_capacity"] = hf_expert_capacity(shape, experts)
         tasks.append(("hf", hf))
         tasks.append(("torch", {**common, "program": str(case["torch_program"])}))
+        if experts == REFERENCE_EXPERTS:  # the program's --compile; its warm-up steps compile
+            tasks.append(("torch", {**common, "program": str(case["torch_program"]), "variant": TORCH_COMPILE}))
         if experts == REFERENCE_EXPERTS:
-            # Two more HF rows at the reference size, to read the targets' ratios against:
-            # every token computed (capacity = the sequence), and the programs' host malloc settings.
+            # Three more HF rows at the reference size, to read the targets' ratios against: every
+            # token computed (capacity = the sequence), the programs' host malloc settings, and the
+            # programs' initial weights (so HF routes as they do at the start).
             tasks.append(("hf", {**hf, "variant": HF_NO_DROP, "expert_capacity": shape.inputs_length}))
             tasks.append(("hf", {**hf, "variant": HF_RETAIN, "retain_from": str(case["torch_program"])}))
+            tasks.append(("hf", {**hf, "variant": HF_SAME_INIT, "init_from": str(case["init"])}))
     return tasks
 
 
@@ -252,6 +267,8 @@ def make_row(kind: str, config: dict[str, Any], result: dict[str, Any], case: di
     experts = config["experts"]
     if kind in ("jax", "torch"):
         label = "switchc JAX" if kind == "jax" else "switchc PyTorch"
+        if config.get("variant") == TORCH_COMPILE:
+            label += " --compile"
         flops = case["report"]["flops"]["executed"]["train_step_per_device"]
     else:
         label = HF_LABELS.get(
@@ -372,14 +389,14 @@ def fmt_shares(shares: dict[str, float] | None) -> str:
 
 def print_table(rows: list[dict[str, Any]], reference: dict[str, Any] | None, peak: float) -> None:
     header = (
-        f"{'implementation':<22} {'experts':>7} {'step ms':>9} {'tokens/s':>9} {'vs HF-16':>8} "
+        f"{'implementation':<25} {'experts':>7} {'step ms':>9} {'tokens/s':>9} {'vs HF-16':>8} "
         f"{'GFLOP/step':>10} {'XLA GFLOP':>9} {'MFU':>6} {'setup s':>8} {'dropped':>7} {'experts hit':>11}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         if row.get("failed"):
-            print(f"{row['label']:<22} {row['experts_label']:>7}  failed (exit {row['exit']})")
+            print(f"{row['label']:<25} {row['experts_label']:>7}  failed (exit {row['exit']})")
             continue
         ratio = row["tokens_per_s"] / reference["tokens_per_s"] if reference else float("nan")
         xla = f"{row['xla_flops'] / 1e9:9.1f}" if row.get("xla_flops") else f"{'-':>9}"
@@ -389,7 +406,7 @@ def print_table(rows: list[dict[str, Any]], reference: dict[str, Any] | None, pe
         used = row.get("experts_used")
         hit = f"{min(used)}-{max(used)}/{row['experts']}" if used else "-"
         print(
-            f"{row['label']:<22} {row['experts_label']:>7} {step_ms:9.1f} {tokens:>9} {ratio:8.2f} "
+            f"{row['label']:<25} {row['experts_label']:>7} {step_ms:9.1f} {tokens:>9} {ratio:8.2f} "
             f"{row['flops'] / 1e9:10.1f} {xla} {mfu:6.1%} {row['setup_s']:8.1f} {dropped} {hit:>11}"
         )
 
@@ -488,8 +505,14 @@ def explain_many_experts(
 
 
 def print_targets(
-    jax_rows: dict[int | None, dict], torch_rows: dict[int | None, dict], reference: dict[str, Any] | None, peak: float
+    jax_rows: dict[int | None, dict],
+    torch_rows: dict[int | None, dict],
+    reference: dict[str, Any] | None,
+    peak: float,
+    compiled: dict[str, Any],
 ) -> dict[str, bool]:
+    """Print the issues' targets; the PyTorch program's two are read for its --compile row too
+    (`compiled`; JSON keys with a `_compile` suffix)."""
     results: dict[str, bool] = {}
     jax16, jax1 = jax_rows[REFERENCE_EXPERTS], jax_rows[1]
     print("targets:")
@@ -511,35 +534,46 @@ def print_targets(
             f"  [{'PASS' if ok else 'MISS'}] JAX step with 16 experts <= {STEP_SLOWDOWN_TARGET} x with 1 expert: "
             f"{jax16['step_s'] * 1e3:.0f} ms / {jax1['step_s'] * 1e3:.0f} ms = {slowdown:.2f}"
         )
-    torch16 = torch_rows[REFERENCE_EXPERTS]
-    speedup_target = f"generated PyTorch >= {TORCH_SPEEDUP_TARGET} x HF tokens/s at {REFERENCE_EXPERTS} experts"
-    if reference is None or torch16.get("failed"):
+    for suffix, row in (("", torch_rows[REFERENCE_EXPERTS]), ("_compile", compiled)):
+        results.update(_torch_targets(row, reference, peak, suffix))
+    return results
+
+
+def _torch_targets(row: dict[str, Any], reference: dict[str, Any] | None, peak: float, suffix: str) -> dict[str, bool]:
+    """The PyTorch program's two targets for one of its rows (eager, or --compile: `suffix`)."""
+    results: dict[str, bool] = {}
+    program = "generated PyTorch" + (" --compile" if suffix else "")
+    speedup_target = f"{program} >= {TORCH_SPEEDUP_TARGET} x HF tokens/s at {REFERENCE_EXPERTS} experts"
+    if reference is None or row.get("failed"):
         print(f"  [----] {speedup_target}: not measured")
     else:
-        speedup = torch16["tokens_per_s"] / reference["tokens_per_s"]
-        ok = results["torch_ge_1.2x_hf_at_16"] = speedup >= TORCH_SPEEDUP_TARGET
-        stretch = results["torch_ge_1.4x_hf_at_16"] = speedup >= TORCH_SPEEDUP_STRETCH
+        speedup = row["tokens_per_s"] / reference["tokens_per_s"]
+        ok = results[f"torch_ge_1.2x_hf_at_16{suffix}"] = speedup >= TORCH_SPEEDUP_TARGET
+        stretch = results[f"torch_ge_1.4x_hf_at_16{suffix}"] = speedup >= TORCH_SPEEDUP_STRETCH
         print(
-            f"  [{'PASS' if ok else 'MISS'}] {speedup_target}: {fmt_rate(torch16['tokens_per_s'])} vs "
+            f"  [{'PASS' if ok else 'MISS'}] {speedup_target}: {fmt_rate(row['tokens_per_s'])} vs "
             f"{fmt_rate(reference['tokens_per_s'])} tokens/s (x{speedup:.2f}; stretch x{TORCH_SPEEDUP_STRETCH}: "
             f"{'reached' if stretch else 'not reached'})"
         )
-    mfu_target = f"generated PyTorch >= {TORCH_MFU_TARGET:.0%} MFU"
-    if torch16.get("failed"):
+    mfu_target = f"{program} >= {TORCH_MFU_TARGET:.0%} MFU"
+    if row.get("failed"):
         print(f"  [----] {mfu_target}: not measured")
     else:
-        mfu = torch16["flops"] / torch16["step_s"] / peak
-        ok = results["torch_mfu_ge_65pct"] = mfu >= TORCH_MFU_TARGET
+        mfu = row["flops"] / row["step_s"] / peak
+        ok = results[f"torch_mfu_ge_65pct{suffix}"] = mfu >= TORCH_MFU_TARGET
         print(
             f"  [{'PASS' if ok else 'MISS'}] {mfu_target}: {mfu:.1%} at {REFERENCE_EXPERTS} experts "
-            f"({torch16['flops'] / 1e9:.1f} GFLOP executed / {torch16['step_s'] * 1e3:.0f} ms / "
+            f"({row['flops'] / 1e9:.1f} GFLOP executed / {row['step_s'] * 1e3:.0f} ms / "
             f"{peak / 1e9:.1f} GFLOP/s peak)"
         )
     return results
 
 
 def round_ratios(
-    jax_rows: dict[int | None, dict], torch_rows: dict[int | None, dict], reference: dict[str, Any] | None
+    jax_rows: dict[int | None, dict],
+    torch_rows: dict[int | None, dict],
+    reference: dict[str, Any] | None,
+    compiled: dict[str, Any],
 ) -> list[str]:
     """The targets' ratios within each round (the pooled ones above are what the targets read)."""
     pairs = [("JAX 16 / 1 expert step", jax_rows[REFERENCE_EXPERTS], jax_rows[1], False)]
@@ -547,6 +581,7 @@ def round_ratios(
         pairs += [
             ("JAX tokens/s vs HF-16", jax_rows[REFERENCE_EXPERTS], reference, True),
             ("PyTorch tokens/s vs HF-16", torch_rows[REFERENCE_EXPERTS], reference, True),
+            ("PyTorch --compile tokens/s vs HF-16", compiled, reference, True),
         ]
     lines = ["the same ratios within each round (pooled above):"]
     for name, top, bottom, inverse in pairs:
@@ -561,20 +596,25 @@ def round_ratios(
 
 
 def like_for_like(
-    jax_rows: dict[int | None, dict], torch_rows: dict[int | None, dict], hf_variants: dict[str, dict]
+    jax_rows: dict[int | None, dict],
+    torch_rows: dict[int | None, dict],
+    hf_variants: dict[str, dict],
+    compiled: dict[str, Any],
 ) -> list[str]:
-    """The programs at 16 experts against the two HF variants (not targets: context for them)."""
+    """The programs at 16 experts against the HF variants (not targets: context for them)."""
     lines = [f"the programs at {REFERENCE_EXPERTS} experts against HF variants (context, not targets):"]
     for variant, why in (
         (HF_NO_DROP, "HF computing every token, as the programs compute every capacity slot"),
         (HF_RETAIN, "HF with the programs' malloc settings"),
+        (HF_SAME_INIT, "HF from the programs' initial weights, routing as they do"),
     ):
         row = hf_variants.get(variant)
         if row is None or row.get("failed"):
             lines.append(f"  {HF_LABELS[variant]}: not measured")
             continue
         ratios = []
-        for name, program in (("JAX", jax_rows[REFERENCE_EXPERTS]), ("PyTorch", torch_rows[REFERENCE_EXPERTS])):
+        programs = (("JAX", jax_rows[REFERENCE_EXPERTS]), ("PyTorch", torch_rows[REFERENCE_EXPERTS]))
+        for name, program in (*programs, ("PyTorch --compile", compiled)):
             if not program.get("failed"):
                 ratios.append(f"{name} x{program['tokens_per_s'] / row['tokens_per_s']:.2f}")
         lines.append(f"  vs {HF_LABELS[variant]} ({why}): {', '.join(ratios) or 'not measured'}")
@@ -649,7 +689,8 @@ def main_parent(args: argparse.Namespace) -> None:
         case = cases["dense" if config["experts"] is None else f"e{config['experts']}"]
         rows.append(make_row(kind, config, result, case, shape))
     jax_rows = {row["experts"]: row for row in rows if row["kind"] == "jax"}
-    torch_rows = {row["experts"]: row for row in rows if row["kind"] == "torch"}
+    torch_rows = {row["experts"]: row for row in rows if row["kind"] == "torch" and row["variant"] is None}
+    compiled = next(row for row in rows if row["variant"] == TORCH_COMPILE)
     hf_rows = {row["experts"]: row for row in rows if row["kind"] == "hf" and row["variant"] is None}
     hf_variants = {row["variant"]: row for row in rows if row["kind"] == "hf" and row["variant"] is not None}
     reference = hf_rows[REFERENCE_EXPERTS] if not hf_rows[REFERENCE_EXPERTS].get("failed") else None
@@ -659,7 +700,7 @@ def main_parent(args: argparse.Namespace) -> None:
     print()
     order = (None, *EXPERT_COUNTS)
     table = [rows[e] for rows in (jax_rows, torch_rows, hf_rows) for e in order]
-    print_table(table + [hf_variants[v] for v in HF_LABELS if v in hf_variants], reference, peak)
+    print_table(table + [compiled] + [hf_variants[v] for v in HF_LABELS if v in hf_variants], reference, peak)
     print(
         "GFLOP/step: switchc JAX and PyTorch = flops.executed (all capacity slots); HF = flops.model (routed tokens "
         "only). XLA GFLOP = compiled.cost_analysis()['flops']. setup s = JAX init + ahead-of-time compile, PyTorch "
@@ -675,10 +716,10 @@ def main_parent(args: argparse.Namespace) -> None:
         shares = ", ".join(f"E={e}: {share:.0%}" for e, share in updated if share is not None)
         print(f"HF expert weights with a gradient in the last step (torch's Adam skips the others): {shares}")
     print()
-    targets = print_targets(jax_rows, torch_rows, reference, peak)
+    targets = print_targets(jax_rows, torch_rows, reference, peak, compiled)
     if rounds > 1:
-        print("\n".join(round_ratios(jax_rows, torch_rows, reference)))
-    print("\n".join(like_for_like(jax_rows, torch_rows, hf_variants)))
+        print("\n".join(round_ratios(jax_rows, torch_rows, reference, compiled)))
+    print("\n".join(like_for_like(jax_rows, torch_rows, hf_variants, compiled)))
     if not jax_rows[64].get("failed"):
         print()
         print("\n".join(explain_many_experts(cases, jax_rows, shape, peak, bandwidth)))
@@ -891,7 +932,8 @@ def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
     setup_start = time.perf_counter()
     # The one-process path of the program's run(): no process group, a mesh of size 1.
     mesh, device = parallel.init_distributed(model.MESH_AXES, 120.0, "cpu")
-    placed, opt = loop.build(model, 0, mesh, device)
+    compiled = config.get("variant") == TORCH_COMPILE
+    placed, opt = loop.build(model, 0, mesh, device, compile=compiled)
     learning_rate = schedule(cfg.schedule, cfg.learning_rate, cfg.warmup_steps, cfg.steps)
     setup_s = time.perf_counter() - setup_start
     shape = {name: getattr(cfg, name) for name in ("vocab_size", "batch_size", "inputs_length", "targets_length")}
@@ -926,6 +968,7 @@ def worker_torch(config: dict[str, Any]) -> dict[str, Any]:
         "loss": float(last["loss"]),
         "threads": torch.get_num_threads(),
         "optimizer": optimizer,
+        "compile": compiled,
         "retain_freed_memory": retained,
         "params": sum(p.numel() for p in placed.model.parameters()),
         **program_routing(last),
@@ -946,8 +989,9 @@ def program_routing(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def hf_model(shape: dict[str, Any], experts: int | None, expert_capacity: int | None) -> Any:
-    """HF's Switch Transformer with the benchmark's sizes; T5 (v1.1-style, ReLU) when experts is None."""
+def hf_model(shape: dict[str, Any], experts: int | None, expert_capacity: int | None, **router: Any) -> Any:
+    """HF's Switch Transformer with the benchmark's sizes; T5 (v1.1-style, ReLU) when experts is None.
+    `router`: more SwitchTransformersConfig settings (its router_* keys; default: HF's)."""
     from transformers import (
         SwitchTransformersConfig,
         SwitchTransformersForConditionalGeneration,
@@ -978,6 +1022,7 @@ def hf_model(shape: dict[str, Any], experts: int | None, expert_capacity: int | 
         num_sparse_encoder_layers=shape["encoder_layers"] // shape["expert_every"],
         num_sparse_decoder_layers=shape["decoder_layers"] // shape["expert_every"],
         dense_act_fn="relu",
+        **router,
     )
     return SwitchTransformersForConditionalGeneration(config)
 
@@ -997,6 +1042,11 @@ def worker_hf(config: dict[str, Any]) -> dict[str, Any]:
     shape, experts = config["shape"], config["experts"]
     setup_start = time.perf_counter()
     model = hf_model(shape, experts, config.get("expert_capacity"))
+    if config.get("init_from"):  # a generated program's --export-init file
+        from hf_weights import hf_state_dict
+        from safetensors.numpy import load_file
+
+        model.load_state_dict(hf_state_dict(load_file(config["init_from"])), strict=True)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
     setup_s = time.perf_counter() - setup_start
