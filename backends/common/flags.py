@@ -1139,6 +1139,14 @@ def run_identity(model: ModuleType) -> dict[str, str]:
 # (switchc's switchc/spec/emit.py, WHOLE_MAPPINGS: a program imports nothing of switchc).
 WHOLE_MAPPINGS = ("mesh.axes", "mesh.rules")
 
+# Settings of spec.yaml in which a resumed run's program may differ from the run's and still be
+# its program (none is listed as a change): train.seed, since a run's seed is the one its
+# checkpoints record (meta "seed", which check_resume compares with --seed): `train.py --seed N`
+# trains a spec of another train.seed with seed N, and `switchc train --resume` continues that run
+# with the spec's train.seed set to N; and train.remat, which changes how a step is computed, not
+# what (switchc's switchc/spec/emit.py, HOW_NOT_WHAT).
+NOT_THE_RUN = ("train.seed", "train.remat")
+
 
 def spec_settings(text: str) -> dict[str, str]:
     """A spec.yaml as switchc writes it (block sections indented by two, one setting per line, flow
@@ -1199,7 +1207,9 @@ def check_resume(
     tokenizer: str | None = None,
 ) -> None:
     """A checkpoint continues the run that wrote it: the same --seed, and a program built from the
-    same spec (model.SPEC_DIGEST; the settings in model.EXTENDABLE may differ). Another
+    same spec (model.SPEC_DIGEST; the settings in model.EXTENDABLE may differ, and NOT_THE_RUN's:
+    a spec.yaml that differs from the run's in train.seed alone is the run's, its seed compared as
+    the checkpoint records it). Another
     spec's checkpoint is refused unless --allow-changes, which prints what changed and goes on if
     every parameter keeps its shape (`shapes`: IR name -> global shape, as saved) and, given the
     `backend`, the optimizer state its layout (another optimizer's state cannot be restored).
@@ -1210,8 +1220,8 @@ def check_resume(
     if meta["seed"] != args.seed and not exporting:
         raise SystemExit(
             f"error: the checkpoint was trained with --seed {meta['seed']}, not {args.seed}: a resumed run keeps "
-            f"its seed (its data order and noise)\nhint: add --seed {meta['seed']} (switchc train --resume passes "
-            "the run's own)"
+            f"its seed (its data order and noise)\nhint: add --seed {meta['seed']} (with switchc train --resume: "
+            f"--set train.seed={meta['seed']})"
         )
     trained = meta.get("tokenizer")  # checkpoints of earlier programs record none
     if tokenizer and trained and trained != tokenizer and not exporting:  # not even with --allow-changes
@@ -1222,7 +1232,13 @@ def check_resume(
         _check_shapes(shapes, model, where)
         return
     old, new = meta.get("spec", ""), run_identity(model)["spec"]
-    changes = [line for line in changed_settings(old, new) if line.split(":")[0] not in model.EXTENDABLE]
+    differing = {line.split(":")[0]: line for line in changed_settings(old, new)}
+    changes = [line for key, line in differing.items() if key not in (*model.EXTENDABLE, *NOT_THE_RUN)]
+    if old and new and not changes and "train.seed" in differing:
+        # SPEC_DIGEST hashes train.seed with the other settings, so the digests differ; the run's
+        # seed is the checkpoint's, which --seed (the spec's train.seed by default) matched above
+        _check_shapes(shapes, model, where)
+        return
     if changes:
         listing = "".join(f"\n  {line}" for line in changes)
     elif old and new:

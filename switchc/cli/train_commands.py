@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import shlex
@@ -137,8 +138,9 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
         parse_spec(Source(source, text))
         ran = {}
     seed = recorded_seed(out / "checkpoints", backend)  # train.py --seed N: the run's seed, not its spec's
+    given_seed = None  # the --seed that the run's program was given, where it is not its spec's
     if seed is not None and isinstance(ran.get("train"), dict) and ran["train"].get("seed", seed) != seed:
-        ran["train"]["seed"] = seed
+        ran["train"]["seed"] = given_seed = seed
         text = yaml.safe_dump(ran, sort_keys=False)
     spec = _spelt_as_run(ran.get("data"), spec)
     changed = changed_settings(text, spec)
@@ -158,7 +160,7 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
             f"resume from the run's own resolved spec ({command}{')' if cosine else ', adding --steps N to train on)'}"
         )
     else:
-        own = f"resume with the program that wrote the run (python PROGRAM/train.py --out {quote(str(out))} --resume)"
+        own = f"resume with the program that wrote the run ({_programs_resume(ran, out, backend, given_seed)})"
     if cosine and len(changed) == 1:  # the run's own spec cannot give more steps: it ends at its train.steps
         hint = (
             "add --allow-changes to go on under the new schedule (the learning rate follows it from the "
@@ -173,6 +175,22 @@ def _check_resume_settings(out: Path, spec: Spec, allow_changes: bool, backend: 
     if run_seed is not None:  # the one setting --allow-changes cannot change: say how to keep it first
         hint = f"keep the run's seed: --set train.seed={run_seed}; {hint}"
     raise PlainUserError(f"--resume: {out} was trained with other settings than these{why}:\n{lines}", hint)
+
+
+def _programs_resume(ran: dict[str, object], out: Path, backend: str, seed: int | None) -> str:
+    """The command that resumes OUT, a run a generated program wrote, with that program (PROGRAM:
+    wherever it is), `ran` its spec (as YAML reads its text): under torchrun, one process per device,
+    for a PyTorch program of several, and with the `seed` its checkpoints record when the program
+    was given one (`train.py --seed N`; None: its spec's)."""
+    mesh = ran.get("mesh")
+    axes = mesh.get("axes") if isinstance(mesh, dict) else None
+    sizes = list(axes.values()) if isinstance(axes, dict) else []
+    processes = math.prod(sizes) if all(isinstance(size, int) for size in sizes) else 1
+    launcher = ["python"]
+    if backend == "torch" and processes > 1:
+        launcher = ["torchrun", "--standalone", "--nproc-per-node", str(processes)]
+    seeded = [] if seed is None else ["--seed", str(seed)]
+    return shlex.join([*launcher, "PROGRAM/train.py", *seeded, "--out", str(out), "--resume"])
 
 
 def _check_continuable(out: Path, run: Spec, spec: Spec, lines: str, backend: str) -> None:

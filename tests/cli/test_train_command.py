@@ -19,7 +19,7 @@ from switchc.cli import main
 from switchc.cli.train_commands import _parameter_shapes, changed_settings
 from switchc.spec import load_spec
 from switchc.spec.emit import spec_digest, to_yaml
-from tests.backends.programs import another_run_holding, fake_checkpoint, xla_cache
+from tests.backends.programs import another_run_holding, compile_program, fake_checkpoint, run_program, xla_cache
 
 pytest.importorskip("jax")
 
@@ -765,6 +765,47 @@ def test_a_program_written_run_of_another_seed_resumes_with_it(
     status[0] = 0
     assert CliRunner().invoke(main, seeded).exit_code == 0
     assert "  seed: 7\n" in (out / "program" / "spec.yaml").read_text()
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_run_a_program_trained_with_another_seed_resumes_through_switchc_train(tmp_path: Path, backend: str) -> None:
+    """docs/training.md: `train.py --seed N` gives a run seed N, which `switchc train --resume` then
+    needs as --set train.seed=N. switchc took that, and its program refused the checkpoint as
+    another spec's ("train.seed: 0 in the checkpoint, 5 in this program"), though it records seed 5."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    program = compile_program(tmp_path / "program", backend=backend)
+    run = tmp_path / "run"
+    env = {"XLA_FLAGS": "", **xla_cache(tmp_path)}  # as _train's: the resume loads the step compiled here
+    first = run_program(program, "--steps", "1", "--seed", "5", "--eval-every", "0", "--out", str(run), env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = ["switch-tiny", "--backend", backend, "--steps", "2", "--eval-every", "0", "--out", str(run), "--resume"]
+    refused = _train(tmp_path, *again)
+    assert refused.returncode == 2 and "hint: keep the run's seed: --set train.seed=5; " in refused.stderr
+    assert f"(python PROGRAM/train.py --seed 5 --out {run} --resume)" in refused.stderr
+    resumed = _train(tmp_path, *again, "--set", "train.seed=5")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed at step 1 from {run / 'checkpoints'}" in resumed.stdout + resumed.stderr
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_the_way_on_with_a_torch_programs_run_is_its_torchrun_command(tmp_path: Path) -> None:
+    """A run of a PyTorch program of several processes resumes under torchrun, with the --seed it
+    was given: the hint said `python PROGRAM/train.py --out RUN --resume`, which neither is."""
+    out = tmp_path / "run"
+    mesh = "mesh.axes={expert: 2}"
+    step = fake_checkpoint(out / "checkpoints", 4, CHECKPOINT_MARKERS["torch"])
+    (step / META_FILES["torch"]).write_text(
+        json.dumps({"step": 4, "seed": 5, "spec": to_yaml(load_spec("switch-tiny", [mesh]))})
+    )
+    command = ["train", "switch-tiny", "--backend", "torch", "--set", mesh, "--out", str(out), "--resume"]
+    result = CliRunner().invoke(main, [*command, "--set", "train.optimizer.learning_rate=0.005"])
+    assert result.exit_code == 2, result.output
+    assert "  train.seed: 5 in the run, 0 now\n" in result.stderr
+    way = f"torchrun --standalone --nproc-per-node 2 PROGRAM/train.py --seed 5 --out {out} --resume"
+    assert f"hint: keep the run's seed: --set train.seed=5; resume with the program that wrote the run ({way}); " in (
+        result.stderr
+    )
 
 
 def test_steps_and_a_set_of_train_steps_that_disagree_are_named(

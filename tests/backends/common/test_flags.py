@@ -179,6 +179,37 @@ def test_another_seed_is_refused(tmp_path: Path) -> None:
         flags.check_resume(*_record(run), _args(seed=1), run, "checkpoint 4")
 
 
+def test_a_run_given_another_seed_resumes_with_a_program_of_that_train_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train.py --seed 5` trains a spec of train.seed 0 with seed 5, which its checkpoints record;
+    `switchc train --resume` continues it with `--set train.seed=5`, a program whose spec.yaml (and
+    SPEC_DIGEST, which hashes the seed) differs from the run's in train.seed alone. That program
+    refused the checkpoint as another spec's ("train.seed: 0 in the checkpoint, 5 in this
+    program"): the seed is the one setting a checkpoint records apart, and is compared with it."""
+    run = _program(tmp_path, load_spec("switch-tiny"))
+    seeded = _program(tmp_path, load_spec("switch-tiny", ("train.seed=5", "train.steps=2000", "train.remat=full")))
+    assert seeded.SPEC_DIGEST != run.SPEC_DIGEST
+    flags.check_resume(*_record(run, seed=5), _args(seed=5), seeded, "checkpoint 4")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit, match=r"\nhint: add --seed 5 \(with switchc train --resume: --set train.seed=5\)$"):
+        flags.check_resume(*_record(run, seed=5), _args(seed=0), run, "checkpoint 4")
+    # another setting besides is listed, the seed is not: the run's is 5, as this program's
+    other = _program(tmp_path, load_spec("switch-tiny", ("train.seed=5", "train.optimizer.learning_rate=0.002")))
+    with pytest.raises(SystemExit) as refused:
+        flags.check_resume(*_record(run, seed=5), _args(seed=5), other, "checkpoint 4")
+    assert "train.optimizer.learning_rate: 0.001 in the checkpoint" in str(refused.value)
+    assert "train.seed" not in str(refused.value)
+    flags.check_resume(*_record(run, seed=5), _args(seed=5, allow_changes=True), other, "checkpoint 4")
+    said = capsys.readouterr().err
+    assert "learning_rate" in said and "train.seed" not in said
+    # a digest that differs with no setting but the remat (another switchc's digest) is still refused
+    remat = _program(tmp_path, load_spec("switch-tiny", ("train.remat=full",)))
+    remat.SPEC_DIGEST = "0123456789abcdef"
+    with pytest.raises(SystemExit, match=r"no setting of spec\.yaml differs"):
+        flags.check_resume(*_record(run), _args(), remat, "checkpoint 4")
+
+
 def test_another_tokenizer_is_refused_even_with_allow_changes(tmp_path: Path) -> None:
     """A SentencePiece model trained on data.path's text changes when the text does: the run's ids
     would mean other text. Checkpoints of earlier programs, which record none, resume as before."""
