@@ -601,12 +601,19 @@ def catch_ctrl_c() -> None:
     KeyboardInterrupt as before; a swallowed one prints nothing and is delivered again as soon as
     the main thread leaves the callback. Within ctrl_c_held, and once the run is stopping, Ctrl-C
     is noted, not raised; FORCE_PRESSES of them end the run at once. A program started with SIGINT
-    ignored (`cmd &` in a script) keeps ignoring it."""
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return
-    signal.signal(signal.SIGINT, _on_sigint)
-    _CtrlC.previous_hook = sys.unraisablehook
-    sys.unraisablehook = _unraisable
+    ignored (`cmd &` in a script) keeps ignoring it.
+
+    train.py blocks SIGINT while it imports this module (a Ctrl-C there raised KeyboardInterrupt
+    out of the import, a traceback from every rank): the handler in place, it is unblocked, and a
+    Ctrl-C pressed meanwhile is raised here, for train.py's top level to say in one line."""
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
+            _CtrlC.previous_hook = sys.unraisablehook
+            sys.unraisablehook = _unraisable
+    finally:
+        if hasattr(signal, "pthread_sigmask"):  # not on Windows
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def raise_if_interrupted() -> None:

@@ -102,9 +102,15 @@ def train_script(spec: Spec, docstring: str, *, import_note: str = "", evaluate_
     also = f" and {evaluate_also}" if evaluate_also else ""
     return f'''"""{docstring}"""
 
+import signal
 import sys
 
-from runtime.flags import Terminated, catch_ctrl_c, imports_held, stop_if_interrupted, tidy_unless_trained
+# A Ctrl-C while the program's own helpers load (the line below) waits, blocked, for catch_ctrl_c()
+# to take it: it is then the one line of a Ctrl-C before training, not a traceback from the import.
+if hasattr(signal, "pthread_sigmask"):  # not on Windows
+    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGINT}})
+
+from runtime.flags import Terminated, catch_ctrl_c, imports_held, stop_if_interrupted, tidy_unless_trained  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -125,8 +131,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    catch_ctrl_c()
     try:
+        catch_ctrl_c()  # and lets through a Ctrl-C blocked above
         main(sys.argv[1:])
     except (KeyboardInterrupt, Terminated, ImportError) as error:  # Ctrl-C or SIGTERM while starting: one line
         stop_if_interrupted(error)

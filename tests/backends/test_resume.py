@@ -277,6 +277,7 @@ sys.meta_path.insert(0, _SignalInAnImport())
 @pytest.mark.parametrize(
     ("backend", "stop", "module"),
     [
+        ("torch", signal.SIGINT, "runtime.flags"),  # train.py's first import, before catch_ctrl_c
         ("jax", signal.SIGINT, "numpy"),  # runtime.loop's imports, before the flags are read
         ("torch", signal.SIGINT, "numpy"),
         ("jax", signal.SIGINT, "model"),  # model.py's, which imports the framework, in --out's tidy block
@@ -289,7 +290,8 @@ def test_a_signal_while_the_program_imports_waits_for_the_import(
     """Raised inside the import, Ctrl-C made jax's fail with two ImportError tracebacks (numpy's C
     extension cut short), or abort (134) or crash (139) in native code, or was swallowed and the
     run trained to its end. The imports now hold Ctrl-C and SIGTERM: one line, 130 or 143, and the
-    run directory the program made is gone."""
+    run directory the program made is gone. A Ctrl-C while train.py imported runtime.flags, before
+    catch_ctrl_c, was a KeyboardInterrupt traceback (from every rank of a job)."""
     _needs(backend)
     program = _program(tmp_path, backend, "program")
     run = tmp_path / "new" / "run"
