@@ -293,12 +293,14 @@ def stop_interrupted(
     who: str = "",
     at_once: bool = False,
     first: int = 0,
+    unevaluated: bool = False,
 ) -> NoReturn:
     """End a run stopped by a signal after `step` steps: say where it stopped and how to go on, and
     exit with the shell's status for the signal (128 + its number). A save in flight was committed.
     `who` prefixes the message ("process 1: "); `at_once` exits without the interpreter's shutdown
     (one process of several, whose distributed runtime would wait there for the others); `first`:
-    the step the run started from (a resumed run's), where `step` stands if it trained none."""
+    the step the run started from (a resumed run's), where `step` stands if it trained none;
+    `unevaluated`: `step` was due an evaluation, which the stop skipped."""
     name = signal.Signals(signal_number).name
     if announce:
         if kept_step is not None and kept_step == step and step > first:
@@ -309,7 +311,8 @@ def stop_interrupted(
             where = "no checkpoint was saved"
         then = "; the same command with --resume continues from it" if kept_step else ""
         after = f"after step {step}" if step > first else "before its first step ended"  # none trained here
-        said(f"\n{who}{name}: training stopped {after} ({where}{then}).")
+        skipped = "not evaluated; " if unevaluated else ""
+        said(f"\n{who}{name}: training stopped {after} ({skipped}{where}{then}).")
     if at_once:
         sys.stdout.flush()
         os._exit(128 + signal_number)

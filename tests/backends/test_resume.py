@@ -237,6 +237,71 @@ def test_sigterm_checkpoints_the_step_and_stops(backend: str, processes: int, tm
     assert f"resumed at step {step}" in resumed.stdout
 
 
+EVALUATING = ("--eval-every", "1", "--eval-batches", "2", "--checkpoint-every", "1000")
+
+
+def _signal_when_called(module: str, name: str, number: int) -> str:
+    """A launcher prelude: the first call of `name` (a function, or Class.method) of the program's
+    `module` sends this process signal `number`, then goes on as it would."""
+    return f"""import importlib.abc, importlib.machinery, os
+class _SignalWhenCalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != {module!r}:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            *owners, attribute = {name!r}.split(".")
+            owner = module
+            for part in owners:
+                owner = getattr(owner, part)
+            called = getattr(owner, attribute)
+            def signalled(*args, **kwargs):
+                setattr(owner, attribute, called)
+                os.kill(os.getpid(), {int(number)})
+                return called(*args, **kwargs)
+            setattr(owner, attribute, signalled)
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, _SignalWhenCalled())
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize(
+    ("module", "name", "every", "said"),
+    [
+        ("runtime.metrics", "Progress.advance", EVALUATING, "not evaluated; checkpoint 1 saved"),
+        ("runtime.loop", "_evaluate", EVALUATING, "checkpoint 1 saved"),
+        (
+            "runtime.checkpoint",
+            "Checkpoints.save",
+            ("--eval-every", "0", "--checkpoint-every", "1"),
+            "checkpoint 1 saved",
+        ),
+    ],
+    ids=["at-the-step", "in-its-eval", "in-its-save"],
+)
+def test_sigterm_during_a_steps_evaluation_or_save_stops_after_that_step(
+    backend: str, module: str, name: str, every: tuple[str, ...], said: str, tmp_path: Path
+) -> None:
+    """SIGTERM finishes the step in progress, logs and checkpoints it, and stops. One that came
+    during the step's evaluation or save was seen only after the next step, which was trained and
+    evaluated in full; and a step that a SIGTERM stops is not evaluated (its evaluation, 150
+    batches, came between the signal and the stop)."""
+    _needs(backend)
+    program, run = _program(tmp_path, backend, "program"), tmp_path / "run"
+    prelude = _signal_when_called(module, name, signal.SIGTERM)
+    result = run_program(program, "--steps", "3", "--log-every", "1", *every, "--out", str(run), prelude=prelude)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert f"SIGTERM: training stopped after step 1 ({said}; the same command with --resume" in result.stderr
+    evaluated = [(1, "train"), (1, "eval")] if name == "_evaluate" else [(1, "train")]
+    assert [(entry["step"], entry["split"]) for entry in records(run)] == evaluated
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["1"]
+
+
 # torch is @slow (10 s): torch/test_checkpoint.py covers a save that Ctrl-C cuts by default
 @pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_ctrl_c_names_the_checkpoint_on_disk(backend: str, tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ update) and one eval step (forward with train=False), and runs them:
 The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss or the gradients
 stops training with the step and the quantity, and exit status 3 (metrics.NON_FINITE_EXIT), after
 a train record of the step before it.
-SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
-with status 143 (metrics.StopRequest); Ctrl-C stops at once.
+SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it (unevaluated),
+and exits with status 143 (metrics.StopRequest); one during an evaluation or a save (with one process) stops
+once it is done. Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -681,6 +682,19 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             checkpoints.wait()
         return checkpoints.latest_step()
 
+    def save(number: int) -> None:
+        """Checkpoint step `number` (orbax commits it in the background)."""
+        assert checkpoints is not None
+        meta = {
+            "step": number,
+            "seed": args.seed,
+            "examples_seen": number * config.batch_size,
+            "tokenizer": data.tokenizer,
+            **identity,
+        }
+        with flags.ctrl_c_held():  # it waits for the save before it
+            checkpoints.save(number, params, opt_state, meta)
+
     flags.training_began()  # Ctrl-C is this loop's to handle from here on
     try:
         if not several:  # several processes: jax.distributed catches SIGTERM
@@ -701,9 +715,11 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             if progress is not None:
                 progress.advance()
             last = number == args.steps
-            stop_now = stopping(number) and not last  # SIGTERM: log and checkpoint this step, then stop
+            # SIGTERM: log and checkpoint this step, then stop (unevaluated)
+            stop_now = stopping(number) and not last
+            due_eval = evaluating and (number % args.eval_every == 0 or last)
             log_now = number % args.log_every == 0 or last or stop_now
-            eval_now = evaluating and (number % args.eval_every == 0 or last)
+            eval_now = due_eval and not stop_now
             save_now = saving and (number % args.checkpoint_every == 0 or last or stop_now)
             if not (log_now or eval_now or save_now):
                 continue
@@ -714,21 +730,22 @@ def _run(model: ModuleType, data: Any, args: argparse.Namespace, eval_data: Any)
             if eval_now:
                 emit(metrics.record(number, "eval", _evaluate(state, params, eval_batches, eval_rng)))
             if save_now:
-                assert checkpoints is not None
-                meta = {
-                    "step": number,
-                    "seed": args.seed,
-                    "examples_seen": number * config.batch_size,
-                    "tokenizer": data.tokenizer,
-                    **identity,
-                }
-                with flags.ctrl_c_held():  # it waits for the save before it
-                    checkpoints.save(number, params, opt_state, meta)
+                save(number)
             paused += time.perf_counter() - interrupted
+            if (eval_now or save_now) and not (stop_now or last or several) and stop.requested:
+                # one process: a SIGTERM during the evaluation or the save stops the run here, not
+                # after another step (several agree on the step through jax.distributed's
+                # preemption service, asked once a step: `stopping`)
+                stop_now = True
+                if not log_now:
+                    log_train(number, jax.device_get(step_metrics))
+                if saving and not save_now:
+                    save(number)
             if stop_now:
                 if progress is not None:
                     progress.close()
-                metrics.stop_interrupted(signal.SIGTERM, number, committed(), announce=primary)
+                skipped = due_eval and not eval_now
+                metrics.stop_interrupted(signal.SIGTERM, number, committed(), announce=primary, unevaluated=skipped)
         health.settle()
         if checkpoints is not None:  # the last save is committed before the run is done
             with flags.ctrl_c_held():

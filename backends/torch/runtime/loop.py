@@ -25,8 +25,9 @@ The last step always logs, evaluates and checkpoints. A NaN or Inf in the loss o
 stops training on every rank with the step and the quantity, and exit status 3
 (metrics.NON_FINITE_EXIT), after a train record of the step before it; the bad step is never
 applied nor saved.
-SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it, and exits
-with status 143 (metrics.StopRequest); Ctrl-C stops at once.
+SIGTERM (a preemption notice) finishes the step in progress, logs and checkpoints it (unevaluated),
+and exits with status 143 (metrics.StopRequest); one during an evaluation or a save stops
+once it is done. Ctrl-C stops at once.
 
 Every rank reads only its rows of each global batch (the data pipeline is deterministic per
 (seed, epoch, index)); records are means over batch shards (per-expert counts: sums).
@@ -500,6 +501,20 @@ def _train(
         flops = model_module.MODEL_FLOPS_PER_STEP
         emit(metrics.train_record(number, values, seconds, tokens_per_step, flops, devices, peak, **extra))
 
+    def save(number: int) -> None:
+        """Checkpoint step `number` (every rank takes part)."""
+        assert checkpoints is not None
+        meta = {
+            "step": number,
+            "seed": args.seed,
+            "examples_seen": number * config.batch_size,
+            "tokenizer": data.tokenizer,
+            "mesh": dict(model_module.MESH_AXES),
+            **flags.run_identity(model_module),
+        }
+        with flags.ctrl_c_held():  # DCP's writer cut mid-file fails the save
+            checkpoints.save(number, training_state(model, parallel.placements, opt, mesh), meta)
+
     parallel.module.train()
     reached = start  # the steps done so far
     unlogged: tuple[int, torch.Tensor, dict[str, Any], torch.Tensor] | None = None  # the latest step done
@@ -530,10 +545,11 @@ def _train(
             if progress is not None:
                 progress.advance()
             last = number == args.steps
-            # SIGTERM on any rank: every rank logs and checkpoints this step, then stops
+            # SIGTERM on any rank: every rank logs and checkpoints this step, then stops (unevaluated)
             stop_now = parallel.any_rank(stop.requested) and not last
+            due_eval = evaluating and (number % args.eval_every == 0 or last)
             log_now = number % args.log_every == 0 or last or stop_now
-            eval_now = evaluating and (number % args.eval_every == 0 or last)
+            eval_now = due_eval and not stop_now
             save_now = saving and (number % args.checkpoint_every == 0 or last or stop_now)
             if log_now:
                 log_train(number, loss, step_metrics, grad_norm)
@@ -541,23 +557,22 @@ def _train(
             if eval_now:
                 emit(metrics.record(number, "eval", _evaluate(parallel, eval_batches)))
             if save_now:
-                assert checkpoints is not None
-                meta = {
-                    "step": number,
-                    "seed": args.seed,
-                    "examples_seen": number * config.batch_size,
-                    "tokenizer": data.tokenizer,
-                    "mesh": dict(model_module.MESH_AXES),
-                    **flags.run_identity(model_module),
-                }
-                with flags.ctrl_c_held():  # DCP's writer cut mid-file fails the save
-                    checkpoints.save(number, training_state(model, parallel.placements, opt, mesh), meta)
+                save(number)
+            if (eval_now or save_now) and not (stop_now or last):
+                # a SIGTERM during the evaluation or the save stops the run here, not after another
+                # step: every rank evaluates and saves at the same steps, so every rank asks here
+                stop_now = parallel.any_rank(stop.requested)
+                if stop_now and not log_now:
+                    log_train(number, loss, step_metrics, grad_norm, worked=worked)
+                if stop_now and saving and not save_now:
+                    save(number)
             paused += time.perf_counter() - interrupted
             if stop_now:
                 if progress is not None:
                     progress.close()
                 kept = checkpoints.latest_step() if checkpoints is not None else None
-                metrics.stop_interrupted(signal.SIGTERM, number, kept, announce=primary)
+                skipped = due_eval and not eval_now
+                metrics.stop_interrupted(signal.SIGTERM, number, kept, announce=primary, unevaluated=skipped)
     except metrics.NonFiniteError as err:
         flags.stopping()
         if unlogged is not None and unlogged[0] > logged:  # the last step before the bad one gets its record
