@@ -187,14 +187,37 @@ class _StackedEinsum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # Both gradients as two matmuls over one copy of `grad` laid out [x's own dims, w's own dims],
+        # as autograd's bmm backward does: an einsum per gradient permutes `grad` (as large as the
+        # projections' output) into its own layout, one copy each, 10% slower on bench_step's attention.
         x, *weights = ctx.saved_tensors
         inputs, out = ctx.subscripts.split("->")
         x_dims, w_dims = inputs.split(",")
+        x_own = [d for d in x_dims if d not in w_dims]  # b, l
+        w_own = [d for d in w_dims if d not in x_dims]  # t, h, k
+        shared = [d for d in x_dims if d in w_dims]  # d: contracted
+        assert sorted(out) == sorted(x_own + w_own), ctx.subscripts  # no dim common to all three
+        size = dict(zip(out, grad.shape, strict=True)) | dict(zip(x_dims, x.shape, strict=True))
+        stacked = torch.stack(weights, dim=1)
+        size |= dict(zip(w_dims, stacked.shape, strict=True))
+
+        def flat(t: torch.Tensor, dims: str, rows: list[str], cols: list[str]) -> torch.Tensor:
+            """t (named by `dims`) as a [rows, cols] matrix."""
+            order = [dims.index(d) for d in rows + cols]
+            return t.permute(order).reshape(math.prod(size[d] for d in rows), -1)
+
+        def unflat(m: torch.Tensor, rows: list[str], cols: list[str], dims: str) -> torch.Tensor:
+            """The inverse of flat: a [rows, cols] matrix as a tensor named by `dims`."""
+            t = m.reshape([size[d] for d in rows + cols])
+            return t.permute([(rows + cols).index(d) for d in dims])
+
+        g = flat(grad, out, x_own, w_own)
         grad_x = grad_weights = None
         if ctx.needs_input_grad[1]:
-            grad_x = torch.einsum(f"{out},{w_dims}->{x_dims}", grad, torch.stack(weights, dim=1))
+            grad_x = unflat(g @ flat(stacked, w_dims, shared, w_own).T, x_own, shared, x_dims)
         if any(ctx.needs_input_grad[2:]):
-            grad_weights = torch.einsum(f"{x_dims},{out}->{w_dims}", x, grad).unbind(dim=1)
+            grad_w = flat(x, x_dims, x_own, shared).T @ g
+            grad_weights = unflat(grad_w, shared, w_own, w_dims).unbind(dim=1)
         return None, grad_x, *(grad_weights or [None] * len(weights))
 
 
