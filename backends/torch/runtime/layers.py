@@ -92,12 +92,10 @@ class Noise:
         """The dropout stream `stream` of this batch shard (None: evaluation)."""
         return None if self.seed is None else Stream((self.seed, self.step, stream, self.shard))
 
-    @torch.compiler.disable
     def jitter(self, stream: int, like: torch.Tensor, eps: float) -> torch.Tensor | None:
         """Router input jitter U(1 - eps, 1 + eps) (App. C) for this shard's rows, float32.
 
-        Drawn outside torch.compile's graphs (--compile), as dropout is: a stream's generator is
-        seeded on the host, which a graph cannot hold.
+        Drawn outside torch.compile's graphs with --compile (keep_draws_eager).
 
         Row r of the global batch draws from its own stream, so a shard draws its rows only and
         gets the numbers any other mesh would give them.
@@ -127,10 +125,18 @@ def dropout(x: torch.Tensor, rate: float, stream: Stream | None) -> torch.Tensor
     return _stream_dropout(x, rate, stream)
 
 
-@torch.compiler.disable  # outside torch.compile's graphs (--compile): see Noise.jitter
 def _stream_dropout(x: torch.Tensor, rate: float, stream: Stream) -> torch.Tensor:
     out: torch.Tensor = _Dropout.apply(x, rate, stream)
     return out
+
+
+def keep_draws_eager() -> None:
+    """--compile: the stream-seeded random draws (router jitter, dropout) run outside
+    torch.compile's graphs, since a stream's generator is seeded on the host, which a graph cannot
+    hold. Applied only then: torch.compiler.disable imports torch._dynamo (a second at start)."""
+    global _stream_dropout
+    _stream_dropout = torch.compiler.disable(_stream_dropout)
+    Noise.jitter = torch.compiler.disable(Noise.jitter)  # type: ignore[method-assign]
 
 
 def _dropped(x: torch.Tensor, rate: float, stream: Stream) -> torch.Tensor:

@@ -51,9 +51,9 @@ import torch.distributed as dist
 
 from . import flags, host, metrics, weights
 from .checkpoint import Checkpoints, load_training_state, prime_optimizer, training_state
-from .layers import Noise, flat_params, ir_name, load_flat
+from .layers import Noise, flat_params, ir_name, keep_draws_eager, load_flat
 from .optim import clip_by_global_norm, optimizer_for, schedule
-from .parallel import Mesh, Parallel, init_distributed, parallelize, split_axes
+from .parallel import Mesh, Parallel, init_distributed, keep_collectives_eager, parallelize, split_axes
 
 T = TypeVar("T")
 
@@ -338,13 +338,16 @@ def build(
 def compiled(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """--compile: `module` (the model, or its DDP wrapper) under torch.compile with inductor. The
     parameters, and so checkpoints and weights files, stay the model's own. Random draws and
-    collectives run between the compiled graphs (layers.Noise, parallel.py), so every number and
-    every collective is the eager program's; only float rounding may differ where kernels fuse.
+    collectives run between the compiled graphs (layers.keep_draws_eager,
+    parallel.keep_collectives_eager), so every number and every collective is the eager
+    program's; only float rounding may differ where kernels fuse.
 
     On a CPU, inductor's vectorized loop tails are turned off: with them, torch 2.13's generated
     code corrupted the heap (glibc: "corrupted size vs. prev_size") in the second step of
     benchmarks/bench_step.py's 16-expert model; with scalar tails, or no vectorization, it ran.
     """
+    keep_draws_eager()
+    keep_collectives_eager()
     if device.type == "cpu":
         import torch._inductor.config as inductor
 

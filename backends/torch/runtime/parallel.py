@@ -213,11 +213,10 @@ class _SumShards(torch.autograd.Function):
         return grad, None
 
 
-# Every collective runs outside torch.compile's graphs (--compile): issued as written, in the order
-# every rank takes, where a traced one could be moved or fused by the compiler.
-_all_to_all = torch.compiler.disable(_AllToAll.apply)
-_copy_to_shards = torch.compiler.disable(_CopyToShards.apply)
-_sum_shards = torch.compiler.disable(_SumShards.apply)
+# The collectives with gradients, as the modules below call them (keep_collectives_eager wraps them).
+_all_to_all = _AllToAll.apply
+_copy_to_shards = _CopyToShards.apply
+_sum_shards = _SumShards.apply
 
 
 def dispatch_to_experts(slots: torch.Tensor, group: dist.ProcessGroup, ranks: int) -> torch.Tensor:
@@ -274,7 +273,18 @@ class _SplitCrossEntropy(torch.autograd.Function):
         return grad_logits.to(ctx.dtype), None, None, None
 
 
-_split_cross_entropy = torch.compiler.disable(_SplitCrossEntropy.apply)
+_split_cross_entropy = _SplitCrossEntropy.apply
+
+
+def keep_collectives_eager() -> None:
+    """--compile: every collective runs outside torch.compile's graphs, issued as written, in the
+    order every rank takes, where a traced one could be moved or fused by the compiler. Applied
+    only then: torch.compiler.disable imports torch._dynamo (a second at start) into every rank."""
+    global _all_to_all, _copy_to_shards, _sum_shards, _split_cross_entropy
+    _all_to_all = torch.compiler.disable(_AllToAll.apply)
+    _copy_to_shards = torch.compiler.disable(_CopyToShards.apply)
+    _sum_shards = torch.compiler.disable(_SumShards.apply)
+    _split_cross_entropy = torch.compiler.disable(_SplitCrossEntropy.apply)
 
 
 class SplitEmbedding(Embedding):
