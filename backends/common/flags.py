@@ -717,15 +717,18 @@ def stopping_at_once() -> Iterator[None]:
             sys.stderr.flush()
 
 
-def leave_job(error: BaseException, who: str, others: str) -> NoReturn:
+def leave_job(error: BaseException, who: str, others: str, explained: Sequence[str] = ()) -> NoReturn:
     """One process of several failed, most often because another died first and a collective with
     it failed: say so in two lines (no traceback) and exit 1 at once, since the process group's or
     jax.distributed's teardown would wait for the dead process. `who`: "rank 0", "process 1";
-    `others`: what the rest are called, "ranks" or "processes"."""
-    sys.stderr.write(  # one write: with PYTHONUNBUFFERED, print's separate newline lets ranks' lines interleave
-        f"error: {who}: {type(error).__name__}: {first_line(error)}\n"
-        f"error: {who}: exiting; if this is a communication error, see the other {others}' logs\n"
-    )
+    `others`: what the rest are called, "ranks" or "processes"; `explained`: what is known of the
+    failure (lines; a "hint: " one as it is), said instead of pointing at the other logs."""
+    said = [f"{who}: {type(error).__name__}: {first_line(error)}"]
+    said += [line if line.startswith("hint: ") else f"{who}: {line}" for line in explained]
+    if not explained:
+        said.append(f"{who}: exiting; if this is a communication error, see the other {others}' logs")
+    # one write: with PYTHONUNBUFFERED, print's separate newline lets ranks' lines interleave
+    sys.stderr.write("".join(f"{line}\n" if line.startswith("hint: ") else f"error: {line}\n" for line in said))
     exit_now(1)
 
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,10 +240,11 @@ def free_port() -> int:
 
 
 def independent_ranks(
-    program: Path, per_rank: list[list[str]], prelude: str = ""
+    program: Path, per_rank: list[list[str]], prelude: str = "", *, hung: Sequence[int] = ()
 ) -> tuple[list[int], list[str], float]:
     """Rank i runs train.py with per_rank[i] as its own process (as on several hosts, no torchrun
-    agent to stop the rest): their exit statuses, stderr texts, and the seconds until all ended."""
+    agent to stop the rest): their exit statuses, stderr texts, and the seconds until all ended.
+    The `hung` ranks (a prelude stops them) are killed once the others have ended."""
     port = str(free_port())
     start = time.monotonic()
     processes = []
@@ -258,12 +259,18 @@ def independent_ranks(
         processes.append(
             subprocess.Popen(command, cwd=program, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
+    errors: dict[int, str] = {}
     try:
-        errors = [process.communicate(timeout=RUN_TIMEOUT)[1] for process in processes]
+        for rank, process in enumerate(processes):
+            if rank not in hung:
+                errors[rank] = process.communicate(timeout=RUN_TIMEOUT)[1]
+        elapsed = time.monotonic() - start
     finally:
         for process in processes:
             process.kill()
-    return [process.returncode for process in processes], errors, time.monotonic() - start
+    for rank in hung:
+        errors[rank] = processes[rank].communicate()[1]
+    return [process.returncode for process in processes], [errors[rank] for rank in range(len(processes))], elapsed
 
 
 def records(run: Path, split: str | None = None) -> list[dict[str, Any]]:

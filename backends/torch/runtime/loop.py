@@ -53,7 +53,15 @@ from . import flags, host, metrics, weights
 from .checkpoint import Checkpoints, load_training_state, prime_optimizer, training_state
 from .layers import Noise, flat_params, ir_name, keep_draws_eager, load_flat
 from .optim import clip_by_global_norm, optimizer_for, schedule
-from .parallel import Mesh, Parallel, init_distributed, keep_collectives_eager, parallelize, split_axes
+from .parallel import (
+    Mesh,
+    Parallel,
+    Whereabouts,
+    init_distributed,
+    keep_collectives_eager,
+    parallelize,
+    split_axes,
+)
 
 T = TypeVar("T")
 
@@ -149,17 +157,20 @@ def _run(model_module: ModuleType, data: Any, args: argparse.Namespace, eval_dat
         return []
     mesh, device = init_distributed(model_module.MESH_AXES, args.timeout, args.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    whereabouts = Whereabouts(rank, world)
     try:
-        records = _train(model_module, data, eval_data, args, mesh, device, rank)
-        if dist.is_initialized() and dist.get_world_size() > 1:
+        records = _train(model_module, data, eval_data, args, mesh, device, whereabouts)
+        if world > 1:
+            whereabouts.doing = "after the last step"
             # every rank is done with the groups before any tears them down: a rank that destroyed
             # its process group while a peer's gloo threads still served the last collectives
             # aborted ("terminate called without an active exception", exit -6) after a good run
             dist.barrier()
         return records
     except Exception as error:
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            flags.leave_job(error, f"rank {rank}", "ranks")  # without the process group's teardown
+        if world > 1:  # without the process group's teardown
+            flags.leave_job(error, f"rank {rank}", "ranks", whereabouts.timed_out(error, args.timeout))
         print(f"error: rank {rank}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
         raise
     finally:
@@ -388,11 +399,12 @@ def _train(
     args: argparse.Namespace,
     mesh: Mesh,
     device: torch.device,
-    rank: int,
+    whereabouts: Whereabouts,
 ) -> list[dict[str, Any]]:
+    """The training loop of run(); `whereabouts.doing` follows it, for an error a timeout ends it with."""
     config = model_module.CONFIG
+    rank, world = whereabouts.rank, whereabouts.world
     primary = rank == 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
     if world > 1:  # every rank runs the same program with the same flags, or none trains
         _together(lambda: _same_settings(args, model_module, world), rank, world)
 
@@ -507,6 +519,7 @@ def _train(
     def save(number: int) -> None:
         """Checkpoint step `number` (every rank takes part)."""
         assert checkpoints is not None
+        whereabouts.doing = f"while saving step {number}"
         meta = {
             "step": number,
             "seed": args.seed,
@@ -531,6 +544,7 @@ def _train(
         for index in range(start, args.steps):
             flags.raise_if_interrupted()
             number = index + 1  # steps done once this one is
+            whereabouts.doing = f"in step {number}"
             batch = _local_batch(data, index, config, parallel, device)
             noise = Noise(
                 args.seed + 1,
@@ -558,6 +572,7 @@ def _train(
                 log_train(number, loss, step_metrics, grad_norm)
             interrupted = time.perf_counter()
             if eval_now:
+                whereabouts.doing = f"in the evaluation after step {number}"
                 emit(metrics.record(number, "eval", _evaluate(parallel, eval_batches)))
             if save_now:
                 save(number)

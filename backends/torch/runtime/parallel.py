@@ -160,6 +160,63 @@ def init_distributed(axes: Mapping[str, int], timeout_seconds: float, device: st
     return Mesh(axes, device_mesh), local_device
 
 
+# ---- a collective that timed out -------------------------------------------------------------------
+
+_TIMED_OUT = "switchc/timed-out/"  # + rank: a key in the job's store, set by a rank whose collective timed out
+
+
+class Whereabouts:
+    """Where this rank is ("in step 3", "in the evaluation after step 4"), so that a collective that
+    times out can say where it was and which ranks it may have waited for.
+
+    A rank that hangs (a stuck read, a deadlock, a filesystem that stopped answering) times out
+    nothing itself: the ranks waiting for it do, after --timeout, and gloo's message names neither
+    the flag nor the rank. Each rank that times out sets a key in the job's store (the TCPStore
+    that torchrun's agent, or rank 0, serves, apart from the process group's connections, which
+    the timeout has closed), and lists the ranks that have not set theirs: the one that hung is
+    among them.
+    """
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank = rank
+        self.world = world
+        self.doing = "before the first step"
+
+    def timed_out(self, error: BaseException, timeout_seconds: float) -> list[str]:
+        """The lines that explain `error` when it is a collective's timeout (none otherwise)."""
+        text = str(error).lower()
+        if self.world == 1 or ("timed out" not in text and "timeout" not in text):
+            return []
+        lines = [f"a collective {self.doing} waited --timeout {timeout_seconds:g}s for a rank that did not come"]
+        waiting = self._not_timed_out()
+        if waiting:
+            if len(waiting) == 1:
+                lines.append(
+                    f"rank {waiting[0]} had not timed out (yet): most likely it is the one that hung or slowed "
+                    "down; its log says what it was doing, a stack dump (py-spy dump --pid PID on its host) where it is"
+                )
+            else:
+                lines.append(
+                    f"ranks {', '.join(map(str, waiting))} had not timed out (yet): the one that hung or slowed down "
+                    "is among them; their logs say what they were doing, a stack dump (py-spy dump --pid PID on "
+                    "their hosts) where they are"
+                )
+        lines.append(f"hint: if nothing is wrong and a rank only takes longer than that {self.doing}, raise --timeout")
+        return lines
+
+    def _not_timed_out(self) -> list[int] | None:
+        """The other ranks that have not said in the store that a collective of theirs timed out
+        (None: the store is gone with its host)."""
+        try:
+            store = dist.distributed_c10d._get_default_store()  # the process group's own, with its prefix
+            store.set(f"{_TIMED_OUT}{self.rank}", self.doing)
+            return [
+                rank for rank in range(self.world) if rank != self.rank and not store.check([f"{_TIMED_OUT}{rank}"])
+            ]
+        except (AttributeError, RuntimeError, ValueError):  # DistStoreError is a RuntimeError
+            return None
+
+
 # ---- collectives with gradients ------------------------------------------------------------------
 
 

@@ -221,16 +221,39 @@ def test_a_rank_that_never_joins_is_one_line_after_timeout(tmp_path: Path) -> No
 
 
 def test_a_hung_rank_times_out_under_torchrun(tmp_path: Path) -> None:
-    """Rank 1 stops at step 1 without exiting: the others fail after --timeout seconds and torchrun
+    """Rank 1 stops in step 2 without exiting: the others fail after --timeout seconds, saying
+    where they waited, which flag bounds the wait and which rank had not timed out, and torchrun
     ends the job with an error."""
     program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
     start = time.monotonic()
     result = run_program(
-        program, "--steps", "5", "--timeout", "5", processes=2, prelude=programs.fail_at(1, 1, hang=True)
+        program,
+        *("--steps", "5", "--timeout", "5", "--eval-every", "0"),
+        processes=2,
+        prelude=programs.fail_at(1, 1, hang=True),
     )
     assert result.returncode != 0
     assert "error: rank 0:" in result.stderr and "Timed out" in result.stderr
+    assert "error: rank 0: a collective in step 2 waited --timeout 5s for a rank that did not come\n" in result.stderr
+    assert "error: rank 0: rank 1 had not timed out (yet): most likely it is the one that hung" in result.stderr
+    assert (
+        "hint: if nothing is wrong and a rank only takes longer than that in step 2, raise --timeout" in result.stderr
+    )
     assert time.monotonic() - start < 120
+
+
+@pytest.mark.slow
+def test_a_hung_first_rank_is_named_without_torchrun(tmp_path: Path) -> None:
+    """Without torchrun the job's store is served by rank 0's process: when rank 0 is the one
+    that hangs, rank 1 still finds it there and names it."""
+    program = compile_program(tmp_path, "--set", "mesh.axes={expert: 2}")
+    args = ["--steps", "5", "--timeout", "5", "--eval-every", "0"]
+    prelude = programs.fail_at(0, 2, hang=True)
+    statuses, errors, elapsed = programs.independent_ranks(program, [args, args], prelude, hung=[0])
+    assert statuses[1] == 1, errors[1]
+    assert "error: rank 1: a collective in step 3 waited --timeout 5s for a rank that did not come\n" in errors[1]
+    assert "error: rank 1: rank 0 had not timed out (yet): most likely it is the one that hung" in errors[1]
+    assert elapsed < 120, elapsed
 
 
 @pytest.mark.slow
